@@ -1,0 +1,20 @@
+//! kube-failover: keeps an active/passive Kubernetes workload alive across two clusters.
+//!
+//! The shape: probes produce an [`model::Observation`] per group and tick; the pure
+//! [`engine::Engine`] turns it into a [`engine::Decision`]; the actuator carries out its
+//! actions; metrics, `/status`, logs and Kubernetes Events explain every step.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod actuate;
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod metrics;
+pub mod model;
+pub mod notify;
+pub mod probe;
+pub mod record;
