@@ -18,3 +18,4 @@ pub mod model;
 pub mod notify;
 pub mod probe;
 pub mod record;
+pub mod status;
