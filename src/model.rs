@@ -13,7 +13,10 @@ pub enum ProbeReason {
     Ok,
     /// No answer within the probe timeout.
     Timeout,
-    /// TCP connection refused, reset or unroutable.
+    /// The host answered but nothing listens: connection refused. The path to the host
+    /// works, so this says the server is down, not the watcher's network.
+    Refused,
+    /// TCP connection reset, unroutable, or the name did not resolve.
     Connect,
     /// TLS handshake or certificate failure.
     Tls,
@@ -43,9 +46,10 @@ pub enum ProbeReason {
 
 impl ProbeReason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [ProbeReason; 15] = [
+    pub const ALL: [ProbeReason; 16] = [
         ProbeReason::Ok,
         ProbeReason::Timeout,
+        ProbeReason::Refused,
         ProbeReason::Connect,
         ProbeReason::Tls,
         ProbeReason::HttpStatus,
@@ -66,6 +70,7 @@ impl ProbeReason {
         match self {
             ProbeReason::Ok => "ok",
             ProbeReason::Timeout => "timeout",
+            ProbeReason::Refused => "refused",
             ProbeReason::Connect => "connect",
             ProbeReason::Tls => "tls",
             ProbeReason::HttpStatus => "http_status",
@@ -82,8 +87,9 @@ impl ProbeReason {
         }
     }
 
-    /// True when the failure says the watcher could not reach the server at all (as
-    /// opposed to the server answering badly). Used for self-distrust.
+    /// True when the failure says the watcher could not reach the host at all (as
+    /// opposed to the host refusing or the server answering badly). Used for
+    /// self-distrust: a refused connection proves the path to the host works.
     pub fn is_unreachable(self) -> bool {
         matches!(
             self,

@@ -4,6 +4,8 @@
 //! self-distrust and the promotion state machine all live here.
 
 mod group;
+#[cfg(test)]
+mod tests;
 mod signal;
 
 pub use group::{Engine, EngineSettings};
@@ -171,4 +173,11 @@ pub struct Decision {
     pub signals: Vec<SignalSnapshot>,
     /// True when `state` differs from the previous tick's.
     pub state_changed: bool,
+}
+
+impl Decision {
+    /// Observe mode: a promotion would have started in this tick.
+    pub fn would_promote(&self) -> bool {
+        self.reasons.contains(&ReasonCode::WouldPromote)
+    }
 }
