@@ -1,1 +1,398 @@
-//! (module under construction)
+//! The failover record: one ConfigMap per group in the standby namespace, so that a
+//! restarted daemon (or a second one) resumes a promotion instead of forgetting it or
+//! starting it twice. Every write carries a resourceVersion precondition (or is a
+//! create), so two writers can never both win.
+//!
+//! The data is plain strings, readable and editable with kubectl (an operator fails
+//! back by setting `phase: primary`); anything unreadable in it is reported naming the
+//! ConfigMap and key, never guessed at.
+
+use crate::model::{FailoverRecord, ProbeReason, RecordPhase};
+use crate::probe::{classify, describe};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// `app.kubernetes.io/name` label value on every record.
+pub const APP_LABEL_VALUE: &str = "kube-failover";
+/// Label carrying the group name.
+pub const GROUP_LABEL: &str = "kube-failover/group";
+
+/// Data keys of the record ConfigMap.
+pub mod keys {
+    pub const PHASE: &str = "phase";
+    pub const EPOCH: &str = "epoch";
+    pub const REASON: &str = "reason";
+    pub const PROMOTED_AT: &str = "promoted_at";
+    pub const PROMOTED_AT_UNIX: &str = "promoted_at_unix";
+    pub const COMPLETED_AT: &str = "completed_at";
+    pub const FENCED_AT: &str = "fenced_at";
+    pub const HOLDER: &str = "holder";
+}
+
+/// Why the record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record changed (or appeared, or vanished) since it was read: re-read it.
+    #[error("ConfigMap {namespace}/{name} changed since it was read")]
+    Conflict { namespace: String, name: String },
+    /// The ConfigMap holds a value this daemon cannot read.
+    #[error("ConfigMap {namespace}/{name}: key {key}: {problem}")]
+    Invalid {
+        namespace: String,
+        name: String,
+        key: &'static str,
+        problem: String,
+    },
+    /// The API call failed.
+    #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(source))]
+    Api {
+        namespace: String,
+        name: String,
+        op: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl RecordError {
+    /// The bounded reason code of this failure.
+    pub fn reason(&self) -> ProbeReason {
+        match self {
+            RecordError::Conflict { .. } => ProbeReason::HttpStatus,
+            RecordError::Invalid { .. } => ProbeReason::Decode,
+            RecordError::Api { source, .. } => classify(source),
+        }
+    }
+
+    /// True for a lost optimistic-concurrency race.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, RecordError::Conflict { .. })
+    }
+}
+
+/// Reads the record; `Ok(None)` when the ConfigMap does not exist yet.
+pub async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<FailoverRecord>, RecordError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|source| RecordError::Api {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        op: "get",
+        source,
+    })?;
+    found.map(|cm| from_config_map(&cm)).transpose()
+}
+
+/// Writes `record` (its `resource_version` is ignored): creates the ConfigMap when
+/// `expected_resource_version` is `None`, else replaces it only if it still has that
+/// resourceVersion. Returns the record as stored, with its new resourceVersion.
+///
+/// A lost race is [`RecordError::Conflict`]: the ConfigMap already existed on create,
+/// or changed (or was deleted) since `expected_resource_version` was read.
+pub async fn write(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    group: &str,
+    record: &FailoverRecord,
+    expected_resource_version: Option<&str>,
+) -> Result<FailoverRecord, RecordError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut cm = to_config_map(namespace, name, group, record);
+    let params = PostParams {
+        field_manager: Some(APP_LABEL_VALUE.to_string()),
+        ..PostParams::default()
+    };
+    let (op, result) = match expected_resource_version {
+        None => ("create", api.create(&params, &cm).await),
+        Some(rv) => {
+            cm.metadata.resource_version = Some(rv.to_string());
+            ("replace", api.replace(name, &params, &cm).await)
+        }
+    };
+    match result {
+        Ok(stored) => from_config_map(&stored),
+        Err(kube::Error::Api(status))
+            if status.is_conflict()
+                || status.is_already_exists()
+                || (op == "replace" && status.is_not_found()) =>
+        {
+            Err(RecordError::Conflict {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        }
+        Err(source) => Err(RecordError::Api {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            op,
+            source,
+        }),
+    }
+}
+
+/// The current wall-clock time as RFC 3339 (seconds) and as Unix seconds.
+pub fn now_stamp() -> (String, i64) {
+    let now = SystemTime::now();
+    let unix = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    (humantime::format_rfc3339_seconds(now).to_string(), unix)
+}
+
+/// Builds the ConfigMap holding `record` (without a resourceVersion).
+pub fn to_config_map(
+    namespace: &str,
+    name: &str,
+    group: &str,
+    record: &FailoverRecord,
+) -> ConfigMap {
+    let mut data = BTreeMap::new();
+    if let Some(phase) = record.phase {
+        data.insert(keys::PHASE.to_string(), phase.as_str().to_string());
+    }
+    data.insert(keys::EPOCH.to_string(), record.epoch.to_string());
+    let optional = [
+        (keys::REASON, Some(&record.reason).filter(|r| !r.is_empty())),
+        (keys::PROMOTED_AT, record.promoted_at.as_ref()),
+        (keys::COMPLETED_AT, record.completed_at.as_ref()),
+        (keys::FENCED_AT, record.fenced_at.as_ref()),
+        (keys::HOLDER, Some(&record.holder).filter(|h| !h.is_empty())),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            data.insert(key.to_string(), value.clone());
+        }
+    }
+    if let Some(unix) = record.promoted_at_unix {
+        data.insert(keys::PROMOTED_AT_UNIX.to_string(), unix.to_string());
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    APP_LABEL_VALUE.to_string(),
+                ),
+                (GROUP_LABEL.to_string(), group.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// Reads a record from its ConfigMap. Missing keys mean "not set" (a record created
+/// by hand with only `phase` is fine); present but unreadable values are errors.
+pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
+    let namespace = cm.metadata.namespace.as_deref().unwrap_or_default();
+    let name = cm.metadata.name.as_deref().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let data = cm.data.as_ref().unwrap_or(&empty);
+    // Values edited with kubectl often end in a newline; surrounding space never matters.
+    let get = |key: &str| data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let invalid = |key: &'static str, problem: String| RecordError::Invalid {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        key,
+        problem,
+    };
+
+    let phase = match get(keys::PHASE) {
+        None => None,
+        Some(v) => Some(RecordPhase::parse(v).ok_or_else(|| {
+            invalid(
+                keys::PHASE,
+                format!(
+                    "{} is not one of primary, promoting, promoted, failed",
+                    quoted(v)
+                ),
+            )
+        })?),
+    };
+    let epoch = match get(keys::EPOCH) {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            invalid(
+                keys::EPOCH,
+                format!("{} is not a non-negative integer", quoted(v)),
+            )
+        })?,
+    };
+    let promoted_at_unix = match get(keys::PROMOTED_AT_UNIX) {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            invalid(
+                keys::PROMOTED_AT_UNIX,
+                format!("{} is not an integer (seconds since 1970)", quoted(v)),
+            )
+        })?),
+    };
+    let text = |key: &str| get(key).map(str::to_string);
+    Ok(FailoverRecord {
+        phase,
+        epoch,
+        reason: text(keys::REASON).unwrap_or_default(),
+        // The RFC 3339 times are for people; decisions use `promoted_at_unix`, so they
+        // are kept as written rather than rejected when hand-edited.
+        promoted_at: text(keys::PROMOTED_AT),
+        completed_at: text(keys::COMPLETED_AT),
+        fenced_at: text(keys::FENCED_AT),
+        holder: text(keys::HOLDER).unwrap_or_default(),
+        promoted_at_unix,
+        resource_version: cm.metadata.resource_version.clone(),
+    })
+}
+
+/// A bad value, quoted and cut short so a pasted blob cannot flood a log line.
+fn quoted(value: &str) -> String {
+    const MAX: usize = 40;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FailoverRecord {
+        FailoverRecord {
+            phase: Some(RecordPhase::Promoted),
+            epoch: 3,
+            reason: "primary_down_quorum".into(),
+            promoted_at: Some("2025-01-02T03:04:05Z".into()),
+            completed_at: Some("2025-01-02T03:04:35Z".into()),
+            fenced_at: None,
+            holder: "watcher-1".into(),
+            promoted_at_unix: Some(1_735_787_045),
+            resource_version: None,
+        }
+    }
+
+    fn cm_with(data: &[(&str, &str)]) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("kube-failover-env0".into()),
+                namespace: Some("agents".into()),
+                resource_version: Some("42".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let rec = sample();
+        let mut cm = to_config_map("agents", "kube-failover-env0", "env0", &rec);
+        let data = cm.data.as_ref().unwrap();
+        assert_eq!(data["phase"], "promoted");
+        assert_eq!(data["epoch"], "3");
+        assert_eq!(data["promoted_at_unix"], "1735787045");
+        assert_eq!(data["holder"], "watcher-1");
+        assert!(!data.contains_key("fenced_at"));
+        let labels = cm.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "kube-failover");
+        assert_eq!(labels["kube-failover/group"], "env0");
+        assert_eq!(cm.metadata.resource_version, None);
+
+        cm.metadata.resource_version = Some("7".into());
+        let back = from_config_map(&cm).unwrap();
+        assert_eq!(
+            back,
+            FailoverRecord {
+                resource_version: Some("7".into()),
+                ..rec
+            }
+        );
+    }
+
+    #[test]
+    fn empty_record_round_trips_to_default() {
+        let cm = to_config_map("agents", "r", "env0", &FailoverRecord::default());
+        assert_eq!(cm.data.as_ref().unwrap().len(), 1, "only the epoch");
+        assert_eq!(from_config_map(&cm).unwrap(), FailoverRecord::default());
+    }
+
+    #[test]
+    fn hand_written_values_are_read() {
+        let rec = from_config_map(&cm_with(&[("phase", "primary\n"), ("epoch", " 4 ")])).unwrap();
+        assert_eq!(rec.phase, Some(RecordPhase::Primary));
+        assert_eq!(rec.epoch, 4);
+        assert_eq!(rec.resource_version.as_deref(), Some("42"));
+        let rec = from_config_map(&cm_with(&[])).unwrap();
+        assert_eq!(rec.phase, None);
+        assert_eq!(rec.epoch, 0);
+    }
+
+    #[test]
+    fn unknown_phase_names_configmap_and_key() {
+        let err = from_config_map(&cm_with(&[("phase", "active")])).unwrap_err();
+        assert_eq!(err.reason(), ProbeReason::Decode);
+        assert_eq!(
+            err.to_string(),
+            "ConfigMap agents/kube-failover-env0: key phase: \"active\" is not one of \
+             primary, promoting, promoted, failed"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_errors() {
+        let err = from_config_map(&cm_with(&[("epoch", "three")])).unwrap_err();
+        assert!(
+            matches!(err, RecordError::Invalid { key: "epoch", .. }),
+            "{err}"
+        );
+        let err = from_config_map(&cm_with(&[("epoch", "-1")])).unwrap_err();
+        assert!(
+            matches!(err, RecordError::Invalid { key: "epoch", .. }),
+            "{err}"
+        );
+        let err = from_config_map(&cm_with(&[("promoted_at_unix", "yesterday")])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordError::Invalid {
+                    key: "promoted_at_unix",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn long_bad_values_are_cut() {
+        let long = "x".repeat(500);
+        let err = from_config_map(&cm_with(&[("phase", &long)])).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+    }
+
+    #[test]
+    fn stamp_is_rfc3339_seconds() {
+        let (text, unix) = now_stamp();
+        assert!(text.ends_with('Z') && text.len() == 20, "{text}");
+        let parsed = humantime::parse_rfc3339(&text).unwrap();
+        let parsed_unix = parsed
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(parsed_unix, unix);
+    }
+}

@@ -1,0 +1,519 @@
+//! Workload probes: the selected Deployments and their Pods.
+//!
+//! env0's trigger Deployment has no readiness probe, so "Pod Ready" only says its
+//! containers run. The strong signals are the ones Pods cannot hide: no Pod at all, a
+//! container in CrashLoopBackOff, a Pod that cannot be scheduled. The reasons keep
+//! them apart so an operator (and the metrics) can tell which one fired.
+
+use super::{CallError, describe};
+use crate::config::WorkloadConfig;
+use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::core::Selector;
+use std::time::{Duration, Instant};
+
+/// One workload's probe result: the signal outcome and, when the Deployments could be
+/// listed, a view of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadProbe {
+    pub outcome: ProbeOutcome,
+    /// `None` when the selection itself failed (API error or timeout).
+    pub views: Option<Vec<DeploymentView>>,
+}
+
+/// Fetches the Deployments a workload selects: by name (`get`) or by label selector
+/// (`list`). An empty result means nothing matched; the caller decides what that means.
+pub async fn select(
+    api: &Api<Deployment>,
+    workload: &WorkloadConfig,
+) -> Result<Vec<Deployment>, kube::Error> {
+    match (&workload.name, &workload.selector) {
+        (Some(name), _) => Ok(api.get_opt(name).await?.into_iter().collect()),
+        (None, Some(selector)) => Ok(api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items),
+        // Validation rejects this; selecting nothing is the safe reading.
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+/// How a workload's selection reads in a message: `Deployment ns/name` or
+/// `Deployments in ns matching sel`.
+pub fn selection_text(namespace: &str, workload: &WorkloadConfig) -> String {
+    match (&workload.name, &workload.selector) {
+        (Some(name), _) => format!("Deployment {namespace}/{name}"),
+        (None, Some(sel)) => format!("Deployments in {namespace} matching {sel}"),
+        (None, None) => format!("Deployments in {namespace} (no selection)"),
+    }
+}
+
+/// The message for a selection that matched nothing.
+pub fn nothing_selected(namespace: &str, workload: &WorkloadConfig) -> String {
+    match (&workload.name, &workload.selector) {
+        (Some(name), _) => format!("Deployment {namespace}/{name} not found"),
+        (None, Some(sel)) => format!("no Deployment in {namespace} matches {sel}"),
+        (None, None) => format!("no Deployment selected in {namespace}"),
+    }
+}
+
+/// Probes one workload of the primary: every selected Deployment exists, wants at
+/// least one replica, has them available, and has that many Ready, live Pods.
+pub async fn probe_primary_workload(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &WorkloadConfig,
+    timeout: Duration,
+) -> WorkloadProbe {
+    probe_workload(client, namespace, workload, timeout, Mode::Primary).await
+}
+
+/// Probes one workload of the standby: the selection matches at least one Deployment
+/// and its Pods can be listed (readiness after a promotion is judged from them).
+pub async fn probe_standby_workload(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &WorkloadConfig,
+    timeout: Duration,
+) -> WorkloadProbe {
+    probe_workload(client, namespace, workload, timeout, Mode::Standby).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The workload must be running.
+    Primary,
+    /// The workload must exist (it normally sits at 0).
+    Standby,
+}
+
+async fn probe_workload(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &WorkloadConfig,
+    timeout: Duration,
+    mode: Mode,
+) -> WorkloadProbe {
+    let start = Instant::now();
+    // One bound for the whole signal (selection plus Pod lists), so a signal never
+    // takes longer than the probe timeout however many Deployments it selects.
+    let result = tokio::time::timeout(timeout, inspect(client, namespace, workload, mode)).await;
+    let latency = start.elapsed();
+    match result {
+        Ok(Inspection { failure, views }) => WorkloadProbe {
+            outcome: match failure {
+                None => ProbeOutcome::ok(latency),
+                Some((reason, detail)) => ProbeOutcome::fail(reason, latency, detail),
+            },
+            views,
+        },
+        Err(_) => WorkloadProbe {
+            outcome: ProbeOutcome::fail(
+                ProbeReason::Timeout,
+                latency,
+                format!(
+                    "{}: no answer within {timeout:?}",
+                    selection_text(namespace, workload)
+                ),
+            ),
+            views: None,
+        },
+    }
+}
+
+struct Inspection {
+    failure: Option<(ProbeReason, String)>,
+    views: Option<Vec<DeploymentView>>,
+}
+
+async fn inspect(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &WorkloadConfig,
+    mode: Mode,
+) -> Inspection {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    // The outer bound in `probe_workload` limits these calls; `bounded` is not needed.
+    let selected = match select(&deployments, workload).await {
+        Ok(selected) => selected,
+        Err(err) => {
+            let detail = format!(
+                "{}: {}",
+                selection_text(namespace, workload),
+                describe(&err)
+            );
+            return Inspection {
+                failure: Some((super::classify(&err), detail)),
+                views: None,
+            };
+        }
+    };
+    if selected.is_empty() {
+        // A vanished Deployment is a failure, not a skip; a deleted namespace shows
+        // up the same way (a get answers 404, a list answers empty).
+        return Inspection {
+            failure: Some((ProbeReason::NotFound, nothing_selected(namespace, workload))),
+            views: Some(Vec::new()),
+        };
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let summaries = join_all(selected.iter().map(|d| pods_of(&pods, d))).await;
+
+    let mut failure = None;
+    let mut views = Vec::with_capacity(selected.len());
+    for (deployment, pods) in selected.iter().zip(summaries) {
+        let facts = DeploymentFacts::of(deployment);
+        let name = format!("{namespace}/{}", facts.name);
+        let (ready_pods, judged) = match pods {
+            Ok(summary) => {
+                let judged = match mode {
+                    Mode::Primary => judge_primary(&name, &facts, &summary),
+                    Mode::Standby => None,
+                };
+                (summary.ready, judged)
+            }
+            Err(err) => (
+                0,
+                Some((err.reason(), format!("Pods of Deployment {name}: {err}"))),
+            ),
+        };
+        views.push(DeploymentView {
+            name: facts.name.clone(),
+            desired: facts.desired,
+            available: facts.available,
+            ready_pods,
+        });
+        if failure.is_none() {
+            failure = judged;
+        }
+    }
+    Inspection {
+        failure,
+        views: Some(views),
+    }
+}
+
+/// Lists the Pods a Deployment selects, by its own `spec.selector`.
+async fn pods_of(pods: &Api<Pod>, deployment: &Deployment) -> Result<PodSummary, CallError> {
+    let selector = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| Selector::try_from(s.selector.clone()).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    // An empty selector would list every Pod in the namespace; apps/v1 requires one,
+    // so an empty one means the object is not what we think it is.
+    if selector.is_empty() {
+        return Err(CallError::Kube(kube::Error::Api(
+            kube::core::Status::failure("Deployment has no usable selector", "Invalid")
+                .with_code(422)
+                .boxed(),
+        )));
+    }
+    // The caller's bound (the whole signal's) limits this call.
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(CallError::Kube)?;
+    Ok(PodSummary::of(&list.items))
+}
+
+/// What a probe needs from a Deployment object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentFacts {
+    pub name: String,
+    /// `spec.replicas`; the API server defaults a missing value to 1.
+    pub desired: i32,
+    /// `status.availableReplicas`, 0 when unset.
+    pub available: i32,
+}
+
+impl DeploymentFacts {
+    /// Reads the facts from a Deployment object.
+    pub fn of(deployment: &Deployment) -> Self {
+        DeploymentFacts {
+            name: deployment.metadata.name.clone().unwrap_or_default(),
+            desired: deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+            available: deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The Pods of one Deployment, reduced to what the judgement needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSummary {
+    /// Pods that are neither terminating nor finished.
+    pub live: i32,
+    /// Live Pods whose Ready condition is True.
+    pub ready: i32,
+    /// A live Pod with a container waiting in CrashLoopBackOff: `pod/container`.
+    pub crash_loop: Option<String>,
+    /// A live Pod whose PodScheduled condition is False.
+    pub unschedulable: Option<String>,
+}
+
+impl PodSummary {
+    /// Summarises a list of Pods.
+    pub fn of(pods: &[Pod]) -> Self {
+        let mut summary = PodSummary::default();
+        for pod in pods {
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let status = pod.status.as_ref();
+            if matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ) {
+                continue;
+            }
+            summary.live += 1;
+            let name = pod.metadata.name.as_deref().unwrap_or("?");
+            let condition = |kind: &str| {
+                status
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == kind))
+                    .map(|c| c.status.as_str())
+            };
+            if condition("Ready") == Some("True") {
+                summary.ready += 1;
+            }
+            if condition("PodScheduled") == Some("False") && summary.unschedulable.is_none() {
+                summary.unschedulable = Some(name.to_string());
+            }
+            if summary.crash_loop.is_none() {
+                let containers = status.into_iter().flat_map(|s| {
+                    s.init_container_statuses
+                        .iter()
+                        .flatten()
+                        .chain(s.container_statuses.iter().flatten())
+                });
+                for c in containers {
+                    let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+                    if waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
+                        summary.crash_loop = Some(format!("{name}/{}", c.name));
+                        break;
+                    }
+                }
+            }
+        }
+        summary
+    }
+}
+
+/// Judges one primary Deployment; `None` means it passes. `name` is `ns/name`.
+pub fn judge_primary(
+    name: &str,
+    facts: &DeploymentFacts,
+    pods: &PodSummary,
+) -> Option<(ProbeReason, String)> {
+    let want = facts.desired;
+    if want <= 0 {
+        return Some((
+            ProbeReason::ScaledToZero,
+            format!("Deployment {name} is scaled to 0"),
+        ));
+    }
+    if facts.available >= want && pods.ready >= want {
+        return None;
+    }
+    Some(if pods.live == 0 {
+        (
+            ProbeReason::NoPods,
+            format!("Deployment {name} wants {want} replicas and has no Pod"),
+        )
+    } else if let Some(container) = &pods.crash_loop {
+        (
+            ProbeReason::CrashLoop,
+            format!("Deployment {name}: container {container} is in CrashLoopBackOff"),
+        )
+    } else if let Some(pod) = &pods.unschedulable {
+        (
+            ProbeReason::Unschedulable,
+            format!("Deployment {name}: Pod {pod} cannot be scheduled"),
+        )
+    } else {
+        (
+            ProbeReason::Unready,
+            format!(
+                "Deployment {name}: {} of {want} available, {} of {want} Pods Ready",
+                facts.available, pods.ready
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(value: serde_json::Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn ready_pod(name: &str) -> Pod {
+        pod(json!({
+            "metadata": {"name": name},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True"}
+            ]}
+        }))
+    }
+
+    fn facts(desired: i32, available: i32) -> DeploymentFacts {
+        DeploymentFacts {
+            name: "trigger".into(),
+            desired,
+            available,
+        }
+    }
+
+    #[test]
+    fn healthy_deployment_passes() {
+        let pods = PodSummary::of(&[ready_pod("a")]);
+        assert_eq!(pods.live, 1);
+        assert_eq!(pods.ready, 1);
+        assert_eq!(judge_primary("ns/trigger", &facts(1, 1), &pods), None);
+    }
+
+    #[test]
+    fn scaled_to_zero_and_no_pods() {
+        let none = PodSummary::of(&[]);
+        let (reason, detail) = judge_primary("ns/trigger", &facts(0, 0), &none).unwrap();
+        assert_eq!(reason, ProbeReason::ScaledToZero);
+        assert_eq!(detail, "Deployment ns/trigger is scaled to 0");
+        let (reason, _) = judge_primary("ns/trigger", &facts(1, 0), &none).unwrap();
+        assert_eq!(reason, ProbeReason::NoPods);
+    }
+
+    #[test]
+    fn terminating_and_finished_pods_do_not_count() {
+        let mut terminating = ready_pod("old");
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let finished = pod(json!({
+            "metadata": {"name": "done"},
+            "status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "True"}]}
+        }));
+        let pods = PodSummary::of(&[terminating, finished]);
+        assert_eq!(pods, PodSummary::default());
+        // Available replicas from the status do not rescue a Deployment whose only
+        // Pod is going away.
+        let (reason, _) = judge_primary("ns/trigger", &facts(1, 1), &pods).unwrap();
+        assert_eq!(reason, ProbeReason::NoPods);
+    }
+
+    #[test]
+    fn crash_loop_is_named() {
+        let crashing = pod(json!({
+            "metadata": {"name": "trigger-1"},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{
+                    "name": "agent", "image": "x", "imageID": "", "ready": false,
+                    "restartCount": 7,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}}
+                }]}
+        }));
+        let pods = PodSummary::of(&[crashing]);
+        assert_eq!(pods.crash_loop.as_deref(), Some("trigger-1/agent"));
+        let (reason, detail) = judge_primary("ns/trigger", &facts(1, 0), &pods).unwrap();
+        assert_eq!(reason, ProbeReason::CrashLoop);
+        assert!(detail.contains("trigger-1/agent"), "{detail}");
+    }
+
+    #[test]
+    fn unschedulable_and_plain_unready() {
+        let pending = pod(json!({
+            "metadata": {"name": "trigger-2"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+            ]}
+        }));
+        let pods = PodSummary::of(&[pending]);
+        let (reason, _) = judge_primary("ns/trigger", &facts(1, 0), &pods).unwrap();
+        assert_eq!(reason, ProbeReason::Unschedulable);
+
+        let starting = pod(json!({
+            "metadata": {"name": "trigger-3"},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "False"}
+            ]}
+        }));
+        let pods = PodSummary::of(&[starting, ready_pod("trigger-4")]);
+        let (reason, detail) = judge_primary("ns/trigger", &facts(2, 1), &pods).unwrap();
+        assert_eq!(reason, ProbeReason::Unready);
+        assert_eq!(
+            detail,
+            "Deployment ns/trigger: 1 of 2 available, 1 of 2 Pods Ready"
+        );
+    }
+
+    #[test]
+    fn ready_pods_without_available_status_are_unready() {
+        let pods = PodSummary::of(&[ready_pod("a")]);
+        let (reason, _) = judge_primary("ns/trigger", &facts(1, 0), &pods).unwrap();
+        assert_eq!(reason, ProbeReason::Unready);
+    }
+
+    #[test]
+    fn facts_default_like_the_api_server() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "proxy"},
+            "spec": {"selector": {"matchLabels": {"env0": "agent-proxy"}},
+                     "template": {}}
+        }))
+        .unwrap();
+        assert_eq!(
+            DeploymentFacts::of(&d),
+            DeploymentFacts {
+                name: "proxy".into(),
+                desired: 1,
+                available: 0
+            }
+        );
+    }
+
+    #[test]
+    fn messages_name_the_selection() {
+        let by_name = WorkloadConfig {
+            name: Some("agent-trigger".into()),
+            selector: None,
+            replicas: 1,
+        };
+        let by_selector = WorkloadConfig {
+            name: None,
+            selector: Some("env0=agent-proxy".into()),
+            replicas: 1,
+        };
+        assert_eq!(
+            nothing_selected("agents", &by_name),
+            "Deployment agents/agent-trigger not found"
+        );
+        assert_eq!(
+            nothing_selected("agents", &by_selector),
+            "no Deployment in agents matches env0=agent-proxy"
+        );
+        assert_eq!(
+            selection_text("agents", &by_selector),
+            "Deployments in agents matching env0=agent-proxy"
+        );
+    }
+}
