@@ -1,1 +1,39 @@
-//! (under construction)
+//! Real Kubernetes control planes on 127.0.0.1 for kube-failover's end-to-end tests and
+//! sandbox: etcd, kube-apiserver, kube-controller-manager and kwok built from source
+//! (`testbed/build.sh`), the env0-agent-like workload, the daemon's restricted identity,
+//! and fault injection (stopped or killed API servers and etcd, unready Pods, scaling
+//! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy).
+//!
+//! ```no_run
+//! use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
+//!
+//! # async fn example() -> Result<(), kube_failover_testbed::TestbedError> {
+//! let pair = ClusterPair::start().await?; // primary agent at 1 replica, standby at 0
+//! let proxy = FaultProxy::start(pair.primary.api_addr()).await?;
+//! let kubeconfig = pair.primary.daemon_kubeconfig_via(proxy.addr())?;
+//! // ... run the daemon with `kubeconfig` (context `pair.primary.context()`) ...
+//! proxy.set_mode(ProxyMode::Blackhole); // only the daemon's path is cut
+//! pair.primary.stop_apiserver().await?; // the real outage
+//! # drop(kubeconfig);
+//! # Ok(()) }
+//! ```
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod binaries;
+mod cluster;
+mod error;
+mod objects;
+mod pki;
+mod process;
+mod proxy;
+pub mod sandbox;
+
+pub use binaries::{BIN_ENV, Binaries};
+pub use cluster::{
+    Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV,
+};
+pub use error::TestbedError;
+pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest};
+pub use pki::DAEMON_USER;
+pub use proxy::{FaultProxy, ProxyMode};
