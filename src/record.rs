@@ -51,8 +51,9 @@ pub enum RecordError {
         namespace: String,
         name: String,
         op: &'static str,
+        // Boxed: kube's error is large, and this one travels in every `Result` here.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -83,7 +84,7 @@ pub async fn read(
         namespace: namespace.to_string(),
         name: name.to_string(),
         op: "get",
-        source,
+        source: Box::new(source),
     })?;
     found.map(|cm| from_config_map(&cm)).transpose()
 }
@@ -118,9 +119,10 @@ pub async fn write(
     match result {
         Ok(stored) => from_config_map(&stored),
         Err(kube::Error::Api(status))
-            if status.is_conflict()
+            if status.code == 409
+                || status.is_conflict()
                 || status.is_already_exists()
-                || (op == "replace" && status.is_not_found()) =>
+                || (op == "replace" && (status.code == 404 || status.is_not_found())) =>
         {
             Err(RecordError::Conflict {
                 namespace: namespace.to_string(),
@@ -131,7 +133,7 @@ pub async fn write(
             namespace: namespace.to_string(),
             name: name.to_string(),
             op,
-            source,
+            source: Box::new(source),
         }),
     }
 }

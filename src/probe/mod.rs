@@ -219,14 +219,14 @@ pub fn classify(err: &kube::Error) -> ProbeReason {
 }
 
 fn classify_status(status: &kube::core::Status) -> ProbeReason {
-    if status.code == 401 || status.reason == "Unauthorized" {
-        ProbeReason::Unauthorized
-    } else if status.is_forbidden() {
-        ProbeReason::Forbidden
-    } else if status.is_not_found() {
-        ProbeReason::NotFound
-    } else {
-        ProbeReason::HttpStatus
+    // The HTTP code decides; the reason only stands in when the code is missing.
+    // (kube's `Status::is_forbidden` and friends never fall back to the code, so a
+    // proxy's plain-text 403 would not count as forbidden there.)
+    match (status.code, status.reason.as_str()) {
+        (401, _) | (0, "Unauthorized") => ProbeReason::Unauthorized,
+        (403, _) | (0, "Forbidden") => ProbeReason::Forbidden,
+        (404, _) | (0, "NotFound") => ProbeReason::NotFound,
+        _ => ProbeReason::HttpStatus,
     }
 }
 

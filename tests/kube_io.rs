@@ -1,0 +1,570 @@
+//! Probes, the failover record and the actuator against real API servers from the test
+//! bed, as the restricted `kube-failover` user that deploy/kubernetes/target-rbac grants
+//! (so a verb missing from that Role fails here first).
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_failover::actuate::{ActuateError, Actuator};
+use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
+use kube_failover::model::{
+    Action, FailoverRecord, Observation, ProbeReason, RecordPhase, StandbyObservation,
+};
+use kube_failover::probe::{probe_primary, probe_standby};
+use kube_failover::record::{self, RecordError};
+use kube_failover_testbed::{Cluster, ClusterPair, ClusterSpec, FaultProxy, ProxyMode};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const IDENTITY: &str = "kube-io-test";
+
+/// Each test starts control planes; on two cores, one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cluster_config(c: &Cluster) -> ClusterConfig {
+    ClusterConfig {
+        kubeconfig: Some(c.daemon_kubeconfig().to_path_buf()),
+        context: Some(c.context().to_string()),
+        namespace: c.namespace().to_string(),
+    }
+}
+
+/// The env0 shape: the trigger by label selector, the proxy by name.
+fn workloads(c: &Cluster) -> Vec<WorkloadConfig> {
+    vec![
+        WorkloadConfig {
+            name: None,
+            selector: Some("env0=agent-trigger".into()),
+            replicas: 1,
+        },
+        WorkloadConfig {
+            name: Some(c.proxy_deployment()),
+            selector: None,
+            replicas: 1,
+        },
+    ]
+}
+
+fn group(primary: &Cluster, standby: &Cluster) -> GroupConfig {
+    GroupConfig {
+        name: "env0".into(),
+        primary: cluster_config(primary),
+        standby: cluster_config(standby),
+        workloads: workloads(primary),
+        policy: Default::default(),
+        http_checks: Vec::new(),
+        record_name: None,
+    }
+}
+
+/// A loopback HTTP server answering 200 to everything, for an HTTP check.
+async fn http_ok() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, task)
+}
+
+async fn events(c: &Cluster, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(c.client(), c.namespace());
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+fn reasons(obs: &[(String, kube_failover::model::ProbeOutcome)]) -> Vec<ProbeReason> {
+    obs.iter().map(|(_, o)| o.reason).collect()
+}
+
+#[tokio::test]
+async fn probes_record_and_actions_with_the_restricted_identity() {
+    let _serial = SERIAL.lock().await;
+    let pair = ClusterPair::start().await.expect("test bed starts");
+    let (primary, standby) = (&pair.primary, &pair.standby);
+    let p = primary.daemon_client().await.unwrap();
+    let s = standby.daemon_client().await.unwrap();
+    let http = reqwest::Client::new();
+    let (url, server) = http_ok().await;
+    let mut g = group(primary, standby);
+    g.http_checks.push(HttpCheckConfig {
+        name: "agent".into(),
+        url,
+        expected_status: 200,
+        timeout: None,
+    });
+
+    // --- a healthy primary and a fit standby --------------------------------------------
+    let prim = probe_primary(&p, &g, &http, TIMEOUT).await;
+    assert!(prim.api.passed(), "{:?}", prim.api);
+    assert_eq!(
+        prim.workloads
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "workload:env0=agent-trigger".to_string(),
+            format!("workload:{}", primary.proxy_deployment())
+        ]
+    );
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Ok, ProbeReason::Ok],
+        "{prim:?}"
+    );
+    assert_eq!(reasons(&prim.http), [ProbeReason::Ok], "{prim:?}");
+    let views = prim.deployments.clone().expect("listed");
+    assert_eq!(views.len(), 2);
+    for v in &views {
+        assert_eq!((v.desired, v.available, v.ready_pods), (1, 1, 1), "{v:?}");
+    }
+    assert!(prim.api.latency > Duration::ZERO);
+
+    let stby = probe_standby(&s, &g, TIMEOUT).await;
+    assert!(stby.api.passed(), "{:?}", stby.api);
+    assert!(stby.workloads.passed(), "{:?}", stby.workloads);
+    assert_eq!(stby.record, Ok(FailoverRecord::default()), "no record yet");
+    let views = stby.deployments.clone().expect("listed");
+    assert_eq!(views.len(), 2);
+    assert!(views.iter().all(|v| v.desired == 0), "{views:?}");
+
+    // --- the record: create once, replace only at the read resourceVersion -------------
+    let ns = standby.namespace();
+    let scratch = "kube-io-scratch";
+    let first = FailoverRecord {
+        phase: Some(RecordPhase::Primary),
+        epoch: 7,
+        holder: IDENTITY.into(),
+        ..FailoverRecord::default()
+    };
+    let stored = record::write(&s, ns, scratch, "scratch", &first, None)
+        .await
+        .unwrap();
+    let rv1 = stored
+        .resource_version
+        .clone()
+        .expect("stored with a resourceVersion");
+    assert_eq!(
+        stored,
+        FailoverRecord {
+            resource_version: Some(rv1.clone()),
+            ..first.clone()
+        }
+    );
+    let again = record::write(&s, ns, scratch, "scratch", &first, None).await;
+    assert!(
+        matches!(again, Err(RecordError::Conflict { .. })),
+        "{again:?}"
+    );
+    let second = FailoverRecord {
+        epoch: 8,
+        ..first.clone()
+    };
+    let stored = record::write(&s, ns, scratch, "scratch", &second, Some(&rv1))
+        .await
+        .unwrap();
+    assert_eq!(stored.epoch, 8);
+    let stale = record::write(&s, ns, scratch, "scratch", &first, Some(&rv1)).await;
+    assert!(
+        matches!(stale, Err(RecordError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let read = record::read(&s, ns, scratch)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(read, stored);
+    let cm: ConfigMap = Api::namespaced(standby.client(), ns)
+        .get(scratch)
+        .await
+        .unwrap();
+    let labels = cm.metadata.labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/name"], "kube-failover");
+    assert_eq!(labels["kube-failover/group"], "scratch");
+    // Someone writes nonsense into it: a decode error naming the ConfigMap and key.
+    let cms: Api<ConfigMap> = Api::namespaced(standby.client(), ns);
+    cms.patch(
+        scratch,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"epoch": "eight"}})),
+    )
+    .await
+    .unwrap();
+    let err = record::read(&s, ns, scratch).await.unwrap_err();
+    assert_eq!(err.reason(), ProbeReason::Decode);
+    assert!(
+        err.to_string()
+            .contains(&format!("ConfigMap {ns}/{scratch}: key epoch")),
+        "{err}"
+    );
+
+    // --- promotion: record, scale up, Events, idempotence ------------------------------
+    let actuator = Actuator::new(&g, p.clone(), s.clone(), IDENTITY.into());
+    let obs = Observation {
+        wall_unix: 0.0,
+        primary: prim.clone(),
+        standby: stby.clone(),
+    };
+    let promoting = Action::RecordPromoting {
+        epoch: 1,
+        reason: "primary_down_quorum".into(),
+    };
+    let report = actuator.execute(&promoting, &obs).await.unwrap();
+    assert!(report.changed());
+    let rec = record::read(&s, ns, &g.record_name())
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(rec.phase, Some(RecordPhase::Promoting));
+    assert_eq!(rec.epoch, 1);
+    assert_eq!(rec.holder, IDENTITY);
+    assert_eq!(rec.reason, "primary_down_quorum");
+    assert!(rec.promoted_at.is_some() && rec.promoted_at_unix.is_some());
+    assert_eq!(report.record.as_ref(), Some(&rec));
+    // A second daemon deciding on the same (now stale) view loses the race.
+    let err = actuator.execute(&promoting, &obs).await.unwrap_err();
+    assert_eq!(err.reason(), "conflict", "{err}");
+
+    let report = actuator
+        .execute(&Action::ScaleStandbyUp, &obs)
+        .await
+        .unwrap();
+    let mut scaled: Vec<_> = report
+        .scaled
+        .iter()
+        .map(|c| (c.deployment.clone(), c.from, c.to))
+        .collect();
+    scaled.sort();
+    let mut want: Vec<_> = standby
+        .deployment_names()
+        .into_iter()
+        .map(|n| (n, 0, 1))
+        .collect();
+    want.sort();
+    assert_eq!(scaled, want, "{report}");
+    for name in standby.deployment_names() {
+        assert_eq!(standby.replicas(&name).await.unwrap(), 1);
+    }
+    let promoted_events = events(standby, "KubeFailoverPromoted").await;
+    assert_eq!(promoted_events.len(), 2, "{promoted_events:?}");
+    for ev in &promoted_events {
+        let dep = standby
+            .deployment(ev.involved_object.name.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ev.involved_object.uid, dep.metadata.uid);
+        assert_eq!(ev.reporting_instance.as_deref(), Some(IDENTITY));
+        assert_eq!(ev.type_.as_deref(), Some("Normal"));
+        let msg = ev.message.as_deref().unwrap();
+        // The epoch is the one just recorded, not the observation's older one.
+        assert!(
+            msg.starts_with("group env0 epoch 1 (reason primary_down_quorum)"),
+            "{msg}"
+        );
+    }
+    let report = actuator
+        .execute(&Action::ScaleStandbyUp, &obs)
+        .await
+        .unwrap();
+    assert!(!report.changed(), "{report}");
+    assert_eq!(events(standby, "KubeFailoverPromoted").await.len(), 2);
+
+    for name in standby.deployment_names() {
+        standby
+            .wait_deployment_ready(&name, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let stby = probe_standby(&s, &g, TIMEOUT).await;
+    let views = stby.deployments.clone().unwrap();
+    assert!(
+        views
+            .iter()
+            .all(|v| v.desired == 1 && v.available == 1 && v.ready_pods == 1),
+        "{views:?}"
+    );
+    assert_eq!(
+        stby.record.as_ref().unwrap().phase,
+        Some(RecordPhase::Promoting)
+    );
+
+    let report = actuator
+        .execute(&Action::RecordPromoted { epoch: 1 }, &obs)
+        .await
+        .unwrap();
+    assert!(report.changed());
+    let rec = record::read(&s, ns, &g.record_name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.phase, Some(RecordPhase::Promoted));
+    assert!(rec.completed_at.is_some());
+    assert_eq!(rec.reason, "primary_down_quorum", "kept");
+    let report = actuator
+        .execute(&Action::RecordPromoted { epoch: 1 }, &obs)
+        .await
+        .unwrap();
+    assert!(!report.changed(), "already promoted: {report}");
+    let err = actuator
+        .execute(&Action::RecordPromoted { epoch: 2 }, &obs)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "conflict", "{err}");
+    let err = actuator
+        .execute(
+            &Action::RecordFailed {
+                epoch: 1,
+                reason: "promotion_timeout".into(),
+            },
+            &obs,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reason(),
+        "conflict",
+        "a promoted record is never marked failed: {err}"
+    );
+
+    // --- fencing the old primary --------------------------------------------------------
+    let report = actuator.execute(&Action::FencePrimary, &obs).await.unwrap();
+    assert_eq!(report.scaled.len(), 2, "{report}");
+    assert!(
+        report.scaled.iter().all(|c| c.from == 1 && c.to == 0),
+        "{report}"
+    );
+    for name in primary.deployment_names() {
+        assert_eq!(primary.replicas(&name).await.unwrap(), 0);
+    }
+    let fenced = events(primary, "KubeFailoverFenced").await;
+    assert_eq!(fenced.len(), 2, "{fenced:?}");
+    assert!(fenced.iter().all(|e| e.type_.as_deref() == Some("Warning")));
+    let report = actuator.execute(&Action::FencePrimary, &obs).await.unwrap();
+    assert!(!report.changed(), "{report}");
+
+    let prim = probe_primary(&p, &g, &http, TIMEOUT).await;
+    assert!(prim.api.passed());
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::ScaledToZero, ProbeReason::ScaledToZero],
+        "{prim:?}"
+    );
+    assert!(prim.workloads[0].1.detail.contains("scaled to 0"));
+    assert!(prim.deployments.unwrap().iter().all(|v| v.desired == 0));
+
+    actuator
+        .execute(&Action::RecordFenced { epoch: 1 }, &obs)
+        .await
+        .unwrap();
+    let rec = record::read(&s, ns, &g.record_name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rec.fenced_at.is_some());
+    assert_eq!(rec.phase, Some(RecordPhase::Promoted));
+    let report = actuator
+        .execute(&Action::RecordFenced { epoch: 1 }, &obs)
+        .await
+        .unwrap();
+    assert!(!report.changed());
+
+    // --- correcting a standby that should be at 0 --------------------------------------
+    let report = actuator
+        .execute(&Action::ScaleStandbyDown, &obs)
+        .await
+        .unwrap();
+    assert_eq!(report.scaled.len(), 2, "{report}");
+    for name in standby.deployment_names() {
+        assert_eq!(standby.replicas(&name).await.unwrap(), 0);
+    }
+    assert_eq!(
+        events(standby, "KubeFailoverStandbyCorrected").await.len(),
+        2
+    );
+
+    // --- what the restricted identity may not do, and what is not there ----------------
+    let mut elsewhere = g.clone();
+    elsewhere.primary.namespace = "default".into();
+    let prim = probe_primary(&p, &elsewhere, &http, TIMEOUT).await;
+    assert!(prim.api.passed(), "/readyz needs no grant");
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Forbidden, ProbeReason::Forbidden],
+        "{prim:?}"
+    );
+    assert_eq!(
+        prim.workloads[1].1.detail,
+        format!(
+            "Deployment default/{}: HTTP 403 Forbidden",
+            primary.proxy_deployment()
+        )
+    );
+    assert_eq!(prim.deployments, None, "unknown, not empty");
+    let fencing = Actuator::new(&elsewhere, p.clone(), s.clone(), IDENTITY.into());
+    let err = fencing
+        .execute(&Action::FencePrimary, &obs)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "forbidden", "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("primary cluster, namespace default: list"),
+        "{err}"
+    );
+    assert!(matches!(err, ActuateError::Call { .. }));
+
+    let mut missing = g.clone();
+    missing.workloads = vec![
+        WorkloadConfig {
+            name: Some("no-such-deployment".into()),
+            selector: None,
+            replicas: 1,
+        },
+        WorkloadConfig {
+            name: None,
+            selector: Some("env0=no-such-component".into()),
+            replicas: 1,
+        },
+    ];
+    let prim = probe_primary(&p, &missing, &http, TIMEOUT).await;
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::NotFound, ProbeReason::NotFound],
+        "{prim:?}"
+    );
+    assert_eq!(
+        prim.workloads[0].1.detail,
+        format!(
+            "Deployment {}/no-such-deployment not found",
+            primary.namespace()
+        )
+    );
+    assert_eq!(
+        prim.deployments,
+        Some(Vec::new()),
+        "listed, and nothing matched"
+    );
+    let stby: StandbyObservation = probe_standby(&s, &missing, TIMEOUT).await;
+    assert_eq!(stby.workloads.reason, ProbeReason::NotFound, "{stby:?}");
+    let promoting = Actuator::new(&missing, p.clone(), s.clone(), IDENTITY.into());
+    let err = promoting
+        .execute(&Action::ScaleStandbyUp, &obs)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "not_found", "{err}");
+
+    server.abort();
+}
+
+#[tokio::test]
+async fn faults_are_classified() {
+    let _serial = SERIAL.lock().await;
+    let c = Cluster::start_with(ClusterSpec::new("faults"))
+        .await
+        .expect("test bed starts");
+    let g = group(&c, &c);
+    let http = reqwest::Client::new();
+
+    // Credentials the cluster does not accept.
+    let untrusted = c.client_from(c.untrusted_kubeconfig()).await.unwrap();
+    let prim = probe_primary(&untrusted, &g, &http, TIMEOUT).await;
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Unauthorized, ProbeReason::Unauthorized],
+        "{prim:?}"
+    );
+    let stby = probe_standby(&untrusted, &g, TIMEOUT).await;
+    let record_err = stby.record.expect_err("record unreadable");
+    assert_eq!(record_err.reason, ProbeReason::Unauthorized);
+    assert!(
+        record_err.detail.contains(&g.record_name()),
+        "{}",
+        record_err.detail
+    );
+
+    // The path to the API server drops packets, then resets connections.
+    let proxy = FaultProxy::start(c.api_addr()).await.unwrap();
+    let via_kubeconfig = c.daemon_kubeconfig_via(proxy.addr()).unwrap();
+    let via = c.client_from(&via_kubeconfig).await.unwrap();
+    let prim = probe_primary(&via, &g, &http, TIMEOUT).await;
+    assert!(prim.api.passed(), "{prim:?}");
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Ok, ProbeReason::Ok],
+        "{prim:?}"
+    );
+    proxy.set_mode(ProxyMode::Blackhole);
+    let short = Duration::from_millis(700);
+    let started = Instant::now();
+    let prim = probe_primary(&via, &g, &http, short).await;
+    let took = started.elapsed();
+    assert_eq!(prim.api.reason, ProbeReason::Timeout, "{prim:?}");
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Timeout, ProbeReason::Timeout],
+        "{prim:?}"
+    );
+    assert!(
+        took < short + Duration::from_millis(500),
+        "bounded: took {took:?}"
+    );
+    let stby = probe_standby(&via, &g, short).await;
+    assert_eq!(stby.record.unwrap_err().reason, ProbeReason::Timeout);
+    proxy.set_mode(ProxyMode::Reset);
+    let prim = probe_primary(&via, &g, &http, TIMEOUT).await;
+    assert_eq!(prim.api.reason, ProbeReason::Connect, "{prim:?}");
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Connect, ProbeReason::Connect],
+        "{prim:?}"
+    );
+    drop(proxy);
+
+    // The agent namespace is deleted. The daemon's Role lives in it, so the restricted
+    // identity now sees 403; an identity with wider rights sees the objects gone.
+    let daemon = c.daemon_client().await.unwrap();
+    c.delete_namespace().await.unwrap();
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    assert!(prim.api.passed());
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Forbidden, ProbeReason::Forbidden],
+        "{prim:?}"
+    );
+    let prim = probe_primary(&c.client(), &g, &http, TIMEOUT).await;
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::NotFound, ProbeReason::NotFound],
+        "{prim:?}"
+    );
+    let stby = probe_standby(&c.client(), &g, TIMEOUT).await;
+    assert_eq!(stby.workloads.reason, ProbeReason::NotFound);
+    assert_eq!(
+        stby.record,
+        Ok(FailoverRecord::default()),
+        "a missing record is no error"
+    );
+
+    // The API server is down: nothing listens on its port.
+    c.stop_apiserver().await.unwrap();
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    assert_eq!(prim.api.reason, ProbeReason::Refused, "{prim:?}");
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Refused, ProbeReason::Refused],
+        "{prim:?}"
+    );
+    assert_eq!(prim.deployments, None);
+    assert!(prim.api.latency < TIMEOUT);
+}
