@@ -1,1 +1,528 @@
-//! (module under construction)
+//! One `kube::Client` per cluster, built like kubectl builds its own: a kubeconfig file
+//! and context when given, in-cluster credentials only when neither was given. A
+//! kubeconfig holds credentials, so no error here ever carries its contents.
+
+use crate::config::ClusterConfig;
+use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Bound on establishing a TCP+TLS connection to an API server. A blackholed server
+/// must fail a call in seconds, not after the kernel's SYN retries (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on waiting for response bytes from an API server. Clients built here are for
+/// short request/response calls (probes, scale patches, record writes), never for
+/// watches or exec sessions, so an idle connection this long means the server is gone.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bound on sending a request to an API server.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where a kubeconfig was read from; shown in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeconfigSource {
+    /// The `kubeconfig` path given in the configuration.
+    File(PathBuf),
+    /// No path was given but a context was: `$KUBECONFIG` or `~/.kube/config`, as kubectl.
+    Default,
+}
+
+impl fmt::Display for KubeconfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KubeconfigSource::File(path) => write!(f, "{}", path.display()),
+            KubeconfigSource::Default => {
+                f.write_str("the default kubeconfig ($KUBECONFIG or ~/.kube/config)")
+            }
+        }
+    }
+}
+
+/// What is wrong with a cluster's kubeconfig. Found without contacting any cluster.
+#[derive(Debug, Error)]
+pub enum KubeconfigProblem {
+    /// The file could not be read.
+    #[error("cannot read kubeconfig {file}: {source}")]
+    Read {
+        file: KubeconfigSource,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a kubeconfig. The parser's own message is withheld on purpose:
+    /// it quotes the offending lines, and those may be tokens or keys.
+    #[error(
+        "kubeconfig {file} is not valid kubeconfig YAML{at} (parser details withheld: the file holds credentials)"
+    )]
+    Parse {
+        file: KubeconfigSource,
+        /// ` at line L column C` when known, else empty.
+        at: String,
+    },
+    /// Any other failure to load the file (merging several `$KUBECONFIG` files, no home
+    /// directory to find the default one).
+    #[error("cannot load kubeconfig {file}: {source}")]
+    Load {
+        file: KubeconfigSource,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// The configured context does not exist in the file.
+    #[error("context {context:?} not found in kubeconfig {file} (contexts there: {available})")]
+    ContextNotFound {
+        file: KubeconfigSource,
+        context: String,
+        /// Comma-separated context names, or `none`.
+        available: String,
+    },
+    /// No context was configured and the file names no usable current-context.
+    #[error(
+        "kubeconfig {file} has no usable current-context ({detail}); set `context` to one of: {available}"
+    )]
+    NoCurrentContext {
+        file: KubeconfigSource,
+        detail: String,
+        available: String,
+    },
+    /// The context refers to a cluster entry the file does not define.
+    #[error(
+        "context {context:?} in kubeconfig {file} refers to cluster {cluster:?}, which is not defined there"
+    )]
+    ClusterNotFound {
+        file: KubeconfigSource,
+        context: String,
+        cluster: String,
+    },
+}
+
+/// Why a client for one cluster could not be built.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The kubeconfig or its context is unusable.
+    #[error("{role} cluster: {source}")]
+    Kubeconfig {
+        role: String,
+        #[source]
+        source: KubeconfigProblem,
+    },
+    /// The kubeconfig parsed and the context exists, but kube could not turn it into a
+    /// client configuration (missing server URL, unreadable certificate file, …).
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {source}")]
+    Config {
+        role: String,
+        file: KubeconfigSource,
+        context: String,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// Neither `kubeconfig` nor `context` was given and the in-cluster service account
+    /// is not available.
+    #[error(
+        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable: {source}"
+    )]
+    InCluster {
+        role: String,
+        #[source]
+        source: InClusterError,
+    },
+    /// The client could not be constructed (TLS setup).
+    #[error("{role} cluster: cannot build a Kubernetes client: {source}")]
+    Client {
+        role: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A kubeconfig read from disk with the context that will be used, checked offline.
+#[derive(Clone)]
+pub struct ResolvedKubeconfig {
+    /// The parsed file. Holds credentials: never log it (hence the `Debug` below).
+    pub kubeconfig: Kubeconfig,
+    /// Where it was read from.
+    pub source: KubeconfigSource,
+    /// The configured context, or the file's current-context.
+    pub context: String,
+    /// The API server URL of the context's cluster, as written in the file.
+    pub server: Option<String>,
+}
+
+impl fmt::Debug for ResolvedKubeconfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedKubeconfig")
+            .field("source", &self.source)
+            .field("context", &self.context)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and checks the kubeconfig of `cluster`: the file parses, the context exists
+/// (or, with no context configured, the current-context does) and names a defined
+/// cluster. `Ok(None)` means in-cluster credentials (neither `kubeconfig` nor `context`).
+/// Touches no cluster.
+pub fn resolve_kubeconfig(
+    cluster: &ClusterConfig,
+) -> Result<Option<ResolvedKubeconfig>, KubeconfigProblem> {
+    let (kubeconfig, source) = match (&cluster.kubeconfig, &cluster.context) {
+        (None, None) => return Ok(None),
+        (Some(path), _) => {
+            let source = KubeconfigSource::File(path.clone());
+            (
+                Kubeconfig::read_from(path).map_err(|e| problem(e, &source))?,
+                source,
+            )
+        }
+        (None, Some(_)) => {
+            let source = KubeconfigSource::Default;
+            (Kubeconfig::read().map_err(|e| problem(e, &source))?, source)
+        }
+    };
+    let available = context_names(&kubeconfig);
+    let context = match &cluster.context {
+        Some(context) => {
+            if !kubeconfig.contexts.iter().any(|c| &c.name == context) {
+                return Err(KubeconfigProblem::ContextNotFound {
+                    file: source,
+                    context: context.clone(),
+                    available,
+                });
+            }
+            context.clone()
+        }
+        None => match &kubeconfig.current_context {
+            None => {
+                return Err(KubeconfigProblem::NoCurrentContext {
+                    file: source,
+                    detail: "current-context is not set".to_string(),
+                    available,
+                });
+            }
+            Some(current) if !kubeconfig.contexts.iter().any(|c| &c.name == current) => {
+                return Err(KubeconfigProblem::NoCurrentContext {
+                    file: source,
+                    detail: format!("current-context {current:?} is not defined"),
+                    available,
+                });
+            }
+            Some(current) => current.clone(),
+        },
+    };
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_default();
+    let Some(named_cluster) = kubeconfig.clusters.iter().find(|c| c.name == cluster_name) else {
+        return Err(KubeconfigProblem::ClusterNotFound {
+            file: source,
+            context,
+            cluster: cluster_name,
+        });
+    };
+    let server = named_cluster
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone());
+    Ok(Some(ResolvedKubeconfig {
+        kubeconfig,
+        source,
+        context,
+        server,
+    }))
+}
+
+/// Builds the client for one side of a group. `role` (`primary` or `standby`) only
+/// labels errors. The kubeconfig is read and checked as in [`resolve_kubeconfig`]; with
+/// neither `kubeconfig` nor `context` configured, in-cluster credentials are used. The
+/// client's default namespace is the cluster's `namespace`, and every connection has the
+/// timeouts above. Building the client does not contact the cluster.
+pub async fn client_for(cluster: &ClusterConfig, role: &str) -> Result<kube::Client, ClusterError> {
+    // kube's `ring` and reqwest's `aws-lc-rs` are both compiled in, so rustls cannot
+    // choose a process-wide provider by itself and would panic on the first TLS client.
+    // Losing a race with another installer is fine: any provider will do.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let mut config =
+        match resolve_kubeconfig(cluster).map_err(|source| ClusterError::Kubeconfig {
+            role: role.to_string(),
+            source,
+        })? {
+            Some(resolved) => {
+                let options = KubeConfigOptions {
+                    context: Some(resolved.context.clone()),
+                    cluster: None,
+                    user: None,
+                };
+                kube::Config::from_custom_kubeconfig(resolved.kubeconfig, &options)
+                    .await
+                    .map_err(|source| ClusterError::Config {
+                        role: role.to_string(),
+                        file: resolved.source,
+                        context: resolved.context,
+                        source,
+                    })?
+            }
+            None => kube::Config::incluster().map_err(|source| ClusterError::InCluster {
+                role: role.to_string(),
+                source,
+            })?,
+        };
+    config.default_namespace = cluster.namespace.clone();
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    // Count the read timeout from when the request was sent, not from when a pooled
+    // connection went idle (kube's documented caveat of `read_timeout`).
+    config.reset_reader_on_write = true;
+    config.write_timeout = Some(WRITE_TIMEOUT);
+    // kube would silently retry 429/503/504 with backoff. A 503 from the primary is
+    // evidence the probes must see, within their own timeout; the daemon's hysteresis
+    // and the actuator's backoff are the retry policy.
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|source| ClusterError::Client {
+        role: role.to_string(),
+        source,
+    })
+}
+
+fn context_names(kubeconfig: &Kubeconfig) -> String {
+    let names: Vec<&str> = kubeconfig
+        .contexts
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn problem(err: KubeconfigError, source: &KubeconfigSource) -> KubeconfigProblem {
+    match err {
+        // Re-anchor to the file we were asked to read: with `$KUBECONFIG` listing several
+        // files, the io error's own path is the more precise one.
+        KubeconfigError::ReadConfig(io, path) => KubeconfigProblem::Read {
+            file: match source {
+                KubeconfigSource::File(_) => source.clone(),
+                KubeconfigSource::Default => KubeconfigSource::File(path),
+            },
+            source: io,
+        },
+        KubeconfigError::Parse(yaml) => KubeconfigProblem::Parse {
+            file: source.clone(),
+            at: yaml
+                .location()
+                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                .unwrap_or_default(),
+        },
+        other => KubeconfigProblem::Load {
+            file: source.clone(),
+            source: other,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const TOKEN: &str = "s3cr3t-token-value";
+
+    fn kubeconfig_yaml(current: Option<&str>) -> String {
+        let current = current
+            .map(|c| format!("current-context: {c}\n"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: v1
+kind: Config
+{current}clusters:
+- name: one
+  cluster:
+    server: https://127.0.0.1:6443
+    insecure-skip-tls-verify: true
+- name: two
+  cluster:
+    server: https://127.0.0.1:7443
+    insecure-skip-tls-verify: true
+contexts:
+- name: ctx-one
+  context:
+    cluster: one
+    user: admin
+- name: ctx-two
+  context:
+    cluster: two
+    user: admin
+- name: ctx-dangling
+  context:
+    cluster: missing
+    user: admin
+users:
+- name: admin
+  user:
+    token: {TOKEN}
+"
+        )
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write temp kubeconfig");
+        path
+    }
+
+    fn cluster(kubeconfig: Option<PathBuf>, context: Option<&str>) -> ClusterConfig {
+        ClusterConfig {
+            kubeconfig,
+            context: context.map(str::to_string),
+            namespace: "env0-agent".to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_a_client_for_the_named_context_with_the_configured_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
+        let client = client_for(&cluster(Some(path), Some("ctx-two")), "standby")
+            .await
+            .expect("client");
+        assert_eq!(client.default_namespace(), "env0-agent");
+    }
+
+    #[test]
+    fn resolves_the_named_context_and_its_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
+        let resolved = resolve_kubeconfig(&cluster(Some(path.clone()), Some("ctx-two")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.context, "ctx-two");
+        assert_eq!(resolved.server.as_deref(), Some("https://127.0.0.1:7443"));
+        assert_eq!(resolved.source, KubeconfigSource::File(path));
+    }
+
+    #[test]
+    fn without_a_context_the_current_context_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
+        let resolved = resolve_kubeconfig(&cluster(Some(path), None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.context, "ctx-one");
+        assert_eq!(resolved.server.as_deref(), Some("https://127.0.0.1:6443"));
+    }
+
+    #[test]
+    fn nothing_configured_means_in_cluster() {
+        assert!(resolve_kubeconfig(&cluster(None, None)).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_context_fails_naming_the_context_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "primary.kubeconfig",
+            &kubeconfig_yaml(Some("ctx-one")),
+        );
+        let Err(err) = client_for(&cluster(Some(path.clone()), Some("prod")), "primary").await
+        else {
+            panic!("a missing context must fail");
+        };
+        let msg = err.to_string();
+        assert!(matches!(
+            err,
+            ClusterError::Kubeconfig {
+                source: KubeconfigProblem::ContextNotFound { .. },
+                ..
+            }
+        ));
+        assert!(msg.starts_with("primary cluster: "), "{msg}");
+        assert!(msg.contains("\"prod\""), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("ctx-one, ctx-two"), "{msg}");
+    }
+
+    #[test]
+    fn missing_current_context_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(None));
+        let err = resolve_kubeconfig(&cluster(Some(path.clone()), None)).unwrap_err();
+        assert!(
+            matches!(err, KubeconfigProblem::NoCurrentContext { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("current-context is not set"),
+            "{err}"
+        );
+
+        let path = write(&dir, "kc2", &kubeconfig_yaml(Some("gone")));
+        let err = resolve_kubeconfig(&cluster(Some(path), None)).unwrap_err();
+        assert!(err.to_string().contains("\"gone\" is not defined"), "{err}");
+    }
+
+    #[test]
+    fn a_context_whose_cluster_is_missing_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
+        let err = resolve_kubeconfig(&cluster(Some(path), Some("ctx-dangling"))).unwrap_err();
+        assert!(
+            matches!(err, KubeconfigProblem::ClusterNotFound { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"missing\""), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_kubeconfig_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.kubeconfig");
+        let err = resolve_kubeconfig(&cluster(Some(path.clone()), None)).unwrap_err();
+        assert!(matches!(err, KubeconfigProblem::Read { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_parse_error_never_quotes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A token where a list belongs: parsers like to quote the offending value.
+        let text = format!("apiVersion: v1\nkind: Config\nusers: {TOKEN}\n");
+        let path = write(&dir, "kc", &text);
+        let err = resolve_kubeconfig(&cluster(Some(path.clone()), None)).unwrap_err();
+        assert!(matches!(err, KubeconfigProblem::Parse { .. }), "{err}");
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        assert!(!chain.contains(TOKEN), "{chain}");
+        assert!(chain.contains(&path.display().to_string()), "{chain}");
+    }
+
+    #[tokio::test]
+    async fn errors_never_carry_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
+        for context in ["nope", "ctx-dangling"] {
+            let Err(err) = client_for(&cluster(Some(path.clone()), Some(context)), "primary").await
+            else {
+                panic!("context {context} must fail");
+            };
+            assert!(!format!("{err} {err:?}").contains(TOKEN), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The `kube-failover` binary as an operator uses it: exit codes, messages naming the
+//! key path, the resolved configuration, and `status` against a missing and a fake daemon.
+//! No cluster is needed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-failover");
+
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: primary
+clusters:
+- name: p
+  cluster: {server: 'https://127.0.0.1:6443'}
+- name: s
+  cluster: {server: 'https://127.0.0.1:7443'}
+contexts:
+- name: primary
+  context: {cluster: p, user: u}
+- name: standby
+  context: {cluster: s, user: u}
+users:
+- name: u
+  user: {token: abc}
+";
+
+/// A valid configuration; `{kc}` becomes the kubeconfig path.
+const GOOD: &str = r#"
+[daemon]
+probe_interval = "2000ms"
+probe_timeout = "1s"
+
+[[groups]]
+name = "env0"
+
+[groups.primary]
+kubeconfig = "{kc}"
+context = "primary"
+namespace = "env0-agent"
+
+[groups.standby]
+kubeconfig = "{kc}"
+context = "standby"
+namespace = "env0-agent"
+
+[[groups.workloads]]
+selector = "env0=agent-trigger"
+
+[[groups.workloads]]
+selector = "env0=agent-proxy"
+
+[groups.policy]
+failure_threshold = 3
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("clusters.kubeconfig"), KUBECONFIG).expect("kubeconfig");
+        Fixture { dir }
+    }
+
+    fn config(&self, text: &str) -> PathBuf {
+        let kc = self.dir.path().join("clusters.kubeconfig");
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, text.replace("{kc}", &kc.display().to_string())).expect("config");
+        path
+    }
+}
+
+/// Runs the binary with no `KUBE_FAILOVER…` variables from the test's own environment.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KUBE_FAILOVER") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run kube-failover")
+}
+
+fn check_config(path: &Path, env: &[(&str, &str)]) -> Output {
+    run(&["check-config", "--config", path.to_str().unwrap()], env)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("kube-failover {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for line in [
+        "0  success",
+        "1  runtime error",
+        "2  invalid configuration",
+        "3  the daemon could not be reached",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+    for cmd in ["run", "check-config", "status"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&["status", "--port", "1"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn check_config_prints_the_resolved_configuration() {
+    let f = Fixture::new();
+    let path = f.config(GOOD);
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "probe_interval = \"2s\"",
+        "probe_timeout = \"1s\"",
+        "mode = \"auto\"",
+        "cooldown = \"10m\"",
+        "promotion_timeout = \"2m\"",
+        "success_threshold = 1",
+        "replicas = 1",
+        "record_name = \"kube-failover-env0\"",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The printed configuration is itself a valid configuration.
+    let again = f.config(&text);
+    let out = check_config(&again, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().skip(1).collect::<Vec<_>>(),
+        text.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn check_config_applies_environment_overrides() {
+    let f = Fixture::new();
+    let path = f.config(GOOD);
+    let out = check_config(
+        &path,
+        &[
+            ("KUBE_FAILOVER__DAEMON__MODE", "observe"),
+            ("KUBE_FAILOVER__DAEMON__PROBE_INTERVAL", "4s"),
+            ("KUBE_FAILOVER__GROUPS__0__POLICY__QUORUM", "2"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("mode = \"observe\""), "{text}");
+    assert!(text.contains("probe_interval = \"4s\""), "{text}");
+    assert!(text.contains("quorum = 2"), "{text}");
+}
+
+/// Each kind of bad configuration exits 2 with a message naming the key path.
+#[test]
+fn check_config_rejects_bad_configurations_naming_the_key() {
+    let f = Fixture::new();
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown key",
+            GOOD.replace("failure_threshold = 3", "failure_treshold = 3"),
+            "groups[env0].policy.failure_treshold: unknown field",
+        ),
+        (
+            "malformed duration",
+            GOOD.replace("\"2000ms\"", "\"2 fortnights\""),
+            "daemon.probe_interval: invalid value",
+        ),
+        (
+            "zero threshold",
+            GOOD.replace("failure_threshold = 3", "failure_threshold = 0"),
+            "groups[env0].policy.failure_threshold: must be at least 1",
+        ),
+        (
+            "negative threshold",
+            GOOD.replace("failure_threshold = 3", "failure_threshold = -2"),
+            "groups[env0].policy.failure_threshold: ",
+        ),
+        (
+            "timeout not below interval",
+            GOOD.replace("probe_timeout = \"1s\"", "probe_timeout = \"2s\""),
+            "daemon.probe_timeout: must be below daemon.probe_interval",
+        ),
+        (
+            "quorum above the signals",
+            GOOD.replace("failure_threshold = 3", "quorum = 4"),
+            "groups[env0].policy.quorum: 4 is more than the 3 primary signal(s)",
+        ),
+        (
+            "duplicate group names",
+            format!("{GOOD}\n{}", &GOOD[GOOD.find("[[groups]]").unwrap()..]),
+            "groups[1].name: duplicate group name \"env0\"",
+        ),
+        (
+            "same cluster and namespace",
+            GOOD.replace("context = \"standby\"", "context = \"primary\""),
+            "groups[env0].standby: is the same cluster and namespace",
+        ),
+        (
+            "unreadable kubeconfig",
+            GOOD.replacen("kubeconfig = \"{kc}\"", "kubeconfig = \"{kc}.missing\"", 1),
+            "groups[env0].primary.kubeconfig: cannot read kubeconfig",
+        ),
+        (
+            "missing context",
+            GOOD.replace("context = \"standby\"", "context = \"dr\""),
+            "groups[env0].standby.context: context \"dr\" not found in kubeconfig",
+        ),
+        (
+            "malformed URL",
+            format!(
+                "{GOOD}\n[[groups.http_checks]]\nname = \"proxy\"\nurl = \"agent-proxy/healthz\"\n"
+            ),
+            "groups[env0].http_checks[0].url: ",
+        ),
+        (
+            "bad selector",
+            GOOD.replace("env0=agent-proxy", "env0 is agent-proxy"),
+            "groups[env0].workloads[1].selector: ",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let path = f.config(text);
+        let out = check_config(&path, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(expected),
+            "{what}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            err.contains(&path.display().to_string()),
+            "{what}: file not named in:\n{err}"
+        );
+        assert!(stdout(&out).is_empty(), "{what}: printed a configuration");
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let f = Fixture::new();
+    let text = GOOD
+        .replace(
+            "failure_threshold = 3",
+            "failure_threshold = 0\nsuccess_threshold = 0",
+        )
+        .replace("context = \"standby\"", "context = \"dr\"");
+    let out = check_config(&f.config(&text), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("invalid configuration (3 problems)"), "{err}");
+    for key in [
+        "groups[env0].policy.failure_threshold",
+        "groups[env0].policy.success_threshold",
+        "groups[env0].standby.context",
+    ] {
+        assert!(err.contains(&format!("\n  {key}: ")), "{key} in:\n{err}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let f = Fixture::new();
+    let absent = f.dir.path().join("nowhere.toml");
+    let out = check_config(&absent, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&absent.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_configuration_before_starting() {
+    let f = Fixture::new();
+    let path = f.config(&GOOD.replace("failure_threshold = 3", "failure_threshold = 0"));
+    let out = run(&["run", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("groups[env0].policy.failure_threshold"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_of_an_unreachable_daemon_exits_3() {
+    // A port that was just free: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(&["status", "--addr", &addr], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot reach the daemon at {addr}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+const STATUS_JSON: &str = r#"{"version":"0.1.0","mode":"auto","identity":"watcher-1","ready":true,
+"last_tick_unix":null,"groups":[{"name":"env0","state":"primary_active","since_unix":1767323045.0,
+"primary_down":false,"standby_fit":true,"active_cluster":"primary","signals":[{"name":"api","up":true,
+"consecutive_failures":0,"consecutive_successes":7,"last_reason":"ok","last_latency_seconds":0.004,
+"last_detail":""}],"standby":{"api_reason":"ok","workloads_reason":"ok","detail":""},"record":null,
+"last_decision":{"at_unix":1767323045.0,"reasons":["primary_healthy"],"actions":[],"would_promote":false},
+"unexpected_standby_replicas":0,"last_action_error":null}]}"#;
+
+/// Serves `responses` (status line + body), one per connection, on a loopback port,
+/// then stops. Returns the address.
+fn fake_daemon(responses: Vec<(&'static str, &'static str)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (status, body) in responses {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).ok();
+            assert!(request_line.starts_with("GET /status "), "{request_line}");
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn status_prints_a_table_or_the_raw_json() {
+    let addr = fake_daemon(vec![("200 OK", STATUS_JSON), ("200 OK", STATUS_JSON)]);
+    let out = run(&["status", "--addr", &addr], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("group env0"), "{text}");
+    assert!(
+        text.contains("primary_active since 2026-01-02T03:04:05Z"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("api") && l.contains(" up ")),
+        "{text}"
+    );
+    assert!(text.contains("reasons: primary_healthy"), "{text}");
+
+    let out = run(&["status", "--addr", &addr, "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), STATUS_JSON);
+}
+
+#[test]
+fn status_with_an_error_answer_exits_1() {
+    let addr = fake_daemon(vec![
+        ("503 Service Unavailable", "{}"),
+        ("200 OK", "{\"not\":\"a status\"}"),
+    ]);
+    let out = run(&["status", "--addr", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
+    let out = run(&["status", "--addr", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
