@@ -28,7 +28,9 @@ const COMPONENT: &str = "kube-failover";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
+    /// The cluster normally running the workload.
     Primary,
+    /// The cluster that takes over on promotion.
     Standby,
 }
 
@@ -51,10 +53,14 @@ impl fmt::Display for Side {
 /// One Deployment whose replica count the actuator changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScaleChange {
+    /// The cluster the Deployment is in.
     pub side: Side,
     pub namespace: String,
+    /// The Deployment's name.
     pub deployment: String,
+    /// `spec.replicas` before.
     pub from: i32,
+    /// `spec.replicas` after.
     pub to: i32,
 }
 
@@ -343,7 +349,11 @@ impl Actuator {
                     namespace: self.standby_ns().to_string(),
                     name,
                     reason: outcome.reason,
-                    detail: outcome.reason.as_str().to_string(),
+                    detail: if outcome.detail.is_empty() {
+                        outcome.reason.as_str().to_string()
+                    } else {
+                        outcome.detail.clone()
+                    },
                 });
             }
         };

@@ -21,13 +21,21 @@ pub const GROUP_LABEL: &str = "kube-failover/group";
 
 /// Data keys of the record ConfigMap.
 pub mod keys {
+    /// `primary`, `promoting`, `promoted` or `failed`; absent means `primary`.
     pub const PHASE: &str = "phase";
+    /// Promotion counter, a non-negative integer.
     pub const EPOCH: &str = "epoch";
+    /// Reason code of the promotion or of its failure.
     pub const REASON: &str = "reason";
+    /// RFC 3339 time the promotion started.
     pub const PROMOTED_AT: &str = "promoted_at";
+    /// The same as Unix seconds, for the cooldown.
     pub const PROMOTED_AT_UNIX: &str = "promoted_at_unix";
+    /// RFC 3339 time the standby was Ready.
     pub const COMPLETED_AT: &str = "completed_at";
+    /// RFC 3339 time the old primary was seen at 0 replicas.
     pub const FENCED_AT: &str = "fenced_at";
+    /// Identity of the daemon that wrote last.
     pub const HOLDER: &str = "holder";
 }
 

@@ -1,7 +1,7 @@
 //! Optional HTTP checks against the primary's workload: `GET url` must answer with the
 //! expected status. Details name the check, never the URL (it may carry a token).
 
-use super::{classify_reqwest, describe_reqwest};
+use super::{classify_elapsed, classify_reqwest, describe_reqwest};
 use crate::config::HttpCheckConfig;
 use crate::model::{ProbeOutcome, ProbeReason};
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ pub async fn check(
     let latency = start.elapsed();
     let name = &check.name;
     match result {
-        Err(_) => ProbeOutcome::fail(
-            ProbeReason::Timeout,
+        Err(elapsed) => ProbeOutcome::fail(
+            classify_elapsed(&elapsed),
             latency,
             format!("http check {name}: no answer within {timeout:?}"),
         ),

@@ -120,8 +120,8 @@ async fn read_record(
     match result {
         Ok(Ok(rec)) => Ok(rec.unwrap_or_default()),
         Ok(Err(err)) => Err(ProbeOutcome::fail(err.reason(), latency, err.to_string())),
-        Err(_) => Err(ProbeOutcome::fail(
-            ProbeReason::Timeout,
+        Err(elapsed) => Err(ProbeOutcome::fail(
+            classify_elapsed(&elapsed),
             latency,
             format!("ConfigMap {ns}/{name}: no answer within {timeout:?}"),
         )),
@@ -249,7 +249,8 @@ pub fn classify_reqwest(err: &reqwest::Error) -> ProbeReason {
     }
 }
 
-/// The reason a timed-out call gets; here so every caller says the same.
+/// The reason a call cut off by `tokio::time::timeout` gets; here so every caller
+/// says the same.
 pub fn classify_elapsed(_: &tokio::time::error::Elapsed) -> ProbeReason {
     ProbeReason::Timeout
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 /// listed, a view of each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadProbe {
+    /// The signal's result; on failure, the first failing Deployment's reason.
     pub outcome: ProbeOutcome,
     /// `None` when the selection itself failed (API error or timeout).
     pub views: Option<Vec<DeploymentView>>,
@@ -110,9 +111,9 @@ async fn probe_workload(
             },
             views,
         },
-        Err(_) => WorkloadProbe {
+        Err(elapsed) => WorkloadProbe {
             outcome: ProbeOutcome::fail(
-                ProbeReason::Timeout,
+                super::classify_elapsed(&elapsed),
                 latency,
                 format!(
                     "{}: no answer within {timeout:?}",
@@ -225,6 +226,7 @@ async fn pods_of(pods: &Api<Pod>, deployment: &Deployment) -> Result<PodSummary,
 /// What a probe needs from a Deployment object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentFacts {
+    /// `metadata.name`.
     pub name: String,
     /// `spec.replicas`; the API server defaults a missing value to 1.
     pub desired: i32,
