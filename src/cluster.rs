@@ -47,6 +47,7 @@ pub enum KubeconfigProblem {
     /// The file could not be read.
     #[error("cannot read kubeconfig {file}: {source}")]
     Read {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
         #[source]
         source: std::io::Error,
@@ -57,6 +58,7 @@ pub enum KubeconfigProblem {
         "kubeconfig {file} is not valid kubeconfig YAML{at} (parser details withheld: the file holds credentials)"
     )]
     Parse {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
         /// ` at line L column C` when known, else empty.
         at: String,
@@ -65,6 +67,7 @@ pub enum KubeconfigProblem {
     /// directory to find the default one).
     #[error("cannot load kubeconfig {file}: {source}")]
     Load {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
         #[source]
         source: KubeconfigError,
@@ -72,7 +75,9 @@ pub enum KubeconfigProblem {
     /// The configured context does not exist in the file.
     #[error("context {context:?} not found in kubeconfig {file} (contexts there: {available})")]
     ContextNotFound {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
+        /// The context concerned.
         context: String,
         /// Comma-separated context names, or `none`.
         available: String,
@@ -82,7 +87,9 @@ pub enum KubeconfigProblem {
         "kubeconfig {file} has no usable current-context ({detail}); set `context` to one of: {available}"
     )]
     NoCurrentContext {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
+        /// Why the current-context cannot be used.
         detail: String,
         available: String,
     },
@@ -91,8 +98,11 @@ pub enum KubeconfigProblem {
         "context {context:?} in kubeconfig {file} refers to cluster {cluster:?}, which is not defined there"
     )]
     ClusterNotFound {
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
+        /// The context concerned.
         context: String,
+        /// The cluster entry the context names.
         cluster: String,
     },
 }
@@ -103,6 +113,7 @@ pub enum ClusterError {
     /// The kubeconfig or its context is unusable.
     #[error("{role} cluster: {source}")]
     Kubeconfig {
+        /// `primary` or `standby`.
         role: String,
         #[source]
         source: KubeconfigProblem,
@@ -111,8 +122,11 @@ pub enum ClusterError {
     /// client configuration (missing server URL, unreadable certificate file, …).
     #[error("{role} cluster: kubeconfig {file}, context {context:?}: {source}")]
     Config {
+        /// `primary` or `standby`.
         role: String,
+        /// The kubeconfig concerned.
         file: KubeconfigSource,
+        /// The context concerned.
         context: String,
         #[source]
         source: KubeconfigError,
@@ -123,6 +137,7 @@ pub enum ClusterError {
         "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable: {source}"
     )]
     InCluster {
+        /// `primary` or `standby`.
         role: String,
         #[source]
         source: InClusterError,
@@ -130,6 +145,7 @@ pub enum ClusterError {
     /// The client could not be constructed (TLS setup).
     #[error("{role} cluster: cannot build a Kubernetes client: {source}")]
     Client {
+        /// `primary` or `standby`.
         role: String,
         #[source]
         source: kube::Error,

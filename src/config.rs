@@ -27,6 +27,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The config and label value: `observe` or `auto`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Observe => "observe",
@@ -39,7 +40,9 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line, fields flattened.
     Json,
 }
 
@@ -55,7 +58,9 @@ pub struct DaemonConfig {
     pub probe_timeout: Duration,
     /// Admin server (`/metrics`, `/healthz`, `/readyz`, `/status`).
     pub listen: SocketAddr,
+    /// `text` or `json`; the level comes from `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
+    /// `observe` (never write) or `auto` (act).
     pub mode: Mode,
     /// Identity written into the failover record and Events; defaults to the host name.
     pub identity: Option<String>,
@@ -82,11 +87,15 @@ impl Default for DaemonConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
+    /// A DNS label: names the record ConfigMap and labels metrics.
     pub name: String,
+    /// Where the workload normally runs.
     pub primary: ClusterConfig,
+    /// Where it is scaled to 0 until a promotion; also holds the failover record.
     pub standby: ClusterConfig,
     /// The Deployments that make up the workload (the same selection in both clusters).
     pub workloads: Vec<WorkloadConfig>,
+    /// When the primary counts as down and what may happen then.
     #[serde(default)]
     pub policy: PolicyConfig,
     /// Extra HTTP checks against the primary's workload.
@@ -99,6 +108,7 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// The failover record's ConfigMap name, default applied.
     pub fn record_name(&self) -> String {
         self.record_name
             .clone()
@@ -111,8 +121,11 @@ impl GroupConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// Kubeconfig file. With only `context` set, `$KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig; default its current-context.
     pub context: Option<String>,
+    /// Namespace of the workload's Deployments (and, in the standby, of the record).
     pub namespace: String,
 }
 
@@ -121,6 +134,7 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadConfig {
+    /// One Deployment by name.
     pub name: Option<String>,
     /// A Kubernetes label selector, e.g. `env0=agent-trigger`.
     pub selector: Option<String>,
@@ -193,8 +207,11 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheckConfig {
+    /// Unique within the group; the signal is `http:<name>`.
     pub name: String,
+    /// Absolute http(s) URL.
     pub url: String,
+    /// The status that counts as a pass (default 200).
     #[serde(default = "default_status")]
     pub expected_status: u16,
     /// Defaults to the daemon's probe timeout.
@@ -207,6 +224,7 @@ fn default_status() -> u16 {
 }
 
 impl HttpCheckConfig {
+    /// The signal name of this check: `http:<name>`.
     pub fn signal_name(&self) -> String {
         format!("http:{}", self.name)
     }
