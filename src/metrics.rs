@@ -1,1 +1,454 @@
-//! (module under construction)
+//! Every metric the daemon exports, defined once. Label values are bounded: group and
+//! signal names come from the config, reasons and states from closed enums.
+
+use crate::engine::{Decision, GroupState};
+use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for probe and tick latencies: 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets for the time a promotion takes: 1 s to 10 min.
+const PROMOTION_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The daemon's metrics and the registry that serves them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    probe_success: IntGaugeVec,
+    probe_duration: HistogramVec,
+    probe_failures: IntCounterVec,
+    signal_up: IntGaugeVec,
+    primary_up: IntGaugeVec,
+    standby_fit: IntGaugeVec,
+    group_state: IntGaugeVec,
+    active_cluster: IntGaugeVec,
+    workload_replicas: IntGaugeVec,
+    unexpected_standby_replicas: IntGaugeVec,
+    promotions: IntCounterVec,
+    promotion_duration: HistogramVec,
+    last_promotion: GaugeVec,
+    fence_actions: IntCounterVec,
+    standby_corrections: IntCounterVec,
+    actions: IntCounterVec,
+    would_promote: IntGaugeVec,
+    last_tick: Gauge,
+    tick_duration: HistogramVec,
+}
+
+/// Which cluster of a group a value is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Primary,
+    Standby,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Standby => "standby",
+        }
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("kube_failover")
+}
+
+fn hist(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace("kube_failover")
+        .buckets(buckets.to_vec())
+}
+
+impl Metrics {
+    /// Creates and registers every metric, plus the process collector and build info.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            opts("build_info", "Build information; always 1."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        let m = Metrics {
+            probe_success: IntGaugeVec::new(
+                opts("probe_success", "1 if the last probe passed, else 0."),
+                &["group", "cluster", "signal"],
+            )?,
+            probe_duration: HistogramVec::new(
+                hist(
+                    "probe_duration_seconds",
+                    "Time each probe took, failures included.",
+                    LATENCY_BUCKETS,
+                ),
+                &["group", "cluster", "signal"],
+            )?,
+            probe_failures: IntCounterVec::new(
+                opts("probe_failures_total", "Failed probes by bounded reason."),
+                &["group", "cluster", "signal", "reason"],
+            )?,
+            signal_up: IntGaugeVec::new(
+                opts(
+                    "signal_up",
+                    "1 if the primary's signal is up after hysteresis, else 0.",
+                ),
+                &["group", "signal"],
+            )?,
+            primary_up: IntGaugeVec::new(
+                opts(
+                    "primary_up",
+                    "0 when the primary is down by quorum, else 1.",
+                ),
+                &["group"],
+            )?,
+            standby_fit: IntGaugeVec::new(
+                opts(
+                    "standby_fit",
+                    "1 if the standby could take over now, else 0.",
+                ),
+                &["group"],
+            )?,
+            group_state: IntGaugeVec::new(
+                opts(
+                    "group_state",
+                    "1 for the group's current state, 0 for the others.",
+                ),
+                &["group", "state"],
+            )?,
+            active_cluster: IntGaugeVec::new(
+                opts(
+                    "active_cluster",
+                    "1 for the side the failover record says is active.",
+                ),
+                &["group", "cluster"],
+            )?,
+            workload_replicas: IntGaugeVec::new(
+                opts(
+                    "workload_replicas",
+                    "Sum of desired replicas of the selected Deployments on each side.",
+                ),
+                &["group", "cluster"],
+            )?,
+            unexpected_standby_replicas: IntGaugeVec::new(
+                opts(
+                    "unexpected_standby_replicas",
+                    "Desired replicas found in the standby while the primary is active.",
+                ),
+                &["group"],
+            )?,
+            promotions: IntCounterVec::new(
+                opts(
+                    "promotions_total",
+                    "Promotions by result (started, succeeded, failed).",
+                ),
+                &["group", "result"],
+            )?,
+            promotion_duration: HistogramVec::new(
+                hist(
+                    "promotion_duration_seconds",
+                    "From the promotion's record write to the standby being Ready.",
+                    PROMOTION_BUCKETS,
+                ),
+                &["group"],
+            )?,
+            last_promotion: GaugeVec::new(
+                opts(
+                    "last_promotion_timestamp_seconds",
+                    "Unix time the last promotion started.",
+                ),
+                &["group"],
+            )?,
+            fence_actions: IntCounterVec::new(
+                opts(
+                    "fence_actions_total",
+                    "Attempts to scale the old primary to 0, by result.",
+                ),
+                &["group", "result"],
+            )?,
+            standby_corrections: IntCounterVec::new(
+                opts(
+                    "standby_corrections_total",
+                    "Attempts to scale unexpected standby replicas back to 0, by result.",
+                ),
+                &["group", "result"],
+            )?,
+            actions: IntCounterVec::new(
+                opts(
+                    "actions_total",
+                    "Every write to a cluster, by action and result.",
+                ),
+                &["group", "action", "result"],
+            )?,
+            would_promote: IntGaugeVec::new(
+                opts(
+                    "would_promote",
+                    "Observe mode: 1 while a promotion would start, else 0.",
+                ),
+                &["group"],
+            )?,
+            last_tick: Gauge::with_opts(opts(
+                "last_tick_timestamp_seconds",
+                "Unix time the last tick of any group finished.",
+            ))?,
+            tick_duration: HistogramVec::new(
+                hist(
+                    "tick_duration_seconds",
+                    "Time one group's tick took: probes, decision and actions.",
+                    LATENCY_BUCKETS,
+                ),
+                &["group"],
+            )?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.probe_success.clone()))?;
+        r.register(Box::new(m.probe_duration.clone()))?;
+        r.register(Box::new(m.probe_failures.clone()))?;
+        r.register(Box::new(m.signal_up.clone()))?;
+        r.register(Box::new(m.primary_up.clone()))?;
+        r.register(Box::new(m.standby_fit.clone()))?;
+        r.register(Box::new(m.group_state.clone()))?;
+        r.register(Box::new(m.active_cluster.clone()))?;
+        r.register(Box::new(m.workload_replicas.clone()))?;
+        r.register(Box::new(m.unexpected_standby_replicas.clone()))?;
+        r.register(Box::new(m.promotions.clone()))?;
+        r.register(Box::new(m.promotion_duration.clone()))?;
+        r.register(Box::new(m.last_promotion.clone()))?;
+        r.register(Box::new(m.fence_actions.clone()))?;
+        r.register(Box::new(m.standby_corrections.clone()))?;
+        r.register(Box::new(m.actions.clone()))?;
+        r.register(Box::new(m.would_promote.clone()))?;
+        r.register(Box::new(m.last_tick.clone()))?;
+        r.register(Box::new(m.tick_duration.clone()))?;
+        Ok(m)
+    }
+
+    /// Makes every per-group series exist from the start (at 0), so that alerts and
+    /// `rate()` see a value before the first event.
+    pub fn init_group(&self, group: &str, signals: &[String]) {
+        for state in GroupState::ALL {
+            self.group_state.with_label_values(&[group, state.as_str()]);
+        }
+        for side in [Side::Primary, Side::Standby] {
+            self.active_cluster
+                .with_label_values(&[group, side.as_str()]);
+        }
+        for result in ["started", "succeeded", "failed"] {
+            self.promotions.with_label_values(&[group, result]);
+        }
+        for result in ["success", "error"] {
+            self.fence_actions.with_label_values(&[group, result]);
+            self.standby_corrections.with_label_values(&[group, result]);
+        }
+        for s in signals {
+            self.signal_up.with_label_values(&[group, s]).set(1);
+            for reason in ProbeReason::ALL.iter().filter(|r| **r != ProbeReason::Ok) {
+                self.probe_failures
+                    .with_label_values(&[group, "primary", s, reason.as_str()]);
+            }
+        }
+        self.would_promote.with_label_values(&[group]).set(0);
+        self.unexpected_standby_replicas
+            .with_label_values(&[group])
+            .set(0);
+    }
+
+    /// One probe's result.
+    pub fn observe_probe(&self, group: &str, side: Side, signal: &str, outcome: &ProbeOutcome) {
+        let labels = [group, side.as_str(), signal];
+        self.probe_success
+            .with_label_values(&labels)
+            .set(i64::from(outcome.passed()));
+        self.probe_duration
+            .with_label_values(&labels)
+            .observe(outcome.latency.as_secs_f64());
+        if !outcome.passed() {
+            self.probe_failures
+                .with_label_values(&[group, side.as_str(), signal, outcome.reason.as_str()])
+                .inc();
+        }
+    }
+
+    /// The state and verdicts of one decision.
+    pub fn observe_decision(&self, group: &str, decision: &Decision, would_promote: bool) {
+        for state in GroupState::ALL {
+            self.group_state
+                .with_label_values(&[group, state.as_str()])
+                .set(i64::from(state == decision.state));
+        }
+        for s in &decision.signals {
+            self.signal_up
+                .with_label_values(&[group, &s.name])
+                .set(i64::from(s.up));
+        }
+        self.primary_up
+            .with_label_values(&[group])
+            .set(i64::from(!decision.primary_down));
+        self.standby_fit
+            .with_label_values(&[group])
+            .set(i64::from(decision.standby_fit));
+        self.unexpected_standby_replicas
+            .with_label_values(&[group])
+            .set(i64::from(decision.unexpected_standby_replicas));
+        self.would_promote
+            .with_label_values(&[group])
+            .set(i64::from(would_promote));
+    }
+
+    /// Which side the record says is active.
+    pub fn set_active(&self, group: &str, active: Side) {
+        for side in [Side::Primary, Side::Standby] {
+            self.active_cluster
+                .with_label_values(&[group, side.as_str()])
+                .set(i64::from(side == active));
+        }
+    }
+
+    /// Desired replicas on one side, when known.
+    pub fn set_replicas(&self, group: &str, side: Side, views: Option<&[DeploymentView]>) {
+        if let Some(views) = views {
+            let sum: i32 = views.iter().map(|d| d.desired.max(0)).sum();
+            self.workload_replicas
+                .with_label_values(&[group, side.as_str()])
+                .set(i64::from(sum));
+        }
+    }
+
+    /// One action carried out (or failed): `action` and `result` are bounded labels.
+    pub fn observe_action(&self, group: &str, action: &str, ok: bool) {
+        let result = if ok { "success" } else { "error" };
+        self.actions
+            .with_label_values(&[group, action, result])
+            .inc();
+        match action {
+            "fence_primary" => self.fence_actions.with_label_values(&[group, result]).inc(),
+            "scale_standby_down" => self
+                .standby_corrections
+                .with_label_values(&[group, result])
+                .inc(),
+            _ => {}
+        }
+    }
+
+    /// A promotion started (its record was written).
+    pub fn promotion_started(&self, group: &str, wall_unix: f64) {
+        self.promotions.with_label_values(&[group, "started"]).inc();
+        self.last_promotion
+            .with_label_values(&[group])
+            .set(wall_unix);
+    }
+
+    /// A promotion reached `promoted` after `seconds`, or was recorded as `failed`.
+    pub fn promotion_finished(&self, group: &str, succeeded: bool, seconds: Option<f64>) {
+        let result = if succeeded { "succeeded" } else { "failed" };
+        self.promotions.with_label_values(&[group, result]).inc();
+        if let (true, Some(s)) = (succeeded, seconds) {
+            self.promotion_duration
+                .with_label_values(&[group])
+                .observe(s.max(0.0));
+        }
+    }
+
+    /// A group's tick finished.
+    pub fn tick_done(&self, group: &str, seconds: f64, wall_unix: f64) {
+        self.tick_duration
+            .with_label_values(&[group])
+            .observe(seconds);
+        self.last_tick.set(wall_unix);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics; an error would mean
+        // a bug in registration, which `new` already rules out.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.encode()).unwrap()
+    }
+
+    #[test]
+    fn probe_failures_are_counted_by_reason() {
+        let m = Metrics::new().unwrap();
+        m.init_group("env0", &["api".to_string()]);
+        let fail = ProbeOutcome::fail(ProbeReason::Timeout, Duration::from_millis(300), "");
+        m.observe_probe("env0", Side::Primary, "api", &fail);
+        m.observe_probe("env0", Side::Primary, "api", &fail);
+        let t = text(&m);
+        assert!(t.contains(
+            "kube_failover_probe_failures_total{cluster=\"primary\",group=\"env0\",reason=\"timeout\",signal=\"api\"} 2"
+        ), "{t}");
+        assert!(t.contains(
+            "kube_failover_probe_success{cluster=\"primary\",group=\"env0\",signal=\"api\"} 0"
+        ));
+        assert!(t.contains("kube_failover_build_info{version="));
+    }
+
+    #[test]
+    fn group_state_is_one_hot() {
+        let m = Metrics::new().unwrap();
+        m.init_group("g", &[]);
+        let d = Decision {
+            state: GroupState::Blocked,
+            reasons: vec![],
+            actions: vec![],
+            primary_down: true,
+            standby_fit: false,
+            unexpected_standby_replicas: 0,
+            signals: vec![],
+            state_changed: true,
+        };
+        m.observe_decision("g", &d, false);
+        let t = text(&m);
+        let ones: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("kube_failover_group_state{") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(
+            ones,
+            vec!["kube_failover_group_state{group=\"g\",state=\"blocked\"} 1"]
+        );
+        assert!(t.contains("kube_failover_primary_up{group=\"g\"} 0"));
+        assert!(t.contains("kube_failover_standby_fit{group=\"g\"} 0"));
+    }
+
+    #[test]
+    fn fence_and_correction_results_feed_their_own_counters() {
+        let m = Metrics::new().unwrap();
+        m.init_group("g", &[]);
+        m.observe_action("g", "fence_primary", false);
+        m.observe_action("g", "scale_standby_down", true);
+        let t = text(&m);
+        assert!(t.contains("kube_failover_fence_actions_total{group=\"g\",result=\"error\"} 1"));
+        assert!(
+            t.contains("kube_failover_standby_corrections_total{group=\"g\",result=\"success\"} 1")
+        );
+        assert!(t.contains(
+            "kube_failover_actions_total{action=\"fence_primary\",group=\"g\",result=\"error\"} 1"
+        ));
+    }
+}

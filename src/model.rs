@@ -282,5 +282,4 @@ impl Action {
             Action::ScaleStandbyDown => "scale_standby_down",
         }
     }
-
 }

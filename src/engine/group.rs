@@ -43,6 +43,8 @@ pub struct Engine {
     promotion_seen_at: Option<Instant>,
     retry_count: u32,
     next_retry_at: Option<Instant>,
+    /// Set for one tick when the record showed a promotion this engine did not start.
+    resumed: bool,
 }
 
 impl Engine {
@@ -52,7 +54,13 @@ impl Engine {
         let signals = settings
             .signal_names
             .iter()
-            .map(|n| Signal::new(n.clone(), policy.failure_threshold, policy.success_threshold))
+            .map(|n| {
+                Signal::new(
+                    n.clone(),
+                    policy.failure_threshold,
+                    policy.success_threshold,
+                )
+            })
             .collect();
         Engine {
             signals,
@@ -68,6 +76,7 @@ impl Engine {
             promotion_seen_at: None,
             retry_count: 0,
             next_retry_at: None,
+            resumed: false,
             settings,
         }
     }
@@ -102,12 +111,12 @@ impl Engine {
         }
 
         let record_phase = self.update_record(now, obs);
+        if std::mem::take(&mut self.resumed) {
+            reasons.push(ReasonCode::ResumedFromRecord);
+        }
         let down_count = self.signals.iter().filter(|s| !s.is_up()).count();
         let primary_down = down_count as u32 >= self.settings.policy.quorum;
-        let primary_healthy = self
-            .signals
-            .iter()
-            .all(|s| s.is_up() && !s.is_failing());
+        let primary_healthy = self.signals.iter().all(|s| s.is_up() && !s.is_failing());
         let (standby_fit, unfit_reasons) = standby_fitness(obs);
 
         let mut actions = Vec::new();
@@ -245,6 +254,7 @@ impl Engine {
                 self.next_retry_at = None;
             } else if self.promotion_seen_at.is_none() {
                 self.promotion_seen_at = Some(now);
+                self.resumed = true;
             }
             self.known = Some((phase, rec.epoch));
         }

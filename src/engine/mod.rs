@@ -4,9 +4,9 @@
 //! self-distrust and the promotion state machine all live here.
 
 mod group;
+mod signal;
 #[cfg(test)]
 mod tests;
-mod signal;
 
 pub use group::{Engine, EngineSettings};
 pub use signal::{Signal, SignalSnapshot};

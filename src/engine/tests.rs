@@ -76,7 +76,10 @@ impl World {
             wall_unix,
             primary: PrimaryObservation {
                 api: outcome(self.primary_api),
-                workloads: vec![("workload:env0=agent-trigger".into(), outcome(self.primary_workload))],
+                workloads: vec![(
+                    "workload:env0=agent-trigger".into(),
+                    outcome(self.primary_workload),
+                )],
                 http: vec![],
                 deployments: primary_reachable.then(|| {
                     vec![DeploymentView {
@@ -96,7 +99,8 @@ impl World {
                 } else {
                     ProbeReason::NotFound
                 }),
-                deployments: (standby_reachable && self.standby_present).then(|| vec![standby_view]),
+                deployments: (standby_reachable && self.standby_present)
+                    .then(|| vec![standby_view]),
                 record: if standby_reachable && self.record_readable {
                     Ok(self.record.clone())
                 } else {
@@ -245,7 +249,11 @@ impl Sim {
     }
 
     fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
-        self.log.iter().flat_map(|d| &d.actions).filter(|a| pred(a)).count()
+        self.log
+            .iter()
+            .flat_map(|d| &d.actions)
+            .filter(|a| pred(a))
+            .count()
     }
 
     fn promotions(&self) -> usize {
@@ -263,7 +271,9 @@ fn invariant1_a_single_blip_never_promotes() {
     assert_eq!(sim.promotions(), 0);
     assert_eq!(sim.state(), GroupState::PrimaryActive);
     assert!(
-        sim.log.iter().any(|d| d.state == GroupState::PrimarySuspect),
+        sim.log
+            .iter()
+            .any(|d| d.state == GroupState::PrimarySuspect),
         "the blip is reported as suspect"
     );
 }
@@ -324,7 +334,11 @@ fn invariant2_and_3_primary_returning_during_promoting_completes_then_fences() {
         Some(&Action::FencePrimary),
         "fencing comes before anything else for the group"
     );
-    assert_eq!(d.state, GroupState::Promoting, "no flip back to the primary");
+    assert_eq!(
+        d.state,
+        GroupState::Promoting,
+        "no flip back to the primary"
+    );
     sim.run(10);
     assert_eq!(sim.state(), GroupState::Promoted);
     assert_eq!(sim.world.primary_desired, 0);
@@ -410,7 +424,11 @@ fn invariant1_cooldown_after_a_failback() {
     assert_eq!(last.state, GroupState::Blocked);
     assert!(last.reasons.contains(&ReasonCode::Cooldown));
     sim.run(600);
-    assert_eq!(sim.promotions(), 2, "promotes again once the cooldown is over");
+    assert_eq!(
+        sim.promotions(),
+        2,
+        "promotes again once the cooldown is over"
+    );
     assert_eq!(sim.world.record.epoch, 2);
 }
 
@@ -445,7 +463,11 @@ fn invariant5_freeze_holds_after_the_view_returns() {
     assert_eq!(sim.promotions(), 0);
     assert_eq!(sim.state(), GroupState::Frozen);
     sim.run(30);
-    assert_eq!(sim.promotions(), 1, "promotes after freeze_for, on fresh evidence");
+    assert_eq!(
+        sim.promotions(),
+        1,
+        "promotes after freeze_for, on fresh evidence"
+    );
 }
 
 #[test]
@@ -479,7 +501,11 @@ fn invariant1_unfit_standby_blocks_then_promotes_when_back() {
     sim.run(10);
     assert_eq!(sim.promotions(), 0);
     let last = sim.log.last().unwrap().clone();
-    assert_eq!(last.state, GroupState::Blocked, "refused is not the watcher's network");
+    assert_eq!(
+        last.state,
+        GroupState::Blocked,
+        "refused is not the watcher's network"
+    );
     assert!(!last.standby_fit);
     assert!(last.reasons.contains(&ReasonCode::StandbyApiDown));
     sim.world.standby_api = ProbeReason::Ok;
@@ -624,11 +650,11 @@ fn invariant2_a_promotion_that_times_out_fails_loudly_retries_and_never_flips_ba
     sim.run(40);
     assert_eq!(sim.state(), GroupState::Failed);
     assert_eq!(sim.world.record.phase, Some(RecordPhase::Failed));
-    assert!(
-        sim.log
+    assert!(sim.log.iter().any(|d| {
+        d.actions
             .iter()
-            .any(|d| d.actions.iter().any(|a| matches!(a, Action::RecordFailed { .. })))
-    );
+            .any(|a| matches!(a, Action::RecordFailed { .. }))
+    }));
     let first = sim
         .log
         .iter()
@@ -666,8 +692,13 @@ fn a_restarted_daemon_completes_a_recorded_promotion_once() {
     };
     sim.world.primary_down();
     let d = sim.tick().clone();
-    assert_eq!(d.state, GroupState::Promoting, "no startup grace for a recorded promotion");
+    assert_eq!(
+        d.state,
+        GroupState::Promoting,
+        "no startup grace for a recorded promotion"
+    );
     assert_eq!(d.actions, vec![Action::ScaleStandbyUp]);
+    assert!(d.reasons.contains(&ReasonCode::ResumedFromRecord));
     sim.run(5);
     assert_eq!(sim.state(), GroupState::Promoted);
     assert_eq!(sim.promotions(), 0, "never started twice");
