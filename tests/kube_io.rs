@@ -2,7 +2,7 @@
 //! bed, as the restricted `kube-failover` user that deploy/kubernetes/target-rbac grants
 //! (so a verb missing from that Role fails here first).
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover::actuate::{ActuateError, Actuator};
 use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
@@ -475,6 +475,66 @@ async fn faults_are_classified() {
         .expect("test bed starts");
     let g = group(&c, &c);
     let http = reqwest::Client::new();
+    let daemon = c.daemon_client().await.unwrap();
+
+    // Pods that run but are not Ready, and a container in CrashLoopBackOff, as a
+    // kubelet would report them through the Pod status.
+    c.set_pods_ready(&c.trigger_deployment(), false)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client(), c.namespace());
+    let proxy_pods = pods
+        .list(&ListParams::default().labels("env0=agent-proxy"))
+        .await
+        .unwrap();
+    let proxy_pod = proxy_pods.items[0].metadata.name.clone().unwrap();
+    let crash = serde_json::json!({"status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{
+            "name": "agent-proxy", "ready": false, "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+        }]
+    }});
+    pods.patch_status(
+        &proxy_pod,
+        &PatchParams::default(),
+        &Patch::Strategic(crash),
+    )
+    .await
+    .unwrap();
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Unready, ProbeReason::CrashLoop],
+        "{prim:?}"
+    );
+    assert!(
+        prim.workloads[1]
+            .1
+            .detail
+            .contains(&format!("{proxy_pod}/agent-proxy")),
+        "{prim:?}"
+    );
+    let views = prim.deployments.unwrap();
+    assert!(
+        views.iter().all(|v| v.desired == 1 && v.ready_pods == 0),
+        "{views:?}"
+    );
+    // Heal both: Ready again, and a fresh Pod for the crashed one.
+    c.set_pods_ready(&c.trigger_deployment(), true)
+        .await
+        .unwrap();
+    pods.delete(&proxy_pod, &Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods.get_opt(&proxy_pod).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "pod {proxy_pod} never went away");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in c.deployment_names() {
+        c.wait_deployment_ready(&name, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
 
     // Credentials the cluster does not accept.
     let untrusted = c.client_from(c.untrusted_kubeconfig()).await.unwrap();
@@ -533,7 +593,6 @@ async fn faults_are_classified() {
 
     // The agent namespace is deleted. The daemon's Role lives in it, so the restricted
     // identity now sees 403; an identity with wider rights sees the objects gone.
-    let daemon = c.daemon_client().await.unwrap();
     c.delete_namespace().await.unwrap();
     let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
     assert!(prim.api.passed());
