@@ -739,6 +739,13 @@ impl Cluster {
             // Lean: no request queuing machinery, no profiling endpoints.
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
+            // The default reconciler keeps trying to publish 127.0.0.1 as the endpoint of
+            // the `kubernetes` Service, which validation rejects as loopback.
+            "--endpoint-reconciler-type=none".into(),
+            // On SIGTERM the listener closes at once, but the process would wait up to the
+            // 60 s request timeout for the controllers' watches; ending them right away
+            // lets a graceful stop finish in about a second.
+            "--shutdown-watch-termination-grace-period=1s".into(),
         ]
     }
 
