@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: lints, unit tests, end-to-end tests on real API servers
+# (the test bed is built or reused first), and the packaging checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "test bed binaries"
+KUBE_FAILOVER_TESTBED_BIN="$(testbed/build.sh | tail -n 1)"
+export KUBE_FAILOVER_TESTBED_BIN
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit and end-to-end)"
+# End-to-end tests each start two control planes; two at a time fit 2 cores.
+cargo test --workspace --locked -- --test-threads=2
+
+if [ -x ci/check-deploy.sh ]; then
+  step "packaging checks"
+  ci/check-deploy.sh
+fi

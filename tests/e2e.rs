@@ -1,0 +1,554 @@
+//! End-to-end scenarios: the real daemon binary against real API servers (the test bed),
+//! with the restricted identity. Each test asserts what happened in the clusters.
+
+mod support;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_failover_testbed::{ClusterPair, FaultProxy, NODE_NAME, ProxyMode};
+use std::time::Duration;
+use support::*;
+
+const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
+
+fn latency(each_way: Duration) -> ProxyMode {
+    ProxyMode::Latency {
+        to_upstream: each_way,
+        to_client: each_way,
+    }
+}
+
+async fn pair() -> ClusterPair {
+    ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair")
+}
+
+async fn record(pair: &ClusterPair) -> Option<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    api.get_opt(&format!("kube-failover-{GROUP}"))
+        .await
+        .expect("read the record")
+}
+
+fn record_field(cm: &ConfigMap, key: &str) -> Option<String> {
+    cm.data.as_ref()?.get(key).cloned()
+}
+
+async fn events_with_reason(cluster: &kube_failover_testbed::Cluster, reason: &str) -> usize {
+    let api: Api<Event> = Api::namespaced(cluster.client(), cluster.namespace());
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
+}
+
+/// Scenarios 1 and 7: the primary's API server stops → the standby is promoted exactly
+/// once, within the budget; the primary comes back → its workloads are fenced to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_api_stopped_promotes_once_then_fences_the_returning_primary() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+
+    pair.primary
+        .stop_apiserver()
+        .await
+        .expect("stop primary apiserver");
+    let stopped = std::time::Instant::now();
+    let scaled = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async { replicas(&pair.standby).await == 2 },
+    )
+    .await
+    .expect("standby scaled up");
+    measured("primary stopped -> standby scaled", scaled);
+    for name in pair.standby.deployment_names() {
+        pair.standby
+            .wait_deployment_ready(&name, Duration::from_secs(30))
+            .await
+            .expect("standby deployment Ready");
+    }
+    measured("primary stopped -> standby Ready", stopped.elapsed());
+    d.wait_state("promoted", Duration::from_secs(15)).await;
+    let cm = record(&pair).await.expect("record written");
+    assert_eq!(record_field(&cm, "phase").as_deref(), Some("promoted"));
+    assert_eq!(record_field(&cm, "epoch").as_deref(), Some("1"));
+    assert!(events_with_reason(&pair.standby, "KubeFailoverPromoted").await >= 2);
+
+    // Stay promoted for a while: nothing else happens, exactly one promotion.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+    let succeeded = r#"kube_failover_promotions_total{group="env0",result="succeeded"}"#;
+    assert_eq!(d.metric(succeeded).await, Some(1.0));
+
+    pair.primary
+        .start_apiserver()
+        .await
+        .expect("restart primary apiserver");
+    let back = std::time::Instant::now();
+    let fenced = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced");
+    measured("primary API back -> primary fenced", fenced);
+    assert!(back.elapsed() < Duration::from_secs(30));
+    wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            record(&pair)
+                .await
+                .and_then(|cm| record_field(&cm, "fenced_at"))
+                .is_some()
+        },
+    )
+    .await
+    .expect("fence recorded");
+    assert!(events_with_reason(&pair.primary, "KubeFailoverFenced").await >= 1);
+    assert_eq!(replicas(&pair.standby).await, 2, "the standby stays active");
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+}
+
+/// Scenario 2: the primary's agent Pods go unready while its API is fine → promotion,
+/// and the reachable primary is fenced at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn unready_primary_pods_promote() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let trigger = pair.primary.trigger_deployment();
+    pair.primary
+        .set_pods_ready(&trigger, false)
+        .await
+        .expect("make trigger pods unready");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    let g = d.group().await.expect("status");
+    assert!(
+        g.signals
+            .iter()
+            .any(|s| s.name == "workload:env0=agent-trigger" && !s.up),
+        "{g:#?}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced");
+    assert_eq!(replicas(&pair.standby).await, 2);
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+}
+
+/// Scenario 3: failures shorter than the threshold, over and over → no promotion.
+#[tokio::test(flavor = "multi_thread")]
+async fn flapping_below_the_threshold_never_promotes() {
+    let pair = pair().await;
+    let proxy = FaultProxy::start(pair.primary.api_addr())
+        .await
+        .expect("start proxy");
+    let kubeconfig = pair
+        .primary
+        .daemon_kubeconfig_via(proxy.addr())
+        .expect("kubeconfig via proxy");
+    let opts = DaemonOpts {
+        failure_threshold: 4,
+        primary_kubeconfig: Some(kubeconfig),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    // 2 s of resets fail at most 3 one-second probes, below the threshold of 4.
+    for _ in 0..8 {
+        proxy.set_mode(ProxyMode::Reset);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set_mode(ProxyMode::Pass);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let failures = d
+        .metric(r#"kube_failover_probe_success{cluster="primary",group="env0",signal="api"}"#)
+        .await;
+    assert!(failures.is_some());
+    let m = d.metrics().await;
+    let api_failures: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("kube_failover_probe_failures_total{")
+                && l.contains(r#"cluster="primary""#)
+                && l.contains(r#"signal="api""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(api_failures >= 8.0, "the blips were seen: {api_failures}");
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+    assert_eq!(replicas(&pair.standby).await, 0);
+    assert!(record(&pair).await.is_none(), "no record was ever written");
+}
+
+/// Scenario 4: the standby's API is down when the primary fails → blocked, visibly; the
+/// standby comes back → promoted.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfit_standby_blocks_until_it_returns() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.standby.stop_apiserver().await.expect("stop standby");
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("blocked", Duration::from_secs(20)).await;
+    let g = d.group().await.expect("status");
+    assert!(!g.standby_fit);
+    assert!(
+        g.last_decision
+            .reasons
+            .contains(&"standby_api_down".to_string()),
+        "{g:#?}"
+    );
+    assert_eq!(
+        d.metric(r#"kube_failover_standby_fit{group="env0"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        d.metric(r#"kube_failover_group_state{group="env0",state="blocked"}"#)
+            .await,
+        Some(1.0)
+    );
+    pair.standby.start_apiserver().await.expect("start standby");
+    d.wait_state("promoted", Duration::from_secs(40)).await;
+    assert_eq!(replicas(&pair.standby).await, 2);
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+}
+
+/// Scenario 5: latency below the probe timeout is fine; above it, it is a failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_counts_only_above_the_probe_timeout() {
+    let pair = pair().await;
+    let proxy = FaultProxy::start(pair.primary.api_addr())
+        .await
+        .expect("start proxy");
+    let opts = DaemonOpts {
+        primary_kubeconfig: Some(
+            pair.primary
+                .daemon_kubeconfig_via(proxy.addr())
+                .expect("kubeconfig via proxy"),
+        ),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    proxy.set_mode(latency(Duration::from_millis(15)));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let timeouts = r#"kube_failover_probe_failures_total{cluster="primary",group="env0",reason="timeout",signal="api"}"#;
+    assert_eq!(d.metric(timeouts).await, Some(0.0));
+    assert_eq!(d.group().await.expect("status").state, "primary_active");
+
+    proxy.set_mode(latency(Duration::from_secs(1)));
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    assert!(d.metric(timeouts).await.unwrap_or(0.0) >= 3.0);
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+}
+
+/// Scenario 6: only the watcher's path is cut (both clusters blackholed) → frozen, no
+/// promotion; the path heals → back to primary_active.
+#[tokio::test(flavor = "multi_thread")]
+async fn watcher_only_partition_freezes() {
+    let pair = pair().await;
+    let pp = FaultProxy::start(pair.primary.api_addr())
+        .await
+        .expect("proxy");
+    let sp = FaultProxy::start(pair.standby.api_addr())
+        .await
+        .expect("proxy");
+    let opts = DaemonOpts {
+        primary_kubeconfig: Some(pair.primary.daemon_kubeconfig_via(pp.addr()).expect("kc")),
+        standby_kubeconfig: Some(pair.standby.daemon_kubeconfig_via(sp.addr()).expect("kc")),
+        freeze_for: Duration::from_secs(5),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pp.set_mode(ProxyMode::Blackhole);
+    sp.set_mode(ProxyMode::Blackhole);
+    d.wait_state("frozen", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let g = d.group().await.expect("status");
+    assert_eq!(g.state, "frozen", "{g:#?}");
+    assert!(
+        g.last_decision
+            .reasons
+            .contains(&"all_clusters_unreachable".to_string())
+    );
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+    pp.set_mode(ProxyMode::Pass);
+    sp.set_mode(ProxyMode::Pass);
+    d.wait_state("primary_active", Duration::from_secs(30))
+        .await;
+    assert_eq!(replicas(&pair.standby).await, 0);
+    assert_eq!(replicas(&pair.primary).await, 2);
+    assert!(record(&pair).await.is_none());
+}
+
+/// Scenario 8: a `helm upgrade` sets the standby trigger to 1 while the primary is
+/// active → reported and scaled back to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn standby_replicas_are_reported_and_corrected() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let trigger = pair.standby.trigger_deployment();
+    pair.standby
+        .scale(&trigger, 1)
+        .await
+        .expect("scale standby");
+    let corrected = wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async { pair.standby.replicas(&trigger).await.expect("replicas") == 0 },
+    )
+    .await
+    .expect("standby corrected");
+    measured("standby trigger at 1 -> corrected", corrected);
+    let corrections = r#"kube_failover_standby_corrections_total{group="env0",result="success"}"#;
+    assert!(d.metric(corrections).await.unwrap_or(0.0) >= 1.0);
+    assert!(events_with_reason(&pair.standby, "KubeFailoverStandbyCorrected").await >= 1);
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+    assert_eq!(
+        replicas(&pair.primary).await,
+        2,
+        "the primary is left alone"
+    );
+}
+
+/// Scenario 8 with correction off: reported only.
+#[tokio::test(flavor = "multi_thread")]
+async fn standby_replicas_are_only_reported_when_correction_is_off() {
+    let pair = pair().await;
+    let opts = DaemonOpts {
+        correct_standby: false,
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let trigger = pair.standby.trigger_deployment();
+    pair.standby
+        .scale(&trigger, 1)
+        .await
+        .expect("scale standby");
+    let gauge = r#"kube_failover_unexpected_standby_replicas{group="env0"}"#;
+    wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { d.metric(gauge).await == Some(1.0) },
+    )
+    .await
+    .expect("unexpected replicas reported");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pair.standby.replicas(&trigger).await.expect("replicas"), 1);
+    let g = d.group().await.expect("status");
+    assert_eq!(g.unexpected_standby_replicas, 1);
+}
+
+/// Scenario 9: the daemon is SIGKILLed in the middle of a promotion → the restarted
+/// daemon completes it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_mid_promotion_is_completed_by_its_successor() {
+    let pair = pair().await;
+    // Keep the standby's Pods from being Ready: the promotion stays in `promoting`.
+    let proxy_name = pair.standby.proxy_deployment();
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    let park = serde_json::json!({"spec": {"template": {"spec": {"nodeName": "no-such-node"}}}});
+    api.patch(&proxy_name, &PatchParams::default(), &Patch::Merge(&park))
+        .await
+        .expect("park standby proxy pods");
+
+    let mut d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoting", Duration::from_secs(20)).await;
+    d.kill().await;
+    let cm = record(&pair).await.expect("record");
+    assert_eq!(record_field(&cm, "phase").as_deref(), Some("promoting"));
+
+    let unpark = serde_json::json!({"spec": {"template": {"spec": {"nodeName": NODE_NAME}}}});
+    api.patch(&proxy_name, &PatchParams::default(), &Patch::Merge(&unpark))
+        .await
+        .expect("unpark standby proxy pods");
+    let d2 = Daemon::start_with_config(&d.config, d.admin, pair.primary.dir()).await;
+    d2.wait_state("promoted", Duration::from_secs(30)).await;
+    let cm = record(&pair).await.expect("record");
+    assert_eq!(
+        record_field(&cm, "epoch").as_deref(),
+        Some("1"),
+        "never started twice"
+    );
+    assert_eq!(d2.metric(STARTED).await, Some(0.0));
+    assert_eq!(replicas(&pair.standby).await, 2);
+}
+
+/// Scenario 10: observe mode writes nothing (resourceVersions unchanged) and still
+/// reports what it would do.
+#[tokio::test(flavor = "multi_thread")]
+async fn observe_mode_never_writes() {
+    let pair = pair().await;
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    let versions = |list: Vec<k8s_openapi::api::apps::v1::Deployment>| {
+        let mut v: Vec<(String, String)> = list
+            .into_iter()
+            .map(|d| {
+                (
+                    d.metadata.name.unwrap_or_default(),
+                    d.metadata.resource_version.unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions(api.list(&ListParams::default()).await.expect("list").items);
+    let opts = DaemonOpts {
+        mode: "observe",
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("primary_down", Duration::from_secs(20)).await;
+    let g = d.group().await.expect("status");
+    assert!(g.last_decision.would_promote);
+    assert_eq!(
+        d.metric(r#"kube_failover_would_promote{group="env0"}"#)
+            .await,
+        Some(1.0)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = versions(api.list(&ListParams::default()).await.expect("list").items);
+    assert_eq!(before, after, "no Deployment in the standby was written");
+    assert!(record(&pair).await.is_none(), "no record was written");
+    assert_eq!(
+        events_with_reason(&pair.standby, "KubeFailoverPromoted").await,
+        0
+    );
+}
+
+/// Scenario 11: bad credentials, a forbidden verb and a deleted namespace give clear
+/// reasons, no crash, and metrics that say why.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
+    let pair = pair().await;
+    let opts = DaemonOpts {
+        primary_kubeconfig: Some(pair.primary.untrusted_kubeconfig().to_path_buf()),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            d.group().await.is_some_and(|g| {
+                g.signals
+                    .iter()
+                    .any(|s| s.name == "api" && s.last_reason.as_deref().is_some_and(|r| r != "ok"))
+            })
+        },
+    )
+    .await
+    .expect("bad credentials reported");
+    let g = d.group().await.expect("status");
+    let api = g
+        .signals
+        .iter()
+        .find(|s| s.name == "api")
+        .expect("api signal");
+    assert!(
+        matches!(api.last_reason.as_deref(), Some("unauthorized" | "tls")),
+        "{api:#?}"
+    );
+
+    // Forbidden: take the daemon's RoleBinding away in the standby.
+    let rb: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    for b in rb.list(&ListParams::default()).await.expect("list").items {
+        rb.delete(&b.metadata.name.unwrap_or_default(), &Default::default())
+            .await
+            .expect("delete rolebinding");
+    }
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            d.group()
+                .await
+                .is_some_and(|g| g.standby.workloads_reason == "forbidden")
+        },
+    )
+    .await
+    .expect("forbidden reported");
+    let forbidden = r#"kube_failover_probe_failures_total{cluster="standby",group="env0",reason="forbidden",signal="workloads"}"#;
+    assert!(d.metric(forbidden).await.unwrap_or(0.0) >= 1.0);
+    assert!(!d.group().await.expect("status").standby_fit);
+
+    // Deleted namespace in the standby, seen by an identity that may look.
+    drop(d);
+    let opts = DaemonOpts {
+        standby_kubeconfig: Some(pair.standby.admin_kubeconfig().to_path_buf()),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    pair.standby
+        .delete_namespace()
+        .await
+        .expect("delete namespace");
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            d.group()
+                .await
+                .is_some_and(|g| g.standby.workloads_reason == "not_found")
+        },
+    )
+    .await
+    .expect("missing namespace reported");
+    let g = d.group().await.expect("status");
+    assert!(!g.standby_fit);
+    assert!(
+        g.standby.detail.contains(pair.standby.namespace()),
+        "{g:#?}"
+    );
+    // Still alive and ticking.
+    let health = reqwest::get(format!("http://{}/healthz", d.admin))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+}
+
+/// SIGTERM: readyz goes 503, the daemon exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly() {
+    let pair = pair().await;
+    let mut d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let status = d.terminate().await;
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(d.log_text().contains("kube-failover stopped"));
+}

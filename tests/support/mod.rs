@@ -1,0 +1,338 @@
+//! End-to-end support: runs the real `kube-failover` binary against a test-bed cluster
+//! pair, with the restricted identity from deploy/kubernetes/target-rbac, and reads what
+//! it reports through its admin port.
+
+#![allow(dead_code)]
+
+use kube_failover::status::{GroupStatus, StatusReport};
+use kube_failover_testbed::ClusterPair;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The group name every scenario uses.
+pub const GROUP: &str = "env0";
+
+/// How a scenario wants the daemon configured.
+#[derive(Debug, Clone)]
+pub struct DaemonOpts {
+    pub mode: &'static str,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub startup_grace: Duration,
+    pub promotion_timeout: Duration,
+    pub freeze_for: Duration,
+    pub cooldown: Duration,
+    pub correct_standby: bool,
+    /// Kubeconfig for the primary; default: the cluster's restricted one.
+    pub primary_kubeconfig: Option<PathBuf>,
+    /// Kubeconfig for the standby; default: the cluster's restricted one.
+    pub standby_kubeconfig: Option<PathBuf>,
+}
+
+impl Default for DaemonOpts {
+    fn default() -> Self {
+        DaemonOpts {
+            mode: "auto",
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(800),
+            failure_threshold: 3,
+            startup_grace: Duration::from_secs(2),
+            promotion_timeout: Duration::from_secs(60),
+            freeze_for: Duration::from_secs(10),
+            cooldown: Duration::from_secs(600),
+            correct_standby: true,
+            primary_kubeconfig: None,
+            standby_kubeconfig: None,
+        }
+    }
+}
+
+/// A running daemon process; killed on drop, its log printed if the test panicked.
+pub struct Daemon {
+    child: tokio::process::Child,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The daemon's config for a cluster pair.
+pub fn config_toml(pair: &ClusterPair, opts: &DaemonOpts, admin: SocketAddr) -> String {
+    let primary = opts
+        .primary_kubeconfig
+        .clone()
+        .unwrap_or_else(|| pair.primary.daemon_kubeconfig().to_path_buf());
+    let standby = opts
+        .standby_kubeconfig
+        .clone()
+        .unwrap_or_else(|| pair.standby.daemon_kubeconfig().to_path_buf());
+    let mut s = String::new();
+    writeln!(
+        s,
+        r#"[daemon]
+probe_interval = "{interval}"
+probe_timeout = "{timeout}"
+listen = "{admin}"
+mode = "{mode}"
+identity = "e2e"
+shutdown_timeout = "5s"
+
+[[groups]]
+name = "{GROUP}"
+
+[groups.primary]
+kubeconfig = "{primary}"
+context = "{pctx}"
+namespace = "{pns}"
+
+[groups.standby]
+kubeconfig = "{standby}"
+context = "{sctx}"
+namespace = "{sns}"
+
+[[groups.workloads]]
+selector = "env0=agent-trigger"
+
+[[groups.workloads]]
+selector = "env0=agent-proxy"
+
+[groups.policy]
+failure_threshold = {ft}
+success_threshold = 1
+quorum = 1
+cooldown = "{cooldown}"
+startup_grace = "{grace}"
+promotion_timeout = "{pt}"
+freeze_for = "{freeze}"
+correct_standby = {correct}
+fence = true
+"#,
+        interval = dur(opts.interval),
+        timeout = dur(opts.timeout),
+        mode = opts.mode,
+        primary = primary.display(),
+        pctx = pair.primary.context(),
+        pns = pair.primary.namespace(),
+        standby = standby.display(),
+        sctx = pair.standby.context(),
+        sns = pair.standby.namespace(),
+        ft = opts.failure_threshold,
+        cooldown = dur(opts.cooldown),
+        grace = dur(opts.startup_grace),
+        pt = dur(opts.promotion_timeout),
+        freeze = dur(opts.freeze_for),
+        correct = opts.correct_standby,
+    )
+    .expect("write to a String");
+    s
+}
+
+impl Daemon {
+    /// Writes the config into the primary's folder and starts the daemon.
+    pub async fn start(pair: &ClusterPair, opts: &DaemonOpts) -> Daemon {
+        let admin = free_port();
+        let dir = pair.primary.dir().to_path_buf();
+        let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
+        std::fs::write(&config, config_toml(pair, opts, admin)).expect("write daemon config");
+        Daemon::start_with_config(&config, admin, &dir).await
+    }
+
+    /// Starts the daemon with an existing config file (a restart, for example).
+    pub async fn start_with_config(config: &Path, admin: SocketAddr, dir: &Path) -> Daemon {
+        let log = dir.join(format!(
+            "kube-failover-{}-{}.log",
+            admin.port(),
+            now_millis()
+        ));
+        let out = std::fs::File::create(&log).expect("create daemon log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,kube_failover=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kube-failover");
+        let d = Daemon {
+            child,
+            admin,
+            config: config.to_path_buf(),
+            log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
+        };
+        d.wait_ready(Duration::from_secs(30)).await;
+        d
+    }
+
+    async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("http://{}/readyz", self.admin);
+        let ok = wait_for(timeout, Duration::from_millis(100), || async {
+            matches!(self.http.get(&url).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(
+            ok.is_some(),
+            "daemon not ready in {timeout:?}\n{}",
+            self.log_text()
+        );
+    }
+
+    pub async fn status(&self) -> Option<StatusReport> {
+        let r = self
+            .http
+            .get(format!("http://{}/status", self.admin))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    pub async fn group(&self) -> Option<GroupStatus> {
+        self.status()
+            .await?
+            .groups
+            .into_iter()
+            .find(|g| g.name == GROUP)
+    }
+
+    pub async fn metrics(&self) -> String {
+        match self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of one sample, e.g. `kube_failover_promotions_total{group="env0",result="started"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until the group is in `state`; returns how long that took.
+    pub async fn wait_state(&self, state: &str, timeout: Duration) -> Duration {
+        let took = wait_for(timeout, Duration::from_millis(100), || async {
+            self.group().await.is_some_and(|g| g.state == state)
+        })
+        .await;
+        match took {
+            Some(t) => t,
+            None => panic!(
+                "group never reached {state} in {timeout:?}; last status: {:#?}\n{}",
+                self.group().await,
+                self.log_text()
+            ),
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill daemon");
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("daemon still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("daemon exits within 20s of SIGTERM")
+            .expect("wait for daemon")
+    }
+
+    pub fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(60);
+        format!(
+            "--- daemon log ({}) ---\n{}",
+            self.log.display(),
+            lines[start..].join("\n")
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_text());
+        }
+    }
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every `every` until it holds (returns the time it took) or `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, every: Duration, mut cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Parses one sample out of the text exposition format. The series must be written with
+/// its labels in the order the exporter prints them (alphabetical).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Sum of desired replicas of the env0 Deployments in a cluster.
+pub async fn replicas(cluster: &kube_failover_testbed::Cluster) -> i32 {
+    let mut sum = 0;
+    for name in cluster.deployment_names() {
+        sum += cluster.replicas(&name).await.expect("read replicas");
+    }
+    sum
+}
+
+/// Prints a measurement in a form that is easy to grep out of the test output.
+pub fn measured(what: &str, d: Duration) {
+    eprintln!("measured: {what}: {:.2}s", d.as_secs_f64());
+}
