@@ -3,7 +3,7 @@
 ci/check-deploy.sh, one subcommand per check. Each prints what it found and exits non-zero
 on a problem. Run from the repository root.
 
-  prometheusrule [--write]   deploy/kubernetes/prometheusrule.yaml == deploy/prometheus/alerts.yaml
+  prometheusrule [--write]   deploy/kubernetes/base/prometheusrule.yaml == deploy/prometheus/alerts.yaml
   extract-rules BUILD OUT    the PrometheusRule spec of a `kustomize build` output, as a rules file
   alert-mutants              every alert's unit tests catch a never/always-firing or for-less mutant
   metric-names               alerts and dashboard use only the daemon's metrics (metrics.txt)
@@ -29,7 +29,7 @@ import yaml
 ALERTS = "deploy/prometheus/alerts.yaml"
 ALERT_TESTS = "deploy/prometheus/alerts.test.yaml"
 METRICS = "deploy/prometheus/metrics.txt"
-PROMETHEUSRULE = "deploy/kubernetes/prometheusrule.yaml"
+PROMETHEUSRULE = "deploy/kubernetes/base/prometheusrule.yaml"
 DASHBOARD = "deploy/grafana/kube-failover.json"
 
 PROMETHEUSRULE_HEADER = """\
@@ -193,6 +193,9 @@ def dashboard_exprs():
     for panel in dash["panels"]:
         for t in panel.get("targets", []):
             exprs.append((panel["title"], t["expr"]))
+    for a in dash.get("annotations", {}).get("list", []):
+        if "expr" in a:
+            exprs.append((f"annotation {a['name']}", a["expr"]))
     for v in dash.get("templating", {}).get("list", []):
         if v.get("type") == "query":
             q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]

