@@ -182,21 +182,29 @@ check "kubernetes: ServiceMonitor -> Service -> Pod port" \
 check "kubernetes: image user, port and command match the Deployment" \
   python3 ci/deploy_checks.py image-contract "$work/rendered/base.yaml"
 
-server_side() {
-  [ -s "$work/rendered/base.json" ] && [ -s "$work/rendered/example.json" ] &&
-    [ -s "$work/rendered/target-rbac.json" ] || { echo "kustomize builds failed"; return 1; }
+# ignored_test NAME [ENV=VALUE...]: runs one of the #[ignore]d integration tests that need
+# what this script provides (rendered manifests, Prometheus) on the test bed.
+ignored_test() {
+  local name="$1" rc=0
+  shift
   if [ -z "${KUBE_FAILOVER_TESTBED_BIN:-}" ]; then
     KUBE_FAILOVER_TESTBED_BIN="$(testbed/build.sh | tail -n 1)" || return 1
     export KUBE_FAILOVER_TESTBED_BIN
   fi
-  local rc=0
-  KUBE_FAILOVER_RENDERED="$work/rendered" RUST_BACKTRACE=0 \
-    cargo test -q --locked --test deploy_manifests -- --ignored --test-threads=1 \
-    >"$work/deploy_manifests.log" 2>&1 || rc=$?
-  # The assertion that failed (and the test bed's log tails below it), then the verdict.
-  grep -A12 'panicked at' "$work/deploy_manifests.log"
-  grep '^test result:' "$work/deploy_manifests.log" || tail -n 20 "$work/deploy_manifests.log"
+  env "$@" RUST_BACKTRACE=0 \
+    cargo test -q --locked --test "$name" -- --ignored --test-threads=1 --nocapture \
+    >"$work/$name.log" 2>&1 || rc=$?
+  # The assertion that failed (and the log tails below it), measurements, the verdict.
+  grep -A12 'panicked at' "$work/$name.log"
+  grep '^measured:' "$work/$name.log"
+  grep '^test result:' "$work/$name.log" || tail -n 20 "$work/$name.log"
   return $rc
+}
+
+server_side() {
+  [ -s "$work/rendered/base.json" ] && [ -s "$work/rendered/example.json" ] &&
+    [ -s "$work/rendered/target-rbac.json" ] || { echo "kustomize builds failed"; return 1; }
+  ignored_test deploy_manifests KUBE_FAILOVER_RENDERED="$work/rendered"
 }
 check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server" server_side
 
@@ -218,6 +226,8 @@ deployed_rules() {
 check "prometheus: rules in the built PrometheusRule pass check and tests" deployed_rules
 check "prometheus+grafana: only the daemon's metrics are used" \
   python3 ci/deploy_checks.py metric-names
+check "prometheus: a real Prometheus fires the failover alerts on the daemon's metrics" \
+  ignored_test prometheus_alerts PROMETHEUS="$(command -v prometheus)"
 
 # --- Grafana ----------------------------------------------------------------------------
 check "grafana: dashboard JSON, panels and PromQL" python3 ci/deploy_checks.py dashboard

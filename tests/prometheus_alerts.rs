@@ -1,0 +1,273 @@
+//! The shipped alert rules against the real daemon: a Prometheus server on loopback
+//! scrapes kube-failover while the primary's API server of a test-bed pair is stopped,
+//! and its HTTP API must show the primary-down and failover alerts firing. This is the
+//! proof that the rules' expressions and the daemon's metric names agree; the rules' `for`
+//! durations are covered by the promtool unit tests (deploy/prometheus/alerts.test.yaml)
+//! and are shortened here so the scenario takes seconds, not minutes.
+//!
+//! Also checks the daemon's /metrics against the metric contract the rules and the
+//! dashboard are written against (deploy/prometheus/metrics.txt).
+//!
+//! Needs a `prometheus` binary (Debian's package; `PROMETHEUS` names another one), so it
+//! is `#[ignore]`d and run by ci/check-deploy.sh, which installs it.
+
+mod support;
+
+use kube_failover_testbed::ClusterPair;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Daemon, DaemonOpts, wait_for};
+
+/// Every `for:` of the shipped rules becomes this.
+const SHORT_FOR: &str = "3s";
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// The contract: `(name, type)` from deploy/prometheus/metrics.txt.
+fn metric_contract() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_file("deploy/prometheus/metrics.txt"))
+        .expect("read metrics.txt");
+    text.lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').expect("name and type");
+            (name.to_string(), kind.trim().to_string())
+        })
+        .collect()
+}
+
+/// alerts.yaml with every `for:` shortened; everything else, expressions first, unchanged.
+fn shortened_rules() -> String {
+    let text =
+        std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yaml")).expect("read rules");
+    let mut shortened = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("for: ") {
+                shortened += 1;
+                format!("{}for: {SHORT_FOR}", &line[..line.len() - trimmed.len()])
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        shortened > 0,
+        "no `for:` found in alerts.yaml: has its layout changed?"
+    );
+    out.join("\n") + "\n"
+}
+
+/// A Prometheus server on loopback with its own data folder; killed on drop.
+struct Prometheus {
+    _child: tokio::process::Child,
+    url: String,
+    http: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    async fn start(dir: &Path, target: SocketAddr) -> Prometheus {
+        std::fs::write(dir.join("rules.yaml"), shortened_rules()).expect("write rules");
+        // The job name is the one the KubeFailoverDaemonDown alert matches.
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - rules.yaml\n\
+             scrape_configs:\n  - job_name: kube-failover\n    static_configs:\n      \
+             - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
+        let listen = free_port();
+        let log = dir.join("prometheus.log");
+        let out = std::fs::File::create(&log).expect("create prometheus log");
+        let bin = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let child = tokio::process::Command::new(&bin)
+            .current_dir(dir)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone log handle"))
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin} (install Debian's prometheus): {e}"));
+        let p = Prometheus {
+            _child: child,
+            url: format!("http://{listen}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
+            log,
+        };
+        let ready = wait_for(Duration::from_secs(30), Duration::from_millis(200), || async {
+            matches!(p.http.get(format!("{}/-/ready", p.url)).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "Prometheus not ready in 30s\n{}",
+            p.log_text()
+        );
+        p
+    }
+
+    async fn api(&self, path: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        (v["status"] == "success").then(|| v["data"].clone())
+    }
+
+    /// Names of the alerts in state "firing".
+    async fn firing(&self) -> BTreeSet<String> {
+        let Some(data) = self.api("/api/v1/alerts").await else {
+            return BTreeSet::new();
+        };
+        data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["state"] == "firing")
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
+            .collect()
+    }
+
+    async fn target_up(&self) -> bool {
+        let Some(data) = self
+            .api("/api/v1/query?query=up%7Bjob%3D%22kube-failover%22%7D")
+            .await
+        else {
+            return false;
+        };
+        data["result"][0]["value"][1] == "1"
+    }
+
+    fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        format!("--- prometheus log ---\n{}", lines[start..].join("\n"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
+async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
+    let pair = ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair");
+    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
+    daemon
+        .wait_state("primary_active", Duration::from_secs(30))
+        .await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prom = Prometheus::start(dir.path(), daemon.admin).await;
+    let up = wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
+        prom.target_up()
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "Prometheus never scraped the daemon\n{}",
+        prom.log_text()
+    );
+
+    // Healthy: none of the alerts about the primary or the daemon fires. Give the rules a
+    // few evaluations (and the shortened `for`) first, so "not firing" means something.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let healthy = prom.firing().await;
+    for quiet in [
+        "KubeFailoverPrimaryDown",
+        "KubeFailoverDaemonDown",
+        "KubeFailoverDaemonAbsent",
+        "KubeFailoverDaemonStalled",
+    ] {
+        assert!(
+            !healthy.contains(quiet),
+            "{quiet} fires while all is well: {healthy:?}"
+        );
+    }
+
+    // The outage.
+    pair.primary
+        .stop_apiserver()
+        .await
+        .expect("stop the primary's API server");
+    let want = [
+        "KubeFailoverPrimaryDown",
+        "KubeFailoverFailoverInProgress",
+        "KubeFailoverFailoverExecuted",
+    ];
+    let seen = std::cell::RefCell::new(BTreeSet::new());
+    let (prom_ref, seen_ref) = (&prom, &seen);
+    let took = wait_for(
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        move || async move {
+            let firing = prom_ref.firing().await;
+            let all = want.iter().all(|a| firing.contains(*a));
+            *seen_ref.borrow_mut() = firing;
+            all
+        },
+    )
+    .await;
+    let last = seen.into_inner();
+    assert!(
+        took.is_some(),
+        "after 90s firing were {last:?}, wanted {want:?}\n{}\n{}",
+        prom.log_text(),
+        daemon.log_text()
+    );
+    support::measured(
+        "primary API stopped -> failover alerts firing",
+        took.unwrap(),
+    );
+    for quiet in [
+        "KubeFailoverFailoverFailed",
+        "KubeFailoverDaemonDown",
+        "KubeFailoverDaemonStalled",
+    ] {
+        assert!(
+            !last.contains(quiet),
+            "{quiet} fires during a clean failover: {last:?}"
+        );
+    }
+
+    // The contract the rules and the dashboard rely on: every metric, with its type. Read
+    // after the failover, because some series exist only once their first event happened
+    // (a promotion's duration and time, the actuator's actions).
+    let text = daemon.metrics().await;
+    let missing: Vec<String> = metric_contract()
+        .into_iter()
+        .filter(|(name, kind)| !text.lines().any(|l| l == format!("# TYPE {name} {kind}")))
+        .map(|(name, kind)| format!("{name} ({kind})"))
+        .collect();
+    assert!(missing.is_empty(), "/metrics lacks {missing:?}");
+}
