@@ -582,11 +582,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts the API server again (same port, certificates and etcd) and waits for
-    /// `/readyz`.
+    /// Starts the API server again (same port, certificates and etcd), waits for
+    /// `/readyz`, then restarts kube-controller-manager and kwok.
+    ///
+    /// The restart is there because their informers back off exponentially (up to about
+    /// 30 s) while the API server is away, so after a long outage a scale-down would take
+    /// that long to reach the Pods. Fresh controllers make the cluster converge within
+    /// about a second, the same after every outage, which is what tests need to measure
+    /// the daemon rather than client-go's backoff.
     pub async fn start_apiserver(&self) -> Result<()> {
         self.spawn(Component::Apiserver)?;
-        self.wait_apiserver_ready(START_TIMEOUT).await
+        self.wait_apiserver_ready(START_TIMEOUT).await?;
+        self.restart_controllers().await
     }
 
     /// SIGTERM to etcd; returns once it has exited.
@@ -601,13 +608,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts etcd again on the same data and port and waits until it is healthy (and,
-    /// if the API server runs, until `/readyz` passes again).
+    /// Starts etcd again on the same data and port and waits until it is healthy; if the
+    /// API server runs, also until `/readyz` passes again, and then restarts the
+    /// controllers as [`Cluster::start_apiserver`] does.
     pub async fn start_etcd(&self) -> Result<()> {
         self.spawn(Component::Etcd)?;
         self.wait_etcd_healthy(START_TIMEOUT).await?;
         if self.apiserver_running() {
             self.wait_apiserver_ready(START_TIMEOUT).await?;
+            self.restart_controllers().await?;
         }
         Ok(())
     }
@@ -672,6 +681,17 @@ impl Cluster {
         procs.controller_manager = Some(kcm);
         procs.kwok = Some(kwok);
         Ok(())
+    }
+
+    async fn restart_controllers(&self) -> Result<()> {
+        let (kcm, kwok) = {
+            let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+            (procs.controller_manager.take(), procs.kwok.take())
+        };
+        for proc in [kcm, kwok].into_iter().flatten() {
+            proc.kill().await?;
+        }
+        self.spawn_controllers()
     }
 
     /// An error if any process the cluster should be running has exited.
