@@ -1,0 +1,90 @@
+//! Failover timing on the real test bed: from stopping the primary's API server (the
+//! moment SIGTERM is sent) to the standby's Deployments being scaled up and to them
+//! being Ready, and from the primary's API answering again to its workloads being
+//! fenced. Reports min, median and max over several runs; asserts nothing about time.
+//!
+//! `cargo bench --bench failover` (runs: `KUBE_FAILOVER_BENCH_RUNS`, default 5).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use kube_failover_testbed::ClusterPair;
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Sample {
+    scaled: Duration,
+    ready: Duration,
+    fenced: Duration,
+}
+
+async fn one_run() -> Sample {
+    let pair = ClusterPair::start().await.expect("start the test bed");
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20)).await;
+    let t0 = Instant::now();
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    wait_for(Duration::from_secs(30), Duration::from_millis(20), || async {
+        replicas(&pair.standby).await == 2
+    })
+    .await
+    .expect("standby scaled");
+    let scaled = t0.elapsed();
+    for name in pair.standby.deployment_names() {
+        pair.standby
+            .wait_deployment_ready(&name, Duration::from_secs(30))
+            .await
+            .expect("standby Ready");
+    }
+    let ready = t0.elapsed();
+    d.wait_state("promoted", Duration::from_secs(10)).await;
+    pair.primary.start_apiserver().await.expect("start primary");
+    let t1 = Instant::now();
+    wait_for(Duration::from_secs(30), Duration::from_millis(20), || async {
+        replicas(&pair.primary).await == 0
+    })
+    .await
+    .expect("primary fenced");
+    Sample {
+        scaled,
+        ready,
+        fenced: t1.elapsed(),
+    }
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let secs = |d: Duration| d.as_secs_f64();
+    println!(
+        "{name}: min {:.2}s  median {:.2}s  max {:.2}s  (n={})",
+        secs(v[0]),
+        secs(v[v.len() / 2]),
+        secs(v[v.len() - 1]),
+        v.len()
+    );
+}
+
+fn main() {
+    let runs: usize = std::env::var("KUBE_FAILOVER_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let samples: Vec<Sample> = (0..runs).map(|_| rt.block_on(one_run())).collect();
+    println!("failover with probe_interval 1s, failure_threshold 3:");
+    summary(
+        "primary apiserver stop -> standby scaled",
+        samples.iter().map(|s| s.scaled).collect(),
+    );
+    summary(
+        "primary apiserver stop -> standby Ready",
+        samples.iter().map(|s| s.ready).collect(),
+    );
+    summary(
+        "primary API back -> primary fenced",
+        samples.iter().map(|s| s.fenced).collect(),
+    );
+}
