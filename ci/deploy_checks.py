@@ -13,6 +13,7 @@ on a problem. Run from the repository root.
   image-contract BUILD       Dockerfile user/port/command agree with the Deployment
   docker-context             the files the Dockerfile copies resolve with --locked
   systemd-config             the example config points at the unit's credentials
+  alertmanager               the example routing sends each alert by its severity
 """
 
 import fnmatch
@@ -424,6 +425,32 @@ def cmd_systemd_config(_args):
     print(f"  {len(paths)} kubeconfigs under {prefix}*, config {exec_start}")
 
 
+def cmd_alertmanager(_args):
+    """amtool validates the example and resolves each alert's route: critical pages,
+    warning goes to chat, other teams' alerts stay on the default receiver."""
+    config = "deploy/prometheus/alertmanager.example.yml"
+    r = subprocess.run(["amtool", "check-config", config], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(r.stdout + r.stderr)
+    want = {"critical": "kube-failover-page", "warning": "kube-failover-chat"}
+    with open(ALERTS) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    cases = [(r["alert"], r["labels"]["severity"], want.get(r["labels"]["severity"]))
+             for r in rules]
+    cases.append(("SomeoneElsesAlert", "critical", "default"))
+    wrong = []
+    for alert, severity, receiver in cases:
+        r = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={config}",
+                            f"--verify.receivers={receiver}", f"alertname={alert}",
+                            f"severity={severity}", "group=env0"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            wrong.append(f"{alert} ({severity}) -> {r.stdout.strip()}, not {receiver}")
+    if wrong:
+        fail("; ".join(wrong))
+    print(f"  {len(cases)} alerts routed by severity as documented")
+
+
 COMMANDS = {
     "prometheusrule": cmd_prometheusrule,
     "extract-rules": cmd_extract_rules,
@@ -435,6 +462,7 @@ COMMANDS = {
     "image-contract": cmd_image_contract,
     "docker-context": cmd_docker_context,
     "systemd-config": cmd_systemd_config,
+    "alertmanager": cmd_alertmanager,
 }
 
 if __name__ == "__main__":
