@@ -16,11 +16,9 @@ ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-# The workspace manifest names the testbed crate, so cargo needs its manifest to resolve
-# the workspace even though the release binary does not depend on it.
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY testbed ./testbed
+# The whole workspace (see .dockerignore): cargo loads every member and every declared
+# target (the testbed crate, benches) before it builds the one binary.
+COPY . .
 # Cache mounts keep the registry and the target dir between builds; the binary is copied
 # out of the cached target dir in the same step. Symbols are stripped here, not in
 # Cargo.toml, so local release builds keep them for profiling.

@@ -11,7 +11,7 @@ on a problem. Run from the repository root.
   servicemonitor BUILD       the ServiceMonitor finds the Service and its port
   rbac-namespace KUSTOMIZE   target-rbac's subject follows a namespace override
   image-contract BUILD       Dockerfile user/port/command agree with the Deployment
-  docker-context             the files the Dockerfile copies resolve with --locked
+  docker-context             the files the Dockerfile copies load with --locked
   systemd-config             the example config points at the unit's credentials
   alertmanager               the example routing sends each alert by its severity
 """
@@ -392,7 +392,8 @@ def cmd_docker_context(_args):
             *srcs, dest = args
             for src in srcs:
                 src = src.rstrip("/")
-                hits = [p for p in context if p == src or p.startswith(src + "/")]
+                hits = [p for p in context
+                        if src == "." or p == src or p.startswith(src + "/")]
                 if not hits:
                     fail(f"COPY {src}: nothing in the build context (.dockerignore?)")
                 for p in hits:
@@ -400,11 +401,12 @@ def cmd_docker_context(_args):
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     shutil.copy(p, target)
         # What `cargo build --release --locked` checks before compiling anything: the
-        # workspace loads from exactly these files and Cargo.lock needs no change.
-        r = subprocess.run(["cargo", "metadata", "--locked", "--format-version", "1"],
-                           cwd=tmp, capture_output=True, text=True)
+        # workspace and every declared target load from exactly these files, and
+        # Cargo.lock needs no change. (`cargo metadata` would not notice a missing target.)
+        r = subprocess.run(["cargo", "fetch", "--locked"], cwd=tmp, capture_output=True,
+                           text=True)
     if r.returncode != 0:
-        fail("cargo metadata --locked in the image's build context failed:\n" + r.stderr)
+        fail("cargo fetch --locked in the image's build context failed:\n" + r.stderr)
     print(f"  build context: {len(context)} files; the workspace resolves with --locked")
 
 
