@@ -254,7 +254,7 @@ def cmd_dashboard(_args):
     # PromQL syntax: promtool parses each query as a recording rule, with Grafana's
     # variables replaced by values of the right shape.
     subst = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-             "${group:regex}": "env0", "$group": "env0", "$instance": "kf:9464"}
+             "${group:regex}": "env0", "$group": "env0"}
     rules = []
     for i, (title, e) in enumerate(exprs):
         for k, v in subst.items():
