@@ -1122,3 +1122,43 @@ fn rss_of(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+
+    /// Tests share clusters across tasks of multi-threaded runtimes.
+    #[test]
+    fn clusters_and_their_futures_can_cross_threads() {
+        send_sync::<Cluster>();
+        send_sync::<ClusterPair>();
+        send_sync::<crate::FaultProxy>();
+        // Checked at compile time; never run.
+        #[allow(dead_code, clippy::let_underscore_future)]
+        fn futures(c: &Cluster) {
+            send(&Cluster::start("x"));
+            send(&ClusterPair::start());
+            send(&c.stop_apiserver());
+            send(&c.kill_apiserver());
+            send(&c.start_apiserver());
+            send(&c.stop_etcd());
+            send(&c.start_etcd());
+            send(&c.set_pods_ready("x", false));
+            send(&c.wait_deployment_ready("x", Duration::ZERO));
+            send(&c.delete_namespace());
+            send(&c.scale("x", 1));
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("primary").is_ok());
+        assert!(validate_name("e2e-1").is_ok());
+        for bad in ["", "Primary", "-a", "a_b", "a b", &"x".repeat(41)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

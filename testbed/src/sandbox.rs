@@ -45,6 +45,19 @@ impl SandboxOptions {
 /// Group name in the generated config, as in the end-to-end tests.
 pub const GROUP: &str = "env0";
 
+/// What the sandbox saw, for a scripted run to check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxReport {
+    /// Outages of the primary's API server that were started.
+    pub outages: u32,
+    /// From the start of the first outage to the standby's trigger Deployment having a
+    /// Ready replica.
+    pub promoted_after: Option<Duration>,
+    /// From the start of the first outage to the primary's agent Deployments being back
+    /// at 0 replicas (only seen once its API server is back).
+    pub fenced_after: Option<Duration>,
+}
+
 /// The daemon's configuration for a cluster pair: 1 s probes, 3 failures to go down,
 /// both agent Deployments by label, restricted kubeconfigs.
 pub fn daemon_config(pair: &ClusterPair, admin: SocketAddr) -> String {
@@ -122,7 +135,7 @@ fn sandbox_err(message: impl Into<String>) -> TestbedError {
 }
 
 /// Runs the sandbox until Ctrl-C (or `exit_after`), then tears everything down.
-pub async fn run_sandbox(opts: SandboxOptions) -> Result<()> {
+pub async fn run_sandbox(opts: SandboxOptions) -> Result<SandboxReport> {
     // Fail before minutes of work if the daemon could not listen.
     std::net::TcpListener::bind(opts.admin_addr).map_err(|source| TestbedError::Port {
         what: format!(
@@ -140,7 +153,14 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<()> {
 
     say("starting two clusters (primary: agent at 1 replica, standby: at 0)...");
     let started = Instant::now();
-    let pair = ClusterPair::start().await?;
+    let pair = tokio::select! {
+        pair = ClusterPair::start() => pair?,
+        // Dropping the half-started pair stops whatever already runs.
+        _ = tokio::signal::ctrl_c() => {
+            say("Ctrl-C: stopped before the clusters were up");
+            return Ok(SandboxReport::default());
+        }
+    };
     say(format!("clusters ready in {:.1?}", started.elapsed()));
 
     let dir = tempfile::Builder::new()
@@ -167,6 +187,20 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<()> {
     print_guide(&pair, &opts, &config, &log, daemon.pid());
 
     let result = event_loop(&pair, &opts, &mut daemon, &log).await;
+    if let Ok(report) = &result
+        && report.outages > 0
+    {
+        let after = |d: Option<Duration>| match d {
+            Some(d) => format!("{d:.1?} after the first outage began"),
+            None => "not seen".into(),
+        };
+        say(format!(
+            "{} outage(s); standby promoted: {}; primary fenced: {}",
+            report.outages,
+            after(report.promoted_after),
+            after(report.fenced_after)
+        ));
+    }
 
     say("stopping the daemon and both clusters...");
     let _ = daemon.terminate(Duration::from_secs(10)).await;
@@ -233,12 +267,16 @@ enum Tick {
     Poll,
 }
 
+/// Ready and desired replicas of the trigger and proxy Deployments, or `None` when the
+/// cluster cannot say.
+type Replicas = Option<[(i32, i32); 2]>;
+
 async fn event_loop(
     pair: &ClusterPair,
     opts: &SandboxOptions,
     daemon: &mut Proc,
     log: &Path,
-) -> Result<()> {
+) -> Result<SandboxReport> {
     let start = tokio::time::Instant::now();
     let mut enter = opts.interactive.then(stdin_lines);
     let mut outage_at = opts.outage_after.map(|d| start + d);
@@ -247,6 +285,7 @@ async fn event_loop(
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut last_line = String::new();
     let mut outage_started: Option<Instant> = None;
+    let mut report = SandboxReport::default();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| sandbox_err(format!("cannot watch SIGTERM: {e}")))?;
     let far = start + Duration::from_secs(365 * 24 * 3600);
@@ -275,13 +314,14 @@ async fn event_loop(
         match tick {
             Tick::Quit(why) => {
                 say(format!("{why}: quitting"));
-                return Ok(());
+                return Ok(report);
             }
             Tick::Toggle(why) => {
                 if pair.primary.apiserver_running() {
                     say(format!("{why}: stopping the primary's API server"));
                     pair.primary.stop_apiserver().await?;
-                    outage_started = Some(Instant::now());
+                    report.outages += 1;
+                    outage_started.get_or_insert_with(Instant::now);
                     say("primary API server is down; watch the standby get promoted");
                 } else {
                     say(format!("{why}: starting the primary's API server again"));
@@ -300,11 +340,18 @@ async fn event_loop(
             ));
             return Err(e);
         }
-        let line = format!(
-            "primary: {} | standby: {}",
-            summary(&pair.primary).await,
-            summary(&pair.standby).await
-        );
+        let primary = replicas(&pair.primary).await;
+        let standby = replicas(&pair.standby).await;
+        if let Some(t) = outage_started {
+            if report.promoted_after.is_none() && standby.is_some_and(|s| s[0].0 >= 1) {
+                report.promoted_after = Some(t.elapsed());
+            }
+            if report.fenced_after.is_none() && primary.is_some_and(|p| p.iter().all(|r| r.1 == 0))
+            {
+                report.fenced_after = Some(t.elapsed());
+            }
+        }
+        let line = format!("primary: {} | standby: {}", show(primary), show(standby));
         if line != last_line {
             let since = match outage_started {
                 Some(t) => format!(" ({:.1?} after the outage began)", t.elapsed()),
@@ -316,27 +363,29 @@ async fn event_loop(
     }
 }
 
-/// `trigger 1/1 proxy 1/1` (ready/desired), or why it is unknown.
-async fn summary(cluster: &Cluster) -> String {
+async fn replicas(cluster: &Cluster) -> Replicas {
     if !cluster.apiserver_running() {
-        return "API server down".into();
+        return None;
     }
-    let mut parts = Vec::new();
-    for (short, name) in ["trigger", "proxy"]
-        .into_iter()
-        .zip(cluster.deployment_names())
-    {
+    let mut out = [(0, 0); 2];
+    for (slot, name) in out.iter_mut().zip(cluster.deployment_names()) {
         let got = tokio::time::timeout(Duration::from_secs(2), cluster.deployment(&name)).await;
-        parts.push(match got {
-            Ok(Ok(d)) => {
-                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-                format!("{short} {ready}/{want}")
-            }
-            Ok(Err(_)) | Err(_) => format!("{short} ?"),
-        });
+        let Ok(Ok(d)) = got else {
+            return None;
+        };
+        let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+        let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        *slot = (ready, want);
     }
-    parts.join(" ")
+    Some(out)
+}
+
+/// `trigger 1/1 proxy 1/1` (ready/desired).
+fn show(replicas: Replicas) -> String {
+    match replicas {
+        Some([(tr, tw), (pr, pw)]) => format!("trigger {tr}/{tw} proxy {pr}/{pw}"),
+        None => "API unavailable".into(),
+    }
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<()>>) -> Option<()> {

@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
         interactive: !args.no_input,
     };
     match run_sandbox(opts).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = e.to_string();
             let mut source = std::error::Error::source(&e);
