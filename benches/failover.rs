@@ -21,12 +21,15 @@ struct Sample {
 async fn one_run() -> Sample {
     let pair = ClusterPair::start().await.expect("start the test bed");
     let d = Daemon::start(&pair, &DaemonOpts::default()).await;
-    d.wait_state("primary_active", Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
     let t0 = Instant::now();
     pair.primary.stop_apiserver().await.expect("stop primary");
-    wait_for(Duration::from_secs(30), Duration::from_millis(20), || async {
-        replicas(&pair.standby).await == 2
-    })
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { replicas(&pair.standby).await == 2 },
+    )
     .await
     .expect("standby scaled");
     let scaled = t0.elapsed();
@@ -40,9 +43,11 @@ async fn one_run() -> Sample {
     d.wait_state("promoted", Duration::from_secs(10)).await;
     pair.primary.start_apiserver().await.expect("start primary");
     let t1 = Instant::now();
-    wait_for(Duration::from_secs(30), Duration::from_millis(20), || async {
-        replicas(&pair.primary).await == 0
-    })
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { replicas(&pair.primary).await == 0 },
+    )
     .await
     .expect("primary fenced");
     Sample {
