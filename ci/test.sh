@@ -10,6 +10,10 @@ step "test bed binaries"
 KUBE_FAILOVER_TESTBED_BIN="$(testbed/build.sh | tail -n 1)"
 export KUBE_FAILOVER_TESTBED_BIN
 
+# First: it installs the tools that the end-to-end tests need too (prometheus, promtool).
+step "packaging checks"
+ci/check-deploy.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -20,7 +24,3 @@ step "cargo test (unit and end-to-end)"
 # End-to-end tests each start two control planes; two at a time fit 2 cores.
 cargo test --workspace --locked -- --test-threads=2
 
-if [ -x ci/check-deploy.sh ]; then
-  step "packaging checks"
-  ci/check-deploy.sh
-fi

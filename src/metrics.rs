@@ -2,7 +2,7 @@
 //! signal names come from the config, reasons and states from closed enums.
 
 use crate::engine::{Decision, GroupState};
-use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
+use crate::model::{Action, DeploymentView, ProbeOutcome, ProbeReason};
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -260,6 +260,13 @@ impl Metrics {
                     .with_label_values(&[group, "primary", s, reason.as_str()]);
             }
         }
+        for action in Action::KINDS {
+            for result in ["success", "error"] {
+                self.actions.with_label_values(&[group, action, result]);
+            }
+        }
+        self.promotion_duration.with_label_values(&[group]);
+        self.last_promotion.with_label_values(&[group]);
         self.would_promote.with_label_values(&[group]).set(0);
         self.unexpected_standby_replicas
             .with_label_values(&[group])
@@ -406,6 +413,37 @@ mod tests {
             "kube_failover_probe_success{cluster=\"primary\",group=\"env0\",signal=\"api\"} 0"
         ));
         assert!(t.contains("kube_failover_build_info{version="));
+    }
+
+    #[test]
+    fn every_action_kind_is_pre_registered() {
+        let m = Metrics::new().unwrap();
+        m.init_group("g", &[]);
+        let t = text(&m);
+        for kind in Action::KINDS {
+            assert!(
+                t.contains(&format!(
+                    "action=\"{kind}\",group=\"g\",result=\"error\"}} 0"
+                )),
+                "{kind}"
+            );
+        }
+        let all = [
+            Action::RecordPromoting {
+                epoch: 1,
+                reason: String::new(),
+            },
+            Action::ScaleStandbyUp,
+            Action::RecordPromoted { epoch: 1 },
+            Action::RecordFailed {
+                epoch: 1,
+                reason: String::new(),
+            },
+            Action::FencePrimary,
+            Action::RecordFenced { epoch: 1 },
+            Action::ScaleStandbyDown,
+        ];
+        assert_eq!(all.map(|a| a.kind()), Action::KINDS);
     }
 
     #[test]

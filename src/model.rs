@@ -270,6 +270,17 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every value [`Action::kind`] can return, for pre-registering metric labels.
+    pub const KINDS: [&'static str; 7] = [
+        "record_promoting",
+        "scale_standby_up",
+        "record_promoted",
+        "record_failed",
+        "fence_primary",
+        "record_fenced",
+        "scale_standby_down",
+    ];
+
     /// A bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -249,6 +249,33 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "primary API stopped -> failover alerts firing",
         took.unwrap(),
     );
+    // The exposition itself follows Prometheus practice: promtool has nothing to say.
+    let exposition = daemon.metrics().await;
+    assert!(exposition.contains("kube_failover_promotions_total"));
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian's prometheus)");
+    {
+        use std::io::Write as _;
+        let mut stdin = promtool.stdin.take().expect("promtool stdin");
+        stdin
+            .write_all(exposition.as_bytes())
+            .expect("feed promtool");
+    }
+    let out = promtool.wait_with_output().expect("promtool output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
     for quiet in [
         "KubeFailoverFailoverFailed",
         "KubeFailoverDaemonDown",
