@@ -37,7 +37,7 @@ start=$(date +%s)
 
 # --- kube-apiserver and kube-controller-manager --------------------------------------
 if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ]; then
-  say "building kube-apiserver and kube-controller-manager $K8S_VERSION (cold: 10-20 min on 2 cores)"
+  say "building kube-apiserver and kube-controller-manager $K8S_VERSION (cold Go caches: about 5 min on 2 cores)"
   mod="$cache_root/src/k8s-$K8S_VERSION"
   rm -rf "$mod" && mkdir -p "$mod"
   k8s_gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
