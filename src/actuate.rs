@@ -24,31 +24,7 @@ use std::time::Duration;
 /// The component name on Events and the field manager on writes.
 const COMPONENT: &str = "kube-failover";
 
-/// Which cluster of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// The cluster normally running the workload.
-    Primary,
-    /// The cluster that takes over on promotion.
-    Standby,
-}
-
-impl Side {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Primary => "primary",
-            Side::Standby => "standby",
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::Side;
 
 /// One Deployment whose replica count the actuator changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -40,21 +40,7 @@ pub struct Metrics {
     tick_duration: HistogramVec,
 }
 
-/// Which cluster of a group a value is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Primary,
-    Standby,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Primary => "primary",
-            Side::Standby => "standby",
-        }
-    }
-}
+pub use crate::model::Side;
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("kube_failover")

@@ -130,6 +130,32 @@ impl ProbeOutcome {
     }
 }
 
+/// Which cluster of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The cluster normally running the workload.
+    Primary,
+    /// The cluster that takes over on promotion.
+    Standby,
+}
+
+impl Side {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Standby => "standby",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One Deployment as seen in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeploymentView {
