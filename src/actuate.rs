@@ -360,12 +360,8 @@ impl Actuator {
             holder: self.identity.clone(),
             resource_version: None,
         };
-        let stored = self
-            .write_record(&name, &next, current.resource_version.as_deref())
-            .await?;
-        report.record = Some(stored);
-        report.record_written = true;
-        Ok(report)
+        self.write_record(&name, &next, current.resource_version.as_deref(), report)
+            .await
     }
 
     async fn update_record(
@@ -438,12 +434,8 @@ impl Actuator {
             return Ok(report);
         }
         next.holder = self.identity.clone();
-        let stored = self
-            .write_record(&name, &next, current.resource_version.as_deref())
-            .await?;
-        report.record = Some(stored);
-        report.record_written = true;
-        Ok(report)
+        self.write_record(&name, &next, current.resource_version.as_deref(), report)
+            .await
     }
 
     async fn write_record(
@@ -451,7 +443,8 @@ impl Actuator {
         name: &str,
         next: &FailoverRecord,
         expected: Option<&str>,
-    ) -> Result<FailoverRecord, ActuateError> {
+        mut report: ActionReport,
+    ) -> Result<ActionReport, ActuateError> {
         let ns = self.standby_ns();
         let stored = bounded_record(self.call_timeout, ns, name, "write", async {
             record::write(&self.standby, ns, name, &self.group.name, next, expected).await
@@ -460,7 +453,9 @@ impl Actuator {
         if let Ok(mut last) = self.last_written.lock() {
             *last = Some(stored.clone());
         }
-        Ok(stored)
+        report.record = Some(stored);
+        report.record_written = true;
+        Ok(report)
     }
 
     fn stale(&self, name: &str, detail: String) -> ActuateError {

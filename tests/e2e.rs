@@ -459,19 +459,12 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
         ..DaemonOpts::default()
     };
     let d = Daemon::start(&pair, &opts).await;
-    wait_for(
-        Duration::from_secs(15),
-        Duration::from_millis(200),
-        || async {
-            d.group().await.is_some_and(|g| {
-                g.signals
-                    .iter()
-                    .any(|s| s.name == "api" && s.last_reason.as_deref().is_some_and(|r| r != "ok"))
-            })
-        },
-    )
-    .await
-    .expect("bad credentials reported");
+    d.wait_group("bad credentials reported", Duration::from_secs(15), |g| {
+        g.signals
+            .iter()
+            .any(|s| s.name == "api" && s.last_reason.as_deref().is_some_and(|r| r != "ok"))
+    })
+    .await;
     let g = d.group().await.expect("status");
     let api = g
         .signals
@@ -491,17 +484,10 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
             .await
             .expect("delete rolebinding");
     }
-    wait_for(
-        Duration::from_secs(15),
-        Duration::from_millis(200),
-        || async {
-            d.group()
-                .await
-                .is_some_and(|g| g.standby.workloads_reason == "forbidden")
-        },
-    )
-    .await
-    .expect("forbidden reported");
+    d.wait_group("forbidden reported", Duration::from_secs(15), |g| {
+        g.standby.workloads_reason == "forbidden"
+    })
+    .await;
     let forbidden = r#"kube_failover_probe_failures_total{cluster="standby",group="env0",reason="forbidden",signal="workloads"}"#;
     assert!(d.metric(forbidden).await.unwrap_or(0.0) >= 1.0);
     assert!(!d.group().await.expect("status").standby_fit);
@@ -517,17 +503,10 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
         .delete_namespace()
         .await
         .expect("delete namespace");
-    wait_for(
-        Duration::from_secs(20),
-        Duration::from_millis(200),
-        || async {
-            d.group()
-                .await
-                .is_some_and(|g| g.standby.workloads_reason == "not_found")
-        },
-    )
-    .await
-    .expect("missing namespace reported");
+    d.wait_group("missing namespace reported", Duration::from_secs(20), |g| {
+        g.standby.workloads_reason == "not_found"
+    })
+    .await;
     let g = d.group().await.expect("status");
     assert!(!g.standby_fit);
     assert!(

@@ -231,20 +231,32 @@ impl Daemon {
         metric_value(&self.metrics().await, series)
     }
 
-    /// Waits until the group is in `state`; returns how long that took.
-    pub async fn wait_state(&self, state: &str, timeout: Duration) -> Duration {
+    /// Waits until the group's status satisfies `pred`; returns how long that took.
+    /// Panics with the last status and the daemon's log after `timeout`.
+    pub async fn wait_group(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&GroupStatus) -> bool,
+    ) -> Duration {
         let took = wait_for(timeout, Duration::from_millis(100), || async {
-            self.group().await.is_some_and(|g| g.state == state)
+            self.group().await.is_some_and(|g| pred(&g))
         })
         .await;
         match took {
             Some(t) => t,
             None => panic!(
-                "group never reached {state} in {timeout:?}; last status: {:#?}\n{}",
+                "{what}: not seen in {timeout:?}; last status: {:#?}\n{}",
                 self.group().await,
                 self.log_text()
             ),
         }
+    }
+
+    /// Waits until the group is in `state`; returns how long that took.
+    pub async fn wait_state(&self, state: &str, timeout: Duration) -> Duration {
+        self.wait_group(&format!("state {state}"), timeout, |g| g.state == state)
+            .await
     }
 
     /// SIGKILL, as a crash would.
