@@ -201,6 +201,10 @@ async fn daemon_identity_has_exactly_its_role() {
         .expect("patch scale");
     let mut scale = deployments.get_scale(&trigger).await.unwrap();
     scale.spec.as_mut().unwrap().replicas = Some(1);
+    // The deployment controller is still writing the status of the scale-down above,
+    // which bumps the resourceVersion; what is tested here is the `update` verb, so the
+    // update is unconditional rather than racing the controller.
+    scale.metadata.resource_version = None;
     deployments
         .replace_scale(&trigger, &PostParams::default(), &scale)
         .await
