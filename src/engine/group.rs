@@ -365,23 +365,31 @@ impl Engine {
         }
         let in_grace = now.saturating_duration_since(self.started) < policy.startup_grace
             || self.ticks < u64::from(policy.failure_threshold);
+        // Once the group has left `starting`, the grace still blocks promotion but the
+        // state says what is seen (suspect, blocked) instead of going back to starting.
+        let still_starting = self.state == GroupState::Starting;
         if !primary_down {
-            if in_grace && !primary_healthy {
-                reasons.insert(0, ReasonCode::StartupGrace);
-                return GroupState::Starting;
-            }
-            return if primary_healthy {
+            if primary_healthy {
                 reasons.insert(0, ReasonCode::PrimaryHealthy);
-                GroupState::PrimaryActive
-            } else {
-                reasons.insert(0, ReasonCode::SignalsFailing);
-                GroupState::PrimarySuspect
-            };
+                return GroupState::PrimaryActive;
+            }
+            if in_grace {
+                reasons.insert(0, ReasonCode::StartupGrace);
+                if still_starting {
+                    return GroupState::Starting;
+                }
+            }
+            reasons.insert(0, ReasonCode::SignalsFailing);
+            return GroupState::PrimarySuspect;
         }
         reasons.insert(0, ReasonCode::PrimaryDownQuorum);
         if in_grace {
             reasons.push(ReasonCode::StartupGrace);
-            return GroupState::Starting;
+            return if still_starting {
+                GroupState::Starting
+            } else {
+                GroupState::Blocked
+            };
         }
         if !standby_fit {
             reasons.extend(unfit_reasons.iter().copied());

@@ -405,6 +405,22 @@ fn invariant1_startup_grace_blocks_promotion() {
 }
 
 #[test]
+fn a_failure_right_after_the_first_healthy_tick_never_goes_back_to_starting() {
+    let mut sim = Sim::auto();
+    sim.tick();
+    assert_eq!(sim.state(), GroupState::PrimaryActive);
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 0, "still within the startup grace");
+    let last = sim.log.last().unwrap();
+    assert_eq!(last.state, GroupState::Blocked);
+    assert!(last.reasons.contains(&ReasonCode::StartupGrace));
+    assert!(sim.log[1..].iter().all(|d| d.state != GroupState::Starting));
+    sim.run(2);
+    assert_eq!(sim.promotions(), 1, "promotes once the grace is over");
+}
+
+#[test]
 fn invariant1_cooldown_after_a_failback() {
     let mut sim = Sim::warmed_up();
     sim.world.primary_down();
