@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use support::*;
 
 struct Sample {
+    /// How long the API server took to exit after SIGTERM.
+    stop: Duration,
     scaled: Duration,
     ready: Duration,
     fenced: Duration,
@@ -24,22 +26,30 @@ async fn one_run() -> Sample {
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     let t0 = Instant::now();
-    pair.primary.stop_apiserver().await.expect("stop primary");
-    wait_for(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async { replicas(&pair.standby).await == 2 },
-    )
-    .await
-    .expect("standby scaled");
-    let scaled = t0.elapsed();
-    for name in pair.standby.deployment_names() {
-        pair.standby
-            .wait_deployment_ready(&name, Duration::from_secs(30))
-            .await
-            .expect("standby Ready");
-    }
-    let ready = t0.elapsed();
+    // The API server can take seconds to exit after SIGTERM while it already refuses
+    // the daemon; the standby is watched during that time, not after it.
+    let stopping = async {
+        pair.primary.stop_apiserver().await.expect("stop primary");
+        t0.elapsed()
+    };
+    let scaling = async {
+        wait_for(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || async { replicas(&pair.standby).await == 2 },
+        )
+        .await
+        .expect("standby scaled");
+        let scaled = t0.elapsed();
+        for name in pair.standby.deployment_names() {
+            pair.standby
+                .wait_deployment_ready(&name, Duration::from_secs(30))
+                .await
+                .expect("standby Ready");
+        }
+        (scaled, t0.elapsed())
+    };
+    let (stop, (scaled, ready)) = tokio::join!(stopping, scaling);
     d.wait_state("promoted", Duration::from_secs(10)).await;
     pair.primary.start_apiserver().await.expect("start primary");
     let t1 = Instant::now();
@@ -51,6 +61,7 @@ async fn one_run() -> Sample {
     .await
     .expect("primary fenced");
     Sample {
+        stop,
         scaled,
         ready,
         fenced: t1.elapsed(),
@@ -78,7 +89,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let samples: Vec<Sample> = (0..runs).map(|_| rt.block_on(one_run())).collect();
+    let samples: Vec<Sample> = (0..runs)
+        .map(|i| {
+            let s = rt.block_on(one_run());
+            println!(
+                "run {}: apiserver exited {:.2}s, scaled {:.2}s, Ready {:.2}s, fenced {:.2}s",
+                i + 1,
+                s.stop.as_secs_f64(),
+                s.scaled.as_secs_f64(),
+                s.ready.as_secs_f64(),
+                s.fenced.as_secs_f64()
+            );
+            s
+        })
+        .collect();
     println!("failover with probe_interval 1s, failure_threshold 3:");
     summary(
         "primary apiserver stop -> standby scaled",
