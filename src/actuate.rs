@@ -7,7 +7,10 @@
 //! Every call is bounded by the actuator's call timeout.
 
 use crate::config::{GroupConfig, WorkloadConfig};
-use crate::model::{Action, FailoverRecord, Observation, ProbeReason, RecordPhase};
+use crate::model::{
+    Action, DeploymentRef, EPOCH_ANNOTATION, FailoverRecord, Observation, ProbeReason, ReasonCode,
+    RecordPhase,
+};
 use crate::probe::workload::{DeploymentFacts, nothing_selected, select, selection_text};
 use crate::probe::{CallError, bounded};
 use crate::record::{self, RecordError};
@@ -18,7 +21,6 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The component name on Events and the field manager on writes.
@@ -238,6 +240,18 @@ enum Update {
     Promoted,
     Failed(String),
     Fenced,
+    Failback,
+}
+
+impl Update {
+    fn what(&self) -> &'static str {
+        match self {
+            Update::Promoted => "recording promoted",
+            Update::Failed(_) => "recording failed",
+            Update::Fenced => "recording fenced",
+            Update::Failback => "recording the failback time",
+        }
+    }
 }
 
 /// Carries out actions for one group.
@@ -247,9 +261,6 @@ pub struct Actuator {
     standby: kube::Client,
     identity: String,
     call_timeout: Duration,
-    /// The last record this actuator stored: the actions of one decision all see the
-    /// same observation, so a promotion's Events would otherwise name the old epoch.
-    last_written: Mutex<Option<FailoverRecord>>,
 }
 
 impl Actuator {
@@ -270,7 +281,6 @@ impl Actuator {
             standby,
             identity,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
-            last_written: Mutex::new(None),
         }
     }
 
@@ -287,22 +297,41 @@ impl Actuator {
         obs: &Observation,
     ) -> Result<ActionReport, ActuateError> {
         match action {
-            Action::RecordPromoting { epoch, reason } => {
-                self.record_promoting(action, *epoch, reason, obs).await
+            Action::RecordPromoting {
+                epoch,
+                reason,
+                primary_deployments,
+            } => {
+                self.record_promoting(action, *epoch, *reason, primary_deployments, obs)
+                    .await
             }
-            Action::ScaleStandbyUp => self.scale(action, Scaling::Promote, obs).await,
+            Action::ScaleStandbyUp { epoch } => {
+                self.scale(action, Scaling::Promote, *epoch, &[]).await
+            }
             Action::RecordPromoted { epoch } => {
                 self.update_record(action, *epoch, Update::Promoted).await
             }
             Action::RecordFailed { epoch, reason } => {
-                self.update_record(action, *epoch, Update::Failed(reason.clone()))
-                    .await
+                let update = Update::Failed(reason.as_str().to_string());
+                self.update_record(action, *epoch, update).await
             }
-            Action::FencePrimary => self.scale(action, Scaling::Fence, obs).await,
+            Action::FencePrimary { epoch, names } => {
+                self.scale(action, Scaling::Fence, *epoch, names).await
+            }
             Action::RecordFenced { epoch } => {
                 self.update_record(action, *epoch, Update::Fenced).await
             }
-            Action::ScaleStandbyDown => self.scale(action, Scaling::Correct, obs).await,
+            Action::ScaleStandbyDown { epoch } => {
+                self.scale(action, Scaling::Correct, *epoch, &[]).await
+            }
+            Action::RestoreRecord { record } => self.restore_record(action, record).await,
+            Action::RecordFailback { epoch } => {
+                self.update_record(action, *epoch, Update::Failback).await
+            }
+            Action::Announce { reason } => {
+                self.announce(*reason).await;
+                Ok(ActionReport::new(action))
+            }
         }
     }
 
@@ -314,7 +343,8 @@ impl Actuator {
         &self,
         action: &Action,
         epoch: u64,
-        reason: &str,
+        reason: ReasonCode,
+        primary_deployments: &[DeploymentRef],
         obs: &Observation,
     ) -> Result<ActionReport, ActuateError> {
         let name = self.group.record_name();
@@ -352,16 +382,26 @@ impl Actuator {
         let next = FailoverRecord {
             phase: Some(RecordPhase::Promoting),
             epoch,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             promoted_at: Some(at),
             promoted_at_unix: Some(unix),
-            completed_at: None,
-            fenced_at: None,
+            primary_deployments: primary_deployments.to_vec(),
             holder: self.identity.clone(),
-            resource_version: None,
+            ..FailoverRecord::default()
         };
         self.write_record(&name, &next, current.resource_version.as_deref(), report)
             .await
+    }
+
+    /// Reads the record afresh (not from the observation: one decision may carry
+    /// several record actions, and each write changes the resourceVersion).
+    async fn read_record(&self) -> Result<Option<FailoverRecord>, ActuateError> {
+        let name = self.group.record_name();
+        let ns = self.standby_ns();
+        bounded_record(self.call_timeout, ns, &name, "get", async {
+            record::read(&self.standby, ns, &name).await
+        })
+        .await
     }
 
     async fn update_record(
@@ -371,16 +411,9 @@ impl Actuator {
         update: Update,
     ) -> Result<ActionReport, ActuateError> {
         let name = self.group.record_name();
-        let ns = self.standby_ns();
-        // Read afresh rather than trusting the observation: one decision may carry
-        // several record actions, and each write changes the resourceVersion. The epoch
-        // check below is the real precondition; the resourceVersion of this read
-        // guards the write against anyone moving the record in between.
-        let read = bounded_record(self.call_timeout, ns, &name, "get", async {
-            record::read(&self.standby, ns, &name).await
-        })
-        .await?;
-        let Some(current) = read else {
+        // The epoch check below is the real precondition; the resourceVersion of this
+        // read guards the write against anyone moving the record in between.
+        let Some(current) = self.read_record().await? else {
             return Err(self.stale(&name, format!("missing, expected epoch {epoch}")));
         };
         if current.epoch != epoch {
@@ -391,7 +424,7 @@ impl Actuator {
         }
         let phase = current.effective_phase();
         let mut next = current.clone();
-        let (now, _) = record::now_stamp();
+        let (now, unix) = record::now_stamp();
         let changed = match (&update, phase) {
             (Update::Promoted, RecordPhase::Promoted) => false,
             (Update::Promoted, RecordPhase::Promoting | RecordPhase::Failed) => {
@@ -413,17 +446,22 @@ impl Actuator {
                     true
                 }
             }
+            (Update::Failback, RecordPhase::Primary) => {
+                if current.failback_at_unix.is_some() {
+                    false
+                } else {
+                    next.failback_at = Some(now);
+                    next.failback_at_unix = Some(unix);
+                    true
+                }
+            }
             (update, phase) => {
                 return Err(self.stale(
                     &name,
                     format!(
                         "phase {} of epoch {epoch} does not allow {}",
                         phase.as_str(),
-                        match update {
-                            Update::Promoted => "recording promoted",
-                            Update::Failed(_) => "recording failed",
-                            Update::Fenced => "recording fenced",
-                        }
+                        update.what()
                     ),
                 ));
             }
@@ -438,6 +476,65 @@ impl Actuator {
             .await
     }
 
+    /// Writes back a record that disappeared: created (never replaced), so if someone
+    /// else restored it first this write loses and the next tick reads theirs.
+    async fn restore_record(
+        &self,
+        action: &Action,
+        lost: &FailoverRecord,
+    ) -> Result<ActionReport, ActuateError> {
+        let name = self.group.record_name();
+        let (now, _) = record::now_stamp();
+        let next = FailoverRecord {
+            restored_at: Some(now),
+            holder: self.identity.clone(),
+            resource_version: None,
+            ..lost.clone()
+        };
+        let report = self
+            .write_record(&name, &next, None, ActionReport::new(action))
+            .await?;
+        let message = format!(
+            "group {}: the failover record {name} was missing; written back as last seen \
+             (phase {}, epoch {}); nothing is scaled until it is back. Fail back with \
+             phase: primary, never by deleting the record",
+            self.group.name,
+            next.effective_phase().as_str(),
+            next.epoch
+        );
+        tracing::warn!(
+            group = %self.group.name,
+            record = %name,
+            phase = next.effective_phase().as_str(),
+            epoch = next.epoch,
+            "failover record was missing: restored from the last copy seen"
+        );
+        self.record_event("KubeFailoverRecordRestored", message)
+            .await;
+        Ok(report)
+    }
+
+    /// An Event on the record's ConfigMap saying that a condition began.
+    async fn announce(&self, reason: ReasonCode) {
+        let (event_reason, what) = match reason {
+            ReasonCode::DualActive => (
+                "KubeFailoverDualActive",
+                "both the primary and the standby want replicas: two agents may run at once",
+            ),
+            ReasonCode::NoActiveSide => (
+                "KubeFailoverNoActiveSide",
+                "neither the primary nor the standby runs the workload",
+            ),
+            _ => (
+                "KubeFailoverPrimaryUnobservable",
+                "the watcher cannot observe the primary and cannot protect it; no promotion \
+                 happens while it is blind",
+            ),
+        };
+        let message = format!("group {}: {what} ({reason})", self.group.name);
+        self.record_event(event_reason, message).await;
+    }
+
     async fn write_record(
         &self,
         name: &str,
@@ -450,9 +547,6 @@ impl Actuator {
             record::write(&self.standby, ns, name, &self.group.name, next, expected).await
         })
         .await?;
-        if let Ok(mut last) = self.last_written.lock() {
-            *last = Some(stored.clone());
-        }
         report.record = Some(stored);
         report.record_written = true;
         Ok(report)
@@ -466,36 +560,64 @@ impl Actuator {
         }
     }
 
-    /// The newest record known: the observed one, or the one this actuator wrote
-    /// since, whichever has the higher epoch. Used only for Event messages.
-    fn latest_record<'a>(&self, obs: &'a Observation) -> Option<FailoverRecord> {
-        let observed: Option<&'a FailoverRecord> = obs.standby.record.as_ref().ok();
-        let written = self.last_written.lock().ok().and_then(|l| l.clone());
-        match (observed, written) {
-            (Some(o), Some(w)) if w.epoch > o.epoch => Some(w),
-            (Some(o), _) => Some(o.clone()),
-            (None, w) => w,
+    /// Re-reads the record just before scaling and goes ahead only if phase and epoch
+    /// are still those the decision was made on: a person's failback, another writer's
+    /// promotion or a lost record stops the scale instead of being overwritten.
+    async fn check_fresh(
+        &self,
+        scaling: Scaling,
+        epoch: u64,
+    ) -> Result<FailoverRecord, ActuateError> {
+        let name = self.group.record_name();
+        let current = self.read_record().await?;
+        let phase = current.as_ref().map(FailoverRecord::effective_phase);
+        let still = match (scaling, &current) {
+            (Scaling::Promote | Scaling::Fence, Some(r)) => {
+                r.effective_phase().standby_active() && r.epoch == epoch
+            }
+            (Scaling::Promote | Scaling::Fence, None) => false,
+            (Scaling::Correct, Some(r)) => {
+                r.effective_phase() == RecordPhase::Primary && r.epoch == epoch
+            }
+            (Scaling::Correct, None) => epoch == 0,
+        };
+        if !still {
+            return Err(self.stale(
+                &name,
+                format!(
+                    "{}: the record is now {}, the decision was made on epoch {epoch}; \
+                     not scaling",
+                    scaling.what(),
+                    match (phase, &current) {
+                        (Some(p), Some(r)) => format!("phase {} epoch {}", p.as_str(), r.epoch),
+                        _ => "missing".to_string(),
+                    }
+                ),
+            ));
         }
+        Ok(current.unwrap_or_default())
     }
 
     async fn scale(
         &self,
         action: &Action,
         scaling: Scaling,
-        obs: &Observation,
+        epoch: u64,
+        names: &[String],
     ) -> Result<ActionReport, ActuateError> {
+        let context = self.check_fresh(scaling, epoch).await?;
         let side = scaling.side();
         let (client, ns) = match side {
             Side::Primary => (&self.primary, self.group.primary.namespace.as_str()),
             Side::Standby => (&self.standby, self.group.standby.namespace.as_str()),
         };
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        let context = self.latest_record(obs);
         let mut report = ActionReport::new(action);
         let mut seen: Vec<String> = Vec::new();
         // Best effort across Deployments: fencing one Deployment must not wait for
         // another that failed; the first error is returned after all were tried.
         let mut first_error: Option<ActuateError> = None;
+        let mut targets: Vec<(Deployment, i32)> = Vec::new();
 
         for workload in &self.group.workloads {
             let selected = match bounded(self.call_timeout, select(&api, workload)).await {
@@ -520,26 +642,40 @@ impl Actuator {
                 continue;
             }
             let target = scaling.target(workload);
-            for deployment in &selected {
-                let facts = DeploymentFacts::of(deployment);
-                if seen.contains(&facts.name) {
-                    continue;
+            for deployment in selected {
+                let name = deployment.metadata.name.clone().unwrap_or_default();
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    targets.push((deployment, target));
                 }
-                seen.push(facts.name.clone());
-                if facts.desired == target {
-                    continue;
+            }
+        }
+        // Fencing also goes by the names in the record: a Deployment that a chart
+        // upgrade relabelled no longer matches the selector but still runs.
+        for name in names.iter().filter(|n| !seen.contains(n)) {
+            match bounded(self.call_timeout, api.get_opt(name)).await {
+                Ok(Some(deployment)) => targets.push((deployment, 0)),
+                Ok(None) => {}
+                Err(source) => {
+                    first_error.get_or_insert(ActuateError::Call {
+                        side,
+                        namespace: ns.to_string(),
+                        op: "get",
+                        object: format!("Deployment {name}"),
+                        source,
+                    });
                 }
-                let patch = Patch::Merge(serde_json::json!({"spec": {"replicas": target}}));
-                let params = PatchParams {
-                    field_manager: Some(COMPONENT.to_string()),
-                    ..PatchParams::default()
-                };
-                let result = bounded(
-                    self.call_timeout,
-                    api.patch_scale(&facts.name, &params, &patch),
-                )
-                .await;
-                if let Err(source) = result {
+            }
+        }
+
+        for (deployment, target) in targets {
+            let facts = DeploymentFacts::of(&deployment);
+            if facts.desired == target {
+                continue;
+            }
+            match self.scale_one(&api, &facts, scaling, epoch, target).await {
+                Ok(()) => {}
+                Err(source) => {
                     first_error.get_or_insert(ActuateError::Call {
                         side,
                         namespace: ns.to_string(),
@@ -549,17 +685,17 @@ impl Actuator {
                     });
                     continue;
                 }
-                let change = ScaleChange {
-                    side,
-                    namespace: ns.to_string(),
-                    deployment: facts.name.clone(),
-                    from: facts.desired,
-                    to: target,
-                };
-                self.emit_event(client, deployment, scaling, &change, context.as_ref())
-                    .await;
-                report.scaled.push(change);
             }
+            let change = ScaleChange {
+                side,
+                namespace: ns.to_string(),
+                deployment: facts.name.clone(),
+                from: facts.desired,
+                to: target,
+            };
+            self.emit_event(client, &deployment, scaling, &change, &context)
+                .await;
+            report.scaled.push(change);
         }
         match first_error {
             None => Ok(report),
@@ -578,6 +714,55 @@ impl Actuator {
         }
     }
 
+    /// Scales one Deployment through the scale subresource, on condition that it is
+    /// still at the resourceVersion it was read at: a concurrent change (a person, a
+    /// controller) makes the write fail with 409 and it is retried next tick instead of
+    /// overwriting. A promotion first marks the Deployment with its epoch.
+    async fn scale_one(
+        &self,
+        api: &Api<Deployment>,
+        facts: &DeploymentFacts,
+        scaling: Scaling,
+        epoch: u64,
+        target: i32,
+    ) -> Result<(), CallError> {
+        let params = PatchParams {
+            field_manager: Some(COMPONENT.to_string()),
+            ..PatchParams::default()
+        };
+        let mut resource_version = facts.resource_version.clone();
+        if matches!(scaling, Scaling::Promote) && facts.epoch != Some(epoch) {
+            let mark = Patch::Merge(serde_json::json!({"metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {EPOCH_ANNOTATION: epoch.to_string()},
+            }}));
+            match bounded(self.call_timeout, api.patch(&facts.name, &params, &mark)).await {
+                Ok(marked) => resource_version = marked.metadata.resource_version,
+                // 409: someone changed it since it was read; nothing was scaled yet.
+                Err(err) if err.status_code() == Some(409) => return Err(err),
+                // The mark keeps epochs unique after a lost record; a Role without
+                // `patch` on Deployments must not stop a promotion.
+                Err(err) => tracing::warn!(
+                    group = %self.group.name,
+                    deployment = %facts.name,
+                    reason = err.reason().as_str(),
+                    error = %err,
+                    "could not mark the Deployment with the promotion epoch; scaling anyway"
+                ),
+            }
+        }
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"replicas": target},
+        }));
+        bounded(
+            self.call_timeout,
+            api.patch_scale(&facts.name, &params, &patch),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Records an Event on a scaled Deployment. Failing to do so is logged, never
     /// fatal: the scaling already happened and is what matters.
     async fn emit_event(
@@ -586,7 +771,7 @@ impl Actuator {
         deployment: &Deployment,
         scaling: Scaling,
         change: &ScaleChange,
-        record: Option<&FailoverRecord>,
+        record: &FailoverRecord,
     ) {
         let event = build_event(
             &self.group.name,
@@ -594,9 +779,26 @@ impl Actuator {
             deployment,
             scaling,
             change,
-            record,
+            Some(record),
         );
-        let events: Api<Event> = Api::namespaced(client.clone(), &change.namespace);
+        self.create_event(client, &change.namespace, event).await;
+    }
+
+    /// Records an Event on the failover record's ConfigMap (standby cluster).
+    async fn record_event(&self, reason: &'static str, message: String) {
+        let event = record_event(
+            self.standby_ns(),
+            &self.group.record_name(),
+            &self.identity,
+            reason,
+            message,
+        );
+        self.create_event(&self.standby, self.standby_ns(), event)
+            .await;
+    }
+
+    async fn create_event(&self, client: &kube::Client, namespace: &str, event: Event) {
+        let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let params = PostParams {
             field_manager: Some(COMPONENT.to_string()),
             ..PostParams::default()
@@ -604,12 +806,12 @@ impl Actuator {
         if let Err(err) = bounded(self.call_timeout, events.create(&params, &event)).await {
             tracing::warn!(
                 group = %self.group.name,
-                cluster = %change.side,
-                namespace = %change.namespace,
-                deployment = %change.deployment,
+                namespace = %namespace,
+                object = ?event.involved_object.name,
+                event_reason = ?event.reason,
                 reason = err.reason().as_str(),
                 error = %err,
-                "could not record the Event for a scaled Deployment"
+                "could not record an Event"
             );
         }
     }
@@ -647,7 +849,6 @@ fn build_event(
     change: &ScaleChange,
     record: Option<&FailoverRecord>,
 ) -> Event {
-    let now = k8s_openapi::jiff::Timestamp::now();
     let (epoch, reason) = match record {
         Some(r) if !r.reason.is_empty() => (r.epoch.to_string(), r.reason.as_str()),
         Some(r) => (r.epoch.to_string(), "none"),
@@ -660,30 +861,65 @@ fn build_event(
         change.to,
         scaling.what()
     );
+    let involved = ObjectReference {
+        api_version: Some("apps/v1".to_string()),
+        kind: Some("Deployment".to_string()),
+        name: Some(change.deployment.clone()),
+        namespace: Some(change.namespace.clone()),
+        uid: deployment.metadata.uid.clone(),
+        resource_version: deployment.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    };
+    new_event(
+        involved,
+        identity,
+        scaling.event_reason(),
+        scaling.event_type(),
+        "Scale",
+        message,
+    )
+}
+
+/// A Warning Event about the group, on the failover record's ConfigMap.
+fn record_event(
+    namespace: &str,
+    record_name: &str,
+    identity: &str,
+    reason: &'static str,
+    message: String,
+) -> Event {
+    let involved = ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("ConfigMap".to_string()),
+        name: Some(record_name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..ObjectReference::default()
+    };
+    new_event(involved, identity, reason, "Warning", "Observe", message)
+}
+
+fn new_event(
+    involved: ObjectReference,
+    identity: &str,
+    reason: &'static str,
+    type_: &'static str,
+    action: &'static str,
+    message: String,
+) -> Event {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let object = involved.name.clone().unwrap_or_default();
     Event {
         metadata: ObjectMeta {
             // Like client-go: the object's name and a time-based suffix.
-            name: Some(format!(
-                "{}.{:x}",
-                change.deployment,
-                now.as_nanosecond().unsigned_abs()
-            )),
-            namespace: Some(change.namespace.clone()),
+            name: Some(format!("{object}.{:x}", now.as_nanosecond().unsigned_abs())),
+            namespace: involved.namespace.clone(),
             ..ObjectMeta::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("apps/v1".to_string()),
-            kind: Some("Deployment".to_string()),
-            name: Some(change.deployment.clone()),
-            namespace: Some(change.namespace.clone()),
-            uid: deployment.metadata.uid.clone(),
-            resource_version: deployment.metadata.resource_version.clone(),
-            ..ObjectReference::default()
-        },
-        reason: Some(scaling.event_reason().to_string()),
+        involved_object: involved,
+        reason: Some(reason.to_string()),
         message: Some(message),
-        type_: Some(scaling.event_type().to_string()),
-        action: Some("Scale".to_string()),
+        type_: Some(type_.to_string()),
+        action: Some(action.to_string()),
         source: Some(EventSource {
             component: Some(COMPONENT.to_string()),
             host: None,
@@ -797,7 +1033,10 @@ mod tests {
 
     #[test]
     fn report_says_what_changed() {
-        let mut report = ActionReport::new(&Action::FencePrimary);
+        let mut report = ActionReport::new(&Action::FencePrimary {
+            epoch: 1,
+            names: vec![],
+        });
         assert!(!report.changed());
         assert_eq!(report.to_string(), "fence_primary: nothing to change");
         report.scaled.push(ScaleChange {
@@ -852,6 +1091,7 @@ mod tests {
                 workloads: vec![],
                 http: vec![],
                 deployments: None,
+                absent: vec![],
             },
             standby: crate::model::StandbyObservation {
                 api: ok.clone(),
@@ -867,7 +1107,8 @@ mod tests {
         let actuator = Actuator::new(&group(), dead_client(), dead_client(), "w".into());
         let action = Action::RecordPromoting {
             epoch: 1,
-            reason: "primary_down_quorum".into(),
+            reason: ReasonCode::PrimaryDownQuorum,
+            primary_deployments: vec![],
         };
         let unreadable = observation(Err(ProbeOutcome::fail(
             ProbeReason::Forbidden,

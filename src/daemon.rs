@@ -9,12 +9,13 @@ use crate::cluster::{self, ClusterError};
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
 use crate::metrics::{Metrics, Side};
-use crate::model::{Action, FailoverRecord, Observation, ProbeOutcome, RecordPhase};
+use crate::model::{Action, FailoverRecord, Observation, ProbeOutcome};
 use crate::notify;
 use crate::probe;
 use crate::status::{
     DecisionStatus, GroupStatus, RecordStatus, SignalStatus, StandbyStatus, StatusReport,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -210,6 +211,10 @@ struct GroupRunner {
     state: GroupState,
     since_unix: f64,
     last_action_error: Option<String>,
+    /// Actions failing now: the error and how many times in a row.
+    failing: HashMap<&'static str, (String, u64)>,
+    /// When the previous tick started, for time-based totals.
+    previous_tick: Option<Instant>,
 }
 
 impl GroupRunner {
@@ -253,6 +258,8 @@ impl GroupRunner {
             state: GroupState::Starting,
             since_unix: now_unix(),
             last_action_error: None,
+            failing: HashMap::new(),
+            previous_tick: None,
             cfg,
         }
     }
@@ -271,8 +278,15 @@ impl GroupRunner {
     }
 
     async fn observe(&self, wall_unix: f64) -> Observation {
+        let recorded = self.engine.recorded_primary_names();
         let (primary, standby) = tokio::join!(
-            probe::probe_primary(&self.primary, &self.cfg, &self.http, self.timeout),
+            probe::probe_primary(
+                &self.primary,
+                &self.cfg,
+                &self.http,
+                self.timeout,
+                &recorded,
+            ),
             probe::probe_standby(&self.standby, &self.cfg, self.timeout),
         );
         Observation {
@@ -313,6 +327,14 @@ impl GroupRunner {
         let would_promote = decision.would_promote();
         self.metrics
             .observe_decision(group, &decision, would_promote);
+        let since_previous = self
+            .previous_tick
+            .replace(started)
+            .map_or(self.interval, |p| started.saturating_duration_since(p));
+        if decision.dual_active {
+            self.metrics
+                .dual_active_for(group, since_previous.as_secs_f64());
+        }
         if let Ok(rec) = &obs.standby.record {
             let active = if rec.effective_phase().standby_active() {
                 Side::Standby
@@ -347,8 +369,10 @@ impl GroupRunner {
         m.observe_probe(g, Side::Standby, "record", &record);
     }
 
-    /// Runs the decision's actions in order. A failed `promoting` record write stops the
-    /// rest: nothing is scaled up without a record (invariant 2).
+    /// Runs the decision's actions in order and feeds each result back to the engine.
+    /// A failed `promoting` record write stops the rest: nothing is scaled up without a
+    /// record (invariant 2). A failure is logged when it starts or changes, not every
+    /// tick; repeats are counted in `kube_failover_actions_total`.
     async fn execute(&mut self, decision: &Decision, obs: &Observation, now: Instant) {
         let group = self.cfg.name.clone();
         let group = group.as_str();
@@ -358,16 +382,35 @@ impl GroupRunner {
             let kind = action.kind();
             match self.actuator.execute(action, obs).await {
                 Ok(report) => {
+                    self.engine.handle_result(now, action, true);
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {
                         info!(group, action = kind, ?reasons, changes = %report, "action done");
                     }
-                    self.after_success(action, obs, now);
+                    if let Some((_, n)) = self.failing.remove(kind) {
+                        info!(group, action = kind, failures = n, "action succeeded again");
+                    }
+                    self.after_success(action, obs);
                 }
                 Err(e) => {
+                    self.engine.handle_result(now, action, false);
                     self.metrics.observe_action(group, kind, false);
-                    error!(group, action = kind, reason = e.reason(), error = %e, ?reasons, "action failed");
-                    failed = Some(format!("{kind}: {e}"));
+                    let label = e.reason();
+                    let message = e.to_string();
+                    let repeats = match self.failing.get_mut(kind) {
+                        Some((last, n)) if *last == message => {
+                            *n += 1;
+                            *n
+                        }
+                        _ => {
+                            self.failing.insert(kind, (message.clone(), 1));
+                            1
+                        }
+                    };
+                    if repeats == 1 {
+                        error!(group, action = kind, reason = label, error = %e, ?reasons, "action failed");
+                    }
+                    failed = Some(format!("{kind}: {message}"));
                     if matches!(action, Action::RecordPromoting { .. }) {
                         break;
                     }
@@ -377,19 +420,15 @@ impl GroupRunner {
         self.last_action_error = failed;
     }
 
-    fn after_success(&mut self, action: &Action, obs: &Observation, now: Instant) {
+    fn after_success(&mut self, action: &Action, obs: &Observation) {
         let group = self.cfg.name.as_str();
         let wall = now_unix();
         match action {
-            Action::RecordPromoting { epoch, reason } => {
-                self.engine
-                    .record_written(now, RecordPhase::Promoting, *epoch);
+            Action::RecordPromoting { epoch, reason, .. } => {
                 self.metrics.promotion_started(group, wall);
                 warn!(group, epoch, reason = %reason, "promotion started: standby is being scaled up");
             }
             Action::RecordPromoted { epoch } => {
-                self.engine
-                    .record_written(now, RecordPhase::Promoted, *epoch);
                 let started = obs
                     .standby
                     .record
@@ -404,12 +443,15 @@ impl GroupRunner {
                 );
             }
             Action::RecordFailed { epoch, reason } => {
-                self.engine.record_written(now, RecordPhase::Failed, *epoch);
                 self.metrics.promotion_finished(group, false, None);
                 error!(group, epoch, reason = %reason, "promotion failed: the standby is not Ready; retrying");
             }
-            Action::FencePrimary => {
+            Action::FencePrimary { .. } => {
                 warn!(group, "old primary fenced: its workloads are scaled to 0");
+            }
+            Action::RestoreRecord { .. } => self.metrics.record_restored(group),
+            Action::Announce { reason } => {
+                warn!(group, reason = %reason, "condition began; Event recorded");
             }
             _ => {}
         }
@@ -428,6 +470,7 @@ impl GroupRunner {
                 up: s.up,
                 consecutive_failures: s.consecutive_failures,
                 consecutive_successes: s.consecutive_successes,
+                consecutive_unknown: s.consecutive_unknown,
                 last_reason: s.last_reason.map(|r| r.as_str().to_string()),
                 last_latency_seconds: Some(o.latency.as_secs_f64()),
                 last_detail: o.detail.clone(),
@@ -475,6 +518,8 @@ impl GroupRunner {
                 would_promote: d.would_promote(),
             },
             unexpected_standby_replicas: d.unexpected_standby_replicas,
+            dual_active: d.dual_active,
+            no_active_side: d.no_active_side,
             last_action_error: self.last_action_error.clone(),
         }
     }
@@ -489,5 +534,12 @@ fn record_status(r: &FailoverRecord) -> RecordStatus {
         completed_at: r.completed_at.clone(),
         fenced_at: r.fenced_at.clone(),
         holder: r.holder.clone(),
+        primary_deployments: r
+            .primary_deployments
+            .iter()
+            .map(|d| d.name.clone())
+            .collect(),
+        failback_at: r.failback_at.clone(),
+        restored_at: r.restored_at.clone(),
     }
 }

@@ -348,6 +348,19 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
                 .unwrap_or_else(|| "none".to_string()),
         ),
     ];
+    let mut rows = rows;
+    if g.dual_active {
+        rows.insert(1, ("DUAL ACTIVE", "both sides want replicas".to_string()));
+    }
+    if g.no_active_side {
+        rows.insert(
+            1,
+            (
+                "NO ACTIVE SIDE",
+                "neither side runs the workload".to_string(),
+            ),
+        );
+    }
     for (label, value) in rows {
         let _ = writeln!(out, "  {label:<28} {value}");
     }
@@ -361,7 +374,14 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
         .map(|s| {
             [
                 s.name.clone(),
-                if s.up { "up" } else { "down" }.to_string(),
+                if s.consecutive_unknown > 0 {
+                    "unknown"
+                } else if s.up {
+                    "up"
+                } else {
+                    "down"
+                }
+                .to_string(),
                 s.consecutive_failures.to_string(),
                 s.consecutive_successes.to_string(),
                 s.last_reason.clone().unwrap_or_else(|| "-".to_string()),
@@ -475,6 +495,7 @@ mod tests {
                         up: false,
                         consecutive_failures: 4,
                         consecutive_successes: 0,
+                        consecutive_unknown: 0,
                         last_reason: Some("timeout".into()),
                         last_latency_seconds: Some(1.0),
                         last_detail: "no answer within 1s".into(),
@@ -484,6 +505,7 @@ mod tests {
                         up: true,
                         consecutive_failures: 0,
                         consecutive_successes: 12,
+                        consecutive_unknown: 0,
                         last_reason: Some("ok".into()),
                         last_latency_seconds: Some(0.0123),
                         last_detail: String::new(),
@@ -502,6 +524,9 @@ mod tests {
                     completed_at: None,
                     fenced_at: None,
                     holder: "watcher-1".into(),
+                    primary_deployments: vec!["agent-trigger".into()],
+                    failback_at: None,
+                    restored_at: None,
                 }),
                 last_decision: DecisionStatus {
                     at_unix: NOW - 1.0,
@@ -510,6 +535,8 @@ mod tests {
                     would_promote: true,
                 },
                 unexpected_standby_replicas: 1,
+                dual_active: false,
+                no_active_side: false,
                 last_action_error: None,
             }],
         }

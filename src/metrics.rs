@@ -4,8 +4,8 @@
 use crate::engine::{Decision, GroupState};
 use crate::model::{Action, DeploymentView, ProbeOutcome, ProbeReason};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Buckets for probe and tick latencies: 1 ms to 30 s.
@@ -36,6 +36,10 @@ pub struct Metrics {
     standby_corrections: IntCounterVec,
     actions: IntCounterVec,
     would_promote: IntGaugeVec,
+    dual_active: IntGaugeVec,
+    dual_active_seconds: CounterVec,
+    no_active_side: IntGaugeVec,
+    record_restores: IntCounterVec,
     last_tick: Gauge,
     tick_duration: HistogramVec,
 }
@@ -185,6 +189,34 @@ impl Metrics {
                 ),
                 &["group"],
             )?,
+            dual_active: IntGaugeVec::new(
+                opts(
+                    "dual_active",
+                    "1 while both sides want replicas (two agents may run at once), else 0.",
+                ),
+                &["group"],
+            )?,
+            dual_active_seconds: CounterVec::new(
+                opts(
+                    "dual_active_seconds_total",
+                    "Time during which both sides wanted replicas.",
+                ),
+                &["group"],
+            )?,
+            no_active_side: IntGaugeVec::new(
+                opts(
+                    "no_active_side",
+                    "1 while neither side runs the workload for longer than promotion_timeout.",
+                ),
+                &["group"],
+            )?,
+            record_restores: IntCounterVec::new(
+                opts(
+                    "record_restores_total",
+                    "Failover records written back after they were found missing.",
+                ),
+                &["group"],
+            )?,
             last_tick: Gauge::with_opts(opts(
                 "last_tick_timestamp_seconds",
                 "Unix time the last tick of any group finished.",
@@ -217,6 +249,10 @@ impl Metrics {
         r.register(Box::new(m.standby_corrections.clone()))?;
         r.register(Box::new(m.actions.clone()))?;
         r.register(Box::new(m.would_promote.clone()))?;
+        r.register(Box::new(m.dual_active.clone()))?;
+        r.register(Box::new(m.dual_active_seconds.clone()))?;
+        r.register(Box::new(m.no_active_side.clone()))?;
+        r.register(Box::new(m.record_restores.clone()))?;
         r.register(Box::new(m.last_tick.clone()))?;
         r.register(Box::new(m.tick_duration.clone()))?;
         Ok(m)
@@ -254,6 +290,10 @@ impl Metrics {
         self.promotion_duration.with_label_values(&[group]);
         self.last_promotion.with_label_values(&[group]);
         self.would_promote.with_label_values(&[group]).set(0);
+        self.dual_active.with_label_values(&[group]).set(0);
+        self.dual_active_seconds.with_label_values(&[group]);
+        self.no_active_side.with_label_values(&[group]).set(0);
+        self.record_restores.with_label_values(&[group]);
         self.unexpected_standby_replicas
             .with_label_values(&[group])
             .set(0);
@@ -299,6 +339,25 @@ impl Metrics {
         self.would_promote
             .with_label_values(&[group])
             .set(i64::from(would_promote));
+        self.dual_active
+            .with_label_values(&[group])
+            .set(i64::from(decision.dual_active));
+        self.no_active_side
+            .with_label_values(&[group])
+            .set(i64::from(decision.no_active_side));
+    }
+
+    /// Adds the time since the previous tick to the dual-active total while both sides
+    /// want replicas.
+    pub fn dual_active_for(&self, group: &str, seconds: f64) {
+        self.dual_active_seconds
+            .with_label_values(&[group])
+            .inc_by(seconds.max(0.0));
+    }
+
+    /// A lost failover record was written back.
+    pub fn record_restored(&self, group: &str) {
+        self.record_restores.with_label_values(&[group]).inc();
     }
 
     /// Which side the record says is active.
@@ -378,6 +437,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ReasonCode;
     use std::time::Duration;
 
     fn text(m: &Metrics) -> String {
@@ -417,17 +477,28 @@ mod tests {
         let all = [
             Action::RecordPromoting {
                 epoch: 1,
-                reason: String::new(),
+                reason: ReasonCode::PrimaryDownQuorum,
+                primary_deployments: vec![],
             },
-            Action::ScaleStandbyUp,
+            Action::ScaleStandbyUp { epoch: 1 },
             Action::RecordPromoted { epoch: 1 },
             Action::RecordFailed {
                 epoch: 1,
-                reason: String::new(),
+                reason: ReasonCode::PromotionTimeout,
             },
-            Action::FencePrimary,
+            Action::FencePrimary {
+                epoch: 1,
+                names: vec![],
+            },
             Action::RecordFenced { epoch: 1 },
-            Action::ScaleStandbyDown,
+            Action::ScaleStandbyDown { epoch: 0 },
+            Action::RestoreRecord {
+                record: Box::default(),
+            },
+            Action::RecordFailback { epoch: 1 },
+            Action::Announce {
+                reason: ReasonCode::DualActive,
+            },
         ];
         assert_eq!(all.map(|a| a.kind()), Action::KINDS);
     }
@@ -443,10 +514,13 @@ mod tests {
             primary_down: true,
             standby_fit: false,
             unexpected_standby_replicas: 0,
+            dual_active: true,
+            no_active_side: false,
             signals: vec![],
             state_changed: true,
         };
         m.observe_decision("g", &d, false);
+        m.dual_active_for("g", 2.5);
         let t = text(&m);
         let ones: Vec<&str> = t
             .lines()
@@ -458,6 +532,9 @@ mod tests {
         );
         assert!(t.contains("kube_failover_primary_up{group=\"g\"} 0"));
         assert!(t.contains("kube_failover_standby_fit{group=\"g\"} 0"));
+        assert!(t.contains("kube_failover_dual_active{group=\"g\"} 1"));
+        assert!(t.contains("kube_failover_dual_active_seconds_total{group=\"g\"} 2.5"));
+        assert!(t.contains("kube_failover_no_active_side{group=\"g\"} 0"));
     }
 
     #[test]

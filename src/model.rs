@@ -87,6 +87,32 @@ impl ProbeReason {
         }
     }
 
+    /// What this answer proves about the primary's workload: that it serves
+    /// ([`Evidence::Pass`]), that it does not ([`Evidence::Down`]), or nothing
+    /// ([`Evidence::Unknown`]: the watcher's credentials, permissions, certificates or
+    /// selection failed, or the answer could not be read). Unknown never counts toward a
+    /// promotion (safety invariant 1).
+    pub fn evidence(self) -> Evidence {
+        match self {
+            ProbeReason::Ok => Evidence::Pass,
+            ProbeReason::Timeout
+            | ProbeReason::Refused
+            | ProbeReason::Connect
+            | ProbeReason::HttpStatus
+            | ProbeReason::Unready
+            | ProbeReason::NoPods
+            | ProbeReason::CrashLoop
+            | ProbeReason::Unschedulable
+            | ProbeReason::ScaledToZero => Evidence::Down,
+            ProbeReason::Tls
+            | ProbeReason::Unauthorized
+            | ProbeReason::Forbidden
+            | ProbeReason::NotFound
+            | ProbeReason::Decode
+            | ProbeReason::Error => Evidence::Unknown,
+        }
+    }
+
     /// True when the failure says the watcher could not reach the host at all (as
     /// opposed to the host refusing or the server answering badly). Used for
     /// self-distrust: a refused connection proves the path to the host works.
@@ -96,6 +122,18 @@ impl ProbeReason {
             ProbeReason::Timeout | ProbeReason::Connect | ProbeReason::Tls
         )
     }
+}
+
+/// What one probe answer proves about the primary's workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The check passed.
+    Pass,
+    /// The workload is not serving (down evidence).
+    Down,
+    /// The watcher cannot tell.
+    Unknown,
 }
 
 /// The result of one probe: pass or fail, why, how long it took, and a short
@@ -160,12 +198,30 @@ impl std::fmt::Display for Side {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeploymentView {
     pub name: String,
+    /// `metadata.uid`, to tell a re-created Deployment of the same name.
+    pub uid: Option<String>,
     /// `spec.replicas` (the scale subresource's desired count).
     pub desired: i32,
     /// Replicas available per the Deployment status.
     pub available: i32,
     /// Pods of this Deployment that are Ready and not terminating.
     pub ready_pods: i32,
+    /// The promotion epoch kube-failover wrote on it when it scaled it up
+    /// (annotation [`EPOCH_ANNOTATION`]); `None` when absent or unreadable.
+    pub epoch: Option<u64>,
+}
+
+/// Annotation written on every standby Deployment a promotion scales up: the epoch of
+/// that promotion. A failover record re-created after a loss starts above it, so epochs
+/// never repeat, and a standby found active with it is a promotion, not stray replicas.
+pub const EPOCH_ANNOTATION: &str = "kube-failover/epoch";
+
+/// A Deployment as named in the failover record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct DeploymentRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// Everything observed about the primary cluster in one tick.
@@ -177,9 +233,12 @@ pub struct PrimaryObservation {
     pub workloads: Vec<(String, ProbeOutcome)>,
     /// One outcome per configured HTTP check, in config order.
     pub http: Vec<(String, ProbeOutcome)>,
-    /// The selected Deployments in the primary, when they could be listed
-    /// (`None` when the API could not be asked). Used for fencing.
+    /// The selected Deployments in the primary, and those named in the record, when
+    /// they could be listed (`None` when the API could not be asked). Used for fencing.
     pub deployments: Option<Vec<DeploymentView>>,
+    /// Deployments named in the record that the primary's API says do not exist
+    /// (404 by name): they run nothing, so they count as fenced.
+    pub absent: Vec<String>,
 }
 
 /// The failover record's phase, as stored in the standby cluster.
@@ -238,6 +297,16 @@ pub struct FailoverRecord {
     pub holder: String,
     /// Seconds since the Unix epoch of the last promotion start, for the cooldown.
     pub promoted_at_unix: Option<i64>,
+    /// The primary Deployments that were active when the promotion started: fenced by
+    /// name as well as by selector, and all must be seen at 0 before `fenced_at`.
+    pub primary_deployments: Vec<DeploymentRef>,
+    /// RFC 3339 time the record was first seen back in phase `primary` after a
+    /// promotion (a failback); the cooldown runs from it too.
+    pub failback_at: Option<String>,
+    /// The same as Unix seconds.
+    pub failback_at_unix: Option<i64>,
+    /// RFC 3339 time the record was written back after it was found missing.
+    pub restored_at: Option<String>,
     /// The object's resourceVersion, for optimistic concurrency; `None` when the
     /// record does not exist yet.
     pub resource_version: Option<String>,
@@ -247,6 +316,20 @@ impl FailoverRecord {
     /// The effective phase: a missing record means the primary is active.
     pub fn effective_phase(&self) -> RecordPhase {
         self.phase.unwrap_or(RecordPhase::Primary)
+    }
+
+    /// True when the record exists in the cluster (it was read with a
+    /// resourceVersion); false for the default record of a missing ConfigMap.
+    pub fn exists(&self) -> bool {
+        self.resource_version.is_some()
+    }
+
+    /// When the cooldown starts: the later of the last promotion and the last failback.
+    pub fn cooldown_from_unix(&self) -> Option<i64> {
+        match (self.promoted_at_unix, self.failback_at_unix) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -274,30 +357,47 @@ pub struct Observation {
     pub standby: StandbyObservation,
 }
 
-/// What the engine asks the actuator to do. Every action is idempotent.
+/// What the engine asks the actuator to do. Every action is idempotent and
+/// self-contained: it carries the epoch the decision was made on, and the actuator
+/// re-reads the record before it scales, going ahead only if phase and epoch still match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Write the record with phase `promoting`, `epoch`, against the observed
     /// resourceVersion. The promotion must not proceed if this write fails.
-    RecordPromoting { epoch: u64, reason: String },
-    /// Scale every standby workload to its promoted replica count.
-    ScaleStandbyUp,
+    RecordPromoting {
+        epoch: u64,
+        reason: ReasonCode,
+        /// The primary Deployments active at the last healthy observation.
+        primary_deployments: Vec<DeploymentRef>,
+    },
+    /// Scale every standby workload to its promoted replica count (and mark it with
+    /// the epoch), if the record still says the standby is active at `epoch`.
+    ScaleStandbyUp { epoch: u64 },
     /// Record phase `promoted` (standby Ready).
     RecordPromoted { epoch: u64 },
     /// Record phase `failed` with a reason (promotion timed out); retrying goes on.
-    RecordFailed { epoch: u64, reason: String },
-    /// Scale every primary workload to 0.
-    FencePrimary,
-    /// Record that the primary is fenced (all its workloads at 0).
+    RecordFailed { epoch: u64, reason: ReasonCode },
+    /// Scale every primary workload to 0: those the selectors match and those named,
+    /// if the record still says the standby is active at `epoch`.
+    FencePrimary { epoch: u64, names: Vec<String> },
+    /// Record that the primary is fenced (every recorded Deployment seen at 0).
     RecordFenced { epoch: u64 },
-    /// Scale standby workloads back to 0 (unexpected replicas while the primary is active).
-    ScaleStandbyDown,
+    /// Scale standby workloads back to 0 (unexpected replicas while the primary is
+    /// active), if the record still says the primary is active at `epoch`.
+    ScaleStandbyDown { epoch: u64 },
+    /// Write back a record that disappeared, as it was last seen (same phase and
+    /// epoch), with `restored_at` set. Nothing is scaled until this succeeds.
+    RestoreRecord { record: Box<FailoverRecord> },
+    /// Stamp `failback_at` on a record that is back in phase `primary` at `epoch`.
+    RecordFailback { epoch: u64 },
+    /// Tell people through a Kubernetes Event on the record (a condition began).
+    Announce { reason: ReasonCode },
 }
 
 impl Action {
     /// Every value [`Action::kind`] can return, for pre-registering metric labels.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 10] = [
         "record_promoting",
         "scale_standby_up",
         "record_promoted",
@@ -305,18 +405,206 @@ impl Action {
         "fence_primary",
         "record_fenced",
         "scale_standby_down",
+        "restore_record",
+        "record_failback",
+        "announce",
     ];
 
     /// A bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
             Action::RecordPromoting { .. } => "record_promoting",
-            Action::ScaleStandbyUp => "scale_standby_up",
+            Action::ScaleStandbyUp { .. } => "scale_standby_up",
             Action::RecordPromoted { .. } => "record_promoted",
             Action::RecordFailed { .. } => "record_failed",
-            Action::FencePrimary => "fence_primary",
+            Action::FencePrimary { .. } => "fence_primary",
             Action::RecordFenced { .. } => "record_fenced",
-            Action::ScaleStandbyDown => "scale_standby_down",
+            Action::ScaleStandbyDown { .. } => "scale_standby_down",
+            Action::RestoreRecord { .. } => "restore_record",
+            Action::RecordFailback { .. } => "record_failback",
+            Action::Announce { .. } => "announce",
         }
+    }
+
+    /// True for the actions that scale Deployments.
+    pub fn scales(&self) -> bool {
+        matches!(
+            self,
+            Action::ScaleStandbyUp { .. }
+                | Action::FencePrimary { .. }
+                | Action::ScaleStandbyDown { .. }
+        )
+    }
+}
+
+/// Named state of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupState {
+    /// Startup grace, or the primary has never been seen healthy: no promotion.
+    Starting,
+    /// The primary is up and active.
+    PrimaryActive,
+    /// Some of the primary's signals are failing, not (yet) enough to call it down.
+    PrimarySuspect,
+    /// The watcher cannot observe the primary (its credentials, permissions or
+    /// certificates are rejected, or the selection matches nothing) for
+    /// `failure_threshold` ticks: it is blind and cannot protect anyone. No promotion.
+    PrimaryUnobservable,
+    /// The primary is down; in auto mode a promotion starts now, in observe mode this is
+    /// where the daemon says it would promote.
+    PrimaryDown,
+    /// The primary is down but promotion is not allowed (standby unfit, cooldown).
+    Blocked,
+    /// The watcher distrusts its own view (stall, clock jump, everything unreachable).
+    Frozen,
+    /// A promotion is recorded and being carried out.
+    Promoting,
+    /// The standby is active.
+    Promoted,
+    /// The promotion did not complete in time; it is being retried.
+    Failed,
+}
+
+impl GroupState {
+    /// Every state, for pre-registering metric label values.
+    pub const ALL: [GroupState; 10] = [
+        GroupState::Starting,
+        GroupState::PrimaryActive,
+        GroupState::PrimarySuspect,
+        GroupState::PrimaryUnobservable,
+        GroupState::PrimaryDown,
+        GroupState::Blocked,
+        GroupState::Frozen,
+        GroupState::Promoting,
+        GroupState::Promoted,
+        GroupState::Failed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Starting => "starting",
+            GroupState::PrimaryActive => "primary_active",
+            GroupState::PrimarySuspect => "primary_suspect",
+            GroupState::PrimaryUnobservable => "primary_unobservable",
+            GroupState::PrimaryDown => "primary_down",
+            GroupState::Blocked => "blocked",
+            GroupState::Frozen => "frozen",
+            GroupState::Promoting => "promoting",
+            GroupState::Promoted => "promoted",
+            GroupState::Failed => "failed",
+        }
+    }
+}
+
+macro_rules! reason_codes {
+    ($($(#[$doc:meta])* $name:ident => $text:literal,)*) => {
+        /// Why the engine decided what it did. Bounded: these are log fields, metric
+        /// labels and `/status` entries.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ReasonCode {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ReasonCode {
+            /// Every reason code.
+            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$name,)*];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ReasonCode::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+reason_codes! {
+    /// Every primary signal is up.
+    PrimaryHealthy => "primary_healthy",
+    /// Some primary signals are down or failing, fewer than the quorum.
+    SignalsFailing => "signals_failing",
+    /// At least `quorum` primary signals are down.
+    PrimaryDownQuorum => "primary_down_quorum",
+    /// Within startup grace.
+    StartupGrace => "startup_grace",
+    /// The primary has not been seen healthy since the daemon started: nothing to fail
+    /// over from yet (a wrong namespace or selector must not promote).
+    PrimaryNeverHealthy => "primary_never_healthy",
+    /// The primary rejects the watcher's credentials (401): unknown, not down.
+    PrimaryCredentialsRejected => "primary_credentials_rejected",
+    /// The primary forbids the watcher what it needs (403): unknown, not down.
+    PrimaryForbidden => "primary_forbidden",
+    /// TLS with the primary failed (certificate rejected): unknown, not down.
+    PrimaryTlsRejected => "primary_tls_rejected",
+    /// The primary's API answers but the selection matches nothing (renamed or
+    /// relabelled Deployment, wrong namespace): unknown, not down.
+    PrimaryWorkloadMissing => "primary_workload_missing",
+    /// The primary's answer could not be decoded: unknown, not down.
+    PrimaryAnswerUndecodable => "primary_answer_undecodable",
+    /// Another error that says nothing about the primary's workload.
+    PrimaryError => "primary_error",
+    /// The standby's API server does not answer.
+    StandbyApiDown => "standby_api_down",
+    /// A selected Deployment is missing in the standby.
+    StandbyWorkloadMissing => "standby_workload_missing",
+    /// The standby rejects the watcher's credentials (401).
+    StandbyCredentialsRejected => "standby_credentials_rejected",
+    /// The standby forbids the watcher what it needs (403).
+    StandbyForbidden => "standby_forbidden",
+    /// TLS with the standby failed (certificate rejected).
+    StandbyTlsRejected => "standby_tls_rejected",
+    /// The failover record could not be read.
+    RecordUnreadable => "record_unreadable",
+    /// The failover record disappeared after it was seen: it is written back before
+    /// anything is scaled; never read as a failback.
+    RecordLost => "record_lost",
+    /// A promotion (or failback) happened less than `cooldown` ago.
+    Cooldown => "cooldown",
+    /// Ticks arrived more than twice the interval apart.
+    LoopStalled => "loop_stalled",
+    /// Wall clock and monotonic clock disagree.
+    ClockJump => "clock_jump",
+    /// Neither cluster was reachable in the same tick: the watcher's own network is the
+    /// likelier culprit.
+    AllClustersUnreachable => "all_clusters_unreachable",
+    /// Frozen until `freeze_for` has passed since the last distrust.
+    FreezeHold => "freeze_hold",
+    /// Observe mode: a promotion would start now.
+    WouldPromote => "would_promote",
+    /// A promotion starts now.
+    PromotionStarted => "promotion_started",
+    /// Waiting for the standby's workloads to become Ready.
+    AwaitingStandbyReady => "awaiting_standby_ready",
+    /// The standby's workloads are Ready.
+    StandbyReady => "standby_ready",
+    /// The promotion did not finish within `promotion_timeout`.
+    PromotionTimeout => "promotion_timeout",
+    /// A scaling action failed; it is retried after a backoff.
+    RetryBackoff => "retry_backoff",
+    /// The old primary still has replicas: fencing.
+    FencingPrimary => "fencing_primary",
+    /// The old primary's workloads are at 0.
+    PrimaryFenced => "primary_fenced",
+    /// The old primary cannot be reached, so it cannot be fenced yet.
+    PrimaryUnreachable => "primary_unreachable",
+    /// Replicas appeared in the standby while the primary is active.
+    StandbyUnexpectedReplicas => "standby_unexpected_replicas",
+    /// Both sides want replicas: two agents may run at once.
+    DualActive => "dual_active",
+    /// Neither side is running the workload (for longer than `promotion_timeout`).
+    NoActiveSide => "no_active_side",
+    /// The record says the standby is active (restart, or another daemon did it).
+    ResumedFromRecord => "resumed_from_record",
+    /// The record is back in phase `primary` after a promotion: a failback.
+    FailbackSeen => "failback_seen",
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

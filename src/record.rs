@@ -7,7 +7,7 @@
 //! back by setting `phase: primary`); anything unreadable in it is reported naming the
 //! ConfigMap and key, never guessed at.
 
-use crate::model::{FailoverRecord, ProbeReason, RecordPhase};
+use crate::model::{DeploymentRef, FailoverRecord, ProbeReason, RecordPhase};
 use crate::probe::{classify, describe};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -37,6 +37,14 @@ pub mod keys {
     pub const FENCED_AT: &str = "fenced_at";
     /// Identity of the daemon that wrote last.
     pub const HOLDER: &str = "holder";
+    /// JSON list of `{name, uid}` of the primary Deployments active at the promotion.
+    pub const PRIMARY_DEPLOYMENTS: &str = "primary_deployments";
+    /// RFC 3339 time the record was first seen back in phase `primary` (a failback).
+    pub const FAILBACK_AT: &str = "failback_at";
+    /// The same as Unix seconds, for the cooldown across restarts.
+    pub const FAILBACK_AT_UNIX: &str = "failback_at_unix";
+    /// RFC 3339 time the record was written back after it was found missing.
+    pub const RESTORED_AT: &str = "restored_at";
 }
 
 /// Why the record could not be read or written.
@@ -174,14 +182,26 @@ pub fn to_config_map(
         (keys::COMPLETED_AT, record.completed_at.as_ref()),
         (keys::FENCED_AT, record.fenced_at.as_ref()),
         (keys::HOLDER, Some(&record.holder).filter(|h| !h.is_empty())),
+        (keys::FAILBACK_AT, record.failback_at.as_ref()),
+        (keys::RESTORED_AT, record.restored_at.as_ref()),
     ];
     for (key, value) in optional {
         if let Some(value) = value {
             data.insert(key.to_string(), value.clone());
         }
     }
-    if let Some(unix) = record.promoted_at_unix {
-        data.insert(keys::PROMOTED_AT_UNIX.to_string(), unix.to_string());
+    for (key, unix) in [
+        (keys::PROMOTED_AT_UNIX, record.promoted_at_unix),
+        (keys::FAILBACK_AT_UNIX, record.failback_at_unix),
+    ] {
+        if let Some(unix) = unix {
+            data.insert(key.to_string(), unix.to_string());
+        }
+    }
+    if !record.primary_deployments.is_empty() {
+        // Serializing plain strings cannot fail; an empty list is the safe fallback.
+        let list = serde_json::to_string(&record.primary_deployments).unwrap_or_default();
+        data.insert(keys::PRIMARY_DEPLOYMENTS.to_string(), list);
     }
     ConfigMap {
         metadata: ObjectMeta {
@@ -238,14 +258,29 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
             )
         })?,
     };
-    let promoted_at_unix = match get(keys::PROMOTED_AT_UNIX) {
-        None => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+    let unix = |key: &'static str| match get(key) {
+        None => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
             invalid(
-                keys::PROMOTED_AT_UNIX,
+                key,
                 format!("{} is not an integer (seconds since 1970)", quoted(v)),
             )
-        })?),
+        }),
+    };
+    let promoted_at_unix = unix(keys::PROMOTED_AT_UNIX)?;
+    let failback_at_unix = unix(keys::FAILBACK_AT_UNIX)?;
+    let primary_deployments = match get(keys::PRIMARY_DEPLOYMENTS) {
+        None => Vec::new(),
+        Some(v) => serde_json::from_str::<Vec<DeploymentRef>>(v).map_err(|e| {
+            invalid(
+                keys::PRIMARY_DEPLOYMENTS,
+                format!(
+                    "{} is not a JSON list of {{\"name\": …, \"uid\": …}} ({})",
+                    quoted(v),
+                    e.classify_text()
+                ),
+            )
+        })?,
     };
     let text = |key: &str| get(key).map(str::to_string);
     Ok(FailoverRecord {
@@ -259,8 +294,29 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
         fenced_at: text(keys::FENCED_AT),
         holder: text(keys::HOLDER).unwrap_or_default(),
         promoted_at_unix,
+        primary_deployments,
+        failback_at: text(keys::FAILBACK_AT),
+        failback_at_unix,
+        restored_at: text(keys::RESTORED_AT),
         resource_version: cm.metadata.resource_version.clone(),
     })
+}
+
+/// A short, content-free name for a JSON error.
+trait ClassifyText {
+    fn classify_text(&self) -> &'static str;
+}
+
+impl ClassifyText for serde_json::Error {
+    fn classify_text(&self) -> &'static str {
+        use serde_json::error::Category;
+        match self.classify() {
+            Category::Io => "unreadable",
+            Category::Syntax => "syntax error",
+            Category::Data => "wrong shape",
+            Category::Eof => "cut short",
+        }
+    }
 }
 
 /// A bad value, quoted and cut short so a pasted blob cannot flood a log line.
@@ -286,6 +342,13 @@ mod tests {
             fenced_at: None,
             holder: "watcher-1".into(),
             promoted_at_unix: Some(1_735_787_045),
+            primary_deployments: vec![DeploymentRef {
+                name: "agent-trigger".into(),
+                uid: Some("u-1".into()),
+            }],
+            failback_at: None,
+            failback_at_unix: None,
+            restored_at: Some("2025-01-02T03:05:00Z".into()),
             resource_version: None,
         }
     }
@@ -316,7 +379,12 @@ mod tests {
         assert_eq!(data["epoch"], "3");
         assert_eq!(data["promoted_at_unix"], "1735787045");
         assert_eq!(data["holder"], "watcher-1");
+        assert_eq!(
+            data["primary_deployments"],
+            r#"[{"name":"agent-trigger","uid":"u-1"}]"#
+        );
         assert!(!data.contains_key("fenced_at"));
+        assert!(!data.contains_key("failback_at_unix"));
         let labels = cm.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["app.kubernetes.io/name"], "kube-failover");
         assert_eq!(labels["kube-failover/group"], "env0");
@@ -385,6 +453,25 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_deployment_list_names_the_key_and_not_the_whole_value() {
+        let err =
+            from_config_map(&cm_with(&[("primary_deployments", "[{\"nom\": 1}]")])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordError::Invalid {
+                    key: "primary_deployments",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let rec = from_config_map(&cm_with(&[("failback_at_unix", "17")])).unwrap();
+        assert_eq!(rec.failback_at_unix, Some(17));
+        assert_eq!(rec.cooldown_from_unix(), Some(17));
     }
 
     #[test]

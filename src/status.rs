@@ -35,6 +35,12 @@ pub struct GroupStatus {
     pub last_decision: DecisionStatus,
     /// Desired replicas found in the standby while the primary is active.
     pub unexpected_standby_replicas: i32,
+    /// Both sides want replicas (two agents may run at once).
+    #[serde(default)]
+    pub dual_active: bool,
+    /// Neither side runs the workload (for longer than `promotion_timeout`).
+    #[serde(default)]
+    pub no_active_side: bool,
     /// The last failed action, if the last attempt failed.
     pub last_action_error: Option<String>,
 }
@@ -46,6 +52,9 @@ pub struct SignalStatus {
     pub up: bool,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
+    /// Consecutive answers that proved nothing (credentials, permissions, selection).
+    #[serde(default)]
+    pub consecutive_unknown: u32,
     pub last_reason: Option<String>,
     pub last_latency_seconds: Option<f64>,
     pub last_detail: String,
@@ -69,6 +78,13 @@ pub struct RecordStatus {
     pub completed_at: Option<String>,
     pub fenced_at: Option<String>,
     pub holder: String,
+    /// Primary Deployments active when the promotion started (fenced by name too).
+    #[serde(default)]
+    pub primary_deployments: Vec<String>,
+    #[serde(default)]
+    pub failback_at: Option<String>,
+    #[serde(default)]
+    pub restored_at: Option<String>,
 }
 
 /// The last decision.

@@ -7,7 +7,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover::actuate::{ActuateError, Actuator};
 use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
 use kube_failover::model::{
-    Action, FailoverRecord, Observation, ProbeReason, RecordPhase, StandbyObservation,
+    Action, DeploymentRef, FailoverRecord, Observation, ProbeReason, ReasonCode, RecordPhase,
+    StandbyObservation,
 };
 use kube_failover::probe::{probe_primary, probe_standby};
 use kube_failover::record::{self, RecordError};
@@ -106,7 +107,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     });
 
     // --- a healthy primary and a fit standby --------------------------------------------
-    let prim = probe_primary(&p, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed(), "{:?}", prim.api);
     assert_eq!(
         prim.workloads
@@ -218,7 +219,12 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     };
     let promoting = Action::RecordPromoting {
         epoch: 1,
-        reason: "primary_down_quorum".into(),
+        reason: ReasonCode::PrimaryDownQuorum,
+        primary_deployments: primary
+            .deployment_names()
+            .into_iter()
+            .map(|name| DeploymentRef { name, uid: None })
+            .collect(),
     };
     let report = actuator.execute(&promoting, &obs).await.unwrap();
     assert!(report.changed());
@@ -237,7 +243,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert_eq!(err.reason(), "conflict", "{err}");
 
     let report = actuator
-        .execute(&Action::ScaleStandbyUp, &obs)
+        .execute(&Action::ScaleStandbyUp { epoch: 1 }, &obs)
         .await
         .unwrap();
     let mut scaled: Vec<_> = report
@@ -255,7 +261,20 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert_eq!(scaled, want, "{report}");
     for name in standby.deployment_names() {
         assert_eq!(standby.replicas(&name).await.unwrap(), 1);
+        let dep = standby.deployment(&name).await.unwrap();
+        let annotations = dep.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.get("kube-failover/epoch").map(String::as_str),
+            Some("1"),
+            "every promoted Deployment carries the epoch"
+        );
     }
+    // A scale decided on another epoch than the record's is refused before any write.
+    let err = actuator
+        .execute(&Action::ScaleStandbyUp { epoch: 2 }, &obs)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "conflict", "{err}");
     let promoted_events = events(standby, "KubeFailoverPromoted").await;
     assert_eq!(promoted_events.len(), 2, "{promoted_events:?}");
     for ev in &promoted_events {
@@ -274,7 +293,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         );
     }
     let report = actuator
-        .execute(&Action::ScaleStandbyUp, &obs)
+        .execute(&Action::ScaleStandbyUp { epoch: 1 }, &obs)
         .await
         .unwrap();
     assert!(!report.changed(), "{report}");
@@ -325,7 +344,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         .execute(
             &Action::RecordFailed {
                 epoch: 1,
-                reason: "promotion_timeout".into(),
+                reason: ReasonCode::PromotionTimeout,
             },
             &obs,
         )
@@ -338,7 +357,11 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     );
 
     // --- fencing the old primary --------------------------------------------------------
-    let report = actuator.execute(&Action::FencePrimary, &obs).await.unwrap();
+    let fence = Action::FencePrimary {
+        epoch: 1,
+        names: primary.deployment_names().to_vec(),
+    };
+    let report = actuator.execute(&fence, &obs).await.unwrap();
     assert_eq!(report.scaled.len(), 2, "{report}");
     assert!(
         report.scaled.iter().all(|c| c.from == 1 && c.to == 0),
@@ -350,10 +373,10 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     let fenced = events(primary, "KubeFailoverFenced").await;
     assert_eq!(fenced.len(), 2, "{fenced:?}");
     assert!(fenced.iter().all(|e| e.type_.as_deref() == Some("Warning")));
-    let report = actuator.execute(&Action::FencePrimary, &obs).await.unwrap();
+    let report = actuator.execute(&fence, &obs).await.unwrap();
     assert!(!report.changed(), "{report}");
 
-    let prim = probe_primary(&p, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed());
     assert_eq!(
         reasons(&prim.workloads),
@@ -380,8 +403,40 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert!(!report.changed());
 
     // --- correcting a standby that should be at 0 --------------------------------------
+    // Not while the record says the standby is active: checked against a fresh read.
+    let err = actuator
+        .execute(&Action::ScaleStandbyDown { epoch: 1 }, &obs)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "conflict", "{err}");
+    assert_eq!(
+        standby
+            .replicas(&standby.trigger_deployment())
+            .await
+            .unwrap(),
+        1
+    );
+    // A person fails back (phase primary): now the standby is corrected.
+    let cms: Api<ConfigMap> = Api::namespaced(standby.client(), ns);
+    cms.patch(
+        &g.record_name(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"phase": "primary"}})),
+    )
+    .await
+    .unwrap();
     let report = actuator
-        .execute(&Action::ScaleStandbyDown, &obs)
+        .execute(&Action::RecordFailback { epoch: 1 }, &obs)
+        .await
+        .unwrap();
+    assert!(report.changed());
+    let rec = record::read(&s, ns, &g.record_name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rec.failback_at_unix.is_some() && rec.failback_at.is_some());
+    let report = actuator
+        .execute(&Action::ScaleStandbyDown { epoch: 1 }, &obs)
         .await
         .unwrap();
     assert_eq!(report.scaled.len(), 2, "{report}");
@@ -396,7 +451,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     // --- what the restricted identity may not do, and what is not there ----------------
     let mut elsewhere = g.clone();
     elsewhere.primary.namespace = "default".into();
-    let prim = probe_primary(&p, &elsewhere, &http, TIMEOUT).await;
+    let prim = probe_primary(&p, &elsewhere, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed(), "/readyz needs no grant");
     assert_eq!(
         reasons(&prim.workloads),
@@ -412,10 +467,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     );
     assert_eq!(prim.deployments, None, "unknown, not empty");
     let fencing = Actuator::new(&elsewhere, p.clone(), s.clone(), IDENTITY.into());
-    let err = fencing
-        .execute(&Action::FencePrimary, &obs)
-        .await
-        .unwrap_err();
+    let err = fencing.execute(&fence, &obs).await.unwrap_err();
     assert_eq!(err.reason(), "forbidden", "{err}");
     assert!(
         err.to_string()
@@ -437,7 +489,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
             replicas: 1,
         },
     ];
-    let prim = probe_primary(&p, &missing, &http, TIMEOUT).await;
+    let prim = probe_primary(&p, &missing, &http, TIMEOUT, &[]).await;
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::NotFound, ProbeReason::NotFound],
@@ -457,9 +509,28 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     );
     let stby: StandbyObservation = probe_standby(&s, &missing, TIMEOUT).await;
     assert_eq!(stby.workloads.reason, ProbeReason::NotFound, "{stby:?}");
+    missing.record_name = Some("kube-failover-missing".into());
     let promoting = Actuator::new(&missing, p.clone(), s.clone(), IDENTITY.into());
+    let fresh = Observation {
+        standby: StandbyObservation {
+            record: Ok(FailoverRecord::default()),
+            ..stby.clone()
+        },
+        ..obs.clone()
+    };
+    promoting
+        .execute(
+            &Action::RecordPromoting {
+                epoch: 1,
+                reason: ReasonCode::PrimaryDownQuorum,
+                primary_deployments: vec![],
+            },
+            &fresh,
+        )
+        .await
+        .unwrap();
     let err = promoting
-        .execute(&Action::ScaleStandbyUp, &obs)
+        .execute(&Action::ScaleStandbyUp { epoch: 1 }, &obs)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "not_found", "{err}");
@@ -502,7 +573,7 @@ async fn faults_are_classified() {
     )
     .await
     .unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::Unready, ProbeReason::CrashLoop],
@@ -538,7 +609,7 @@ async fn faults_are_classified() {
 
     // Credentials the cluster does not accept.
     let untrusted = c.client_from(c.untrusted_kubeconfig()).await.unwrap();
-    let prim = probe_primary(&untrusted, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&untrusted, &g, &http, TIMEOUT, &[]).await;
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::Unauthorized, ProbeReason::Unauthorized],
@@ -557,7 +628,7 @@ async fn faults_are_classified() {
     let proxy = FaultProxy::start(c.api_addr()).await.unwrap();
     let via_kubeconfig = c.daemon_kubeconfig_via(proxy.addr()).unwrap();
     let via = c.client_from(&via_kubeconfig).await.unwrap();
-    let prim = probe_primary(&via, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&via, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed(), "{prim:?}");
     assert_eq!(
         reasons(&prim.workloads),
@@ -567,7 +638,7 @@ async fn faults_are_classified() {
     proxy.set_mode(ProxyMode::Blackhole);
     let short = Duration::from_millis(700);
     let started = Instant::now();
-    let prim = probe_primary(&via, &g, &http, short).await;
+    let prim = probe_primary(&via, &g, &http, short, &[]).await;
     let took = started.elapsed();
     assert_eq!(prim.api.reason, ProbeReason::Timeout, "{prim:?}");
     assert_eq!(
@@ -582,7 +653,7 @@ async fn faults_are_classified() {
     let stby = probe_standby(&via, &g, short).await;
     assert_eq!(stby.record.unwrap_err().reason, ProbeReason::Timeout);
     proxy.set_mode(ProxyMode::Reset);
-    let prim = probe_primary(&via, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&via, &g, &http, TIMEOUT, &[]).await;
     assert_eq!(prim.api.reason, ProbeReason::Connect, "{prim:?}");
     assert_eq!(
         reasons(&prim.workloads),
@@ -594,14 +665,14 @@ async fn faults_are_classified() {
     // The agent namespace is deleted. The daemon's Role lives in it, so the restricted
     // identity now sees 403; an identity with wider rights sees the objects gone.
     c.delete_namespace().await.unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed());
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::Forbidden, ProbeReason::Forbidden],
         "{prim:?}"
     );
-    let prim = probe_primary(&c.client(), &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&c.client(), &g, &http, TIMEOUT, &[]).await;
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::NotFound, ProbeReason::NotFound],
@@ -617,7 +688,7 @@ async fn faults_are_classified() {
 
     // The API server is down: nothing listens on its port.
     c.stop_apiserver().await.unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT).await;
+    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
     assert_eq!(prim.api.reason, ProbeReason::Refused, "{prim:?}");
     assert_eq!(
         reasons(&prim.workloads),

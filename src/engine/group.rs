@@ -1,15 +1,20 @@
 //! The per-group state machine. The failover record (read from the standby cluster every
 //! tick) is the source of truth for which side is active; the engine only remembers what
-//! it needs between ticks: signal hysteresis, timers and the last record it saw.
+//! it needs between ticks: signal hysteresis, timers, retry backoffs and the last record
+//! it saw (to write it back if it disappears).
 
 use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::config::{Mode, PolicyConfig};
-use crate::model::{Action, DeploymentView, Observation, RecordPhase};
+use crate::model::{
+    Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
+};
 use std::time::{Duration, Instant};
 
-/// Longest wait between two retries of a failed promotion.
+/// Longest wait between two retries of a failed promotion or correction.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+/// Fencing is retried sooner: two active agents are the worst outcome.
+const FENCE_BACKOFF_INTERVALS: u32 = 2;
 
 /// What the engine needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -22,7 +27,33 @@ pub struct EngineSettings {
     pub signal_names: Vec<String>,
 }
 
-/// One group's engine. Feed it every tick with [`Engine::step`].
+/// Exponential retry state of one kind of action.
+#[derive(Debug, Default, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next_at: Option<Instant>,
+}
+
+impl Backoff {
+    fn ready(&self, now: Instant) -> bool {
+        self.next_at.is_none_or(|at| now >= at)
+    }
+
+    /// Schedules the next try: `interval × 2^failures`, at most `cap`.
+    fn schedule(&mut self, now: Instant, interval: Duration, cap: Duration) {
+        let factor = 2u32.saturating_pow(self.failures.min(16));
+        let wait = interval.saturating_mul(factor).min(cap);
+        self.failures = self.failures.saturating_add(1);
+        self.next_at = now.checked_add(wait);
+    }
+
+    fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// One group's engine. Feed it every tick with [`Engine::step`], and the result of every
+/// action it asked for with [`Engine::handle_result`].
 #[derive(Debug)]
 pub struct Engine {
     settings: EngineSettings,
@@ -33,18 +64,34 @@ pub struct Engine {
     state: GroupState,
     frozen_until: Option<Instant>,
     freeze_reason: ReasonCode,
-    /// Last record phase and epoch read successfully, kept while the record is unreadable.
+    /// Last record phase and epoch known, kept while the record is unreadable or lost.
     known: Option<(RecordPhase, u64)>,
+    /// The last record read that existed in the cluster: what a lost record is written
+    /// back from.
+    last_record: Option<FailoverRecord>,
+    /// The primary has been seen healthy since start: before that nothing may promote.
+    seen_healthy: bool,
+    /// The primary Deployments that wanted replicas at the last healthy observation.
+    active_primary: Vec<DeploymentRef>,
     /// Wall time of the last promotion start this engine knows of (record or own).
     last_promotion_wall: Option<f64>,
-    /// Wall time at which the record was seen going back to `primary` (a failback).
+    /// Wall time of the last failback (record, or first seen).
     last_failback_wall: Option<f64>,
     /// When the current promotion was first seen in progress (monotonic).
     promotion_seen_at: Option<Instant>,
-    retry_count: u32,
-    next_retry_at: Option<Instant>,
+    promote_retry: Backoff,
+    fence_retry: Backoff,
+    correct_retry: Backoff,
     /// Set for one tick when the record showed a promotion this engine did not start.
     resumed: bool,
+    /// Since when neither side has run the workload.
+    no_active_since: Option<Instant>,
+    /// Conditions announced with an Event and not over yet.
+    announced: Vec<ReasonCode>,
+    /// The watcher-is-blind Event was sent for the current episode.
+    blind_announced: bool,
+    /// The highest epoch found on standby Deployments: a new promotion goes above it.
+    epoch_floor: u64,
 }
 
 impl Engine {
@@ -71,23 +118,65 @@ impl Engine {
             frozen_until: None,
             freeze_reason: ReasonCode::FreezeHold,
             known: None,
+            last_record: None,
+            seen_healthy: false,
+            active_primary: Vec::new(),
             last_promotion_wall: None,
             last_failback_wall: None,
             promotion_seen_at: None,
-            retry_count: 0,
-            next_retry_at: None,
+            promote_retry: Backoff::default(),
+            fence_retry: Backoff::default(),
+            correct_retry: Backoff::default(),
             resumed: false,
+            no_active_since: None,
+            announced: Vec::new(),
+            epoch_floor: 0,
+            blind_announced: false,
             settings,
         }
     }
 
-    /// Tells the engine about a record write that succeeded, so that a record that
-    /// cannot be read in the next tick is not mistaken for the older one.
-    pub fn record_written(&mut self, now: Instant, phase: RecordPhase, epoch: u64) {
-        if phase.standby_active() && self.promotion_seen_at.is_none() {
-            self.promotion_seen_at = Some(now);
+    /// Feeds back the result of an action of the last decision: a record write that
+    /// succeeded is known at once (so an unreadable record in the next tick is not
+    /// mistaken for the older one); a scaling action that failed is retried after a
+    /// backoff instead of every tick.
+    pub fn handle_result(&mut self, now: Instant, action: &Action, succeeded: bool) {
+        let interval = self.settings.interval;
+        match (action, succeeded) {
+            (Action::RecordPromoting { epoch, .. }, true) => {
+                self.promotion_seen_at.get_or_insert(now);
+                self.known = Some((RecordPhase::Promoting, *epoch));
+            }
+            (Action::RecordPromoted { epoch }, true) => {
+                self.known = Some((RecordPhase::Promoted, *epoch));
+            }
+            (Action::RecordFailed { epoch, .. }, true) => {
+                self.known = Some((RecordPhase::Failed, *epoch));
+            }
+            (Action::RestoreRecord { record }, true) => {
+                self.known = Some((record.effective_phase(), record.epoch));
+            }
+            (Action::ScaleStandbyUp { .. }, false) => {
+                self.promote_retry
+                    .schedule(now, interval, MAX_RETRY_BACKOFF);
+            }
+            (Action::FencePrimary { .. }, true) => self.fence_retry.reset(),
+            (Action::FencePrimary { .. }, false) => {
+                let cap = interval.saturating_mul(FENCE_BACKOFF_INTERVALS);
+                self.fence_retry.schedule(now, interval, cap);
+            }
+            (Action::ScaleStandbyDown { .. }, true) => self.correct_retry.reset(),
+            (Action::ScaleStandbyDown { .. }, false) => {
+                self.correct_retry
+                    .schedule(now, interval, MAX_RETRY_BACKOFF);
+            }
+            _ => {}
         }
-        self.known = Some((phase, epoch));
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
     }
 
     /// The state after the last step.
@@ -95,9 +184,19 @@ impl Engine {
         self.state
     }
 
+    /// The primary Deployments named in the last record seen: the probe reads them by
+    /// name too, so a relabelled or renamed Deployment is still fenced.
+    pub fn recorded_primary_names(&self) -> Vec<String> {
+        self.last_record
+            .iter()
+            .flat_map(|r| &r.primary_deployments)
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
     /// One tick: observation in, decision out.
     pub fn step(&mut self, now: Instant, obs: &Observation) -> Decision {
-        self.ticks += 1;
+        self.ticks = self.ticks.saturating_add(1);
         let mut reasons = Vec::new();
 
         // Self-distrust first: evidence gathered while the watcher may be blind must not
@@ -110,68 +209,138 @@ impl Engine {
             self.feed_signals(obs);
         }
 
-        let record_phase = self.update_record(now, obs);
-        if std::mem::take(&mut self.resumed) {
-            reasons.push(ReasonCode::ResumedFromRecord);
-        }
-        let down_count = self.signals.iter().filter(|s| !s.is_up()).count();
-        let primary_down = down_count as u32 >= self.settings.policy.quorum;
+        let down_count = self.signals.iter().filter(|s| s.counts_down()).count();
+        let primary_down =
+            u32::try_from(down_count).unwrap_or(u32::MAX) >= self.settings.policy.quorum;
         let primary_healthy = self.signals.iter().all(|s| s.is_up() && !s.is_failing());
+        if primary_healthy && distrust.is_none() {
+            self.seen_healthy = true;
+            if let Some(views) = obs.primary.deployments.as_deref() {
+                self.active_primary = views
+                    .iter()
+                    .filter(|d| d.desired > 0)
+                    .map(|d| DeploymentRef {
+                        name: d.name.clone(),
+                        uid: d.uid.clone(),
+                    })
+                    .collect();
+            }
+        }
         let (standby_fit, unfit_reasons) = standby_fitness(obs);
 
         let mut actions = Vec::new();
         let mut unexpected_standby_replicas = 0;
-        let state = match record_phase {
-            Some((phase @ (RecordPhase::Promoting | RecordPhase::Failed), epoch)) => {
-                self.fence(obs, &mut actions, &mut reasons);
-                self.drive_promotion(now, obs, phase, epoch, &mut actions, &mut reasons)
+        let restore = self.lost_record(obs);
+        let record_phase = match &restore {
+            Some(r) => self.known.or(Some((r.effective_phase(), r.epoch))),
+            None => self.update_record(now, obs),
+        };
+        if std::mem::take(&mut self.resumed) {
+            reasons.push(ReasonCode::ResumedFromRecord);
+        }
+
+        let state = if let Some(record) = restore {
+            // Invariant 2: a lost record is never a failback. Write it back first;
+            // nothing is scaled in either direction until that succeeded.
+            reasons.push(ReasonCode::RecordLost);
+            actions.push(Action::RestoreRecord {
+                record: Box::new(record),
+            });
+            match record_phase {
+                Some((phase, _)) if phase.standby_active() => state_of(phase),
+                _ => self.state,
             }
-            Some((RecordPhase::Promoted, epoch)) => {
-                self.fence(obs, &mut actions, &mut reasons);
-                if self.settings.policy.fence
-                    && obs.primary.api.passed()
-                    && all_at_zero(obs.primary.deployments.as_deref())
-                    && matches!(&obs.standby.record, Ok(r) if r.fenced_at.is_none())
-                {
-                    actions.push(Action::RecordFenced { epoch });
+        } else {
+            match record_phase {
+                Some((phase @ (RecordPhase::Promoting | RecordPhase::Failed), epoch)) => {
+                    self.fence(now, obs, epoch, &mut actions, &mut reasons);
+                    self.drive_promotion(now, obs, phase, epoch, &mut actions, &mut reasons)
                 }
-                GroupState::Promoted
-            }
-            Some((RecordPhase::Primary, epoch)) => {
-                unexpected_standby_replicas =
-                    desired_sum(obs.standby.deployments.as_deref()).unwrap_or(0);
-                if unexpected_standby_replicas > 0 {
-                    reasons.push(ReasonCode::StandbyUnexpectedReplicas);
-                    if primary_healthy && self.settings.policy.correct_standby {
-                        actions.push(Action::ScaleStandbyDown);
+                Some((RecordPhase::Promoted, epoch)) => {
+                    self.fence(now, obs, epoch, &mut actions, &mut reasons);
+                    if self.settings.policy.fence
+                        && self.primary_fenced(obs)
+                        && matches!(&obs.standby.record, Ok(r) if r.fenced_at.is_none())
+                    {
+                        actions.push(Action::RecordFenced { epoch });
                     }
+                    GroupState::Promoted
                 }
-                self.decide_on_primary(
-                    now,
-                    obs,
-                    epoch,
-                    primary_down,
-                    primary_healthy,
-                    (standby_fit, &unfit_reasons),
-                    &mut actions,
-                    &mut reasons,
-                )
-            }
-            None => {
-                // Never read the record: nothing is known about which side is active, so
-                // nothing may be written. Say why.
-                reasons.extend(unfit_reasons.iter().copied());
-                if distrust.is_some() || self.is_frozen(now) {
-                    reasons.insert(0, self.freeze_reason);
-                    GroupState::Frozen
-                } else if primary_down {
-                    reasons.insert(0, ReasonCode::PrimaryDownQuorum);
-                    GroupState::Blocked
-                } else {
-                    GroupState::Starting
+                Some((RecordPhase::Primary, epoch)) => {
+                    if let Ok(r) = &obs.standby.record
+                        && r.exists()
+                        && r.epoch > 0
+                        && r.failback_at_unix.is_none()
+                    {
+                        reasons.push(ReasonCode::FailbackSeen);
+                        actions.push(Action::RecordFailback { epoch });
+                    }
+                    unexpected_standby_replicas =
+                        desired_sum(obs.standby.deployments.as_deref()).unwrap_or(0);
+                    if unexpected_standby_replicas > 0 {
+                        reasons.push(ReasonCode::StandbyUnexpectedReplicas);
+                        if primary_healthy && self.settings.policy.correct_standby {
+                            if self.correct_retry.ready(now) {
+                                actions.push(Action::ScaleStandbyDown { epoch });
+                            } else {
+                                reasons.push(ReasonCode::RetryBackoff);
+                            }
+                        }
+                    }
+                    self.decide_on_primary(
+                        now,
+                        obs,
+                        epoch,
+                        primary_down,
+                        primary_healthy,
+                        (standby_fit, &unfit_reasons),
+                        &mut actions,
+                        &mut reasons,
+                    )
+                }
+                None => {
+                    // Never read the record: nothing is known about which side is
+                    // active, so nothing may be written. Say why.
+                    reasons.extend(unfit_reasons.iter().copied());
+                    if distrust.is_some() || self.is_frozen(now) {
+                        reasons.insert(0, self.freeze_reason);
+                        GroupState::Frozen
+                    } else if primary_down {
+                        reasons.insert(0, ReasonCode::PrimaryDownQuorum);
+                        GroupState::Blocked
+                    } else {
+                        GroupState::Starting
+                    }
                 }
             }
         };
+
+        // Invariant 6: both sides active, or neither, is always seen, whatever the config.
+        let dual_active = matches!(
+            (
+                desired_sum(obs.primary.deployments.as_deref()),
+                desired_sum(obs.standby.deployments.as_deref()),
+            ),
+            (Some(p), Some(s)) if p > 0 && s > 0
+        );
+        if dual_active {
+            reasons.insert(0, ReasonCode::DualActive);
+        }
+        let no_active_side = self.no_active_side(now, obs, record_phase.map(|(p, _)| p));
+        if no_active_side {
+            reasons.push(ReasonCode::NoActiveSide);
+        }
+        let blind = (state == GroupState::PrimaryUnobservable)
+            .then(|| reasons.first().copied())
+            .flatten();
+        self.announce(
+            &mut actions,
+            [
+                (ReasonCode::DualActive, dual_active),
+                (ReasonCode::NoActiveSide, no_active_side),
+            ],
+            blind,
+        );
 
         let state_changed = state != self.state;
         self.state = state;
@@ -190,6 +359,8 @@ impl Engine {
             primary_down,
             standby_fit,
             unexpected_standby_replicas,
+            dual_active,
+            no_active_side,
             signals: self.signals.iter().map(Signal::snapshot).collect(),
             state_changed,
         }
@@ -200,7 +371,7 @@ impl Engine {
         let interval = self.settings.interval;
         if let Some((last_mono, last_wall)) = self.last_tick {
             let mono = now.saturating_duration_since(last_mono);
-            if mono > interval * 2 {
+            if mono > interval.saturating_mul(2) {
                 return Some(ReasonCode::LoopStalled);
             }
             let wall = obs.wall_unix - last_wall;
@@ -216,7 +387,7 @@ impl Engine {
     }
 
     fn freeze(&mut self, now: Instant, code: ReasonCode) {
-        self.frozen_until = Some(now + self.settings.policy.freeze_for);
+        self.frozen_until = now.checked_add(self.settings.policy.freeze_for);
         self.freeze_reason = code;
         for s in &mut self.signals {
             s.forget_streak();
@@ -236,54 +407,148 @@ impl Engine {
         }
     }
 
-    /// Takes the record's phase when it could be read, else the last known one.
+    /// The record to write back when it is missing although it existed: the last copy
+    /// seen, or, when this daemon never saw one, a promotion proven by the epoch
+    /// annotation on standby Deployments that still want replicas.
+    fn lost_record(&self, obs: &Observation) -> Option<FailoverRecord> {
+        let Ok(observed) = &obs.standby.record else {
+            return None;
+        };
+        if observed.exists() {
+            return None;
+        }
+        if let Some(last) = &self.last_record
+            && (last.epoch > 0 || last.effective_phase().standby_active())
+        {
+            return Some(FailoverRecord {
+                resource_version: None,
+                ..last.clone()
+            });
+        }
+        let views = obs.standby.deployments.as_deref()?;
+        let epoch = views
+            .iter()
+            .filter(|d| d.desired > 0)
+            .filter_map(|d| d.epoch)
+            .max()?;
+        Some(FailoverRecord {
+            phase: Some(RecordPhase::Promoting),
+            epoch,
+            reason: ReasonCode::RecordLost.as_str().to_string(),
+            // Unknown start: the cooldown runs from now, the safe side.
+            promoted_at_unix: Some(obs.wall_unix as i64),
+            ..FailoverRecord::default()
+        })
+    }
+
+    /// Takes the record's phase when it could be read, else the last known one. A
+    /// missing record that never existed starts above every epoch annotation found on
+    /// standby Deployments, so a re-created record never repeats an epoch.
     fn update_record(&mut self, now: Instant, obs: &Observation) -> Option<(RecordPhase, u64)> {
-        if let Ok(rec) = &obs.standby.record {
-            let phase = rec.effective_phase();
-            if let Some(t) = rec.promoted_at_unix {
-                let t = t as f64;
-                self.last_promotion_wall = Some(self.last_promotion_wall.map_or(t, |o| o.max(t)));
-            }
-            let previous = self.known.map(|(p, _)| p);
-            if phase == RecordPhase::Primary && previous.is_some_and(RecordPhase::standby_active) {
+        let Ok(rec) = &obs.standby.record else {
+            return self.known;
+        };
+        let annotated = obs
+            .standby
+            .deployments
+            .iter()
+            .flatten()
+            .filter_map(|d| d.epoch)
+            .max()
+            .unwrap_or(0);
+        self.epoch_floor = self.epoch_floor.max(annotated);
+        let phase = rec.effective_phase();
+        let epoch = rec.epoch;
+        if let Some(t) = rec.promoted_at_unix {
+            let t = t as f64;
+            self.last_promotion_wall = Some(self.last_promotion_wall.map_or(t, |o| o.max(t)));
+        }
+        let previous = self.known.map(|(p, _)| p);
+        if phase == RecordPhase::Primary {
+            if let Some(t) = rec.failback_at_unix {
+                self.last_failback_wall = Some(t as f64);
+            } else if previous.is_some_and(RecordPhase::standby_active)
+                || (rec.exists() && rec.epoch > 0 && self.last_failback_wall.is_none())
+            {
                 self.last_failback_wall = Some(obs.wall_unix);
             }
-            if !phase.standby_active() {
-                self.promotion_seen_at = None;
-                self.retry_count = 0;
-                self.next_retry_at = None;
-            } else if self.promotion_seen_at.is_none() {
-                self.promotion_seen_at = Some(now);
-                self.resumed = true;
-            }
-            self.known = Some((phase, rec.epoch));
         }
+        if !phase.standby_active() {
+            self.promotion_seen_at = None;
+            self.promote_retry.reset();
+            self.fence_retry.reset();
+        } else if self.promotion_seen_at.is_none() {
+            self.promotion_seen_at = Some(now);
+            self.resumed = true;
+        }
+        if rec.exists() {
+            self.last_record = Some(rec.clone());
+        }
+        self.known = Some((phase, epoch));
         self.known
     }
 
     /// Invariant 3: once a promotion is recorded, the old primary's workloads go to 0
-    /// whenever its API answers, before anything else for the group.
-    fn fence(&self, obs: &Observation, actions: &mut Vec<Action>, reasons: &mut Vec<ReasonCode>) {
+    /// whenever they can be listed (whatever `/readyz` says), before anything else.
+    fn fence(
+        &mut self,
+        now: Instant,
+        obs: &Observation,
+        epoch: u64,
+        actions: &mut Vec<Action>,
+        reasons: &mut Vec<ReasonCode>,
+    ) {
         if !self.settings.policy.fence {
             return;
         }
-        if !obs.primary.api.passed() {
-            reasons.push(ReasonCode::PrimaryUnreachable);
-            return;
-        }
         match desired_sum(obs.primary.deployments.as_deref()) {
-            Some(n) if n > 0 => {
-                reasons.push(ReasonCode::FencingPrimary);
-                actions.insert(0, Action::FencePrimary);
+            Some(0) => {
+                // Nothing wants replicas; fenced only once every recorded Deployment
+                // was seen at 0 (by name, when a selector no longer matches it).
+                reasons.push(if self.primary_fenced(obs) {
+                    ReasonCode::PrimaryFenced
+                } else {
+                    ReasonCode::FencingPrimary
+                });
+                return;
             }
-            Some(_) => reasons.push(ReasonCode::PrimaryFenced),
+            Some(_) => {}
+            None if !obs.primary.api.passed() => {
+                reasons.push(ReasonCode::PrimaryUnreachable);
+                return;
+            }
             // The API answers but the Deployments could not be listed: try anyway, the
             // actuator re-lists and only scales what it finds above 0.
-            None => {
-                reasons.push(ReasonCode::FencingPrimary);
-                actions.insert(0, Action::FencePrimary);
-            }
+            None => {}
         }
+        reasons.push(ReasonCode::FencingPrimary);
+        if self.fence_retry.ready(now) {
+            actions.insert(
+                0,
+                Action::FencePrimary {
+                    epoch,
+                    names: self.recorded_primary_names(),
+                },
+            );
+        } else {
+            reasons.push(ReasonCode::RetryBackoff);
+        }
+    }
+
+    /// Every primary Deployment is seen at 0: at least one was seen, none wants
+    /// replicas, and every Deployment named in the record was seen at 0 or is gone.
+    /// An empty selection never counts (a relabelled Deployment may still run).
+    fn primary_fenced(&self, obs: &Observation) -> bool {
+        let Some(views) = obs.primary.deployments.as_deref() else {
+            return false;
+        };
+        if views.is_empty() || desired_sum(Some(views)) != Some(0) {
+            return false;
+        }
+        self.last_record
+            .iter()
+            .flat_map(|r| &r.primary_deployments)
+            .all(|d| views.iter().any(|v| v.name == d.name) || obs.primary.absent.contains(&d.name))
     }
 
     /// Invariant 2: a recorded promotion completes or fails loudly, never flips back.
@@ -309,38 +574,38 @@ impl Engine {
         reasons.push(ReasonCode::AwaitingStandbyReady);
         let scaled = views.is_some_and(|v| !v.is_empty() && v.iter().all(|d| d.desired >= 1));
         let seen = *self.promotion_seen_at.get_or_insert(now);
+        let interval = self.settings.interval;
         match phase {
             RecordPhase::Promoting => {
                 if !scaled {
-                    actions.push(Action::ScaleStandbyUp);
+                    if self.promote_retry.ready(now) {
+                        actions.push(Action::ScaleStandbyUp { epoch });
+                    } else {
+                        reasons.push(ReasonCode::RetryBackoff);
+                    }
                 }
                 if now.saturating_duration_since(seen) >= self.settings.policy.promotion_timeout {
                     reasons.insert(0, ReasonCode::PromotionTimeout);
                     actions.push(Action::RecordFailed {
                         epoch,
-                        reason: ReasonCode::PromotionTimeout.as_str().to_string(),
+                        reason: ReasonCode::PromotionTimeout,
                     });
-                    self.schedule_retry(now);
+                    self.promote_retry
+                        .schedule(now, interval, MAX_RETRY_BACKOFF);
                     return GroupState::Failed;
                 }
                 GroupState::Promoting
             }
             _ => {
                 reasons.insert(0, ReasonCode::PromotionTimeout);
-                if self.next_retry_at.is_none_or(|at| now >= at) {
-                    actions.push(Action::ScaleStandbyUp);
-                    self.schedule_retry(now);
+                if self.promote_retry.ready(now) {
+                    actions.push(Action::ScaleStandbyUp { epoch });
+                    self.promote_retry
+                        .schedule(now, interval, MAX_RETRY_BACKOFF);
                 }
                 GroupState::Failed
             }
         }
-    }
-
-    fn schedule_retry(&mut self, now: Instant) {
-        let factor = 2u32.saturating_pow(self.retry_count.min(16));
-        let backoff = (self.settings.interval * factor).min(MAX_RETRY_BACKOFF);
-        self.retry_count = self.retry_count.saturating_add(1);
-        self.next_retry_at = Some(now + backoff);
     }
 
     /// The primary is (per the record) the active side: watch it, and promote when it is
@@ -368,10 +633,26 @@ impl Engine {
         // Once the group has left `starting`, the grace still blocks promotion but the
         // state says what is seen (suspect, blocked) instead of going back to starting.
         let still_starting = self.state == GroupState::Starting;
+        let blind: Vec<ReasonCode> = self
+            .signals
+            .iter()
+            .filter_map(Signal::unobservable)
+            .map(primary_blind_reason)
+            .collect();
         if !primary_down {
             if primary_healthy {
                 reasons.insert(0, ReasonCode::PrimaryHealthy);
                 return GroupState::PrimaryActive;
+            }
+            if !blind.is_empty() {
+                // Invariant 1: the watcher is blind on the primary; it cannot tell, so
+                // it must say so loudly and never promote on it.
+                reasons.splice(0..0, blind);
+                return GroupState::PrimaryUnobservable;
+            }
+            if !self.seen_healthy && still_starting {
+                reasons.insert(0, ReasonCode::PrimaryNeverHealthy);
+                return GroupState::Starting;
             }
             if in_grace {
                 reasons.insert(0, ReasonCode::StartupGrace);
@@ -383,6 +664,12 @@ impl Engine {
             return GroupState::PrimarySuspect;
         }
         reasons.insert(0, ReasonCode::PrimaryDownQuorum);
+        if !self.seen_healthy {
+            // A group that never saw its primary healthy has nothing to fail over from:
+            // a wrong namespace, selector or a primary that was never up must not promote.
+            reasons.push(ReasonCode::PrimaryNeverHealthy);
+            return GroupState::Starting;
+        }
         if in_grace {
             reasons.push(ReasonCode::StartupGrace);
             return if still_starting {
@@ -395,64 +682,167 @@ impl Engine {
             reasons.extend(unfit_reasons.iter().copied());
             return GroupState::Blocked;
         }
-        let cooldown_from = match (self.last_promotion_wall, self.last_failback_wall) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        let record_cooldown = obs
+            .standby
+            .record
+            .as_ref()
+            .ok()
+            .and_then(FailoverRecord::cooldown_from_unix)
+            .map(|t| t as f64);
+        let cooldown_from = [
+            self.last_promotion_wall,
+            self.last_failback_wall,
+            record_cooldown,
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max);
         if cooldown_from.is_some_and(|t| obs.wall_unix - t < policy.cooldown.as_secs_f64()) {
             reasons.push(ReasonCode::Cooldown);
             return GroupState::Blocked;
         }
-        let promote = [
-            Action::RecordPromoting {
-                epoch: epoch + 1,
-                reason: ReasonCode::PrimaryDownQuorum.as_str().to_string(),
-            },
-            Action::ScaleStandbyUp,
-        ];
+        let epoch = epoch.max(self.epoch_floor).saturating_add(1);
+        actions.push(Action::RecordPromoting {
+            epoch,
+            reason: ReasonCode::PrimaryDownQuorum,
+            primary_deployments: self.active_primary.clone(),
+        });
+        // Fence before scaling up: an old primary that can still be listed (unready
+        // Pods, a failing /readyz) must never run beside the new one.
+        if policy.fence && desired_sum(obs.primary.deployments.as_deref()).is_some_and(|n| n > 0) {
+            actions.push(Action::FencePrimary {
+                epoch,
+                names: self.active_primary.iter().map(|d| d.name.clone()).collect(),
+            });
+        }
+        actions.push(Action::ScaleStandbyUp { epoch });
         match self.settings.mode {
             Mode::Observe => {
                 // The same decision, reported and never carried out.
                 reasons.push(ReasonCode::WouldPromote);
-                actions.extend(promote);
                 GroupState::PrimaryDown
             }
             Mode::Auto => {
                 reasons.push(ReasonCode::PromotionStarted);
-                actions.extend(promote);
                 self.promotion_seen_at = Some(now);
                 GroupState::Promoting
             }
         }
+    }
+
+    /// Neither side runs the workload for longer than `promotion_timeout`: the record
+    /// says the standby is active but it is not Ready, or says the primary is active but
+    /// both sides are at 0.
+    fn no_active_side(
+        &mut self,
+        now: Instant,
+        obs: &Observation,
+        phase: Option<RecordPhase>,
+    ) -> bool {
+        let primary = obs.primary.deployments.as_deref();
+        let standby = obs.standby.deployments.as_deref();
+        let none_active = match phase {
+            Some(p) if p.standby_active() => standby.is_some() && !standby_ready(standby),
+            Some(_) => {
+                primary.is_some_and(|v| !v.is_empty())
+                    && desired_sum(primary) == Some(0)
+                    && desired_sum(standby) == Some(0)
+            }
+            None => false,
+        };
+        if !none_active {
+            self.no_active_since = None;
+            return false;
+        }
+        let since = *self.no_active_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= self.settings.policy.promotion_timeout
+    }
+
+    /// An Event when a condition begins (once per occurrence): dual-active, no active
+    /// side, and the watcher going blind on the primary (named by its cause).
+    fn announce<const N: usize>(
+        &mut self,
+        actions: &mut Vec<Action>,
+        conditions: [(ReasonCode, bool); N],
+        blind: Option<ReasonCode>,
+    ) {
+        for (reason, on) in conditions {
+            let was = self.announced.contains(&reason);
+            if on && !was {
+                self.announced.push(reason);
+                actions.push(Action::Announce { reason });
+            } else if !on && was {
+                self.announced.retain(|r| *r != reason);
+            }
+        }
+        if let (Some(reason), false) = (blind, self.blind_announced) {
+            actions.push(Action::Announce { reason });
+        }
+        self.blind_announced = blind.is_some();
     }
 }
 
 fn state_of(phase: RecordPhase) -> GroupState {
     match phase {
         RecordPhase::Failed => GroupState::Failed,
+        RecordPhase::Promoted => GroupState::Promoted,
         _ => GroupState::Promoting,
+    }
+}
+
+/// Why the watcher is blind on a primary signal.
+fn primary_blind_reason(reason: ProbeReason) -> ReasonCode {
+    match reason {
+        ProbeReason::Unauthorized => ReasonCode::PrimaryCredentialsRejected,
+        ProbeReason::Forbidden => ReasonCode::PrimaryForbidden,
+        ProbeReason::Tls => ReasonCode::PrimaryTlsRejected,
+        ProbeReason::NotFound => ReasonCode::PrimaryWorkloadMissing,
+        ProbeReason::Decode => ReasonCode::PrimaryAnswerUndecodable,
+        _ => ReasonCode::PrimaryError,
+    }
+}
+
+/// Why the standby cannot take over, named after the cause (a 403 is `standby_forbidden`,
+/// not a missing workload).
+fn standby_cause(reason: ProbeReason, otherwise: ReasonCode) -> ReasonCode {
+    match reason {
+        ProbeReason::Unauthorized => ReasonCode::StandbyCredentialsRejected,
+        ProbeReason::Forbidden => ReasonCode::StandbyForbidden,
+        ProbeReason::Tls => ReasonCode::StandbyTlsRejected,
+        _ => otherwise,
     }
 }
 
 fn standby_fitness(obs: &Observation) -> (bool, Vec<ReasonCode>) {
     let mut unfit = Vec::new();
-    if !obs.standby.api.passed() {
-        unfit.push(ReasonCode::StandbyApiDown);
-    } else if !obs.standby.workloads.passed() {
-        unfit.push(ReasonCode::StandbyWorkloadMissing);
+    let standby = &obs.standby;
+    if !standby.api.passed() {
+        unfit.push(standby_cause(
+            standby.api.reason,
+            ReasonCode::StandbyApiDown,
+        ));
+    } else if !standby.workloads.passed() {
+        let otherwise = if standby.workloads.reason.is_unreachable() {
+            ReasonCode::StandbyApiDown
+        } else {
+            ReasonCode::StandbyWorkloadMissing
+        };
+        unfit.push(standby_cause(standby.workloads.reason, otherwise));
     }
-    if obs.standby.record.is_err() && obs.standby.api.passed() {
-        unfit.push(ReasonCode::RecordUnreadable);
+    if let Err(outcome) = &standby.record
+        && standby.api.passed()
+    {
+        unfit.push(standby_cause(outcome.reason, ReasonCode::RecordUnreadable));
     }
+    dedup_in_order(&mut unfit);
     (unfit.is_empty(), unfit)
 }
 
 fn desired_sum(views: Option<&[DeploymentView]>) -> Option<i32> {
-    views.map(|v| v.iter().map(|d| d.desired.max(0)).sum())
-}
-
-fn all_at_zero(views: Option<&[DeploymentView]>) -> bool {
-    desired_sum(views) == Some(0)
+    views.map(|v| {
+        v.iter()
+            .fold(0i32, |acc, d| acc.saturating_add(d.desired.max(0)))
+    })
 }
 
 /// Every selected standby Deployment wants at least one replica and has them all

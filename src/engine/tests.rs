@@ -13,15 +13,24 @@ const INTERVAL: Duration = Duration::from_secs(1);
 struct World {
     primary_api: ProbeReason,
     primary_workload: ProbeReason,
+    /// The primary's Deployments can be listed (its API serves requests, whatever
+    /// `/readyz` says).
+    primary_listable: bool,
     primary_desired: i32,
     standby_api: ProbeReason,
     standby_present: bool,
     standby_desired: i32,
+    /// The epoch annotation on the standby Deployment.
+    standby_epoch: Option<u64>,
     /// Ticks a scaled-up standby needs before its Pods are Ready (`None`: never).
-    standby_ready_after: Option<u32>,
     standby_ticks_scaled: u32,
+    standby_ready_after: Option<u32>,
     record: FailoverRecord,
+    /// The record ConfigMap exists (else a read finds nothing: the default record).
+    record_exists: bool,
     record_readable: bool,
+    /// Actions that failed with 403 when carried out.
+    forbidden: Vec<&'static str>,
 }
 
 impl World {
@@ -29,29 +38,52 @@ impl World {
         World {
             primary_api: ProbeReason::Ok,
             primary_workload: ProbeReason::Ok,
+            primary_listable: true,
             primary_desired: 1,
             standby_api: ProbeReason::Ok,
             standby_present: true,
             standby_desired: 0,
+            standby_epoch: None,
             standby_ready_after: Some(1),
             standby_ticks_scaled: 0,
             record: FailoverRecord::default(),
+            record_exists: false,
             record_readable: true,
+            forbidden: Vec::new(),
         }
     }
 
     fn primary_down(&mut self) {
         self.primary_api = ProbeReason::Refused;
         self.primary_workload = ProbeReason::Refused;
+        self.primary_listable = false;
     }
 
     fn primary_up(&mut self) {
         self.primary_api = ProbeReason::Ok;
+        self.primary_listable = true;
         self.primary_workload = if self.primary_desired > 0 {
             ProbeReason::Ok
         } else {
             ProbeReason::ScaledToZero
         };
+    }
+
+    /// Writes the record as the API server would: it exists from now on, with a new
+    /// resourceVersion.
+    fn store(&mut self, record: FailoverRecord) {
+        let rv = self
+            .record
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        self.record = FailoverRecord {
+            resource_version: Some(rv.to_string()),
+            ..record
+        };
+        self.record_exists = true;
     }
 
     fn observe(&self, wall_unix: f64) -> Observation {
@@ -60,7 +92,6 @@ impl World {
             latency: Duration::from_millis(5),
             detail: String::new(),
         };
-        let primary_reachable = self.primary_api == ProbeReason::Ok;
         let standby_reachable = self.standby_api == ProbeReason::Ok;
         let ready = self.standby_desired >= 1
             && self
@@ -68,9 +99,16 @@ impl World {
                 .is_some_and(|n| self.standby_ticks_scaled >= n);
         let standby_view = DeploymentView {
             name: "env0-agent-trigger-deployment".into(),
+            uid: Some("standby-uid".into()),
             desired: self.standby_desired,
             available: if ready { self.standby_desired } else { 0 },
             ready_pods: if ready { self.standby_desired } else { 0 },
+            epoch: self.standby_epoch,
+        };
+        let record = if self.record_exists {
+            self.record.clone()
+        } else {
+            FailoverRecord::default()
         };
         Observation {
             wall_unix,
@@ -81,14 +119,17 @@ impl World {
                     outcome(self.primary_workload),
                 )],
                 http: vec![],
-                deployments: primary_reachable.then(|| {
+                deployments: self.primary_listable.then(|| {
                     vec![DeploymentView {
                         name: "env0-agent-trigger-deployment".into(),
+                        uid: Some("primary-uid".into()),
                         desired: self.primary_desired,
                         available: self.primary_desired,
                         ready_pods: self.primary_desired,
+                        epoch: None,
                     }]
                 }),
+                absent: vec![],
             },
             standby: StandbyObservation {
                 api: outcome(self.standby_api),
@@ -102,10 +143,10 @@ impl World {
                 deployments: (standby_reachable && self.standby_present)
                     .then(|| vec![standby_view]),
                 record: if standby_reachable && self.record_readable {
-                    Ok(self.record.clone())
+                    Ok(record)
                 } else {
                     Err(outcome(if standby_reachable {
-                        ProbeReason::Forbidden
+                        ProbeReason::Decode
                     } else {
                         self.standby_api
                     }))
@@ -114,48 +155,100 @@ impl World {
         }
     }
 
-    /// Carries out actions as the actuator would, including its refusals; returns the
-    /// record as written, if an action wrote it.
-    fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Option<FailoverRecord> {
-        let before = self.record.clone();
-        self.apply_all(actions, wall_unix);
-        (self.record != before).then(|| self.record.clone())
-    }
-
-    fn apply_all(&mut self, actions: &[Action], wall_unix: f64) {
+    /// Carries out actions as the actuator would, including its refusals (record
+    /// re-read before scaling, epochs checked); returns what each action did.
+    fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Vec<(Action, bool)> {
+        let mut results = Vec::new();
         for action in actions {
-            let standby_ok = self.standby_api == ProbeReason::Ok;
-            let primary_ok = self.primary_api == ProbeReason::Ok;
-            match action {
-                Action::RecordPromoting { epoch, reason } => {
-                    if !standby_ok {
-                        return; // the record write failed: nothing after it runs
-                    }
-                    assert_eq!(*epoch, self.record.epoch + 1, "epoch must advance by one");
-                    self.record.phase = Some(RecordPhase::Promoting);
-                    self.record.epoch = *epoch;
-                    self.record.reason = reason.clone();
-                    self.record.promoted_at_unix = Some(wall_unix as i64);
-                    self.record.fenced_at = None;
-                }
-                Action::ScaleStandbyUp if standby_ok => self.standby_desired = 1,
-                Action::RecordPromoted { epoch } if standby_ok && *epoch == self.record.epoch => {
-                    self.record.phase = Some(RecordPhase::Promoted)
-                }
-                Action::RecordFailed { epoch, .. } if standby_ok && *epoch == self.record.epoch => {
-                    self.record.phase = Some(RecordPhase::Failed)
-                }
-                Action::RecordFenced { epoch } if standby_ok && *epoch == self.record.epoch => {
-                    self.record.fenced_at = Some("now".into())
-                }
-                Action::FencePrimary if primary_ok => {
-                    self.primary_desired = 0;
-                    self.primary_workload = ProbeReason::ScaledToZero;
-                }
-                Action::ScaleStandbyDown if standby_ok => self.standby_desired = 0,
-                _ => return,
+            let ok = self.apply_one(action, wall_unix);
+            results.push((action.clone(), ok));
+            if !ok && matches!(action, Action::RecordPromoting { .. }) {
+                break; // the record write failed: nothing after it runs
             }
         }
+        results
+    }
+
+    fn apply_one(&mut self, action: &Action, wall_unix: f64) -> bool {
+        if self.forbidden.contains(&action.kind()) {
+            return false;
+        }
+        let standby_ok = self.standby_api == ProbeReason::Ok;
+        let record = self.record_exists.then(|| self.record.clone());
+        let active_at = |epoch: u64| {
+            record
+                .as_ref()
+                .is_some_and(|r| r.effective_phase().standby_active() && r.epoch == epoch)
+        };
+        match action {
+            Action::RecordPromoting {
+                epoch,
+                reason,
+                primary_deployments,
+            } if standby_ok && self.record_readable => {
+                let current = record.unwrap_or_default();
+                assert!(*epoch > current.epoch, "epoch must advance");
+                self.store(FailoverRecord {
+                    phase: Some(RecordPhase::Promoting),
+                    epoch: *epoch,
+                    reason: reason.as_str().to_string(),
+                    promoted_at_unix: Some(wall_unix as i64),
+                    primary_deployments: primary_deployments.clone(),
+                    ..FailoverRecord::default()
+                });
+            }
+            Action::ScaleStandbyUp { epoch } if standby_ok && active_at(*epoch) => {
+                self.standby_desired = 1;
+                self.standby_epoch = Some(*epoch);
+            }
+            Action::RecordPromoted { epoch } if standby_ok && active_at(*epoch) => {
+                let mut r = self.record.clone();
+                r.phase = Some(RecordPhase::Promoted);
+                self.store(r);
+            }
+            Action::RecordFailed { epoch, .. } if standby_ok && active_at(*epoch) => {
+                let mut r = self.record.clone();
+                r.phase = Some(RecordPhase::Failed);
+                self.store(r);
+            }
+            Action::RecordFenced { epoch } if standby_ok && active_at(*epoch) => {
+                let mut r = self.record.clone();
+                r.fenced_at = Some("now".into());
+                self.store(r);
+            }
+            Action::FencePrimary { epoch, .. }
+                if standby_ok && self.primary_listable && active_at(*epoch) =>
+            {
+                self.primary_desired = 0;
+                self.primary_workload = ProbeReason::ScaledToZero;
+            }
+            Action::ScaleStandbyDown { epoch }
+                if standby_ok
+                    && record.as_ref().map_or(0, |r| r.epoch) == *epoch
+                    && record
+                        .as_ref()
+                        .is_none_or(|r| r.effective_phase() == RecordPhase::Primary) =>
+            {
+                self.standby_desired = 0
+            }
+            Action::RestoreRecord { record } if standby_ok && !self.record_exists => {
+                self.store(FailoverRecord {
+                    restored_at: Some("now".into()),
+                    ..(**record).clone()
+                });
+            }
+            Action::RecordFailback { epoch } if standby_ok => {
+                let mut r = self.record.clone();
+                if r.epoch != *epoch {
+                    return false;
+                }
+                r.failback_at_unix = Some(wall_unix as i64);
+                self.store(r);
+            }
+            Action::Announce { .. } => {}
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -223,11 +316,10 @@ impl Sim {
         self.wall += gap.as_secs_f64();
         let obs = self.world.observe(self.wall);
         let decision = self.engine.step(self.now, &obs);
-        if self.carry_out
-            && let Some(rec) = self.world.apply(&decision.actions, self.wall)
-        {
-            self.engine
-                .record_written(self.now, rec.effective_phase(), rec.epoch);
+        if self.carry_out {
+            for (action, ok) in self.world.apply(&decision.actions, self.wall) {
+                self.engine.handle_result(self.now, &action, ok);
+            }
         }
         if self.world.standby_desired >= 1 {
             self.world.standby_ticks_scaled += 1;
@@ -307,11 +399,16 @@ fn invariant1_sustained_outage_promotes_exactly_once() {
         vec![
             Action::RecordPromoting {
                 epoch: 1,
-                reason: "primary_down_quorum".into()
+                reason: ReasonCode::PrimaryDownQuorum,
+                primary_deployments: vec![DeploymentRef {
+                    name: "env0-agent-trigger-deployment".into(),
+                    uid: Some("primary-uid".into()),
+                }],
             },
-            Action::ScaleStandbyUp
+            Action::ScaleStandbyUp { epoch: 1 }
         ],
-        "the record is written before anything is scaled"
+        "the record is written before anything is scaled; an unlistable primary is \
+         not fenced in the same tick"
     );
     sim.run(3_000);
     assert_eq!(sim.promotions(), 1);
@@ -331,7 +428,10 @@ fn invariant2_and_3_primary_returning_during_promoting_completes_then_fences() {
     let d = sim.tick().clone();
     assert_eq!(
         d.actions.first(),
-        Some(&Action::FencePrimary),
+        Some(&Action::FencePrimary {
+            epoch: 1,
+            names: vec!["env0-agent-trigger-deployment".into()]
+        }),
         "fencing comes before anything else for the group"
     );
     assert_eq!(
@@ -359,7 +459,20 @@ fn invariant3_fences_when_the_primary_returns_and_again_if_it_is_scaled_up() {
 
     sim.world.primary_up();
     let d = sim.tick().clone();
-    assert_eq!(d.actions, vec![Action::FencePrimary]);
+    assert!(
+        matches!(
+            d.actions.as_slice(),
+            [
+                Action::FencePrimary { epoch: 1, .. },
+                Action::Announce {
+                    reason: ReasonCode::DualActive
+                }
+            ]
+        ),
+        "the returning primary still wants replicas: fenced, and dual-active is told: {:?}",
+        d.actions
+    );
+    assert!(d.dual_active);
     sim.tick();
     assert_eq!(sim.world.primary_desired, 0);
     assert!(sim.world.record.fenced_at.is_some());
@@ -368,7 +481,10 @@ fn invariant3_fences_when_the_primary_returns_and_again_if_it_is_scaled_up() {
     sim.world.primary_desired = 1;
     sim.world.primary_workload = ProbeReason::Ok;
     let d = sim.tick().clone();
-    assert_eq!(d.actions.first(), Some(&Action::FencePrimary));
+    assert!(matches!(
+        d.actions.first(),
+        Some(Action::FencePrimary { .. })
+    ));
     assert_eq!(sim.world.primary_desired, 0);
     assert_eq!(sim.promotions(), 1);
 }
@@ -388,20 +504,36 @@ fn fencing_can_be_turned_off() {
     sim.world.primary_up();
     sim.run(10);
     assert_eq!(sim.state(), GroupState::Promoted);
-    assert_eq!(sim.count(|a| matches!(a, Action::FencePrimary)), 0);
+    assert_eq!(sim.count(|a| matches!(a, Action::FencePrimary { .. })), 0);
     assert_eq!(sim.world.primary_desired, 1);
 }
 
 #[test]
-fn invariant1_startup_grace_blocks_promotion() {
+fn invariant1_a_primary_never_seen_healthy_never_promotes() {
     let mut sim = Sim::auto();
     sim.world.primary_down();
     sim.run(4);
     assert_eq!(sim.promotions(), 0);
     assert!(sim.log.iter().all(|d| d.state == GroupState::Starting));
-    assert!(sim.log[3].reasons.contains(&ReasonCode::StartupGrace));
+    assert!(
+        sim.log[3]
+            .reasons
+            .contains(&ReasonCode::PrimaryNeverHealthy)
+    );
+    sim.run(3_000);
+    assert_eq!(
+        sim.promotions(),
+        0,
+        "a config typo on first deploy must not promote, however long it runs"
+    );
+    assert_eq!(sim.state(), GroupState::Starting);
+    // Once seen healthy, the same outage promotes.
+    sim.world.primary_up();
     sim.run(2);
-    assert_eq!(sim.promotions(), 1, "promotes once the grace is over");
+    assert_eq!(sim.state(), GroupState::PrimaryActive);
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1);
 }
 
 #[test]
@@ -428,7 +560,9 @@ fn invariant1_cooldown_after_a_failback() {
     assert_eq!(sim.state(), GroupState::Promoted);
     // Failback as the README describes it: standby to 0, record to primary, primary up.
     sim.world.standby_desired = 0;
-    sim.world.record.phase = Some(RecordPhase::Primary);
+    let mut back = sim.world.record.clone();
+    back.phase = Some(RecordPhase::Primary);
+    sim.world.store(back);
     sim.world.primary_desired = 1;
     sim.world.primary_up();
     sim.run(5);
@@ -569,7 +703,10 @@ fn a_record_never_read_blocks_everything() {
     sim.world.primary_down();
     sim.run(50);
     assert_eq!(sim.promotions(), 0);
-    assert_eq!(sim.count(|a| matches!(a, Action::ScaleStandbyDown)), 0);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::ScaleStandbyDown { .. })),
+        0
+    );
     assert_eq!(sim.state(), GroupState::Blocked);
 }
 
@@ -582,7 +719,7 @@ fn observe_mode_decides_the_same_and_writes_nothing() {
     let d = sim.log.last().unwrap().clone();
     assert_eq!(d.state, GroupState::PrimaryDown);
     assert!(d.would_promote());
-    assert!(d.actions.contains(&Action::ScaleStandbyUp));
+    assert!(d.actions.contains(&Action::ScaleStandbyUp { epoch: 1 }));
     sim.run(20);
     assert_eq!(sim.world.record.phase, None, "nothing was carried out");
     assert_eq!(sim.world.standby_desired, 0);
@@ -627,7 +764,16 @@ fn invariant4_standby_replicas_are_corrected_while_the_primary_is_active() {
     let d = sim.tick().clone();
     assert_eq!(d.unexpected_standby_replicas, 1);
     assert!(d.reasons.contains(&ReasonCode::StandbyUnexpectedReplicas));
-    assert_eq!(d.actions, vec![Action::ScaleStandbyDown]);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::ScaleStandbyDown { epoch: 0 },
+            Action::Announce {
+                reason: ReasonCode::DualActive
+            }
+        ]
+    );
+    assert!(d.dual_active, "both sides want replicas in this tick");
     sim.tick();
     assert_eq!(sim.world.standby_desired, 0);
     assert_eq!(sim.log.last().unwrap().unexpected_standby_replicas, 0);
@@ -653,7 +799,10 @@ fn invariant4_standby_replicas_only_reported_when_correction_is_off_or_primary_a
     sim.world.primary_workload = ProbeReason::Unready;
     sim.world.standby_desired = 1;
     sim.run(1);
-    assert_eq!(sim.count(|a| matches!(a, Action::ScaleStandbyDown)), 0);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::ScaleStandbyDown { .. })),
+        0
+    );
 }
 
 #[test]
@@ -685,9 +834,9 @@ fn invariant2_a_promotion_that_times_out_fails_loudly_retries_and_never_flips_ba
     );
     // Retries are spaced out (backoff), not every tick.
     sim.world.standby_desired = 0;
-    let before = sim.count(|a| matches!(a, Action::ScaleStandbyUp));
+    let before = sim.count(|a| matches!(a, Action::ScaleStandbyUp { .. }));
     sim.run(200);
-    let retries = sim.count(|a| matches!(a, Action::ScaleStandbyUp)) - before;
+    let retries = sim.count(|a| matches!(a, Action::ScaleStandbyUp { .. })) - before;
     assert!((1..20).contains(&retries), "{retries} retries in 200 s");
     // The standby finally comes up: promoted, still the same single promotion.
     sim.world.standby_ready_after = Some(0);
@@ -700,12 +849,12 @@ fn invariant2_a_promotion_that_times_out_fails_loudly_retries_and_never_flips_ba
 #[test]
 fn a_restarted_daemon_completes_a_recorded_promotion_once() {
     let mut sim = Sim::auto();
-    sim.world.record = FailoverRecord {
+    sim.world.store(FailoverRecord {
         phase: Some(RecordPhase::Promoting),
         epoch: 4,
         promoted_at_unix: Some(sim.wall as i64),
         ..FailoverRecord::default()
-    };
+    });
     sim.world.primary_down();
     let d = sim.tick().clone();
     assert_eq!(
@@ -713,7 +862,7 @@ fn a_restarted_daemon_completes_a_recorded_promotion_once() {
         GroupState::Promoting,
         "no startup grace for a recorded promotion"
     );
-    assert_eq!(d.actions, vec![Action::ScaleStandbyUp]);
+    assert_eq!(d.actions, vec![Action::ScaleStandbyUp { epoch: 4 }]);
     assert!(d.reasons.contains(&ReasonCode::ResumedFromRecord));
     sim.run(5);
     assert_eq!(sim.state(), GroupState::Promoted);
@@ -749,4 +898,349 @@ fn state_changes_are_flagged_once() {
     assert_eq!(changes, 1, "starting -> primary_active");
     sim.run(10);
     assert_eq!(sim.log.iter().filter(|d| d.state_changed).count(), 1);
+}
+
+/// Sets every primary signal's answer.
+fn primary_answers(world: &mut World, reason: ProbeReason) {
+    world.primary_api = reason;
+    world.primary_workload = reason;
+}
+
+#[test]
+fn invariant1_revoked_credentials_never_promote_and_say_the_watcher_is_blind() {
+    let mut sim = Sim::warmed_up();
+    primary_answers(&mut sim.world, ProbeReason::Unauthorized);
+    sim.world.primary_listable = false;
+    sim.run(30);
+    assert_eq!(sim.promotions(), 0, "401 is unknown, not down");
+    assert_eq!(sim.state(), GroupState::PrimaryUnobservable);
+    let last = sim.log.last().unwrap();
+    assert_eq!(last.reasons[0], ReasonCode::PrimaryCredentialsRejected);
+    assert!(!last.primary_down);
+    let announced = sim.count(|a| {
+        *a == Action::Announce {
+            reason: ReasonCode::PrimaryCredentialsRejected,
+        }
+    });
+    assert_eq!(announced, 1, "one Event per episode");
+    // The first ticks are suspect, the blind state comes after failure_threshold.
+    let first_blind = sim
+        .log
+        .iter()
+        .position(|d| d.state == GroupState::PrimaryUnobservable)
+        .unwrap();
+    assert_eq!(first_blind, 10 + 2, "after three unknown answers");
+    // Credentials fixed: back to primary_active, nothing happened in between.
+    primary_answers(&mut sim.world, ProbeReason::Ok);
+    sim.world.primary_listable = true;
+    sim.run(2);
+    assert_eq!(sim.state(), GroupState::PrimaryActive);
+    assert_eq!(sim.world.standby_desired, 0);
+}
+
+#[test]
+fn invariant1_forbidden_or_a_vanished_selection_is_unknown() {
+    for (reason, code) in [
+        (ProbeReason::Forbidden, ReasonCode::PrimaryForbidden),
+        (ProbeReason::NotFound, ReasonCode::PrimaryWorkloadMissing),
+        (ProbeReason::Tls, ReasonCode::PrimaryTlsRejected),
+        (ProbeReason::Decode, ReasonCode::PrimaryAnswerUndecodable),
+    ] {
+        let mut sim = Sim::warmed_up();
+        // The API answers /readyz; only the workload signal is blind.
+        sim.world.primary_workload = reason;
+        sim.run(30);
+        assert_eq!(sim.promotions(), 0, "{reason:?}");
+        assert_eq!(sim.state(), GroupState::PrimaryUnobservable, "{reason:?}");
+        assert_eq!(sim.log.last().unwrap().reasons[0], code);
+    }
+}
+
+#[test]
+fn invariant1_a_blind_tick_between_failures_restarts_the_count() {
+    let mut sim = Sim::warmed_up();
+    for _ in 0..50 {
+        primary_answers(&mut sim.world, ProbeReason::Refused);
+        sim.run(2);
+        primary_answers(&mut sim.world, ProbeReason::Unauthorized);
+        sim.run(1);
+    }
+    assert_eq!(sim.promotions(), 0);
+}
+
+#[test]
+fn invariant3_readyz_failing_while_the_api_serves_promotes_and_fences_at_once() {
+    let mut sim = Sim::warmed_up();
+    // /readyz answers 500, Deployments are still listed and scaled.
+    sim.world.primary_api = ProbeReason::HttpStatus;
+    sim.run(2);
+    let d = sim.tick().clone();
+    assert_eq!(d.state, GroupState::Promoting);
+    let kinds: Vec<&str> = d.actions.iter().map(Action::kind).collect();
+    assert_eq!(
+        kinds,
+        ["record_promoting", "fence_primary", "scale_standby_up"],
+        "fenced before the standby is scaled up"
+    );
+    assert_eq!(sim.world.primary_desired, 0);
+    assert_eq!(sim.world.standby_desired, 1);
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    assert!(sim.log.iter().all(|d| !d.dual_active), "never both active");
+    assert!(sim.world.record.fenced_at.is_some());
+}
+
+#[test]
+fn invariant3_an_empty_selection_never_counts_as_fenced() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    // The primary returns, but its Deployment was relabelled: the selector matches
+    // nothing and the record names nothing (an old record).
+    let mut rec = sim.world.record.clone();
+    rec.primary_deployments.clear();
+    sim.world.store(rec);
+    sim.engine = Engine::new(sim.engine.settings().clone(), sim.now);
+    sim.world.primary_up();
+    let obs_empty = |w: &World, wall| {
+        let mut obs = w.observe(wall);
+        obs.primary.deployments = Some(vec![]);
+        obs
+    };
+    for _ in 0..10 {
+        sim.now += INTERVAL;
+        sim.wall += 1.0;
+        let d = sim.engine.step(sim.now, &obs_empty(&sim.world, sim.wall));
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, Action::RecordFenced { .. })),
+            "{:?}",
+            d.actions
+        );
+        assert!(!d.reasons.contains(&ReasonCode::PrimaryFenced));
+    }
+}
+
+#[test]
+fn invariant3_a_recorded_deployment_is_fenced_by_name_and_must_be_seen_at_zero() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    assert_eq!(
+        sim.engine.recorded_primary_names(),
+        vec!["env0-agent-trigger-deployment".to_string()],
+        "the probe reads it by name"
+    );
+    sim.world.primary_up();
+    // The recorded Deployment is not in the answer (neither selected nor absent): not
+    // fenced yet, whatever the other views say.
+    sim.now += INTERVAL;
+    sim.wall += 1.0;
+    let mut obs = sim.world.observe(sim.wall);
+    obs.primary.deployments = Some(vec![DeploymentView {
+        name: "other".into(),
+        uid: None,
+        desired: 0,
+        available: 0,
+        ready_pods: 0,
+        epoch: None,
+    }]);
+    let d = sim.engine.step(sim.now, &obs);
+    assert!(d.reasons.contains(&ReasonCode::FencingPrimary));
+    assert!(!d.reasons.contains(&ReasonCode::PrimaryFenced));
+    // Gone (404 by name): it runs nothing, fenced.
+    sim.now += INTERVAL;
+    sim.wall += 1.0;
+    obs.wall_unix = sim.wall;
+    obs.primary.absent = vec!["env0-agent-trigger-deployment".into()];
+    let d = sim.engine.step(sim.now, &obs);
+    assert!(d.reasons.contains(&ReasonCode::PrimaryFenced), "{d:?}");
+}
+
+#[test]
+fn invariant2_a_lost_record_is_restored_never_read_as_a_failback() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    let before = sim.world.record.clone();
+    // Someone deletes the record; the primary comes back and is scaled up by hand.
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    sim.world.primary_up();
+    sim.world.primary_desired = 1;
+    sim.world.primary_workload = ProbeReason::Ok;
+    sim.world.standby_api = ProbeReason::Refused; // the restore cannot land yet
+    sim.world.primary_listable = true;
+    // Standby unreachable: the record cannot be read at all; stays promoted.
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    sim.world.standby_api = ProbeReason::Ok;
+    let d = sim.tick().clone();
+    assert!(d.reasons.contains(&ReasonCode::RecordLost));
+    assert_eq!(d.state, GroupState::Promoted, "no flip to the primary");
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, Action::RestoreRecord { .. } | Action::Announce { .. })),
+        "nothing is scaled until the record is back: {:?}",
+        d.actions
+    );
+    assert_eq!(sim.world.record.epoch, before.epoch, "same epoch");
+    assert_eq!(sim.world.record.phase, before.phase, "same phase");
+    assert!(sim.world.record.restored_at.is_some());
+    sim.run(3);
+    assert_eq!(sim.world.primary_desired, 0, "fenced again");
+    assert_eq!(sim.world.standby_desired, 1, "the standby stays active");
+    assert_eq!(sim.promotions(), 1);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::ScaleStandbyDown { .. })),
+        0
+    );
+}
+
+#[test]
+fn invariant2_a_restarted_daemon_finds_a_promotion_by_its_epoch_annotation() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.world.standby_epoch, Some(1));
+    // Record deleted while the daemon was down (or the group renamed).
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    sim.engine = Engine::new(sim.engine.settings().clone(), sim.now);
+    sim.run(5);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::ScaleStandbyDown { .. })),
+        0
+    );
+    assert_eq!(sim.world.standby_desired, 1);
+    assert!(sim.world.record_exists);
+    assert_eq!(sim.world.record.epoch, 1);
+    assert!(sim.world.record.effective_phase().standby_active());
+}
+
+#[test]
+fn invariant2_epochs_never_repeat_after_a_record_is_recreated() {
+    let mut sim = Sim::warmed_up();
+    sim.world.standby_epoch = Some(5); // left by an earlier promotion, now at 0
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1);
+    assert_eq!(sim.world.record.epoch, 6);
+}
+
+#[test]
+fn invariant1_the_cooldown_survives_a_restart_after_a_failback() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(10);
+    // Failback long after the promotion (its own cooldown has passed).
+    sim.run(700);
+    sim.world.standby_desired = 0;
+    let mut back = sim.world.record.clone();
+    back.phase = Some(RecordPhase::Primary);
+    sim.world.store(back);
+    sim.world.primary_desired = 1;
+    sim.world.primary_up();
+    sim.run(3);
+    assert!(sim.world.record.failback_at_unix.is_some(), "stamped");
+    // The daemon restarts, the primary fails again within the cooldown.
+    sim.engine = Engine::new(sim.engine.settings().clone(), sim.now);
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(30);
+    assert_eq!(sim.promotions(), 1, "no promotion inside the cooldown");
+    assert!(
+        sim.log
+            .last()
+            .unwrap()
+            .reasons
+            .contains(&ReasonCode::Cooldown)
+    );
+}
+
+#[test]
+fn invariant6_dual_active_and_no_active_side_are_seen_whatever_the_config() {
+    let mut sim = Sim::new(
+        PolicyConfig {
+            correct_standby: false,
+            fence: false,
+            ..policy()
+        },
+        Mode::Auto,
+    );
+    sim.run(10);
+    sim.world.standby_desired = 1;
+    let d = sim.tick().clone();
+    assert!(d.dual_active);
+    assert_eq!(d.reasons[0], ReasonCode::DualActive);
+    sim.run(5);
+    assert_eq!(
+        sim.count(|a| *a
+            == Action::Announce {
+                reason: ReasonCode::DualActive
+            }),
+        1
+    );
+    // Both at 0 while the record says primary (observe mode: nobody promotes): no
+    // active side once promotion_timeout has passed.
+    let mut sim = Sim::new(policy(), Mode::Observe);
+    sim.run(10);
+    sim.world.primary_desired = 0;
+    sim.world.primary_workload = ProbeReason::ScaledToZero;
+    sim.run(29);
+    assert!(!sim.log.last().unwrap().no_active_side);
+    sim.run(2);
+    let last = sim.log.last().unwrap();
+    assert!(last.no_active_side && !last.dual_active);
+    assert!(last.reasons.contains(&ReasonCode::NoActiveSide));
+}
+
+#[test]
+fn a_forbidden_scale_while_promoting_backs_off() {
+    let mut sim = Sim::warmed_up();
+    sim.world.forbidden.push("scale_standby_up");
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::Promoting);
+    let before = sim.count(|a| matches!(a, Action::ScaleStandbyUp { .. }));
+    sim.run(25);
+    let tries = sim.count(|a| matches!(a, Action::ScaleStandbyUp { .. })) - before;
+    assert!(
+        (2..=6).contains(&tries),
+        "{tries} tries in 25 ticks: backoff, not every tick"
+    );
+    assert!(
+        sim.log
+            .iter()
+            .any(|d| d.reasons.contains(&ReasonCode::RetryBackoff))
+    );
+}
+
+#[test]
+fn standby_causes_are_named() {
+    let mut sim = Sim::warmed_up();
+    sim.world.standby_api = ProbeReason::Forbidden;
+    sim.world.primary_down();
+    sim.run(5);
+    let last = sim.log.last().unwrap();
+    assert_eq!(last.state, GroupState::Blocked);
+    assert!(
+        last.reasons.contains(&ReasonCode::StandbyForbidden),
+        "{last:?}"
+    );
+    sim.world.standby_api = ProbeReason::Ok;
+    sim.world.standby_present = false;
+    sim.run(1);
+    assert!(
+        sim.log
+            .last()
+            .unwrap()
+            .reasons
+            .contains(&ReasonCode::StandbyWorkloadMissing)
+    );
 }

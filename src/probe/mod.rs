@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 
 /// Probes the primary cluster of `group`: API `/readyz`, one signal per workload and
 /// every HTTP check, all concurrently, each bounded by `timeout` (an HTTP check by its
-/// own timeout when it has one).
+/// own timeout when it has one). `recorded` names Deployments of the failover record
+/// that are read by name as well, so a relabelled one is still seen (and fenced).
 pub async fn probe_primary(
     client: &kube::Client,
     group: &GroupConfig,
     http_client: &reqwest::Client,
     timeout: Duration,
+    recorded: &[String],
 ) -> PrimaryObservation {
     let ns = group.primary.namespace.as_str();
     let workloads = join_all(
@@ -42,13 +44,23 @@ pub async fn probe_primary(
             .iter()
             .map(|c| http::check(http_client, c, timeout)),
     );
-    let (api, workloads, checks) = tokio::join!(api::readyz(client, timeout), workloads, checks);
+    let by_name = workload::views_by_name(client, ns, recorded, timeout);
+    let (api, workloads, checks, by_name) =
+        tokio::join!(api::readyz(client, timeout), workloads, checks, by_name);
 
     let mut outcomes = Vec::with_capacity(workloads.len());
     let mut deployments = Some(Vec::new());
     for (w, probe) in group.workloads.iter().zip(workloads) {
         merge_views(&mut deployments, probe.views);
         outcomes.push((w.signal_name(), probe.outcome));
+    }
+    let mut absent = Vec::new();
+    match by_name {
+        Some((views, gone)) => {
+            merge_views(&mut deployments, Some(views));
+            absent = gone;
+        }
+        None => deployments = None,
     }
     PrimaryObservation {
         api,
@@ -60,6 +72,7 @@ pub async fn probe_primary(
             .zip(checks)
             .collect(),
         deployments,
+        absent,
     }
 }
 

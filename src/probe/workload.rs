@@ -7,7 +7,7 @@
 
 use super::{CallError, describe};
 use crate::config::WorkloadConfig;
-use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
+use crate::model::{DeploymentView, EPOCH_ANNOTATION, ProbeOutcome, ProbeReason};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -59,6 +59,33 @@ pub fn nothing_selected(namespace: &str, workload: &WorkloadConfig) -> String {
         (None, Some(sel)) => format!("no Deployment in {namespace} matches {sel}"),
         (None, None) => format!("no Deployment selected in {namespace}"),
     }
+}
+
+/// Reads Deployments by name (those the failover record names): their views, and the
+/// names the API says do not exist. `None` when any read failed or timed out: a partial
+/// answer would make the primary look fenced when it may not be.
+pub async fn views_by_name(
+    client: &kube::Client,
+    namespace: &str,
+    names: &[String],
+    timeout: Duration,
+) -> Option<(Vec<DeploymentView>, Vec<String>)> {
+    if names.is_empty() {
+        return Some((Vec::new(), Vec::new()));
+    }
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let reads = join_all(names.iter().map(|n| api.get_opt(n)));
+    let results = tokio::time::timeout(timeout, reads).await.ok()?;
+    let mut views = Vec::new();
+    let mut absent = Vec::new();
+    for (name, result) in names.iter().zip(results) {
+        match result.ok()? {
+            // Ready Pods do not matter for fencing; desired replicas do.
+            Some(d) => views.push(DeploymentFacts::of(&d).view(0)),
+            None => absent.push(name.clone()),
+        }
+    }
+    Some((views, absent))
 }
 
 /// Probes one workload of the primary: every selected Deployment exists, wants at
@@ -182,12 +209,7 @@ async fn inspect(
                 Some((err.reason(), format!("Pods of Deployment {name}: {err}"))),
             ),
         };
-        views.push(DeploymentView {
-            name: facts.name.clone(),
-            desired: facts.desired,
-            available: facts.available,
-            ready_pods,
-        });
+        views.push(facts.view(ready_pods));
         if failure.is_none() {
             failure = judged;
         }
@@ -232,6 +254,12 @@ pub struct DeploymentFacts {
     pub desired: i32,
     /// `status.availableReplicas`, 0 when unset.
     pub available: i32,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion`: the precondition of a scale write.
+    pub resource_version: Option<String>,
+    /// The promotion epoch annotation, when present and readable.
+    pub epoch: Option<u64>,
 }
 
 impl DeploymentFacts {
@@ -249,6 +277,26 @@ impl DeploymentFacts {
                 .as_ref()
                 .and_then(|s| s.available_replicas)
                 .unwrap_or(0),
+            uid: deployment.metadata.uid.clone(),
+            resource_version: deployment.metadata.resource_version.clone(),
+            epoch: deployment
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(EPOCH_ANNOTATION))
+                .and_then(|v| v.trim().parse().ok()),
+        }
+    }
+
+    /// The view the engine sees, given how many of its Pods are Ready.
+    pub fn view(&self, ready_pods: i32) -> DeploymentView {
+        DeploymentView {
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            desired: self.desired,
+            available: self.available,
+            ready_pods,
+            epoch: self.epoch,
         }
     }
 }
@@ -381,6 +429,9 @@ mod tests {
             name: "trigger".into(),
             desired,
             available,
+            uid: None,
+            resource_version: None,
+            epoch: None,
         }
     }
 
@@ -488,9 +539,22 @@ mod tests {
             DeploymentFacts {
                 name: "proxy".into(),
                 desired: 1,
-                available: 0
+                available: 0,
+                uid: None,
+                resource_version: None,
+                epoch: None,
             }
         );
+        let annotated: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "proxy", "uid": "u-1", "resourceVersion": "9",
+                         "annotations": {"kube-failover/epoch": "7"}},
+            "spec": {"replicas": 1, "selector": {}, "template": {}}
+        }))
+        .unwrap();
+        let facts = DeploymentFacts::of(&annotated);
+        assert_eq!(facts.epoch, Some(7));
+        assert_eq!(facts.view(1).uid.as_deref(), Some("u-1"));
+        assert_eq!(facts.resource_version.as_deref(), Some("9"));
     }
 
     #[test]
