@@ -466,7 +466,18 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         )
     );
     assert_eq!(prim.deployments, None, "unknown, not empty");
+    // A promotion recorded for this group, so the fence passes the record check and
+    // meets RBAC.
+    let fresh = Observation {
+        standby: StandbyObservation {
+            record: Ok(FailoverRecord::default()),
+            ..obs.standby.clone()
+        },
+        ..obs.clone()
+    };
+    elsewhere.record_name = Some("kube-failover-elsewhere".into());
     let fencing = Actuator::new(&elsewhere, p.clone(), s.clone(), IDENTITY.into());
+    fencing.execute(&promoting, &fresh).await.unwrap();
     let err = fencing.execute(&fence, &obs).await.unwrap_err();
     assert_eq!(err.reason(), "forbidden", "{err}");
     assert!(
@@ -511,13 +522,6 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert_eq!(stby.workloads.reason, ProbeReason::NotFound, "{stby:?}");
     missing.record_name = Some("kube-failover-missing".into());
     let promoting = Actuator::new(&missing, p.clone(), s.clone(), IDENTITY.into());
-    let fresh = Observation {
-        standby: StandbyObservation {
-            record: Ok(FailoverRecord::default()),
-            ..stby.clone()
-        },
-        ..obs.clone()
-    };
     promoting
         .execute(
             &Action::RecordPromoting {

@@ -387,7 +387,9 @@ impl Engine {
     }
 
     fn freeze(&mut self, now: Instant, code: ReasonCode) {
-        self.frozen_until = now.checked_add(self.settings.policy.freeze_for);
+        // Bounded so the sum cannot overflow: an overflow would read as "not frozen".
+        const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+        self.frozen_until = Some(now + self.settings.policy.freeze_for.min(LONGEST));
         self.freeze_reason = code;
         for s in &mut self.signals {
             s.forget_streak();

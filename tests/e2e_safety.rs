@@ -1,0 +1,279 @@
+//! End-to-end safety scenarios on real API servers: faults that only prove the watcher
+//! cannot tell (unknown) never promote, a lost record is restored and never read as a
+//! failback, and the cooldown holds across a failback and a restart.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube_failover_testbed::{Cluster, ClusterPair};
+use std::time::Duration;
+use support::*;
+
+const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
+
+fn fast() -> DaemonOpts {
+    DaemonOpts {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(400),
+        ..DaemonOpts::default()
+    }
+}
+
+async fn pair() -> ClusterPair {
+    ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair")
+}
+
+fn records(pair: &ClusterPair) -> Api<ConfigMap> {
+    Api::namespaced(pair.standby.client(), pair.standby.namespace())
+}
+
+async fn record_field(pair: &ClusterPair, key: &str) -> Option<String> {
+    let cm = records(pair)
+        .get_opt(&format!("kube-failover-{GROUP}"))
+        .await
+        .expect("read the record")?;
+    cm.data?.get(key).cloned()
+}
+
+async fn events_with_reason(cluster: &Cluster, reason: &str) -> usize {
+    let api: Api<Event> = Api::namespaced(cluster.client(), cluster.namespace());
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
+}
+
+/// Samples the daemon for `ticks` intervals and asserts nothing was promoted.
+async fn never_promotes(d: &Daemon, pair: &ClusterPair, how_long: Duration) {
+    let until = std::time::Instant::now() + how_long;
+    while std::time::Instant::now() < until {
+        assert_eq!(replicas(&pair.standby).await, 0, "standby scaled up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+    assert_eq!(record_field(pair, "phase").await, None, "no record written");
+}
+
+/// The daemon's RoleBinding in the primary is deleted while the group is healthy and the
+/// standby fit: every workload answer is a real 403. For 30 ticks: no promotion, state
+/// `primary_unobservable` with reason `primary_forbidden`, the metric and an Event say
+/// so; with the binding back, the group is `primary_active` again.
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_rbac_revoked_is_unobservable_never_down() {
+    let pair = pair().await;
+    let opts = fast();
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+
+    let rb: Api<RoleBinding> = Api::namespaced(pair.primary.client(), pair.primary.namespace());
+    let bindings = rb.list(&ListParams::default()).await.expect("list").items;
+    assert!(!bindings.is_empty());
+    for b in &bindings {
+        rb.delete(b.metadata.name.as_deref().unwrap(), &Default::default())
+            .await
+            .expect("delete rolebinding");
+    }
+    d.wait_state("primary_unobservable", Duration::from_secs(10))
+        .await;
+    never_promotes(&d, &pair, opts.interval * 30).await;
+    let g = d.group().await.expect("status");
+    assert_eq!(g.state, "primary_unobservable");
+    assert_eq!(
+        g.last_decision.reasons.first().map(String::as_str),
+        Some("primary_forbidden"),
+        "{g:#?}"
+    );
+    assert!(!g.primary_down, "unknown is not down");
+    let gauge = r#"kube_failover_group_state{group="env0",state="primary_unobservable"}"#;
+    assert_eq!(d.metric(gauge).await, Some(1.0));
+    assert_eq!(
+        events_with_reason(&pair.standby, "KubeFailoverPrimaryUnobservable").await,
+        1,
+        "one Event for the episode"
+    );
+
+    for b in bindings {
+        let fresh = RoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: b.metadata.name.clone(),
+                labels: b.metadata.labels.clone(),
+                ..Default::default()
+            },
+            ..b
+        };
+        rb.create(&PostParams::default(), &fresh)
+            .await
+            .expect("re-create rolebinding");
+    }
+    d.wait_state("primary_active", Duration::from_secs(15))
+        .await;
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+}
+
+/// A chart upgrade relabels the primary's trigger Deployment: the selector matches
+/// nothing while the API answers. That is unknown (`primary_workload_missing`), never a
+/// reason to promote.
+#[tokio::test(flavor = "multi_thread")]
+async fn relabelled_primary_deployment_never_promotes() {
+    let pair = pair().await;
+    let opts = fast();
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let api: Api<Deployment> = Api::namespaced(pair.primary.client(), pair.primary.namespace());
+    let relabel = serde_json::json!({"metadata": {"labels": {"env0": "agent-trigger-v2"}}});
+    api.patch(
+        &pair.primary.trigger_deployment(),
+        &PatchParams::default(),
+        &Patch::Merge(&relabel),
+    )
+    .await
+    .expect("relabel");
+    d.wait_state("primary_unobservable", Duration::from_secs(10))
+        .await;
+    never_promotes(&d, &pair, opts.interval * 30).await;
+    let g = d.group().await.expect("status");
+    assert!(
+        g.last_decision
+            .reasons
+            .contains(&"primary_workload_missing".to_string()),
+        "{g:#?}"
+    );
+}
+
+/// The record is deleted while the standby is active, then the old primary is scaled up
+/// by hand: no flip back, the record is written back with the same epoch (and
+/// `restored_at`), and the primary is fenced again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_record_is_restored_and_the_primary_fenced_again() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    pair.primary.start_apiserver().await.expect("start primary");
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced");
+    let names: Vec<String> = pair.primary.deployment_names().to_vec();
+    let recorded = record_field(&pair, "primary_deployments")
+        .await
+        .expect("recorded");
+    for n in &names {
+        assert!(recorded.contains(n.as_str()), "{recorded}");
+    }
+
+    records(&pair)
+        .delete(&format!("kube-failover-{GROUP}"), &Default::default())
+        .await
+        .expect("delete the record");
+    for n in &names {
+        pair.primary.scale(n, 1).await.expect("scale primary up");
+    }
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async { record_field(&pair, "restored_at").await.is_some() },
+    )
+    .await
+    .expect("record restored");
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(
+        record_field(&pair, "phase").await.as_deref(),
+        Some("promoted")
+    );
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced again");
+    assert_eq!(replicas(&pair.standby).await, 2, "the standby stays active");
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+    let restores = r#"kube_failover_record_restores_total{group="env0"}"#;
+    assert_eq!(d.metric(restores).await, Some(1.0));
+    assert!(events_with_reason(&pair.standby, "KubeFailoverRecordRestored").await >= 1);
+    let g = d.group().await.expect("status");
+    assert_eq!(g.state, "promoted");
+}
+
+/// A failback by hand, then the daemon restarts and the primary fails again inside the
+/// cooldown: the cooldown is read from the record's `failback_at`, so no promotion.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cooldown_holds_across_a_failback_and_a_restart() {
+    let pair = pair().await;
+    let opts = DaemonOpts {
+        cooldown: Duration::from_secs(300),
+        ..DaemonOpts::default()
+    };
+    let mut d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    pair.primary.start_apiserver().await.expect("start primary");
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced");
+
+    // Failback as the README describes it: standby to 0, record to primary, primary up.
+    for n in pair.standby.deployment_names() {
+        pair.standby.scale(&n, 0).await.expect("standby down");
+    }
+    records(&pair)
+        .patch(
+            &format!("kube-failover-{GROUP}"),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"phase": "primary"}})),
+        )
+        .await
+        .expect("record to primary");
+    for n in pair.primary.deployment_names() {
+        pair.primary.scale(&n, 1).await.expect("primary up");
+    }
+    d.wait_state("primary_active", Duration::from_secs(30))
+        .await;
+    wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { record_field(&pair, "failback_at_unix").await.is_some() },
+    )
+    .await
+    .expect("failback time recorded");
+
+    d.kill().await;
+    let d2 = Daemon::start_with_config(&d.config, d.admin, pair.primary.dir()).await;
+    d2.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    pair.primary
+        .stop_apiserver()
+        .await
+        .expect("stop primary again");
+    d2.wait_group("cooldown", Duration::from_secs(20), |g| {
+        g.last_decision.reasons.iter().any(|r| r == "cooldown")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(d2.metric(STARTED).await, Some(0.0));
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(replicas(&pair.standby).await, 0);
+}
