@@ -78,8 +78,16 @@ impl Fixture {
 
 /// Runs the binary with no `KUBE_FAILOVER…` variables from the test's own environment.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(None, args, env)
+}
+
+/// [`run`] in the working directory `dir`.
+fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     for (key, _) in std::env::vars() {
         if key.starts_with("KUBE_FAILOVER") || key == "RUST_LOG" {
             cmd.env_remove(key);
@@ -197,6 +205,16 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
             "daemon.probe_interval: invalid value",
         ),
         (
+            "interval above its bound",
+            GOOD.replace("\"2000ms\"", "\"2h\""),
+            "daemon.probe_interval: must be at most 1h (got 2h)",
+        ),
+        (
+            "cooldown above its bound",
+            GOOD.replace("failure_threshold = 3", "cooldown = \"90days\""),
+            "groups[env0].policy.cooldown: must be at most 30days",
+        ),
+        (
             "zero threshold",
             GOOD.replace("failure_threshold = 3", "failure_threshold = 0"),
             "groups[env0].policy.failure_threshold: must be at least 1",
@@ -263,6 +281,81 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
             "{what}: file not named in:\n{err}"
         );
         assert!(stdout(&out).is_empty(), "{what}: printed a configuration");
+    }
+}
+
+/// A file that is not a configuration (binary, huge, control bytes) or not valid gets a
+/// short message naming the file as given, with no raw control byte in it.
+#[test]
+fn check_config_quotes_bad_files_safely_naming_them_as_given() {
+    let f = Fixture::new();
+    let good = f.config(GOOD);
+    let good = std::fs::read_to_string(good).unwrap();
+    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let long_value = format!("[daemon]\nidentity = \"{}\"\n", "x".repeat(100_000));
+    let long_line = format!("[daemon]\nprobe_interval = 5{}\n", " 5".repeat(50_000));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("binary garbage", garbage, ": is not UTF-8 text (byte 0x"),
+        (
+            "a 100 KB line",
+            long_line.into_bytes(),
+            ": not valid TOML at line 2, column 18: ",
+        ),
+        (
+            "a 100 KB value",
+            format!("{long_value}{}", &good[good.find("[[groups]]").unwrap()..]).into_bytes(),
+            "daemon.identity: must be at most 128 characters (got 100000)",
+        ),
+        (
+            "a NUL byte",
+            b"[daemon]\nmode = \"auto\0\"\n".to_vec(),
+            "mode = \"auto\\0\"",
+        ),
+        (
+            "an escape sequence in a value",
+            good.replace("[daemon]", "[daemon]\nmode = \"\\u001b[2J\"")
+                .into_bytes(),
+            "daemon.mode: unknown value \"\\u{1b}[2J\": use one of \"observe\", \"auto\"",
+        ),
+        (
+            "an unknown mode",
+            good.replace("[daemon]", "[daemon]\nmode = \"yolo\"")
+                .into_bytes(),
+            "daemon.mode: unknown value \"yolo\": use one of \"observe\", \"auto\"",
+        ),
+        (
+            "an unknown log format",
+            good.replace("[daemon]", "[daemon]\nlog_format = \"xml\"")
+                .into_bytes(),
+            "daemon.log_format: unknown value \"xml\": use one of \"text\", \"json\"",
+        ),
+    ];
+    let sub = f.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    for (what, bytes, expected) in cases {
+        std::fs::write(f.dir.path().join("case.toml"), &bytes).unwrap();
+        let absolute = f.dir.path().join("case.toml").display().to_string();
+        // As given: absolute, relative, and relative through a parent directory.
+        for (dir, given) in [
+            (None, absolute.as_str()),
+            (Some(f.dir.path()), "case.toml"),
+            (Some(sub.as_path()), "../case.toml"),
+        ] {
+            let out = run_in(dir, &["check-config", "--config", given], &[]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert!(
+                err.starts_with(&format!("kube-failover: {given}: ")),
+                "{what}: path not as given ({given}) in:\n{err}"
+            );
+            assert!(err.contains(expected), "{what}: {expected:?} in:\n{err}");
+            assert!(
+                !out.stderr.iter().any(|&b| b < 0x20 && b != b'\n'),
+                "{what}: control byte in:\n{err:?}"
+            );
+            assert!(err.len() < 1000, "{what}: {} bytes:\n{err}", err.len());
+            assert!(stdout(&out).is_empty(), "{what}: printed a configuration");
+        }
     }
 }
 
