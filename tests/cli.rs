@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-failover");
@@ -498,4 +498,116 @@ fn status_with_an_error_answer_exits_1() {
     let out = run(&["status", "--addr", &addr], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+/// A loopback port with nothing listening on it (it was free a moment ago).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the daemon with its log going to a pipe, against two clusters whose API ports
+/// are closed, until a state change was logged and two more ticks passed; returns the
+/// log.
+fn daemon_log_against_closed_ports(env: &[(&str, &str)]) -> Vec<u8> {
+    let f = Fixture::new();
+    let kubeconfig = KUBECONFIG
+        .replace("6443", &closed_port().to_string())
+        .replace("7443", &closed_port().to_string());
+    std::fs::write(f.dir.path().join("clusters.kubeconfig"), kubeconfig).unwrap();
+    let config = f.config(
+        &GOOD
+            .replace("\"2000ms\"", "\"300ms\"")
+            .replace(
+                "probe_timeout = \"1s\"",
+                &format!(
+                    "probe_timeout = \"200ms\"\nmode = \"observe\"\nlisten = \"127.0.0.1:{}\"",
+                    closed_port()
+                ),
+            )
+            .replace("failure_threshold = 3", "failure_threshold = 1"),
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", config.to_str().unwrap()]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KUBE_FAILOVER") || key == "RUST_LOG" || key == "NO_COLOR" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut changed_at = None;
+    while std::time::Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            log.extend(chunk);
+        }
+        if changed_at.is_none() && String::from_utf8_lossy(&log).contains("state changed") {
+            changed_at = Some(std::time::Instant::now());
+        }
+        if changed_at.is_some_and(|at| at.elapsed() > Duration::from_millis(700)) {
+            break;
+        }
+    }
+    // SIGTERM, as systemd or the kubelet would stop it.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait for the daemon");
+    reader.join().unwrap();
+    log.extend(rx.try_iter().flatten());
+    assert!(
+        changed_at.is_some(),
+        "no state change logged within 30 s:\n{}",
+        String::from_utf8_lossy(&log)
+    );
+    assert_eq!(status.code(), Some(0), "{}", String::from_utf8_lossy(&log));
+    log
+}
+
+/// A log written to a pipe has no colour codes, and the kube client's own per-request
+/// error lines (several per tick during an outage, naming no cluster) stay out, while
+/// the daemon's lines are there.
+#[test]
+fn daemon_log_to_a_pipe_is_plain_and_not_flooded() {
+    let log = daemon_log_against_closed_ports(&[]);
+    let text = String::from_utf8_lossy(&log);
+    assert!(!log.contains(&0x1b), "escape code in:\n{text:?}");
+    assert!(!text.contains("failed with error"), "{text}");
+    for own in [
+        " INFO kube_failover: starting",
+        "kube-failover started",
+        "state changed",
+        "group=\"env0\"",
+    ] {
+        assert!(text.contains(own), "{own:?} missing in:\n{text}");
+    }
+}
+
+/// `RUST_LOG` naming `kube_client` brings the kube client's lines back.
+#[test]
+fn rust_log_can_enable_the_kube_client_lines() {
+    let log = daemon_log_against_closed_ports(&[("RUST_LOG", "info,kube_client=error")]);
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("failed with error"), "{text}");
+    assert!(!log.contains(&0x1b), "escape code in:\n{text:?}");
 }
