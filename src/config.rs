@@ -18,7 +18,7 @@ pub struct Config {
 
 /// Whether the daemon may write to the clusters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Mode {
     /// Decide and report, never write.
     Observe,
@@ -27,6 +27,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order the documentation lists them.
+    pub const ALL: [Mode; 2] = [Mode::Observe, Mode::Auto];
+
     /// The config and label value: `observe` or `auto`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,14 +39,59 @@ impl Mode {
     }
 }
 
+impl TryFrom<String> for Mode {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        choose(&value, &Mode::ALL, |m| m.as_str())
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line, fields flattened.
     Json,
+}
+
+impl LogFormat {
+    /// Every format, in the order the documentation lists them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The config value: `text` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        choose(&value, &LogFormat::ALL, |f| f.as_str())
+    }
+}
+
+/// The choice among `all` whose name is `value`, or a message listing the valid names.
+/// (The config crate's own message for an unknown enum value lists none.)
+fn choose<T: Copy>(value: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|c| name(*c) == value)
+        .ok_or_else(|| {
+            let valid: Vec<String> = all.iter().map(|c| format!("\"{}\"", name(*c))).collect();
+            format!(
+                "unknown value {}: use one of {}",
+                shown(value),
+                valid.join(", ")
+            )
+        })
 }
 
 /// `[daemon]`: process-wide settings.
@@ -234,6 +282,27 @@ impl HttpCheckConfig {
 // Loading
 // ---------------------------------------------------------------------------------------
 
+// Upper bounds of the configured durations. Above them a value is a slip of the unit
+// (`5h` for `5s`) rather than a choice, and they keep every deadline computed from a
+// duration (`now + freeze_for`) far from the end of the clock.
+
+/// Upper bound of `daemon.probe_interval`, `daemon.probe_timeout` and HTTP check timeouts.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Upper bound of `daemon.shutdown_timeout`.
+pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Upper bound of `policy.cooldown`.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// Upper bound of `policy.startup_grace`.
+pub const MAX_STARTUP_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Upper bound of `policy.promotion_timeout`.
+pub const MAX_PROMOTION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Upper bound of `policy.freeze_for`.
+pub const MAX_FREEZE_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Upper bound of `daemon.identity`, in characters: the length Kubernetes allows for an
+/// Event's `reportingInstance`.
+pub const MAX_IDENTITY_CHARS: usize = 128;
+
 /// Prefix of environment overrides: `KUBE_FAILOVER__DAEMON__MODE=observe`.
 pub const ENV_PREFIX: &str = "KUBE_FAILOVER";
 
@@ -245,13 +314,13 @@ pub const ENV_SEPARATOR: &str = "__";
 /// example `groups[env0].policy.failure_threshold`) or the file it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or is not TOML.
-    #[error("{}: cannot load the configuration: {source}", .file.display())]
+    /// The file could not be read, is not text, or is not TOML.
+    #[error("{}: {message}", shown_path(.file))]
     File {
-        /// The configuration file.
+        /// The configuration file, as given.
         file: PathBuf,
-        #[source]
-        source: Box<config::ConfigError>,
+        /// What is wrong with it; quotes from the file are escaped and cut.
+        message: String,
     },
     /// A `KUBE_FAILOVER__…` variable does not name a place in the configuration.
     #[error("environment variable {var}: {message}")]
@@ -263,7 +332,7 @@ pub enum ConfigError {
     },
     /// A value could not be read into its typed field: unknown key, wrong type, malformed
     /// duration, missing required key.
-    #[error("{}: {key}{}: {message}", .file.display(), env_note(.env_var))]
+    #[error("{}: {key}{}: {message}", shown_path(.file), env_note(.env_var))]
     Value {
         /// The configuration file.
         file: PathBuf,
@@ -319,8 +388,13 @@ fn env_note(var: &Option<String>) -> String {
 
 fn file_prefix(file: &Option<PathBuf>) -> String {
     file.as_ref()
-        .map(|f| format!("{}: ", f.display()))
+        .map(|f| format!("{}: ", shown_path(f)))
         .unwrap_or_default()
+}
+
+/// The path as the user gave it, control characters escaped.
+fn shown_path(path: &Path) -> String {
+    printable(&path.to_string_lossy(), usize::MAX)
 }
 
 fn list_problems(problems: &[Problem]) -> String {
@@ -387,15 +461,26 @@ impl Config {
 fn load_from(path: &Path, env: Option<config::Map<String, String>>) -> Result<Config, ConfigError> {
     use config::Source;
 
-    let file_error = |source| ConfigError::File {
+    let text = read_text(path)?;
+    // The config crate would parse the file too, but its message quotes the offending
+    // line raw (control bytes, kilobytes of it) and names the file by a path relative to
+    // the working directory rather than as given. Parse errors are reported from here.
+    if let Err(err) = toml::from_str::<toml::Table>(&text) {
+        return Err(ConfigError::File {
+            file: path.to_path_buf(),
+            message: toml_error_message(&text, &err),
+        });
+    }
+    let file_error = |source: config::ConfigError| ConfigError::File {
         file: path.to_path_buf(),
-        source: Box::new(source),
+        message: format!(
+            "cannot load the configuration: {}",
+            printable(&source.to_string(), MAX_MESSAGE_CHARS)
+        ),
     };
-    let file_source = || {
-        config::File::from(path)
-            .format(config::FileFormat::Toml)
-            .required(true)
-    };
+    // From the text read above, so that the file is read once and only at `path` (a file
+    // source would also try `<path>.toml` when `path` does not exist).
+    let file_source = || config::File::from_str(&text, config::FileFormat::Toml);
     // The file alone, to check override paths against its shape (see below).
     let file_only = config::Config::builder()
         .add_source(file_source())
@@ -453,6 +538,195 @@ fn load_from(path: &Path, env: Option<config::Map<String, String>>) -> Result<Co
             source: Box::new(source),
         }
     })
+}
+
+/// Configuration files larger than this are refused: a configuration is a few KiB, so a
+/// bigger file is the wrong file (a log, a binary, a device).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Longest piece of the user's text (a value, a key, a line of the file) that a message
+/// quotes; the rest is cut, and the message says so.
+const MAX_QUOTE_CHARS: usize = 60;
+
+/// Longest message built from someone else's text (a parser's, a library's).
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// Reads the configuration file as UTF-8 text, refusing directories, files larger than
+/// [`MAX_FILE_BYTES`] and bytes that are not UTF-8, each with a message naming the file.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+
+    let fail = |message: String| ConfigError::File {
+        file: path.to_path_buf(),
+        message,
+    };
+    let cannot_read = |err: std::io::Error| fail(format!("cannot read the configuration: {err}"));
+    if std::fs::metadata(path).map_err(cannot_read)?.is_dir() {
+        return Err(fail("is a directory, not a configuration file".to_string()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!(
+            "is larger than {} MiB: not a configuration file (is it the right path?)",
+            MAX_FILE_BYTES / (1024 * 1024)
+        )));
+    }
+    // A UTF-8 byte order mark is allowed, as editors on some systems write one.
+    let bytes = bytes
+        .strip_prefix(b"\xef\xbb\xbf")
+        .map(<[u8]>::to_vec)
+        .unwrap_or(bytes);
+    String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        let byte = err.as_bytes()[at];
+        let valid = String::from_utf8_lossy(&err.as_bytes()[..at]);
+        let (line, column) = line_and_column(&valid, valid.len());
+        fail(format!(
+            "is not UTF-8 text (byte 0x{byte:02x} at line {line}, column {column}): not a \
+             configuration file (is it the right path?)"
+        ))
+    })
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_and_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..floor_char_boundary(text, at)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// A TOML syntax error as `not valid TOML at line L, column C: <what>`, followed by the
+/// line (escaped, and cut around the column when long) and a caret under the column.
+fn toml_error_message(text: &str, err: &toml::de::Error) -> String {
+    let what = printable(err.message().trim(), MAX_MESSAGE_CHARS).replace('\n', " ");
+    let Some(span) = err.span() else {
+        return format!("not valid TOML: {what}");
+    };
+    let at = floor_char_boundary(text, span.start);
+    let (line, column) = line_and_column(text, at);
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line_text = text[line_start..line_end]
+        .strip_suffix('\r')
+        .unwrap_or(&text[line_start..line_end]);
+    let (excerpt, caret) = excerpt(line_text, column - 1);
+    let number = line.to_string();
+    let pad = " ".repeat(number.len());
+    format!(
+        "not valid TOML at line {line}, column {column}: {what}\n  {number} | {excerpt}\n  {pad} | {}^",
+        " ".repeat(caret)
+    )
+}
+
+/// Up to [`MAX_QUOTE_CHARS`] characters of `line` around character `column` (0-based),
+/// escaped, with `…` where the line was cut; and the caret's offset in the excerpt.
+fn excerpt(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let column = column.min(chars.len());
+    let start = column
+        .saturating_sub(MAX_QUOTE_CHARS / 2)
+        .min(chars.len().saturating_sub(MAX_QUOTE_CHARS));
+    let end = (start + MAX_QUOTE_CHARS).min(chars.len());
+    let mut out = String::new();
+    let mut caret = 0;
+    if start > 0 {
+        out.push('…');
+    }
+    for (i, c) in chars[start..end].iter().enumerate() {
+        if start + i == column {
+            caret = out.chars().count();
+        }
+        push_printable(&mut out, *c);
+    }
+    if column >= end {
+        caret = out.chars().count();
+    }
+    if end < chars.len() {
+        out.push_str(&cut_note(chars.len()));
+    }
+    (out, caret)
+}
+
+/// `text` with control and other invisible characters escaped as Rust does (`\0`,
+/// `\u{1b}`, `\n`), and, past `max` characters, cut with a note saying so.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            out.push_str(&cut_note(text.chars().count()));
+            break;
+        }
+        push_printable(&mut out, c);
+    }
+    out
+}
+
+fn push_printable(out: &mut String, c: char) {
+    match c {
+        // Readable as they are; escape_debug would add a backslash.
+        '"' | '\'' | '\\' => out.push(c),
+        _ => out.extend(c.escape_debug()),
+    }
+}
+
+/// What follows a quote that was cut.
+fn cut_note(total_chars: usize) -> String {
+    format!("… (cut, {total_chars} characters in all)")
+}
+
+/// A value from the user's file, quoted for a message: escaped like `{:?}` and cut.
+fn shown(value: &str) -> String {
+    let cut = value.chars().count() > MAX_QUOTE_CHARS;
+    let head: String = value.chars().take(MAX_QUOTE_CHARS).collect();
+    let mut out = format!("{head:?}");
+    if cut {
+        out.push_str(&cut_note(value.chars().count()));
+    }
+    out
+}
+
+/// A library's message about the user's text: control characters escaped everywhere,
+/// each `backticked` quote cut to [`MAX_QUOTE_CHARS`] (serde quotes unknown keys and
+/// values that way, and lists the valid ones after them), and the whole bounded.
+fn tame_message(message: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        let quoted = i % 2 == 1;
+        out.push_str(&printable(
+            part,
+            if quoted {
+                MAX_QUOTE_CHARS
+            } else {
+                MAX_MESSAGE_CHARS
+            },
+        ));
+    }
+    cut(&out, 2 * MAX_MESSAGE_CHARS)
+}
+
+/// `text` cut after `max` characters, with a note; no escaping.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… (cut)", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// `daemon.probe_interval` → `KUBE_FAILOVER__DAEMON__PROBE_INTERVAL`.
@@ -548,11 +822,14 @@ fn key_path(path: &serde_path_to_error::Path, names: &[Option<String>]) -> (Stri
                 expr.push_str(&format!("[{index}]"));
             }
             Segment::Map { key: k } => {
-                for s in [&mut key, &mut expr] {
+                for (s, k) in [
+                    (&mut key, printable(k, MAX_QUOTE_CHARS)),
+                    (&mut expr, k.clone()),
+                ] {
                     if !s.is_empty() {
                         s.push('.');
                     }
-                    s.push_str(k);
+                    s.push_str(&k);
                 }
             }
             Segment::Enum { .. } => {}
@@ -586,6 +863,7 @@ fn value_message(err: &config::ConfigError) -> String {
         }
         other => other.to_string(),
     };
+    let message = tame_message(&message);
     if message.ends_with("expected a duration") {
         format!("{message} such as `500ms`, `3s`, `10m` or `1h 30m`")
     } else {
@@ -626,8 +904,15 @@ impl Config {
         if d.probe_interval.is_zero() {
             p.add("daemon.probe_interval", "must be greater than 0");
         }
+        p.at_most(
+            "daemon.probe_interval",
+            d.probe_interval,
+            MAX_PROBE_INTERVAL,
+        );
         if d.probe_timeout.is_zero() {
             p.add("daemon.probe_timeout", "must be greater than 0");
+        } else if d.probe_timeout > MAX_PROBE_INTERVAL {
+            p.at_most("daemon.probe_timeout", d.probe_timeout, MAX_PROBE_INTERVAL);
         } else if d.probe_timeout >= d.probe_interval {
             p.add(
                 "daemon.probe_timeout",
@@ -638,11 +923,36 @@ impl Config {
                 ),
             );
         }
-        if d.identity.as_deref().is_some_and(|i| i.trim().is_empty()) {
-            p.add(
-                "daemon.identity",
-                "must not be empty (leave it out to use the host name)",
-            );
+        p.at_most(
+            "daemon.shutdown_timeout",
+            d.shutdown_timeout,
+            MAX_SHUTDOWN_TIMEOUT,
+        );
+        if let Some(identity) = d.identity.as_deref() {
+            if identity.trim().is_empty() {
+                p.add(
+                    "daemon.identity",
+                    "must not be empty (leave it out to use the host name)",
+                );
+            } else if identity.chars().count() > MAX_IDENTITY_CHARS {
+                p.add(
+                    "daemon.identity",
+                    format!(
+                        "must be at most {MAX_IDENTITY_CHARS} characters (got {}): it names \
+                         this daemon in Kubernetes Events",
+                        identity.chars().count()
+                    ),
+                );
+            } else if identity.chars().any(char::is_control) {
+                p.add(
+                    "daemon.identity",
+                    format!(
+                        "{} contains control characters: it is written into logs, the \
+                         record and Events",
+                        shown(identity)
+                    ),
+                );
+            }
         }
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
@@ -655,17 +965,20 @@ impl Config {
                 p.add(
                     format!("{g}.name"),
                     format!(
-                        "{:?} is not a DNS label (lower-case letters, digits and '-', starting and \
+                        "{} is not a DNS label (lower-case letters, digits and '-', starting and \
                          ending with a letter or digit, at most 63 characters): it names the \
                          ConfigMap kube-failover-<name> and metric labels",
-                        group.name
+                        shown(&group.name)
                     ),
                 );
             }
             if let Some(j) = self.groups[..i].iter().position(|o| o.name == group.name) {
                 p.add(
                     format!("{g}.name"),
-                    format!("duplicate group name {:?} (also groups[{j}])", group.name),
+                    format!(
+                        "duplicate group name {} (also groups[{j}])",
+                        shown(&group.name)
+                    ),
                 );
             }
             self.group_problems(group, g, &mut p);
@@ -679,8 +992,8 @@ impl Config {
                 p.add(
                     format!("{}.record_name", labels[i]),
                     format!(
-                        "record {:?} in the same standby namespace as {} (each group needs its own)",
-                        group.record_name(),
+                        "record {} in the same standby namespace as {} (each group needs its own)",
+                        shown(&group.record_name()),
                         labels[j]
                     ),
                 );
@@ -695,8 +1008,8 @@ impl Config {
                 p.add(
                     format!("{g}.{role}.namespace"),
                     format!(
-                        "{:?} is not a valid namespace name (a DNS label)",
-                        cluster.namespace
+                        "{} is not a valid namespace name (a DNS label)",
+                        shown(&cluster.namespace)
                     ),
                 );
             }
@@ -728,7 +1041,10 @@ impl Config {
         {
             p.add(
                 format!("{g}.record_name"),
-                format!("{record:?} is not a valid ConfigMap name (a DNS subdomain)"),
+                format!(
+                    "{} is not a valid ConfigMap name (a DNS subdomain)",
+                    shown(record)
+                ),
             );
         }
 
@@ -747,13 +1063,16 @@ impl Config {
                 (None, None) => p.add(&key, "set exactly one of `name` and `selector`"),
                 (Some(name), None) if !is_dns_subdomain(name) => p.add(
                     format!("{key}.name"),
-                    format!("{name:?} is not a valid Deployment name (a DNS subdomain)"),
+                    format!(
+                        "{} is not a valid Deployment name (a DNS subdomain)",
+                        shown(name)
+                    ),
                 ),
                 (None, Some(selector)) => {
                     if let Err(why) = check_label_selector(selector) {
                         p.add(
                             format!("{key}.selector"),
-                            format!("{selector:?} is not a label selector: {why}"),
+                            format!("{} is not a label selector: {why}", shown(selector)),
                         );
                     }
                 }
@@ -785,13 +1104,16 @@ impl Config {
                 p.add(
                     format!("{key}.name"),
                     format!(
-                        "duplicate check name {:?} (also {g}.http_checks[{j}])",
-                        check.name
+                        "duplicate check name {} (also {g}.http_checks[{j}])",
+                        shown(&check.name)
                     ),
                 );
             }
             if let Err(why) = check_url(&check.url) {
-                p.add(format!("{key}.url"), format!("{:?}: {why}", check.url));
+                p.add(
+                    format!("{key}.url"),
+                    format!("{}: {why}", shown(&check.url)),
+                );
             }
             if !(100..=599).contains(&check.expected_status) {
                 p.add(
@@ -805,6 +1127,8 @@ impl Config {
             if let Some(timeout) = check.timeout {
                 if timeout.is_zero() {
                     p.add(format!("{key}.timeout"), "must be greater than 0");
+                } else if timeout > MAX_PROBE_INTERVAL {
+                    p.at_most(format!("{key}.timeout"), timeout, MAX_PROBE_INTERVAL);
                 } else if timeout >= interval {
                     p.add(
                         format!("{key}.timeout"),
@@ -847,15 +1171,25 @@ impl Config {
                 ),
             );
         }
-        for (name, value) in [
-            ("cooldown", policy.cooldown),
-            ("promotion_timeout", policy.promotion_timeout),
-            ("freeze_for", policy.freeze_for),
+        for (name, value, max) in [
+            ("cooldown", policy.cooldown, MAX_COOLDOWN),
+            (
+                "promotion_timeout",
+                policy.promotion_timeout,
+                MAX_PROMOTION_TIMEOUT,
+            ),
+            ("freeze_for", policy.freeze_for, MAX_FREEZE_FOR),
         ] {
             if value.is_zero() {
                 p.add(format!("{pk}.{name}"), "must be greater than 0");
             }
+            p.at_most(format!("{pk}.{name}"), value, max);
         }
+        p.at_most(
+            format!("{pk}.startup_grace"),
+            policy.startup_grace,
+            MAX_STARTUP_GRACE,
+        );
     }
 
     /// Reads each kubeconfig and checks its context; `known` are the offline problems,
@@ -917,10 +1251,25 @@ fn into_result(problems: Vec<Problem>) -> Result<(), ConfigError> {
 struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// Adds a problem when `value` is above `max`.
+    fn at_most(&mut self, key: impl Into<String>, value: Duration, max: Duration) {
+        if value > max {
+            self.add(
+                key,
+                format!(
+                    "must be at most {} (got {})",
+                    fmt_duration(max),
+                    fmt_duration(value)
+                ),
+            );
+        }
+    }
+
+    /// Adds a problem; the message is bounded (it may quote the user's text).
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
-            message: message.into(),
+            message: printable(&message.into(), MAX_MESSAGE_CHARS),
         });
     }
 }
@@ -975,8 +1324,8 @@ fn check_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not an absolute URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
-            "scheme must be http or https, not {:?}",
-            parsed.scheme()
+            "scheme must be http or https, not {}",
+            shown(parsed.scheme())
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -1039,20 +1388,30 @@ fn check_requirement(req: &str) -> Result<(), String> {
         .strip_prefix("notin")
         .or_else(|| rest.strip_prefix("in"))
         .map(str::trim_start)
-        .ok_or_else(|| format!("expected =, ==, !=, in or notin after {key:?}, found {rest:?}"))?;
+        .ok_or_else(|| {
+            format!(
+                "expected =, ==, !=, in or notin after {}, found {}",
+                shown(key),
+                shown(rest)
+            )
+        })?;
     let inner = values
         .strip_prefix('(')
         .and_then(|v| v.strip_suffix(')'))
         .ok_or_else(|| {
-            format!("expected a parenthesised value list after {key:?}, found {values:?}")
+            format!(
+                "expected a parenthesised value list after {}, found {}",
+                shown(key),
+                shown(values)
+            )
         })?;
     if inner.trim().is_empty() {
-        return Err(format!("empty value list for {key:?}"));
+        return Err(format!("empty value list for {}", shown(key)));
     }
     inner.split(',').try_for_each(|v| {
         let v = v.trim();
         if v.is_empty() {
-            Err(format!("empty value in the list for {key:?}"))
+            Err(format!("empty value in the list for {}", shown(key)))
         } else {
             check_label_value(v)
         }
@@ -1065,7 +1424,8 @@ fn check_label_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => {
             if !is_dns_subdomain(prefix) {
                 return Err(format!(
-                    "label key prefix {prefix:?} is not a DNS subdomain"
+                    "label key prefix {} is not a DNS subdomain",
+                    shown(prefix)
                 ));
             }
             name
@@ -1073,12 +1433,13 @@ fn check_label_key(key: &str) -> Result<(), String> {
         None => key,
     };
     if name.is_empty() {
-        return Err(format!("missing label key in {key:?}"));
+        return Err(format!("missing label key in {}", shown(key)));
     }
     if !is_label_name(name) {
         return Err(format!(
-            "invalid label key {key:?} (letters, digits, '-', '_', '.', starting and ending \
-             with a letter or digit, at most 63 characters)"
+            "invalid label key {} (letters, digits, '-', '_', '.', starting and ending \
+             with a letter or digit, at most 63 characters)",
+            shown(key)
         ));
     }
     Ok(())
@@ -1089,8 +1450,9 @@ fn check_label_value(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid label value {value:?} (letters, digits, '-', '_', '.', starting and ending \
-             with a letter or digit, at most 63 characters)"
+            "invalid label value {} (letters, digits, '-', '_', '.', starting and ending \
+             with a letter or digit, at most 63 characters)",
+            shown(value)
         ))
     }
 }
@@ -1427,7 +1789,202 @@ users:
         assert!(err.starts_with(&absent.display().to_string()), "{err}");
         let err = load_error(&f, "[daemon\nprobe_interval = 1");
         let file = f.dir.path().join("config.toml").display().to_string();
-        assert!(err.starts_with(&format!("{file}: cannot load")), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "{file}: not valid TOML at line 1, column 8: unclosed table, expected `]`\n  \
+                 1 | [daemon\n    |        ^"
+            )
+        );
+    }
+
+    /// Writes raw bytes as the config file and returns the load error's message.
+    fn bytes_error(f: &Fixture, bytes: &[u8]) -> String {
+        let path = f.dir.path().join("config.toml");
+        std::fs::write(&path, bytes).expect("write config");
+        Config::load(&path).expect_err("must not load").to_string()
+    }
+
+    /// Every character of a message is printable: no control byte reaches a terminal.
+    #[track_caller]
+    fn assert_printable(message: &str) {
+        assert!(
+            message.chars().all(|c| c == '\n' || !c.is_control()),
+            "control character in {message:?}"
+        );
+    }
+
+    #[test]
+    fn binary_file_is_refused_without_echoing_it() {
+        let f = Fixture::new();
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let err = bytes_error(&f, &garbage);
+        assert!(err.contains(": is not UTF-8 text (byte 0x"), "{err}");
+        assert!(err.contains("not a configuration file"), "{err}");
+        assert_printable(&err);
+        assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn control_bytes_in_a_toml_error_are_escaped() {
+        let f = Fixture::new();
+        let err = bytes_error(&f, b"[daemon]\nmode = \"a\0b\x1b[31m\"\n");
+        assert!(
+            err.contains("not valid TOML at line 2, column 10: "),
+            "{err}"
+        );
+        assert!(err.contains("\n  2 | mode = \"a\\0b"), "{err}");
+        assert!(err.ends_with("\n    |          ^"), "{err}");
+        assert_printable(&err);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_error() {
+        let f = Fixture::new();
+        let mut text = "x".repeat(100_000);
+        text.push_str(" = ");
+        let err = bytes_error(&f, text.as_bytes());
+        assert!(
+            err.contains("not valid TOML at line 1, column 100004: "),
+            "{err}"
+        );
+        let excerpt = err.lines().nth(1).expect("excerpt line");
+        assert!(excerpt.starts_with("  1 | …x"), "{err}");
+        assert!(excerpt.len() < 120, "{err}");
+        // The caret sits under the column, just past the end of the line.
+        let caret = err.lines().nth(2).expect("caret line");
+        assert_eq!(
+            caret.chars().count(),
+            excerpt.chars().count() + 1,
+            "{excerpt}\n{caret}"
+        );
+
+        let text = format!("[daemon]\nprobe_interval = 5{}\n", " y".repeat(50_000));
+        let err = bytes_error(&f, text.as_bytes());
+        assert!(
+            err.contains("not valid TOML at line 2, column 18: "),
+            "{err}"
+        );
+        let excerpt = err.lines().nth(1).expect("excerpt line");
+        assert!(
+            excerpt.starts_with("  2 | probe_interval = 5 y y")
+                && excerpt.ends_with(" y… (cut, 100018 characters in all)"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(&format!("\n    | {}^", " ".repeat(17))),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn oversized_file_and_directory_are_refused() {
+        let f = Fixture::new();
+        let big = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+        let err = bytes_error(&f, &big);
+        assert!(
+            err.ends_with(
+                ": is larger than 1 MiB: not a configuration file (is it the right path?)"
+            ),
+            "{err}"
+        );
+        let err = Config::load(f.dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: is a directory, not a configuration file",
+                f.dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let f = Fixture::new();
+        let path = f.file(GOOD);
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend(std::fs::read(&path).unwrap());
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(Config::load(&path).expect("loads"), f.good());
+    }
+
+    #[test]
+    fn unknown_enum_values_list_the_valid_ones() {
+        let f = Fixture::new();
+        let err = load_error(&f, &GOOD.replace("[daemon]", "[daemon]\nmode = \"yolo\""));
+        assert!(
+            err.ends_with(
+                ": daemon.mode: unknown value \"yolo\": use one of \"observe\", \"auto\""
+            ),
+            "{err}"
+        );
+        let err = load_error(
+            &f,
+            &GOOD.replace("[daemon]", "[daemon]\nlog_format = \"xml\""),
+        );
+        assert!(
+            err.ends_with(
+                ": daemon.log_format: unknown value \"xml\": use one of \"text\", \"json\""
+            ),
+            "{err}"
+        );
+        let err = f
+            .load_env(GOOD, &[("KUBE_FAILOVER__DAEMON__MODE", "\u{1b}[2J")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                ": daemon.mode (set by environment variable KUBE_FAILOVER__DAEMON__MODE): \
+                 unknown value \"\\u{1b}[2J\": use one of \"observe\", \"auto\""
+            ),
+            "{err}"
+        );
+        let cfg = f
+            .load(&GOOD.replace(
+                "[daemon]",
+                "[daemon]\nmode = \"observe\"\nlog_format = \"json\"",
+            ))
+            .expect("valid values load");
+        assert_eq!(cfg.daemon.mode, Mode::Observe);
+        assert_eq!(cfg.daemon.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn long_or_unprintable_keys_and_values_are_escaped_and_cut() {
+        let f = Fixture::new();
+        let key = "k\\u001b".repeat(10_000);
+        let err = load_error(
+            &f,
+            &GOOD.replace("[daemon]", &format!("[daemon]\n\"{key}\" = 1")),
+        );
+        assert!(err.contains(": daemon.k\\u{1b}k"), "{err}");
+        assert!(err.contains("(cut, 20000 characters in all)"), "{err}");
+        assert!(err.contains("expected one of `probe_interval`"), "{err}");
+        assert!(err.len() < 2000, "{}", err.len());
+        assert_printable(&err);
+
+        let mut cfg = f.good();
+        cfg.groups[0].name = format!("{}\u{7}", "n".repeat(100_000));
+        let msg = only_problem(&cfg, "groups[0].name");
+        assert!(
+            msg.starts_with(&format!(
+                "\"{}\"… (cut, 100001 characters in all) is not a DNS label",
+                "n".repeat(60)
+            )),
+            "{msg}"
+        );
+        assert!(msg.ends_with("metric labels"), "{msg}");
+    }
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(
+            printable("a\0b\u{1b}c\u{202e}\"'\\é", 100),
+            "a\\0b\\u{1b}c\\u{202e}\"'\\é"
+        );
+        assert_eq!(printable("abcdef", 3), "abc… (cut, 6 characters in all)");
+        assert_eq!(printable("abc", 3), "abc");
     }
 
     #[test]
@@ -1531,6 +2088,100 @@ users:
                 .any(|p| p.starts_with("daemon.probe_interval: must be greater than 0")),
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn identity_is_short_and_printable() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        cfg.daemon.identity = Some("w".repeat(MAX_IDENTITY_CHARS));
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.daemon.identity = Some("w".repeat(MAX_IDENTITY_CHARS + 1));
+        let msg = only_problem(&cfg, "daemon.identity");
+        assert!(
+            msg.starts_with("must be at most 128 characters (got 129)"),
+            "{msg}"
+        );
+        cfg.daemon.identity = Some("watcher\n1".into());
+        let msg = only_problem(&cfg, "daemon.identity");
+        assert!(
+            msg.starts_with("\"watcher\\n1\" contains control characters"),
+            "{msg}"
+        );
+        cfg.daemon.identity = Some(" ".into());
+        only_problem(&cfg, "daemon.identity");
+    }
+
+    #[test]
+    fn durations_have_upper_bounds_naming_the_key() {
+        let f = Fixture::new();
+        let over = |max: Duration| max + Duration::from_secs(1);
+        type Set = fn(&mut Config, Duration);
+        let cases: [(&str, Set, Duration); 8] = [
+            (
+                "daemon.probe_interval",
+                |c, d| c.daemon.probe_interval = d,
+                MAX_PROBE_INTERVAL,
+            ),
+            (
+                "daemon.probe_timeout",
+                |c, d| c.daemon.probe_timeout = d,
+                MAX_PROBE_INTERVAL,
+            ),
+            (
+                "daemon.shutdown_timeout",
+                |c, d| c.daemon.shutdown_timeout = d,
+                MAX_SHUTDOWN_TIMEOUT,
+            ),
+            (
+                "groups[env0].policy.cooldown",
+                |c, d| c.groups[0].policy.cooldown = d,
+                MAX_COOLDOWN,
+            ),
+            (
+                "groups[env0].policy.startup_grace",
+                |c, d| c.groups[0].policy.startup_grace = d,
+                MAX_STARTUP_GRACE,
+            ),
+            (
+                "groups[env0].policy.promotion_timeout",
+                |c, d| c.groups[0].policy.promotion_timeout = d,
+                MAX_PROMOTION_TIMEOUT,
+            ),
+            (
+                "groups[env0].policy.freeze_for",
+                |c, d| c.groups[0].policy.freeze_for = d,
+                MAX_FREEZE_FOR,
+            ),
+            (
+                "groups[env0].http_checks[0].timeout",
+                |c, d| c.groups[0].http_checks[0].timeout = Some(d),
+                MAX_PROBE_INTERVAL,
+            ),
+        ];
+        for (key, set, max) in cases {
+            let mut cfg = f.good();
+            // The largest value a duration can hold is refused, not overflowed.
+            for value in [over(max), Duration::MAX] {
+                set(&mut cfg, value);
+                let problems = problems(&cfg);
+                let expected = format!(
+                    "{key}: must be at most {} (got {})",
+                    fmt_duration(max),
+                    fmt_duration(value)
+                );
+                assert!(problems.contains(&expected), "{expected} in {problems:?}");
+            }
+            // The bound itself is allowed (the probe timeout must also stay below the
+            // interval, so raise the interval with it).
+            let mut cfg = f.good();
+            cfg.daemon.probe_interval = MAX_PROBE_INTERVAL;
+            set(&mut cfg, max);
+            if key != "daemon.probe_interval" && max == MAX_PROBE_INTERVAL {
+                set(&mut cfg, max - Duration::from_secs(1));
+            }
+            assert_eq!(problems(&cfg), Vec::<String>::new(), "{key}");
+        }
     }
 
     #[test]

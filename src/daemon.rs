@@ -82,10 +82,7 @@ async fn run_with_listener(
             groups: Vec::new(),
         },
     ));
-    let http = reqwest::Client::builder()
-        .timeout(daemon.probe_timeout)
-        .build()
-        .map_err(DaemonError::HttpClient)?;
+    let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
 
     let mut runners = Vec::new();
     for group in &config.groups {

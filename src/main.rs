@@ -31,7 +31,8 @@ Exit codes:
 
 Configuration keys can be overridden from the environment as
 KUBE_FAILOVER__<SECTION>__<KEY>, e.g. KUBE_FAILOVER__DAEMON__MODE=observe or
-KUBE_FAILOVER__GROUPS__0__POLICY__FAILURE_THRESHOLD=5. Log level: RUST_LOG (default info).";
+KUBE_FAILOVER__GROUPS__0__POLICY__FAILURE_THRESHOLD=5. Log level: RUST_LOG (default info;
+the Kubernetes client's per-request error lines only when it names kube_client).";
 
 const DEFAULT_CONFIG: &str = "/etc/kube-failover/config.toml";
 
@@ -131,13 +132,44 @@ fn run(path: &Path) -> u8 {
     }
 }
 
+/// kube's client logs every failed request itself, at error level, without naming the
+/// cluster: several lines per tick during an outage. The daemon reports the same failure
+/// once per change, with group and cluster, so these stay out unless `RUST_LOG` names
+/// `kube_client`.
+const QUIET_KUBE_CLIENT: &str = "kube_client::client::builder=off";
+
+/// The log filter: `RUST_LOG` (default `info`) with kube's per-request error lines off,
+/// unless `RUST_LOG` names `kube_client` itself.
+fn log_filter(rust_log: Option<&str>) -> String {
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(spec) if spec.contains("kube_client") => spec.to_string(),
+        Some(spec) => format!("{spec},{QUIET_KUBE_CLIENT}"),
+        None => format!("info,{QUIET_KUBE_CLIENT}"),
+    }
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set (no-color.org): a log file,
+/// pipe or journal gets plain text.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Logs go to stderr, so that stdout stays free for anything a command prints.
 fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = EnvFilter::try_new(log_filter(rust_log.as_deref())).unwrap_or_else(|err| {
+        eprintln!("kube-failover: RUST_LOG is not a valid filter ({err}); logging at info");
+        EnvFilter::new(log_filter(None))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
@@ -474,6 +506,37 @@ mod tests {
     use kube_failover::status::{DecisionStatus, RecordStatus, SignalStatus, StandbyStatus};
 
     const NOW: f64 = 1_767_323_045.0; // 2026-01-02T03:04:05Z
+
+    #[test]
+    fn kube_client_request_errors_are_off_unless_rust_log_names_kube_client() {
+        let quiet = "kube_client::client::builder=off";
+        assert_eq!(log_filter(None), format!("info,{quiet}"));
+        assert_eq!(log_filter(Some("  ")), format!("info,{quiet}"));
+        assert_eq!(
+            log_filter(Some("info,kube_failover=debug")),
+            format!("info,kube_failover=debug,{quiet}")
+        );
+        assert_eq!(
+            log_filter(Some("debug,kube_client=error")),
+            "debug,kube_client=error"
+        );
+        for spec in [None, Some("debug"), Some("warn,kube_failover=debug")] {
+            let filter = log_filter(spec);
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(&filter).is_ok(),
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+    }
 
     fn report() -> StatusReport {
         StatusReport {

@@ -372,10 +372,12 @@ impl Metrics {
     /// Desired replicas on one side, when known.
     pub fn set_replicas(&self, group: &str, side: Side, views: Option<&[DeploymentView]>) {
         if let Some(views) = views {
-            let sum: i32 = views.iter().map(|d| d.desired.max(0)).sum();
+            // Summed as i64: the gauge's own type, and no i32 overflow however many
+            // Deployments ask for i32::MAX replicas.
+            let sum: i64 = views.iter().map(|d| i64::from(d.desired.max(0))).sum();
             self.workload_replicas
                 .with_label_values(&[group, side.as_str()])
-                .set(i64::from(sum));
+                .set(sum);
         }
     }
 
@@ -459,6 +461,26 @@ mod tests {
             "kube_failover_probe_success{cluster=\"primary\",group=\"env0\",signal=\"api\"} 0"
         ));
         assert!(t.contains("kube_failover_build_info{version="));
+    }
+
+    #[test]
+    fn replica_sum_does_not_overflow() {
+        let m = Metrics::new().unwrap();
+        let view = |name: &str| DeploymentView {
+            name: name.into(),
+            uid: None,
+            desired: i32::MAX,
+            available: 0,
+            ready_pods: 0,
+            epoch: None,
+        };
+        m.set_replicas("g", Side::Standby, Some(&[view("a"), view("b")]));
+        let t = text(&m);
+        let expected = format!(
+            "kube_failover_workload_replicas{{cluster=\"standby\",group=\"g\"}} {}",
+            2 * i64::from(i32::MAX)
+        );
+        assert!(t.contains(&expected), "{t}");
     }
 
     #[test]

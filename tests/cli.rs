@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-failover");
@@ -78,8 +78,16 @@ impl Fixture {
 
 /// Runs the binary with no `KUBE_FAILOVER…` variables from the test's own environment.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(None, args, env)
+}
+
+/// [`run`] in the working directory `dir`.
+fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     for (key, _) in std::env::vars() {
         if key.starts_with("KUBE_FAILOVER") || key == "RUST_LOG" {
             cmd.env_remove(key);
@@ -197,6 +205,16 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
             "daemon.probe_interval: invalid value",
         ),
         (
+            "interval above its bound",
+            GOOD.replace("\"2000ms\"", "\"2h\""),
+            "daemon.probe_interval: must be at most 1h (got 2h)",
+        ),
+        (
+            "cooldown above its bound",
+            GOOD.replace("failure_threshold = 3", "cooldown = \"90days\""),
+            "groups[env0].policy.cooldown: must be at most 30days",
+        ),
+        (
             "zero threshold",
             GOOD.replace("failure_threshold = 3", "failure_threshold = 0"),
             "groups[env0].policy.failure_threshold: must be at least 1",
@@ -263,6 +281,81 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
             "{what}: file not named in:\n{err}"
         );
         assert!(stdout(&out).is_empty(), "{what}: printed a configuration");
+    }
+}
+
+/// A file that is not a configuration (binary, huge, control bytes) or not valid gets a
+/// short message naming the file as given, with no raw control byte in it.
+#[test]
+fn check_config_quotes_bad_files_safely_naming_them_as_given() {
+    let f = Fixture::new();
+    let good = f.config(GOOD);
+    let good = std::fs::read_to_string(good).unwrap();
+    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let long_value = format!("[daemon]\nidentity = \"{}\"\n", "x".repeat(100_000));
+    let long_line = format!("[daemon]\nprobe_interval = 5{}\n", " 5".repeat(50_000));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("binary garbage", garbage, ": is not UTF-8 text (byte 0x"),
+        (
+            "a 100 KB line",
+            long_line.into_bytes(),
+            ": not valid TOML at line 2, column 18: ",
+        ),
+        (
+            "a 100 KB value",
+            format!("{long_value}{}", &good[good.find("[[groups]]").unwrap()..]).into_bytes(),
+            "daemon.identity: must be at most 128 characters (got 100000)",
+        ),
+        (
+            "a NUL byte",
+            b"[daemon]\nmode = \"auto\0\"\n".to_vec(),
+            "mode = \"auto\\0\"",
+        ),
+        (
+            "an escape sequence in a value",
+            good.replace("[daemon]", "[daemon]\nmode = \"\\u001b[2J\"")
+                .into_bytes(),
+            "daemon.mode: unknown value \"\\u{1b}[2J\": use one of \"observe\", \"auto\"",
+        ),
+        (
+            "an unknown mode",
+            good.replace("[daemon]", "[daemon]\nmode = \"yolo\"")
+                .into_bytes(),
+            "daemon.mode: unknown value \"yolo\": use one of \"observe\", \"auto\"",
+        ),
+        (
+            "an unknown log format",
+            good.replace("[daemon]", "[daemon]\nlog_format = \"xml\"")
+                .into_bytes(),
+            "daemon.log_format: unknown value \"xml\": use one of \"text\", \"json\"",
+        ),
+    ];
+    let sub = f.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    for (what, bytes, expected) in cases {
+        std::fs::write(f.dir.path().join("case.toml"), &bytes).unwrap();
+        let absolute = f.dir.path().join("case.toml").display().to_string();
+        // As given: absolute, relative, and relative through a parent directory.
+        for (dir, given) in [
+            (None, absolute.as_str()),
+            (Some(f.dir.path()), "case.toml"),
+            (Some(sub.as_path()), "../case.toml"),
+        ] {
+            let out = run_in(dir, &["check-config", "--config", given], &[]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert!(
+                err.starts_with(&format!("kube-failover: {given}: ")),
+                "{what}: path not as given ({given}) in:\n{err}"
+            );
+            assert!(err.contains(expected), "{what}: {expected:?} in:\n{err}");
+            assert!(
+                !out.stderr.iter().any(|&b| b < 0x20 && b != b'\n'),
+                "{what}: control byte in:\n{err:?}"
+            );
+            assert!(err.len() < 1000, "{what}: {} bytes:\n{err}", err.len());
+            assert!(stdout(&out).is_empty(), "{what}: printed a configuration");
+        }
     }
 }
 
@@ -405,4 +498,116 @@ fn status_with_an_error_answer_exits_1() {
     let out = run(&["status", "--addr", &addr], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+/// A loopback port with nothing listening on it (it was free a moment ago).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the daemon with its log going to a pipe, against two clusters whose API ports
+/// are closed, until a state change was logged and two more ticks passed; returns the
+/// log.
+fn daemon_log_against_closed_ports(env: &[(&str, &str)]) -> Vec<u8> {
+    let f = Fixture::new();
+    let kubeconfig = KUBECONFIG
+        .replace("6443", &closed_port().to_string())
+        .replace("7443", &closed_port().to_string());
+    std::fs::write(f.dir.path().join("clusters.kubeconfig"), kubeconfig).unwrap();
+    let config = f.config(
+        &GOOD
+            .replace("\"2000ms\"", "\"300ms\"")
+            .replace(
+                "probe_timeout = \"1s\"",
+                &format!(
+                    "probe_timeout = \"200ms\"\nmode = \"observe\"\nlisten = \"127.0.0.1:{}\"",
+                    closed_port()
+                ),
+            )
+            .replace("failure_threshold = 3", "failure_threshold = 1"),
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", config.to_str().unwrap()]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KUBE_FAILOVER") || key == "RUST_LOG" || key == "NO_COLOR" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut changed_at = None;
+    while std::time::Instant::now() < deadline {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            log.extend(chunk);
+        }
+        if changed_at.is_none() && String::from_utf8_lossy(&log).contains("state changed") {
+            changed_at = Some(std::time::Instant::now());
+        }
+        if changed_at.is_some_and(|at| at.elapsed() > Duration::from_millis(700)) {
+            break;
+        }
+    }
+    // SIGTERM, as systemd or the kubelet would stop it.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait for the daemon");
+    reader.join().unwrap();
+    log.extend(rx.try_iter().flatten());
+    assert!(
+        changed_at.is_some(),
+        "no state change logged within 30 s:\n{}",
+        String::from_utf8_lossy(&log)
+    );
+    assert_eq!(status.code(), Some(0), "{}", String::from_utf8_lossy(&log));
+    log
+}
+
+/// A log written to a pipe has no colour codes, and the kube client's own per-request
+/// error lines (several per tick during an outage, naming no cluster) stay out, while
+/// the daemon's lines are there.
+#[test]
+fn daemon_log_to_a_pipe_is_plain_and_not_flooded() {
+    let log = daemon_log_against_closed_ports(&[]);
+    let text = String::from_utf8_lossy(&log);
+    assert!(!log.contains(&0x1b), "escape code in:\n{text:?}");
+    assert!(!text.contains("failed with error"), "{text}");
+    for own in [
+        " INFO kube_failover: starting",
+        "kube-failover started",
+        "state changed",
+        "group=\"env0\"",
+    ] {
+        assert!(text.contains(own), "{own:?} missing in:\n{text}");
+    }
+}
+
+/// `RUST_LOG` naming `kube_client` brings the kube client's lines back.
+#[test]
+fn rust_log_can_enable_the_kube_client_lines() {
+    let log = daemon_log_against_closed_ports(&[("RUST_LOG", "info,kube_client=error")]);
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("failed with error"), "{text}");
+    assert!(!log.contains(&0x1b), "escape code in:\n{text:?}");
 }

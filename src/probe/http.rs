@@ -6,6 +6,16 @@ use crate::config::HttpCheckConfig;
 use crate::model::{ProbeOutcome, ProbeReason};
 use std::time::{Duration, Instant};
 
+/// The client for HTTP checks. Redirects are not followed: a check is about the
+/// configured URL, and a 3xx (a login page, a maintenance page elsewhere) passes only
+/// when it is the expected status. `timeout` bounds each request.
+pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Runs one HTTP check, bounded by its own timeout or, when it has none, `default_timeout`.
 pub async fn check(
     client: &reqwest::Client,
@@ -47,7 +57,14 @@ fn status_outcome(name: &str, got: u16, expected: u16, latency: Duration) -> Pro
         ProbeOutcome::fail(
             ProbeReason::HttpStatus,
             latency,
-            format!("http check {name}: HTTP {got}, expected {expected}"),
+            format!(
+                "http check {name}: HTTP {got}{}, expected {expected}",
+                if (300..400).contains(&got) {
+                    " (a redirect, not followed)"
+                } else {
+                    ""
+                }
+            ),
         )
     }
 }
@@ -74,6 +91,27 @@ mod tests {
         (port, task)
     }
 
+    /// A loopback server answering `GET /start` with 302 to `/ok`, and anything else
+    /// with 200.
+    async fn serve_redirect() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let reply = if buf[..n].starts_with(b"GET /start ") {
+                    "HTTP/1.1 302 Found\r\nlocation: /ok\r\ncontent-length: 0\r\n\
+                     connection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        (port, task)
+    }
+
     fn config(port: u16, expected: u16) -> HttpCheckConfig {
         HttpCheckConfig {
             name: "agent".into(),
@@ -93,6 +131,31 @@ mod tests {
         server.abort();
         assert_eq!(bad.reason, ProbeReason::HttpStatus);
         assert_eq!(bad.detail, "http check agent: HTTP 204, expected 200");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (port, server) = serve_redirect().await;
+        let start = |expected| HttpCheckConfig {
+            url: format!("http://127.0.0.1:{port}/start"),
+            ..config(port, expected)
+        };
+        let timeout = Duration::from_secs(2);
+        // A client that follows redirects would see the 200 of the target page.
+        let following = reqwest::Client::new();
+        let followed = check(&following, &start(200), timeout).await;
+        assert!(followed.passed(), "control: {followed:?}");
+
+        let client = client(timeout).unwrap();
+        let bad = check(&client, &start(200), timeout).await;
+        assert_eq!(bad.reason, ProbeReason::HttpStatus, "{bad:?}");
+        assert_eq!(
+            bad.detail,
+            "http check agent: HTTP 302 (a redirect, not followed), expected 200"
+        );
+        let ok = check(&client, &start(302), timeout).await;
+        server.abort();
+        assert!(ok.passed(), "{ok:?}");
     }
 
     #[tokio::test]

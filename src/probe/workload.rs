@@ -329,7 +329,7 @@ impl PodSummary {
             ) {
                 continue;
             }
-            summary.live += 1;
+            summary.live = summary.live.saturating_add(1);
             let name = pod.metadata.name.as_deref().unwrap_or("?");
             let condition = |kind: &str| {
                 status
@@ -338,7 +338,7 @@ impl PodSummary {
                     .map(|c| c.status.as_str())
             };
             if condition("Ready") == Some("True") {
-                summary.ready += 1;
+                summary.ready = summary.ready.saturating_add(1);
             }
             if condition("PodScheduled") == Some("False") && summary.unschedulable.is_none() {
                 summary.unschedulable = Some(name.to_string());
