@@ -94,6 +94,21 @@ async fn http_proxy_fails_readyz_while_every_other_request_is_served() {
         .unwrap_err();
     assert_eq!(code(&err), Some(403), "{err}");
 
+    // A request with its own credentials goes upstream with them alone: a token the API
+    // server does not know gets its 401, not the daemon's certificate.
+    let mut with_token = http::Request::get(format!(
+        "/apis/apps/v1/namespaces/{}/deployments",
+        cluster.namespace()
+    ))
+    .body(Vec::new())
+    .unwrap();
+    with_token.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer not-a-token"),
+    );
+    let err = via.request_text(with_token).await.unwrap_err();
+    assert_eq!(code(&err), Some(401), "{err}");
+
     // /readyz fails (500, kube-apiserver's body) while reads, writes and the direct path
     // are fine.
     proxy.add_rule(HttpRule::readyz_failing());
