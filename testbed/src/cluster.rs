@@ -46,6 +46,9 @@ pub struct ClusterSpec {
     /// Whether `start` waits for the Node to be Ready and the Deployments to have exactly
     /// `replicas` Ready Pods.
     pub wait_ready: bool,
+    /// kube-apiserver's `--shutdown-delay-duration`: after SIGTERM it keeps serving
+    /// requests this long while `/readyz` fails. `None`: it stops serving at once.
+    pub shutdown_delay: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -57,6 +60,7 @@ impl ClusterSpec {
             release: DEFAULT_RELEASE.to_string(),
             replicas: 1,
             wait_ready: true,
+            shutdown_delay: None,
         }
     }
 
@@ -77,6 +81,12 @@ impl ClusterSpec {
 
     pub fn wait_ready(mut self, wait: bool) -> ClusterSpec {
         self.wait_ready = wait;
+        self
+    }
+
+    /// See [`ClusterSpec::shutdown_delay`] (whole seconds; rounded up).
+    pub fn shutdown_delay(mut self, delay: Duration) -> ClusterSpec {
+        self.shutdown_delay = Some(delay);
         self
     }
 }
@@ -343,6 +353,10 @@ impl Cluster {
         client_from(&self.spec.name, kubeconfig).await
     }
 
+    pub(crate) fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
     /// A client as the restricted daemon user.
     pub async fn daemon_client(&self) -> Result<Client> {
         self.client_from(&self.daemon_kubeconfig).await
@@ -568,11 +582,11 @@ impl Cluster {
 
     // ---- process faults ----------------------------------------------------------------
 
-    /// SIGTERM to the API server; returns once it has exited (SIGKILL after 20 s).
+    /// SIGTERM to the API server; returns once it has exited (SIGKILL after 20 s plus
+    /// the spec's `shutdown_delay`, during which it still serves while `/readyz` fails).
     pub async fn stop_apiserver(&self) -> Result<()> {
-        self.take(Component::Apiserver)?
-            .terminate(STOP_GRACE)
-            .await?;
+        let grace = STOP_GRACE + self.spec.shutdown_delay.unwrap_or_default();
+        self.take(Component::Apiserver)?.terminate(grace).await?;
         Ok(())
     }
 
@@ -732,7 +746,11 @@ impl Cluster {
 
     fn apiserver_args(&self) -> Vec<String> {
         let p = &self.pki;
-        vec![
+        let shutdown_delay = self.spec.shutdown_delay.map(|d| {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            format!("--shutdown-delay-duration={secs}s")
+        });
+        let args = vec![
             format!("--etcd-servers=http://127.0.0.1:{}", self.ports.etcd_client),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -766,7 +784,8 @@ impl Cluster {
             // 60 s request timeout for the controllers' watches; ending them right away
             // lets a graceful stop finish in about a second.
             "--shutdown-watch-termination-grace-period=1s".into(),
-        ]
+        ];
+        args.into_iter().chain(shutdown_delay).collect()
     }
 
     fn controller_manager_args(&self) -> Vec<String> {
@@ -1136,6 +1155,7 @@ mod tests {
         send_sync::<Cluster>();
         send_sync::<ClusterPair>();
         send_sync::<crate::FaultProxy>();
+        send_sync::<crate::HttpFaultProxy>();
         // Checked at compile time; never run.
         #[allow(dead_code, clippy::let_underscore_future)]
         fn futures(c: &Cluster) {
@@ -1150,6 +1170,11 @@ mod tests {
             send(&c.wait_deployment_ready("x", Duration::ZERO));
             send(&c.delete_namespace());
             send(&c.scale("x", 1));
+            send(&crate::HttpFaultProxy::start(c));
+            send(&c.rename_deployment("x", "y"));
+            send(&c.set_deployment_label("x", "k", None));
+            send(&c.delete_daemon_role_bindings());
+            send(&c.restore_daemon_role_bindings());
         }
     }
 

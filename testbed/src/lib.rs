@@ -2,7 +2,9 @@
 //! sandbox: etcd, kube-apiserver, kube-controller-manager and kwok built from source
 //! (`testbed/build.sh`), the env0-agent-like workload, the daemon's restricted identity,
 //! and fault injection (stopped or killed API servers and etcd, unready Pods, scaling
-//! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy).
+//! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy, an HTTP
+//! fault proxy with rules per path, Deployments relabelled, renamed or deleted as a chart
+//! upgrade would, and the daemon's RoleBindings deleted and restored).
 //!
 //! ```no_run
 //! use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
@@ -23,6 +25,8 @@
 mod binaries;
 mod cluster;
 mod error;
+mod faults;
+mod http_proxy;
 mod objects;
 mod pki;
 mod process;
@@ -34,6 +38,7 @@ pub use cluster::{
     Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV,
 };
 pub use error::TestbedError;
+pub use http_proxy::{HttpAction, HttpFaultProxy, HttpRule, READYZ_FAILED_BODY};
 pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest};
 pub use pki::DAEMON_USER;
 pub use proxy::{FaultProxy, ProxyMode};

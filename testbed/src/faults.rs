@@ -1,0 +1,243 @@
+//! Changes a chart upgrade or a person makes to a running cluster, as faults: a
+//! Deployment relabelled so a label selector no longer finds it (its Pods keep running),
+//! renamed (a copy under the new name, the old one gone with its ReplicaSets and Pods),
+//! deleted, annotated; the daemon's RoleBindings deleted and re-created (the API server
+//! then answers the daemon's identity 403, then 200 again); a ConfigMap deleted.
+
+use crate::cluster::Cluster;
+use crate::error::{Result, TestbedError};
+use crate::objects;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How long RBAC changes may take to reach the API server's authorizer.
+const RBAC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The annotation the deployment controller keeps; a copy must not inherit it.
+const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+impl Cluster {
+    fn deployments_api(&self) -> Api<Deployment> {
+        Api::namespaced(self.client(), self.namespace())
+    }
+
+    fn kube_error(&self, action: String, e: kube::Error) -> TestbedError {
+        TestbedError::kube(self.name(), action, e)
+    }
+
+    /// Sets label `key` of Deployment `name` to `value` (`None` removes it), on the
+    /// Deployment's own metadata only: its selector and Pod template stay as they are, so
+    /// its Pods keep running while a label selector for the old value no longer finds the
+    /// Deployment. Returns the previous value, to restore it with a second call.
+    pub async fn set_deployment_label(
+        &self,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<String>> {
+        let before = self.deployment(name).await?;
+        let previous = before.metadata.labels.and_then(|mut l| l.remove(key));
+        self.deployments_api()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "labels": { key: value } } })),
+            )
+            .await
+            .map_err(|e| self.kube_error(format!("setting label {key} of deployment {name}"), e))?;
+        Ok(previous)
+    }
+
+    /// Sets annotation `key` of Deployment `name` to `value` (`None` removes it). Returns
+    /// the previous value.
+    pub async fn set_deployment_annotation(
+        &self,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<String>> {
+        let before = self.deployment(name).await?;
+        let previous = before.metadata.annotations.and_then(|mut a| a.remove(key));
+        self.deployments_api()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+            )
+            .await
+            .map_err(|e| {
+                self.kube_error(format!("setting annotation {key} of deployment {name}"), e)
+            })?;
+        Ok(previous)
+    }
+
+    /// Renames Deployment `from` to `to` as a chart upgrade that changes the name does:
+    /// creates `to` with the same labels, annotations and spec (replicas included), then
+    /// deletes `from` with its ReplicaSets and Pods ([`Cluster::delete_deployment`]). For
+    /// a moment both run. Does not wait for `to` to be Ready
+    /// ([`Cluster::wait_deployment_ready`] does). Renaming back restores the name (with a
+    /// new uid).
+    pub async fn rename_deployment(&self, from: &str, to: &str) -> Result<()> {
+        let old = self.deployment(from).await?;
+        let mut annotations = old.metadata.annotations.unwrap_or_default();
+        annotations.remove(REVISION_ANNOTATION);
+        let copy = Deployment {
+            metadata: ObjectMeta {
+                name: Some(to.to_string()),
+                labels: old.metadata.labels,
+                annotations: Some(annotations).filter(|a: &BTreeMap<_, _>| !a.is_empty()),
+                ..ObjectMeta::default()
+            },
+            spec: old.spec,
+            status: None,
+        };
+        self.deployments_api()
+            .create(&PostParams::default(), &copy)
+            .await
+            .map_err(|e| {
+                self.kube_error(format!("creating deployment {to} (renaming {from})"), e)
+            })?;
+        self.delete_deployment(from).await
+    }
+
+    /// Deletes Deployment `name`, then its ReplicaSets and their Pods, as the garbage
+    /// collector would (the test bed runs none): the Pods are gone when this returns.
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let d = self.deployment(name).await?;
+        let uid = d.metadata.uid.unwrap_or_default();
+        self.deployments_api()
+            .delete(name, &DeleteParams::default())
+            .await
+            .map_err(|e| self.kube_error(format!("deleting deployment {name}"), e))?;
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(self.client(), self.namespace());
+        let owned: Vec<ReplicaSet> = replica_sets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.kube_error(format!("listing replicasets of {name}"), e))?
+            .items
+            .into_iter()
+            .filter(|rs| owned_by(&rs.metadata, &uid))
+            .collect();
+        let pods: Api<Pod> = Api::namespaced(self.client(), self.namespace());
+        for rs in owned {
+            let rs_name = rs.metadata.name.unwrap_or_default();
+            let rs_uid = rs.metadata.uid.unwrap_or_default();
+            ignore_missing(replica_sets.delete(&rs_name, &now).await)
+                .map_err(|e| self.kube_error(format!("deleting replicaset {rs_name}"), e))?;
+            let list = pods
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| self.kube_error(format!("listing pods of {rs_name}"), e))?;
+            for pod in list.items.iter().filter(|p| owned_by(&p.metadata, &rs_uid)) {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                ignore_missing(pods.delete(&pod_name, &now).await)
+                    .map_err(|e| self.kube_error(format!("deleting pod {pod_name}"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the RoleBindings that give the daemon's user its Role(s), and waits until
+    /// the API server answers the daemon's identity 403 (listing Deployments in the agent
+    /// namespace). Returns how long the 403 took to appear.
+    pub async fn delete_daemon_role_bindings(&self) -> Result<Duration> {
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client(), self.namespace());
+        for role in objects::daemon_roles()? {
+            let name = role.metadata.name.unwrap_or_default();
+            ignore_missing(bindings.delete(&name, &DeleteParams::default()).await)
+                .map_err(|e| self.kube_error(format!("deleting rolebinding {name}"), e))?;
+        }
+        self.wait_daemon_access(false).await
+    }
+
+    /// Re-creates the daemon's RoleBindings (those it had at start; existing ones are left
+    /// alone) and waits until the daemon's identity can list Deployments again. Returns
+    /// how long that took.
+    pub async fn restore_daemon_role_bindings(&self) -> Result<Duration> {
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client(), self.namespace());
+        for role in objects::daemon_roles()? {
+            let name = role.metadata.name.unwrap_or_default();
+            match bindings
+                .create(&PostParams::default(), &objects::daemon_binding(&name))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(self.kube_error(format!("creating rolebinding {name}"), e));
+                }
+            }
+        }
+        self.wait_daemon_access(true).await
+    }
+
+    /// Whether the daemon's identity may list Deployments in the agent namespace: `true`
+    /// on 200, `false` on 403; other answers are errors.
+    pub async fn daemon_can_list_deployments(&self) -> Result<bool> {
+        let api: Api<Deployment> = Api::namespaced(self.daemon_client().await?, self.namespace());
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 403 => Ok(false),
+            Err(e) => Err(self.kube_error("listing deployments as the daemon".into(), e)),
+        }
+    }
+
+    async fn wait_daemon_access(&self, allowed: bool) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let last = match self.daemon_can_list_deployments().await {
+                Ok(now) if now == allowed => return Ok(start.elapsed()),
+                Ok(now) => format!("daemon may list deployments: {now}"),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() > RBAC_TIMEOUT {
+                let want = if allowed { "200" } else { "403" };
+                return Err(TestbedError::Timeout {
+                    cluster: self.name().to_string(),
+                    what: format!("{want} for the daemon's identity listing deployments"),
+                    after: RBAC_TIMEOUT,
+                    detail: format!("\nlast: {last}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deletes ConfigMap `name` in the agent namespace (the failover record, say).
+    /// Returns whether it existed.
+    pub async fn delete_configmap(&self, name: &str) -> Result<bool> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.namespace());
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(self.kube_error(format!("deleting configmap {name}"), e)),
+        }
+    }
+}
+
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+fn ignore_missing<T>(
+    r: std::result::Result<T, kube::Error>,
+) -> std::result::Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
