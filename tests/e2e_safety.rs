@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube_failover_testbed::{Cluster, ClusterPair};
+use kube_failover_testbed::{Cluster, ClusterPair, HttpFaultProxy, HttpRule};
 use std::time::Duration;
 use support::*;
 
@@ -276,4 +276,72 @@ async fn the_cooldown_holds_across_a_failback_and_a_restart() {
     assert_eq!(d2.metric(STARTED).await, Some(0.0));
     assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
     assert_eq!(replicas(&pair.standby).await, 0);
+}
+
+/// The primary's API server fails `/readyz` (a rule in the HTTP fault proxy) while it
+/// still serves every other request: promoted, and the old primary is fenced at once
+/// (in the promotion itself, so within two intervals), never both sides active.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_failing_while_serving_promotes_and_fences_at_once() {
+    let pair = pair().await;
+    let proxy = HttpFaultProxy::start(&pair.primary)
+        .await
+        .expect("HTTP fault proxy");
+    let opts = DaemonOpts {
+        primary_kubeconfig: Some(proxy.daemon_kubeconfig().to_path_buf()),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    proxy.add_rule(HttpRule::readyz_failing());
+    let failing = std::time::Instant::now();
+    let both_active = std::cell::Cell::new(0);
+    let scaled = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let (p, s) = (replicas(&pair.primary).await, replicas(&pair.standby).await);
+            if p > 0 && s > 0 {
+                both_active.set(both_active.get() + 1);
+            }
+            s == 2
+        },
+    )
+    .await
+    .expect("standby scaled up");
+    measured("/readyz failing -> standby scaled", scaled);
+    let fenced = wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { replicas(&pair.primary).await == 0 },
+    )
+    .await
+    .expect("primary fenced");
+    measured(
+        "/readyz failing -> primary fenced",
+        failing.elapsed().min(scaled + fenced),
+    );
+    assert!(
+        fenced <= opts.interval * 2,
+        "fenced {fenced:?} after the standby was scaled"
+    );
+    assert_eq!(both_active.get(), 0, "both sides were seen active");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || async { record_field(&pair, "fenced_at").await.is_some() },
+        )
+        .await
+        .is_some(),
+        "fence recorded"
+    );
+    assert_eq!(
+        d.metric(r#"kube_failover_dual_active_seconds_total{group="env0"}"#)
+            .await,
+        Some(0.0)
+    );
 }
