@@ -4,6 +4,8 @@
 //! self-distrust and the promotion state machine all live here.
 
 mod group;
+#[cfg(test)]
+mod props;
 mod signal;
 #[cfg(test)]
 mod tests;

@@ -10,27 +10,27 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// The two clusters as the engine sees them.
 #[derive(Debug, Clone)]
-struct World {
-    primary_api: ProbeReason,
-    primary_workload: ProbeReason,
+pub(super) struct World {
+    pub(super) primary_api: ProbeReason,
+    pub(super) primary_workload: ProbeReason,
     /// The primary's Deployments can be listed (its API serves requests, whatever
     /// `/readyz` says).
-    primary_listable: bool,
-    primary_desired: i32,
-    standby_api: ProbeReason,
-    standby_present: bool,
-    standby_desired: i32,
+    pub(super) primary_listable: bool,
+    pub(super) primary_desired: i32,
+    pub(super) standby_api: ProbeReason,
+    pub(super) standby_present: bool,
+    pub(super) standby_desired: i32,
     /// The epoch annotation on the standby Deployment.
-    standby_epoch: Option<u64>,
+    pub(super) standby_epoch: Option<u64>,
     /// Ticks a scaled-up standby needs before its Pods are Ready (`None`: never).
-    standby_ticks_scaled: u32,
-    standby_ready_after: Option<u32>,
-    record: FailoverRecord,
+    pub(super) standby_ticks_scaled: u32,
+    pub(super) standby_ready_after: Option<u32>,
+    pub(super) record: FailoverRecord,
     /// The record ConfigMap exists (else a read finds nothing: the default record).
-    record_exists: bool,
-    record_readable: bool,
+    pub(super) record_exists: bool,
+    pub(super) record_readable: bool,
     /// Actions that failed with 403 when carried out.
-    forbidden: Vec<&'static str>,
+    pub(super) forbidden: Vec<&'static str>,
 }
 
 impl World {
@@ -71,7 +71,7 @@ impl World {
 
     /// Writes the record as the API server would: it exists from now on, with a new
     /// resourceVersion.
-    fn store(&mut self, record: FailoverRecord) {
+    pub(super) fn store(&mut self, record: FailoverRecord) {
         let rv = self
             .record
             .resource_version
@@ -86,7 +86,7 @@ impl World {
         self.record_exists = true;
     }
 
-    fn observe(&self, wall_unix: f64) -> Observation {
+    pub(super) fn observe(&self, wall_unix: f64) -> Observation {
         let outcome = |r: ProbeReason| ProbeOutcome {
             reason: r,
             latency: Duration::from_millis(5),
@@ -157,7 +157,7 @@ impl World {
 
     /// Carries out actions as the actuator would, including its refusals (record
     /// re-read before scaling, epochs checked); returns what each action did.
-    fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Vec<(Action, bool)> {
+    pub(super) fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Vec<(Action, bool)> {
         let mut results = Vec::new();
         for action in actions {
             let ok = self.apply_one(action, wall_unix);
@@ -252,14 +252,14 @@ impl World {
     }
 }
 
-struct Sim {
-    engine: Engine,
-    world: World,
-    now: Instant,
-    wall: f64,
+pub(super) struct Sim {
+    pub(super) engine: Engine,
+    pub(super) world: World,
+    pub(super) now: Instant,
+    pub(super) wall: f64,
     /// Every decision, in order.
-    log: Vec<Decision>,
-    carry_out: bool,
+    pub(super) log: Vec<Decision>,
+    pub(super) carry_out: bool,
 }
 
 fn policy() -> PolicyConfig {
@@ -295,7 +295,7 @@ impl Sim {
         }
     }
 
-    fn auto() -> Self {
+    pub(super) fn auto() -> Self {
         Sim::new(policy(), Mode::Auto)
     }
 

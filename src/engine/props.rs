@@ -1,0 +1,228 @@
+//! Random fault schedules through the engine and a model of the two clusters (the
+//! simulated world of the timeline tests), checking the safety invariants after every
+//! tick, in the manner of quinn-proto's random-interaction tests.
+
+use super::tests::{Sim, World};
+use super::*;
+use crate::model::*;
+use proptest::prelude::*;
+use std::time::Duration;
+
+/// One tick's faults.
+#[derive(Debug, Clone)]
+struct Step {
+    primary: ProbeReason,
+    standby_api: ProbeReason,
+    record_readable: bool,
+    /// Seconds until this tick (a stall or a clock jump now and then).
+    gap: u64,
+    /// Someone scales the standby up by hand (a helm upgrade).
+    helm_on_standby: bool,
+    /// Someone deletes the failover record.
+    delete_record: bool,
+    /// A person fails back (standby to 0, record to primary, primary up).
+    failback: bool,
+}
+
+const DOWN: [ProbeReason; 6] = [
+    ProbeReason::Refused,
+    ProbeReason::Timeout,
+    ProbeReason::Unready,
+    ProbeReason::ScaledToZero,
+    ProbeReason::HttpStatus,
+    ProbeReason::CrashLoop,
+];
+const UNKNOWN: [ProbeReason; 5] = [
+    ProbeReason::Unauthorized,
+    ProbeReason::Forbidden,
+    ProbeReason::NotFound,
+    ProbeReason::Tls,
+    ProbeReason::Decode,
+];
+
+fn reason(pool: &'static [ProbeReason]) -> impl Strategy<Value = ProbeReason> {
+    prop::sample::select(pool)
+}
+
+fn step(primary: BoxedStrategy<ProbeReason>) -> impl Strategy<Value = Step> {
+    (
+        primary,
+        prop_oneof![
+            8 => Just(ProbeReason::Ok),
+            1 => Just(ProbeReason::Refused),
+            1 => Just(ProbeReason::Timeout),
+        ],
+        prop::bool::weighted(0.97),
+        prop_oneof![30 => Just(1u64), 1 => Just(3u64)],
+        prop::bool::weighted(0.02),
+        prop::bool::weighted(0.01),
+        prop::bool::weighted(0.01),
+    )
+        .prop_map(
+            |(primary, standby_api, record_readable, gap, helm, delete, failback)| Step {
+                primary,
+                standby_api,
+                record_readable,
+                gap,
+                helm_on_standby: helm,
+                delete_record: delete,
+                failback,
+            },
+        )
+}
+
+fn any_primary() -> BoxedStrategy<ProbeReason> {
+    prop_oneof![
+        6 => Just(ProbeReason::Ok),
+        3 => reason(&DOWN),
+        2 => reason(&UNKNOWN),
+    ]
+    .boxed()
+}
+
+fn blind_primary() -> BoxedStrategy<ProbeReason> {
+    prop_oneof![1 => Just(ProbeReason::Ok), 3 => reason(&UNKNOWN)].boxed()
+}
+
+/// Applies one tick's faults; true when a failback was carried out.
+fn apply_faults(world: &mut World, s: &Step) -> bool {
+    world.primary_api = s.primary;
+    world.primary_workload = if s.primary == ProbeReason::Ok && world.primary_desired == 0 {
+        ProbeReason::ScaledToZero
+    } else {
+        s.primary
+    };
+    world.primary_listable = !matches!(
+        s.primary,
+        ProbeReason::Refused | ProbeReason::Timeout | ProbeReason::Unauthorized | ProbeReason::Tls
+    );
+    world.standby_api = s.standby_api;
+    world.record_readable = s.record_readable;
+    if s.helm_on_standby {
+        world.standby_desired = 1;
+    }
+    if s.delete_record {
+        world.record_exists = false;
+        world.record = FailoverRecord::default();
+    }
+    if s.failback && world.record_exists && world.record.effective_phase().standby_active() {
+        world.standby_desired = 0;
+        let mut back = world.record.clone();
+        back.phase = Some(RecordPhase::Primary);
+        world.store(back);
+        world.primary_desired = 1;
+        return true;
+    }
+    false
+}
+
+/// Runs a schedule and checks the invariants after every tick; returns the number of
+/// promotions started.
+fn run(steps: &[Step]) -> Result<usize, TestCaseError> {
+    let mut sim = Sim::auto();
+    let policy = sim.engine.settings().policy.clone();
+    let start = sim.now;
+    let mut promotions = 0;
+    let mut last_promotion_or_failback: Option<f64> = None;
+    let mut promotions_since_failback = 0;
+    for s in steps {
+        if apply_faults(&mut sim.world, s) {
+            promotions_since_failback = 0;
+            last_promotion_or_failback = Some(sim.wall);
+        }
+        let gap = Duration::from_secs(s.gap);
+        sim.now += gap;
+        sim.wall += gap.as_secs_f64();
+        let obs = sim.world.observe(sim.wall);
+        let d = sim.engine.step(sim.now, &obs);
+        let mut promoted_epoch = None;
+        for a in &d.actions {
+            match a {
+                Action::RecordPromoting { epoch, .. } => {
+                    // Invariant 1: never while frozen, in grace or in cooldown.
+                    prop_assert_ne!(d.state, GroupState::Frozen);
+                    prop_assert!(sim.now - start >= policy.startup_grace, "in grace");
+                    if let Some(t) = last_promotion_or_failback {
+                        prop_assert!(
+                            sim.wall - t >= policy.cooldown.as_secs_f64(),
+                            "promoted {}s after the last promotion or failback",
+                            sim.wall - t
+                        );
+                    }
+                    // Unknown never counts: the primary's answer this tick is down
+                    // evidence (or the quorum came from earlier evidence of this run).
+                    prop_assert_ne!(obs.primary.api.reason.evidence(), Evidence::Unknown);
+                    promoted_epoch = Some(*epoch);
+                }
+                // Invariant 2: nothing is scaled up without a record saying so.
+                Action::ScaleStandbyUp { epoch } => {
+                    let recorded = matches!(&obs.standby.record, Ok(r)
+                        if r.epoch == *epoch && r.effective_phase().standby_active());
+                    prop_assert!(
+                        recorded || promoted_epoch == Some(*epoch),
+                        "scale up at epoch {epoch} without a record: {:?}",
+                        obs.standby.record
+                    );
+                }
+                _ => {}
+            }
+        }
+        let before = sim.world.record.clone();
+        for (action, ok) in sim.world.apply(&d.actions, sim.wall) {
+            if ok && matches!(action, Action::RecordPromoting { .. }) {
+                promotions += 1;
+                promotions_since_failback += 1;
+                last_promotion_or_failback = Some(sim.wall);
+                // Never two promotions without a failback in between.
+                prop_assert!(promotions_since_failback <= 1, "second promotion");
+                prop_assert!(sim.world.record.epoch > before.epoch, "epoch reused");
+            }
+            sim.engine.handle_result(sim.now, &action, ok);
+        }
+        if sim.world.standby_desired >= 1 {
+            sim.world.standby_ticks_scaled += 1;
+        } else {
+            sim.world.standby_ticks_scaled = 0;
+        }
+    }
+    Ok(promotions)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_under_random_fault_schedules(
+        steps in prop::collection::vec(step(any_primary()), 50..400)
+    ) {
+        run(&steps)?;
+    }
+
+    #[test]
+    fn a_primary_that_only_gives_unknown_answers_never_promotes(
+        steps in prop::collection::vec(step(blind_primary()), 50..400)
+    ) {
+        prop_assert_eq!(run(&steps)?, 0);
+    }
+}
+
+/// The random runs above would prove nothing if the harness could not promote at all.
+#[test]
+fn the_harness_promotes_on_a_sustained_outage() {
+    let healthy = Step {
+        primary: ProbeReason::Ok,
+        standby_api: ProbeReason::Ok,
+        record_readable: true,
+        gap: 1,
+        helm_on_standby: false,
+        delete_record: false,
+        failback: false,
+    };
+    let outage = Step {
+        primary: ProbeReason::Refused,
+        ..healthy.clone()
+    };
+    let mut steps = vec![healthy; 10];
+    steps.extend(std::iter::repeat_n(outage, 20));
+    assert_eq!(run(&steps).unwrap(), 1);
+}
