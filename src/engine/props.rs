@@ -3,7 +3,7 @@
 //! tick, in the manner of quinn-proto's random-interaction tests.
 
 use super::tests::{Sim, World};
-use super::*;
+use super::GroupState;
 use crate::model::*;
 use proptest::prelude::*;
 use std::time::Duration;
