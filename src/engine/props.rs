@@ -2,8 +2,8 @@
 //! simulated world of the timeline tests), checking the safety invariants after every
 //! tick, in the manner of quinn-proto's random-interaction tests.
 
-use super::tests::{Sim, World};
 use super::GroupState;
+use super::tests::{Sim, World};
 use crate::model::*;
 use proptest::prelude::*;
 use std::time::Duration;
