@@ -2,7 +2,8 @@
 //! sandbox: etcd, kube-apiserver, kube-controller-manager and kwok built from source
 //! (`testbed/build.sh`), the env0-agent-like workload, the daemon's restricted identity,
 //! and fault injection (stopped or killed API servers and etcd, unready Pods, scaling
-//! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy).
+//! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy), and
+//! bearer-token identities that can be revoked and rotated ([`TokenCredentials`]).
 //!
 //! ```no_run
 //! use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
@@ -22,6 +23,7 @@
 
 mod binaries;
 mod cluster;
+mod credentials;
 mod error;
 mod objects;
 mod pki;
@@ -33,6 +35,7 @@ pub use binaries::{BIN_ENV, Binaries};
 pub use cluster::{
     Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV,
 };
+pub use credentials::TokenCredentials;
 pub use error::TestbedError;
 pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest};
 pub use pki::DAEMON_USER;
