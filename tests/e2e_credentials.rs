@@ -82,7 +82,7 @@ async fn a_token_rotated_on_disk_keeps_the_primary_active() {
 
     let log = std::fs::read_to_string(&d.log).expect("daemon log");
     assert!(
-        log.contains("kubeconfig changed on disk"),
+        log.contains("credentials changed on disk: client rebuilt"),
         "the reload is logged\n{}",
         d.log_text()
     );

@@ -268,7 +268,14 @@ impl Reloader {
             };
             exec.running = false;
             exec.completed += 1;
+            let now = Timestamp::now();
             let built = result.and_then(|credential| {
+                if credential.expires.is_some_and(|e| e <= now) {
+                    return Err(format!(
+                        "exec credential plugin {} printed a credential that has already expired",
+                        exec.plugin.command()
+                    ));
+                }
                 build(&state.config, Some(&credential))
                     .map(|client| (client, credential))
                     .map_err(|e| {
@@ -285,7 +292,7 @@ impl Reloader {
                         expires = ?credential.expires, "exec credential obtained");
                     exec.credential = Some(Obtained {
                         credential,
-                        at: Timestamp::now(),
+                        at: now,
                     });
                     exec.rejected = false;
                     exec.last_error = None;
@@ -348,7 +355,7 @@ impl Reloader {
             Ok(loaded) => loaded,
             Err(err) => {
                 warn!(role = %self.role, kubeconfig = %self.source, error = %err,
-                    "kubeconfig changed on disk but cannot be used; keeping the previous client");
+                    "credentials changed on disk but cannot be used; keeping the previous client");
                 // Not retried until the files change again.
                 self.lock().fingerprint = fingerprint_before;
                 return;
@@ -387,13 +394,13 @@ impl Reloader {
                 state.exec = exec;
                 state.generation += 1;
                 info!(role = %self.role, kubeconfig = %self.source,
-                    "kubeconfig changed on disk: client rebuilt with its current credentials");
+                    "credentials changed on disk: client rebuilt from them");
             }
             Err(err) => {
                 state.exec = exec;
                 warn!(role = %self.role, kubeconfig = %self.source,
                     error = %crate::probe::describe(&err),
-                    "kubeconfig changed on disk but no client can be built from it; keeping the previous client");
+                    "credentials changed on disk but no client can be built from them; keeping the previous client");
             }
         }
         state.watched = loaded.watched;
@@ -910,6 +917,23 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         assert!(passed, "no credential within 10s");
         assert!(start.elapsed() >= Duration::from_millis(500));
         assert_eq!(runs(dir.path()), 2);
+    }
+
+    #[tokio::test]
+    async fn an_already_expired_exec_credential_is_refused() {
+        let api = Api::start(&["exec-a"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        replace(&dir.path().join("token"), "exec-a");
+        replace(&dir.path().join("expiry"), "2001-01-01T00:00:00Z");
+        let path = exec_kubeconfig(dir.path(), &api.url);
+        let client =
+            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
+                .await
+                .unwrap();
+        let out = readyz(&client).await;
+        assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
+        assert!(out.detail.contains("already expired"), "{}", out.detail);
+        assert!(api.seen.lock().unwrap().is_empty(), "no request was sent");
     }
 
     #[tokio::test]
