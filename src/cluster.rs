@@ -1,8 +1,20 @@
 //! One `kube::Client` per cluster, built like kubectl builds its own: a kubeconfig file
 //! and context when given, in-cluster credentials only when neither was given. A
 //! kubeconfig holds credentials, so no error here ever carries its contents.
+//!
+//! The client follows its credentials on disk: when the kubeconfig, the token file it
+//! names or its certificate files change, the next call uses a client rebuilt from them,
+//! and a 401 makes the files be compared again before the next call ([`reload`]). An exec
+//! credential plugin is run by this crate, bounded, off the runtime's worker threads,
+//! never by kube ([`exec`]).
+
+mod exec;
+mod reload;
+
+pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
+use exec::ExecPlugin;
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use std::fmt;
 use std::path::PathBuf;
@@ -142,6 +154,18 @@ pub enum ClusterError {
         #[source]
         source: InClusterError,
     },
+    /// The user entry's exec credential plugin cannot be run as configured.
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {detail}")]
+    ExecPlugin {
+        /// `primary` or `standby`.
+        role: String,
+        /// The kubeconfig concerned.
+        file: KubeconfigSource,
+        /// The context concerned.
+        context: String,
+        /// What is wrong (never the plugin's output).
+        detail: String,
+    },
     /// The client could not be constructed (TLS setup).
     #[error("{role} cluster: cannot build a Kubernetes client: {source}")]
     Client {
@@ -252,43 +276,141 @@ pub fn resolve_kubeconfig(
     }))
 }
 
-/// Builds the client for one side of a group. `role` (`primary` or `standby`) only
-/// labels errors. The kubeconfig is read and checked as in [`resolve_kubeconfig`]; with
-/// neither `kubeconfig` nor `context` configured, in-cluster credentials are used. The
-/// client's default namespace is the cluster's `namespace`, and every connection has the
-/// timeouts above. Building the client does not contact the cluster.
+/// Options of the clients built here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The longest a call waits for credentials (an exec plugin's answer, a re-read of
+    /// the kubeconfig) before it fails as `unauthorized`. Below the callers' own timeouts,
+    /// so that a missing credential is reported as such and never as a `timeout`.
+    pub credential_wait: Duration,
+    /// How often, at most, the files a client was built from are compared with disk
+    /// (they are compared before the next call after any 401 as well).
+    pub recheck_interval: Duration,
+    /// Bound on one run of an exec credential plugin; a run still going after this is
+    /// killed and the next call starts another.
+    pub exec_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Options for clients whose calls are bounded by `timeout` (the probe timeout, the
+    /// shortest bound the daemon puts on a Kubernetes call): credentials are waited for
+    /// three quarters of it.
+    pub fn for_call_timeout(timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            credential_wait: timeout * 3 / 4,
+            recheck_interval: RECHECK_INTERVAL,
+            exec_timeout: EXEC_PLUGIN_TIMEOUT,
+        }
+    }
+}
+
+impl Default for ClientOptions {
+    /// For the default probe timeout (3 s).
+    fn default() -> Self {
+        ClientOptions::for_call_timeout(Duration::from_secs(3))
+    }
+}
+
+/// Builds the client for one side of a group, with [`ClientOptions::default`]. See
+/// [`client_for_with`].
 pub async fn client_for(cluster: &ClusterConfig, role: &str) -> Result<kube::Client, ClusterError> {
+    client_for_with(cluster, role, ClientOptions::default()).await
+}
+
+/// Builds the client for one side of a group. `role` (`primary` or `standby`) labels
+/// errors and logs. The kubeconfig is read and checked as in [`resolve_kubeconfig`];
+/// with neither `kubeconfig` nor `context` configured, in-cluster credentials are used.
+/// The client's default namespace is the cluster's `namespace`, and every connection has
+/// the timeouts above. Building the client neither contacts the cluster nor runs an exec
+/// plugin (the first call does). The client reloads its credentials as the module
+/// documentation says; clones share that.
+pub async fn client_for_with(
+    cluster: &ClusterConfig,
+    role: &str,
+    options: ClientOptions,
+) -> Result<kube::Client, ClusterError> {
     // kube's `ring` and reqwest's `aws-lc-rs` are both compiled in, so rustls cannot
     // choose a process-wide provider by itself and would panic on the first TLS client.
     // Losing a race with another installer is fine: any provider will do.
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let mut config =
+    let loaded = load(cluster, role).await?;
+    reload::Reloader::start(cluster, role, options, loaded).await
+}
+
+/// kube's configuration for one cluster as the files say now, and what it depends on.
+struct Loaded {
+    /// With the exec plugin taken out: [`exec`] runs it.
+    config: kube::Config,
+    exec: Option<ExecPlugin>,
+    /// Files whose content the client depends on.
+    watched: Vec<PathBuf>,
+    /// Where the credentials come from, for logs.
+    source: String,
+}
+
+/// Reads the kubeconfig (or in-cluster credentials) of `cluster` into kube's
+/// configuration with the daemon's connection settings.
+async fn load(cluster: &ClusterConfig, role: &str) -> Result<Loaded, ClusterError> {
+    let (mut config, mut watched, source, context) =
         match resolve_kubeconfig(cluster).map_err(|source| ClusterError::Kubeconfig {
             role: role.to_string(),
             source,
         })? {
             Some(resolved) => {
+                let mut watched = kubeconfig_files(&resolved.source);
+                watched.extend(certificate_authority(&resolved));
                 let options = KubeConfigOptions {
                     context: Some(resolved.context.clone()),
                     cluster: None,
                     user: None,
                 };
-                kube::Config::from_custom_kubeconfig(resolved.kubeconfig, &options)
+                let config = kube::Config::from_custom_kubeconfig(resolved.kubeconfig, &options)
                     .await
                     .map_err(|source| ClusterError::Config {
                         role: role.to_string(),
-                        file: resolved.source,
-                        context: resolved.context,
+                        file: resolved.source.clone(),
+                        context: resolved.context.clone(),
                         source,
-                    })?
+                    })?;
+                let source = resolved.source.to_string();
+                (
+                    config,
+                    watched,
+                    source,
+                    Some((resolved.source, resolved.context)),
+                )
             }
-            None => kube::Config::incluster().map_err(|source| ClusterError::InCluster {
-                role: role.to_string(),
-                source,
-            })?,
+            None => (
+                kube::Config::incluster().map_err(|source| ClusterError::InCluster {
+                    role: role.to_string(),
+                    source,
+                })?,
+                Vec::new(),
+                "in-cluster service account".to_string(),
+                None,
+            ),
         };
+    let auth = &mut config.auth_info;
+    watched.extend(
+        [&auth.token_file, &auth.client_certificate, &auth.client_key]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::from),
+    );
+    let exec = match auth.exec.take() {
+        None => None,
+        Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|detail| {
+            let (file, context) = context.unwrap_or((KubeconfigSource::Default, String::new()));
+            ClusterError::ExecPlugin {
+                role: role.to_string(),
+                file,
+                context,
+                detail,
+            }
+        })?),
+    };
     config.default_namespace = cluster.namespace.clone();
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
@@ -300,10 +422,48 @@ pub async fn client_for(cluster: &ClusterConfig, role: &str) -> Result<kube::Cli
     // evidence the probes must see, within their own timeout; the daemon's hysteresis
     // and the actuator's backoff are the retry policy.
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|source| ClusterError::Client {
-        role: role.to_string(),
+    Ok(Loaded {
+        config,
+        exec,
+        watched,
         source,
     })
+}
+
+/// The files a kubeconfig was read from: the configured one, or those kubectl would read.
+fn kubeconfig_files(source: &KubeconfigSource) -> Vec<PathBuf> {
+    match source {
+        KubeconfigSource::File(path) => vec![path.clone()],
+        KubeconfigSource::Default => match std::env::var_os("KUBECONFIG") {
+            Some(list) if !list.is_empty() => std::env::split_paths(&list).collect(),
+            _ => std::env::home_dir()
+                .map(|home| vec![home.join(".kube").join("config")])
+                .unwrap_or_default(),
+        },
+    }
+}
+
+/// The certificate-authority file of the context's cluster, if it names one.
+fn certificate_authority(resolved: &ResolvedKubeconfig) -> Option<PathBuf> {
+    let cluster = resolved
+        .kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == resolved.context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    resolved
+        .kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .certificate_authority
+        .as_ref()
+        .map(PathBuf::from)
 }
 
 fn context_names(kubeconfig: &Kubeconfig) -> String {

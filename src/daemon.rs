@@ -84,15 +84,18 @@ async fn run_with_listener(
     ));
     let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
 
+    // Credentials are waited for less than the shortest call bound, so a missing one is
+    // reported as `unauthorized`, never as a `timeout`.
+    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
     let mut runners = Vec::new();
     for group in &config.groups {
-        let primary = cluster::client_for(&group.primary, "primary")
+        let primary = cluster::client_for_with(&group.primary, "primary", client_options)
             .await
             .map_err(|source| DaemonError::Cluster {
                 group: group.name.clone(),
                 source,
             })?;
-        let standby = cluster::client_for(&group.standby, "standby")
+        let standby = cluster::client_for_with(&group.standby, "standby", client_options)
             .await
             .map_err(|source| DaemonError::Cluster {
                 group: group.name.clone(),

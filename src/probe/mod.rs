@@ -326,6 +326,11 @@ pub fn describe(err: &kube::Error) -> String {
             format!("HTTP {}", s.code)
         }
         kube::Error::Api(s) => format!("HTTP {} {}", s.code, s.reason),
+        // Written by this crate's exec plugin runner (src/cluster/exec.rs), secret-free:
+        // it says which plugin gave no credential and why.
+        kube::Error::Auth(kube::client::AuthError::AuthExec(message)) => {
+            format!("credentials unavailable: {message}")
+        }
         _ => {
             let reason = classify(err);
             match tls_cause(err) {
@@ -449,6 +454,21 @@ mod tests {
         assert_eq!(describe(&err), "HTTP 403 Forbidden");
         let err = service(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(describe(&err), "connection refused");
+    }
+
+    #[test]
+    fn missing_exec_credentials_are_unauthorized_and_say_why() {
+        let err = kube::Error::Auth(kube::client::AuthError::AuthExec(
+            "primary cluster: exec credential plugin /bin/p did not answer within 750ms".into(),
+        ));
+        assert_eq!(classify(&err), ProbeReason::Unauthorized);
+        assert_eq!(
+            describe(&err),
+            "credentials unavailable: primary cluster: exec credential plugin /bin/p did not answer within 750ms"
+        );
+        // kube's other credential errors can quote what a plugin printed: never shown.
+        let err = kube::Error::Auth(kube::client::AuthError::ExecPluginFailed);
+        assert_eq!(describe(&err), "credentials rejected or unavailable");
     }
 
     #[tokio::test]

@@ -348,6 +348,11 @@ impl Cluster {
         &self.untrusted_kubeconfig
     }
 
+    /// The CA file that verifies the API server's serving certificate.
+    pub(crate) fn server_ca(&self) -> &Path {
+        &self.pki.server_ca
+    }
+
     /// A client built from any kubeconfig of this cluster (its one context).
     pub async fn client_from(&self, kubeconfig: &Path) -> Result<Client> {
         client_from(&self.spec.name, kubeconfig).await

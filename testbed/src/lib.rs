@@ -4,7 +4,8 @@
 //! and fault injection (stopped or killed API servers and etcd, unready Pods, scaling
 //! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy, an HTTP
 //! fault proxy with rules per path, Deployments relabelled, renamed or deleted as a chart
-//! upgrade would, and the daemon's RoleBindings deleted and restored).
+//! upgrade would, and the daemon's RoleBindings deleted and restored), and bearer-token
+//! identities that can be revoked and rotated ([`TokenCredentials`]).
 //!
 //! ```no_run
 //! use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
@@ -24,6 +25,7 @@
 
 mod binaries;
 mod cluster;
+mod credentials;
 mod error;
 mod faults;
 mod http_proxy;
@@ -37,6 +39,7 @@ pub use binaries::{BIN_ENV, Binaries};
 pub use cluster::{
     Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV,
 };
+pub use credentials::TokenCredentials;
 pub use error::TestbedError;
 pub use http_proxy::{HttpAction, HttpFaultProxy, HttpRule, READYZ_FAILED_BODY};
 pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest};

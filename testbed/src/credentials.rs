@@ -1,0 +1,368 @@
+//! Bearer-token identities for the daemon, to prove what it does when credentials change
+//! under it: a ServiceAccount in the agent namespace bound to the same Role(s) as the
+//! restricted `kube-failover` user (`deploy/kubernetes/target-rbac/role.yaml`), a token
+//! from the TokenRequest API, and two kubeconfigs that carry it: inline, and printed by
+//! an exec credential plugin (a shell script that can be told to hang).
+//!
+//! [`TokenCredentials::revoke`] deletes the ServiceAccount, so the API server itself
+//! rejects the token with 401; [`TokenCredentials::rotate`] issues a new one into the
+//! same files (written to a temporary file and renamed over, as credential tools do) and
+//! then revokes the old one.
+
+use crate::cluster::Cluster;
+use crate::error::{Result, TestbedError};
+use crate::objects;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{
+    AuthInfo, Context, ExecConfig, ExecInteractiveMode, KubeConfigOptions, Kubeconfig,
+    NamedAuthInfo, NamedCluster, NamedContext,
+};
+use kube::{Client, Config};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a new token may take to be accepted, or a revoked one to be rejected: the
+/// API server authenticates from caches.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Lifetime asked of each token.
+const TOKEN_SECONDS: i64 = 3600;
+
+const EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1";
+
+/// The exec plugin: prints the token in `exec-token` next to it as an ExecCredential,
+/// after sleeping the seconds in `exec-sleep` when that file exists; counts its runs in
+/// `exec-runs`.
+const PLUGIN: &str = r#"#!/bin/sh
+# Exec credential plugin of the kube-failover test bed.
+dir="$(dirname "$0")"
+echo run >> "$dir/exec-runs"
+if [ -f "$dir/exec-sleep" ]; then sleep "$(cat "$dir/exec-sleep")"; fi
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s"}}\n' "$(cat "$dir/exec-token")"
+"#;
+
+/// A ServiceAccount identity of one cluster with its kubeconfigs. Its files live in the
+/// cluster's directory; its objects in the cluster's agent namespace.
+pub struct TokenCredentials {
+    admin: Client,
+    cluster: String,
+    namespace: String,
+    server: String,
+    ca: PathBuf,
+    dir: PathBuf,
+    name: String,
+    serial: u32,
+    service_account: String,
+    kubeconfig: PathBuf,
+    exec_kubeconfig: PathBuf,
+}
+
+impl std::fmt::Debug for TokenCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCredentials")
+            .field("cluster", &self.cluster)
+            .field("service_account", &self.service_account)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCredentials {
+    /// Creates ServiceAccount `kube-failover-<name>-1` bound to the daemon's Role(s),
+    /// waits until its token is accepted, and writes the kubeconfigs. `name` keeps
+    /// several identities of one cluster apart.
+    pub async fn create(cluster: &Cluster, name: &str) -> Result<TokenCredentials> {
+        let dir = cluster.dir().join(format!("credentials-{name}"));
+        std::fs::create_dir_all(&dir).map_err(|e| TestbedError::io("creating", &dir, e))?;
+        let mut creds = TokenCredentials {
+            admin: cluster.client(),
+            cluster: cluster.name().to_string(),
+            namespace: cluster.namespace().to_string(),
+            server: cluster.server_url(),
+            ca: cluster.server_ca().to_path_buf(),
+            kubeconfig: dir.join("token.kubeconfig"),
+            exec_kubeconfig: dir.join("exec.kubeconfig"),
+            dir,
+            name: name.to_string(),
+            serial: 0,
+            service_account: String::new(),
+        };
+        let plugin = creds.exec_plugin();
+        write_atomically(&plugin, PLUGIN)?;
+        set_executable(&plugin)?;
+        let token = creds.issue().await?;
+        creds.write(&token)?;
+        let exec_user = AuthInfo {
+            exec: Some(ExecConfig {
+                api_version: Some(EXEC_API_VERSION.to_string()),
+                command: Some(plugin.display().to_string()),
+                interactive_mode: Some(ExecInteractiveMode::Never),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        write_atomically(&creds.exec_kubeconfig, &creds.kubeconfig_text(exec_user)?)?;
+        Ok(creds)
+    }
+
+    /// Kubeconfig with the token inline (context: the cluster's name).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Kubeconfig whose user runs the exec plugin, which prints the same token.
+    pub fn exec_kubeconfig(&self) -> &Path {
+        &self.exec_kubeconfig
+    }
+
+    /// The exec plugin script the exec kubeconfig runs.
+    pub fn exec_plugin(&self) -> PathBuf {
+        self.dir.join("exec-plugin.sh")
+    }
+
+    /// The token the files hold now (for a test to check that it is never logged).
+    pub fn token(&self) -> Result<String> {
+        let path = self.dir.join("exec-token");
+        std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))
+    }
+
+    /// The ServiceAccount whose token the files hold now.
+    pub fn service_account(&self) -> &str {
+        &self.service_account
+    }
+
+    /// Deletes the current ServiceAccount and waits until the API server rejects its
+    /// token with 401. Returns how long the rejection took to take effect.
+    pub async fn revoke(&self) -> Result<Duration> {
+        let token = self.token()?;
+        self.revoke_account(&self.service_account, &token).await
+    }
+
+    /// Issues a token for a new ServiceAccount, waits until it is accepted, writes it
+    /// into both kubeconfigs' sources (renamed over the old files), then revokes the
+    /// previous ServiceAccount (waiting for its token to be rejected).
+    pub async fn rotate(&mut self) -> Result<()> {
+        let old_account = self.service_account.clone();
+        let old_token = self.token()?;
+        let token = self.issue().await?;
+        self.write(&token)?;
+        self.revoke_account(&old_account, &old_token).await?;
+        Ok(())
+    }
+
+    /// Makes the exec plugin sleep `delay` (whole seconds, rounded up) before it answers,
+    /// or answer at once with `None`.
+    pub fn set_exec_delay(&self, delay: Option<Duration>) -> Result<()> {
+        let path = self.dir.join("exec-sleep");
+        match delay {
+            Some(d) => {
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                write_atomically(&path, &secs.to_string())
+            }
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(TestbedError::io("removing", &path, e)),
+            },
+        }
+    }
+
+    /// How many times the exec plugin has been started.
+    pub fn exec_runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("exec-runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Creates the next ServiceAccount and its RoleBindings, requests a token and waits
+    /// until the API server accepts it for what the Role allows.
+    async fn issue(&mut self) -> Result<String> {
+        self.serial += 1;
+        let account = format!("kube-failover-{}-{}", self.name, self.serial);
+        let pp = PostParams::default();
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), &self.namespace);
+        let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": account } }))
+            .expect("static ServiceAccount manifest");
+        accounts
+            .create(&pp, &sa)
+            .await
+            .map_err(|e| self.kube_err(format!("creating serviceaccount {account}"), e))?;
+        let bindings: Api<RoleBinding> = Api::namespaced(self.admin.clone(), &self.namespace);
+        for role in objects::daemon_roles()? {
+            let role = role.metadata.name.unwrap_or_default();
+            let binding: RoleBinding = serde_json::from_value(json!({
+                "metadata": { "name": format!("{account}-{role}") },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
+                "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": self.namespace }],
+            }))
+            .expect("static RoleBinding manifest");
+            bindings
+                .create(&pp, &binding)
+                .await
+                .map_err(|e| self.kube_err(format!("binding role {role} to {account}"), e))?;
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(TOKEN_SECONDS),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let issued = accounts
+            .create_token_request(&account, &pp, &request)
+            .await
+            .map_err(|e| self.kube_err(format!("requesting a token for {account}"), e))?;
+        let token = issued
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TestbedError::State {
+                cluster: self.cluster.clone(),
+                message: format!("TokenRequest for {account} returned no token"),
+            })?;
+        self.wait_token(&token, true, &format!("token of {account} accepted"))
+            .await?;
+        self.service_account = account;
+        Ok(token)
+    }
+
+    async fn revoke_account(&self, account: &str, token: &str) -> Result<Duration> {
+        let start = Instant::now();
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), &self.namespace);
+        match accounts.delete(account, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(self.kube_err(format!("deleting serviceaccount {account}"), e)),
+        }
+        self.wait_token(
+            token,
+            false,
+            &format!("token of {account} rejected with 401"),
+        )
+        .await?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until a request with `token` is accepted (`accepted`) or gets 401.
+    async fn wait_token(&self, token: &str, accepted: bool, what: &str) -> Result<()> {
+        let client = self.token_client(token).await?;
+        let deployments: Api<Deployment> = Api::namespaced(client, &self.namespace);
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < SETTLE {
+            match deployments.list(&ListParams::default().limit(1)).await {
+                Ok(_) if accepted => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 401 && !accepted => return Ok(()),
+                Ok(_) => last = "still accepted".to_string(),
+                Err(kube::Error::Api(s)) => last = format!("HTTP {}", s.code),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(TestbedError::Timeout {
+            cluster: self.cluster.clone(),
+            what: what.to_string(),
+            after: SETTLE,
+            detail: format!("\nlast answer: {last}"),
+        })
+    }
+
+    async fn token_client(&self, token: &str) -> Result<Client> {
+        let kubeconfig = self.kubeconfig_struct(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        });
+        let options = KubeConfigOptions {
+            context: Some(self.cluster.clone()),
+            ..Default::default()
+        };
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|source| TestbedError::Kubeconfig {
+                cluster: self.cluster.clone(),
+                path: self.kubeconfig.clone(),
+                source,
+            })?;
+        Client::try_from(config)
+            .map_err(|e| self.kube_err("building a token client".to_string(), e))
+    }
+
+    /// Writes `token` into the inline kubeconfig and the exec plugin's source.
+    fn write(&self, token: &str) -> Result<()> {
+        let user = AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        };
+        write_atomically(&self.kubeconfig, &self.kubeconfig_text(user)?)?;
+        write_atomically(&self.dir.join("exec-token"), token)
+    }
+
+    fn kubeconfig_struct(&self, user: AuthInfo) -> Kubeconfig {
+        let name = &self.cluster;
+        Kubeconfig {
+            api_version: Some("v1".into()),
+            kind: Some("Config".into()),
+            clusters: vec![NamedCluster {
+                name: name.clone(),
+                cluster: Some(kube::config::Cluster {
+                    server: Some(self.server.clone()),
+                    certificate_authority: Some(self.ca.display().to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: format!("kube-failover-{}", self.name),
+                auth_info: Some(user),
+                ..Default::default()
+            }],
+            contexts: vec![NamedContext {
+                name: name.clone(),
+                context: Some(Context {
+                    cluster: name.clone(),
+                    user: Some(format!("kube-failover-{}", self.name)),
+                    namespace: Some(self.namespace.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            current_context: Some(name.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn kubeconfig_text(&self, user: AuthInfo) -> Result<String> {
+        serde_saphyr::to_string(&self.kubeconfig_struct(user)).map_err(|e| TestbedError::Manifest {
+            path: self.kubeconfig.clone(),
+            message: format!("cannot serialize kubeconfig: {e}"),
+        })
+    }
+
+    fn kube_err(&self, action: String, e: kube::Error) -> TestbedError {
+        TestbedError::kube(&self.cluster, action, e)
+    }
+}
+
+/// Writes a temporary file next to `path` and renames it over `path`: a reader sees the
+/// old content or the new, never a half-written file.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| TestbedError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TestbedError::io("renaming into", path, e))
+}
+
+fn set_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| TestbedError::io("making executable", path, e))
+}
