@@ -63,7 +63,7 @@ async fn a_revoked_token_is_unauthorized_and_a_rotated_one_works_in_the_same_cli
     let group = group(&cluster, creds.kubeconfig());
     let http = reqwest::Client::new();
 
-    let obs = probe_primary(&client, &group, &http, timeout).await;
+    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
     assert!(obs.api.passed(), "{:?}", obs.api);
     for (name, out) in &obs.workloads {
         assert!(out.passed(), "{name}: {out:?}");
@@ -72,14 +72,14 @@ async fn a_revoked_token_is_unauthorized_and_a_rotated_one_works_in_the_same_cli
     creds.revoke().await.expect("revoke");
     let out = api::readyz(&client, timeout).await;
     assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
-    let obs = probe_primary(&client, &group, &http, timeout).await;
+    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
     for (name, out) in &obs.workloads {
         assert_eq!(out.reason, ProbeReason::Unauthorized, "{name}: {out:?}");
     }
 
     // The same client object, no restart: the 401s above made it re-read the file.
     creds.rotate().await.expect("rotate");
-    let obs = probe_primary(&client, &group, &http, timeout).await;
+    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
     assert!(obs.api.passed(), "{:?}", obs.api);
     for (name, out) in &obs.workloads {
         assert!(out.passed(), "{name}: {out:?}");
@@ -129,7 +129,7 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
     let mut slowest = Duration::ZERO;
     for _ in 0..3 {
         let start = Instant::now();
-        let obs = probe_primary(&client, &group, &http, probe_timeout).await;
+        let obs = probe_primary(&client, &group, &http, probe_timeout, &[]).await;
         let took = start.elapsed();
         slowest = slowest.max(took);
         assert!(
@@ -170,6 +170,6 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
     ticker.abort();
     let recovered = recovered.expect("credentials again within 30s");
     eprintln!("measured: hanging plugin fixed -> probe passes: {recovered:?}");
-    let obs = probe_primary(&client, &group, &http, probe_timeout).await;
+    let obs = probe_primary(&client, &group, &http, probe_timeout, &[]).await;
     assert!(obs.api.passed(), "{:?}", obs.api);
 }
