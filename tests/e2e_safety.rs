@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube_failover_testbed::{Cluster, ClusterPair, HttpFaultProxy, HttpRule};
+use kube_failover_testbed::{Cluster, ClusterPair, HttpFaultProxy, HttpRule, TokenCredentials};
 use std::time::Duration;
 use support::*;
 
@@ -344,4 +344,35 @@ async fn readyz_failing_while_serving_promotes_and_fences_at_once() {
             .await,
         Some(0.0)
     );
+}
+
+/// The primary's credentials are revoked (a real 401 from the API server: the token's
+/// ServiceAccount is deleted) while the group is healthy and the standby fit. For 30
+/// ticks: no promotion, `primary_unobservable` with `primary_credentials_rejected`.
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_credentials_revoked_never_promote() {
+    let pair = pair().await;
+    let creds = TokenCredentials::create(&pair.primary, "revoked")
+        .await
+        .expect("token identity");
+    let opts = DaemonOpts {
+        primary_kubeconfig: Some(creds.kubeconfig().to_path_buf()),
+        ..fast()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    creds.revoke().await.expect("revoke");
+    d.wait_state("primary_unobservable", Duration::from_secs(20))
+        .await;
+    never_promotes(&d, &pair, opts.interval * 30).await;
+    let g = d.group().await.expect("status");
+    assert_eq!(g.state, "primary_unobservable");
+    assert_eq!(
+        g.last_decision.reasons.first().map(String::as_str),
+        Some("primary_credentials_rejected"),
+        "{g:#?}"
+    );
+    let gauge = r#"kube_failover_group_state{group="env0",state="primary_unobservable"}"#;
+    assert_eq!(d.metric(gauge).await, Some(1.0));
 }
