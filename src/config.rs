@@ -1,6 +1,8 @@
 //! Typed configuration: the TOML file plus `KUBE_FAILOVER__…` environment overrides,
 //! defaults, and validation that names the offending key before any cluster is touched.
 
+pub use kube_failover_core::policy::{Mode, PolicyConfig};
+use kube_failover_core::text::{MAX_QUOTE_CHARS, choose, cut_note, shown};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,37 +16,6 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// One or more failover groups (`[[groups]]` in TOML).
     pub groups: Vec<GroupConfig>,
-}
-
-/// Whether the daemon may write to the clusters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum Mode {
-    /// Decide and report, never write.
-    Observe,
-    /// Decide and act.
-    Auto,
-}
-
-impl Mode {
-    /// Every mode, in the order the documentation lists them.
-    pub const ALL: [Mode; 2] = [Mode::Observe, Mode::Auto];
-
-    /// The config and label value: `observe` or `auto`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Observe => "observe",
-            Mode::Auto => "auto",
-        }
-    }
-}
-
-impl TryFrom<String> for Mode {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        choose(&value, &Mode::ALL, |m| m.as_str())
-    }
 }
 
 /// Log output format.
@@ -76,22 +47,6 @@ impl TryFrom<String> for LogFormat {
     fn try_from(value: String) -> Result<Self, Self::Error> {
         choose(&value, &LogFormat::ALL, |f| f.as_str())
     }
-}
-
-/// The choice among `all` whose name is `value`, or a message listing the valid names.
-/// (The config crate's own message for an unknown enum value lists none.)
-fn choose<T: Copy>(value: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
-    all.iter()
-        .copied()
-        .find(|c| name(*c) == value)
-        .ok_or_else(|| {
-            let valid: Vec<String> = all.iter().map(|c| format!("\"{}\"", name(*c))).collect();
-            format!(
-                "unknown value {}: use one of {}",
-                shown(value),
-                valid.join(", ")
-            )
-        })
 }
 
 /// `[daemon]`: process-wide settings.
@@ -202,51 +157,6 @@ impl WorkloadConfig {
             (Some(n), _) => format!("workload:{n}"),
             (None, Some(s)) => format!("workload:{s}"),
             (None, None) => "workload:?".to_string(),
-        }
-    }
-}
-
-/// `[groups.policy]`: when the primary counts as down, and what may happen then.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Consecutive failed probes before a signal goes down.
-    pub failure_threshold: u32,
-    /// Consecutive passed probes before a signal goes up again.
-    pub success_threshold: u32,
-    /// How many of the primary's signals must be down for the primary to be down.
-    pub quorum: u32,
-    /// Minimum time between two promotions of this group.
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
-    /// After start, no promotion until this long has passed (and enough ticks were seen).
-    #[serde(with = "humantime_serde")]
-    pub startup_grace: Duration,
-    /// How long the standby may take to become Ready before the promotion is `failed`.
-    #[serde(with = "humantime_serde")]
-    pub promotion_timeout: Duration,
-    /// How long promotion stays frozen after the watcher distrusted its own view.
-    #[serde(with = "humantime_serde")]
-    pub freeze_for: Duration,
-    /// Scale standby workloads back to 0 when replicas appear there while the primary
-    /// is active (auto mode only; always reported).
-    pub correct_standby: bool,
-    /// Scale the old primary's workloads to 0 once its API answers after a promotion.
-    pub fence: bool,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            failure_threshold: 3,
-            success_threshold: 1,
-            quorum: 1,
-            cooldown: Duration::from_secs(600),
-            startup_grace: Duration::from_secs(30),
-            promotion_timeout: Duration::from_secs(120),
-            freeze_for: Duration::from_secs(60),
-            correct_standby: true,
-            fence: true,
         }
     }
 }
@@ -544,10 +454,6 @@ fn load_from(path: &Path, env: Option<config::Map<String, String>>) -> Result<Co
 /// bigger file is the wrong file (a log, a binary, a device).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Longest piece of the user's text (a value, a key, a line of the file) that a message
-/// quotes; the rest is cut, and the message says so.
-const MAX_QUOTE_CHARS: usize = 60;
-
 /// Longest message built from someone else's text (a parser's, a library's).
 const MAX_MESSAGE_CHARS: usize = 400;
 
@@ -684,21 +590,6 @@ fn push_printable(out: &mut String, c: char) {
 }
 
 /// What follows a quote that was cut.
-fn cut_note(total_chars: usize) -> String {
-    format!("… (cut, {total_chars} characters in all)")
-}
-
-/// A value from the user's file, quoted for a message: escaped like `{:?}` and cut.
-fn shown(value: &str) -> String {
-    let cut = value.chars().count() > MAX_QUOTE_CHARS;
-    let head: String = value.chars().take(MAX_QUOTE_CHARS).collect();
-    let mut out = format!("{head:?}");
-    if cut {
-        out.push_str(&cut_note(value.chars().count()));
-    }
-    out
-}
-
 /// A library's message about the user's text: control characters escaped everywhere,
 /// each `backticked` quote cut to [`MAX_QUOTE_CHARS`] (serde quotes unknown keys and
 /// values that way, and lists the valid ones after them), and the whole bounded.
@@ -1195,13 +1086,13 @@ impl Config {
     /// Reads each kubeconfig and checks its context; `known` are the offline problems,
     /// so a same-cluster finding is not reported twice.
     fn kubeconfig_problems(&self, known: &[Problem]) -> Vec<Problem> {
-        use crate::cluster::{KubeconfigProblem, resolve_kubeconfig};
+        use crate::kubeconfig::{KubeconfigProblem, resolve};
 
         let mut p = Problems::default();
         for (group, g) in self.groups.iter().zip(self.group_labels()) {
             let mut servers = Vec::new();
             for (role, cluster) in [("primary", &group.primary), ("standby", &group.standby)] {
-                match resolve_kubeconfig(cluster) {
+                match resolve(cluster.kubeconfig.as_deref(), cluster.context.as_deref()) {
                     Ok(resolved) => servers.push(resolved.and_then(|r| r.server)),
                     Err(problem) => {
                         let field = match problem {

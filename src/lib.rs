@@ -7,14 +7,15 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub use kube_failover_core::{engine, model};
+
 pub mod actuate;
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
-pub mod engine;
+pub mod kubeconfig;
 pub mod metrics;
-pub mod model;
 pub mod notify;
 pub mod probe;
 pub mod record;

@@ -5,10 +5,10 @@
 
 use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
-use crate::config::{Mode, PolicyConfig};
 use crate::model::{
     Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
 };
+use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
 
 /// Longest wait between two retries of a failed promotion or correction.

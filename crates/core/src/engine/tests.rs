@@ -2,8 +2,8 @@
 //! actions the way the actuator would, driven tick by tick with a simulated clock.
 
 use super::*;
-use crate::config::{Mode, PolicyConfig};
 use crate::model::*;
+use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_secs(1);

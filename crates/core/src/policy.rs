@@ -1,0 +1,82 @@
+//! The policy a group is decided by: its mode and its `[groups.policy]` settings. Plain
+//! data read from the config file; the engine takes it as it is.
+
+use crate::text::choose;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Whether the daemon may write to the clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Mode {
+    /// Decide and report, never write.
+    Observe,
+    /// Decide and act.
+    Auto,
+}
+
+impl Mode {
+    /// Every mode, in the order the documentation lists them.
+    pub const ALL: [Mode; 2] = [Mode::Observe, Mode::Auto];
+
+    /// The config and label value: `observe` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        choose(&value, &Mode::ALL, |m| m.as_str())
+    }
+}
+
+/// `[groups.policy]`: when the primary counts as down, and what may happen then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Consecutive failed probes before a signal goes down.
+    pub failure_threshold: u32,
+    /// Consecutive passed probes before a signal goes up again.
+    pub success_threshold: u32,
+    /// How many of the primary's signals must be down for the primary to be down.
+    pub quorum: u32,
+    /// Minimum time between two promotions of this group.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// After start, no promotion until this long has passed (and enough ticks were seen).
+    #[serde(with = "humantime_serde")]
+    pub startup_grace: Duration,
+    /// How long the standby may take to become Ready before the promotion is `failed`.
+    #[serde(with = "humantime_serde")]
+    pub promotion_timeout: Duration,
+    /// How long promotion stays frozen after the watcher distrusted its own view.
+    #[serde(with = "humantime_serde")]
+    pub freeze_for: Duration,
+    /// Scale standby workloads back to 0 when replicas appear there while the primary
+    /// is active (auto mode only; always reported).
+    pub correct_standby: bool,
+    /// Scale the old primary's workloads to 0 once its API answers after a promotion.
+    pub fence: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            failure_threshold: 3,
+            success_threshold: 1,
+            quorum: 1,
+            cooldown: Duration::from_secs(600),
+            startup_grace: Duration::from_secs(30),
+            promotion_timeout: Duration::from_secs(120),
+            freeze_for: Duration::from_secs(60),
+            correct_standby: true,
+            fence: true,
+        }
+    }
+}
