@@ -118,7 +118,7 @@ check "systemd: config.toml reads kubeconfigs from the unit's credentials" \
 # --- the daemon accepts the shipped configurations --------------------------------------
 check_configs() {
   cargo build -q --locked --bin kube-failover || return 1
-  local bin=target/debug/kube-failover side
+  local bin="${CARGO_TARGET_DIR:-target}/debug/kube-failover" side
   for side in primary standby; do
     cat >"$work/$side.kubeconfig" <<EOF
 apiVersion: v1

@@ -246,7 +246,8 @@ def cmd_dashboard(_args):
         if p.get("type") != "row" and ds.get("uid") != "${datasource}":
             problems.append(f"panel '{p['title']}' does not use the $datasource variable")
     wanted = ["group state", "probe latency", "probe failures", "promotions", "fence",
-              "standby fit", "replicas"]
+              "standby fit", "replicas", "dual-active", "no active side",
+              "primary unobservable", "record restores"]
     titles = " | ".join(p["title"].lower() for p in dash["panels"])
     problems += [f"no panel about {w}" for w in wanted if w not in titles]
     if problems:

@@ -262,13 +262,14 @@ async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
         allowed(&client, &sa, &groups, readyz).await,
         "{sa} cannot GET /readyz"
     );
-    // What the daemon must never be able to do: read credentials, delete or rewrite the
-    // workload beyond its replica count, run code in Pods, act outside its namespace.
+    // What the daemon must never be able to do: read credentials, create, delete or
+    // replace a Deployment (it patches one only to mark the promotion epoch), run code in
+    // Pods, act outside its namespace.
     let forbidden = [
         json!({ "namespace": AGENT_NS, "resource": "secrets", "verb": "get" }),
         json!({ "namespace": AGENT_NS, "resource": "secrets", "verb": "list" }),
         json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "delete" }),
-        json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "patch" }),
+        json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "update" }),
         json!({ "namespace": AGENT_NS, "group": "apps", "resource": "deployments", "verb": "create" }),
         json!({ "namespace": AGENT_NS, "resource": "pods", "verb": "delete" }),
         json!({ "namespace": AGENT_NS, "resource": "pods", "subresource": "exec", "verb": "create" }),

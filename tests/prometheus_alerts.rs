@@ -5,6 +5,9 @@
 //! durations are covered by the promtool unit tests (deploy/prometheus/alerts.test.yaml)
 //! and are shortened here so the scenario takes seconds, not minutes.
 //!
+//! A second scenario scales the standby up behind the daemon's back (standby correction
+//! off) and waits for `KubeFailoverDualActive` to fire and resolve.
+//!
 //! Also checks the daemon's /metrics against the metric contract the rules and the
 //! dashboard are written against (deploy/prometheus/metrics.txt).
 //!
@@ -176,17 +179,8 @@ impl Prometheus {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
-async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
-    let pair = ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair");
-    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
-    daemon
-        .wait_state("primary_active", Duration::from_secs(30))
-        .await;
-
+/// A Prometheus scraping `daemon` with the shortened rules, once it has scraped it.
+async fn scrape(daemon: &Daemon) -> (tempfile::TempDir, Prometheus) {
     let dir = tempfile::tempdir().expect("temp dir");
     let prom = Prometheus::start(dir.path(), daemon.admin).await;
     let up = wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
@@ -198,6 +192,31 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "Prometheus never scraped the daemon\n{}",
         prom.log_text()
     );
+    (dir, prom)
+}
+
+/// Waits until `alert` is firing (`firing == true`) or no longer is; how long it took.
+async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Duration> {
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        move || async move { prom.firing().await.contains(alert) == firing },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
+async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
+    let pair = ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair");
+    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
+    daemon
+        .wait_state("primary_active", Duration::from_secs(30))
+        .await;
+
+    let (_dir, prom) = scrape(&daemon).await;
 
     // Healthy: none of the alerts about the primary or the daemon fires. Give the rules a
     // few evaluations (and the shortened `for`) first, so "not firing" means something.
@@ -205,6 +224,11 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
     let healthy = prom.firing().await;
     for quiet in [
         "KubeFailoverPrimaryDown",
+        "KubeFailoverPrimaryUnobservable",
+        "KubeFailoverDualActive",
+        "KubeFailoverNoActiveSide",
+        "KubeFailoverRecordRestored",
+        "KubeFailoverStuckStarting",
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonAbsent",
         "KubeFailoverDaemonStalled",
@@ -276,8 +300,14 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         out.status.success() && said.trim().is_empty(),
         "promtool check metrics: {said}"
     );
+    // A stopped API server is down evidence, not blindness; the primary's replicas are
+    // unknown while it is down, so both sides are never seen active.
     for quiet in [
         "KubeFailoverFailoverFailed",
+        "KubeFailoverPrimaryUnobservable",
+        "KubeFailoverDualActive",
+        "KubeFailoverNoActiveSide",
+        "KubeFailoverRecordRestored",
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonStalled",
     ] {
@@ -297,4 +327,67 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         .map(|(name, kind)| format!("{name} ({kind})"))
         .collect();
     assert!(missing.is_empty(), "/metrics lacks {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
+async fn prometheus_fires_dual_active_on_the_daemons_metric_whatever_the_config() {
+    // Correction off: nothing ends the dual-active state but a person, which is what the
+    // alert is for (the daemon's gauge is on whatever the config says).
+    let pair = ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair");
+    let opts = DaemonOpts {
+        correct_standby: false,
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start(&pair, &opts).await;
+    daemon
+        .wait_state("primary_active", Duration::from_secs(30))
+        .await;
+    let (_dir, prom) = scrape(&daemon).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let healthy = prom.firing().await;
+    assert!(
+        !healthy.contains("KubeFailoverDualActive"),
+        "KubeFailoverDualActive fires while only the primary is active: {healthy:?}"
+    );
+
+    // A `helm upgrade` on the standby puts the trigger back at 1.
+    let trigger = pair.standby.trigger_deployment();
+    pair.standby
+        .scale(&trigger, 1)
+        .await
+        .expect("scale the standby's trigger up");
+    let took = wait_alert(&prom, "KubeFailoverDualActive", true).await;
+    assert!(
+        took.is_some(),
+        "KubeFailoverDualActive not firing 60s after the standby was scaled up: {:?}\n{}\n{}",
+        prom.firing().await,
+        prom.log_text(),
+        daemon.log_text()
+    );
+    support::measured(
+        "standby scaled up -> KubeFailoverDualActive firing",
+        took.unwrap(),
+    );
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kube_failover_dual_active{") && l.ends_with(" 1")),
+        "the gauge behind the alert is not 1"
+    );
+
+    // Scaled back by hand: the alert resolves.
+    pair.standby
+        .scale(&trigger, 0)
+        .await
+        .expect("scale the standby's trigger down");
+    let cleared = wait_alert(&prom, "KubeFailoverDualActive", false).await;
+    assert!(
+        cleared.is_some(),
+        "KubeFailoverDualActive still firing 60s after the standby went back to 0: {:?}",
+        prom.firing().await
+    );
 }
