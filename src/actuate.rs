@@ -7,13 +7,13 @@
 //! Every call is bounded by the actuator's call timeout.
 
 use crate::config::{GroupConfig, WorkloadConfig};
+use crate::kube_call::{CallError, bounded};
 use crate::model::{
     Action, DeploymentRef, EPOCH_ANNOTATION, FailoverRecord, Observation, ProbeReason, ReasonCode,
     RecordPhase,
 };
-use crate::probe::workload::{DeploymentFacts, nothing_selected, select, selection_text};
-use crate::probe::{CallError, bounded};
 use crate::record::{self, RecordError};
+use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

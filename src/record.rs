@@ -7,8 +7,8 @@
 //! back by setting `phase: primary`); anything unreadable in it is reported naming the
 //! ConfigMap and key, never guessed at.
 
+use crate::kube_call::{classify, describe};
 use crate::model::{DeploymentRef, FailoverRecord, ProbeReason, RecordPhase};
-use crate::probe::{classify, describe};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::BTreeMap;

@@ -282,7 +282,7 @@ impl Reloader {
                         format!(
                             "exec credential plugin {}: its credential cannot be used: {}",
                             exec.plugin.command(),
-                            crate::probe::describe(&e)
+                            crate::kube_call::describe(&e)
                         )
                     })
             });
@@ -399,7 +399,7 @@ impl Reloader {
             Err(err) => {
                 state.exec = exec;
                 warn!(role = %self.role, kubeconfig = %self.source,
-                    error = %crate::probe::describe(&err),
+                    error = %crate::kube_call::describe(&err),
                     "credentials changed on disk but no client can be built from them; keeping the previous client");
             }
         }

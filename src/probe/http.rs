@@ -1,8 +1,8 @@
 //! Optional HTTP checks against the primary's workload: `GET url` must answer with the
 //! expected status. Details name the check, never the URL (it may carry a token).
 
-use super::{classify_elapsed, classify_reqwest, describe_reqwest};
 use crate::config::HttpCheckConfig;
+use crate::kube_call::{classify_elapsed, classify_reqwest, describe_reqwest};
 use crate::model::{ProbeOutcome, ProbeReason};
 use std::time::{Duration, Instant};
 
