@@ -370,7 +370,7 @@ mod tests {
         let s = state(1, Duration::from_secs(1));
         s.tick_done(group("a"), 7.0);
         let mut g = group("a");
-        g.state = "promoting".into();
+        g.state = crate::model::GroupState::Promoting.into();
         s.tick_done(g, 8.0);
         let r = route_parts(&s, &Method::GET, "/status");
         let report: StatusReport = serde_json::from_str(&text(r).await).unwrap();

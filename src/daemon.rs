@@ -13,7 +13,7 @@ use crate::model::{Action, FailoverRecord, Observation, ProbeOutcome};
 use crate::notify;
 use crate::probe;
 use crate::status::{
-    DecisionStatus, GroupStatus, RecordStatus, SignalStatus, StandbyStatus, StatusReport,
+    DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus, StatusReport,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -229,17 +229,14 @@ impl GroupRunner {
         metrics: Metrics,
         admin: Arc<AdminState>,
     ) -> Self {
-        let signal_names: Vec<String> = std::iter::once("api".to_string())
-            .chain(cfg.workloads.iter().map(|w| w.signal_name()))
-            .chain(cfg.http_checks.iter().map(|c| c.signal_name()))
-            .collect();
-        metrics.init_group(&cfg.name, &signal_names);
+        let signals = probe::signal_ids(&cfg);
+        metrics.init_group(&cfg.name, &signals);
         let engine = Engine::new(
             EngineSettings {
                 interval: config.daemon.probe_interval,
                 policy: cfg.policy.clone(),
                 mode: config.daemon.mode,
-                signal_names,
+                signals,
             },
             Instant::now(),
         );
@@ -357,8 +354,8 @@ impl GroupRunner {
         let g = self.cfg.name.as_str();
         let m = &self.metrics;
         m.observe_probe(g, Side::Primary, "api", &obs.primary.api);
-        for (name, o) in obs.primary.workloads.iter().chain(&obs.primary.http) {
-            m.observe_probe(g, Side::Primary, name, o);
+        for (id, o) in obs.primary.workloads.iter().chain(&obs.primary.http) {
+            m.observe_probe(g, Side::Primary, &id.to_string(), o);
         }
         m.observe_probe(g, Side::Standby, "api", &obs.standby.api);
         m.observe_probe(g, Side::Standby, "workloads", &obs.standby.workloads);
@@ -458,29 +455,28 @@ impl GroupRunner {
     }
 
     fn status(&self, d: &Decision, obs: &Observation, wall: f64) -> GroupStatus {
-        let outcomes = std::iter::once(&obs.primary.api)
-            .chain(obs.primary.workloads.iter().map(|(_, o)| o))
-            .chain(obs.primary.http.iter().map(|(_, o)| o));
         let signals = d
             .signals
             .iter()
-            .zip(outcomes)
-            .map(|(s, o)| SignalStatus {
-                name: s.name.clone(),
-                up: s.up,
-                consecutive_failures: s.consecutive_failures,
-                consecutive_successes: s.consecutive_successes,
-                consecutive_unknown: s.consecutive_unknown,
-                last_reason: s.last_reason.map(|r| r.as_str().to_string()),
-                last_latency_seconds: Some(o.latency.as_secs_f64()),
-                last_detail: o.detail.clone(),
+            .map(|s| {
+                let outcome = obs.primary.outcome(&s.id);
+                SignalStatus {
+                    name: s.id.clone().into(),
+                    up: s.up,
+                    consecutive_failures: s.consecutive_failures,
+                    consecutive_successes: s.consecutive_successes,
+                    consecutive_unknown: s.consecutive_unknown,
+                    last_reason: s.last_reason.map(Named::from),
+                    last_latency_seconds: outcome.map(|o| o.latency.as_secs_f64()),
+                    last_detail: outcome.map(|o| o.detail.clone()).unwrap_or_default(),
+                }
             })
             .collect();
         let record = obs.standby.record.as_ref().ok().map(record_status);
         let active_cluster = match obs.standby.record.as_ref().map(|r| r.effective_phase()) {
-            Ok(p) if p.standby_active() => "standby",
-            Ok(_) => "primary",
-            Err(_) => "unknown",
+            Ok(p) if p.standby_active() => Named::Known(Side::Standby),
+            Ok(_) => Named::Known(Side::Primary),
+            Err(_) => Named::Other("unknown".to_string()),
         };
         let detail = [
             &obs.standby.api.detail,
@@ -499,21 +495,21 @@ impl GroupRunner {
         .join("; ");
         GroupStatus {
             name: self.cfg.name.clone(),
-            state: d.state.as_str().to_string(),
+            state: d.state.into(),
             since_unix: self.since_unix,
             primary_down: d.primary_down,
             standby_fit: d.standby_fit,
-            active_cluster: active_cluster.to_string(),
+            active_cluster,
             signals,
             standby: StandbyStatus {
-                api_reason: obs.standby.api.reason.as_str().to_string(),
-                workloads_reason: obs.standby.workloads.reason.as_str().to_string(),
+                api_reason: obs.standby.api.reason.into(),
+                workloads_reason: obs.standby.workloads.reason.into(),
                 detail,
             },
             record,
             last_decision: DecisionStatus {
                 at_unix: wall,
-                reasons: d.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+                reasons: d.reasons.iter().copied().map(Named::from).collect(),
                 actions: d.actions.iter().map(|a| a.kind().to_string()).collect(),
                 would_promote: d.would_promote(),
             },
@@ -527,7 +523,7 @@ impl GroupRunner {
 
 fn record_status(r: &FailoverRecord) -> RecordStatus {
     RecordStatus {
-        phase: r.effective_phase().as_str().to_string(),
+        phase: r.effective_phase().into(),
         epoch: r.epoch,
         reason: r.reason.clone(),
         promoted_at: r.promoted_at.clone(),

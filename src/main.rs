@@ -357,7 +357,7 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
             "state",
             format!("{} since {}", g.state, when(g.since_unix, now)),
         ),
-        ("active cluster", g.active_cluster.clone()),
+        ("active cluster", g.active_cluster.to_string()),
         ("primary down", yes_no(g.primary_down).to_string()),
         (
             "standby fit",
@@ -405,7 +405,7 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                s.name.to_string(),
                 if s.consecutive_unknown > 0 {
                     "unknown"
                 } else if s.up {
@@ -416,7 +416,9 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
                 .to_string(),
                 s.consecutive_failures.to_string(),
                 s.consecutive_successes.to_string(),
-                s.last_reason.clone().unwrap_or_else(|| "-".to_string()),
+                s.last_reason
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ToString::to_string),
                 s.last_latency_seconds
                     .map(|l| format!("{:.0}ms", l * 1000.0))
                     .unwrap_or_else(|| "-".to_string()),
@@ -475,13 +477,17 @@ fn render_group(out: &mut String, g: &GroupStatus, now: f64) {
         }
     }
     let d = &g.last_decision;
-    let list = |items: &[String]| {
+    fn list<T: ToString>(items: &[T]) -> String {
         if items.is_empty() {
             "none".to_string()
         } else {
-            items.join(", ")
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
-    };
+    }
     let _ = writeln!(out, "  decision  {}", when(d.at_unix, now));
     let _ = writeln!(out, "            reasons: {}", list(&d.reasons));
     let _ = writeln!(out, "            actions: {}", list(&d.actions));
@@ -503,7 +509,7 @@ fn detail(d: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_failover::status::{DecisionStatus, RecordStatus, SignalStatus, StandbyStatus};
+    use kube_failover::status::{DecisionStatus, Named, RecordStatus, SignalStatus, StandbyStatus};
 
     const NOW: f64 = 1_767_323_045.0; // 2026-01-02T03:04:05Z
 
@@ -547,40 +553,40 @@ mod tests {
             last_tick_unix: Some(NOW - 2.0),
             groups: vec![GroupStatus {
                 name: "env0".into(),
-                state: "primary_down".into(),
+                state: Named::parse("primary_down"),
                 since_unix: NOW - 303.0,
                 primary_down: true,
                 standby_fit: false,
-                active_cluster: "primary".into(),
+                active_cluster: Named::parse("primary"),
                 signals: vec![
                     SignalStatus {
-                        name: "api".into(),
+                        name: Named::parse("api"),
                         up: false,
                         consecutive_failures: 4,
                         consecutive_successes: 0,
                         consecutive_unknown: 0,
-                        last_reason: Some("timeout".into()),
+                        last_reason: Some(Named::parse("timeout")),
                         last_latency_seconds: Some(1.0),
                         last_detail: "no answer within 1s".into(),
                     },
                     SignalStatus {
-                        name: "workload:env0=agent-trigger".into(),
+                        name: Named::parse("workload:env0=agent-trigger"),
                         up: true,
                         consecutive_failures: 0,
                         consecutive_successes: 12,
                         consecutive_unknown: 0,
-                        last_reason: Some("ok".into()),
+                        last_reason: Some(Named::parse("ok")),
                         last_latency_seconds: Some(0.0123),
                         last_detail: String::new(),
                     },
                 ],
                 standby: StandbyStatus {
-                    api_reason: "ok".into(),
-                    workloads_reason: "not_found".into(),
+                    api_reason: Named::parse("ok"),
+                    workloads_reason: Named::parse("not_found"),
                     detail: "no Deployment matches env0=agent-proxy".into(),
                 },
                 record: Some(RecordStatus {
-                    phase: "promoting".into(),
+                    phase: Named::parse("promoting"),
                     epoch: 3,
                     reason: "primary_down_quorum".into(),
                     promoted_at: Some("2026-01-02T03:00:00Z".into()),
@@ -593,7 +599,10 @@ mod tests {
                 }),
                 last_decision: DecisionStatus {
                     at_unix: NOW - 1.0,
-                    reasons: vec!["primary_down_quorum".into(), "standby_unfit".into()],
+                    reasons: vec![
+                        Named::parse("primary_down_quorum"),
+                        Named::parse("standby_unfit"),
+                    ],
                     actions: vec![],
                     would_promote: true,
                 },

@@ -2,7 +2,7 @@
 //! signal names come from the config, reasons and states from closed enums.
 
 use crate::engine::{Decision, GroupState};
-use crate::model::{Action, DeploymentView, ProbeOutcome, ProbeReason};
+use crate::model::{Action, DeploymentView, ProbeOutcome, ProbeReason, SignalId};
 use prometheus::{
     CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -260,7 +260,7 @@ impl Metrics {
 
     /// Makes every per-group series exist from the start (at 0), so that alerts and
     /// `rate()` see a value before the first event.
-    pub fn init_group(&self, group: &str, signals: &[String]) {
+    pub fn init_group(&self, group: &str, signals: &[SignalId]) {
         for state in GroupState::ALL {
             self.group_state.with_label_values(&[group, state.as_str()]);
         }
@@ -276,6 +276,8 @@ impl Metrics {
             self.standby_corrections.with_label_values(&[group, result]);
         }
         for s in signals {
+            let s = s.to_string();
+            let s = s.as_str();
             self.signal_up.with_label_values(&[group, s]).set(1);
             for reason in ProbeReason::ALL.iter().filter(|r| **r != ProbeReason::Ok) {
                 self.probe_failures
@@ -324,7 +326,7 @@ impl Metrics {
         }
         for s in &decision.signals {
             self.signal_up
-                .with_label_values(&[group, &s.name])
+                .with_label_values(&[group, &s.id.to_string()])
                 .set(i64::from(s.up));
         }
         self.primary_up
@@ -449,7 +451,7 @@ mod tests {
     #[test]
     fn probe_failures_are_counted_by_reason() {
         let m = Metrics::new().unwrap();
-        m.init_group("env0", &["api".to_string()]);
+        m.init_group("env0", &[SignalId::Api]);
         let fail = ProbeOutcome::fail(ProbeReason::Timeout, Duration::from_millis(300), "");
         m.observe_probe("env0", Side::Primary, "api", &fail);
         m.observe_probe("env0", Side::Primary, "api", &fail);

@@ -1,7 +1,71 @@
 //! The `/status` document: what the admin server serves and `kube-failover status`
-//! prints. Plain strings and numbers, so that a client of another version can read it.
+//! prints. Typed with the enums of the core crate; every enum value is wrapped in
+//! [`Named`], so a client of another version reads a name it does not know as text
+//! instead of failing.
 
+use crate::model::{GroupState, ProbeReason, ReasonCode, RecordPhase, Side, SignalId};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A value of one of this version's enums, or a name this version does not know (from
+/// a daemon of another version). Serialized as the plain name either way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Named<T> {
+    /// A name this version knows.
+    Known(T),
+    /// Any other name.
+    Other(String),
+}
+
+impl<T> From<T> for Named<T> {
+    fn from(value: T) -> Self {
+        Named::Known(value)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Named<T> {
+    /// Reads a name: a known value when this version knows it, else the text.
+    pub fn parse(name: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(name.to_string()))
+            .map(Named::Known)
+            .unwrap_or_else(|_| Named::Other(name.to_string()))
+    }
+}
+
+impl<T> Named<T> {
+    /// The known value, if it is one.
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Named::Known(v) => Some(v),
+            Named::Other(_) => None,
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Named<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Named::Known(v) => v.fmt(f),
+            Named::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl<T: fmt::Display> PartialEq<str> for Named<T> {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Named::Known(v) => v.to_string() == other,
+            Named::Other(s) => s == other,
+        }
+    }
+}
+
+impl<T: fmt::Display> PartialEq<&str> for Named<T> {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
 
 /// The whole `/status` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,14 +85,15 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupStatus {
     pub name: String,
-    /// A [`crate::engine::GroupState`] name, e.g. `primary_active`.
-    pub state: String,
+    /// The group's state, e.g. `primary_active`.
+    pub state: Named<GroupState>,
     /// When the group entered `state` (Unix seconds).
     pub since_unix: f64,
     pub primary_down: bool,
     pub standby_fit: bool,
-    /// Which side the record says is active: `primary` or `standby`.
-    pub active_cluster: String,
+    /// Which side the record says is active: `primary` or `standby` (`unknown` while
+    /// the record cannot be read).
+    pub active_cluster: Named<Side>,
     pub signals: Vec<SignalStatus>,
     pub standby: StandbyStatus,
     pub record: Option<RecordStatus>,
@@ -48,14 +113,15 @@ pub struct GroupStatus {
 /// One primary signal after hysteresis, with its last probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignalStatus {
-    pub name: String,
+    /// The signal, e.g. `api` or `workload:env0=agent-trigger`.
+    pub name: Named<SignalId>,
     pub up: bool,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
     /// Consecutive answers that proved nothing (credentials, permissions, selection).
     #[serde(default)]
     pub consecutive_unknown: u32,
-    pub last_reason: Option<String>,
+    pub last_reason: Option<Named<ProbeReason>>,
     pub last_latency_seconds: Option<f64>,
     pub last_detail: String,
 }
@@ -63,15 +129,15 @@ pub struct SignalStatus {
 /// Standby fitness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StandbyStatus {
-    pub api_reason: String,
-    pub workloads_reason: String,
+    pub api_reason: Named<ProbeReason>,
+    pub workloads_reason: Named<ProbeReason>,
     pub detail: String,
 }
 
 /// The failover record as last read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordStatus {
-    pub phase: String,
+    pub phase: Named<RecordPhase>,
     pub epoch: u64,
     pub reason: String,
     pub promoted_at: Option<String>,
@@ -91,9 +157,34 @@ pub struct RecordStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionStatus {
     pub at_unix: f64,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Named<ReasonCode>>,
     /// Actions taken (auto) or that would have been taken (observe).
     pub actions: Vec<String>,
     /// True in observe mode when a promotion would have started.
     pub would_promote: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_this_version_does_not_know_are_kept_as_text() {
+        let state: Named<GroupState> = serde_json::from_str("\"primary_active\"").unwrap();
+        assert_eq!(state, Named::Known(GroupState::PrimaryActive));
+        let newer: Named<GroupState> = serde_json::from_str("\"electing\"").unwrap();
+        assert_eq!(newer, Named::Other("electing".into()));
+        assert_eq!(newer, "electing");
+        assert_eq!(serde_json::to_string(&state).unwrap(), "\"primary_active\"");
+        let signal: Named<SignalId> = Named::parse("workload:env0=agent-trigger");
+        assert_eq!(
+            signal.known(),
+            Some(&SignalId::Workload("env0=agent-trigger".into()))
+        );
+        assert_eq!(signal.to_string(), "workload:env0=agent-trigger");
+        assert_eq!(
+            Named::<ReasonCode>::parse("cooldown"),
+            Named::Known(ReasonCode::Cooldown)
+        );
+    }
 }

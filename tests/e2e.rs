@@ -223,7 +223,8 @@ async fn unfit_standby_blocks_until_it_returns() {
     assert!(
         g.last_decision
             .reasons
-            .contains(&"standby_api_down".to_string()),
+            .iter()
+            .any(|r| r == "standby_api_down"),
         "{g:#?}"
     );
     assert_eq!(
@@ -300,7 +301,8 @@ async fn watcher_only_partition_freezes() {
     assert!(
         g.last_decision
             .reasons
-            .contains(&"all_clusters_unreachable".to_string())
+            .iter()
+            .any(|r| r == "all_clusters_unreachable")
     );
     assert_eq!(d.metric(STARTED).await, Some(0.0));
     pp.set_mode(ProxyMode::Pass);
@@ -473,7 +475,7 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
     d.wait_group("bad credentials reported", Duration::from_secs(15), |g| {
         g.signals
             .iter()
-            .any(|s| s.name == "api" && s.last_reason.as_deref().is_some_and(|r| r != "ok"))
+            .any(|s| s.name == "api" && s.last_reason.as_ref().is_some_and(|r| r != "ok"))
     })
     .await;
     let g = d.group().await.expect("status");
@@ -483,7 +485,9 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
         .find(|s| s.name == "api")
         .expect("api signal");
     assert!(
-        matches!(api.last_reason.as_deref(), Some("unauthorized" | "tls")),
+        api.last_reason
+            .as_ref()
+            .is_some_and(|r| r == "unauthorized" || r == "tls"),
         "{api:#?}"
     );
 

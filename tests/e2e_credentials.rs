@@ -34,15 +34,15 @@ async fn a_token_rotated_on_disk_keeps_the_primary_active() {
     };
     let sampling = async {
         let mut worst_streak = 0;
-        let mut states = Vec::new();
+        let mut states: Vec<String> = Vec::new();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Some(g) = d.group().await {
                 for s in &g.signals {
                     worst_streak = worst_streak.max(s.consecutive_failures);
                 }
-                if states.last() != Some(&g.state) {
-                    states.push(g.state.clone());
+                if states.last() != Some(&g.state.to_string()) {
+                    states.push(g.state.to_string());
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

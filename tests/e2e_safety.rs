@@ -88,8 +88,8 @@ async fn primary_rbac_revoked_is_unobservable_never_down() {
     let g = d.group().await.expect("status");
     assert_eq!(g.state, "primary_unobservable");
     assert_eq!(
-        g.last_decision.reasons.first().map(String::as_str),
-        Some("primary_forbidden"),
+        g.last_decision.reasons.first().map(ToString::to_string),
+        Some("primary_forbidden".to_string()),
         "{g:#?}"
     );
     assert!(!g.primary_down, "unknown is not down");
@@ -145,7 +145,8 @@ async fn relabelled_primary_deployment_never_promotes() {
     assert!(
         g.last_decision
             .reasons
-            .contains(&"primary_workload_missing".to_string()),
+            .iter()
+            .any(|r| r == "primary_workload_missing"),
         "{g:#?}"
     );
 }
@@ -369,8 +370,8 @@ async fn primary_credentials_revoked_never_promote() {
     let g = d.group().await.expect("status");
     assert_eq!(g.state, "primary_unobservable");
     assert_eq!(
-        g.last_decision.reasons.first().map(String::as_str),
-        Some("primary_credentials_rejected"),
+        g.last_decision.reasons.first().map(ToString::to_string),
+        Some("primary_credentials_rejected".to_string()),
         "{g:#?}"
     );
     let gauge = r#"kube_failover_group_state{group="env0",state="primary_unobservable"}"#;

@@ -8,7 +8,7 @@ use kube_failover::actuate::{ActuateError, Actuator};
 use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
 use kube_failover::model::{
     Action, DeploymentRef, FailoverRecord, Observation, ProbeReason, ReasonCode, RecordPhase,
-    StandbyObservation,
+    SignalId, StandbyObservation,
 };
 use kube_failover::probe::{probe_primary, probe_standby};
 use kube_failover::record::{self, RecordError};
@@ -85,7 +85,7 @@ async fn events(c: &Cluster, reason: &str) -> Vec<Event> {
         .collect()
 }
 
-fn reasons(obs: &[(String, kube_failover::model::ProbeOutcome)]) -> Vec<ProbeReason> {
+fn reasons(obs: &[(SignalId, kube_failover::model::ProbeOutcome)]) -> Vec<ProbeReason> {
     obs.iter().map(|(_, o)| o.reason).collect()
 }
 
@@ -112,7 +112,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert_eq!(
         prim.workloads
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.to_string())
             .collect::<Vec<_>>(),
         [
             "workload:env0=agent-trigger".to_string(),

@@ -10,9 +10,11 @@ pub mod api;
 pub mod http;
 pub mod workload;
 
-use crate::config::GroupConfig;
+use crate::config::{GroupConfig, HttpCheckConfig, WorkloadConfig};
 use crate::kube_call::classify_elapsed;
-use crate::model::{FailoverRecord, PrimaryObservation, ProbeOutcome, StandbyObservation};
+use crate::model::{
+    FailoverRecord, PrimaryObservation, ProbeOutcome, SignalId, StandbyObservation,
+};
 use futures::future::join_all;
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,7 @@ pub async fn probe_primary(
     let mut deployments = Some(Vec::new());
     for (w, probe) in group.workloads.iter().zip(workloads) {
         merge_views(&mut deployments, probe.views);
-        outcomes.push((w.signal_name(), probe.outcome));
+        outcomes.push((workload_signal(w), probe.outcome));
     }
     let mut absent = Vec::new();
     match by_name {
@@ -64,12 +66,33 @@ pub async fn probe_primary(
         http: group
             .http_checks
             .iter()
-            .map(|c| c.signal_name())
+            .map(http_signal)
             .zip(checks)
             .collect(),
         deployments,
         absent,
     }
+}
+
+/// The primary's signals of `group`, built once from the config: the API, each
+/// workload, each HTTP check. Outcomes carry the same ids.
+pub fn signal_ids(group: &GroupConfig) -> Vec<SignalId> {
+    std::iter::once(SignalId::Api)
+        .chain(group.workloads.iter().map(workload_signal))
+        .chain(group.http_checks.iter().map(http_signal))
+        .collect()
+}
+
+fn workload_signal(w: &WorkloadConfig) -> SignalId {
+    SignalId::Workload(match (&w.name, &w.selector) {
+        (Some(n), _) => n.clone(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => "?".to_string(),
+    })
+}
+
+fn http_signal(c: &HttpCheckConfig) -> SignalId {
+    SignalId::Http(c.name.clone())
 }
 
 /// Probes the standby cluster of `group`: API `/readyz`, whether every selected

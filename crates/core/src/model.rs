@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A bounded reason code for one probe result. Used as a metric label, so the set is
 /// closed: never format an error message into one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeReason {
     /// The check passed.
@@ -125,7 +125,7 @@ impl ProbeReason {
 }
 
 /// What one probe answer proves about the primary's workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// The check passed.
@@ -169,7 +169,7 @@ impl ProbeOutcome {
 }
 
 /// Which cluster of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The cluster normally running the workload.
@@ -224,15 +224,64 @@ pub struct DeploymentRef {
     pub uid: Option<String>,
 }
 
+/// Which signal of the primary an outcome belongs to. Carried with every outcome, so
+/// outcomes, hysteresis, metrics and `/status` are matched by identity, never by
+/// position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignalId {
+    /// `/readyz` of the primary's API server.
+    Api,
+    /// One configured workload, by its Deployment name or label selector.
+    Workload(String),
+    /// One configured HTTP check, by its name.
+    Http(String),
+}
+
+impl std::fmt::Display for SignalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignalId::Api => f.write_str("api"),
+            SignalId::Workload(w) => write!(f, "workload:{w}"),
+            SignalId::Http(h) => write!(f, "http:{h}"),
+        }
+    }
+}
+
+impl std::str::FromStr for SignalId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "api" => Ok(SignalId::Api),
+            Some(("workload", w)) if !w.is_empty() => Ok(SignalId::Workload(w.to_string())),
+            Some(("http", h)) if !h.is_empty() => Ok(SignalId::Http(h.to_string())),
+            _ => Err(format!("{s:?} is not a signal (api, workload:…, http:…)")),
+        }
+    }
+}
+
+impl Serialize for SignalId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SignalId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Everything observed about the primary cluster in one tick.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrimaryObservation {
     /// `/readyz` of the primary API server.
     pub api: ProbeOutcome,
-    /// One outcome per workload signal (name as in [`Signal`]), in config order.
-    pub workloads: Vec<(String, ProbeOutcome)>,
+    /// One outcome per workload signal, in config order.
+    pub workloads: Vec<(SignalId, ProbeOutcome)>,
     /// One outcome per configured HTTP check, in config order.
-    pub http: Vec<(String, ProbeOutcome)>,
+    pub http: Vec<(SignalId, ProbeOutcome)>,
     /// The selected Deployments in the primary, and those named in the record, when
     /// they could be listed (`None` when the API could not be asked). Used for fencing.
     pub deployments: Option<Vec<DeploymentView>>,
@@ -241,8 +290,33 @@ pub struct PrimaryObservation {
     pub absent: Vec<String>,
 }
 
+impl PrimaryObservation {
+    /// Every signal's outcome with its id: the API first, then workloads and checks.
+    pub fn signals(&self) -> impl Iterator<Item = (SignalId, &ProbeOutcome)> {
+        std::iter::once((SignalId::Api, &self.api)).chain(
+            self.workloads
+                .iter()
+                .chain(&self.http)
+                .map(|(id, o)| (id.clone(), o)),
+        )
+    }
+
+    /// The outcome of one signal, if it was observed.
+    pub fn outcome(&self, id: &SignalId) -> Option<&ProbeOutcome> {
+        match id {
+            SignalId::Api => Some(&self.api),
+            _ => self
+                .workloads
+                .iter()
+                .chain(&self.http)
+                .find(|(i, _)| i == id)
+                .map(|(_, o)| o),
+        }
+    }
+}
+
 /// The failover record's phase, as stored in the standby cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordPhase {
     /// The primary is the active side (also: no record yet, or after a failback).
@@ -438,7 +512,7 @@ impl Action {
 }
 
 /// Named state of one group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupState {
     /// Startup grace, or the primary has never been seen healthy: no promotion.
@@ -502,7 +576,7 @@ macro_rules! reason_codes {
     ($($(#[$doc:meta])* $name:ident => $text:literal,)*) => {
         /// Why the engine decided what it did. Bounded: these are log fields, metric
         /// labels and `/status` entries.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum ReasonCode {
             $($(#[$doc])* $name,)*
@@ -608,3 +682,15 @@ impl std::fmt::Display for ReasonCode {
         f.write_str(self.as_str())
     }
 }
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(ProbeReason, RecordPhase, GroupState);

@@ -7,6 +7,7 @@ use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::model::{
     Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
+    SignalId,
 };
 use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
@@ -22,9 +23,9 @@ pub struct EngineSettings {
     pub interval: Duration,
     pub policy: PolicyConfig,
     pub mode: Mode,
-    /// Names of the primary's signals, in the order of the observation:
-    /// `api`, then the workloads, then the HTTP checks.
-    pub signal_names: Vec<String>,
+    /// The primary's signals, in the order `/status` and metrics list them. Outcomes
+    /// are matched to them by id.
+    pub signals: Vec<SignalId>,
 }
 
 /// Exponential retry state of one kind of action.
@@ -99,11 +100,11 @@ impl Engine {
     pub fn new(settings: EngineSettings, now: Instant) -> Self {
         let policy = &settings.policy;
         let signals = settings
-            .signal_names
+            .signals
             .iter()
-            .map(|n| {
+            .map(|id| {
                 Signal::new(
-                    n.clone(),
+                    id.clone(),
                     policy.failure_threshold,
                     policy.success_threshold,
                 )
@@ -400,11 +401,15 @@ impl Engine {
         self.frozen_until.is_some_and(|until| now < until)
     }
 
+    /// Feeds each signal its own outcome, by id. A configured signal missing from the
+    /// observation is unknown (never down), and an outcome for a signal that is not
+    /// configured is ignored.
     fn feed_signals(&mut self, obs: &Observation) {
-        let reasons = std::iter::once(obs.primary.api.reason)
-            .chain(obs.primary.workloads.iter().map(|(_, o)| o.reason))
-            .chain(obs.primary.http.iter().map(|(_, o)| o.reason));
-        for (signal, reason) in self.signals.iter_mut().zip(reasons) {
+        for signal in &mut self.signals {
+            let reason = obs
+                .primary
+                .outcome(signal.id())
+                .map_or(ProbeReason::Error, |o| o.reason);
             signal.observe(reason);
         }
     }

@@ -5,13 +5,13 @@
 //! is neither: it breaks both runs, and a signal whose latest answer is unknown never
 //! counts as down (safety invariant 1).
 
-use crate::model::{Evidence, ProbeReason};
+use crate::model::{Evidence, ProbeReason, SignalId};
 use serde::Serialize;
 
 /// One signal's hysteresis state.
 #[derive(Debug, Clone)]
 pub struct Signal {
-    name: String,
+    id: SignalId,
     up: bool,
     consecutive_failures: u32,
     consecutive_successes: u32,
@@ -24,7 +24,8 @@ pub struct Signal {
 /// What `/status` and the metrics show of a signal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignalSnapshot {
-    pub name: String,
+    /// Which signal.
+    pub id: SignalId,
     pub up: bool,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
@@ -36,9 +37,9 @@ pub struct SignalSnapshot {
 
 impl Signal {
     /// A new signal starts up: a restarted daemon has no evidence of failure.
-    pub fn new(name: impl Into<String>, failure_threshold: u32, success_threshold: u32) -> Self {
+    pub fn new(id: SignalId, failure_threshold: u32, success_threshold: u32) -> Self {
         Signal {
-            name: name.into(),
+            id,
             up: true,
             consecutive_failures: 0,
             consecutive_successes: 0,
@@ -113,13 +114,14 @@ impl Signal {
             .flatten()
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Which signal this is.
+    pub fn id(&self) -> &SignalId {
+        &self.id
     }
 
     pub fn snapshot(&self) -> SignalSnapshot {
         SignalSnapshot {
-            name: self.name.clone(),
+            id: self.id.clone(),
             up: self.up,
             consecutive_failures: self.consecutive_failures,
             consecutive_successes: self.consecutive_successes,
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn goes_down_only_after_failure_threshold_consecutive_failures() {
-        let mut s = Signal::new("api", 3, 1);
+        let mut s = Signal::new(SignalId::Api, 3, 1);
         assert!(!s.observe(ProbeReason::Timeout));
         assert!(!s.observe(ProbeReason::Timeout));
         assert!(s.is_up());
@@ -145,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_pass_resets_the_failure_run() {
-        let mut s = Signal::new("api", 3, 1);
+        let mut s = Signal::new(SignalId::Api, 3, 1);
         for _ in 0..1000 {
             s.observe(ProbeReason::Connect);
             s.observe(ProbeReason::Connect);
@@ -157,7 +159,7 @@ mod tests {
 
     #[test]
     fn comes_back_up_after_success_threshold_passes() {
-        let mut s = Signal::new("api", 1, 2);
+        let mut s = Signal::new(SignalId::Api, 1, 2);
         s.observe(ProbeReason::Unready);
         assert!(!s.is_up());
         assert!(!s.observe(ProbeReason::Ok));
@@ -168,7 +170,7 @@ mod tests {
 
     #[test]
     fn unknown_never_counts_as_down_and_breaks_the_failure_run() {
-        let mut s = Signal::new("workload:x", 3, 1);
+        let mut s = Signal::new(SignalId::Workload("x".into()), 3, 1);
         for _ in 0..100 {
             s.observe(ProbeReason::Forbidden);
         }
@@ -190,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_down_signal_whose_answer_turns_unknown_stops_counting() {
-        let mut s = Signal::new("api", 1, 1);
+        let mut s = Signal::new(SignalId::Api, 1, 1);
         s.observe(ProbeReason::Refused);
         assert!(s.counts_down());
         s.observe(ProbeReason::Tls);
@@ -223,7 +225,7 @@ mod tests {
 
     #[test]
     fn forget_streak_keeps_state_but_drops_evidence() {
-        let mut s = Signal::new("api", 3, 1);
+        let mut s = Signal::new(SignalId::Api, 3, 1);
         s.observe(ProbeReason::Timeout);
         s.observe(ProbeReason::Timeout);
         s.forget_streak();

@@ -114,10 +114,7 @@ impl World {
             wall_unix,
             primary: PrimaryObservation {
                 api: outcome(self.primary_api),
-                workloads: vec![(
-                    "workload:env0=agent-trigger".into(),
-                    outcome(self.primary_workload),
-                )],
+                workloads: vec![(trigger_signal(), outcome(self.primary_workload))],
                 http: vec![],
                 deployments: self.primary_listable.then(|| {
                     vec![DeploymentView {
@@ -252,6 +249,10 @@ impl World {
     }
 }
 
+fn trigger_signal() -> SignalId {
+    SignalId::Workload("env0=agent-trigger".into())
+}
+
 pub(super) struct Sim {
     pub(super) engine: Engine,
     pub(super) world: World,
@@ -283,7 +284,7 @@ impl Sim {
             interval: INTERVAL,
             policy,
             mode,
-            signal_names: vec!["api".into(), "workload:env0=agent-trigger".into()],
+            signals: vec![SignalId::Api, trigger_signal()],
         };
         Sim {
             engine: Engine::new(settings, now),
@@ -1243,4 +1244,34 @@ fn standby_causes_are_named() {
             .reasons
             .contains(&ReasonCode::StandbyWorkloadMissing)
     );
+}
+
+#[test]
+fn signals_are_matched_by_id_not_by_position() {
+    let mut sim = Sim::warmed_up();
+    // The same outcomes in another order, plus one for a signal not configured.
+    sim.world.primary_workload = ProbeReason::Unready;
+    sim.now += INTERVAL;
+    sim.wall += 1.0;
+    let mut obs = sim.world.observe(sim.wall);
+    obs.primary.workloads.insert(
+        0,
+        (
+            SignalId::Workload("not-configured".into()),
+            ProbeOutcome::ok(Duration::ZERO),
+        ),
+    );
+    let d = sim.engine.step(sim.now, &obs);
+    let trigger = d.signals.iter().find(|s| s.id == trigger_signal()).unwrap();
+    assert_eq!(trigger.last_reason, Some(ProbeReason::Unready));
+    assert_eq!(d.signals.len(), 2, "an unconfigured outcome adds no signal");
+    // A configured signal missing from the observation is unknown, never down.
+    obs.primary.workloads.clear();
+    for _ in 0..10 {
+        sim.now += INTERVAL;
+        sim.wall += 1.0;
+        obs.wall_unix = sim.wall;
+        let d = sim.engine.step(sim.now, &obs);
+        assert!(!d.primary_down);
+    }
 }
