@@ -229,6 +229,9 @@ impl GroupRunner {
             .chain(cfg.http_checks.iter().map(|c| c.signal_name()))
             .collect();
         metrics.init_group(&cfg.name, &signal_names);
+        // Every Kubernetes call of this group that ends is progress (src/liveness.rs).
+        let primary = crate::liveness::beating_client(primary, admin.heartbeat(&cfg.name));
+        let standby = crate::liveness::beating_client(standby, admin.heartbeat(&cfg.name));
         let engine = Engine::new(
             EngineSettings {
                 interval: config.daemon.probe_interval,
@@ -285,7 +288,9 @@ impl GroupRunner {
     async fn tick(&mut self) {
         let started = Instant::now();
         let wall = now_unix();
+        self.admin.progress(&self.cfg.name);
         let obs = self.observe(wall).await;
+        self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
 
         let decision = self.engine.step(started, &obs);
@@ -356,7 +361,9 @@ impl GroupRunner {
         let mut failed = None;
         for action in &decision.actions {
             let kind = action.kind();
-            match self.actuator.execute(action, obs).await {
+            let result = self.actuator.execute(action, obs).await;
+            self.admin.progress(group);
+            match result {
                 Ok(report) => {
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod notify;
