@@ -360,6 +360,10 @@ pub async fn serve_with(
 struct Conn {
     /// A request is being answered.
     busy: AtomicBool,
+    /// The server has tried to read the next request and found nothing (yet). Until
+    /// then a new connection may have its request waiting in the socket: it is not
+    /// idle, only not looked at.
+    waiting: AtomicBool,
     /// Milliseconds from the server's epoch to the moment the connection was accepted
     /// or its last answer was handed over: the start of its wait for a request.
     since_ms: AtomicU64,
@@ -387,6 +391,7 @@ impl Server {
     fn admit(&self) -> (u64, Arc<Conn>) {
         let conn = Arc::new(Conn {
             busy: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             since_ms: AtomicU64::new(self.now_ms()),
             requests: AtomicU32::new(0),
             evict: Notify::new(),
@@ -394,15 +399,19 @@ impl Server {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         while open.len() >= self.limits.max_connections.max(1) {
-            // Waiting for a request before being answered; longest wait first.
+            // Found waiting for a request first, then not yet looked at, then being
+            // answered; in each, the longest wait first.
             let victim = open
                 .iter()
                 .min_by_key(|(id, c)| {
-                    (
-                        c.busy.load(Ordering::Relaxed),
-                        c.since_ms.load(Ordering::Relaxed),
-                        **id,
-                    )
+                    let tier = if c.busy.load(Ordering::Relaxed) {
+                        2
+                    } else if c.waiting.load(Ordering::Relaxed) {
+                        0
+                    } else {
+                        1
+                    };
+                    (tier, c.since_ms.load(Ordering::Relaxed), **id)
                 })
                 .map(|(id, _)| *id);
             let Some(victim) = victim.and_then(|v| open.remove(&v)) else {
@@ -471,6 +480,9 @@ async fn accept_loop(
         };
         let (id, conn) = server.admit();
         tokio::spawn(connection(server.clone(), id, conn, stream, peer));
+        // Let the new connection read its request before the next accept: under a
+        // flood of connections, each is looked at before it can become the oldest.
+        tokio::task::yield_now().await;
 
         if reported.0.elapsed() >= REPORT_EVERY {
             let evicted = server.evicted.load(Ordering::Relaxed);
@@ -503,6 +515,7 @@ async fn connection(
             let server = server.clone();
             let conn = conn.clone();
             conn.busy.store(true, Ordering::Relaxed);
+            conn.waiting.store(false, Ordering::Relaxed);
             conn.since_ms.store(server.now_ms(), Ordering::Relaxed);
             let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
             async move {
@@ -516,7 +529,7 @@ async fn connection(
             }
         })
     };
-    let io = WriteTimeout::new(stream, server.limits.write_timeout);
+    let io = Guarded::new(stream, conn.clone(), server.limits.write_timeout);
     let http = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(server.limits.read_timeout)
@@ -587,18 +600,21 @@ impl Body for Answer {
     }
 }
 
-/// A stream whose writes fail once they have made no progress for `limit`: the peer
-/// does not read what it asked for.
-struct WriteTimeout<T> {
+/// A connection's stream: notes when a read finds nothing to read (the connection is
+/// waiting for a request), and fails writes that have made no progress for `limit`
+/// (the peer does not read what it asked for).
+struct Guarded<T> {
     io: T,
+    conn: Arc<Conn>,
     limit: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<T> WriteTimeout<T> {
-    fn new(io: T, limit: Duration) -> Self {
-        WriteTimeout {
+impl<T> Guarded<T> {
+    fn new(io: T, conn: Arc<Conn>, limit: Duration) -> Self {
+        Guarded {
             io,
+            conn,
             limit,
             stalled: None,
         }
@@ -631,17 +647,21 @@ impl<T> WriteTimeout<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeout<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if r.is_pending() {
+            self.conn.waiting.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -987,6 +1007,10 @@ mod tests {
         }
     }
 
+    /// The attack tests load both cores on purpose: one at a time, so that one's flood
+    /// does not become another's two-second timeout.
+    static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     async fn start(limits: Limits) -> Running {
         let s = Arc::new(state(1, Duration::from_secs(1)));
         s.tick_done(group("a"), 1.0);
@@ -1049,6 +1073,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn healthz_is_answered_past_1000_idle_connections() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let server = start(Limits::default()).await;
         let mut idle = Vec::new();
         for _ in 0..1000 {
@@ -1067,8 +1092,46 @@ mod tests {
         server.shut().await;
     }
 
+    /// Idle clients that reconnect as soon as they are closed make the server close a
+    /// connection for every one it accepts; a probe's connection, whose request is
+    /// already there, is still answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthz_is_answered_while_1000_idle_clients_reconnect_at_once() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
+        let server = start(Limits::default()).await;
+        let addr = server.addr;
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut attackers = Vec::new();
+        for _ in 0..1000 {
+            attackers.push(tokio::spawn(async move {
+                let mut reconnects = 0u32;
+                while Instant::now() < until {
+                    let Ok(mut s) = TcpStream::connect(addr).await else {
+                        continue;
+                    };
+                    reconnects += 1;
+                    let left = until.saturating_duration_since(Instant::now());
+                    let _ = tokio::time::timeout(left, s.read(&mut [0u8; 16])).await;
+                }
+                reconnects
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        healthz_holds(addr, Duration::from_secs(2)).await;
+        let mut reconnects = 0;
+        for a in attackers {
+            reconnects += a.await.unwrap();
+        }
+        assert!(
+            reconnects > 2000,
+            "the attackers were closed and came back ({reconnects} connections)"
+        );
+        server.shut().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_oldest_idle_connection_is_the_one_closed_for_room() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let limits = Limits {
             max_connections: 3,
             read_timeout: Duration::from_secs(30),
@@ -1108,6 +1171,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slowloris_connections_are_cut_and_healthz_stays_answered() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let limits = Limits {
             read_timeout: Duration::from_secs(1),
             ..Limits::default()
@@ -1148,6 +1212,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipelining_clients_that_never_read_are_dropped_and_healthz_stays_answered() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let limits = Limits {
             write_timeout: Duration::from_secs(1),
             max_requests: 10_000,
@@ -1183,6 +1248,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_per_connection_are_bounded() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let limits = Limits {
             max_requests: 3,
             ..Limits::default()
@@ -1205,6 +1271,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn healthz_is_answered_during_a_metrics_flood() {
+        let _one = ONE_ATTACK_AT_A_TIME.lock().await;
         let server = start(Limits::default()).await;
         let addr = server.addr;
         let stop = Arc::new(AtomicBool::new(false));
