@@ -182,6 +182,8 @@ check "kubernetes: target-rbac follows a namespace override" \
   python3 ci/deploy_checks.py rbac-namespace "$kustomize"
 check "kubernetes: ServiceMonitor -> Service -> Pod port" \
   python3 ci/deploy_checks.py servicemonitor "$work/rendered/base.yaml"
+check "kubernetes: NetworkPolicy admits only the monitoring namespace to the admin port" \
+  python3 ci/deploy_checks.py networkpolicy "$work/rendered/base.yaml" "$kustomize"
 check "kubernetes: image user, port and command match the Deployment" \
   python3 ci/deploy_checks.py image-contract "$work/rendered/base.yaml"
 

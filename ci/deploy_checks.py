@@ -9,6 +9,8 @@ on a problem. Run from the repository root.
   metric-names               alerts and dashboard use only the daemon's metrics (metrics.txt)
   dashboard                  the Grafana dashboard is sound and its queries parse
   servicemonitor BUILD       the ServiceMonitor finds the Service and its port
+  networkpolicy BUILD KUSTOMIZE   only the monitoring namespace reaches the admin port,
+                             and the documented patch moves it to another namespace
   rbac-namespace KUSTOMIZE   target-rbac's subject follows a namespace override
   image-contract BUILD       Dockerfile user/port/command agree with the Deployment
   docker-context             the files the Dockerfile copies load with --locked
@@ -309,6 +311,85 @@ def cmd_servicemonitor(args):
           f"container port {cports[svc['spec']['ports'][0]['targetPort']]}, job kube-failover")
 
 
+# The patch deploy/README.md documents for another monitoring namespace.
+NETWORKPOLICY_PATCH = """\
+- op: replace
+  path: /spec/ingress/0/from/0/namespaceSelector/matchLabels/kubernetes.io~1metadata.name
+  value: observability
+"""
+
+
+def admitted_namespaces(docs):
+    """The namespaces the NetworkPolicy admits to the daemon's admin port, after checking
+    that it selects the daemon's Pods, filters ingress only, and names a real port."""
+    nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    if len(nps) != 1 or len(deps) != 1:
+        fail(f"expected one NetworkPolicy and one Deployment, got {len(nps)}, {len(deps)}")
+    np, dep = nps[0], deps[0]
+    spec = np["spec"]
+    if np["metadata"].get("namespace") != dep["metadata"].get("namespace"):
+        fail("the NetworkPolicy is not in the Deployment's namespace")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    sel = spec["podSelector"].get("matchLabels", {})
+    if not sel or not all(pod_labels.get(k) == v for k, v in sel.items()):
+        fail(f"podSelector {sel} does not select the daemon's Pods {pod_labels}")
+    if spec.get("policyTypes") != ["Ingress"]:
+        fail(f"policyTypes {spec.get('policyTypes')}: expected [Ingress] (egress goes to "
+             "site-specific API servers)")
+    cports = {p["name"]: p["containerPort"]
+              for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    namespaces = []
+    for rule in spec.get("ingress", []):
+        ports = rule.get("ports", [])
+        if not ports:
+            fail("an ingress rule without ports admits every port")
+        for p in ports:
+            if p["port"] not in cports and p["port"] not in cports.values():
+                fail(f"ingress port {p['port']} is no container port ({cports})")
+        peers = rule.get("from", [])
+        if not peers:
+            fail("an ingress rule without `from` admits everyone")
+        for peer in peers:
+            if set(peer) != {"namespaceSelector"}:
+                fail(f"peer {peer}: only a namespaceSelector is expected (no ipBlock, "
+                     "no bare podSelector)")
+            labels = peer["namespaceSelector"].get("matchLabels", {})
+            if set(labels) != {"kubernetes.io/metadata.name"}:
+                fail(f"namespaceSelector {labels} does not name one namespace")
+            namespaces.append(labels["kubernetes.io/metadata.name"])
+    return namespaces
+
+
+def cmd_networkpolicy(args):
+    build, kustomize = args
+    admitted = admitted_namespaces(load_all(build))
+    if admitted != ["monitoring"]:
+        fail(f"the base admits {admitted}, expected only the monitoring namespace")
+    with tempfile.TemporaryDirectory(dir="deploy/kubernetes") as tmp:
+        rel = os.path.relpath("deploy/kubernetes/base", tmp)
+        with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
+            f.write(f"resources:\n  - {rel}\npatches:\n  - target:\n"
+                    "      kind: NetworkPolicy\n      name: kube-failover\n"
+                    "    path: monitoring-namespace.yaml\n")
+        with open(os.path.join(tmp, "monitoring-namespace.yaml"), "w") as f:
+            f.write(NETWORKPOLICY_PATCH)
+        out = subprocess.run([kustomize, "build", tmp], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail("the documented patch does not build:\n" + out.stderr)
+    patched = admitted_namespaces([d for d in yaml.safe_load_all(out.stdout) if d])
+    if patched != ["observability"]:
+        fail(f"the documented patch admits {patched}, expected observability")
+    with open("deploy/README.md") as f:
+        readme = f.read()
+    # Shown inside a list item, so indented by two spaces.
+    shown = "".join("  " + line + "\n" for line in NETWORKPOLICY_PATCH.splitlines())
+    if shown not in readme:
+        fail("deploy/README.md does not show the patch this check applies")
+    print("  admin port: namespace monitoring only (kubelet: node traffic); the documented "
+          "patch moves it to another namespace")
+
+
 def cmd_rbac_namespace(args):
     kustomize = args[0]
     with tempfile.TemporaryDirectory(dir="deploy/kubernetes") as tmp:
@@ -461,6 +542,7 @@ COMMANDS = {
     "metric-names": cmd_metric_names,
     "dashboard": cmd_dashboard,
     "servicemonitor": cmd_servicemonitor,
+    "networkpolicy": cmd_networkpolicy,
     "rbac-namespace": cmd_rbac_namespace,
     "image-contract": cmd_image_contract,
     "docker-context": cmd_docker_context,

@@ -231,6 +231,9 @@ impl GroupRunner {
     ) -> Self {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
+        // Every Kubernetes call of this group that ends is progress (src/liveness.rs).
+        let primary = crate::liveness::beating_client(primary, admin.heartbeat(&cfg.name));
+        let standby = crate::liveness::beating_client(standby, admin.heartbeat(&cfg.name));
         let engine = Engine::new(
             EngineSettings {
                 interval: config.daemon.probe_interval,
@@ -296,7 +299,9 @@ impl GroupRunner {
     async fn tick(&mut self) {
         let started = Instant::now();
         let wall = now_unix();
+        self.admin.progress(&self.cfg.name);
         let obs = self.observe(wall).await;
+        self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
 
         let decision = self.engine.step(started, &obs);
@@ -377,7 +382,9 @@ impl GroupRunner {
         let mut failed = None;
         for action in &decision.actions {
             let kind = action.kind();
-            match self.actuator.execute(action, obs).await {
+            let result = self.actuator.execute(action, obs).await;
+            self.admin.progress(group);
+            match result {
                 Ok(report) => {
                     self.engine.handle_result(now, action, true);
                     self.metrics.observe_action(group, kind, true);

@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod kube_call;
 pub mod kubeconfig;
+pub mod liveness;
 pub mod metrics;
 pub mod notify;
 pub mod probe;

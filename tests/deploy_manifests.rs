@@ -1,5 +1,6 @@
-//! The shipped Kubernetes manifests (deploy/kubernetes/base, the example overlay and target-rbac) against a real API server from
-//! the test bed: every object is applied with strict field validation, the Pod passes the
+//! The shipped Kubernetes manifests (deploy/kubernetes/base, the example overlay and
+//! target-rbac) against a real API server from the test bed: every object is applied with
+//! strict field validation (the NetworkPolicy is read back as written), the Pod passes the
 //! namespace's "restricted" Pod Security admission, and the target-cluster RBAC grants the
 //! daemon's ServiceAccount exactly role.yaml in the agent namespace and nothing else.
 //!
@@ -10,6 +11,7 @@
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope};
@@ -173,6 +175,31 @@ async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
         ]),
         "only the Prometheus Operator's objects may be left out (promtool checks the rules)"
     );
+
+    // The NetworkPolicy is stored as written: the daemon's Pod takes ingress only from
+    // the monitoring namespace, on the admin port.
+    let np = Api::<NetworkPolicy>::namespaced(client.clone(), DAEMON_NS)
+        .get("kube-failover")
+        .await
+        .expect("the NetworkPolicy was applied");
+    let spec = np.spec.expect("a NetworkPolicy spec");
+    let pod_labels = &find(&base, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    let selector = spec.pod_selector.clone().unwrap_or_default();
+    let selector = selector.match_labels.unwrap_or_default();
+    assert!(!selector.is_empty(), "the NetworkPolicy selects by label");
+    for (k, v) in selector {
+        assert_eq!(pod_labels[&k], json!(v), "podSelector {k}={v}");
+    }
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let rules = spec.ingress.expect("ingress rules");
+    assert_eq!(rules.len(), 1);
+    let peers = rules[0].from.clone().expect("a from list");
+    let namespace = peers[0]
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .and_then(|l| l.get("kubernetes.io/metadata.name"));
+    assert_eq!(namespace.map(String::as_str), Some("monitoring"));
 
     // 2. The example overlay: the generated Secret and the Deployment now pointing at it.
     apply_all(&client, &discovery, &example).await;

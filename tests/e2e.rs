@@ -546,3 +546,84 @@ async fn sigterm_exits_cleanly() {
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
     assert!(d.log_text().contains("kube-failover stopped"));
 }
+
+/// Issue 8: a standby API that takes more than a second per call during a promotion.
+/// The promoting tick makes several such calls in a row (record, lists, scales, Events)
+/// and takes longer than three probe intervals, the old bound of `/healthz`. The loop is
+/// making progress all along, so `/healthz` answers 200 at every sample (a liveness probe
+/// would never restart it), the promotion completes, and the same process exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_standby_calls_during_a_promotion_keep_the_daemon_healthy() {
+    let pair = pair().await;
+    let sp = FaultProxy::start(pair.standby.api_addr())
+        .await
+        .expect("proxy");
+    let interval = Duration::from_secs(4);
+    let opts = DaemonOpts {
+        standby_kubeconfig: Some(pair.standby.daemon_kubeconfig_via(sp.addr()).expect("kc")),
+        interval,
+        // A standby probe is two calls in a row (Deployments, then their Pods).
+        timeout: Duration::from_millis(3800),
+        ..DaemonOpts::default()
+    };
+    let mut d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let admin = d.admin;
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client");
+            let (mut samples, mut failures) = (0u32, Vec::new());
+            let (mut last_tick, mut changed_at) = (None, std::time::Instant::now());
+            let mut longest_tick_gap = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                samples += 1;
+                match http.get(format!("http://{admin}/healthz")).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.push(format!("{}: {:?}", r.status(), r.text().await)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                let status = http.get(format!("http://{admin}/status")).send().await;
+                if let Ok(report) =
+                    async { status?.json::<kube_failover::status::StatusReport>().await }.await
+                    && report.last_tick_unix != last_tick
+                {
+                    longest_tick_gap = longest_tick_gap.max(changed_at.elapsed());
+                    (last_tick, changed_at) = (report.last_tick_unix, std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (samples, failures, longest_tick_gap)
+        })
+    };
+
+    // 0.7 s each way: a call on an open connection takes about 1.4 s.
+    sp.set_mode(latency(Duration::from_millis(700)));
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoted", Duration::from_secs(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (samples, failures, longest_tick_gap) = sampler.await.expect("sampler");
+
+    assert_eq!(replicas(&pair.standby).await, 2);
+    assert_eq!(d.metric(STARTED).await, Some(1.0));
+    measured("longest time between two finished ticks", longest_tick_gap);
+    assert!(
+        longest_tick_gap > interval * 3,
+        "the slow standby should have stretched a tick beyond three intervals ({longest_tick_gap:?})"
+    );
+    assert!(samples >= 20, "only {samples} /healthz samples");
+    assert!(
+        failures.is_empty(),
+        "/healthz failed {} of {samples} samples: {failures:?}\n{}",
+        failures.len(),
+        d.log_text()
+    );
+    sp.set_mode(ProxyMode::Pass);
+    assert!(d.terminate().await.success(), "{}", d.log_text());
+}
