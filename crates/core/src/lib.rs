@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![deny(missing_docs)]
 
 pub mod engine;
 pub mod model;

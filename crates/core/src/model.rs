@@ -140,13 +140,17 @@ pub enum Evidence {
 /// human-readable detail (never a secret; may be empty).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeOutcome {
+    /// Pass, or why not.
     pub reason: ProbeReason,
     #[serde(with = "humantime_serde")]
+    /// How long the probe took, failures included.
     pub latency: Duration,
+    /// A short, secret-free detail naming the object (may be empty).
     pub detail: String,
 }
 
 impl ProbeOutcome {
+    /// A passed probe.
     pub fn ok(latency: Duration) -> Self {
         ProbeOutcome {
             reason: ProbeReason::Ok,
@@ -155,6 +159,7 @@ impl ProbeOutcome {
         }
     }
 
+    /// A failed probe with its reason and detail.
     pub fn fail(reason: ProbeReason, latency: Duration, detail: impl Into<String>) -> Self {
         ProbeOutcome {
             reason,
@@ -163,6 +168,7 @@ impl ProbeOutcome {
         }
     }
 
+    /// True when the probe passed.
     pub fn passed(&self) -> bool {
         self.reason == ProbeReason::Ok
     }
@@ -197,6 +203,7 @@ impl std::fmt::Display for Side {
 /// One Deployment as seen in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeploymentView {
+    /// `metadata.name`.
     pub name: String,
     /// `metadata.uid`, to tell a re-created Deployment of the same name.
     pub uid: Option<String>,
@@ -219,8 +226,10 @@ pub const EPOCH_ANNOTATION: &str = "kube-failover/epoch";
 /// A Deployment as named in the failover record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct DeploymentRef {
+    /// `metadata.name`.
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `metadata.uid`, when known.
     pub uid: Option<String>,
 }
 
@@ -330,6 +339,7 @@ pub enum RecordPhase {
 }
 
 impl RecordPhase {
+    /// The record value.
     pub fn as_str(self) -> &'static str {
         match self {
             RecordPhase::Primary => "primary",
@@ -339,6 +349,7 @@ impl RecordPhase {
         }
     }
 
+    /// Reads a record value; `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "primary" => RecordPhase::Primary,
@@ -358,6 +369,7 @@ impl RecordPhase {
 /// The failover record (one per group), read from the standby cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct FailoverRecord {
+    /// `None` when the record does not say (then the primary is active).
     pub phase: Option<RecordPhase>,
     /// Increases by one with every promotion.
     pub epoch: u64,
@@ -365,7 +377,9 @@ pub struct FailoverRecord {
     pub reason: String,
     /// RFC 3339 times, as written.
     pub promoted_at: Option<String>,
+    /// RFC 3339 time the standby was Ready.
     pub completed_at: Option<String>,
+    /// RFC 3339 time every recorded primary Deployment was seen at 0.
     pub fenced_at: Option<String>,
     /// Which daemon wrote the record last.
     pub holder: String,
@@ -427,7 +441,9 @@ pub struct Observation {
     /// Wall-clock seconds since the Unix epoch when the tick started; compared with the
     /// monotonic clock to detect clock jumps, and with the record for the cooldown.
     pub wall_unix: f64,
+    /// The primary cluster.
     pub primary: PrimaryObservation,
+    /// The standby cluster.
     pub standby: StandbyObservation,
 }
 
@@ -440,33 +456,66 @@ pub enum Action {
     /// Write the record with phase `promoting`, `epoch`, against the observed
     /// resourceVersion. The promotion must not proceed if this write fails.
     RecordPromoting {
+        /// The new epoch: one above every epoch seen.
         epoch: u64,
+        /// Why the promotion starts.
         reason: ReasonCode,
         /// The primary Deployments active at the last healthy observation.
         primary_deployments: Vec<DeploymentRef>,
     },
     /// Scale every standby workload to its promoted replica count (and mark it with
     /// the epoch), if the record still says the standby is active at `epoch`.
-    ScaleStandbyUp { epoch: u64 },
+    ScaleStandbyUp {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
     /// Record phase `promoted` (standby Ready).
-    RecordPromoted { epoch: u64 },
+    RecordPromoted {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
     /// Record phase `failed` with a reason (promotion timed out); retrying goes on.
-    RecordFailed { epoch: u64, reason: ReasonCode },
+    RecordFailed {
+        /// The promotion's epoch.
+        epoch: u64,
+        /// Why it failed.
+        reason: ReasonCode,
+    },
     /// Scale every primary workload to 0: those the selectors match and those named,
     /// if the record still says the standby is active at `epoch`.
-    FencePrimary { epoch: u64, names: Vec<String> },
+    FencePrimary {
+        /// The promotion's epoch.
+        epoch: u64,
+        /// The primary Deployments named in the record.
+        names: Vec<String>,
+    },
     /// Record that the primary is fenced (every recorded Deployment seen at 0).
-    RecordFenced { epoch: u64 },
+    RecordFenced {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
     /// Scale standby workloads back to 0 (unexpected replicas while the primary is
     /// active), if the record still says the primary is active at `epoch`.
-    ScaleStandbyDown { epoch: u64 },
+    ScaleStandbyDown {
+        /// The record's epoch (phase `primary`).
+        epoch: u64,
+    },
     /// Write back a record that disappeared, as it was last seen (same phase and
     /// epoch), with `restored_at` set. Nothing is scaled until this succeeds.
-    RestoreRecord { record: Box<FailoverRecord> },
+    RestoreRecord {
+        /// The record as last seen.
+        record: Box<FailoverRecord>,
+    },
     /// Stamp `failback_at` on a record that is back in phase `primary` at `epoch`.
-    RecordFailback { epoch: u64 },
+    RecordFailback {
+        /// The record's epoch.
+        epoch: u64,
+    },
     /// Tell people through a Kubernetes Event on the record (a condition began).
-    Announce { reason: ReasonCode },
+    Announce {
+        /// The condition.
+        reason: ReasonCode,
+    },
 }
 
 impl Action {

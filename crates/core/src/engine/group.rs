@@ -20,8 +20,11 @@ const FENCE_BACKOFF_INTERVALS: u32 = 2;
 /// What the engine needs to know of the configuration.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
+    /// The probe interval: one tick.
     pub interval: Duration,
+    /// The group's `[groups.policy]`.
     pub policy: PolicyConfig,
+    /// Observe or auto.
     pub mode: Mode,
     /// The primary's signals, in the order `/status` and metrics list them. Outcomes
     /// are matched to them by id.

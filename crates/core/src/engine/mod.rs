@@ -20,6 +20,7 @@ use serde::Serialize;
 /// One tick's output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
+    /// The group's state after this tick.
     pub state: GroupState,
     /// Most important first.
     pub reasons: Vec<ReasonCode>,

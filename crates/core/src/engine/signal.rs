@@ -26,8 +26,11 @@ pub struct Signal {
 pub struct SignalSnapshot {
     /// Which signal.
     pub id: SignalId,
+    /// Up after hysteresis.
     pub up: bool,
+    /// Consecutive answers that were down evidence.
     pub consecutive_failures: u32,
+    /// Consecutive passes.
     pub consecutive_successes: u32,
     /// Consecutive answers that prove nothing (unknown).
     pub consecutive_unknown: u32,
@@ -119,6 +122,7 @@ impl Signal {
         &self.id
     }
 
+    /// What `/status` and the metrics show of this signal.
     pub fn snapshot(&self) -> SignalSnapshot {
         SignalSnapshot {
             id: self.id.clone(),
