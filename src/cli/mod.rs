@@ -1,0 +1,3 @@
+//! The commands of `kube-failover`, one file each.
+
+pub(crate) mod logging;
