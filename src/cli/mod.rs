@@ -1,0 +1,100 @@
+//! The commands of `kube-failover` and what a failed one hands back to `main`.
+//!
+//! Each command is a file of its own with an `Args` struct (its flags, a `clap::Args`)
+//! and an `execute` method. Adding one is that file (and its `mod` line) and a variant of
+//! [`Command`]; the compiler then asks for its arm in [`Command::execute`].
+
+mod check_config;
+mod logging;
+mod render;
+mod run;
+mod status;
+
+use std::error::Error;
+
+/// The commands. A variant's doc comment is the command's summary in `--help`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon until SIGTERM/SIGINT.
+    Run(run::Args),
+    /// Load and validate the configuration (including kubeconfig files and contexts,
+    /// without contacting any cluster) and print it resolved: defaults filled in,
+    /// durations normalised. Exits 0 if valid, 2 with every problem if not.
+    CheckConfig(check_config::Args),
+    /// Ask a running daemon for its view of every group and print it.
+    Status(status::Args),
+}
+
+impl Command {
+    /// Runs the command to its end.
+    pub(crate) fn execute(self) -> Result<(), Failure> {
+        match self {
+            Command::Run(args) => args.execute(),
+            Command::CheckConfig(args) => args.execute(),
+            Command::Status(args) => args.execute(),
+        }
+    }
+}
+
+/// What kind of failure, as far as the exit code goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The configuration or the command line is not valid.
+    Invalid,
+    /// The command (or the daemon) failed at run time.
+    Runtime,
+    /// The daemon could not be reached.
+    Unreachable,
+}
+
+/// Where the operator is told about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// `kube-failover: <error>` on stderr.
+    Stderr,
+    /// An error line in the log with this message and the error as field: logging is set
+    /// up, and the log is where a daemon's operator looks.
+    Log(&'static str),
+}
+
+/// A command that did not succeed. Its error's message and sources, joined by `: `,
+/// are what the operator reads.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) kind: FailureKind,
+    pub(crate) report: Report,
+    pub(crate) error: Box<dyn Error + Send + Sync + 'static>,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Failure {
+            kind,
+            report: Report::Stderr,
+            error: error.into(),
+        }
+    }
+
+    /// The configuration or the command line is not valid.
+    pub(crate) fn invalid(error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Failure::new(FailureKind::Invalid, error)
+    }
+
+    /// Failed at run time.
+    pub(crate) fn runtime(error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Failure::new(FailureKind::Runtime, error)
+    }
+
+    /// The daemon could not be reached.
+    pub(crate) fn unreachable(error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Failure::new(FailureKind::Unreachable, error)
+    }
+
+    /// Reported as an error line in the log, with `message`.
+    pub(crate) fn logged(self, message: &'static str) -> Self {
+        Failure {
+            report: Report::Log(message),
+            ..self
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The readable form of a `/status` document: a header line, then per group its state,
+//! a table of the primary's signals, the failover record and the last decision.
+
+use kube_failover::status::{
+    DecisionStatus, GroupStatus, RecordStatus, SignalStatus, StatusReport,
+};
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The readable form of a `/status` document, one block per group. `now` is the Unix
+/// time used for "… ago".
+pub(crate) fn status(report: &StatusReport, now: f64) -> String {
+    let mut out = String::new();
+    let last_tick = report
+        .last_tick_unix
+        .map(|t| ago(t, now))
+        .unwrap_or_else(|| "never".to_string());
+    let _ = writeln!(
+        out,
+        "kube-failover {}  mode {}  identity {}  ready {}  last tick {}",
+        report.version,
+        report.mode,
+        report.identity,
+        yes_no(report.ready),
+        last_tick
+    );
+    if report.groups.is_empty() {
+        let _ = writeln!(out, "\n(no groups reported yet)");
+    }
+    for g in &report.groups {
+        out.push('\n');
+        group(&mut out, g, now);
+    }
+    out
+}
+
+/// One group: its summary rows, the signal table, the record and the last decision.
+fn group(out: &mut String, g: &GroupStatus, now: f64) {
+    let _ = writeln!(out, "group {}", g.name);
+    for (label, value) in summary(g, now) {
+        let _ = writeln!(out, "  {label:<28} {value}");
+    }
+    out.push('\n');
+    signals(out, &g.signals);
+    out.push('\n');
+    record(out, g.record.as_ref());
+    decision(out, &g.last_decision, now);
+}
+
+/// Label and value of each summary row; alarms (dual active, no active side) second.
+fn summary(g: &GroupStatus, now: f64) -> Vec<(&'static str, String)> {
+    let mut rows = vec![
+        (
+            "state",
+            format!("{} since {}", g.state, when(g.since_unix, now)),
+        ),
+        ("active cluster", g.active_cluster.to_string()),
+        ("primary down", yes_no(g.primary_down).to_string()),
+        (
+            "standby fit",
+            format!(
+                "{} (api: {}, workloads: {}){}",
+                yes_no(g.standby_fit),
+                g.standby.api_reason,
+                g.standby.workloads_reason,
+                detail(&g.standby.detail)
+            ),
+        ),
+        (
+            "unexpected standby replicas",
+            g.unexpected_standby_replicas.to_string(),
+        ),
+        (
+            "last action error",
+            g.last_action_error
+                .clone()
+                .unwrap_or_else(|| "none".to_string()),
+        ),
+    ];
+    if g.dual_active {
+        rows.insert(1, ("DUAL ACTIVE", "both sides want replicas".to_string()));
+    }
+    if g.no_active_side {
+        rows.insert(
+            1,
+            (
+                "NO ACTIVE SIDE",
+                "neither side runs the workload".to_string(),
+            ),
+        );
+    }
+    rows
+}
+
+/// The primary's signals as a table, columns as wide as their widest cell; the last
+/// column is not padded.
+fn signals(out: &mut String, signals: &[SignalStatus]) {
+    const HEADER: [&str; 7] = [
+        "SIGNAL", "UP", "FAILS", "PASSES", "LAST", "LATENCY", "DETAIL",
+    ];
+    if signals.is_empty() {
+        let _ = writeln!(out, "  (no signals yet)");
+        return;
+    }
+    let table: Vec<[String; 7]> = signals
+        .iter()
+        .map(|s| {
+            [
+                s.name.to_string(),
+                health(s).to_string(),
+                s.consecutive_failures.to_string(),
+                s.consecutive_successes.to_string(),
+                s.last_reason
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ToString::to_string),
+                s.last_latency_seconds
+                    .map(|l| format!("{:.0}ms", l * 1000.0))
+                    .unwrap_or_else(|| "-".to_string()),
+                s.last_detail.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                let _ = write!(l, "  {cell}");
+            } else {
+                let _ = write!(l, "  {cell:<width$}", width = widths[i]);
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(HEADER));
+    for row in &table {
+        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+    }
+}
+
+/// The UP column: `unknown` while the signal's answers prove nothing, else `up`/`down`.
+fn health(s: &SignalStatus) -> &'static str {
+    if s.consecutive_unknown > 0 {
+        "unknown"
+    } else if s.up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+/// The failover record: phase, epoch, holder, reason and the times of its steps.
+fn record(out: &mut String, record: Option<&RecordStatus>) {
+    let Some(r) = record else {
+        let _ = writeln!(out, "  record    none (no failover recorded)");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "  record    phase {}  epoch {}  holder {}  reason {}",
+        r.phase, r.epoch, r.holder, r.reason
+    );
+    let times = [
+        ("promoted", &r.promoted_at),
+        ("completed", &r.completed_at),
+        ("fenced", &r.fenced_at),
+    ];
+    let times: Vec<String> = times
+        .iter()
+        .map(|(k, v)| format!("{k} {}", v.as_deref().unwrap_or("-")))
+        .collect();
+    let _ = writeln!(out, "            {}", times.join("  "));
+}
+
+/// The last decision: when, why, what it did, and whether it would promote.
+fn decision(out: &mut String, d: &DecisionStatus, now: f64) {
+    fn list<T: ToString>(items: &[T]) -> String {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+    let _ = writeln!(out, "  decision  {}", when(d.at_unix, now));
+    let _ = writeln!(out, "            reasons: {}", list(&d.reasons));
+    let _ = writeln!(out, "            actions: {}", list(&d.actions));
+    let _ = writeln!(
+        out,
+        "            would promote: {}",
+        yes_no(d.would_promote)
+    );
+}
+
+/// `2026-01-02T03:04:05Z (5m 3s ago)`.
+fn when(unix: f64, now: f64) -> String {
+    if !unix.is_finite() || unix <= 0.0 {
+        return "never".to_string();
+    }
+    let at = UNIX_EPOCH + Duration::from_secs_f64(unix);
+    format!(
+        "{} ({})",
+        humantime::format_rfc3339_seconds(at),
+        ago(unix, now)
+    )
+}
+
+/// Relative time, whole seconds: `5m 3s ago`, `just now`, `2s in the future` (clock skew).
+fn ago(unix: f64, now: f64) -> String {
+    let delta = now - unix;
+    let secs = Duration::from_secs(delta.abs().round() as u64);
+    if secs.is_zero() {
+        "just now".to_string()
+    } else if delta > 0.0 {
+        format!("{} ago", humantime::format_duration(secs))
+    } else {
+        format!("{} in the future", humantime::format_duration(secs))
+    }
+}
+
+/// `yes` or `no`.
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `: detail`, or nothing when there is none.
+fn detail(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_failover::status::{Named, StandbyStatus};
+
+    const NOW: f64 = 1_767_323_045.0; // 2026-01-02T03:04:05Z
+
+    fn report() -> StatusReport {
+        StatusReport {
+            version: "0.1.0".into(),
+            mode: "observe".into(),
+            identity: "watcher-1".into(),
+            ready: true,
+            last_tick_unix: Some(NOW - 2.0),
+            groups: vec![GroupStatus {
+                name: "env0".into(),
+                state: Named::parse("primary_down"),
+                since_unix: NOW - 303.0,
+                primary_down: true,
+                standby_fit: false,
+                active_cluster: Named::parse("primary"),
+                signals: vec![
+                    SignalStatus {
+                        name: Named::parse("api"),
+                        up: false,
+                        consecutive_failures: 4,
+                        consecutive_successes: 0,
+                        consecutive_unknown: 0,
+                        last_reason: Some(Named::parse("timeout")),
+                        last_latency_seconds: Some(1.0),
+                        last_detail: "no answer within 1s".into(),
+                    },
+                    SignalStatus {
+                        name: Named::parse("workload:env0=agent-trigger"),
+                        up: true,
+                        consecutive_failures: 0,
+                        consecutive_successes: 12,
+                        consecutive_unknown: 0,
+                        last_reason: Some(Named::parse("ok")),
+                        last_latency_seconds: Some(0.0123),
+                        last_detail: String::new(),
+                    },
+                ],
+                standby: StandbyStatus {
+                    api_reason: Named::parse("ok"),
+                    workloads_reason: Named::parse("not_found"),
+                    detail: "no Deployment matches env0=agent-proxy".into(),
+                },
+                record: Some(RecordStatus {
+                    phase: Named::parse("promoting"),
+                    epoch: 3,
+                    reason: "primary_down_quorum".into(),
+                    promoted_at: Some("2026-01-02T03:00:00Z".into()),
+                    completed_at: None,
+                    fenced_at: None,
+                    holder: "watcher-1".into(),
+                    primary_deployments: vec!["agent-trigger".into()],
+                    failback_at: None,
+                    restored_at: None,
+                }),
+                last_decision: DecisionStatus {
+                    at_unix: NOW - 1.0,
+                    reasons: vec![
+                        Named::parse("primary_down_quorum"),
+                        Named::parse("standby_unfit"),
+                    ],
+                    actions: vec![],
+                    would_promote: true,
+                },
+                unexpected_standby_replicas: 1,
+                dual_active: false,
+                no_active_side: false,
+                last_action_error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn table_shows_state_signals_standby_record_and_decision() {
+        let text = status(&report(), NOW);
+        let expected = [
+            "kube-failover 0.1.0  mode observe  identity watcher-1  ready yes  last tick 2s ago",
+            "group env0",
+            "  state                        primary_down since 2026-01-02T02:59:02Z (5m 3s ago)",
+            "  active cluster               primary",
+            "  primary down                 yes",
+            "  standby fit                  no (api: ok, workloads: not_found): no Deployment matches env0=agent-proxy",
+            "  unexpected standby replicas  1",
+            "  last action error            none",
+            "  SIGNAL                       UP    FAILS  PASSES  LAST     LATENCY  DETAIL",
+            "  api                          down  4      0       timeout  1000ms   no answer within 1s",
+            "  workload:env0=agent-trigger  up    0      12      ok       12ms",
+            "  record    phase promoting  epoch 3  holder watcher-1  reason primary_down_quorum",
+            "            promoted 2026-01-02T03:00:00Z  completed -  fenced -",
+            "  decision  2026-01-02T03:04:04Z (1s ago)",
+            "            reasons: primary_down_quorum, standby_unfit",
+            "            actions: none",
+            "            would promote: yes",
+        ];
+        for line in expected {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing line {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_handles_a_daemon_that_has_not_ticked_yet() {
+        let mut r = report();
+        r.last_tick_unix = None;
+        r.ready = false;
+        r.groups[0].record = None;
+        r.groups[0].signals.clear();
+        let text = status(&r, NOW);
+        assert!(text.contains("ready no  last tick never"), "{text}");
+        assert!(text.contains("(no signals yet)"), "{text}");
+        assert!(text.contains("record    none"), "{text}");
+        r.groups.clear();
+        assert!(status(&r, NOW).contains("(no groups reported yet)"));
+    }
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(ago(NOW, NOW), "just now");
+        assert_eq!(ago(NOW - 3723.0, NOW), "1h 2m 3s ago");
+        assert_eq!(ago(NOW + 2.0, NOW), "2s in the future");
+        assert_eq!(when(0.0, NOW), "never");
+    }
+}
