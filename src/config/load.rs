@@ -405,7 +405,7 @@ mod tests {
         let f = Fixture::new();
         let cfg = f
             .load_env(
-                GOOD,
+                &GOOD,
                 &[
                     ("KUBE_FAILOVER__DAEMON__MODE", "observe"),
                     ("KUBE_FAILOVER__DAEMON__PROBE_INTERVAL", "4s"),
@@ -425,7 +425,7 @@ mod tests {
         let f = Fixture::new();
         let cfg = f
             .load_env(
-                GOOD,
+                &GOOD,
                 &[
                     ("KUBE_FAILOVER__GROUPS__0__POLICY__FAILURE_THRESHOLD", "5"),
                     ("KUBE_FAILOVER__GROUPS__0__WORKLOADS__1__REPLICAS", "3"),
@@ -447,7 +447,7 @@ mod tests {
     fn environment_override_of_a_missing_list_element_is_rejected() {
         let f = Fixture::new();
         let err = f
-            .load_env(GOOD, &[("KUBE_FAILOVER__GROUPS__1__NAME", "second")])
+            .load_env(&GOOD, &[("KUBE_FAILOVER__GROUPS__1__NAME", "second")])
             .unwrap_err()
             .to_string();
         assert!(
@@ -461,7 +461,7 @@ mod tests {
     fn environment_override_of_a_list_without_index_is_rejected() {
         let f = Fixture::new();
         let err = f
-            .load_env(GOOD, &[("KUBE_FAILOVER__GROUPS__NAME", "x")])
+            .load_env(&GOOD, &[("KUBE_FAILOVER__GROUPS__NAME", "x")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("KUBE_FAILOVER__GROUPS__NAME"), "{err}");
@@ -484,7 +484,7 @@ mod tests {
     #[test]
     fn unknown_top_level_and_daemon_keys_are_rejected() {
         let f = Fixture::new();
-        let err = load_error(&f, &format!("colour = \"blue\"\n{GOOD}"));
+        let err = load_error(&f, &format!("colour = \"blue\"\n{}", *GOOD));
         assert!(err.contains(": colour: unknown field"), "{err}");
         let err = load_error(
             &f,
@@ -500,7 +500,7 @@ mod tests {
     fn unknown_key_from_the_environment_names_the_variable() {
         let f = Fixture::new();
         let err = f
-            .load_env(GOOD, &[("KUBE_FAILOVER__DAEMON__PROBE_INTERVALL", "2s")])
+            .load_env(&GOOD, &[("KUBE_FAILOVER__DAEMON__PROBE_INTERVALL", "2s")])
             .unwrap_err()
             .to_string();
         assert!(err.contains(": daemon.probe_intervall (set by environment variable KUBE_FAILOVER__DAEMON__PROBE_INTERVALL): unknown field"), "{err}");
@@ -523,7 +523,7 @@ mod tests {
     fn malformed_duration_from_the_environment_names_key_and_variable() {
         let f = Fixture::new();
         let err = f
-            .load_env(GOOD, &[("KUBE_FAILOVER__DAEMON__PROBE_TIMEOUT", "soon")])
+            .load_env(&GOOD, &[("KUBE_FAILOVER__DAEMON__PROBE_TIMEOUT", "soon")])
             .unwrap_err()
             .to_string();
         assert!(err.contains(": daemon.probe_timeout (set by environment variable KUBE_FAILOVER__DAEMON__PROBE_TIMEOUT): invalid value"), "{err}");
@@ -700,7 +700,7 @@ mod tests {
     #[test]
     fn a_byte_order_mark_is_accepted() {
         let f = Fixture::new();
-        let path = f.file(GOOD);
+        let path = f.file(&GOOD);
         let mut bytes = b"\xef\xbb\xbf".to_vec();
         bytes.extend(std::fs::read(&path).unwrap());
         std::fs::write(&path, bytes).unwrap();
@@ -728,7 +728,7 @@ mod tests {
             "{err}"
         );
         let err = f
-            .load_env(GOOD, &[("KUBE_FAILOVER__DAEMON__MODE", "\u{1b}[2J")])
+            .load_env(&GOOD, &[("KUBE_FAILOVER__DAEMON__MODE", "\u{1b}[2J")])
             .unwrap_err()
             .to_string();
         assert!(

@@ -328,6 +328,11 @@ impl Config {
     }
 }
 
+/// The configuration texts `tests/cli.rs` and the end-to-end tests use too.
+#[cfg(test)]
+#[path = "../../tests/fixtures/mod.rs"]
+mod fixtures;
+
 #[cfg(test)]
 mod tests {
     //! What the tests of every file of this module share: a valid configuration and
@@ -335,62 +340,27 @@ mod tests {
 
     use super::*;
     use std::io::Write;
+    use std::sync::LazyLock;
 
-    /// A valid env0 group in TOML; `{kc}` is a kubeconfig with contexts `primary` and
+    pub(super) use super::fixtures::KUBECONFIG;
+
+    /// A valid env0 group in TOML; `{kc}` is [`KUBECONFIG`], with contexts `primary` and
     /// `standby`.
-    pub(super) const GOOD: &str = r#"
-[daemon]
+    pub(super) static GOOD: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            r#"[daemon]
 probe_interval = "2s"
 probe_timeout = "1s"
 
-[[groups]]
-name = "env0"
-
-[groups.primary]
-kubeconfig = "{kc}"
-context = "primary"
-namespace = "env0-agent"
-
-[groups.standby]
-kubeconfig = "{kc}"
-context = "standby"
-namespace = "env0-agent"
-
-[[groups.workloads]]
-selector = "env0=agent-trigger"
-
-[[groups.workloads]]
-selector = "env0=agent-proxy"
-replicas = 2
-
-[groups.policy]
-failure_threshold = 3
-quorum = 2
+{}quorum = 2
 
 [[groups.http_checks]]
 name = "proxy"
 url = "http://agent-proxy.example:8080/healthz"
-"#;
-
-    pub(super) const KUBECONFIG: &str = "apiVersion: v1
-kind: Config
-current-context: primary
-clusters:
-- name: p
-  cluster: {server: 'https://127.0.0.1:6443'}
-- name: s
-  cluster: {server: 'https://127.0.0.1:7443'}
-contexts:
-- name: primary
-  context: {cluster: p, user: u}
-- name: standby
-  context: {cluster: s, user: u}
-- name: standby-alias
-  context: {cluster: p, user: u}
-users:
-- name: u
-  user: {token: abc}
-";
+"#,
+            super::fixtures::group_in_kubeconfig(2)
+        )
+    });
 
     pub(super) struct Fixture {
         pub(super) dir: tempfile::TempDir,
@@ -428,7 +398,7 @@ users:
         }
 
         pub(super) fn good(&self) -> Config {
-            self.load(GOOD).expect("GOOD loads")
+            self.load(&GOOD).expect("GOOD loads")
         }
     }
 
