@@ -2,60 +2,25 @@
 //! key path, the resolved configuration, and `status` against a missing and a fake daemon.
 //! No cluster is needed.
 
+mod fixtures;
+
+use fixtures::KUBECONFIG;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-failover");
 
-const KUBECONFIG: &str = "apiVersion: v1
-kind: Config
-current-context: primary
-clusters:
-- name: p
-  cluster: {server: 'https://127.0.0.1:6443'}
-- name: s
-  cluster: {server: 'https://127.0.0.1:7443'}
-contexts:
-- name: primary
-  context: {cluster: p, user: u}
-- name: standby
-  context: {cluster: s, user: u}
-users:
-- name: u
-  user: {token: abc}
-";
-
 /// A valid configuration; `{kc}` becomes the kubeconfig path.
-const GOOD: &str = r#"
-[daemon]
-probe_interval = "2000ms"
-probe_timeout = "1s"
-
-[[groups]]
-name = "env0"
-
-[groups.primary]
-kubeconfig = "{kc}"
-context = "primary"
-namespace = "env0-agent"
-
-[groups.standby]
-kubeconfig = "{kc}"
-context = "standby"
-namespace = "env0-agent"
-
-[[groups.workloads]]
-selector = "env0=agent-trigger"
-
-[[groups.workloads]]
-selector = "env0=agent-proxy"
-
-[groups.policy]
-failure_threshold = 3
-"#;
+static GOOD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "[daemon]\nprobe_interval = \"2000ms\"\nprobe_timeout = \"1s\"\n\n{}",
+        fixtures::group_in_kubeconfig(1)
+    )
+});
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -144,7 +109,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn check_config_prints_the_resolved_configuration() {
     let f = Fixture::new();
-    let path = f.config(GOOD);
+    let path = f.config(&GOOD);
     let out = check_config(&path, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
@@ -173,7 +138,7 @@ fn check_config_prints_the_resolved_configuration() {
 #[test]
 fn check_config_applies_environment_overrides() {
     let f = Fixture::new();
-    let path = f.config(GOOD);
+    let path = f.config(&GOOD);
     let out = check_config(
         &path,
         &[
@@ -236,7 +201,7 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
         ),
         (
             "duplicate group names",
-            format!("{GOOD}\n{}", &GOOD[GOOD.find("[[groups]]").unwrap()..]),
+            format!("{}\n{}", *GOOD, &GOOD[GOOD.find("[[groups]]").unwrap()..]),
             "groups[1].name: duplicate group name \"env0\"",
         ),
         (
@@ -257,7 +222,8 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
         (
             "malformed URL",
             format!(
-                "{GOOD}\n[[groups.http_checks]]\nname = \"proxy\"\nurl = \"agent-proxy/healthz\"\n"
+                "{}\n[[groups.http_checks]]\nname = \"proxy\"\nurl = \"agent-proxy/healthz\"\n",
+                *GOOD
             ),
             "groups[env0].http_checks[0].url: ",
         ),
@@ -289,7 +255,7 @@ fn check_config_rejects_bad_configurations_naming_the_key() {
 #[test]
 fn check_config_quotes_bad_files_safely_naming_them_as_given() {
     let f = Fixture::new();
-    let good = f.config(GOOD);
+    let good = f.config(&GOOD);
     let good = std::fs::read_to_string(good).unwrap();
     let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
     let long_value = format!("[daemon]\nidentity = \"{}\"\n", "x".repeat(100_000));

@@ -4,16 +4,19 @@
 
 #![allow(dead_code)]
 
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
+
+use fixtures::Side;
 use kube_failover::status::{GroupStatus, StatusReport};
 use kube_failover_testbed::ClusterPair;
-use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The group name every scenario uses.
-pub const GROUP: &str = "env0";
+pub use fixtures::GROUP;
 
 /// How a scenario wants the daemon configured.
 #[derive(Debug, Clone)]
@@ -79,9 +82,22 @@ pub fn config_toml(pair: &ClusterPair, opts: &DaemonOpts, admin: SocketAddr) -> 
         .standby_kubeconfig
         .clone()
         .unwrap_or_else(|| pair.standby.daemon_kubeconfig().to_path_buf());
-    let mut s = String::new();
-    writeln!(
-        s,
+    let (primary, standby) = (primary.display().to_string(), standby.display().to_string());
+    let group = fixtures::group(
+        &Side {
+            kubeconfig: &primary,
+            context: pair.primary.context(),
+            namespace: pair.primary.namespace(),
+        },
+        &Side {
+            kubeconfig: &standby,
+            context: pair.standby.context(),
+            namespace: pair.standby.namespace(),
+        },
+        1,
+        opts.failure_threshold,
+    );
+    format!(
         r#"[daemon]
 probe_interval = "{interval}"
 probe_timeout = "{timeout}"
@@ -90,28 +106,7 @@ mode = "{mode}"
 identity = "e2e"
 shutdown_timeout = "5s"
 
-[[groups]]
-name = "{GROUP}"
-
-[groups.primary]
-kubeconfig = "{primary}"
-context = "{pctx}"
-namespace = "{pns}"
-
-[groups.standby]
-kubeconfig = "{standby}"
-context = "{sctx}"
-namespace = "{sns}"
-
-[[groups.workloads]]
-selector = "env0=agent-trigger"
-
-[[groups.workloads]]
-selector = "env0=agent-proxy"
-
-[groups.policy]
-failure_threshold = {ft}
-success_threshold = 1
+{group}success_threshold = 1
 quorum = 1
 cooldown = "{cooldown}"
 startup_grace = "{grace}"
@@ -123,21 +118,12 @@ fence = true
         interval = dur(opts.interval),
         timeout = dur(opts.timeout),
         mode = opts.mode,
-        primary = primary.display(),
-        pctx = pair.primary.context(),
-        pns = pair.primary.namespace(),
-        standby = standby.display(),
-        sctx = pair.standby.context(),
-        sns = pair.standby.namespace(),
-        ft = opts.failure_threshold,
         cooldown = dur(opts.cooldown),
         grace = dur(opts.startup_grace),
         pt = dur(opts.promotion_timeout),
         freeze = dur(opts.freeze_for),
         correct = opts.correct_standby,
     )
-    .expect("write to a String");
-    s
 }
 
 impl Daemon {
