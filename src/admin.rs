@@ -94,9 +94,12 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("cannot listen on {addr} (daemon.listen)")]
+    /// The admin address cannot be bound.
     Bind {
+        /// The address from `daemon.listen`.
         addr: SocketAddr,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
 }

@@ -43,6 +43,7 @@ pub enum ClusterError {
         /// `primary` or `standby`.
         role: String,
         #[source]
+        /// What is wrong with it.
         source: KubeconfigProblem,
     },
     /// The kubeconfig parsed and the context exists, but kube could not turn it into a
@@ -56,6 +57,7 @@ pub enum ClusterError {
         /// The context concerned.
         context: String,
         #[source]
+        /// Why kube could not load it.
         source: KubeconfigError,
     },
     /// Neither `kubeconfig` nor `context` was given and the in-cluster service account
@@ -67,6 +69,7 @@ pub enum ClusterError {
         /// `primary` or `standby`.
         role: String,
         #[source]
+        /// Why the in-cluster credentials are unusable.
         source: InClusterError,
     },
     /// The user entry's exec credential plugin cannot be run as configured.
@@ -87,6 +90,7 @@ pub enum ClusterError {
         /// `primary` or `standby`.
         role: String,
         #[source]
+        /// Why kube could not build the client.
         source: kube::Error,
     },
 }

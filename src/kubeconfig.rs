@@ -36,6 +36,7 @@ pub enum KubeconfigProblem {
         /// The kubeconfig concerned.
         file: KubeconfigSource,
         #[source]
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// The file is not a kubeconfig. The parser's own message is withheld on purpose:
@@ -56,6 +57,7 @@ pub enum KubeconfigProblem {
         /// The kubeconfig concerned.
         file: KubeconfigSource,
         #[source]
+        /// Why kube could not load it.
         source: KubeconfigError,
     },
     /// The configured context does not exist in the file.
@@ -77,6 +79,7 @@ pub enum KubeconfigProblem {
         file: KubeconfigSource,
         /// Why the current-context cannot be used.
         detail: String,
+        /// The contexts the file defines, for the message.
         available: String,
     },
     /// The context refers to a cluster entry the file does not define.

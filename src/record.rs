@@ -52,23 +52,36 @@ pub mod keys {
 pub enum RecordError {
     /// The record changed (or appeared, or vanished) since it was read: re-read it.
     #[error("ConfigMap {namespace}/{name} changed since it was read")]
-    Conflict { namespace: String, name: String },
+    Conflict {
+        /// Namespace of the ConfigMap.
+        namespace: String,
+        /// Name of the ConfigMap.
+        name: String,
+    },
     /// The ConfigMap holds a value this daemon cannot read.
     #[error("ConfigMap {namespace}/{name}: key {key}: {problem}")]
     Invalid {
+        /// Namespace of the ConfigMap.
         namespace: String,
+        /// Name of the ConfigMap.
         name: String,
+        /// The data key whose value is unreadable.
         key: &'static str,
+        /// What is wrong with it.
         problem: String,
     },
     /// The API call failed.
     #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(source))]
     Api {
+        /// Namespace of the ConfigMap.
         namespace: String,
+        /// Name of the ConfigMap.
         name: String,
+        /// `get`, `create` or `replace`.
         op: &'static str,
         // Boxed: kube's error is large, and this one travels in every `Result` here.
         #[source]
+        /// The client's error.
         source: Box<kube::Error>,
     },
 }

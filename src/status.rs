@@ -70,6 +70,7 @@ impl<T: fmt::Display> PartialEq<&str> for Named<T> {
 /// The whole `/status` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// The daemon's version.
     pub version: String,
     /// `observe` or `auto`.
     pub mode: String,
@@ -77,26 +78,35 @@ pub struct StatusReport {
     pub identity: String,
     /// Config loaded and first tick done, not shutting down.
     pub ready: bool,
+    /// When the last tick of any group finished (Unix seconds).
     pub last_tick_unix: Option<f64>,
+    /// One entry per group, in config order once each has ticked.
     pub groups: Vec<GroupStatus>,
 }
 
 /// One group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupStatus {
+    /// The group's name.
     pub name: String,
     /// The group's state, e.g. `primary_active`.
     pub state: Named<GroupState>,
     /// When the group entered `state` (Unix seconds).
     pub since_unix: f64,
+    /// The primary is down by quorum (after hysteresis).
     pub primary_down: bool,
+    /// The standby could take over now.
     pub standby_fit: bool,
     /// Which side the record says is active: `primary` or `standby` (`unknown` while
     /// the record cannot be read).
     pub active_cluster: Named<Side>,
+    /// The primary's signals after hysteresis.
     pub signals: Vec<SignalStatus>,
+    /// Standby fitness.
     pub standby: StandbyStatus,
+    /// The failover record as last read (`None` while unreadable).
     pub record: Option<RecordStatus>,
+    /// The last decision.
     pub last_decision: DecisionStatus,
     /// Desired replicas found in the standby while the primary is active.
     pub unexpected_standby_replicas: i32,
@@ -115,48 +125,68 @@ pub struct GroupStatus {
 pub struct SignalStatus {
     /// The signal, e.g. `api` or `workload:env0=agent-trigger`.
     pub name: Named<SignalId>,
+    /// Up after hysteresis.
     pub up: bool,
+    /// Consecutive answers that were down evidence.
     pub consecutive_failures: u32,
+    /// Consecutive passes.
     pub consecutive_successes: u32,
     /// Consecutive answers that proved nothing (credentials, permissions, selection).
     #[serde(default)]
     pub consecutive_unknown: u32,
+    /// The last probe's reason.
     pub last_reason: Option<Named<ProbeReason>>,
+    /// The last probe's latency.
     pub last_latency_seconds: Option<f64>,
+    /// The last probe's detail (never a secret).
     pub last_detail: String,
 }
 
 /// Standby fitness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StandbyStatus {
+    /// `/readyz` of the standby's API server.
     pub api_reason: Named<ProbeReason>,
+    /// Whether every selected Deployment exists there.
     pub workloads_reason: Named<ProbeReason>,
+    /// Details of what failed.
     pub detail: String,
 }
 
 /// The failover record as last read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordStatus {
+    /// The effective phase.
     pub phase: Named<RecordPhase>,
+    /// Increases by one with every promotion.
     pub epoch: u64,
+    /// Reason code of the promotion or of its failure.
     pub reason: String,
+    /// RFC 3339 time the promotion started.
     pub promoted_at: Option<String>,
+    /// RFC 3339 time the standby was Ready.
     pub completed_at: Option<String>,
+    /// RFC 3339 time the old primary was seen at 0.
     pub fenced_at: Option<String>,
+    /// The daemon that wrote last.
     pub holder: String,
     /// Primary Deployments active when the promotion started (fenced by name too).
     #[serde(default)]
     pub primary_deployments: Vec<String>,
     #[serde(default)]
+    /// RFC 3339 time of the last failback.
     pub failback_at: Option<String>,
     #[serde(default)]
+    /// RFC 3339 time the record was written back after it was lost.
     pub restored_at: Option<String>,
 }
 
 /// The last decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionStatus {
+    /// When the decision was made (Unix seconds).
     pub at_unix: f64,
+    /// Most important first.
     pub reasons: Vec<Named<ReasonCode>>,
     /// Actions taken (auto) or that would have been taken (observe).
     pub actions: Vec<String>,

@@ -27,6 +27,7 @@ pub use validate::{
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    /// `[daemon]`: process-wide settings.
     pub daemon: DaemonConfig,
     /// One or more failover groups (`[[groups]]` in TOML).
     pub groups: Vec<GroupConfig>,
@@ -235,6 +236,7 @@ pub enum ConfigError {
         /// What is wrong with the value.
         message: String,
         #[source]
+        /// What the config crate reported.
         source: Box<config::ConfigError>,
     },
     /// The configuration is well-formed but not acceptable; every problem is listed.
