@@ -12,7 +12,7 @@ use crate::model::{
     Action, DeploymentRef, EPOCH_ANNOTATION, FailoverRecord, Observation, ProbeReason, ReasonCode,
     RecordPhase,
 };
-use crate::record::{self, RecordError};
+use crate::record::{self, RecordError, Update};
 use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -234,26 +234,6 @@ impl Scaling {
     }
 }
 
-/// A record update keyed by epoch.
-#[derive(Debug, Clone)]
-enum Update {
-    Promoted,
-    Failed(String),
-    Fenced,
-    Failback,
-}
-
-impl Update {
-    fn what(&self) -> &'static str {
-        match self {
-            Update::Promoted => "recording promoted",
-            Update::Failed(_) => "recording failed",
-            Update::Fenced => "recording fenced",
-            Update::Failback => "recording the failback time",
-        }
-    }
-}
-
 /// Carries out actions for one group.
 pub struct Actuator {
     group: GroupConfig,
@@ -312,8 +292,8 @@ impl Actuator {
                 self.update_record(action, *epoch, Update::Promoted).await
             }
             Action::RecordFailed { epoch, reason } => {
-                let update = Update::Failed(reason.as_str().to_string());
-                self.update_record(action, *epoch, update).await
+                self.update_record(action, *epoch, Update::Failed(*reason))
+                    .await
             }
             Action::FencePrimary { epoch, names } => {
                 self.scale(action, Scaling::Fence, *epoch, names).await
@@ -378,13 +358,13 @@ impl Actuator {
                 ),
             ));
         }
-        let (at, unix) = record::now_stamp();
+        let now = record::now_stamp();
         let next = FailoverRecord {
             phase: Some(RecordPhase::Promoting),
             epoch,
             reason: reason.as_str().to_string(),
-            promoted_at: Some(at),
-            promoted_at_unix: Some(unix),
+            promoted_at: Some(now.at),
+            promoted_at_unix: Some(now.unix),
             primary_deployments: primary_deployments.to_vec(),
             holder: self.identity.clone(),
             ..FailoverRecord::default()
@@ -422,55 +402,13 @@ impl Actuator {
                 format!("recorded epoch is {}, not {epoch}", current.epoch),
             ));
         }
-        let phase = current.effective_phase();
-        let mut next = current.clone();
-        let (now, unix) = record::now_stamp();
-        let changed = match (&update, phase) {
-            (Update::Promoted, RecordPhase::Promoted) => false,
-            (Update::Promoted, RecordPhase::Promoting | RecordPhase::Failed) => {
-                next.phase = Some(RecordPhase::Promoted);
-                next.completed_at = Some(now);
-                true
-            }
-            (Update::Failed(reason), RecordPhase::Failed) if *reason == current.reason => false,
-            (Update::Failed(reason), RecordPhase::Promoting | RecordPhase::Failed) => {
-                next.phase = Some(RecordPhase::Failed);
-                next.reason = reason.clone();
-                true
-            }
-            (Update::Fenced, p) if p.standby_active() => {
-                if current.fenced_at.is_some() {
-                    false
-                } else {
-                    next.fenced_at = Some(now);
-                    true
-                }
-            }
-            (Update::Failback, RecordPhase::Primary) => {
-                if current.failback_at_unix.is_some() {
-                    false
-                } else {
-                    next.failback_at = Some(now);
-                    next.failback_at_unix = Some(unix);
-                    true
-                }
-            }
-            (update, phase) => {
-                return Err(self.stale(
-                    &name,
-                    format!(
-                        "phase {} of epoch {epoch} does not allow {}",
-                        phase.as_str(),
-                        update.what()
-                    ),
-                ));
-            }
-        };
+        let next = record::transition(&current, update, &record::now_stamp())
+            .map_err(|detail| self.stale(&name, detail))?;
         let mut report = ActionReport::new(action);
-        if !changed {
+        let Some(mut next) = next else {
             report.record = Some(current);
             return Ok(report);
-        }
+        };
         next.holder = self.identity.clone();
         self.write_record(&name, &next, current.resource_version.as_deref(), report)
             .await
@@ -484,9 +422,8 @@ impl Actuator {
         lost: &FailoverRecord,
     ) -> Result<ActionReport, ActuateError> {
         let name = self.group.record_name();
-        let (now, _) = record::now_stamp();
         let next = FailoverRecord {
-            restored_at: Some(now),
+            restored_at: Some(record::now_stamp().at),
             holder: self.identity.clone(),
             resource_version: None,
             ..lost.clone()

@@ -8,7 +8,7 @@
 //! ConfigMap and key, never guessed at.
 
 use crate::kube_call::{classify, describe};
-use crate::model::{DeploymentRef, FailoverRecord, ProbeReason, RecordPhase};
+use crate::model::{DeploymentRef, FailoverRecord, ProbeReason, ReasonCode, RecordPhase};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
@@ -167,14 +167,103 @@ pub async fn write(
     }
 }
 
+/// A wall-clock time as the record stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// RFC 3339, to the second.
+    pub at: String,
+    /// The same as Unix seconds.
+    pub unix: i64,
+}
+
 /// The current wall-clock time as RFC 3339 (seconds) and as Unix seconds.
-pub fn now_stamp() -> (String, i64) {
+pub fn now_stamp() -> Stamp {
     let now = SystemTime::now();
     let unix = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    (humantime::format_rfc3339_seconds(now).to_string(), unix)
+    Stamp {
+        at: humantime::format_rfc3339_seconds(now).to_string(),
+        unix,
+    }
+}
+
+/// A change to the record of the current epoch, after a step of the promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Update {
+    /// The standby is Ready: the promotion is complete.
+    Promoted,
+    /// The promotion did not complete, for this reason.
+    Failed(ReasonCode),
+    /// The old primary was seen at 0 replicas.
+    Fenced,
+    /// The record was seen back in phase `primary`: stamp the failback time.
+    Failback,
+}
+
+impl Update {
+    fn what(self) -> &'static str {
+        match self {
+            Update::Promoted => "recording promoted",
+            Update::Failed(_) => "recording failed",
+            Update::Fenced => "recording fenced",
+            Update::Failback => "recording the failback time",
+        }
+    }
+}
+
+/// The record after `update`, decided from the phase of `current` alone: `Ok(None)`
+/// when the record already says so (nothing to write), `Err` naming the phase when the
+/// phase does not allow the update (someone else moved the record on). The caller
+/// checks the epoch and sets the holder.
+pub(crate) fn transition(
+    current: &FailoverRecord,
+    update: Update,
+    now: &Stamp,
+) -> Result<Option<FailoverRecord>, String> {
+    let phase = current.effective_phase();
+    let mut next = current.clone();
+    let changed = match (update, phase) {
+        (Update::Promoted, RecordPhase::Promoted) => false,
+        (Update::Promoted, RecordPhase::Promoting | RecordPhase::Failed) => {
+            next.phase = Some(RecordPhase::Promoted);
+            next.completed_at = Some(now.at.clone());
+            true
+        }
+        (Update::Failed(reason), RecordPhase::Failed) if reason.as_str() == current.reason => false,
+        (Update::Failed(reason), RecordPhase::Promoting | RecordPhase::Failed) => {
+            next.phase = Some(RecordPhase::Failed);
+            next.reason = reason.as_str().to_string();
+            true
+        }
+        (Update::Fenced, p) if p.standby_active() => {
+            if current.fenced_at.is_some() {
+                false
+            } else {
+                next.fenced_at = Some(now.at.clone());
+                true
+            }
+        }
+        (Update::Failback, RecordPhase::Primary) => {
+            if current.failback_at_unix.is_some() {
+                false
+            } else {
+                next.failback_at = Some(now.at.clone());
+                next.failback_at_unix = Some(now.unix);
+                true
+            }
+        }
+        (update, phase) => {
+            return Err(format!(
+                "phase {} of epoch {} does not allow {}",
+                phase.as_str(),
+                current.epoch,
+                update.what()
+            ));
+        }
+    };
+    Ok(changed.then_some(next))
 }
 
 /// Builds the ConfigMap holding `record` (without a resourceVersion).
@@ -496,7 +585,7 @@ mod tests {
 
     #[test]
     fn stamp_is_rfc3339_seconds() {
-        let (text, unix) = now_stamp();
+        let Stamp { at: text, unix } = now_stamp();
         assert!(text.ends_with('Z') && text.len() == 20, "{text}");
         let parsed = humantime::parse_rfc3339(&text).unwrap();
         let parsed_unix = parsed
@@ -504,5 +593,176 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         assert_eq!(parsed_unix, unix);
+    }
+
+    fn at_phase(phase: Option<RecordPhase>) -> FailoverRecord {
+        FailoverRecord {
+            phase,
+            epoch: 3,
+            reason: "primary_down_quorum".into(),
+            holder: "watcher-1".into(),
+            resource_version: Some("9".into()),
+            ..FailoverRecord::default()
+        }
+    }
+
+    fn stamp() -> Stamp {
+        Stamp {
+            at: "2025-01-02T03:04:05Z".into(),
+            unix: 1_735_787_045,
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Writes,
+        Unchanged,
+        Refused,
+    }
+
+    #[test]
+    fn every_phase_and_update_is_allowed_or_refused() {
+        use Outcome::{Refused, Unchanged, Writes};
+        use RecordPhase::{Failed, Primary, Promoted, Promoting};
+        let failed = Update::Failed(ReasonCode::PromotionTimeout);
+        // The record starts without fenced_at or failback_at and with reason
+        // primary_down_quorum, so `failed` is a new reason.
+        let table = [
+            (None, Update::Promoted, Refused),
+            (None, failed, Refused),
+            (None, Update::Fenced, Refused),
+            (None, Update::Failback, Writes),
+            (Some(Primary), Update::Promoted, Refused),
+            (Some(Primary), failed, Refused),
+            (Some(Primary), Update::Fenced, Refused),
+            (Some(Primary), Update::Failback, Writes),
+            (Some(Promoting), Update::Promoted, Writes),
+            (Some(Promoting), failed, Writes),
+            (Some(Promoting), Update::Fenced, Writes),
+            (Some(Promoting), Update::Failback, Refused),
+            (Some(Promoted), Update::Promoted, Unchanged),
+            (Some(Promoted), failed, Refused),
+            (Some(Promoted), Update::Fenced, Writes),
+            (Some(Promoted), Update::Failback, Refused),
+            (Some(Failed), Update::Promoted, Writes),
+            (Some(Failed), failed, Writes),
+            (Some(Failed), Update::Fenced, Writes),
+            (Some(Failed), Update::Failback, Refused),
+        ];
+        for (phase, update, want) in table {
+            let current = at_phase(phase);
+            let got = match transition(&current, update, &stamp()) {
+                Ok(Some(next)) => {
+                    // What is written only changes the phase's own fields...
+                    assert_eq!(next.epoch, current.epoch, "{phase:?} {update:?}");
+                    assert_eq!(next.holder, current.holder, "{phase:?} {update:?}");
+                    assert_eq!(next.resource_version, current.resource_version);
+                    // ...and writing it again changes nothing.
+                    assert_eq!(
+                        transition(&next, update, &stamp()),
+                        Ok(None),
+                        "{phase:?} {update:?} twice"
+                    );
+                    Writes
+                }
+                Ok(None) => Unchanged,
+                Err(detail) => {
+                    let shown = phase.unwrap_or(Primary).as_str();
+                    assert!(
+                        detail.starts_with(&format!("phase {shown} of epoch 3 does not allow")),
+                        "{detail}"
+                    );
+                    Refused
+                }
+            };
+            assert_eq!(got, want, "{phase:?} {update:?}");
+        }
+    }
+
+    #[test]
+    fn promoted_stamps_completion() {
+        for phase in [RecordPhase::Promoting, RecordPhase::Failed] {
+            let next = transition(&at_phase(Some(phase)), Update::Promoted, &stamp())
+                .unwrap()
+                .unwrap();
+            assert_eq!(next.phase, Some(RecordPhase::Promoted));
+            assert_eq!(next.completed_at.as_deref(), Some("2025-01-02T03:04:05Z"));
+            assert_eq!(next.reason, "primary_down_quorum");
+        }
+    }
+
+    #[test]
+    fn failed_records_its_reason_once() {
+        let update = Update::Failed(ReasonCode::PromotionTimeout);
+        let next = transition(&at_phase(Some(RecordPhase::Promoting)), update, &stamp())
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.phase, Some(RecordPhase::Failed));
+        assert_eq!(next.reason, "promotion_timeout");
+        assert_eq!(next.completed_at, None);
+        // Failed again for the reason already recorded: nothing to write.
+        let same = Update::Failed(ReasonCode::PrimaryDownQuorum);
+        assert_eq!(
+            transition(&at_phase(Some(RecordPhase::Failed)), same, &stamp()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn fenced_is_stamped_once() {
+        let next = transition(
+            &at_phase(Some(RecordPhase::Promoted)),
+            Update::Fenced,
+            &stamp(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(next.phase, Some(RecordPhase::Promoted));
+        assert_eq!(next.fenced_at.as_deref(), Some("2025-01-02T03:04:05Z"));
+        let fenced = FailoverRecord {
+            fenced_at: Some("earlier".into()),
+            ..at_phase(Some(RecordPhase::Promoting))
+        };
+        assert_eq!(transition(&fenced, Update::Fenced, &stamp()), Ok(None));
+    }
+
+    #[test]
+    fn failback_is_stamped_once_and_keeps_the_cooldown() {
+        let next = transition(
+            &at_phase(Some(RecordPhase::Primary)),
+            Update::Failback,
+            &stamp(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(next.phase, Some(RecordPhase::Primary));
+        assert_eq!(next.failback_at.as_deref(), Some("2025-01-02T03:04:05Z"));
+        assert_eq!(next.failback_at_unix, Some(1_735_787_045));
+        assert_eq!(next.cooldown_from_unix(), Some(1_735_787_045));
+        let seen = FailoverRecord {
+            failback_at_unix: Some(17),
+            ..at_phase(None)
+        };
+        assert_eq!(transition(&seen, Update::Failback, &stamp()), Ok(None));
+    }
+
+    #[test]
+    fn refusal_names_phase_epoch_and_update() {
+        assert_eq!(
+            transition(
+                &at_phase(Some(RecordPhase::Primary)),
+                Update::Fenced,
+                &stamp()
+            ),
+            Err("phase primary of epoch 3 does not allow recording fenced".to_string())
+        );
+        assert_eq!(
+            transition(
+                &at_phase(Some(RecordPhase::Promoted)),
+                Update::Failback,
+                &stamp()
+            ),
+            Err("phase promoted of epoch 3 does not allow recording the failback time".to_string())
+        );
     }
 }
