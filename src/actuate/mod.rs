@@ -1,0 +1,346 @@
+//! The actuator: carries out the engine's [`Action`]s as Kubernetes calls. Scaling
+//! goes through the scale subresource, record writes carry resourceVersion
+//! preconditions, and every Deployment scaled gets an Event.
+//!
+//! Every action is idempotent: it looks at the current state first and changes only
+//! what differs, so repeating an action after a crash (or a lost answer) is safe.
+//! Every call is bounded by the actuator's call timeout.
+//!
+//! This file holds the actuator's face: [`Actuator::execute`] dispatching each action,
+//! what it reports ([`ActionReport`]) and how it fails ([`ActuateError`]). The work is
+//! in `scale` (scaling with the fresh-record check), `record_writes` (the failover
+//! record's writes) and `events` (Kubernetes Events).
+
+mod events;
+mod record_writes;
+mod scale;
+
+use crate::config::GroupConfig;
+use crate::kube_call::CallError;
+use crate::model::{Action, FailoverRecord, Observation, ProbeReason};
+use crate::record::{RecordError, Update};
+use scale::Scaling;
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+/// The component name on Events and the field manager on writes.
+const COMPONENT: &str = "kube-failover";
+
+pub use crate::model::Side;
+
+/// One Deployment whose replica count the actuator changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScaleChange {
+    /// The cluster the Deployment is in.
+    pub side: Side,
+    pub namespace: String,
+    /// The Deployment's name.
+    pub deployment: String,
+    /// `spec.replicas` before.
+    pub from: i32,
+    /// `spec.replicas` after.
+    pub to: i32,
+}
+
+/// What an action changed, for the daemon's log line and `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionReport {
+    /// [`Action::kind`] of the action carried out.
+    pub action: &'static str,
+    /// Deployments scaled (empty when every one already had its target count).
+    pub scaled: Vec<ScaleChange>,
+    /// For record actions: the record as stored afterwards (with its new
+    /// resourceVersion), whether or not this call had to write it.
+    pub record: Option<FailoverRecord>,
+    /// True when the record action wrote; false when the record already said so.
+    pub record_written: bool,
+}
+
+impl ActionReport {
+    fn new(action: &Action) -> Self {
+        ActionReport {
+            action: action.kind(),
+            scaled: Vec::new(),
+            record: None,
+            record_written: false,
+        }
+    }
+
+    /// True when the action changed something (scaled a Deployment or wrote the
+    /// record); false when it found everything already as wanted.
+    pub fn changed(&self) -> bool {
+        !self.scaled.is_empty() || self.record_written
+    }
+}
+
+impl fmt::Display for ActionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.action)?;
+        if !self.changed() {
+            f.write_str(" nothing to change")?;
+        }
+        for (i, c) in self.scaled.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(
+                f,
+                "{sep}{} {}/{} {}->{}",
+                c.side, c.namespace, c.deployment, c.from, c.to
+            )?;
+        }
+        if let (Some(r), true) = (&self.record, self.record_written) {
+            write!(
+                f,
+                " record phase {} epoch {}",
+                r.effective_phase().as_str(),
+                r.epoch
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an action failed. The message names the cluster, namespace and object.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    /// A Kubernetes call failed or timed out.
+    #[error("{side} cluster, namespace {namespace}: {op} {object}: {source}")]
+    Call {
+        side: Side,
+        namespace: String,
+        op: &'static str,
+        object: String,
+        #[source]
+        source: CallError,
+    },
+    /// A workload to scale up selects no Deployment.
+    #[error("{side} cluster: {detail}")]
+    NothingSelected {
+        side: Side,
+        namespace: String,
+        detail: String,
+    },
+    /// Reading or writing the failover record failed.
+    #[error("standby cluster, namespace {namespace}: {source}")]
+    Record {
+        namespace: String,
+        #[source]
+        source: RecordError,
+    },
+    /// The record could not be read this tick, so it is not written blind.
+    #[error(
+        "standby cluster, namespace {namespace}: ConfigMap {name} could not be read \
+         ({detail}); not writing it blind"
+    )]
+    RecordUnknown {
+        namespace: String,
+        name: String,
+        reason: ProbeReason,
+        detail: String,
+    },
+    /// The record is not in the state the action expects (another epoch, or a phase
+    /// the action must not overwrite): someone else moved it on.
+    #[error("standby cluster, namespace {namespace}: ConfigMap {name}: {detail}")]
+    Stale {
+        namespace: String,
+        name: String,
+        detail: String,
+    },
+}
+
+impl ActuateError {
+    /// A bounded label for metrics: conflict, forbidden, not_found, timeout, connect
+    /// or error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActuateError::Call { source, .. } => {
+                if source.status_code() == Some(409) {
+                    "conflict"
+                } else {
+                    label(source.reason())
+                }
+            }
+            ActuateError::NothingSelected { .. } => "not_found",
+            ActuateError::Record { source, .. } => match source {
+                RecordError::Conflict { .. } => "conflict",
+                RecordError::Invalid { .. } => "error",
+                RecordError::Api { .. } => label(source.reason()),
+            },
+            ActuateError::RecordUnknown { reason, .. } => label(*reason),
+            ActuateError::Stale { .. } => "conflict",
+        }
+    }
+}
+
+fn label(reason: ProbeReason) -> &'static str {
+    match reason {
+        ProbeReason::Forbidden | ProbeReason::Unauthorized => "forbidden",
+        ProbeReason::NotFound => "not_found",
+        ProbeReason::Timeout => "timeout",
+        ProbeReason::Refused | ProbeReason::Connect | ProbeReason::Tls => "connect",
+        _ => "error",
+    }
+}
+
+/// Carries out actions for one group.
+pub struct Actuator {
+    group: GroupConfig,
+    primary: kube::Client,
+    standby: kube::Client,
+    identity: String,
+    call_timeout: Duration,
+}
+
+impl Actuator {
+    /// The default bound on each Kubernetes call.
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// An actuator for `group`, acting as `identity` (written into the record and
+    /// Events).
+    pub fn new(
+        group: &GroupConfig,
+        primary: kube::Client,
+        standby: kube::Client,
+        identity: String,
+    ) -> Self {
+        Actuator {
+            group: group.clone(),
+            primary,
+            standby,
+            identity,
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Sets the bound on each Kubernetes call.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Carries out `action`, given the observation the decision was made on.
+    pub async fn execute(
+        &self,
+        action: &Action,
+        obs: &Observation,
+    ) -> Result<ActionReport, ActuateError> {
+        match action {
+            Action::RecordPromoting {
+                epoch,
+                reason,
+                primary_deployments,
+            } => {
+                self.record_promoting(action, *epoch, *reason, primary_deployments, obs)
+                    .await
+            }
+            Action::ScaleStandbyUp { epoch } => {
+                self.scale(action, Scaling::Promote, *epoch, &[]).await
+            }
+            Action::RecordPromoted { epoch } => {
+                self.update_record(action, *epoch, Update::Promoted).await
+            }
+            Action::RecordFailed { epoch, reason } => {
+                self.update_record(action, *epoch, Update::Failed(*reason))
+                    .await
+            }
+            Action::FencePrimary { epoch, names } => {
+                self.scale(action, Scaling::Fence, *epoch, names).await
+            }
+            Action::RecordFenced { epoch } => {
+                self.update_record(action, *epoch, Update::Fenced).await
+            }
+            Action::ScaleStandbyDown { epoch } => {
+                self.scale(action, Scaling::Correct, *epoch, &[]).await
+            }
+            Action::RestoreRecord { record } => self.restore_record(action, record).await,
+            Action::RecordFailback { epoch } => {
+                self.update_record(action, *epoch, Update::Failback).await
+            }
+            Action::Announce { reason } => {
+                self.announce(*reason).await;
+                Ok(ActionReport::new(action))
+            }
+        }
+    }
+
+    fn standby_ns(&self) -> &str {
+        &self.group.standby.namespace
+    }
+
+    fn stale(&self, name: &str, detail: String) -> ActuateError {
+        ActuateError::Stale {
+            namespace: self.standby_ns().to_string(),
+            name: name.to_string(),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    #[test]
+    fn error_labels_are_bounded() {
+        let call = |source| ActuateError::Call {
+            side: Side::Primary,
+            namespace: "agents".into(),
+            op: "scale",
+            object: "Deployment agent-trigger".into(),
+            source,
+        };
+        let api = |code, reason: &str| {
+            CallError::Kube(kube::Error::Api(
+                Status::failure("m", reason).with_code(code).boxed(),
+            ))
+        };
+        assert_eq!(call(api(409, "Conflict")).reason(), "conflict");
+        assert_eq!(call(api(403, "Forbidden")).reason(), "forbidden");
+        assert_eq!(call(api(404, "NotFound")).reason(), "not_found");
+        assert_eq!(call(api(500, "InternalError")).reason(), "error");
+        assert_eq!(
+            call(CallError::Timeout(Duration::from_secs(1))).reason(),
+            "timeout"
+        );
+        let err = call(api(403, "Forbidden"));
+        assert_eq!(
+            err.to_string(),
+            "primary cluster, namespace agents: scale Deployment agent-trigger: HTTP 403 Forbidden"
+        );
+        let conflict = ActuateError::Record {
+            namespace: "agents".into(),
+            source: RecordError::Conflict {
+                namespace: "agents".into(),
+                name: "kube-failover-env0".into(),
+            },
+        };
+        assert_eq!(conflict.reason(), "conflict");
+        assert_eq!(
+            conflict.to_string(),
+            "standby cluster, namespace agents: ConfigMap agents/kube-failover-env0 \
+             changed since it was read"
+        );
+    }
+
+    #[test]
+    fn report_says_what_changed() {
+        let mut report = ActionReport::new(&Action::FencePrimary {
+            epoch: 1,
+            names: vec![],
+        });
+        assert!(!report.changed());
+        assert_eq!(report.to_string(), "fence_primary: nothing to change");
+        report.scaled.push(ScaleChange {
+            side: Side::Primary,
+            namespace: "agents".into(),
+            deployment: "agent-trigger".into(),
+            from: 1,
+            to: 0,
+        });
+        assert_eq!(
+            report.to_string(),
+            "fence_primary: primary agents/agent-trigger 1->0"
+        );
+    }
+}
