@@ -1,192 +1,19 @@
-//! The loop that ties it together: one task per group (so a slow cluster never delays
-//! another group's tick), the admin server, systemd notifications, and drain-based
-//! shutdown (first SIGTERM/SIGINT: stop new ticks, let in-flight actions finish within
-//! `daemon.shutdown_timeout`; a second signal aborts).
+//! One group's loop: every tick probes both clusters, steps the engine, carries out
+//! its actions (in `auto` mode) and publishes metrics and `/status`.
 
+use super::status::group_status;
 use crate::actuate::Actuator;
-use crate::admin::{self, AdminError, AdminState};
-use crate::cluster::{self, ClusterError};
+use crate::admin::AdminState;
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
 use crate::metrics::{Metrics, Side};
-use crate::model::{Action, FailoverRecord, Observation, ProbeOutcome};
-use crate::notify;
+use crate::model::{Action, Observation, ProbeOutcome};
 use crate::probe;
-use crate::status::{
-    DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus, StatusReport,
-};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{error, info, warn};
-
-/// Errors that stop the daemon from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error("cannot set up metrics")]
-    Metrics(#[source] prometheus::Error),
-    #[error(transparent)]
-    Admin(#[from] AdminError),
-    #[error("group {group}: {source}")]
-    Cluster {
-        group: String,
-        #[source]
-        source: ClusterError,
-    },
-    #[error("cannot build the HTTP client for checks")]
-    HttpClient(#[source] reqwest::Error),
-    #[error("cannot install the {0} signal handler")]
-    Signal(&'static str, #[source] std::io::Error),
-    #[error("aborted by a second signal while in-flight actions were still running")]
-    Aborted,
-}
-
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
-    let listener = admin::bind(config.daemon.listen).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    run_with_listener(config, listener, stop_tx, stop_rx).await
-}
-
-fn identity(config: &Config) -> String {
-    config.daemon.identity.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "kube-failover".to_string())
-    })
-}
-
-async fn run_with_listener(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
-    let identity = identity(&config);
-    let metrics = Metrics::new().map_err(DaemonError::Metrics)?;
-    let daemon = &config.daemon;
-    let admin = Arc::new(AdminState::new(
-        metrics.clone(),
-        daemon.probe_interval,
-        config.groups.len(),
-        StatusReport {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            mode: daemon.mode.as_str().to_string(),
-            identity: identity.clone(),
-            ready: false,
-            last_tick_unix: None,
-            groups: Vec::new(),
-        },
-    ));
-    let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
-
-    // Credentials are waited for less than the shortest call bound, so a missing one is
-    // reported as `unauthorized`, never as a `timeout`.
-    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
-    let mut runners = Vec::new();
-    for group in &config.groups {
-        let primary = cluster::client_for_with(&group.primary, "primary", client_options)
-            .await
-            .map_err(|source| DaemonError::Cluster {
-                group: group.name.clone(),
-                source,
-            })?;
-        let standby = cluster::client_for_with(&group.standby, "standby", client_options)
-            .await
-            .map_err(|source| DaemonError::Cluster {
-                group: group.name.clone(),
-                source,
-            })?;
-        runners.push(GroupRunner::new(
-            group.clone(),
-            &config,
-            primary,
-            standby,
-            http.clone(),
-            identity.clone(),
-            metrics.clone(),
-            admin.clone(),
-        ));
-    }
-
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(listener, admin.clone(), admin_stop_rx));
-    info!(
-        listen = %daemon.listen,
-        mode = daemon.mode.as_str(),
-        groups = config.groups.len(),
-        identity = %identity,
-        interval = %humantime::format_duration(daemon.probe_interval),
-        "kube-failover started"
-    );
-
-    let mut tasks = JoinSet::new();
-    for runner in runners {
-        tasks.spawn(runner.run(stop_rx.clone()));
-    }
-    let supervisor = tokio::spawn(supervise(
-        admin.clone(),
-        daemon.probe_interval,
-        stop_rx.clone(),
-    ));
-
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| DaemonError::Signal("SIGTERM", e))?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| DaemonError::Signal("SIGINT", e))?;
-    let mut stop_watch = stop_rx.clone();
-    tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM: finishing in-flight work"),
-        _ = sigint.recv() => info!("SIGINT: finishing in-flight work"),
-        _ = stop_watch.wait_for(|s| *s) => info!("stop requested: finishing in-flight work"),
-    }
-    admin.begin_shutdown();
-    notify::stopping();
-    let _ = stop_tx.send(true);
-
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let result = tokio::select! {
-        _ = drain => Ok(()),
-        _ = tokio::time::sleep(daemon.shutdown_timeout) => {
-            warn!(timeout = %humantime::format_duration(daemon.shutdown_timeout),
-                "shutdown timeout: abandoning in-flight work");
-            Ok(())
-        }
-        _ = sigterm.recv() => Err(DaemonError::Aborted),
-        _ = sigint.recv() => Err(DaemonError::Aborted),
-    };
-    supervisor.abort();
-    let _ = admin_stop_tx.send(true);
-    let _ = admin_task.await;
-    info!("kube-failover stopped");
-    result
-}
-
-/// systemd: READY=1 once every group has ticked, WATCHDOG=1 while ticks keep coming.
-async fn supervise(admin: Arc<AdminState>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let period = notify::watchdog_interval()
-        .map(|w| (w / 3).min(interval))
-        .unwrap_or(interval)
-        .max(Duration::from_millis(100));
-    let mut notified_ready = false;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if !notified_ready && admin.is_ready() {
-            notify::ready();
-            notified_ready = true;
-        }
-        if admin.is_healthy() {
-            notify::watchdog();
-        }
-    }
-}
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -196,7 +23,7 @@ fn now_unix() -> f64 {
 }
 
 /// One group: its clients, engine and actuator.
-struct GroupRunner {
+pub(super) struct GroupRunner {
     cfg: GroupConfig,
     mode: Mode,
     interval: Duration,
@@ -219,7 +46,7 @@ struct GroupRunner {
 
 impl GroupRunner {
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    pub(super) fn new(
         cfg: GroupConfig,
         config: &Config,
         primary: kube::Client,
@@ -264,7 +91,7 @@ impl GroupRunner {
         }
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -349,7 +176,14 @@ impl GroupRunner {
             .set_replicas(group, Side::Primary, obs.primary.deployments.as_deref());
         self.metrics
             .set_replicas(group, Side::Standby, obs.standby.deployments.as_deref());
-        let status = self.status(&decision, &obs, wall);
+        let status = group_status(
+            &self.cfg.name,
+            self.since_unix,
+            self.last_action_error.clone(),
+            &decision,
+            &obs,
+            wall,
+        );
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
@@ -459,90 +293,5 @@ impl GroupRunner {
             }
             _ => {}
         }
-    }
-
-    fn status(&self, d: &Decision, obs: &Observation, wall: f64) -> GroupStatus {
-        let signals = d
-            .signals
-            .iter()
-            .map(|s| {
-                let outcome = obs.primary.outcome(&s.id);
-                SignalStatus {
-                    name: s.id.clone().into(),
-                    up: s.up,
-                    consecutive_failures: s.consecutive_failures,
-                    consecutive_successes: s.consecutive_successes,
-                    consecutive_unknown: s.consecutive_unknown,
-                    last_reason: s.last_reason.map(Named::from),
-                    last_latency_seconds: outcome.map(|o| o.latency.as_secs_f64()),
-                    last_detail: outcome.map(|o| o.detail.clone()).unwrap_or_default(),
-                }
-            })
-            .collect();
-        let record = obs.standby.record.as_ref().ok().map(record_status);
-        let active_cluster = match obs.standby.record.as_ref().map(|r| r.effective_phase()) {
-            Ok(p) if p.standby_active() => Named::Known(Side::Standby),
-            Ok(_) => Named::Known(Side::Primary),
-            Err(_) => Named::Other("unknown".to_string()),
-        };
-        let detail = [
-            &obs.standby.api.detail,
-            &obs.standby.workloads.detail,
-            &obs.standby
-                .record
-                .as_ref()
-                .err()
-                .map(|o| o.detail.clone())
-                .unwrap_or_default(),
-        ]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-        GroupStatus {
-            name: self.cfg.name.clone(),
-            state: d.state.into(),
-            since_unix: self.since_unix,
-            primary_down: d.primary_down,
-            standby_fit: d.standby_fit,
-            active_cluster,
-            signals,
-            standby: StandbyStatus {
-                api_reason: obs.standby.api.reason.into(),
-                workloads_reason: obs.standby.workloads.reason.into(),
-                detail,
-            },
-            record,
-            last_decision: DecisionStatus {
-                at_unix: wall,
-                reasons: d.reasons.iter().copied().map(Named::from).collect(),
-                actions: d.actions.iter().map(|a| a.kind().to_string()).collect(),
-                would_promote: d.would_promote(),
-            },
-            unexpected_standby_replicas: d.unexpected_standby_replicas,
-            dual_active: d.dual_active,
-            no_active_side: d.no_active_side,
-            last_action_error: self.last_action_error.clone(),
-        }
-    }
-}
-
-fn record_status(r: &FailoverRecord) -> RecordStatus {
-    RecordStatus {
-        phase: r.effective_phase().into(),
-        epoch: r.epoch,
-        reason: r.reason.clone(),
-        promoted_at: r.promoted_at.clone(),
-        completed_at: r.completed_at.clone(),
-        fenced_at: r.fenced_at.clone(),
-        holder: r.holder.clone(),
-        primary_deployments: r
-            .primary_deployments
-            .iter()
-            .map(|d| d.name.clone())
-            .collect(),
-        failback_at: r.failback_at.clone(),
-        restored_at: r.restored_at.clone(),
     }
 }

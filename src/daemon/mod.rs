@@ -1,0 +1,170 @@
+//! The daemon: sets up the metrics, the admin server and one runner per group (each
+//! on its own task, so a slow cluster never delays another group's tick), keeps systemd
+//! informed, and shuts down by draining (see `shutdown`).
+
+mod runner;
+mod shutdown;
+mod status;
+
+use crate::admin::{self, AdminError, AdminState};
+use crate::cluster::{self, ClusterError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::notify;
+use crate::probe;
+use crate::status::StatusReport;
+use runner::GroupRunner;
+use shutdown::Signals;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot set up metrics")]
+    Metrics(#[source] prometheus::Error),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("group {group}: {source}")]
+    Cluster {
+        group: String,
+        #[source]
+        source: ClusterError,
+    },
+    #[error("cannot build the HTTP client for checks")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("cannot install the {0} signal handler")]
+    Signal(&'static str, #[source] std::io::Error),
+    #[error("aborted by a second signal while in-flight actions were still running")]
+    Aborted,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let listener = admin::bind(config.daemon.listen).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    run_with_listener(config, listener, stop_tx, stop_rx).await
+}
+
+fn identity(config: &Config) -> String {
+    config.daemon.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "kube-failover".to_string())
+    })
+}
+
+async fn run_with_listener(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let identity = identity(&config);
+    let metrics = Metrics::new().map_err(DaemonError::Metrics)?;
+    let daemon = &config.daemon;
+    let admin = Arc::new(AdminState::new(
+        metrics.clone(),
+        daemon.probe_interval,
+        config.groups.len(),
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: daemon.mode.as_str().to_string(),
+            identity: identity.clone(),
+            ready: false,
+            last_tick_unix: None,
+            groups: Vec::new(),
+        },
+    ));
+    let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
+
+    // Credentials are waited for less than the shortest call bound, so a missing one is
+    // reported as `unauthorized`, never as a `timeout`.
+    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
+    let mut runners = Vec::new();
+    for group in &config.groups {
+        let primary = cluster::client_for_with(&group.primary, "primary", client_options)
+            .await
+            .map_err(|source| DaemonError::Cluster {
+                group: group.name.clone(),
+                source,
+            })?;
+        let standby = cluster::client_for_with(&group.standby, "standby", client_options)
+            .await
+            .map_err(|source| DaemonError::Cluster {
+                group: group.name.clone(),
+                source,
+            })?;
+        runners.push(GroupRunner::new(
+            group.clone(),
+            &config,
+            primary,
+            standby,
+            http.clone(),
+            identity.clone(),
+            metrics.clone(),
+            admin.clone(),
+        ));
+    }
+
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(listener, admin.clone(), admin_stop_rx));
+    info!(
+        listen = %daemon.listen,
+        mode = daemon.mode.as_str(),
+        groups = config.groups.len(),
+        identity = %identity,
+        interval = %humantime::format_duration(daemon.probe_interval),
+        "kube-failover started"
+    );
+
+    let mut tasks = JoinSet::new();
+    for runner in runners {
+        tasks.spawn(runner.run(stop_rx.clone()));
+    }
+    let supervisor = tokio::spawn(supervise(
+        admin.clone(),
+        daemon.probe_interval,
+        stop_rx.clone(),
+    ));
+
+    let mut signals = Signals::install().map_err(|(name, e)| DaemonError::Signal(name, e))?;
+    signals.first(stop_rx.clone()).await;
+    admin.begin_shutdown();
+    notify::stopping();
+    let _ = stop_tx.send(true);
+
+    let result = signals.drain(tasks, daemon.shutdown_timeout).await;
+    supervisor.abort();
+    let _ = admin_stop_tx.send(true);
+    let _ = admin_task.await;
+    info!("kube-failover stopped");
+    result
+}
+
+/// systemd: READY=1 once every group has ticked, WATCHDOG=1 while ticks keep coming.
+async fn supervise(admin: Arc<AdminState>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let period = notify::watchdog_interval()
+        .map(|w| (w / 3).min(interval))
+        .unwrap_or(interval)
+        .max(Duration::from_millis(100));
+    let mut notified_ready = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !notified_ready && admin.is_ready() {
+            notify::ready();
+            notified_ready = true;
+        }
+        if admin.is_healthy() {
+            notify::watchdog();
+        }
+    }
+}
