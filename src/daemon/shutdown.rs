@@ -54,3 +54,38 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never_ending() -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(std::future::pending());
+        tasks
+    }
+
+    /// One test: a signal reaches every listener in the process, so a second test
+    /// listening at the same time would see this one's signal.
+    #[tokio::test]
+    async fn drain_waits_gives_up_at_the_timeout_and_aborts_on_a_signal() {
+        let mut signals = Signals::install().unwrap();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(tokio::time::sleep(Duration::from_millis(20)));
+        let finished = signals.drain(tasks, Duration::from_secs(60)).await;
+        assert!(finished.is_ok(), "{finished:?}");
+        let abandoned = signals
+            .drain(never_ending(), Duration::from_millis(50))
+            .await;
+        assert!(abandoned.is_ok(), "{abandoned:?}");
+
+        // The handler is installed, so the signal reaches it instead of ending the process.
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let result = signals.drain(never_ending(), Duration::from_secs(60)).await;
+        assert!(matches!(result, Err(DaemonError::Aborted)), "{result:?}");
+    }
+}

@@ -100,3 +100,106 @@ fn record_status(r: &FailoverRecord) -> RecordStatus {
         restored_at: r.restored_at.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{GroupState, ReasonCode, SignalSnapshot};
+    use crate::model::{
+        PrimaryObservation, ProbeOutcome, ProbeReason, RecordPhase, SignalId, StandbyObservation,
+    };
+    use std::time::Duration;
+
+    fn decision() -> Decision {
+        Decision {
+            state: GroupState::Promoted,
+            reasons: vec![ReasonCode::StandbyReady],
+            actions: vec![],
+            primary_down: true,
+            standby_fit: true,
+            unexpected_standby_replicas: 0,
+            dual_active: false,
+            no_active_side: false,
+            signals: vec![SignalSnapshot {
+                id: SignalId::Api,
+                up: false,
+                consecutive_failures: 4,
+                consecutive_successes: 0,
+                consecutive_unknown: 0,
+                last_reason: Some(ProbeReason::Refused),
+            }],
+            state_changed: false,
+        }
+    }
+
+    fn observation(record: Result<FailoverRecord, ProbeOutcome>) -> Observation {
+        let ok = ProbeOutcome::ok(Duration::ZERO);
+        Observation {
+            wall_unix: 0.0,
+            primary: PrimaryObservation {
+                api: ProbeOutcome::fail(
+                    ProbeReason::Refused,
+                    Duration::from_millis(2),
+                    "connection refused",
+                ),
+                workloads: vec![],
+                http: vec![],
+                deployments: None,
+                absent: vec![],
+            },
+            standby: StandbyObservation {
+                api: ok.clone(),
+                workloads: ok,
+                deployments: None,
+                record,
+            },
+        }
+    }
+
+    #[test]
+    fn status_joins_the_decision_and_the_observation() {
+        let record = FailoverRecord {
+            phase: Some(RecordPhase::Promoted),
+            epoch: 2,
+            ..FailoverRecord::default()
+        };
+        let status = group_status(
+            "env0",
+            10.0,
+            Some("scale_standby_up: boom".into()),
+            &decision(),
+            &observation(Ok(record)),
+            12.0,
+        );
+        assert_eq!(status.name, "env0");
+        assert_eq!(status.since_unix, 10.0);
+        assert_eq!(status.active_cluster, Named::Known(Side::Standby));
+        assert_eq!(status.record.as_ref().map(|r| r.epoch), Some(2));
+        let signal = &status.signals[0];
+        assert_eq!(signal.name, Named::Known(SignalId::Api));
+        assert_eq!(signal.consecutive_failures, 4);
+        assert_eq!(signal.last_detail, "connection refused");
+        assert_eq!(signal.last_latency_seconds, Some(0.002));
+        assert_eq!(status.last_decision.at_unix, 12.0);
+        assert_eq!(
+            status.last_action_error.as_deref(),
+            Some("scale_standby_up: boom")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_leaves_the_active_side_unknown() {
+        let unreadable = ProbeOutcome::fail(ProbeReason::Forbidden, Duration::ZERO, "forbidden");
+        let status = group_status(
+            "env0",
+            0.0,
+            None,
+            &decision(),
+            &observation(Err(unreadable)),
+            0.0,
+        );
+        assert_eq!(status.active_cluster, Named::Other("unknown".into()));
+        assert_eq!(status.record, None);
+        assert_eq!(status.standby.detail, "forbidden");
+    }
+}
