@@ -613,6 +613,13 @@ mod tests {
         }
     }
 
+    /// The record written when `update` meets a record in `phase`.
+    fn written(phase: RecordPhase, update: Update) -> FailoverRecord {
+        transition(&at_phase(Some(phase)), update, &stamp())
+            .expect("allowed")
+            .expect("a change")
+    }
+
     #[derive(Debug, PartialEq)]
     enum Outcome {
         Writes,
@@ -627,29 +634,22 @@ mod tests {
         let failed = Update::Failed(ReasonCode::PromotionTimeout);
         // The record starts without fenced_at or failback_at and with reason
         // primary_down_quorum, so `failed` is a new reason.
+        let updates = [Update::Promoted, failed, Update::Fenced, Update::Failback];
+        // Per phase, the outcome of each of `updates`, in that order.
         let table = [
-            (None, Update::Promoted, Refused),
-            (None, failed, Refused),
-            (None, Update::Fenced, Refused),
-            (None, Update::Failback, Writes),
-            (Some(Primary), Update::Promoted, Refused),
-            (Some(Primary), failed, Refused),
-            (Some(Primary), Update::Fenced, Refused),
-            (Some(Primary), Update::Failback, Writes),
-            (Some(Promoting), Update::Promoted, Writes),
-            (Some(Promoting), failed, Writes),
-            (Some(Promoting), Update::Fenced, Writes),
-            (Some(Promoting), Update::Failback, Refused),
-            (Some(Promoted), Update::Promoted, Unchanged),
-            (Some(Promoted), failed, Refused),
-            (Some(Promoted), Update::Fenced, Writes),
-            (Some(Promoted), Update::Failback, Refused),
-            (Some(Failed), Update::Promoted, Writes),
-            (Some(Failed), failed, Writes),
-            (Some(Failed), Update::Fenced, Writes),
-            (Some(Failed), Update::Failback, Refused),
+            (None, [Refused, Refused, Refused, Writes]),
+            (Some(Primary), [Refused, Refused, Refused, Writes]),
+            (Some(Promoting), [Writes, Writes, Writes, Refused]),
+            (Some(Promoted), [Unchanged, Refused, Writes, Refused]),
+            (Some(Failed), [Writes, Writes, Writes, Refused]),
         ];
-        for (phase, update, want) in table {
+        let cases = table.into_iter().flat_map(|(phase, wants)| {
+            updates
+                .into_iter()
+                .zip(wants)
+                .map(move |(u, w)| (phase, u, w))
+        });
+        for (phase, update, want) in cases {
             let current = at_phase(phase);
             let got = match transition(&current, update, &stamp()) {
                 Ok(Some(next)) => {
@@ -682,9 +682,7 @@ mod tests {
     #[test]
     fn promoted_stamps_completion() {
         for phase in [RecordPhase::Promoting, RecordPhase::Failed] {
-            let next = transition(&at_phase(Some(phase)), Update::Promoted, &stamp())
-                .unwrap()
-                .unwrap();
+            let next = written(phase, Update::Promoted);
             assert_eq!(next.phase, Some(RecordPhase::Promoted));
             assert_eq!(next.completed_at.as_deref(), Some("2025-01-02T03:04:05Z"));
             assert_eq!(next.reason, "primary_down_quorum");
@@ -694,9 +692,7 @@ mod tests {
     #[test]
     fn failed_records_its_reason_once() {
         let update = Update::Failed(ReasonCode::PromotionTimeout);
-        let next = transition(&at_phase(Some(RecordPhase::Promoting)), update, &stamp())
-            .unwrap()
-            .unwrap();
+        let next = written(RecordPhase::Promoting, update);
         assert_eq!(next.phase, Some(RecordPhase::Failed));
         assert_eq!(next.reason, "promotion_timeout");
         assert_eq!(next.completed_at, None);
@@ -710,13 +706,7 @@ mod tests {
 
     #[test]
     fn fenced_is_stamped_once() {
-        let next = transition(
-            &at_phase(Some(RecordPhase::Promoted)),
-            Update::Fenced,
-            &stamp(),
-        )
-        .unwrap()
-        .unwrap();
+        let next = written(RecordPhase::Promoted, Update::Fenced);
         assert_eq!(next.phase, Some(RecordPhase::Promoted));
         assert_eq!(next.fenced_at.as_deref(), Some("2025-01-02T03:04:05Z"));
         let fenced = FailoverRecord {
@@ -728,13 +718,7 @@ mod tests {
 
     #[test]
     fn failback_is_stamped_once_and_keeps_the_cooldown() {
-        let next = transition(
-            &at_phase(Some(RecordPhase::Primary)),
-            Update::Failback,
-            &stamp(),
-        )
-        .unwrap()
-        .unwrap();
+        let next = written(RecordPhase::Primary, Update::Failback);
         assert_eq!(next.phase, Some(RecordPhase::Primary));
         assert_eq!(next.failback_at.as_deref(), Some("2025-01-02T03:04:05Z"));
         assert_eq!(next.failback_at_unix, Some(1_735_787_045));
@@ -748,20 +732,13 @@ mod tests {
 
     #[test]
     fn refusal_names_phase_epoch_and_update() {
+        let refusal = |phase, update| transition(&at_phase(Some(phase)), update, &stamp());
         assert_eq!(
-            transition(
-                &at_phase(Some(RecordPhase::Primary)),
-                Update::Fenced,
-                &stamp()
-            ),
+            refusal(RecordPhase::Primary, Update::Fenced),
             Err("phase primary of epoch 3 does not allow recording fenced".to_string())
         );
         assert_eq!(
-            transition(
-                &at_phase(Some(RecordPhase::Promoted)),
-                Update::Failback,
-                &stamp()
-            ),
+            refusal(RecordPhase::Promoted, Update::Failback),
             Err("phase promoted of epoch 3 does not allow recording the failback time".to_string())
         );
     }
