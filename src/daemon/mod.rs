@@ -88,18 +88,16 @@ async fn run_with_listener(
     let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
     let mut runners = Vec::new();
     for group in &config.groups {
-        let primary = cluster::client_for_with(&group.primary, "primary", client_options)
-            .await
-            .map_err(|source| DaemonError::Cluster {
-                group: group.name.clone(),
-                source,
-            })?;
-        let standby = cluster::client_for_with(&group.standby, "standby", client_options)
-            .await
-            .map_err(|source| DaemonError::Cluster {
-                group: group.name.clone(),
-                source,
-            })?;
+        let client = |target, side| async move {
+            cluster::client_for_with(target, side, client_options)
+                .await
+                .map_err(|source| DaemonError::Cluster {
+                    group: group.name.clone(),
+                    source,
+                })
+        };
+        let primary = client(&group.primary, "primary").await?;
+        let standby = client(&group.standby, "standby").await?;
         runners.push(GroupRunner::new(
             group.clone(),
             &config,
