@@ -45,16 +45,11 @@ impl Cluster {
     /// that have not started yet. Pods created later start Ready. Returns how many Pods
     /// were changed.
     pub async fn set_pods_ready(&self, name: &str, ready: bool) -> Result<usize> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.spec.namespace);
-        let selector = self.selector_of(name).await?;
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| self.kube_err(format!("listing pods of {name}"), e))?;
+        let (pods, list) = self.pods_of(name).await?;
         let status = if ready { "True" } else { "False" };
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let mut changed = 0;
-        for pod in list.items {
+        for pod in list {
             let Some(pod_name) = pod.metadata.name else {
                 continue;
             };
@@ -126,17 +121,8 @@ impl Cluster {
         key: &str,
         value: Option<&str>,
     ) -> Result<Option<String>> {
-        let before = self.deployment(name).await?;
-        let previous = before.metadata.labels.and_then(|mut l| l.remove(key));
-        self.deployments()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "labels": { key: value } } })),
-            )
+        self.set_deployment_metadata(name, MetadataMap::Labels, key, value)
             .await
-            .map_err(|e| self.kube_err(format!("setting label {key} of deployment {name}"), e))?;
-        Ok(previous)
     }
 
     /// Sets annotation `key` of Deployment `name` to `value` (`None` removes it). Returns
@@ -147,17 +133,32 @@ impl Cluster {
         key: &str,
         value: Option<&str>,
     ) -> Result<Option<String>> {
+        self.set_deployment_metadata(name, MetadataMap::Annotations, key, value)
+            .await
+    }
+
+    /// Sets `key` in the labels or annotations of Deployment `name` to `value` (`None`
+    /// removes it) with a merge patch; returns the previous value.
+    async fn set_deployment_metadata(
+        &self,
+        name: &str,
+        map: MetadataMap,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<String>> {
         let before = self.deployment(name).await?;
-        let previous = before.metadata.annotations.and_then(|mut a| a.remove(key));
+        let previous = map.of(before.metadata).and_then(|mut m| m.remove(key));
+        let field = map.field();
         self.deployments()
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+                &Patch::Merge(json!({ "metadata": { field: { key: value } } })),
             )
             .await
             .map_err(|e| {
-                self.kube_err(format!("setting annotation {key} of deployment {name}"), e)
+                let noun = map.noun();
+                self.kube_err(format!("setting {noun} {key} of deployment {name}"), e)
             })?;
         Ok(previous)
     }
@@ -304,6 +305,38 @@ impl Cluster {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
             Err(e) => Err(self.kube_err(format!("deleting configmap {name}"), e)),
+        }
+    }
+}
+
+/// Which string map of an object's metadata a change is about.
+#[derive(Debug, Clone, Copy)]
+enum MetadataMap {
+    Labels,
+    Annotations,
+}
+
+impl MetadataMap {
+    /// The field's name in `metadata`.
+    fn field(self) -> &'static str {
+        match self {
+            MetadataMap::Labels => "labels",
+            MetadataMap::Annotations => "annotations",
+        }
+    }
+
+    /// One entry of the map, in error messages.
+    fn noun(self) -> &'static str {
+        match self {
+            MetadataMap::Labels => "label",
+            MetadataMap::Annotations => "annotation",
+        }
+    }
+
+    fn of(self, meta: ObjectMeta) -> Option<BTreeMap<String, String>> {
+        match self {
+            MetadataMap::Labels => meta.labels,
+            MetadataMap::Annotations => meta.annotations,
         }
     }
 }

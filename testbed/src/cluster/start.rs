@@ -13,7 +13,7 @@ use crate::pki::Pki;
 use crate::process::{self, Proc};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,39 +167,27 @@ impl Cluster {
         {
             return Err(self.state_err(format!("{} is already running", component.name())));
         }
-        let log = self.dir.join(format!("{}.log", component.name()));
-        *slot = Some(Proc::spawn(
-            &self.spec.name,
-            component.name(),
-            program,
-            &args,
-            &log,
-            &self.dir,
-        )?);
+        *slot = Some(self.spawn_proc(component.name(), program, &args)?);
         Ok(())
     }
 
     fn spawn_controllers(&self) -> Result<()> {
-        let kcm = Proc::spawn(
-            &self.spec.name,
+        let kcm = self.spawn_proc(
             "kube-controller-manager",
             &self.bins.kube_controller_manager,
             &self.controller_manager_args(),
-            &self.dir.join("kube-controller-manager.log"),
-            &self.dir,
         )?;
-        let kwok = Proc::spawn(
-            &self.spec.name,
-            "kwok",
-            &self.bins.kwok,
-            &self.kwok_args(),
-            &self.dir.join("kwok.log"),
-            &self.dir,
-        )?;
+        let kwok = self.spawn_proc("kwok", &self.bins.kwok, &self.kwok_args())?;
         let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
         procs.controller_manager = Some(kcm);
         procs.kwok = Some(kwok);
         Ok(())
+    }
+
+    /// Starts `program` as `name` of this cluster, logging to `<name>.log` in its directory.
+    fn spawn_proc(&self, name: &'static str, program: &Path, args: &[String]) -> Result<Proc> {
+        let log = self.dir.join(format!("{name}.log"));
+        Proc::spawn(&self.spec.name, name, program, args, &log, &self.dir)
     }
 
     pub(super) async fn restart_controllers(&self) -> Result<()> {

@@ -71,14 +71,8 @@ impl Cluster {
 
     /// The live Pods (not being deleted) of Deployment `name`, with their Ready condition.
     pub async fn pod_readiness(&self, name: &str) -> Result<Vec<(String, bool)>> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.spec.namespace);
-        let selector = self.selector_of(name).await?;
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| self.kube_err(format!("listing pods of {name}"), e))?;
+        let (_, list) = self.pods_of(name).await?;
         Ok(list
-            .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
@@ -93,7 +87,18 @@ impl Cluster {
             .collect())
     }
 
-    pub(super) async fn selector_of(&self, name: &str) -> Result<String> {
+    /// The Pods that Deployment `name`'s selector matches, and the API they came from.
+    pub(super) async fn pods_of(&self, name: &str) -> Result<(Api<Pod>, Vec<Pod>)> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.spec.namespace);
+        let selector = self.selector_of(name).await?;
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| self.kube_err(format!("listing pods of {name}"), e))?;
+        Ok((pods, list.items))
+    }
+
+    async fn selector_of(&self, name: &str) -> Result<String> {
         let d = self.deployment(name).await?;
         let labels = d
             .spec
