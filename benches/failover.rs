@@ -8,7 +8,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kube_failover_testbed::ClusterPair;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -21,35 +20,12 @@ struct Sample {
 }
 
 async fn one_run() -> Sample {
-    let pair = ClusterPair::start().await.expect("start the test bed");
+    let pair = pair().await;
     let d = Daemon::start(&pair, &DaemonOpts::default()).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
-    let t0 = Instant::now();
-    // The API server can take seconds to exit after SIGTERM while it already refuses
-    // the daemon; the standby is watched during that time, not after it.
-    let stopping = async {
-        pair.primary.stop_apiserver().await.expect("stop primary");
-        t0.elapsed()
-    };
-    let scaling = async {
-        wait_for(
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || async { replicas(&pair.standby).await == 2 },
-        )
-        .await
-        .expect("standby scaled");
-        let scaled = t0.elapsed();
-        for name in pair.standby.deployment_names() {
-            pair.standby
-                .wait_deployment_ready(&name, Duration::from_secs(30))
-                .await
-                .expect("standby Ready");
-        }
-        (scaled, t0.elapsed())
-    };
-    let (stop, (scaled, ready)) = tokio::join!(stopping, scaling);
+    // The standby is watched while the API server is still shutting down, not after.
+    let took = stop_primary_api_and_time_promotion(&pair, Duration::from_millis(20)).await;
     d.wait_state("promoted", Duration::from_secs(10)).await;
     pair.primary.start_apiserver().await.expect("start primary");
     let t1 = Instant::now();
@@ -61,9 +37,9 @@ async fn one_run() -> Sample {
     .await
     .expect("primary fenced");
     Sample {
-        stop,
-        scaled,
-        ready,
+        stop: took.exited,
+        scaled: took.scaled,
+        ready: took.ready,
         fenced: t1.elapsed(),
     }
 }

@@ -3,47 +3,16 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube_failover_testbed::{ClusterPair, FaultProxy, NODE_NAME, ProxyMode};
+use kube_failover_testbed::{FaultProxy, NODE_NAME, ProxyMode};
 use std::time::Duration;
 use support::*;
-
-const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
 
 fn latency(each_way: Duration) -> ProxyMode {
     ProxyMode::Latency {
         to_upstream: each_way,
         to_client: each_way,
     }
-}
-
-async fn pair() -> ClusterPair {
-    ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair")
-}
-
-async fn record(pair: &ClusterPair) -> Option<ConfigMap> {
-    let api: Api<ConfigMap> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
-    api.get_opt(&format!("kube-failover-{GROUP}"))
-        .await
-        .expect("read the record")
-}
-
-fn record_field(cm: &ConfigMap, key: &str) -> Option<String> {
-    cm.data.as_ref()?.get(key).cloned()
-}
-
-async fn events_with_reason(cluster: &kube_failover_testbed::Cluster, reason: &str) -> usize {
-    let api: Api<Event> = Api::namespaced(cluster.client(), cluster.namespace());
-    api.list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .count()
 }
 
 /// Scenarios 1 and 7: the primary's API server stops → the standby is promoted exactly
@@ -55,41 +24,14 @@ async fn primary_api_stopped_promotes_once_then_fences_the_returning_primary() {
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
 
-    // The clock starts at SIGTERM, and the standby is watched while the API server is
-    // still shutting down: it refuses the daemon at once, but its exit can take seconds.
-    let stopped = std::time::Instant::now();
-    let stopping = async {
-        pair.primary
-            .stop_apiserver()
-            .await
-            .expect("stop primary apiserver");
-        stopped.elapsed()
-    };
-    let promoting = async {
-        wait_for(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            || async { replicas(&pair.standby).await == 2 },
-        )
-        .await
-        .expect("standby scaled up");
-        let scaled = stopped.elapsed();
-        for name in pair.standby.deployment_names() {
-            pair.standby
-                .wait_deployment_ready(&name, Duration::from_secs(30))
-                .await
-                .expect("standby deployment Ready");
-        }
-        (scaled, stopped.elapsed())
-    };
-    let (exited, (scaled, ready)) = tokio::join!(stopping, promoting);
-    measured("SIGTERM -> primary apiserver exited", exited);
-    measured("primary stopped -> standby scaled", scaled);
-    measured("primary stopped -> standby Ready", ready);
+    let took = stop_primary_api_and_time_promotion(&pair, Duration::from_millis(50)).await;
+    measured("SIGTERM -> primary apiserver exited", took.exited);
+    measured("primary stopped -> standby scaled", took.scaled);
+    measured("primary stopped -> standby Ready", took.ready);
     d.wait_state("promoted", Duration::from_secs(15)).await;
     let cm = record(&pair).await.expect("record written");
-    assert_eq!(record_field(&cm, "phase").as_deref(), Some("promoted"));
-    assert_eq!(record_field(&cm, "epoch").as_deref(), Some("1"));
+    assert_eq!(field_of(&cm, "phase").as_deref(), Some("promoted"));
+    assert_eq!(field_of(&cm, "epoch").as_deref(), Some("1"));
     assert!(events_with_reason(&pair.standby, "KubeFailoverPromoted").await >= 2);
 
     // Stay promoted for a while: nothing else happens, exactly one promotion.
@@ -115,12 +57,7 @@ async fn primary_api_stopped_promotes_once_then_fences_the_returning_primary() {
     wait_for(
         Duration::from_secs(10),
         Duration::from_millis(200),
-        || async {
-            record(&pair)
-                .await
-                .and_then(|cm| record_field(&cm, "fenced_at"))
-                .is_some()
-        },
+        || async { record_field(&pair, "fenced_at").await.is_some() },
     )
     .await
     .expect("fence recorded");
@@ -165,19 +102,11 @@ async fn unready_primary_pods_promote() {
 #[tokio::test(flavor = "multi_thread")]
 async fn flapping_below_the_threshold_never_promotes() {
     let pair = pair().await;
-    let proxy = FaultProxy::start(pair.primary.api_addr())
-        .await
-        .expect("start proxy");
-    let kubeconfig = pair
-        .primary
-        .daemon_kubeconfig_via(proxy.addr())
-        .expect("kubeconfig via proxy");
     let opts = DaemonOpts {
         failure_threshold: 4,
-        primary_kubeconfig: Some(kubeconfig),
         ..DaemonOpts::default()
     };
-    let d = Daemon::start(&pair, &opts).await;
+    let (d, proxy) = Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     // 2 s of resets fail at most 3 one-second probes, below the threshold of 4.
@@ -246,18 +175,8 @@ async fn unfit_standby_blocks_until_it_returns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_counts_only_above_the_probe_timeout() {
     let pair = pair().await;
-    let proxy = FaultProxy::start(pair.primary.api_addr())
-        .await
-        .expect("start proxy");
-    let opts = DaemonOpts {
-        primary_kubeconfig: Some(
-            pair.primary
-                .daemon_kubeconfig_via(proxy.addr())
-                .expect("kubeconfig via proxy"),
-        ),
-        ..DaemonOpts::default()
-    };
-    let d = Daemon::start(&pair, &opts).await;
+    let (d, proxy) =
+        Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &DaemonOpts::default()).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     proxy.set_mode(latency(Duration::from_millis(15)));
@@ -277,19 +196,11 @@ async fn latency_counts_only_above_the_probe_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn watcher_only_partition_freezes() {
     let pair = pair().await;
-    let pp = FaultProxy::start(pair.primary.api_addr())
-        .await
-        .expect("proxy");
-    let sp = FaultProxy::start(pair.standby.api_addr())
-        .await
-        .expect("proxy");
     let opts = DaemonOpts {
-        primary_kubeconfig: Some(pair.primary.daemon_kubeconfig_via(pp.addr()).expect("kc")),
-        standby_kubeconfig: Some(pair.standby.daemon_kubeconfig_via(sp.addr()).expect("kc")),
         freeze_for: Duration::from_secs(5),
         ..DaemonOpts::default()
     };
-    let d = Daemon::start(&pair, &opts).await;
+    let (d, pp, sp) = Daemon::start_via_proxies::<FaultProxy>(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     pp.set_mode(ProxyMode::Blackhole);
@@ -397,7 +308,7 @@ async fn a_daemon_killed_mid_promotion_is_completed_by_its_successor() {
     d.wait_state("promoting", Duration::from_secs(20)).await;
     d.kill().await;
     let cm = record(&pair).await.expect("record");
-    assert_eq!(record_field(&cm, "phase").as_deref(), Some("promoting"));
+    assert_eq!(field_of(&cm, "phase").as_deref(), Some("promoting"));
 
     let unpark = serde_json::json!({"spec": {"template": {"spec": {"nodeName": NODE_NAME}}}});
     api.patch(&proxy_name, &PatchParams::default(), &Patch::Merge(&unpark))
@@ -407,7 +318,7 @@ async fn a_daemon_killed_mid_promotion_is_completed_by_its_successor() {
     d2.wait_state("promoted", Duration::from_secs(30)).await;
     let cm = record(&pair).await.expect("record");
     assert_eq!(
-        record_field(&cm, "epoch").as_deref(),
+        field_of(&cm, "epoch").as_deref(),
         Some("1"),
         "never started twice"
     );
@@ -555,18 +466,14 @@ async fn sigterm_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_standby_calls_during_a_promotion_keep_the_daemon_healthy() {
     let pair = pair().await;
-    let sp = FaultProxy::start(pair.standby.api_addr())
-        .await
-        .expect("proxy");
     let interval = Duration::from_secs(4);
     let opts = DaemonOpts {
-        standby_kubeconfig: Some(pair.standby.daemon_kubeconfig_via(sp.addr()).expect("kc")),
         interval,
         // A standby probe is two calls in a row (Deployments, then their Pods).
         timeout: Duration::from_millis(3800),
         ..DaemonOpts::default()
     };
-    let mut d = Daemon::start(&pair, &opts).await;
+    let (mut d, sp) = Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Standby, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
 

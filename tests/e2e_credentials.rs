@@ -3,17 +3,13 @@
 
 mod support;
 
-use kube_failover_testbed::{ClusterPair, TokenCredentials};
+use kube_failover_testbed::TokenCredentials;
 use std::time::{Duration, Instant};
 use support::*;
 
-const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_rotated_on_disk_keeps_the_primary_active() {
-    let pair = ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair");
+    let pair = pair().await;
     let mut creds = TokenCredentials::create(&pair.primary, "daemon")
         .await
         .expect("token identity for the primary");

@@ -5,14 +5,11 @@
 mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube_failover_testbed::{Cluster, ClusterPair, HttpFaultProxy, HttpRule, TokenCredentials};
+use kube_failover_testbed::{ClusterPair, HttpFaultProxy, HttpRule, TokenCredentials};
 use std::time::Duration;
 use support::*;
-
-const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
 
 fn fast() -> DaemonOpts {
     DaemonOpts {
@@ -20,35 +17,6 @@ fn fast() -> DaemonOpts {
         timeout: Duration::from_millis(400),
         ..DaemonOpts::default()
     }
-}
-
-async fn pair() -> ClusterPair {
-    ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair")
-}
-
-fn records(pair: &ClusterPair) -> Api<ConfigMap> {
-    Api::namespaced(pair.standby.client(), pair.standby.namespace())
-}
-
-async fn record_field(pair: &ClusterPair, key: &str) -> Option<String> {
-    let cm = records(pair)
-        .get_opt(&format!("kube-failover-{GROUP}"))
-        .await
-        .expect("read the record")?;
-    cm.data?.get(key).cloned()
-}
-
-async fn events_with_reason(cluster: &Cluster, reason: &str) -> usize {
-    let api: Api<Event> = Api::namespaced(cluster.client(), cluster.namespace());
-    api.list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .count()
 }
 
 /// Samples the daemon for `ticks` intervals and asserts nothing was promoted.
@@ -285,14 +253,8 @@ async fn the_cooldown_holds_across_a_failback_and_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_failing_while_serving_promotes_and_fences_at_once() {
     let pair = pair().await;
-    let proxy = HttpFaultProxy::start(&pair.primary)
-        .await
-        .expect("HTTP fault proxy");
-    let opts = DaemonOpts {
-        primary_kubeconfig: Some(proxy.daemon_kubeconfig().to_path_buf()),
-        ..DaemonOpts::default()
-    };
-    let d = Daemon::start(&pair, &opts).await;
+    let opts = DaemonOpts::default();
+    let (d, proxy) = Daemon::start_via_proxy::<HttpFaultProxy>(&pair, Via::Primary, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     proxy.add_rule(HttpRule::readyz_failing());

@@ -16,14 +16,13 @@
 
 mod support;
 
-use kube_failover_testbed::ClusterPair;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Daemon, DaemonOpts, wait_for};
+use support::{Daemon, DaemonOpts, pair, wait_for};
 
 /// Every `for:` of the shipped rules becomes this.
 const SHORT_FOR: &str = "3s";
@@ -208,9 +207,7 @@ async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Dura
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
 async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
-    let pair = ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair");
+    let pair = pair().await;
     let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
     daemon
         .wait_state("primary_active", Duration::from_secs(30))
@@ -334,9 +331,7 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
 async fn prometheus_fires_dual_active_on_the_daemons_metric_whatever_the_config() {
     // Correction off: nothing ends the dual-active state but a person, which is what the
     // alert is for (the daemon's gauge is on whatever the config says).
-    let pair = ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair");
+    let pair = pair().await;
     let opts = DaemonOpts {
         correct_standby: false,
         ..DaemonOpts::default()

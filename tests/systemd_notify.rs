@@ -6,12 +6,11 @@
 
 mod support;
 
-use kube_failover_testbed::ClusterPair;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{DaemonOpts, config_toml};
+use support::{DaemonOpts, config_toml, pair};
 
 /// What the unit's WatchdogSec=30s becomes here, shortened so the test sees several pings.
 const WATCHDOG: Duration = Duration::from_secs(3);
@@ -39,9 +38,7 @@ async fn next_message(sock: &UnixDatagram, timeout: Duration) -> Option<(String,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_reports_ready_after_first_tick_pets_the_watchdog_and_says_stopping() {
-    let pair = ClusterPair::start()
-        .await
-        .expect("start the test-bed cluster pair");
+    let pair = pair().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let admin = free_port();
     let config = dir.path().join("config.toml");

@@ -27,7 +27,6 @@ mod binaries;
 mod cluster;
 mod credentials;
 mod error;
-mod faults;
 mod http_proxy;
 mod objects;
 mod pki;

@@ -8,8 +8,11 @@
 mod fixtures;
 
 use fixtures::Side;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams};
 use kube_failover::status::{GroupStatus, StatusReport};
-use kube_failover_testbed::ClusterPair;
+use kube_failover_testbed::{Cluster, ClusterPair, FaultProxy, HttpFaultProxy};
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +20,16 @@ use std::time::{Duration, Instant};
 
 /// The group name every scenario uses.
 pub use fixtures::GROUP;
+
+/// The counter of promotions the daemon started for [`GROUP`].
+pub const STARTED: &str = r#"kube_failover_promotions_total{group="env0",result="started"}"#;
+
+/// Starts the test-bed pair: the agent at 1 replica in the primary, 0 in the standby.
+pub async fn pair() -> ClusterPair {
+    ClusterPair::start()
+        .await
+        .expect("start the test-bed cluster pair")
+}
 
 /// How a scenario wants the daemon configured.
 #[derive(Debug, Clone)]
@@ -134,6 +147,33 @@ impl Daemon {
         let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
         std::fs::write(&config, config_toml(pair, opts, admin)).expect("write daemon config");
         Daemon::start_with_config(&config, admin, &dir).await
+    }
+
+    /// Starts a `P` fault proxy in front of one cluster's API server (`via`), then the
+    /// daemon as `opts` says, except that it reaches that cluster only through the proxy.
+    pub async fn start_via_proxy<P: ApiProxy>(
+        pair: &ClusterPair,
+        via: Via,
+        opts: &DaemonOpts,
+    ) -> (Daemon, P) {
+        let mut opts = opts.clone();
+        let proxy = match via {
+            Via::Primary => in_front_of(&pair.primary, &mut opts.primary_kubeconfig).await,
+            Via::Standby => in_front_of(&pair.standby, &mut opts.standby_kubeconfig).await,
+        };
+        (Daemon::start(pair, &opts).await, proxy)
+    }
+
+    /// As [`Daemon::start_via_proxy`] with a proxy in front of each cluster, so that the
+    /// daemon's whole path can be cut: (daemon, primary's proxy, standby's proxy).
+    pub async fn start_via_proxies<P: ApiProxy>(
+        pair: &ClusterPair,
+        opts: &DaemonOpts,
+    ) -> (Daemon, P, P) {
+        let mut opts = opts.clone();
+        let primary = in_front_of(&pair.primary, &mut opts.primary_kubeconfig).await;
+        let standby = in_front_of(&pair.standby, &mut opts.standby_kubeconfig).await;
+        (Daemon::start(pair, &opts).await, primary, standby)
     }
 
     /// Starts the daemon with an existing config file (a restart, for example).
@@ -330,7 +370,143 @@ pub async fn replicas(cluster: &kube_failover_testbed::Cluster) -> i32 {
     sum
 }
 
+/// How long a promotion took, each from the moment SIGTERM was sent to the primary's API
+/// server.
+#[derive(Debug, Clone, Copy)]
+pub struct PromotionTimes {
+    /// The API server exited.
+    pub exited: Duration,
+    /// Both of the standby's Deployments were scaled up.
+    pub scaled: Duration,
+    /// Both of them were Ready.
+    pub ready: Duration,
+}
+
+/// Stops the primary's API server and, while it is still shutting down (it refuses the
+/// daemon at once, but its exit can take seconds), polls the standby every `every` until
+/// it is scaled up (30 s at most), then waits until it is Ready.
+pub async fn stop_primary_api_and_time_promotion(
+    pair: &ClusterPair,
+    every: Duration,
+) -> PromotionTimes {
+    let stopped = Instant::now();
+    let stopping = async {
+        pair.primary
+            .stop_apiserver()
+            .await
+            .expect("stop primary apiserver");
+        stopped.elapsed()
+    };
+    let promoting = async {
+        wait_for(Duration::from_secs(30), every, || async {
+            replicas(&pair.standby).await == 2
+        })
+        .await
+        .expect("standby scaled up");
+        let scaled = stopped.elapsed();
+        for name in pair.standby.deployment_names() {
+            pair.standby
+                .wait_deployment_ready(&name, Duration::from_secs(30))
+                .await
+                .expect("standby deployment Ready");
+        }
+        (scaled, stopped.elapsed())
+    };
+    let (exited, (scaled, ready)) = tokio::join!(stopping, promoting);
+    PromotionTimes {
+        exited,
+        scaled,
+        ready,
+    }
+}
+
 /// Prints a measurement in a form that is easy to grep out of the test output.
 pub fn measured(what: &str, d: Duration) {
     eprintln!("measured: {what}: {:.2}s", d.as_secs_f64());
+}
+
+/// The cluster a daemon reaches through a fault proxy ([`Daemon::start_via_proxy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Primary,
+    Standby,
+}
+
+/// Starts a `P` proxy in front of `cluster` and sets `kubeconfig` (the daemon's for that
+/// side) to one that reaches the cluster through it.
+async fn in_front_of<P: ApiProxy>(cluster: &Cluster, kubeconfig: &mut Option<PathBuf>) -> P {
+    let proxy = P::start_for(cluster).await;
+    *kubeconfig = Some(proxy.daemon_kubeconfig_for(cluster));
+    proxy
+}
+
+/// A fault proxy in front of one cluster's API server, through which the daemon can be
+/// pointed ([`Daemon::start_via_proxy`]).
+pub trait ApiProxy: Sized {
+    /// Starts the proxy in front of `cluster`'s API server.
+    fn start_for(cluster: &Cluster) -> impl Future<Output = Self> + Send;
+    /// The daemon's restricted kubeconfig for `cluster`, with the server at this proxy.
+    fn daemon_kubeconfig_for(&self, cluster: &Cluster) -> PathBuf;
+}
+
+impl ApiProxy for FaultProxy {
+    async fn start_for(cluster: &Cluster) -> Self {
+        FaultProxy::start(cluster.api_addr())
+            .await
+            .expect("start proxy")
+    }
+
+    fn daemon_kubeconfig_for(&self, cluster: &Cluster) -> PathBuf {
+        cluster
+            .daemon_kubeconfig_via(self.addr())
+            .expect("kubeconfig via proxy")
+    }
+}
+
+impl ApiProxy for HttpFaultProxy {
+    async fn start_for(cluster: &Cluster) -> Self {
+        HttpFaultProxy::start(cluster)
+            .await
+            .expect("HTTP fault proxy")
+    }
+
+    fn daemon_kubeconfig_for(&self, _cluster: &Cluster) -> PathBuf {
+        self.daemon_kubeconfig().to_path_buf()
+    }
+}
+
+/// The ConfigMaps of the standby's agent namespace, where the daemon keeps the group's
+/// failover record.
+pub fn records(pair: &ClusterPair) -> Api<ConfigMap> {
+    Api::namespaced(pair.standby.client(), pair.standby.namespace())
+}
+
+/// The group's failover record, if there is one.
+pub async fn record(pair: &ClusterPair) -> Option<ConfigMap> {
+    records(pair)
+        .get_opt(&format!("kube-failover-{GROUP}"))
+        .await
+        .expect("read the record")
+}
+
+/// One key of a failover record already read.
+pub fn field_of(cm: &ConfigMap, key: &str) -> Option<String> {
+    cm.data.as_ref()?.get(key).cloned()
+}
+
+/// One key of the group's failover record, read now.
+pub async fn record_field(pair: &ClusterPair, key: &str) -> Option<String> {
+    field_of(&record(pair).await?, key)
+}
+
+/// How many Events in the cluster's agent namespace have `reason`.
+pub async fn events_with_reason(cluster: &Cluster, reason: &str) -> usize {
+    let api: Api<Event> = Api::namespaced(cluster.client(), cluster.namespace());
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count()
 }

@@ -1,14 +1,17 @@
-//! Changes a chart upgrade or a person makes to a running cluster, as faults: a
-//! Deployment relabelled so a label selector no longer finds it (its Pods keep running),
-//! renamed (a copy under the new name, the old one gone with its ReplicaSets and Pods),
-//! deleted, annotated; the daemon's RoleBindings deleted and re-created (the API server
-//! then answers the daemon's identity 403, then 200 again); a ConfigMap deleted.
+//! Changes a chart upgrade or a person makes to a running cluster's objects, behind the
+//! daemon's back, as faults: a Deployment scaled; its Pods made unready; a Deployment
+//! relabelled so a label selector no longer finds it (its Pods keep running), renamed (a
+//! copy under the new name, the old one gone with its ReplicaSets and Pods), deleted,
+//! annotated; the daemon's RoleBindings deleted and re-created (the API server then
+//! answers the daemon's identity 403, then 200 again); a ConfigMap deleted; the agent
+//! namespace deleted.
 
-use crate::cluster::Cluster;
+use super::Cluster;
+use super::start::START_TIMEOUT;
 use crate::error::{Result, TestbedError};
 use crate::objects;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -23,12 +26,89 @@ const RBAC_TIMEOUT: Duration = Duration::from_secs(15);
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
 impl Cluster {
-    fn deployments_api(&self) -> Api<Deployment> {
-        Api::namespaced(self.client(), self.namespace())
+    /// Scales Deployment `name` as the admin, behind the daemon's back.
+    pub async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
+        self.deployments()
+            .patch_scale(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+            )
+            .await
+            .map_err(|e| self.kube_err(format!("scaling deployment {name} to {replicas}"), e))?;
+        Ok(())
     }
 
-    fn kube_error(&self, action: String, e: kube::Error) -> TestbedError {
-        TestbedError::kube(self.name(), action, e)
+    /// Sets the Ready and ContainersReady conditions (and each container's `ready`) of
+    /// every current Pod of Deployment `name`, through the status subresource as a
+    /// kubelet would. kwok leaves them alone afterwards: its Pod stages match only Pods
+    /// that have not started yet. Pods created later start Ready. Returns how many Pods
+    /// were changed.
+    pub async fn set_pods_ready(&self, name: &str, ready: bool) -> Result<usize> {
+        let (pods, list) = self.pods_of(name).await?;
+        let status = if ready { "True" } else { "False" };
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let mut changed = 0;
+        for pod in list {
+            let Some(pod_name) = pod.metadata.name else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let containers: Vec<_> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| json!({ "name": c.name, "ready": ready }))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let reason = if ready {
+                "TestbedReady"
+            } else {
+                "TestbedUnready"
+            };
+            let conditions = ["Ready", "ContainersReady"].map(|t| {
+                json!({ "type": t, "status": status, "reason": reason, "lastTransitionTime": now })
+            });
+            let patch = json!({ "status": {
+                "conditions": conditions,
+                "containerStatuses": containers,
+            }});
+            pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+                .map_err(|e| self.kube_err(format!("patching status of pod {pod_name}"), e))?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes the agent namespace and waits until it is gone (the namespace controller
+    /// runs, so its contents go too). Returns how long that took.
+    pub async fn delete_namespace(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let ns = &self.spec.namespace;
+        namespaces
+            .delete(ns, &DeleteParams::default())
+            .await
+            .map_err(|e| self.kube_err(format!("deleting namespace {ns}"), e))?;
+        loop {
+            match namespaces.get_opt(ns).await {
+                Ok(None) => return Ok(start.elapsed()),
+                Ok(Some(_)) | Err(_) if start.elapsed() > START_TIMEOUT => {
+                    return Err(self.timeout(
+                        format!("namespace {ns} gone"),
+                        START_TIMEOUT,
+                        String::new(),
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// Sets label `key` of Deployment `name` to `value` (`None` removes it), on the
@@ -41,17 +121,8 @@ impl Cluster {
         key: &str,
         value: Option<&str>,
     ) -> Result<Option<String>> {
-        let before = self.deployment(name).await?;
-        let previous = before.metadata.labels.and_then(|mut l| l.remove(key));
-        self.deployments_api()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "labels": { key: value } } })),
-            )
+        self.set_deployment_metadata(name, MetadataMap::Labels, key, value)
             .await
-            .map_err(|e| self.kube_error(format!("setting label {key} of deployment {name}"), e))?;
-        Ok(previous)
     }
 
     /// Sets annotation `key` of Deployment `name` to `value` (`None` removes it). Returns
@@ -62,17 +133,32 @@ impl Cluster {
         key: &str,
         value: Option<&str>,
     ) -> Result<Option<String>> {
+        self.set_deployment_metadata(name, MetadataMap::Annotations, key, value)
+            .await
+    }
+
+    /// Sets `key` in the labels or annotations of Deployment `name` to `value` (`None`
+    /// removes it) with a merge patch; returns the previous value.
+    async fn set_deployment_metadata(
+        &self,
+        name: &str,
+        map: MetadataMap,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<String>> {
         let before = self.deployment(name).await?;
-        let previous = before.metadata.annotations.and_then(|mut a| a.remove(key));
-        self.deployments_api()
+        let previous = map.of(before.metadata).and_then(|mut m| m.remove(key));
+        let field = map.field();
+        self.deployments()
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+                &Patch::Merge(json!({ "metadata": { field: { key: value } } })),
             )
             .await
             .map_err(|e| {
-                self.kube_error(format!("setting annotation {key} of deployment {name}"), e)
+                let noun = map.noun();
+                self.kube_err(format!("setting {noun} {key} of deployment {name}"), e)
             })?;
         Ok(previous)
     }
@@ -97,12 +183,10 @@ impl Cluster {
             spec: old.spec,
             status: None,
         };
-        self.deployments_api()
+        self.deployments()
             .create(&PostParams::default(), &copy)
             .await
-            .map_err(|e| {
-                self.kube_error(format!("creating deployment {to} (renaming {from})"), e)
-            })?;
+            .map_err(|e| self.kube_err(format!("creating deployment {to} (renaming {from})"), e))?;
         self.delete_deployment(from).await
     }
 
@@ -111,10 +195,10 @@ impl Cluster {
     pub async fn delete_deployment(&self, name: &str) -> Result<()> {
         let d = self.deployment(name).await?;
         let uid = d.metadata.uid.unwrap_or_default();
-        self.deployments_api()
+        self.deployments()
             .delete(name, &DeleteParams::default())
             .await
-            .map_err(|e| self.kube_error(format!("deleting deployment {name}"), e))?;
+            .map_err(|e| self.kube_err(format!("deleting deployment {name}"), e))?;
         let now = DeleteParams {
             grace_period_seconds: Some(0),
             ..DeleteParams::default()
@@ -123,7 +207,7 @@ impl Cluster {
         let owned: Vec<ReplicaSet> = replica_sets
             .list(&ListParams::default())
             .await
-            .map_err(|e| self.kube_error(format!("listing replicasets of {name}"), e))?
+            .map_err(|e| self.kube_err(format!("listing replicasets of {name}"), e))?
             .items
             .into_iter()
             .filter(|rs| owned_by(&rs.metadata, &uid))
@@ -133,15 +217,15 @@ impl Cluster {
             let rs_name = rs.metadata.name.unwrap_or_default();
             let rs_uid = rs.metadata.uid.unwrap_or_default();
             ignore_missing(replica_sets.delete(&rs_name, &now).await)
-                .map_err(|e| self.kube_error(format!("deleting replicaset {rs_name}"), e))?;
+                .map_err(|e| self.kube_err(format!("deleting replicaset {rs_name}"), e))?;
             let list = pods
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| self.kube_error(format!("listing pods of {rs_name}"), e))?;
+                .map_err(|e| self.kube_err(format!("listing pods of {rs_name}"), e))?;
             for pod in list.items.iter().filter(|p| owned_by(&p.metadata, &rs_uid)) {
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 ignore_missing(pods.delete(&pod_name, &now).await)
-                    .map_err(|e| self.kube_error(format!("deleting pod {pod_name}"), e))?;
+                    .map_err(|e| self.kube_err(format!("deleting pod {pod_name}"), e))?;
             }
         }
         Ok(())
@@ -155,7 +239,7 @@ impl Cluster {
         for role in objects::daemon_roles()? {
             let name = role.metadata.name.unwrap_or_default();
             ignore_missing(bindings.delete(&name, &DeleteParams::default()).await)
-                .map_err(|e| self.kube_error(format!("deleting rolebinding {name}"), e))?;
+                .map_err(|e| self.kube_err(format!("deleting rolebinding {name}"), e))?;
         }
         self.wait_daemon_access(false).await
     }
@@ -174,7 +258,7 @@ impl Cluster {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => {
-                    return Err(self.kube_error(format!("creating rolebinding {name}"), e));
+                    return Err(self.kube_err(format!("creating rolebinding {name}"), e));
                 }
             }
         }
@@ -188,7 +272,7 @@ impl Cluster {
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 403 => Ok(false),
-            Err(e) => Err(self.kube_error("listing deployments as the daemon".into(), e)),
+            Err(e) => Err(self.kube_err("listing deployments as the daemon".into(), e)),
         }
     }
 
@@ -220,7 +304,39 @@ impl Cluster {
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(self.kube_error(format!("deleting configmap {name}"), e)),
+            Err(e) => Err(self.kube_err(format!("deleting configmap {name}"), e)),
+        }
+    }
+}
+
+/// Which string map of an object's metadata a change is about.
+#[derive(Debug, Clone, Copy)]
+enum MetadataMap {
+    Labels,
+    Annotations,
+}
+
+impl MetadataMap {
+    /// The field's name in `metadata`.
+    fn field(self) -> &'static str {
+        match self {
+            MetadataMap::Labels => "labels",
+            MetadataMap::Annotations => "annotations",
+        }
+    }
+
+    /// One entry of the map, in error messages.
+    fn noun(self) -> &'static str {
+        match self {
+            MetadataMap::Labels => "label",
+            MetadataMap::Annotations => "annotation",
+        }
+    }
+
+    fn of(self, meta: ObjectMeta) -> Option<BTreeMap<String, String>> {
+        match self {
+            MetadataMap::Labels => meta.labels,
+            MetadataMap::Annotations => meta.annotations,
         }
     }
 }
