@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![deny(missing_docs)]
 
 pub use kube_failover_core::{engine, model};
 

@@ -34,6 +34,7 @@ pub use crate::model::Side;
 pub struct ScaleChange {
     /// The cluster the Deployment is in.
     pub side: Side,
+    /// The Deployment's namespace.
     pub namespace: String,
     /// The Deployment's name.
     pub deployment: String,
@@ -106,25 +107,35 @@ pub enum ActuateError {
     /// A Kubernetes call failed or timed out.
     #[error("{side} cluster, namespace {namespace}: {op} {object}: {source}")]
     Call {
+        /// The cluster called.
         side: Side,
+        /// The namespace called.
         namespace: String,
+        /// The operation: `list`, `get`, `scale`.
         op: &'static str,
+        /// What was called, e.g. `Deployment agent-trigger`.
         object: String,
         #[source]
+        /// Why it failed.
         source: CallError,
     },
     /// A workload to scale up selects no Deployment.
     #[error("{side} cluster: {detail}")]
     NothingSelected {
+        /// The cluster.
         side: Side,
+        /// The namespace.
         namespace: String,
+        /// Which selection matched nothing.
         detail: String,
     },
     /// Reading or writing the failover record failed.
     #[error("standby cluster, namespace {namespace}: {source}")]
     Record {
+        /// The standby namespace.
         namespace: String,
         #[source]
+        /// Why it failed.
         source: RecordError,
     },
     /// The record could not be read this tick, so it is not written blind.
@@ -133,17 +144,24 @@ pub enum ActuateError {
          ({detail}); not writing it blind"
     )]
     RecordUnknown {
+        /// The standby namespace.
         namespace: String,
+        /// The record's ConfigMap name.
         name: String,
+        /// Why it could not be read.
         reason: ProbeReason,
+        /// What the read said.
         detail: String,
     },
     /// The record is not in the state the action expects (another epoch, or a phase
     /// the action must not overwrite): someone else moved it on.
     #[error("standby cluster, namespace {namespace}: ConfigMap {name}: {detail}")]
     Stale {
+        /// The standby namespace.
         namespace: String,
+        /// The record's ConfigMap name.
         name: String,
+        /// What changed.
         detail: String,
     },
 }

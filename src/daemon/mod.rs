@@ -25,20 +25,28 @@ use tracing::info;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot set up metrics")]
+    /// The metrics registry could not be set up.
     Metrics(#[source] prometheus::Error),
     #[error(transparent)]
+    /// The admin server could not start.
     Admin(#[from] AdminError),
     #[error("group {group}: {source}")]
+    /// A group's client could not be built.
     Cluster {
+        /// The group.
         group: String,
         #[source]
+        /// Why.
         source: ClusterError,
     },
     #[error("cannot build the HTTP client for checks")]
+    /// The HTTP client for checks could not be built.
     HttpClient(#[source] reqwest::Error),
     #[error("cannot install the {0} signal handler")]
+    /// A signal handler could not be installed.
     Signal(&'static str, #[source] std::io::Error),
     #[error("aborted by a second signal while in-flight actions were still running")]
+    /// A second signal arrived while in-flight work was finishing.
     Aborted,
 }
 

@@ -17,9 +17,13 @@ const NAMES: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "
 /// Paths of the four control-plane binaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binaries {
+    /// etcd.
     pub etcd: PathBuf,
+    /// kube-apiserver.
     pub kube_apiserver: PathBuf,
+    /// kube-controller-manager.
     pub kube_controller_manager: PathBuf,
+    /// kwok.
     pub kwok: PathBuf,
 }
 

@@ -11,43 +11,58 @@ pub enum TestbedError {
     /// `testbed/build.sh` could not be run or did not produce the binaries.
     #[error("building the test bed binaries failed: {message}")]
     Build {
+        /// What went wrong.
         message: String,
         #[source]
+        /// The underlying error.
         source: Option<std::io::Error>,
     },
 
     /// A file or directory operation failed.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
         #[source]
+        /// The underlying error.
         source: std::io::Error,
     },
 
     /// A control-plane process could not be started.
     #[error("cluster {cluster}: starting {component} failed: {source}")]
     Spawn {
+        /// The test-bed cluster.
         cluster: String,
+        /// The control-plane component.
         component: &'static str,
         #[source]
+        /// The underlying error.
         source: std::io::Error,
     },
 
     /// A control-plane process exited while it should have been running.
     #[error("cluster {cluster}: {component} exited with {status}; last log lines:\n{log_tail}")]
     Exited {
+        /// The test-bed cluster.
         cluster: String,
+        /// The control-plane component.
         component: &'static str,
+        /// How it exited.
         status: ExitStatus,
+        /// The last lines of its log.
         log_tail: String,
     },
 
     /// Something did not happen in time.
     #[error("cluster {cluster}: {what} did not happen within {after:?}{detail}")]
     Timeout {
+        /// The test-bed cluster.
         cluster: String,
+        /// What was expected or made.
         what: String,
+        /// How long it was waited for.
         after: Duration,
         /// Extra context, such as a log tail, starting with a newline when present.
         detail: String,
@@ -56,55 +71,80 @@ pub enum TestbedError {
     /// A Kubernetes API call failed.
     #[error("cluster {cluster}: {action}: {source}")]
     Kube {
+        /// The test-bed cluster.
         cluster: String,
+        /// What was being done.
         action: String,
         #[source]
+        /// The underlying error.
         source: kube::Error,
     },
 
     /// A kubeconfig could not be written or loaded.
     #[error("cluster {cluster}: kubeconfig {}: {source}", path.display())]
     Kubeconfig {
+        /// The test-bed cluster.
         cluster: String,
+        /// The file or directory.
         path: PathBuf,
         #[source]
+        /// The underlying error.
         source: kube::config::KubeconfigError,
     },
 
     /// Certificate or key generation failed.
     #[error("cluster {cluster}: generating {what} failed: {source}")]
     Certificate {
+        /// The test-bed cluster.
         cluster: String,
+        /// What was expected or made.
         what: &'static str,
         #[source]
+        /// The underlying error.
         source: rcgen::Error,
     },
 
     /// A manifest the test bed applies is not what it expects.
     #[error("manifest {}: {message}", path.display())]
-    Manifest { path: PathBuf, message: String },
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// No free port could be had, or a fixed one is taken.
     #[error("port {what}: {source}")]
     Port {
+        /// What was expected or made.
         what: String,
         #[source]
+        /// The underlying error.
         source: std::io::Error,
     },
 
     /// A caller asked for something the test bed cannot do in its current state.
     #[error("cluster {cluster}: {message}")]
-    State { cluster: String, message: String },
+    State {
+        /// The test-bed cluster.
+        cluster: String,
+        /// Why it cannot be done now.
+        message: String,
+    },
 }
 
 impl TestbedError {
     pub(crate) fn io(
+        /// What was being done.
         action: &'static str,
+        /// The file or directory.
         path: impl Into<PathBuf>,
+        /// The underlying error.
         source: std::io::Error,
     ) -> Self {
         TestbedError::Io {
             action,
+            /// The file or directory.
             path: path.into(),
             source,
         }
@@ -112,7 +152,9 @@ impl TestbedError {
 
     pub(crate) fn kube(cluster: &str, action: impl Into<String>, source: kube::Error) -> Self {
         TestbedError::Kube {
+            /// The test-bed cluster.
             cluster: cluster.to_string(),
+            /// What was being done.
             action: action.into(),
             source,
         }

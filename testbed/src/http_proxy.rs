@@ -75,7 +75,12 @@ pub enum HttpAction {
     /// Answer at once with this status and body; the API server never sees the request.
     /// The content type is `application/json` when the body starts with `{`, otherwise
     /// `text/plain; charset=utf-8`, as kube-apiserver's own answers.
-    Respond { status: u16, body: String },
+    Respond {
+        /// The HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
     /// Hold the request this long, then forward it. `Duration::MAX` holds it forever.
     Delay(Duration),
     /// Reset the client's connection (TCP RST) without an answer.
@@ -86,8 +91,11 @@ pub enum HttpAction {
 /// `method`) get `action`. The query string is not part of the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRule {
+    /// Requests whose path starts with this match.
     pub path_prefix: String,
+    /// Only requests with this method match, when set.
     pub method: Option<Method>,
+    /// What a matching request gets.
     pub action: HttpAction,
 }
 
@@ -119,6 +127,7 @@ impl HttpRule {
         HttpRule::respond("/readyz", 500, READYZ_FAILED_BODY)
     }
 
+    /// A rule for a path prefix, any method.
     pub fn new(path_prefix: &str, action: HttpAction) -> HttpRule {
         HttpRule {
             path_prefix: path_prefix.to_string(),
@@ -271,6 +280,7 @@ impl HttpFaultProxy {
         self.set_rules(Vec::new());
     }
 
+    /// The rules in force, first match first.
     pub fn rules(&self) -> Vec<HttpRule> {
         self.shared
             .rules

@@ -22,6 +22,7 @@
 //! ```
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod binaries;
 mod cluster;

@@ -30,7 +30,9 @@ pub enum ProxyMode {
     Reset,
     /// Forward with an added delay per direction (to the API server, back to the client).
     Latency {
+        /// Added before forwarding each chunk to the API server.
         to_upstream: Duration,
+        /// Added before forwarding each chunk to the client.
         to_client: Duration,
     },
 }
@@ -92,10 +94,12 @@ impl FaultProxy {
         self.upstream
     }
 
+    /// Switches the mode; new and open connections follow it.
     pub fn set_mode(&self, mode: ProxyMode) {
         self.mode.send_replace(mode);
     }
 
+    /// The mode in force.
     pub fn mode(&self) -> ProxyMode {
         *self.mode.borrow()
     }

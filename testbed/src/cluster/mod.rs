@@ -65,10 +65,12 @@ impl Cluster {
         &self.spec.name
     }
 
+    /// The namespace of the agent's workload.
     pub fn namespace(&self) -> &str {
         &self.spec.namespace
     }
 
+    /// The Helm-like release name in the Deployment names.
     pub fn release(&self) -> &str {
         &self.spec.release
     }

@@ -6,7 +6,9 @@ use crate::error::Result;
 /// A primary (agent at 1 replica) and a standby (agent at 0), started side by side.
 #[derive(Debug)]
 pub struct ClusterPair {
+    /// Where the agent runs (1 replica each by default).
     pub primary: Cluster,
+    /// Where the agent waits at 0 replicas.
     pub standby: Cluster,
 }
 
@@ -20,6 +22,7 @@ impl ClusterPair {
         .await
     }
 
+    /// Starts two clusters with these specs, concurrently.
     pub async fn start_with(primary: ClusterSpec, standby: ClusterSpec) -> Result<ClusterPair> {
         let (primary, standby) =
             tokio::try_join!(Cluster::start_with(primary), Cluster::start_with(standby))?;

@@ -15,7 +15,9 @@ pub struct ClusterSpec {
     /// Cluster name: also the kubeconfig cluster and context name. Lower-case letters,
     /// digits and `-`.
     pub name: String,
+    /// Namespace of the agent's workload.
     pub namespace: String,
+    /// Release name used in the Deployment names.
     pub release: String,
     /// Replicas of each agent Deployment at start (1 on a primary, 0 on a standby).
     pub replicas: i32,
@@ -40,21 +42,25 @@ impl ClusterSpec {
         }
     }
 
+    /// Replicas of each agent Deployment at start.
     pub fn replicas(mut self, replicas: i32) -> ClusterSpec {
         self.replicas = replicas;
         self
     }
 
+    /// The namespace of the agent's workload.
     pub fn namespace(mut self, namespace: &str) -> ClusterSpec {
         self.namespace = namespace.to_string();
         self
     }
 
+    /// The release name in the Deployment names.
     pub fn release(mut self, release: &str) -> ClusterSpec {
         self.release = release.to_string();
         self
     }
 
+    /// Whether start waits until the Deployments are Ready.
     pub fn wait_ready(mut self, wait: bool) -> ClusterSpec {
         self.wait_ready = wait;
         self
