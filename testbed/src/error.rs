@@ -135,16 +135,12 @@ pub enum TestbedError {
 
 impl TestbedError {
     pub(crate) fn io(
-        /// What was being done.
         action: &'static str,
-        /// The file or directory.
         path: impl Into<PathBuf>,
-        /// The underlying error.
         source: std::io::Error,
     ) -> Self {
         TestbedError::Io {
             action,
-            /// The file or directory.
             path: path.into(),
             source,
         }
@@ -152,9 +148,7 @@ impl TestbedError {
 
     pub(crate) fn kube(cluster: &str, action: impl Into<String>, source: kube::Error) -> Self {
         TestbedError::Kube {
-            /// The test-bed cluster.
             cluster: cluster.to_string(),
-            /// What was being done.
             action: action.into(),
             source,
         }
