@@ -87,6 +87,7 @@ fn classify_status(status: &kube::core::Status) -> ProbeReason {
         (401, _) | (0, "Unauthorized") => ProbeReason::Unauthorized,
         (403, _) | (0, "Forbidden") => ProbeReason::Forbidden,
         (404, _) | (0, "NotFound") => ProbeReason::NotFound,
+        (429, _) | (0, "TooManyRequests") => ProbeReason::Throttled,
         _ => ProbeReason::HttpStatus,
     }
 }
@@ -246,6 +247,11 @@ mod tests {
         );
         assert_eq!(classify(&api(403, "Forbidden")), ProbeReason::Forbidden);
         assert_eq!(classify(&api(404, "NotFound")), ProbeReason::NotFound);
+        assert_eq!(
+            classify(&api(429, "TooManyRequests")),
+            ProbeReason::Throttled,
+            "throttling says the watcher asks too much, not that the primary is down"
+        );
         assert_eq!(classify(&api(409, "Conflict")), ProbeReason::HttpStatus);
         assert_eq!(
             classify(&api(500, "InternalError")),

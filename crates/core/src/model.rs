@@ -42,11 +42,14 @@ pub enum ProbeReason {
     Decode,
     /// Any other API error.
     Error,
+    /// 429: the API server's priority and fairness throttled the watcher's request. It
+    /// says the watcher asks too much, not that the workload is down.
+    Throttled,
 }
 
 impl ProbeReason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [ProbeReason; 16] = [
+    pub const ALL: [ProbeReason; 17] = [
         ProbeReason::Ok,
         ProbeReason::Timeout,
         ProbeReason::Refused,
@@ -63,6 +66,7 @@ impl ProbeReason {
         ProbeReason::ScaledToZero,
         ProbeReason::Decode,
         ProbeReason::Error,
+        ProbeReason::Throttled,
     ];
 
     /// The label value.
@@ -84,6 +88,7 @@ impl ProbeReason {
             ProbeReason::ScaledToZero => "scaled_to_zero",
             ProbeReason::Decode => "decode",
             ProbeReason::Error => "error",
+            ProbeReason::Throttled => "throttled",
         }
     }
 
@@ -109,7 +114,8 @@ impl ProbeReason {
             | ProbeReason::Forbidden
             | ProbeReason::NotFound
             | ProbeReason::Decode
-            | ProbeReason::Error => Evidence::Unknown,
+            | ProbeReason::Error
+            | ProbeReason::Throttled => Evidence::Unknown,
         }
     }
 
@@ -668,6 +674,8 @@ reason_codes! {
     PrimaryWorkloadMissing => "primary_workload_missing",
     /// The primary's answer could not be decoded: unknown, not down.
     PrimaryAnswerUndecodable => "primary_answer_undecodable",
+    /// The primary's API server throttles the watcher (429): unknown, not down.
+    PrimaryThrottled => "primary_throttled",
     /// Another error that says nothing about the primary's workload.
     PrimaryError => "primary_error",
     /// The standby's API server does not answer.

@@ -808,6 +808,7 @@ fn primary_blind_reason(reason: ProbeReason) -> ReasonCode {
         ProbeReason::Tls => ReasonCode::PrimaryTlsRejected,
         ProbeReason::NotFound => ReasonCode::PrimaryWorkloadMissing,
         ProbeReason::Decode => ReasonCode::PrimaryAnswerUndecodable,
+        ProbeReason::Throttled => ReasonCode::PrimaryThrottled,
         _ => ReasonCode::PrimaryError,
     }
 }

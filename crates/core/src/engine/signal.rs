@@ -220,7 +220,8 @@ mod tests {
                 | ProbeReason::Tls
                 | ProbeReason::NotFound
                 | ProbeReason::Decode
-                | ProbeReason::Error => Unknown,
+                | ProbeReason::Error
+                | ProbeReason::Throttled => Unknown,
                 _ => Down,
             };
             assert_eq!(r.evidence(), expected, "{r:?}");
