@@ -1099,6 +1099,7 @@ mod tests {
                 deployments: None,
                 record,
             },
+            observers: vec![],
         }
     }
 

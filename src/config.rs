@@ -70,6 +70,40 @@ pub struct DaemonConfig {
     /// Bound on finishing in-flight actions after the first SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `[daemon.leader]`: the leader Lease of every group.
+    pub leader: LeaderConfig,
+}
+
+/// `[daemon.leader]`: one leader per group on a Lease in the standby namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// A leader Lease not renewed for this long may be taken over; default
+    /// `max(3 × probe_interval, 3s)`.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Option<Duration>,
+    /// The leader stops writing this long after its last successful renewal; must be
+    /// below `lease_duration`; default two thirds of it.
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Option<Duration>,
+}
+
+impl DaemonConfig {
+    /// The leader Lease duration, default applied.
+    pub fn lease_duration(&self) -> Duration {
+        self.leader.lease_duration.unwrap_or_else(|| {
+            self.probe_interval
+                .saturating_mul(3)
+                .max(Duration::from_secs(3))
+        })
+    }
+
+    /// The leader's renew deadline, default applied.
+    pub fn renew_deadline(&self) -> Duration {
+        self.leader
+            .renew_deadline
+            .unwrap_or_else(|| self.lease_duration().mul_f64(2.0 / 3.0))
+    }
 }
 
 impl Default for DaemonConfig {
@@ -82,6 +116,7 @@ impl Default for DaemonConfig {
             mode: Mode::Auto,
             identity: None,
             shutdown_timeout: Duration::from_secs(10),
+            leader: LeaderConfig::default(),
         }
     }
 }
@@ -200,6 +235,8 @@ impl HttpCheckConfig {
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Upper bound of `daemon.shutdown_timeout`.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Upper bound of `daemon.leader.lease_duration` and `policy.observers.ttl`.
+pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 /// Upper bound of `policy.cooldown`.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Upper bound of `policy.startup_grace`.
@@ -845,6 +882,36 @@ impl Config {
                 );
             }
         }
+        let (lease, deadline) = (d.lease_duration(), d.renew_deadline());
+        if d.leader.lease_duration.is_some() && (lease.is_zero() || lease > MAX_LEASE_DURATION) {
+            p.add(
+                "daemon.leader.lease_duration",
+                format!(
+                    "must be greater than 0 and at most {}",
+                    fmt_duration(MAX_LEASE_DURATION)
+                ),
+            );
+        } else if deadline >= lease {
+            p.add(
+                "daemon.leader.renew_deadline",
+                format!(
+                    "must be below daemon.leader.lease_duration ({} is not below {}): the \
+                     leader must stop writing before anyone may take its Lease over",
+                    fmt_duration(deadline),
+                    fmt_duration(lease)
+                ),
+            );
+        } else if deadline <= d.probe_interval {
+            p.add(
+                "daemon.leader.renew_deadline",
+                format!(
+                    "must be above daemon.probe_interval ({} is not above {}): the leader \
+                     renews once per tick",
+                    fmt_duration(deadline),
+                    fmt_duration(d.probe_interval)
+                ),
+            );
+        }
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
         }
@@ -1081,6 +1148,37 @@ impl Config {
             policy.startup_grace,
             MAX_STARTUP_GRACE,
         );
+        let observers = &policy.observers;
+        let ok = format!("{pk}.observers");
+        if observers.quorum < 1 {
+            p.add(format!("{ok}.quorum"), "must be at least 1 (got 0)");
+        }
+        match observers.expected {
+            Some(0) => p.add(format!("{ok}.expected"), "must be at least 1 (got 0)"),
+            Some(expected) if observers.quorum > expected => p.add(
+                format!("{ok}.quorum"),
+                format!(
+                    "{} is more than {ok}.expected ({expected}): the instances could never \
+                     agree",
+                    observers.quorum
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(ttl) = observers.ttl {
+            if ttl <= self.daemon.probe_interval {
+                p.add(
+                    format!("{ok}.ttl"),
+                    format!(
+                        "must be above daemon.probe_interval ({} is not above {}): observers \
+                         renew their verdict once per tick",
+                        fmt_duration(ttl),
+                        fmt_duration(self.daemon.probe_interval)
+                    ),
+                );
+            }
+            p.at_most(format!("{ok}.ttl"), ttl, MAX_LEASE_DURATION);
+        }
     }
 
     /// Reads each kubeconfig and checks its context; `known` are the offline problems,
@@ -1959,6 +2057,50 @@ users:
         cfg.groups[0].policy.quorum = 5;
         let msg = only_problem(&cfg, "groups[env0].policy.quorum");
         assert!(msg.contains("more than the 4 primary signal(s)"), "{msg}");
+    }
+
+    #[test]
+    fn observer_quorum_and_leader_timing_are_checked_naming_the_key() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        let obs = &mut cfg.groups[0].policy.observers;
+        obs.quorum = 2;
+        obs.expected = Some(3);
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.groups[0].policy.observers.quorum = 4;
+        let msg = only_problem(&cfg, "groups[env0].policy.observers.quorum");
+        assert!(
+            msg.contains("more than groups[env0].policy.observers.expected (3)"),
+            "{msg}"
+        );
+        cfg.groups[0].policy.observers.quorum = 0;
+        only_problem(&cfg, "groups[env0].policy.observers.quorum");
+        cfg.groups[0].policy.observers.quorum = 1;
+        cfg.groups[0].policy.observers.expected = Some(0);
+        only_problem(&cfg, "groups[env0].policy.observers.expected");
+        cfg.groups[0].policy.observers.expected = None;
+        cfg.groups[0].policy.observers.ttl = Some(cfg.daemon.probe_interval);
+        only_problem(&cfg, "groups[env0].policy.observers.ttl");
+        cfg.groups[0].policy.observers.ttl = None;
+
+        // Defaults: 3 intervals (at least 3s), deadline two thirds of it.
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.daemon.leader.lease_duration = Some(Duration::from_secs(30));
+        cfg.daemon.leader.renew_deadline = Some(Duration::from_secs(30));
+        let msg = only_problem(&cfg, "daemon.leader.renew_deadline");
+        assert!(
+            msg.starts_with("must be below daemon.leader.lease_duration"),
+            "{msg}"
+        );
+        cfg.daemon.leader.renew_deadline = Some(cfg.daemon.probe_interval);
+        let msg = only_problem(&cfg, "daemon.leader.renew_deadline");
+        assert!(
+            msg.starts_with("must be above daemon.probe_interval"),
+            "{msg}"
+        );
+        cfg.daemon.leader.renew_deadline = None;
+        cfg.daemon.leader.lease_duration = Some(Duration::ZERO);
+        only_problem(&cfg, "daemon.leader.lease_duration");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum DaemonError {
     Signal(&'static str, #[source] std::io::Error),
     #[error("aborted by a second signal while in-flight actions were still running")]
     Aborted,
+    #[error(transparent)]
+    IdentityClash(#[from] crate::coord::IdentityClash),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -111,6 +113,14 @@ async fn run_with_listener(
             metrics.clone(),
             admin.clone(),
         ));
+    }
+
+    // Several instances (src/coord): refuse an identity another live process uses.
+    for runner in &runners {
+        runner
+            .coord
+            .check_identity(daemon.probe_interval / 2)
+            .await?;
     }
 
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -215,6 +225,8 @@ struct GroupRunner {
     failing: HashMap<&'static str, (String, u64)>,
     /// When the previous tick started, for time-based totals.
     previous_tick: Option<Instant>,
+    /// Leader Lease and observer verdicts (src/coord).
+    coord: crate::coord::GroupCoord,
 }
 
 impl GroupRunner {
@@ -243,8 +255,16 @@ impl GroupRunner {
             },
             Instant::now(),
         );
+        let coord = crate::coord::GroupCoord::new(
+            &cfg,
+            config,
+            standby.clone(),
+            identity.clone(),
+            metrics.coord.clone(),
+        );
         let actuator = Actuator::new(&cfg, primary.clone(), standby.clone(), identity);
         GroupRunner {
+            coord,
             mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
             timeout: config.daemon.probe_timeout,
@@ -293,6 +313,7 @@ impl GroupRunner {
             wall_unix,
             primary,
             standby,
+            observers: Vec::new(),
         }
     }
 
@@ -300,11 +321,18 @@ impl GroupRunner {
         let started = Instant::now();
         let wall = now_unix();
         self.admin.progress(&self.cfg.name);
-        let obs = self.observe(wall).await;
+        // The group's Leases are read (and the leader Lease renewed) beside the probes.
+        let (mut obs, observers) = tokio::join!(self.observe(wall), self.coord.sync(started, wall));
+        obs.observers = observers;
         self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
 
+        // Only the leader acts; any other instance decides as in observe mode.
+        let leading = self.coord.may_write(Instant::now());
+        self.engine
+            .set_mode(if leading { self.mode } else { Mode::Observe });
         let decision = self.engine.step(started, &obs);
+        self.coord.publish(&decision, wall).await;
         let group_name = self.cfg.name.clone();
         let group = group_name.as_str();
         if decision.state_changed {
@@ -320,13 +348,14 @@ impl GroupRunner {
             self.state = decision.state;
             self.since_unix = wall;
         }
-        if self.mode == Mode::Auto {
+        if self.mode == Mode::Auto && leading {
             self.execute(&decision, &obs, started).await;
-        } else if decision.would_promote() && decision.state_changed {
+        } else if decision.would_promote() && decision.state_changed && leading {
             warn!(group, "observe mode: would promote the standby now");
         }
 
-        let would_promote = decision.would_promote();
+        // A non-leader's would-be promotion is the leader's to count.
+        let would_promote = decision.would_promote() && leading;
         self.metrics
             .observe_decision(group, &decision, would_promote);
         let since_previous = self
@@ -382,6 +411,14 @@ impl GroupRunner {
         let mut failed = None;
         for action in &decision.actions {
             let kind = action.kind();
+            if !self.coord.may_write(Instant::now()) {
+                warn!(
+                    group,
+                    action = kind,
+                    "no longer the leader: remaining actions not run"
+                );
+                break;
+            }
             let result = self.actuator.execute(action, obs).await;
             self.admin.progress(group);
             match result {
@@ -524,6 +561,7 @@ impl GroupRunner {
             dual_active: d.dual_active,
             no_active_side: d.no_active_side,
             last_action_error: self.last_action_error.clone(),
+            coordination: Some(self.coord.status(Instant::now())),
         }
     }
 }

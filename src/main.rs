@@ -127,7 +127,11 @@ fn run(path: &Path) -> u8 {
         }
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "daemon failed");
-            EXIT_RUNTIME
+            // Two instances with one identity is a configuration error.
+            let clash = err
+                .downcast_ref::<kube_failover::daemon::DaemonError>()
+                .is_some_and(|e| matches!(e, kube_failover::daemon::DaemonError::IdentityClash(_)));
+            if clash { EXIT_INVALID } else { EXIT_RUNTIME }
         }
     }
 }
@@ -610,6 +614,7 @@ mod tests {
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
+                coordination: None,
             }],
         }
     }

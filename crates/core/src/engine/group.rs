@@ -178,6 +178,12 @@ impl Engine {
         }
     }
 
+    /// Switches between acting and only deciding: a daemon instance that does not lead
+    /// the group decides in observe mode.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.settings.mode = mode;
+    }
+
     /// The settings it was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings

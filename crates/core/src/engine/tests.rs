@@ -1323,7 +1323,11 @@ fn observer_quorum_waits_for_a_second_fresh_down() {
     let d = sim.log.last().unwrap();
     assert_eq!(d.state, GroupState::Blocked);
     assert_eq!(d.verdict, Verdict::Down);
-    assert!(d.reasons.contains(&ReasonCode::ObserverQuorumNotMet), "{:?}", d.reasons);
+    assert!(
+        d.reasons.contains(&ReasonCode::ObserverQuorumNotMet),
+        "{:?}",
+        d.reasons
+    );
 
     // A stale `down` (older than three intervals) does not count.
     sim.world.observers[0] = observer("b", Verdict::Down, 4);
@@ -1331,13 +1335,23 @@ fn observer_quorum_waits_for_a_second_fresh_down() {
     assert_eq!(sim.promotions(), 0);
 
     // One identity counts once.
-    sim.world.observers = vec![observer("b", Verdict::Down, 9), observer("b", Verdict::Up, 1)];
+    sim.world.observers = vec![
+        observer("b", Verdict::Down, 9),
+        observer("b", Verdict::Up, 1),
+    ];
     sim.run(3);
     assert_eq!(sim.promotions(), 0);
 
-    sim.world.observers = vec![observer("b", Verdict::Down, 1), observer("c", Verdict::Up, 1)];
+    sim.world.observers = vec![
+        observer("b", Verdict::Down, 1),
+        observer("c", Verdict::Up, 1),
+    ];
     sim.tick();
-    assert_eq!(sim.promotions(), 1, "two fresh `down` of three promote at once");
+    assert_eq!(
+        sim.promotions(),
+        1,
+        "two fresh `down` of three promote at once"
+    );
     sim.run(30);
     assert_eq!(sim.promotions(), 1);
     assert_eq!(sim.state(), GroupState::Promoted);
@@ -1349,7 +1363,11 @@ fn observer_quorum_unreachable_when_too_few_are_fresh() {
     sim.run(10);
     sim.world.primary_down();
     sim.run(10);
-    assert_eq!(sim.promotions(), 0, "alone, this instance cannot make a quorum of 2");
+    assert_eq!(
+        sim.promotions(),
+        0,
+        "alone, this instance cannot make a quorum of 2"
+    );
     let d = sim.log.last().unwrap();
     assert_eq!(d.state, GroupState::Blocked);
     assert!(
