@@ -1,18 +1,19 @@
-//! The coordination metrics, registered with the daemon's other metrics.
+//! The coordination metrics, registered with the daemon's other metrics. A leader that
+//! cannot renew shows as `kube_failover_leader` 0 (and a warning in the log).
 
 use crate::model::Verdict;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGaugeVec, Opts, Registry};
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("kube_failover")
 }
 
-/// Leader, observers, renewal failures and identity clashes, per group.
+/// Leader, observers and identity clashes, per group.
 #[derive(Clone)]
 pub struct CoordMetrics {
     leader: IntGaugeVec,
     observers: IntGaugeVec,
-    renew_failures: IntCounterVec,
+    expected: IntGaugeVec,
     identity_clash: IntGaugeVec,
 }
 
@@ -34,10 +35,10 @@ impl CoordMetrics {
                 ),
                 &["group", "verdict"],
             )?,
-            renew_failures: IntCounterVec::new(
+            expected: IntGaugeVec::new(
                 opts(
-                    "leader_renew_failures_total",
-                    "Failed renewals of the leader Lease by its holder.",
+                    "observers_expected",
+                    "policy.observers.expected of the group (0 when not set).",
                 ),
                 &["group"],
             )?,
@@ -51,20 +52,22 @@ impl CoordMetrics {
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.observers.clone()))?;
-        registry.register(Box::new(m.renew_failures.clone()))?;
+        registry.register(Box::new(m.expected.clone()))?;
         registry.register(Box::new(m.identity_clash.clone()))?;
         Ok(m)
     }
 
     /// Every series of a group at 0 from the start.
-    pub fn init_group(&self, group: &str) {
+    pub fn init_group(&self, group: &str, expected: Option<u32>) {
         self.leader.with_label_values(&[group]).set(0);
         for v in Verdict::ALL {
             self.observers
                 .with_label_values(&[group, v.as_str()])
                 .set(0);
         }
-        self.renew_failures.with_label_values(&[group]);
+        self.expected
+            .with_label_values(&[group])
+            .set(i64::from(expected.unwrap_or(0)));
         self.identity_clash.with_label_values(&[group]).set(0);
     }
 
@@ -83,11 +86,6 @@ impl CoordMetrics {
                 .with_label_values(&[group, v.as_str()])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-    }
-
-    /// A renewal of the leader Lease failed.
-    pub fn renew_failed(&self, group: &str) {
-        self.renew_failures.with_label_values(&[group]).inc();
     }
 
     /// Another process publishes under this identity (or stopped).

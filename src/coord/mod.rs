@@ -177,7 +177,7 @@ impl GroupCoord {
         let namespace = group.standby.namespace.clone();
         let timing = leader_timing(&config.daemon);
         let observers = &group.policy.observers;
-        metrics.init_group(&group.name);
+        metrics.init_group(&group.name, observers.expected);
         GroupCoord {
             api: Api::namespaced(standby, &namespace),
             own_lease: observer_lease_name(&group.name, &identity),
@@ -304,7 +304,11 @@ impl GroupCoord {
                 st.election.step_down();
                 None
             } else {
-                Some(st.election.plan(now, leader.as_ref()))
+                let plan = st.election.plan(now, leader.as_ref());
+                if plan == Plan::Follow {
+                    st.renew_failing = false;
+                }
+                Some(plan)
             }
         };
         if let Some(plan) = plan
@@ -321,7 +325,7 @@ impl GroupCoord {
                         info!(group = %self.group, identity = %self.identity, "leading this group");
                     }
                     if std::mem::take(&mut st.renew_failing) {
-                        info!(group = %self.group, "leader Lease renewed again");
+                        info!(group = %self.group, "leader Lease written again");
                     }
                 }
                 Err(e) if conflict(e) => st.election.written(sent_at, WriteResult::Conflict),
@@ -350,19 +354,25 @@ impl GroupCoord {
             .collect()
     }
 
+    /// A write of the leader Lease failed (not a lost race): said once per episode.
     fn renew_failed(&self, why: &str) {
         let mut st = self.lock();
-        if st.election.term(Instant::now()).is_some() && !st.renew_failing {
-            st.renew_failing = true;
-            self.metrics.renew_failed(&self.group);
+        if std::mem::replace(&mut st.renew_failing, true) {
+            return;
+        }
+        if st.election.term(Instant::now()).is_some() {
             warn!(
                 group = %self.group,
                 error = %why,
                 deadline = %humantime::format_duration(self.timing.renew_deadline),
                 "cannot renew the leader Lease: writing stops at the renew deadline"
             );
-        } else if st.election.term(Instant::now()).is_some() {
-            self.metrics.renew_failed(&self.group);
+        } else {
+            warn!(
+                group = %self.group,
+                error = %why,
+                "cannot write the leader Lease: this instance cannot lead (it writes nothing)"
+            );
         }
     }
 
