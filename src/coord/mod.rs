@@ -296,6 +296,13 @@ impl GroupCoord {
                 st.clash = true;
                 self.metrics.identity_clash(&self.group, true);
             }
+            // The clash ends when nobody renews this identity's Lease for a ttl.
+            let ttl = self.ttl.as_secs_f64();
+            if st.clash && own.is_none_or(|l| l.renewed_unix.is_none_or(|t| wall - t > ttl)) {
+                info!(group = %self.group, identity = %self.identity, "identity clash over");
+                st.clash = false;
+                self.metrics.identity_clash(&self.group, false);
+            }
             if let Some(own) = own {
                 st.own_rv = Some(own.resource_version.clone());
             }

@@ -88,11 +88,13 @@ impl Observers {
 }
 
 /// Another process publishes under this instance's identity: its Lease carries another
-/// instance id and was written by someone else since this instance's last write.
-pub fn clashes(own: Option<&ObserverLease>, instance: &str, last_written_rv: Option<&str>) -> bool {
+/// instance id and changed since this instance last read or wrote it. A Lease left by a
+/// previous process of this identity (seen first, not renewed since) is no clash: it is
+/// taken over by the next write.
+pub fn clashes(own: Option<&ObserverLease>, instance: &str, last_known_rv: Option<&str>) -> bool {
     own.is_some_and(|l| {
         l.instance.as_deref() != Some(instance)
-            && last_written_rv.is_none_or(|rv| rv != l.resource_version)
+            && last_known_rv.is_some_and(|rv| rv != l.resource_version)
     })
 }
 
@@ -171,17 +173,23 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_instance_writing_our_lease_is_a_clash() {
+    fn a_foreign_instance_writing_our_lease_since_we_saw_it_is_a_clash() {
         let mut l = lease("a", "5", Verdict::Up, 0.0);
         l.instance = Some("other".into());
-        assert!(clashes(Some(&l), "mine", None));
-        assert!(clashes(Some(&l), "mine", Some("4")));
+        assert!(
+            !clashes(Some(&l), "mine", None),
+            "left by a previous process"
+        );
+        assert!(
+            clashes(Some(&l), "mine", Some("4")),
+            "written since we saw it"
+        );
         assert!(
             !clashes(Some(&l), "mine", Some("5")),
-            "our write, read back"
+            "unchanged since we saw it"
         );
         l.instance = Some("mine".into());
-        assert!(!clashes(Some(&l), "mine", None));
+        assert!(!clashes(Some(&l), "mine", Some("4")));
         assert!(!clashes(None, "mine", None));
     }
 
