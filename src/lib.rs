@@ -14,6 +14,7 @@ pub mod actuate;
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod coord;
 pub mod daemon;
 pub mod kube_call;
 pub mod kubeconfig;

@@ -42,6 +42,8 @@ pub struct Metrics {
     record_restores: IntCounterVec,
     last_tick: Gauge,
     tick_duration: HistogramVec,
+    /// Leader, observers and identity clashes (src/coord).
+    pub coord: crate::coord::CoordMetrics,
 }
 
 pub use crate::model::Side;
@@ -229,6 +231,7 @@ impl Metrics {
                 ),
                 &["group"],
             )?,
+            coord: crate::coord::CoordMetrics::new(&registry)?,
             registry,
         };
         let r = &m.registry;
@@ -542,6 +545,7 @@ mod tests {
             no_active_side: false,
             signals: vec![],
             state_changed: true,
+            verdict: crate::model::Verdict::Down,
         };
         m.observe_decision("g", &d, false);
         m.dual_active_for("g", 2.5);

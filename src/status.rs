@@ -3,7 +3,7 @@
 //! [`Named`], so a client of another version reads a name it does not know as text
 //! instead of failing.
 
-use crate::model::{GroupState, ProbeReason, ReasonCode, RecordPhase, Side, SignalId};
+use crate::model::{GroupState, ProbeReason, ReasonCode, RecordPhase, Side, SignalId, Verdict};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -118,6 +118,43 @@ pub struct GroupStatus {
     pub no_active_side: bool,
     /// The last failed action, if the last attempt failed.
     pub last_action_error: Option<String>,
+    /// Who leads the group and what every observer says (several instances).
+    #[serde(default)]
+    pub coordination: Option<CoordStatus>,
+}
+
+/// Several daemon instances on one group: the leader and the observers' verdicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordStatus {
+    /// The leader Lease's holder as last read (`None`: nobody holds it).
+    pub leader: Option<String>,
+    /// This instance's role: `leader`, `follower` or `identity_clash`.
+    pub role: String,
+    /// `policy.observers.quorum`.
+    pub quorum: u32,
+    /// `policy.observers.expected`, when set.
+    pub expected: Option<u32>,
+    /// Every observer seen, this instance first.
+    pub observers: Vec<ObserverStatus>,
+}
+
+/// One observer's published verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObserverStatus {
+    /// The instance's `daemon.identity`.
+    pub identity: String,
+    /// Its verdict on the primary.
+    pub verdict: Named<Verdict>,
+    /// Seconds since it renewed its Lease (`None`: unknown).
+    pub age_seconds: Option<f64>,
+    /// Renewed within `policy.observers.ttl`: its verdict counts.
+    pub fresh: bool,
+    /// This instance's own verdict.
+    pub this_instance: bool,
+    /// The signals it sees down.
+    pub down_signals: Vec<String>,
+    /// Since when it has said `down` (Unix seconds).
+    pub down_since_unix: Option<f64>,
 }
 
 /// One primary signal after hysteresis, with its last probe.

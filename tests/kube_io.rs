@@ -216,6 +216,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         wall_unix: 0.0,
         primary: prim.clone(),
         standby: stby.clone(),
+        observers: vec![],
     };
     let promoting = Action::RecordPromoting {
         epoch: 1,

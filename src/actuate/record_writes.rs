@@ -237,6 +237,7 @@ mod tests {
                 deployments: None,
                 record,
             },
+            observers: vec![],
         }
     }
 

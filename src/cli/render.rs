@@ -89,6 +89,31 @@ fn summary(g: &GroupStatus, now: f64) -> Vec<(&'static str, String)> {
             ),
         );
     }
+    if let Some(c) = &g.coordination {
+        let observers: Vec<String> = c
+            .observers
+            .iter()
+            .map(|o| {
+                let age = o
+                    .age_seconds
+                    .map_or_else(|| "?".to_string(), |a| format!("{a:.0}s"));
+                let stale = if o.fresh { "" } else { ", stale" };
+                format!("{} {} ({age}{stale})", o.identity, o.verdict)
+            })
+            .collect();
+        rows.push((
+            "leader",
+            format!(
+                "{} (this instance: {})",
+                c.leader.as_deref().unwrap_or("none"),
+                c.role
+            ),
+        ));
+        rows.push((
+            "observers",
+            format!("{}; quorum {}", observers.join(", "), c.quorum),
+        ));
+    }
     rows
 }
 
@@ -310,6 +335,7 @@ mod tests {
                     would_promote: true,
                 },
                 unexpected_standby_replicas: 1,
+                coordination: None,
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
@@ -368,5 +394,41 @@ mod tests {
         assert_eq!(ago(NOW - 3723.0, NOW), "1h 2m 3s ago");
         assert_eq!(ago(NOW + 2.0, NOW), "2s in the future");
         assert_eq!(when(0.0, NOW), "never");
+    }
+
+    #[test]
+    fn table_shows_the_leader_and_the_observers() {
+        use kube_failover::status::{CoordStatus, ObserverStatus};
+        let mut r = report();
+        let observer = |identity: &str, verdict: &str, age: f64, fresh: bool| ObserverStatus {
+            identity: identity.into(),
+            verdict: Named::parse(verdict),
+            age_seconds: Some(age),
+            fresh,
+            this_instance: identity == "watcher-1",
+            down_signals: vec![],
+            down_since_unix: None,
+        };
+        r.groups[0].coordination = Some(CoordStatus {
+            leader: Some("watcher-2".into()),
+            role: "follower".into(),
+            quorum: 2,
+            expected: Some(3),
+            observers: vec![
+                observer("watcher-1", "down", 0.0, true),
+                observer("watcher-2", "up", 1.2, true),
+                observer("watcher-3", "down", 40.0, false),
+            ],
+        });
+        let text = status(&r, NOW);
+        for line in [
+            "  leader                       watcher-2 (this instance: follower)",
+            "  observers                    watcher-1 down (0s), watcher-2 up (1s), watcher-3 down (40s, stale); quorum 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

@@ -39,7 +39,14 @@ impl Args {
             .build()
             .map_err(|e| Failure::runtime(NoRuntime(e)).logged(FAILED))?
             .block_on(kube_failover::daemon::run(config))
-            .map_err(|e| Failure::runtime(e).logged(FAILED))?;
+            .map_err(|e| {
+                // Two instances with one identity is a configuration error.
+                if matches!(e, kube_failover::daemon::DaemonError::IdentityClash(_)) {
+                    Failure::invalid(e).logged(FAILED)
+                } else {
+                    Failure::runtime(e).logged(FAILED)
+                }
+            })?;
         tracing::info!(target: TARGET, "stopped");
         Ok(())
     }

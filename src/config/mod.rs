@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use validate::{
-    MAX_COOLDOWN, MAX_FREEZE_FOR, MAX_IDENTITY_CHARS, MAX_PROBE_INTERVAL, MAX_PROMOTION_TIMEOUT,
-    MAX_SHUTDOWN_TIMEOUT, MAX_STARTUP_GRACE,
+    MAX_COOLDOWN, MAX_FREEZE_FOR, MAX_IDENTITY_CHARS, MAX_LEASE_DURATION, MAX_PROBE_INTERVAL,
+    MAX_PROMOTION_TIMEOUT, MAX_SHUTDOWN_TIMEOUT, MAX_STARTUP_GRACE,
 };
 
 /// The whole configuration file.
@@ -85,6 +85,40 @@ pub struct DaemonConfig {
     /// Bound on finishing in-flight actions after the first SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `[daemon.leader]`: the leader Lease of every group.
+    pub leader: LeaderConfig,
+}
+
+/// `[daemon.leader]`: one leader per group on a Lease in the standby namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// A leader Lease not renewed for this long may be taken over; default
+    /// `max(3 × probe_interval, 3s)`.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Option<Duration>,
+    /// The leader stops writing this long after its last successful renewal; must be
+    /// below `lease_duration`; default two thirds of it.
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Option<Duration>,
+}
+
+impl DaemonConfig {
+    /// The leader Lease duration, default applied.
+    pub fn lease_duration(&self) -> Duration {
+        self.leader.lease_duration.unwrap_or_else(|| {
+            self.probe_interval
+                .saturating_mul(3)
+                .max(Duration::from_secs(3))
+        })
+    }
+
+    /// The leader's renew deadline, default applied.
+    pub fn renew_deadline(&self) -> Duration {
+        self.leader
+            .renew_deadline
+            .unwrap_or_else(|| self.lease_duration().mul_f64(2.0 / 3.0))
+    }
 }
 
 impl Default for DaemonConfig {
@@ -97,6 +131,7 @@ impl Default for DaemonConfig {
             mode: Mode::Auto,
             identity: None,
             shutdown_timeout: Duration::from_secs(10),
+            leader: LeaderConfig::default(),
         }
     }
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Upper bound of `daemon.shutdown_timeout`.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Upper bound of `daemon.leader.lease_duration` and `policy.observers.ttl`.
+pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 /// Upper bound of `policy.cooldown`.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Upper bound of `policy.startup_grace`.
@@ -112,6 +114,36 @@ impl Config {
                     ),
                 );
             }
+        }
+        let (lease, deadline) = (d.lease_duration(), d.renew_deadline());
+        if d.leader.lease_duration.is_some() && (lease.is_zero() || lease > MAX_LEASE_DURATION) {
+            p.add(
+                "daemon.leader.lease_duration",
+                format!(
+                    "must be greater than 0 and at most {}",
+                    fmt_duration(MAX_LEASE_DURATION)
+                ),
+            );
+        } else if deadline >= lease {
+            p.add(
+                "daemon.leader.renew_deadline",
+                format!(
+                    "must be below daemon.leader.lease_duration ({} is not below {}): the \
+                     leader must stop writing before anyone may take its Lease over",
+                    fmt_duration(deadline),
+                    fmt_duration(lease)
+                ),
+            );
+        } else if deadline <= d.probe_interval {
+            p.add(
+                "daemon.leader.renew_deadline",
+                format!(
+                    "must be above daemon.probe_interval ({} is not above {}): the leader \
+                     renews once per tick",
+                    fmt_duration(deadline),
+                    fmt_duration(d.probe_interval)
+                ),
+            );
         }
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
@@ -349,6 +381,37 @@ impl Config {
             policy.startup_grace,
             MAX_STARTUP_GRACE,
         );
+        let observers = &policy.observers;
+        let ok = format!("{pk}.observers");
+        if observers.quorum < 1 {
+            p.add(format!("{ok}.quorum"), "must be at least 1 (got 0)");
+        }
+        match observers.expected {
+            Some(0) => p.add(format!("{ok}.expected"), "must be at least 1 (got 0)"),
+            Some(expected) if observers.quorum > expected => p.add(
+                format!("{ok}.quorum"),
+                format!(
+                    "{} is more than {ok}.expected ({expected}): the instances could never \
+                     agree",
+                    observers.quorum
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(ttl) = observers.ttl {
+            if ttl <= self.daemon.probe_interval {
+                p.add(
+                    format!("{ok}.ttl"),
+                    format!(
+                        "must be above daemon.probe_interval ({} is not above {}): observers \
+                         renew their verdict once per tick",
+                        fmt_duration(ttl),
+                        fmt_duration(self.daemon.probe_interval)
+                    ),
+                );
+            }
+            p.at_most(format!("{ok}.ttl"), ttl, MAX_LEASE_DURATION);
+        }
     }
 
     /// Reads each kubeconfig and checks its context; `known` are the offline problems,
@@ -526,6 +589,50 @@ mod tests {
         cfg.groups[0].policy.quorum = 5;
         let msg = only_problem(&cfg, "groups[env0].policy.quorum");
         assert!(msg.contains("more than the 4 primary signal(s)"), "{msg}");
+    }
+
+    #[test]
+    fn observer_quorum_and_leader_timing_are_checked_naming_the_key() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        let obs = &mut cfg.groups[0].policy.observers;
+        obs.quorum = 2;
+        obs.expected = Some(3);
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.groups[0].policy.observers.quorum = 4;
+        let msg = only_problem(&cfg, "groups[env0].policy.observers.quorum");
+        assert!(
+            msg.contains("more than groups[env0].policy.observers.expected (3)"),
+            "{msg}"
+        );
+        cfg.groups[0].policy.observers.quorum = 0;
+        only_problem(&cfg, "groups[env0].policy.observers.quorum");
+        cfg.groups[0].policy.observers.quorum = 1;
+        cfg.groups[0].policy.observers.expected = Some(0);
+        only_problem(&cfg, "groups[env0].policy.observers.expected");
+        cfg.groups[0].policy.observers.expected = None;
+        cfg.groups[0].policy.observers.ttl = Some(cfg.daemon.probe_interval);
+        only_problem(&cfg, "groups[env0].policy.observers.ttl");
+        cfg.groups[0].policy.observers.ttl = None;
+
+        // Defaults: 3 intervals (at least 3s), deadline two thirds of it.
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.daemon.leader.lease_duration = Some(Duration::from_secs(30));
+        cfg.daemon.leader.renew_deadline = Some(Duration::from_secs(30));
+        let msg = only_problem(&cfg, "daemon.leader.renew_deadline");
+        assert!(
+            msg.starts_with("must be below daemon.leader.lease_duration"),
+            "{msg}"
+        );
+        cfg.daemon.leader.renew_deadline = Some(cfg.daemon.probe_interval);
+        let msg = only_problem(&cfg, "daemon.leader.renew_deadline");
+        assert!(
+            msg.starts_with("must be above daemon.probe_interval"),
+            "{msg}"
+        );
+        cfg.daemon.leader.renew_deadline = None;
+        cfg.daemon.leader.lease_duration = Some(Duration::ZERO);
+        only_problem(&cfg, "daemon.leader.lease_duration");
     }
 
     #[test]

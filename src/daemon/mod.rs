@@ -48,6 +48,9 @@ pub enum DaemonError {
     #[error("aborted by a second signal while in-flight actions were still running")]
     /// A second signal arrived while in-flight work was finishing.
     Aborted,
+    /// Another live process uses this instance's identity.
+    #[error(transparent)]
+    IdentityClash(#[from] crate::coord::IdentityClash),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -116,6 +119,14 @@ async fn run_with_listener(
             metrics.clone(),
             admin.clone(),
         ));
+    }
+
+    // Several instances (src/coord): refuse an identity another live process uses.
+    for runner in &runners {
+        runner
+            .coord
+            .check_identity(daemon.probe_interval / 2)
+            .await?;
     }
 
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);

@@ -42,6 +42,8 @@ pub(super) struct GroupRunner {
     failing: HashMap<&'static str, (String, u64)>,
     /// When the previous tick started, for time-based totals.
     previous_tick: Option<Instant>,
+    /// Leader Lease and observer verdicts (src/coord).
+    pub(super) coord: crate::coord::GroupCoord,
 }
 
 impl GroupRunner {
@@ -70,8 +72,16 @@ impl GroupRunner {
             },
             Instant::now(),
         );
+        let coord = crate::coord::GroupCoord::new(
+            &cfg,
+            config,
+            standby.clone(),
+            identity.clone(),
+            metrics.coord.clone(),
+        );
         let actuator = Actuator::new(&cfg, primary.clone(), standby.clone(), identity);
         GroupRunner {
+            coord,
             mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
             timeout: config.daemon.probe_timeout,
@@ -120,6 +130,7 @@ impl GroupRunner {
             wall_unix,
             primary,
             standby,
+            observers: Vec::new(),
         }
     }
 
@@ -127,11 +138,18 @@ impl GroupRunner {
         let started = Instant::now();
         let wall = now_unix();
         self.admin.progress(&self.cfg.name);
-        let obs = self.observe(wall).await;
+        // The group's Leases are read (and the leader Lease renewed) beside the probes.
+        let (mut obs, observers) = tokio::join!(self.observe(wall), self.coord.sync(started, wall));
+        obs.observers = observers;
         self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
 
+        // Only the leader acts; any other instance decides as in observe mode.
+        let leading = self.coord.may_write(Instant::now());
+        self.engine
+            .set_mode(if leading { self.mode } else { Mode::Observe });
         let decision = self.engine.step(started, &obs);
+        self.coord.publish(&decision, wall).await;
         let group_name = self.cfg.name.clone();
         let group = group_name.as_str();
         if decision.state_changed {
@@ -147,13 +165,14 @@ impl GroupRunner {
             self.state = decision.state;
             self.since_unix = wall;
         }
-        if self.mode == Mode::Auto {
+        if self.mode == Mode::Auto && leading {
             self.execute(&decision, &obs, started).await;
-        } else if decision.would_promote() && decision.state_changed {
+        } else if decision.would_promote() && decision.state_changed && leading {
             warn!(group, "observe mode: would promote the standby now");
         }
 
-        let would_promote = decision.would_promote();
+        // A non-leader's would-be promotion is the leader's to count.
+        let would_promote = decision.would_promote() && leading;
         self.metrics
             .observe_decision(group, &decision, would_promote);
         let since_previous = self
@@ -176,7 +195,7 @@ impl GroupRunner {
             .set_replicas(group, Side::Primary, obs.primary.deployments.as_deref());
         self.metrics
             .set_replicas(group, Side::Standby, obs.standby.deployments.as_deref());
-        let status = group_status(
+        let mut status = group_status(
             &self.cfg.name,
             self.since_unix,
             self.last_action_error.clone(),
@@ -184,6 +203,7 @@ impl GroupRunner {
             &obs,
             wall,
         );
+        status.coordination = Some(self.coord.status(Instant::now()));
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
@@ -216,6 +236,14 @@ impl GroupRunner {
         let mut failed = None;
         for action in &decision.actions {
             let kind = action.kind();
+            if !self.coord.may_write(Instant::now()) {
+                warn!(
+                    group,
+                    action = kind,
+                    "no longer the leader: remaining actions not run"
+                );
+                break;
+            }
             let result = self.actuator.execute(action, obs).await;
             self.admin.progress(group);
             match result {

@@ -79,6 +79,7 @@ pub(super) fn group_status(
         dual_active: d.dual_active,
         no_active_side: d.no_active_side,
         last_action_error,
+        coordination: None,
     }
 }
 
@@ -107,6 +108,7 @@ mod tests {
     use crate::engine::{GroupState, ReasonCode, SignalSnapshot};
     use crate::model::{
         PrimaryObservation, ProbeOutcome, ProbeReason, RecordPhase, SignalId, StandbyObservation,
+        Verdict,
     };
     use std::time::Duration;
 
@@ -129,6 +131,7 @@ mod tests {
                 last_reason: Some(ProbeReason::Refused),
             }],
             state_changed: false,
+            verdict: Verdict::Down,
         }
     }
 
@@ -147,6 +150,7 @@ mod tests {
                 deployments: None,
                 absent: vec![],
             },
+            observers: vec![],
             standby: StandbyObservation {
                 api: ok.clone(),
                 workloads: ok,

@@ -47,6 +47,12 @@ pub struct DaemonOpts {
     pub primary_kubeconfig: Option<PathBuf>,
     /// Kubeconfig for the standby; default: the cluster's restricted one.
     pub standby_kubeconfig: Option<PathBuf>,
+    /// `daemon.identity`; default `e2e`.
+    pub identity: Option<String>,
+    /// `policy.observers.quorum` (1: a single daemon decides).
+    pub observer_quorum: u32,
+    /// `policy.observers.expected`.
+    pub observers_expected: Option<u32>,
 }
 
 impl Default for DaemonOpts {
@@ -63,6 +69,9 @@ impl Default for DaemonOpts {
             correct_standby: true,
             primary_kubeconfig: None,
             standby_kubeconfig: None,
+            identity: None,
+            observer_quorum: 1,
+            observers_expected: None,
         }
     }
 }
@@ -116,7 +125,7 @@ probe_interval = "{interval}"
 probe_timeout = "{timeout}"
 listen = "{admin}"
 mode = "{mode}"
-identity = "e2e"
+identity = "{identity}"
 shutdown_timeout = "5s"
 
 {group}success_threshold = 1
@@ -127,6 +136,10 @@ promotion_timeout = "{pt}"
 freeze_for = "{freeze}"
 correct_standby = {correct}
 fence = true
+
+[groups.policy.observers]
+quorum = {oquorum}
+{oexpected}
 "#,
         interval = dur(opts.interval),
         timeout = dur(opts.timeout),
@@ -136,6 +149,12 @@ fence = true
         pt = dur(opts.promotion_timeout),
         freeze = dur(opts.freeze_for),
         correct = opts.correct_standby,
+        identity = opts.identity.as_deref().unwrap_or("e2e"),
+        oquorum = opts.observer_quorum,
+        oexpected = opts
+            .observers_expected
+            .map(|e| format!("expected = {e}"))
+            .unwrap_or_default(),
     )
 }
 
@@ -178,6 +197,22 @@ impl Daemon {
 
     /// Starts the daemon with an existing config file (a restart, for example).
     pub async fn start_with_config(config: &Path, admin: SocketAddr, dir: &Path) -> Daemon {
+        let d = Daemon::spawn_with_config(config, admin, dir);
+        d.wait_ready(Duration::from_secs(30)).await;
+        d
+    }
+
+    /// Writes the config and starts the daemon without waiting for it to be ready.
+    pub fn spawn(pair: &ClusterPair, opts: &DaemonOpts) -> Daemon {
+        let admin = free_port();
+        let dir = pair.primary.dir().to_path_buf();
+        let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
+        std::fs::write(&config, config_toml(pair, opts, admin)).expect("write daemon config");
+        Daemon::spawn_with_config(&config, admin, &dir)
+    }
+
+    /// Starts the daemon process, not waiting for it.
+    pub fn spawn_with_config(config: &Path, admin: SocketAddr, dir: &Path) -> Daemon {
         let log = dir.join(format!(
             "kube-failover-{}-{}.log",
             admin.port(),
@@ -195,7 +230,7 @@ impl Daemon {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn kube-failover");
-        let d = Daemon {
+        Daemon {
             child,
             admin,
             config: config.to_path_buf(),
@@ -204,9 +239,15 @@ impl Daemon {
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
-        };
-        d.wait_ready(Duration::from_secs(30)).await;
-        d
+        }
+    }
+
+    /// Waits for the process to exit on its own; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .map(|r| r.expect("wait for daemon"))
     }
 
     async fn wait_ready(&self, timeout: Duration) {

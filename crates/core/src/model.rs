@@ -451,6 +451,68 @@ pub struct Observation {
     pub primary: PrimaryObservation,
     /// The standby cluster.
     pub standby: StandbyObservation,
+    /// The verdicts the other daemon instances published for this group (this
+    /// instance's own verdict is the engine's). Empty for a single daemon.
+    pub observers: Vec<ObserverReport>,
+}
+
+/// What one daemon instance says about the primary, as published in its observer Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every signal of the primary is up.
+    Up,
+    /// Some signals are failing, not enough to call the primary down.
+    Suspect,
+    /// The primary is down by the signal quorum (after hysteresis).
+    Down,
+    /// This instance cannot tell (blind, frozen, or still starting).
+    Unknown,
+}
+
+impl Verdict {
+    /// Every verdict, for pre-registering metric label values.
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Up,
+        Verdict::Suspect,
+        Verdict::Down,
+        Verdict::Unknown,
+    ];
+
+    /// The label and annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Up => "up",
+            Verdict::Suspect => "suspect",
+            Verdict::Down => "down",
+            Verdict::Unknown => "unknown",
+        }
+    }
+
+    /// Reads an annotation value; anything else is `Unknown` (never down).
+    pub fn parse(s: &str) -> Self {
+        Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .unwrap_or(Verdict::Unknown)
+    }
+}
+
+/// Another daemon instance's verdict on the primary, read from its observer Lease.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObserverReport {
+    /// The instance's `daemon.identity`.
+    pub identity: String,
+    /// What it says.
+    pub verdict: Verdict,
+    /// How long ago it renewed its Lease (its verdict's age); `None` when unknown,
+    /// which is never fresh.
+    #[serde(with = "humantime_serde")]
+    pub age: Option<Duration>,
+    /// The signals it sees down (e.g. `api`), for `/status`.
+    pub down_signals: Vec<String>,
+    /// Since when (Unix seconds) it has said `down`, when it does.
+    pub down_since_unix: Option<f64>,
 }
 
 /// What the engine asks the actuator to do. Every action is idempotent and
@@ -732,6 +794,11 @@ reason_codes! {
     ResumedFromRecord => "resumed_from_record",
     /// The record is back in phase `primary` after a promotion: a failback.
     FailbackSeen => "failback_seen",
+    /// Fewer fresh observers (this instance included) than `observers.quorum`: no
+    /// promotion, whatever this instance sees.
+    ObserverQuorumUnreachable => "observer_quorum_unreachable",
+    /// Enough fresh observers, but fewer than `observers.quorum` of them say `down`.
+    ObserverQuorumNotMet => "observer_quorum_not_met",
 }
 
 impl std::fmt::Display for ReasonCode {
@@ -750,4 +817,4 @@ macro_rules! display_as_str {
     )*};
 }
 
-display_as_str!(ProbeReason, RecordPhase, GroupState);
+display_as_str!(ProbeReason, RecordPhase, GroupState, Verdict);

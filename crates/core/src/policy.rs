@@ -63,6 +63,42 @@ pub struct PolicyConfig {
     pub correct_standby: bool,
     /// Scale the old primary's workloads to 0 once its API answers after a promotion.
     pub fence: bool,
+    /// `[groups.policy.observers]`: how many daemon instances must agree.
+    pub observers: ObserverPolicy,
+}
+
+/// `[groups.policy.observers]`: the quorum of daemon instances (observers) that must
+/// say the primary is down before the leader promotes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserverPolicy {
+    /// Fresh observers saying `down` needed to promote, this instance included. 1 keeps
+    /// the single-daemon behaviour.
+    pub quorum: u32,
+    /// How many instances are meant to run (for validation and the alert on missing
+    /// observers); `None` when not said.
+    pub expected: Option<u32>,
+    /// An observer's verdict counts while its Lease was renewed within this; default
+    /// three probe intervals.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+}
+
+impl Default for ObserverPolicy {
+    fn default() -> Self {
+        ObserverPolicy {
+            quorum: 1,
+            expected: None,
+            ttl: None,
+        }
+    }
+}
+
+impl ObserverPolicy {
+    /// The verdict freshness bound, default applied (three probe intervals).
+    pub fn ttl_or_default(&self, interval: Duration) -> Duration {
+        self.ttl.unwrap_or_else(|| interval.saturating_mul(3))
+    }
 }
 
 impl Default for PolicyConfig {
@@ -77,6 +113,7 @@ impl Default for PolicyConfig {
             freeze_for: Duration::from_secs(60),
             correct_standby: true,
             fence: true,
+            observers: ObserverPolicy::default(),
         }
     }
 }

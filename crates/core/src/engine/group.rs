@@ -7,7 +7,7 @@ use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::model::{
     Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
-    SignalId,
+    SignalId, Verdict,
 };
 use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
@@ -178,6 +178,12 @@ impl Engine {
         }
     }
 
+    /// Switches between acting and only deciding: a daemon instance that does not lead
+    /// the group decides in observe mode.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.settings.mode = mode;
+    }
+
     /// The settings it was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
@@ -346,6 +352,18 @@ impl Engine {
             blind,
         );
 
+        // What this instance publishes as its observer verdict.
+        let verdict = if distrust.is_some() || self.is_frozen(now) {
+            Verdict::Unknown
+        } else if primary_down {
+            Verdict::Down
+        } else if primary_healthy {
+            Verdict::Up
+        } else if self.signals.iter().any(|s| s.unobservable().is_some()) {
+            Verdict::Unknown
+        } else {
+            Verdict::Suspect
+        };
         let state_changed = state != self.state;
         self.state = state;
         if reasons.is_empty() {
@@ -367,6 +385,7 @@ impl Engine {
             no_active_side,
             signals: self.signals.iter().map(Signal::snapshot).collect(),
             state_changed,
+            verdict,
         }
     }
 
@@ -711,6 +730,12 @@ impl Engine {
             reasons.push(ReasonCode::Cooldown);
             return GroupState::Blocked;
         }
+        if let Some(code) = self.observer_quorum(obs) {
+            // Only this step is gated: fencing and a recorded promotion's completion
+            // never wait for other observers.
+            reasons.push(code);
+            return GroupState::Blocked;
+        }
         let epoch = epoch.max(self.epoch_floor).saturating_add(1);
         actions.push(Action::RecordPromoting {
             epoch,
@@ -737,6 +762,33 @@ impl Engine {
                 self.promotion_seen_at = Some(now);
                 GroupState::Promoting
             }
+        }
+    }
+
+    /// The quorum of observers, this instance (which sees the primary down) included:
+    /// `None` when at least `observers.quorum` fresh observers say `down`, else why not.
+    /// An observer is fresh while its verdict is younger than `observers.ttl`; one
+    /// identity counts once.
+    fn observer_quorum(&self, obs: &Observation) -> Option<ReasonCode> {
+        let policy = &self.settings.policy.observers;
+        let quorum = usize::try_from(policy.quorum).unwrap_or(usize::MAX);
+        if quorum <= 1 {
+            return None;
+        }
+        let ttl = policy.ttl_or_default(self.settings.interval);
+        let mut fresh: Vec<(&str, Verdict)> = Vec::new();
+        for o in &obs.observers {
+            if o.age.is_some_and(|a| a <= ttl) && !fresh.iter().any(|(i, _)| *i == o.identity) {
+                fresh.push((&o.identity, o.verdict));
+            }
+        }
+        let down = 1 + fresh.iter().filter(|(_, v)| *v == Verdict::Down).count();
+        if 1 + fresh.len() < quorum {
+            Some(ReasonCode::ObserverQuorumUnreachable)
+        } else if down < quorum {
+            Some(ReasonCode::ObserverQuorumNotMet)
+        } else {
+            None
         }
     }
 

@@ -14,7 +14,7 @@ pub use crate::model::{GroupState, ReasonCode};
 pub use group::{Engine, EngineSettings};
 pub use signal::{Signal, SignalSnapshot};
 
-use crate::model::Action;
+use crate::model::{Action, Verdict};
 use serde::Serialize;
 
 /// One tick's output.
@@ -41,6 +41,8 @@ pub struct Decision {
     pub signals: Vec<SignalSnapshot>,
     /// True when `state` differs from the previous tick's.
     pub state_changed: bool,
+    /// This instance's verdict on the primary, published for the other instances.
+    pub verdict: Verdict,
 }
 
 impl Decision {

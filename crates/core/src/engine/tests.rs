@@ -31,6 +31,8 @@ pub(super) struct World {
     pub(super) record_readable: bool,
     /// Actions that failed with 403 when carried out.
     pub(super) forbidden: Vec<&'static str>,
+    /// The other instances' verdicts.
+    pub(super) observers: Vec<ObserverReport>,
 }
 
 impl World {
@@ -50,6 +52,7 @@ impl World {
             record_exists: false,
             record_readable: true,
             forbidden: Vec::new(),
+            observers: Vec::new(),
         }
     }
 
@@ -149,6 +152,7 @@ impl World {
                     }))
                 },
             },
+            observers: self.observers.clone(),
         }
     }
 
@@ -274,6 +278,7 @@ fn policy() -> PolicyConfig {
         freeze_for: Duration::from_secs(20),
         correct_standby: true,
         fence: true,
+        observers: Default::default(),
     }
 }
 
@@ -1274,4 +1279,151 @@ fn signals_are_matched_by_id_not_by_position() {
         let d = sim.engine.step(sim.now, &obs);
         assert!(!d.primary_down);
     }
+}
+
+fn observer(identity: &str, verdict: Verdict, age_secs: u64) -> ObserverReport {
+    ObserverReport {
+        identity: identity.into(),
+        verdict,
+        age: Some(Duration::from_secs(age_secs)),
+        down_signals: Vec::new(),
+        down_since_unix: None,
+    }
+}
+
+fn observer_quorum(quorum: u32) -> PolicyConfig {
+    PolicyConfig {
+        observers: crate::policy::ObserverPolicy {
+            quorum,
+            expected: Some(3),
+            ttl: None,
+        },
+        ..policy()
+    }
+}
+
+#[test]
+fn observer_quorum_one_is_the_single_daemon() {
+    let mut sim = Sim::new(observer_quorum(1), Mode::Auto);
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1, "no other observer is needed");
+}
+
+#[test]
+fn observer_quorum_waits_for_a_second_fresh_down() {
+    let mut sim = Sim::new(observer_quorum(2), Mode::Auto);
+    sim.world.observers = vec![observer("b", Verdict::Up, 1), observer("c", Verdict::Up, 1)];
+    sim.run(10);
+    assert_eq!(sim.log.last().unwrap().verdict, Verdict::Up);
+    sim.world.primary_down();
+    sim.run(20);
+    assert_eq!(sim.promotions(), 0, "the others see the primary up");
+    let d = sim.log.last().unwrap();
+    assert_eq!(d.state, GroupState::Blocked);
+    assert_eq!(d.verdict, Verdict::Down);
+    assert!(
+        d.reasons.contains(&ReasonCode::ObserverQuorumNotMet),
+        "{:?}",
+        d.reasons
+    );
+
+    // A stale `down` (older than three intervals) does not count.
+    sim.world.observers[0] = observer("b", Verdict::Down, 4);
+    sim.run(5);
+    assert_eq!(sim.promotions(), 0);
+
+    // One identity counts once.
+    sim.world.observers = vec![
+        observer("b", Verdict::Down, 9),
+        observer("b", Verdict::Up, 1),
+    ];
+    sim.run(3);
+    assert_eq!(sim.promotions(), 0);
+
+    sim.world.observers = vec![
+        observer("b", Verdict::Down, 1),
+        observer("c", Verdict::Up, 1),
+    ];
+    sim.tick();
+    assert_eq!(
+        sim.promotions(),
+        1,
+        "two fresh `down` of three promote at once"
+    );
+    sim.run(30);
+    assert_eq!(sim.promotions(), 1);
+    assert_eq!(sim.state(), GroupState::Promoted);
+}
+
+#[test]
+fn observer_quorum_unreachable_when_too_few_are_fresh() {
+    let mut sim = Sim::new(observer_quorum(2), Mode::Auto);
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(10);
+    assert_eq!(
+        sim.promotions(),
+        0,
+        "alone, this instance cannot make a quorum of 2"
+    );
+    let d = sim.log.last().unwrap();
+    assert_eq!(d.state, GroupState::Blocked);
+    assert!(
+        d.reasons.contains(&ReasonCode::ObserverQuorumUnreachable),
+        "{:?}",
+        d.reasons
+    );
+    // An observer whose age is unknown is never fresh.
+    sim.world.observers = vec![ObserverReport {
+        age: None,
+        ..observer("b", Verdict::Down, 0)
+    }];
+    sim.run(3);
+    assert_eq!(sim.promotions(), 0);
+}
+
+#[test]
+fn a_partitioned_observer_alone_never_promotes() {
+    // This instance sees the primary down (its own path is cut); the others see it up.
+    let mut sim = Sim::new(observer_quorum(2), Mode::Auto);
+    sim.world.observers = vec![observer("b", Verdict::Up, 0), observer("c", Verdict::Up, 0)];
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(200);
+    assert_eq!(sim.promotions(), 0);
+    assert_eq!(sim.world.standby_desired, 0);
+}
+
+#[test]
+fn observer_quorum_never_blocks_fencing_or_a_recorded_promotion() {
+    let mut sim = Sim::new(observer_quorum(2), Mode::Auto);
+    sim.world.observers = vec![observer("b", Verdict::Down, 0)];
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1);
+    // The observers disappear (their hosts died) right after the record was written.
+    sim.world.observers.clear();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted, "the promotion completes");
+    // The old primary comes back: it is fenced without any observer.
+    sim.world.primary_desired = 1;
+    sim.world.primary_up();
+    sim.run(3);
+    assert_eq!(sim.world.primary_desired, 0, "fenced");
+}
+
+#[test]
+fn verdict_is_unknown_while_blind_and_suspect_while_failing() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_workload = ProbeReason::Unready;
+    sim.world.primary_api = ProbeReason::Ok;
+    let d = sim.tick().clone();
+    assert_eq!(d.verdict, Verdict::Suspect);
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_workload = ProbeReason::Forbidden;
+    sim.run(3);
+    assert_eq!(sim.log.last().unwrap().verdict, Verdict::Unknown);
 }

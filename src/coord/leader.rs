@@ -1,0 +1,273 @@
+//! Leader election on one Lease per group, `kube-failover-<group>-leader`, decided tick by
+//! tick. Pure bookkeeping: the caller reads and writes the Lease and reports back.
+//!
+//! Safety does not depend on clocks agreeing between hosts:
+//! - a non-holder takes the Lease over only after it has seen the Lease unchanged (same
+//!   resourceVersion) for a whole lease duration on its own monotonic clock;
+//! - the holder writes only until `renew_deadline` after it *sent* its last successful
+//!   renewal, and `renew_deadline < lease_duration`, so it has stopped before anyone may
+//!   take over.
+//!
+//! The record's epoch and resourceVersion stay the fencing token: a write from a deposed
+//! leader that was in flight still fails on the record's precondition.
+
+use std::time::{Duration, Instant};
+
+/// How long a Lease is held and when its holder stops writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderTiming {
+    /// A Lease not renewed for this long may be taken over.
+    pub lease_duration: Duration,
+    /// The holder stops writing this long after its last successful renewal was sent.
+    pub renew_deadline: Duration,
+}
+
+/// The leader Lease as read, reduced to what the election needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// `spec.holderIdentity`, `None` when empty (released).
+    pub holder: Option<String>,
+    /// The holder's per-process instance id (annotation).
+    pub instance: Option<String>,
+    /// `spec.leaseTransitions`.
+    pub transitions: i32,
+}
+
+/// What to write this tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Someone else holds a live Lease: nothing to write.
+    Follow,
+    /// No Lease exists: create it, held by this instance.
+    Create,
+    /// Replace the Lease at `resource_version`: a renewal, or a take-over (`acquire`)
+    /// of a free or expired Lease.
+    Replace {
+        /// The precondition.
+        resource_version: String,
+        /// A new term starts (acquire time and transition count change).
+        acquire: bool,
+        /// `spec.leaseTransitions` to write.
+        transitions: i32,
+    },
+}
+
+/// How a planned write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Stored.
+    Ok,
+    /// Someone else wrote first (409, or the Lease is gone): not the leader.
+    Conflict,
+    /// Any other failure (timeout, 5xx, 403): the term runs out at its deadline.
+    Failed,
+}
+
+/// One group's election state in this instance.
+#[derive(Debug)]
+pub struct Election {
+    identity: String,
+    instance: String,
+    timing: LeaderTiming,
+    /// This instance may write until then.
+    leading_until: Option<Instant>,
+    /// The leader Lease's last resourceVersion seen and since when (local clock).
+    observed: Option<(String, Instant)>,
+    /// The holder last seen (for `/status`).
+    holder: Option<String>,
+}
+
+impl Election {
+    /// A follower until it wins a Lease.
+    pub fn new(identity: String, instance: String, timing: LeaderTiming) -> Self {
+        Election {
+            identity,
+            instance,
+            timing,
+            leading_until: None,
+            observed: None,
+            holder: None,
+        }
+    }
+
+    fn is_ours(&self, lease: &LeaseView) -> bool {
+        lease.holder.as_deref() == Some(self.identity.as_str())
+            && lease.instance.as_deref() == Some(self.instance.as_str())
+    }
+
+    /// Decides what to write, given the Lease read at `now` (`None`: it does not exist).
+    pub fn plan(&mut self, now: Instant, lease: Option<&LeaseView>) -> Plan {
+        let Some(lease) = lease else {
+            self.observed = None;
+            self.holder = None;
+            return Plan::Create;
+        };
+        match &self.observed {
+            Some((rv, _)) if *rv == lease.resource_version => {}
+            _ => self.observed = Some((lease.resource_version.clone(), now)),
+        }
+        self.holder = lease.holder.clone();
+        if self.is_ours(lease) {
+            return Plan::Replace {
+                resource_version: lease.resource_version.clone(),
+                acquire: false,
+                transitions: lease.transitions,
+            };
+        }
+        // Another holder (or this identity in another process): never write beside it.
+        self.leading_until = None;
+        let unchanged_for = self.observed.as_ref().map_or(Duration::ZERO, |(_, since)| {
+            now.saturating_duration_since(*since)
+        });
+        if lease.holder.is_none() || unchanged_for >= self.timing.lease_duration {
+            Plan::Replace {
+                resource_version: lease.resource_version.clone(),
+                acquire: true,
+                transitions: lease.transitions.saturating_add(1),
+            }
+        } else {
+            Plan::Follow
+        }
+    }
+
+    /// The planned write, sent at `sent_at`, ended with `result`.
+    pub fn written(&mut self, sent_at: Instant, result: WriteResult) {
+        match result {
+            WriteResult::Ok => {
+                self.leading_until = sent_at.checked_add(self.timing.renew_deadline);
+                self.holder = Some(self.identity.clone());
+                // Our own write changed the resourceVersion: not a sign of life of
+                // anyone else, but the clock restarts anyway (the next read sets it).
+                self.observed = None;
+            }
+            WriteResult::Conflict => self.leading_until = None,
+            WriteResult::Failed => {}
+        }
+    }
+
+    /// This instance may write now: it holds the Lease and its renew deadline has not
+    /// passed.
+    pub fn may_write(&self, now: Instant) -> bool {
+        self.leading_until.is_some_and(|until| now < until)
+    }
+
+    /// This instance won the Lease and its deadline has not passed yet, or it did and
+    /// the deadline passed without a renewal (`Some(false)`); `None` when it does not
+    /// hold it.
+    pub fn term(&self, now: Instant) -> Option<bool> {
+        self.leading_until.map(|until| now < until)
+    }
+
+    /// Forgets the term (the deadline passed and was reported).
+    pub fn step_down(&mut self) {
+        self.leading_until = None;
+    }
+
+    /// The holder last seen, this instance included.
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: LeaderTiming = LeaderTiming {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+    };
+
+    fn lease(rv: &str, holder: Option<&str>, instance: &str) -> LeaseView {
+        LeaseView {
+            resource_version: rv.into(),
+            holder: holder.map(str::to_string),
+            instance: Some(instance.into()),
+            transitions: 0,
+        }
+    }
+
+    #[test]
+    fn creates_a_missing_lease_and_leads_until_the_deadline() {
+        let t0 = Instant::now();
+        let mut e = Election::new("a".into(), "i1".into(), TIMING);
+        assert_eq!(e.plan(t0, None), Plan::Create);
+        assert!(!e.may_write(t0));
+        e.written(t0, WriteResult::Ok);
+        assert!(e.may_write(t0 + Duration::from_millis(1999)));
+        assert!(
+            !e.may_write(t0 + Duration::from_secs(2)),
+            "the deadline is hard"
+        );
+        // A failed renewal does not extend the term.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(matches!(
+            e.plan(t1, Some(&lease("2", Some("a"), "i1"))),
+            Plan::Replace { acquire: false, .. }
+        ));
+        e.written(t1, WriteResult::Failed);
+        assert!(!e.may_write(t0 + Duration::from_secs(2)));
+        assert_eq!(e.term(t0 + Duration::from_secs(2)), Some(false));
+    }
+
+    #[test]
+    fn takes_over_only_after_a_whole_lease_duration_unchanged() {
+        let t0 = Instant::now();
+        let mut e = Election::new("b".into(), "i2".into(), TIMING);
+        let held = lease("7", Some("a"), "i1");
+        assert_eq!(e.plan(t0, Some(&held)), Plan::Follow);
+        assert_eq!(
+            e.plan(t0 + Duration::from_millis(2900), Some(&held)),
+            Plan::Follow
+        );
+        // Renewed by its holder: the clock restarts.
+        let renewed = lease("8", Some("a"), "i1");
+        assert_eq!(
+            e.plan(t0 + Duration::from_secs(4), Some(&renewed)),
+            Plan::Follow
+        );
+        assert_eq!(
+            e.plan(t0 + Duration::from_secs(6), Some(&renewed)),
+            Plan::Follow
+        );
+        assert_eq!(
+            e.plan(t0 + Duration::from_secs(7), Some(&renewed)),
+            Plan::Replace {
+                resource_version: "8".into(),
+                acquire: true,
+                transitions: 1
+            }
+        );
+        assert_eq!(e.holder(), Some("a"));
+    }
+
+    #[test]
+    fn the_same_identity_in_another_process_is_someone_else() {
+        let t0 = Instant::now();
+        let mut e = Election::new("a".into(), "mine".into(), TIMING);
+        assert_eq!(
+            e.plan(t0, Some(&lease("1", Some("a"), "theirs"))),
+            Plan::Follow
+        );
+        assert!(!e.may_write(t0));
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once_and_a_lost_race_is_not_leading() {
+        let t0 = Instant::now();
+        let mut e = Election::new("b".into(), "i2".into(), TIMING);
+        assert!(matches!(
+            e.plan(t0, Some(&lease("3", None, ""))),
+            Plan::Replace { acquire: true, .. }
+        ));
+        e.written(t0, WriteResult::Conflict);
+        assert!(!e.may_write(t0));
+        // A leader that sees another holder stops at once.
+        e.written(t0, WriteResult::Ok);
+        assert!(e.may_write(t0));
+        assert_eq!(e.plan(t0, Some(&lease("4", Some("c"), "i3"))), Plan::Follow);
+        assert!(!e.may_write(t0));
+    }
+}

@@ -1,0 +1,202 @@
+//! Observer verdicts: every instance publishes its verdict on the primary each tick in
+//! its own Lease, `kube-failover-<group>-observer-<identity>`, and reads the others'.
+//! Pure bookkeeping; the caller reads and writes the Leases.
+
+use crate::model::{ObserverReport, Verdict};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One observer Lease as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserverLease {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// `spec.holderIdentity`: the instance's `daemon.identity`.
+    pub identity: String,
+    /// The per-process instance id (annotation).
+    pub instance: Option<String>,
+    /// The verdict annotation (anything unreadable is `unknown`).
+    pub verdict: Verdict,
+    /// The down signals annotation, split.
+    pub down_signals: Vec<String>,
+    /// The down-since annotation.
+    pub down_since_unix: Option<f64>,
+    /// `spec.renewTime` as Unix seconds.
+    pub renewed_unix: Option<f64>,
+}
+
+/// What this instance knows of the observers of one group.
+#[derive(Debug, Default)]
+pub struct Observers {
+    /// Per Lease name: the last resourceVersion seen and since when (local clock), so
+    /// that a Lease nobody renews ages even when clocks disagree.
+    seen: HashMap<String, (String, Instant)>,
+    /// Since when this instance has said `down` (wall clock).
+    down_since: Option<f64>,
+}
+
+impl Observers {
+    /// The age of a Lease's verdict: the larger of its wall-clock age and how long this
+    /// instance has seen it unchanged.
+    fn age(&mut self, now: Instant, wall: f64, lease: &ObserverLease) -> Option<Duration> {
+        let entry = self
+            .seen
+            .entry(lease.name.clone())
+            .or_insert_with(|| (lease.resource_version.clone(), now));
+        if entry.0 != lease.resource_version {
+            *entry = (lease.resource_version.clone(), now);
+        }
+        let local = now.saturating_duration_since(entry.1);
+        let wall_age = Duration::try_from_secs_f64((wall - lease.renewed_unix?).max(0.0)).ok()?;
+        Some(wall_age.max(local))
+    }
+
+    /// The other instances' verdicts (every Lease but `own`), with their ages.
+    pub fn reports(
+        &mut self,
+        now: Instant,
+        wall: f64,
+        leases: &[ObserverLease],
+        own: &str,
+    ) -> Vec<ObserverReport> {
+        self.seen
+            .retain(|name, _| leases.iter().any(|l| l.name == *name));
+        leases
+            .iter()
+            .filter(|l| l.name != own)
+            .map(|l| ObserverReport {
+                identity: l.identity.clone(),
+                verdict: l.verdict,
+                age: self.age(now, wall, l),
+                down_signals: l.down_signals.clone(),
+                down_since_unix: l.down_since_unix,
+            })
+            .collect()
+    }
+
+    /// Tracks this instance's own verdict; returns since when it has said `down`.
+    pub fn own_verdict(&mut self, verdict: Verdict, wall: f64) -> Option<f64> {
+        if verdict == Verdict::Down {
+            Some(*self.down_since.get_or_insert(wall))
+        } else {
+            self.down_since = None;
+            None
+        }
+    }
+}
+
+/// Another process publishes under this instance's identity: its Lease carries another
+/// instance id and changed since this instance last read or wrote it. A Lease left by a
+/// previous process of this identity (seen first, not renewed since) is no clash: it is
+/// taken over by the next write.
+pub fn clashes(own: Option<&ObserverLease>, instance: &str, last_known_rv: Option<&str>) -> bool {
+    own.is_some_and(|l| {
+        l.instance.as_deref() != Some(instance)
+            && last_known_rv.is_some_and(|rv| rv != l.resource_version)
+    })
+}
+
+/// A Lease name part from an identity: lower-case letters, digits and `-` (anything else
+/// becomes `-`), at most `max` characters, never starting or ending with `-`. Two
+/// identities that map to the same name are caught as a clash (the Lease keeps the
+/// identity as written).
+pub fn name_part(identity: &str, max: usize) -> String {
+    let mapped: String = identity
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
+            _ => '-',
+        })
+        .take(max)
+        .collect();
+    let trimmed = mapped.trim_matches(|c| c == '-' || c == '.');
+    if trimmed.is_empty() {
+        "x".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(name: &str, rv: &str, verdict: Verdict, renewed: f64) -> ObserverLease {
+        ObserverLease {
+            name: name.into(),
+            resource_version: rv.into(),
+            identity: name.into(),
+            instance: Some("i".into()),
+            verdict,
+            down_signals: vec![],
+            down_since_unix: None,
+            renewed_unix: Some(renewed),
+        }
+    }
+
+    #[test]
+    fn ages_by_wall_clock_and_by_local_observation() {
+        let t0 = Instant::now();
+        let mut o = Observers::default();
+        let a = lease("a", "1", Verdict::Down, 1000.0);
+        let r = o.reports(t0, 1002.0, std::slice::from_ref(&a), "own");
+        assert_eq!(r[0].age, Some(Duration::from_secs(2)));
+        assert_eq!(r[0].verdict, Verdict::Down);
+        // A clock running ahead of ours: the wall age says 0, the local one grows.
+        let ahead = lease("a", "1", Verdict::Down, 5000.0);
+        let r = o.reports(t0 + Duration::from_secs(10), 1012.0, &[ahead], "own");
+        assert_eq!(r[0].age, Some(Duration::from_secs(10)));
+        // Renewed: the local age restarts.
+        let renewed = lease("a", "2", Verdict::Down, 1012.0);
+        let r = o.reports(t0 + Duration::from_secs(11), 1012.5, &[renewed], "own");
+        assert_eq!(r[0].age, Some(Duration::from_millis(500)));
+        // Without a renew time, the age is unknown (never fresh).
+        let mut none = lease("b", "1", Verdict::Down, 0.0);
+        none.renewed_unix = None;
+        assert_eq!(o.reports(t0, 1000.0, &[none], "own")[0].age, None);
+        assert!(
+            o.reports(t0, 1000.0, &[lease("own", "1", Verdict::Up, 0.0)], "own")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn down_since_holds_while_down() {
+        let mut o = Observers::default();
+        assert_eq!(o.own_verdict(Verdict::Up, 1.0), None);
+        assert_eq!(o.own_verdict(Verdict::Down, 2.0), Some(2.0));
+        assert_eq!(o.own_verdict(Verdict::Down, 3.0), Some(2.0));
+        assert_eq!(o.own_verdict(Verdict::Suspect, 4.0), None);
+        assert_eq!(o.own_verdict(Verdict::Down, 5.0), Some(5.0));
+    }
+
+    #[test]
+    fn a_foreign_instance_writing_our_lease_since_we_saw_it_is_a_clash() {
+        let mut l = lease("a", "5", Verdict::Up, 0.0);
+        l.instance = Some("other".into());
+        assert!(
+            !clashes(Some(&l), "mine", None),
+            "left by a previous process"
+        );
+        assert!(
+            clashes(Some(&l), "mine", Some("4")),
+            "written since we saw it"
+        );
+        assert!(
+            !clashes(Some(&l), "mine", Some("5")),
+            "unchanged since we saw it"
+        );
+        l.instance = Some("mine".into());
+        assert!(!clashes(Some(&l), "mine", Some("4")));
+        assert!(!clashes(None, "mine", None));
+    }
+
+    #[test]
+    fn name_parts_are_dns_safe() {
+        assert_eq!(name_part("Host_01.example.com", 63), "host-01.example.com");
+        assert_eq!(name_part("--", 63), "x");
+        assert_eq!(name_part("abcdef", 3), "abc");
+    }
+}
