@@ -8,11 +8,14 @@
 //! ConfigMap and key, never guessed at.
 
 use crate::kube_call::{classify, describe};
-use crate::model::{DeploymentRef, FailoverRecord, ProbeReason, ReasonCode, RecordPhase};
+use crate::model::{
+    DeploymentRef, FailbackStep, FailoverRecord, HISTORY_LEN, ProbeReason, ReasonCode, RecordPhase,
+    Transition,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// `app.kubernetes.io/name` label value on every record.
 pub const APP_LABEL_VALUE: &str = "kube-failover";
@@ -45,6 +48,16 @@ pub mod keys {
     pub const FAILBACK_AT_UNIX: &str = "failback_at_unix";
     /// RFC 3339 time the record was written back after it was found missing.
     pub const RESTORED_AT: &str = "restored_at";
+    /// The operator (kubeconfig user name) who paused the group; absent when not paused.
+    pub const PAUSED_BY: &str = "paused_by";
+    /// RFC 3339 time the pause ends by itself; absent: until resumed.
+    pub const PAUSED_UNTIL: &str = "paused_until";
+    /// Why the group was paused.
+    pub const PAUSE_REASON: &str = "pause_reason";
+    /// `standby_down` or `primary_up`: the step of a failback in progress.
+    pub const FAILBACK_STEP: &str = "failback_step";
+    /// JSON list of the last transitions, oldest first (bounded).
+    pub const HISTORY: &str = "history";
 }
 
 /// Why the record could not be read or written.
@@ -133,7 +146,9 @@ pub async fn write(
     expected_resource_version: Option<&str>,
 ) -> Result<FailoverRecord, RecordError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let mut cm = to_config_map(namespace, name, group, record);
+    let mut record = record.clone();
+    append_history(&mut record, &now_stamp());
+    let mut cm = to_config_map(namespace, name, group, &record);
     let params = PostParams {
         field_manager: Some(APP_LABEL_VALUE.to_string()),
         ..PostParams::default()
@@ -165,6 +180,47 @@ pub async fn write(
             source: Box::new(source),
         }),
     }
+}
+
+/// What the record says besides its phase, for its history: `fenced`, `paused`,
+/// `failback:<step>`, `restored`.
+fn what(record: &FailoverRecord) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if record.fenced_at.is_some() && record.effective_phase().standby_active() {
+        parts.push("fenced".into());
+    }
+    if record.paused_by.is_some() {
+        parts.push("paused".into());
+    }
+    if let Some(step) = record.failback_step {
+        parts.push(format!("failback:{step}"));
+    }
+    if record.restored_at.is_some() {
+        parts.push("restored".into());
+    }
+    parts.join(" ")
+}
+
+/// Adds the transition `record` makes to its own history, unless the last entry already
+/// says the same (phase, epoch, what, reason); keeps the last [`HISTORY_LEN`].
+pub fn append_history(record: &mut FailoverRecord, now: &Stamp) {
+    let entry = Transition {
+        at: now.at.clone(),
+        phase: record.effective_phase(),
+        epoch: record.epoch,
+        by: record.holder.clone(),
+        what: what(record),
+        reason: record.reason.clone(),
+    };
+    let same = record.history.last().is_some_and(|last| {
+        (last.phase, last.epoch, &last.what, &last.reason)
+            == (entry.phase, entry.epoch, &entry.what, &entry.reason)
+    });
+    if !same {
+        record.history.push(entry);
+    }
+    let excess = record.history.len().saturating_sub(HISTORY_LEN);
+    record.history.drain(..excess);
 }
 
 /// A wall-clock time as the record stores it.
@@ -286,6 +342,11 @@ pub fn to_config_map(
         (keys::HOLDER, Some(&record.holder).filter(|h| !h.is_empty())),
         (keys::FAILBACK_AT, record.failback_at.as_ref()),
         (keys::RESTORED_AT, record.restored_at.as_ref()),
+        (keys::PAUSED_BY, record.paused_by.as_ref()),
+        (
+            keys::PAUSE_REASON,
+            Some(&record.pause_reason).filter(|r| !r.is_empty()),
+        ),
     ];
     for (key, value) in optional {
         if let Some(value) = value {
@@ -299,6 +360,23 @@ pub fn to_config_map(
         if let Some(unix) = unix {
             data.insert(key.to_string(), unix.to_string());
         }
+    }
+    if let Some(until) = record.paused_until_unix {
+        let at = u64::try_from(until)
+            .ok()
+            .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        data.insert(
+            keys::PAUSED_UNTIL.to_string(),
+            humantime::format_rfc3339_seconds(at).to_string(),
+        );
+    }
+    if let Some(step) = record.failback_step {
+        data.insert(keys::FAILBACK_STEP.to_string(), step.as_str().to_string());
+    }
+    if !record.history.is_empty() {
+        let list = serde_json::to_string(&record.history).unwrap_or_default();
+        data.insert(keys::HISTORY.to_string(), list);
     }
     if !record.primary_deployments.is_empty() {
         // Serializing plain strings cannot fail; an empty list is the safe fallback.
@@ -384,6 +462,35 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
             )
         })?,
     };
+    let paused_until_unix = match get(keys::PAUSED_UNTIL) {
+        None => None,
+        Some(v) => Some(
+            humantime::parse_rfc3339_weak(v)
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        keys::PAUSED_UNTIL,
+                        format!("{} is not an RFC 3339 time", quoted(v)),
+                    )
+                })?,
+        ),
+    };
+    let failback_step = match get(keys::FAILBACK_STEP) {
+        None => None,
+        Some(v) => Some(FailbackStep::parse(v).ok_or_else(|| {
+            invalid(
+                keys::FAILBACK_STEP,
+                format!("{} is not one of standby_down, primary_up", quoted(v)),
+            )
+        })?),
+    };
+    // The history is for people: an unreadable one is dropped (and starts again),
+    // never a reason to stop reading the record.
+    let history = get(keys::HISTORY)
+        .and_then(|v| serde_json::from_str::<Vec<Transition>>(v).ok())
+        .unwrap_or_default();
     let text = |key: &str| get(key).map(str::to_string);
     Ok(FailoverRecord {
         phase,
@@ -400,6 +507,11 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
         failback_at: text(keys::FAILBACK_AT),
         failback_at_unix,
         restored_at: text(keys::RESTORED_AT),
+        paused_by: text(keys::PAUSED_BY),
+        paused_until_unix,
+        pause_reason: text(keys::PAUSE_REASON).unwrap_or_default(),
+        failback_step,
+        history,
         resource_version: cm.metadata.resource_version.clone(),
     })
 }
@@ -451,6 +563,18 @@ mod tests {
             failback_at: None,
             failback_at_unix: None,
             restored_at: Some("2025-01-02T03:05:00Z".into()),
+            paused_by: Some("alice".into()),
+            paused_until_unix: Some(1_735_790_000),
+            pause_reason: "planned maintenance".into(),
+            failback_step: Some(FailbackStep::StandbyDown),
+            history: vec![Transition {
+                at: "2025-01-02T03:04:05Z".into(),
+                phase: RecordPhase::Promoting,
+                epoch: 3,
+                by: "watcher-1".into(),
+                what: String::new(),
+                reason: "primary_down_quorum".into(),
+            }],
             resource_version: None,
         }
     }
@@ -728,6 +852,64 @@ mod tests {
             ..at_phase(None)
         };
         assert_eq!(transition(&seen, Update::Failback, &stamp()), Ok(None));
+    }
+
+    #[test]
+    fn pause_keys_are_written_and_read() {
+        let cm = to_config_map("agents", "r", "env0", &sample());
+        let data = cm.data.as_ref().unwrap();
+        assert_eq!(data["paused_by"], "alice");
+        assert_eq!(data["paused_until"], "2025-01-02T03:53:20Z");
+        assert_eq!(data["pause_reason"], "planned maintenance");
+        assert_eq!(data["failback_step"], "standby_down");
+        let err = from_config_map(&cm_with(&[("paused_until", "tomorrow")])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordError::Invalid {
+                    key: "paused_until",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = from_config_map(&cm_with(&[("failback_step", "halfway")])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordError::Invalid {
+                    key: "failback_step",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A hand-mangled history is dropped, never a reason the record cannot be read.
+        let rec = from_config_map(&cm_with(&[("phase", "primary"), ("history", "[oops")])).unwrap();
+        assert!(rec.history.is_empty());
+    }
+
+    #[test]
+    fn history_keeps_changes_only_and_is_bounded() {
+        let mut rec = at_phase(Some(RecordPhase::Promoting));
+        append_history(&mut rec, &stamp());
+        append_history(&mut rec, &stamp());
+        assert_eq!(rec.history.len(), 1, "the same state twice is one entry");
+        rec.phase = Some(RecordPhase::Promoted);
+        rec.fenced_at = Some("t".into());
+        append_history(&mut rec, &stamp());
+        assert_eq!(rec.history.len(), 2);
+        assert_eq!(rec.history[1].what, "fenced");
+        assert_eq!(rec.history[1].by, "watcher-1");
+        for epoch in 0..(2 * HISTORY_LEN as u64) {
+            rec.epoch = epoch;
+            append_history(&mut rec, &stamp());
+        }
+        assert_eq!(rec.history.len(), HISTORY_LEN);
+        assert_eq!(
+            rec.history.last().unwrap().epoch,
+            2 * HISTORY_LEN as u64 - 1
+        );
     }
 
     #[test]

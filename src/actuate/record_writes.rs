@@ -58,6 +58,11 @@ impl Actuator {
             promoted_at_unix: Some(now.unix),
             primary_deployments: primary_deployments.to_vec(),
             holder: self.identity.clone(),
+            // An operator's pause and the history outlive a promotion.
+            paused_by: current.paused_by.clone(),
+            paused_until_unix: current.paused_until_unix,
+            pause_reason: current.pause_reason.clone(),
+            history: current.history.clone(),
             ..FailoverRecord::default()
         };
         self.write_record(&name, &next, current.resource_version.as_deref(), report)

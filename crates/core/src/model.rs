@@ -401,9 +401,73 @@ pub struct FailoverRecord {
     pub failback_at_unix: Option<i64>,
     /// RFC 3339 time the record was written back after it was found missing.
     pub restored_at: Option<String>,
+    /// Who paused the group (the operator's user name); `None` when it is not paused.
+    /// While a pause holds, every daemon instance probes and reports but acts on nothing.
+    pub paused_by: Option<String>,
+    /// Unix seconds at which the pause ends by itself; `None`: until resumed.
+    pub paused_until_unix: Option<i64>,
+    /// Why the group was paused (free text from the operator; may be empty).
+    pub pause_reason: String,
+    /// The step of a failback in progress (written by `kube-failover failback`); while
+    /// it is set the daemon neither fences, corrects nor promotes.
+    pub failback_step: Option<FailbackStep>,
+    /// The last transitions of the record, oldest first, at most [`HISTORY_LEN`].
+    pub history: Vec<Transition>,
     /// The object's resourceVersion, for optimistic concurrency; `None` when the
     /// record does not exist yet.
     pub resource_version: Option<String>,
+}
+
+/// How many transitions the record keeps in its history.
+pub const HISTORY_LEN: usize = 20;
+
+/// One transition of the failover record, as kept in its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Transition {
+    /// RFC 3339 time of the write.
+    pub at: String,
+    /// The phase written.
+    pub phase: RecordPhase,
+    /// The epoch written.
+    pub epoch: u64,
+    /// Who wrote it: a daemon's identity or an operator's user name.
+    pub by: String,
+    /// What the record says besides its phase: `fenced`, `paused`, `failback:<step>`,
+    /// `restored`, space-separated (may be empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub what: String,
+    /// The record's reason code (may be empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A step of an operator's failback, recorded so an interrupted failback resumes where
+/// it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailbackStep {
+    /// The standby is being scaled to 0 and its Pods waited for (the record still says
+    /// the standby is active).
+    StandbyDown,
+    /// The record says `primary`; the primary is being scaled up and waited for.
+    PrimaryUp,
+}
+
+impl FailbackStep {
+    /// The record value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailbackStep::StandbyDown => "standby_down",
+            FailbackStep::PrimaryUp => "primary_up",
+        }
+    }
+
+    /// Reads a record value; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        [FailbackStep::StandbyDown, FailbackStep::PrimaryUp]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 impl FailoverRecord {
@@ -416,6 +480,26 @@ impl FailoverRecord {
     /// resourceVersion); false for the default record of a missing ConfigMap.
     pub fn exists(&self) -> bool {
         self.resource_version.is_some()
+    }
+
+    /// True when an operator's pause holds at `wall_unix` (set, and not expired).
+    pub fn paused_at(&self, wall_unix: f64) -> bool {
+        self.paused_by.is_some()
+            && self
+                .paused_until_unix
+                .is_none_or(|until| wall_unix < until as f64)
+    }
+
+    /// Why the daemon must not act on this record at `wall_unix`: an operator's pause
+    /// or a failback in progress; `None` when it may.
+    pub fn hold_at(&self, wall_unix: f64) -> Option<ReasonCode> {
+        if self.failback_step.is_some() {
+            Some(ReasonCode::FailbackInProgress)
+        } else if self.paused_at(wall_unix) {
+            Some(ReasonCode::Paused)
+        } else {
+            None
+        }
     }
 
     /// When the cooldown starts: the later of the last promotion and the last failback.
@@ -655,11 +739,14 @@ pub enum GroupState {
     Promoted,
     /// The promotion did not complete in time; it is being retried.
     Failed,
+    /// An operator paused the group, or a failback is in progress: probes, metrics and
+    /// dual-active detection go on, no action is taken.
+    Paused,
 }
 
 impl GroupState {
     /// Every state, for pre-registering metric label values.
-    pub const ALL: [GroupState; 10] = [
+    pub const ALL: [GroupState; 11] = [
         GroupState::Starting,
         GroupState::PrimaryActive,
         GroupState::PrimarySuspect,
@@ -670,6 +757,7 @@ impl GroupState {
         GroupState::Promoting,
         GroupState::Promoted,
         GroupState::Failed,
+        GroupState::Paused,
     ];
 
     /// The label value.
@@ -685,6 +773,7 @@ impl GroupState {
             GroupState::Promoting => "promoting",
             GroupState::Promoted => "promoted",
             GroupState::Failed => "failed",
+            GroupState::Paused => "paused",
         }
     }
 }
@@ -799,6 +888,12 @@ reason_codes! {
     ObserverQuorumUnreachable => "observer_quorum_unreachable",
     /// Enough fresh observers, but fewer than `observers.quorum` of them say `down`.
     ObserverQuorumNotMet => "observer_quorum_not_met",
+    /// An operator paused the group (`kube-failover pause`): nothing is acted on until
+    /// it is resumed or the pause expires.
+    Paused => "paused",
+    /// An operator's failback is in progress (the record's `failback_step`): the daemon
+    /// neither fences, corrects nor promotes until it completes.
+    FailbackInProgress => "failback_in_progress",
 }
 
 impl std::fmt::Display for ReasonCode {
@@ -817,4 +912,4 @@ macro_rules! display_as_str {
     )*};
 }
 
-display_as_str!(ProbeReason, RecordPhase, GroupState, Verdict);
+display_as_str!(ProbeReason, RecordPhase, GroupState, Verdict, FailbackStep);

@@ -325,6 +325,25 @@ impl Engine {
             }
         };
 
+        // An operator's pause or failback holds every action (probes, metrics and the
+        // conditions below go on). A record that cannot be read (or is lost) holds by
+        // the last copy seen; a lost record is still written back, pause included.
+        let mut state = state;
+        let hold = match &obs.standby.record {
+            Ok(r) if r.exists() => r.hold_at(obs.wall_unix),
+            _ => self
+                .last_record
+                .as_ref()
+                .and_then(|r| r.hold_at(obs.wall_unix)),
+        };
+        if let Some(code) = hold {
+            actions.retain(|a| matches!(a, Action::RestoreRecord { .. }));
+            reasons
+                .retain(|r| !matches!(r, ReasonCode::PromotionStarted | ReasonCode::WouldPromote));
+            reasons.insert(0, code);
+            state = GroupState::Paused;
+        }
+
         // Invariant 6: both sides active, or neither, is always seen, whatever the config.
         let dual_active = matches!(
             (
@@ -437,7 +456,8 @@ impl Engine {
     }
 
     /// The record to write back when it is missing although it existed: the last copy
-    /// seen, or, when this daemon never saw one, a promotion proven by the epoch
+    /// seen (when it recorded a promotion, or holds a pause or a failback: a pause
+    /// cannot be known once its record is gone, so it is written back with it), or, when this daemon never saw one, a promotion proven by the epoch
     /// annotation on standby Deployments that still want replicas.
     fn lost_record(&self, obs: &Observation) -> Option<FailoverRecord> {
         let Ok(observed) = &obs.standby.record else {
@@ -447,7 +467,9 @@ impl Engine {
             return None;
         }
         if let Some(last) = &self.last_record
-            && (last.epoch > 0 || last.effective_phase().standby_active())
+            && (last.epoch > 0
+                || last.effective_phase().standby_active()
+                || last.hold_at(obs.wall_unix).is_some())
         {
             return Some(FailoverRecord {
                 resource_version: None,

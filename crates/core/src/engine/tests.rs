@@ -1427,3 +1427,157 @@ fn verdict_is_unknown_while_blind_and_suspect_while_failing() {
     sim.run(3);
     assert_eq!(sim.log.last().unwrap().verdict, Verdict::Unknown);
 }
+
+/// An operator's pause written into the record, as `kube-failover pause` does.
+fn pause(sim: &mut Sim, until: Option<f64>) {
+    let mut r = sim.world.record.clone();
+    r.paused_by = Some("alice".into());
+    r.paused_until_unix = until.map(|t| t as i64);
+    r.pause_reason = "maintenance".into();
+    sim.world.store(r);
+}
+
+fn resume(sim: &mut Sim) {
+    let mut r = sim.world.record.clone();
+    r.paused_by = None;
+    r.paused_until_unix = None;
+    sim.world.store(r);
+}
+
+#[test]
+fn pause_during_an_outage_never_promotes_and_resume_does() {
+    let mut sim = Sim::warmed_up();
+    pause(&mut sim, None);
+    let d = sim.tick().clone();
+    assert_eq!(d.state, GroupState::Paused);
+    assert_eq!(d.reasons[0], ReasonCode::Paused);
+    sim.world.primary_down();
+    sim.run(60);
+    assert_eq!(sim.promotions(), 0);
+    assert!(sim.log.iter().rev().take(60).all(|d| d.actions.is_empty()));
+    let last = sim.log.last().unwrap();
+    assert_eq!(last.state, GroupState::Paused);
+    assert!(last.primary_down, "probing goes on: the outage is seen");
+    assert_eq!(last.verdict, Verdict::Down);
+    assert!(!last.reasons.contains(&ReasonCode::PromotionStarted));
+    resume(&mut sim);
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1);
+    assert_eq!(sim.world.record.epoch, 1);
+}
+
+#[test]
+fn an_expired_pause_is_ignored() {
+    let mut sim = Sim::warmed_up();
+    let until = sim.wall + 5.0;
+    pause(&mut sim, Some(until));
+    sim.world.primary_down();
+    sim.run(4);
+    assert_eq!(sim.promotions(), 0);
+    assert_eq!(sim.state(), GroupState::Paused);
+    sim.run(4);
+    assert_eq!(sim.promotions(), 1, "the pause ended by itself");
+}
+
+#[test]
+fn a_pause_keeps_dual_active_detection_but_corrects_and_fences_nothing() {
+    let mut sim = Sim::warmed_up();
+    pause(&mut sim, None);
+    sim.world.standby_desired = 1;
+    let d = sim.tick().clone();
+    assert_eq!(d.state, GroupState::Paused);
+    assert!(d.dual_active);
+    assert_eq!(d.reasons[0], ReasonCode::DualActive);
+    assert_eq!(
+        d.actions,
+        vec![Action::Announce {
+            reason: ReasonCode::DualActive
+        }],
+        "told, never corrected"
+    );
+    sim.run(5);
+    assert_eq!(sim.world.standby_desired, 1);
+    // The same with a promotion recorded: the old primary is not fenced while paused.
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(10);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    pause(&mut sim, None);
+    sim.world.primary_desired = 1;
+    sim.world.primary_up();
+    sim.run(5);
+    assert_eq!(sim.world.primary_desired, 1, "not fenced while paused");
+    assert!(sim.log.last().unwrap().dual_active);
+    resume(&mut sim);
+    sim.run(2);
+    assert_eq!(sim.world.primary_desired, 0, "fenced once resumed");
+}
+
+#[test]
+fn a_failback_in_progress_is_neither_fenced_corrected_nor_promoted_over() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(10);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    // Step 1 recorded: the standby goes to 0 while the record still says promoted.
+    let mut r = sim.world.record.clone();
+    r.failback_step = Some(FailbackStep::StandbyDown);
+    sim.world.store(r);
+    sim.world.standby_desired = 0;
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::Paused);
+    assert_eq!(
+        sim.log.last().unwrap().reasons[0],
+        ReasonCode::FailbackInProgress
+    );
+    // Step 2 recorded: phase primary, the primary comes up and is not yet Ready.
+    let mut r = sim.world.record.clone();
+    r.phase = Some(RecordPhase::Primary);
+    r.failback_step = Some(FailbackStep::PrimaryUp);
+    sim.world.store(r);
+    sim.world.primary_desired = 1;
+    sim.world.primary_api = ProbeReason::Ok;
+    sim.world.primary_listable = true;
+    sim.world.primary_workload = ProbeReason::Unready;
+    // Someone scales the standby up in the middle: reported, not corrected.
+    sim.world.standby_desired = 1;
+    sim.run(20);
+    let start = sim.log.len() - 23;
+    assert!(sim.log[start..].iter().all(|d| {
+        d.actions
+            .iter()
+            .all(|a| matches!(a, Action::Announce { .. }))
+    }));
+    assert_eq!(sim.world.primary_desired, 1, "never fenced");
+    assert_eq!(sim.world.standby_desired, 1, "never corrected");
+    assert_eq!(sim.promotions(), 1);
+    // The failback completes: the record is released and the daemon acts again.
+    sim.world.standby_desired = 0;
+    let mut r = sim.world.record.clone();
+    r.failback_step = None;
+    sim.world.store(r);
+    sim.world.primary_workload = ProbeReason::Ok;
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::PrimaryActive);
+}
+
+#[test]
+fn a_lost_record_while_paused_is_restored_pause_included_and_nothing_scales() {
+    let mut sim = Sim::warmed_up();
+    pause(&mut sim, None);
+    sim.tick();
+    sim.world.record_exists = false;
+    sim.world.primary_down();
+    let d = sim.tick().clone();
+    assert_eq!(d.state, GroupState::Paused);
+    assert!(d.reasons.contains(&ReasonCode::RecordLost));
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, Action::RestoreRecord { .. }))
+    );
+    assert!(sim.world.record_exists);
+    assert_eq!(sim.world.record.paused_by.as_deref(), Some("alice"));
+    sim.run(20);
+    assert_eq!(sim.promotions(), 0);
+}
