@@ -1,5 +1,5 @@
 //! `kube-failover`: the daemon (`run`) and the operator's commands (`check-config`,
-//! `status`). This file owns the process: it parses the arguments, runs the command
+//! `status`, `pause`, `resume`, `promote`, `failback`, `fence`, `history`). This file owns the process: it parses the arguments, runs the command
 //! (each in `cli/`), tells the operator why one failed and picks the exit code.
 
 #![forbid(unsafe_code)]
@@ -19,6 +19,8 @@ const EXIT_RUNTIME: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 /// `status` could not reach the daemon.
 const EXIT_UNREACHABLE: u8 = 3;
+/// An operator's command was refused by a safety check (named on stderr).
+const EXIT_REFUSED: u8 = 4;
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -26,6 +28,8 @@ Exit codes:
   1  runtime error (the daemon failed; status got an unusable answer)
   2  invalid configuration or command line
   3  the daemon could not be reached (status)
+  4  refused by a safety check, named in the message (pause, resume, promote,
+     failback, fence)
 
 Configuration keys can be overridden from the environment as
 KUBE_FAILOVER__<SECTION>__<KEY>, e.g. KUBE_FAILOVER__DAEMON__MODE=observe or
@@ -67,6 +71,7 @@ fn report(failure: Failure) -> u8 {
         FailureKind::Invalid => EXIT_INVALID,
         FailureKind::Runtime => EXIT_RUNTIME,
         FailureKind::Unreachable => EXIT_UNREACHABLE,
+        FailureKind::Refused => EXIT_REFUSED,
     }
 }
 

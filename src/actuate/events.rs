@@ -54,8 +54,9 @@ impl Actuator {
         self.create_event(client, &change.namespace, event).await;
     }
 
-    /// Records an Event on the failover record's ConfigMap (standby cluster).
-    pub(super) async fn record_event(&self, reason: &'static str, message: String) {
+    /// Records an Event on the failover record's ConfigMap (standby cluster), as this
+    /// actuator's identity (an operator's commands name the operator there).
+    pub async fn record_event(&self, reason: &'static str, message: String) {
         let event = record_event(
             self.standby_ns(),
             &self.group.record_name(),

@@ -5,7 +5,7 @@
 use super::{ActionReport, ActuateError, Actuator, COMPONENT, ScaleChange, Side};
 use crate::config::WorkloadConfig;
 use crate::kube_call::{CallError, bounded};
-use crate::model::{Action, EPOCH_ANNOTATION, FailoverRecord, RecordPhase};
+use crate::model::{Action, EPOCH_ANNOTATION, FailbackStep, FailoverRecord, RecordPhase};
 use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
@@ -20,21 +20,26 @@ pub(super) enum Scaling {
     Fence,
     /// Standby to 0 while the primary is active.
     Correct,
+    /// An operator's failback, first step: standby to 0 while the record still says
+    /// the standby is active and `failback_step` is `standby_down`.
+    FailbackStandbyDown,
+    /// An operator's failback, last step: primary to each workload's replica count
+    /// while the record says `primary` and `failback_step` is `primary_up`.
+    FailbackPrimaryUp,
 }
 
 impl Scaling {
     fn side(self) -> Side {
         match self {
-            Scaling::Promote => Side::Standby,
-            Scaling::Fence => Side::Primary,
-            Scaling::Correct => Side::Standby,
+            Scaling::Promote | Scaling::Correct | Scaling::FailbackStandbyDown => Side::Standby,
+            Scaling::Fence | Scaling::FailbackPrimaryUp => Side::Primary,
         }
     }
 
     fn target(self, workload: &WorkloadConfig) -> i32 {
         match self {
-            Scaling::Promote => workload.replicas,
-            Scaling::Fence | Scaling::Correct => 0,
+            Scaling::Promote | Scaling::FailbackPrimaryUp => workload.replicas,
+            Scaling::Fence | Scaling::Correct | Scaling::FailbackStandbyDown => 0,
         }
     }
 
@@ -43,14 +48,16 @@ impl Scaling {
             Scaling::Promote => "KubeFailoverPromoted",
             Scaling::Fence => "KubeFailoverFenced",
             Scaling::Correct => "KubeFailoverStandbyCorrected",
+            Scaling::FailbackStandbyDown => "KubeFailoverFailbackStandbyDown",
+            Scaling::FailbackPrimaryUp => "KubeFailoverFailbackPrimaryUp",
         }
     }
 
     pub(super) fn event_type(self) -> &'static str {
         match self {
-            Scaling::Promote => "Normal",
+            Scaling::Promote | Scaling::FailbackPrimaryUp => "Normal",
             // Scaling down a workload someone may be relying on deserves attention.
-            Scaling::Fence | Scaling::Correct => "Warning",
+            Scaling::Fence | Scaling::Correct | Scaling::FailbackStandbyDown => "Warning",
         }
     }
 
@@ -59,6 +66,8 @@ impl Scaling {
             Scaling::Promote => "promotion",
             Scaling::Fence => "fencing the old primary",
             Scaling::Correct => "standby must stay at 0 while the primary is active",
+            Scaling::FailbackStandbyDown => "failback: the standby goes to 0 first",
+            Scaling::FailbackPrimaryUp => "failback: the primary comes back up",
         }
     }
 }
@@ -84,6 +93,17 @@ impl Actuator {
                 r.effective_phase() == RecordPhase::Primary && r.epoch == epoch
             }
             (Scaling::Correct, None) => epoch == 0,
+            (Scaling::FailbackStandbyDown, Some(r)) => {
+                r.effective_phase().standby_active()
+                    && r.epoch == epoch
+                    && r.failback_step == Some(FailbackStep::StandbyDown)
+            }
+            (Scaling::FailbackPrimaryUp, Some(r)) => {
+                r.effective_phase() == RecordPhase::Primary
+                    && r.epoch == epoch
+                    && r.failback_step == Some(FailbackStep::PrimaryUp)
+            }
+            (Scaling::FailbackStandbyDown | Scaling::FailbackPrimaryUp, None) => false,
         };
         if !still {
             return Err(self.stale(
@@ -102,9 +122,40 @@ impl Actuator {
         Ok(current.unwrap_or_default())
     }
 
+    /// A step of an operator's failback: scales the standby to 0 (`standby_down`) or
+    /// the primary up (`primary_up`), only if the record still says that step at `epoch`.
+    pub async fn failback_scale(
+        &self,
+        step: FailbackStep,
+        epoch: u64,
+    ) -> Result<ActionReport, ActuateError> {
+        let (scaling, kind) = match step {
+            FailbackStep::StandbyDown => (Scaling::FailbackStandbyDown, "failback_standby_down"),
+            FailbackStep::PrimaryUp => (Scaling::FailbackPrimaryUp, "failback_primary_up"),
+        };
+        let report = ActionReport {
+            action: kind,
+            scaled: Vec::new(),
+            record: None,
+            record_written: false,
+        };
+        self.scale_with(report, scaling, epoch, &[]).await
+    }
+
     pub(super) async fn scale(
         &self,
         action: &Action,
+        scaling: Scaling,
+        epoch: u64,
+        names: &[String],
+    ) -> Result<ActionReport, ActuateError> {
+        self.scale_with(ActionReport::new(action), scaling, epoch, names)
+            .await
+    }
+
+    async fn scale_with(
+        &self,
+        mut report: ActionReport,
         scaling: Scaling,
         epoch: u64,
         names: &[String],
@@ -116,7 +167,6 @@ impl Actuator {
             Side::Standby => (&self.standby, self.group.standby.namespace.as_str()),
         };
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        let mut report = ActionReport::new(action);
         let mut seen: Vec<String> = Vec::new();
         // Best effort across Deployments: fencing one Deployment must not wait for
         // another that failed; the first error is returned after all were tried.

@@ -5,7 +5,13 @@
 //! [`Command`]; the compiler then asks for its arm in [`Command::execute`].
 
 mod check_config;
+mod failback;
+mod fence;
+mod history;
 mod logging;
+mod ops;
+mod pause;
+mod promote;
 mod render;
 mod run;
 mod status;
@@ -23,6 +29,21 @@ pub(crate) enum Command {
     CheckConfig(check_config::Args),
     /// Ask a running daemon for its view of every group and print it.
     Status(status::Args),
+    /// Pause a group: every daemon instance keeps probing and reporting but acts on
+    /// nothing (maintenance mode), until `resume` or the `--for` expiry.
+    Pause(pause::PauseArgs),
+    /// End a pause.
+    Resume(pause::ResumeArgs),
+    /// Fail over by hand: record the promotion (epoch + 1), fence the primary when
+    /// reachable, scale the standby up.
+    Promote(promote::Args),
+    /// Fail back by hand, in order and resumably: standby to 0, its Pods gone, record
+    /// `primary`, primary up.
+    Failback(failback::Args),
+    /// Scale the old primary to 0 now (the record must say the standby is active).
+    Fence(fence::Args),
+    /// Print the failover record's last transitions.
+    History(history::Args),
 }
 
 impl Command {
@@ -32,6 +53,12 @@ impl Command {
             Command::Run(args) => args.execute(),
             Command::CheckConfig(args) => args.execute(),
             Command::Status(args) => args.execute(),
+            Command::Pause(args) => args.execute(),
+            Command::Resume(args) => args.execute(),
+            Command::Promote(args) => args.execute(),
+            Command::Failback(args) => args.execute(),
+            Command::Fence(args) => args.execute(),
+            Command::History(args) => args.execute(),
         }
     }
 }
@@ -45,6 +72,8 @@ pub(crate) enum FailureKind {
     Runtime,
     /// The daemon could not be reached.
     Unreachable,
+    /// A safety check refused the operator's command.
+    Refused,
 }
 
 /// Where the operator is told about a failure.
@@ -88,6 +117,11 @@ impl Failure {
     /// The daemon could not be reached.
     pub(crate) fn unreachable(error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
         Failure::new(FailureKind::Unreachable, error)
+    }
+
+    /// A safety check (named in the error) refused the command.
+    pub(crate) fn refused(error: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Failure::new(FailureKind::Refused, error)
     }
 
     /// Reported as an error line in the log, with `message`.

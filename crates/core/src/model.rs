@@ -894,6 +894,8 @@ reason_codes! {
     /// An operator's failback is in progress (the record's `failback_step`): the daemon
     /// neither fences, corrects nor promotes until it completes.
     FailbackInProgress => "failback_in_progress",
+    /// An operator started the promotion (`kube-failover promote`).
+    OperatorPromotion => "operator_promotion",
 }
 
 impl std::fmt::Display for ReasonCode {

@@ -1,0 +1,289 @@
+//! What the operator's commands (`pause`, `resume`, `promote`, `failback`, `fence`,
+//! `history`) share: the flags naming the group and the credentials, the clients built
+//! with the operator's own kubeconfig (never the daemon's admin port), the operator's
+//! name for the record and Events, and record writes that retry a lost race.
+
+use super::Failure;
+use super::check_config::ConfigFile;
+use kube_failover::actuate::Actuator;
+use kube_failover::cluster::{self, ClientOptions};
+use kube_failover::config::{ClusterConfig, GroupConfig};
+use kube_failover::model::{FailoverRecord, Observation};
+use kube_failover::{probe, record};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Bound on each Kubernetes call of a command.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting command looks again.
+pub(crate) const POLL: Duration = Duration::from_millis(500);
+/// How many times a record write is retried after losing a race.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// The flags every operator command takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    pub(crate) config: ConfigFile,
+    /// The group (`groups[].name`).
+    #[arg(long)]
+    pub(crate) group: String,
+    /// Kubeconfig for both clusters, instead of the configuration's.
+    #[arg(long)]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Context of the primary cluster, instead of the configuration's.
+    #[arg(long)]
+    pub(crate) primary_context: Option<String>,
+    /// Context of the standby cluster, instead of the configuration's.
+    #[arg(long)]
+    pub(crate) standby_context: Option<String>,
+    /// Print what would be done, change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// A safety check refused the command.
+#[derive(Debug, thiserror::Error)]
+#[error("refused by check {check}: {detail}")]
+pub(crate) struct Refused {
+    pub(crate) check: &'static str,
+    pub(crate) detail: String,
+}
+
+/// Refuses with `check` named.
+pub(crate) fn refuse(check: &'static str, detail: impl Into<String>) -> Failure {
+    Failure::refused(Refused {
+        check,
+        detail: detail.into(),
+    })
+}
+
+/// A command's run-time failure, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("group {group}: {what}")]
+pub(crate) struct OpError {
+    pub(crate) group: String,
+    pub(crate) what: String,
+    #[source]
+    pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The group, its clients and the operator acting.
+pub(crate) struct Session {
+    pub(crate) group: GroupConfig,
+    pub(crate) primary: kube::Client,
+    pub(crate) standby: kube::Client,
+    /// The kubeconfig user of the standby context (where the record is written).
+    pub(crate) operator: String,
+    pub(crate) dry_run: bool,
+    pub(crate) actuator: Actuator,
+    http: reqwest::Client,
+}
+
+impl Target {
+    /// Runs `body` on a fresh runtime with the group's session.
+    pub(crate) fn run<F, Fut>(&self, body: F) -> Result<(), Failure>
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<(), Failure>>,
+    {
+        let config = self.config.load()?;
+        let Some(group) = config.groups.iter().find(|g| g.name == self.group) else {
+            let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+            return Err(Failure::invalid(format!(
+                "no group {:?} in {} (groups: {})",
+                self.group,
+                self.config.path().display(),
+                known.join(", ")
+            )));
+        };
+        let mut group = group.clone();
+        override_cluster(&mut group.primary, &self.kubeconfig, &self.primary_context);
+        override_cluster(&mut group.standby, &self.kubeconfig, &self.standby_context);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Failure::runtime)?;
+        runtime.block_on(async move {
+            let options = ClientOptions::for_call_timeout(CALL_TIMEOUT);
+            let primary = cluster::client_for_with(&group.primary, "primary", options)
+                .await
+                .map_err(Failure::invalid)?;
+            let standby = cluster::client_for_with(&group.standby, "standby", options)
+                .await
+                .map_err(Failure::invalid)?;
+            let operator = operator_name(&group.standby);
+            let actuator = Actuator::new(
+                &group,
+                primary.clone(),
+                standby.clone(),
+                format!("operator:{operator}"),
+            )
+            .with_call_timeout(CALL_TIMEOUT);
+            let http = probe::http::client(CALL_TIMEOUT).map_err(Failure::runtime)?;
+            body(Session {
+                group,
+                primary,
+                standby,
+                operator,
+                dry_run: self.dry_run,
+                actuator,
+                http,
+            })
+            .await
+        })
+    }
+}
+
+fn override_cluster(
+    cluster: &mut ClusterConfig,
+    kubeconfig: &Option<PathBuf>,
+    context: &Option<String>,
+) {
+    if let Some(k) = kubeconfig {
+        cluster.kubeconfig = Some(k.clone());
+    }
+    if let Some(c) = context {
+        cluster.context = Some(c.clone());
+    }
+}
+
+/// The kubeconfig user name of `cluster`'s context (what `kubectl --as` would show):
+/// it names the operator in the record and in Events. Never a credential.
+fn operator_name(cluster: &ClusterConfig) -> String {
+    match cluster::resolve_kubeconfig(cluster) {
+        Ok(Some(resolved)) => resolved
+            .kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == resolved.context)
+            .and_then(|c| c.context.as_ref())
+            .and_then(|c| c.user.clone())
+            .unwrap_or_else(|| resolved.context.clone()),
+        _ => std::env::var("USER").unwrap_or_else(|_| "in-cluster".to_string()),
+    }
+}
+
+impl Session {
+    pub(crate) fn fail(
+        &self,
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Failure {
+        Failure::runtime(OpError {
+            group: self.group.name.clone(),
+            what: what.into(),
+            source: Some(source.into()),
+        })
+    }
+
+    /// Who acts, as written into the record's `holder` and history.
+    pub(crate) fn holder(&self) -> String {
+        format!("operator:{}", self.operator)
+    }
+
+    /// Reads the record (the default record when it does not exist yet).
+    pub(crate) async fn read_record(&self) -> Result<FailoverRecord, Failure> {
+        let ns = &self.group.standby.namespace;
+        let name = self.group.record_name();
+        match tokio::time::timeout(CALL_TIMEOUT, record::read(&self.standby, ns, &name)).await {
+            Ok(Ok(r)) => Ok(r.unwrap_or_default()),
+            Ok(Err(e)) => Err(self.fail("cannot read the failover record", e)),
+            Err(_) => Err(self.fail(
+                "cannot read the failover record",
+                format!("ConfigMap {ns}/{name}: no answer within {CALL_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    /// Reads the record, lets `change` decide what to write (`Ok(None)`: nothing), and
+    /// writes it on condition of the resourceVersion read; a lost race reads again and
+    /// decides again. Returns the record as stored (or as read, when nothing changed).
+    pub(crate) async fn modify(
+        &self,
+        mut change: impl FnMut(&FailoverRecord) -> Result<Option<FailoverRecord>, Failure>,
+    ) -> Result<FailoverRecord, Failure> {
+        let ns = &self.group.standby.namespace;
+        let name = self.group.record_name();
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.read_record().await?;
+            let Some(mut next) = change(&current)? else {
+                return Ok(current);
+            };
+            next.holder = self.holder();
+            if self.dry_run {
+                return Ok(next);
+            }
+            let write = record::write(
+                &self.standby,
+                ns,
+                &name,
+                &self.group.name,
+                &next,
+                current.resource_version.as_deref(),
+            );
+            match tokio::time::timeout(CALL_TIMEOUT, write).await {
+                Ok(Ok(stored)) => return Ok(stored),
+                Ok(Err(e)) if e.is_conflict() => continue,
+                Ok(Err(e)) => return Err(self.fail("cannot write the failover record", e)),
+                Err(_) => {
+                    return Err(self.fail(
+                        "cannot write the failover record",
+                        format!("ConfigMap {ns}/{name}: no answer within {CALL_TIMEOUT:?}"),
+                    ));
+                }
+            }
+        }
+        Err(refuse(
+            "record_changed",
+            format!(
+                "the failover record {ns}/{name} kept changing while it was written \
+                 ({WRITE_ATTEMPTS} attempts); run the command again"
+            ),
+        ))
+    }
+
+    /// One observation of both clusters, as the daemon's probes make it.
+    pub(crate) async fn observe(&self, recorded: &[String]) -> Observation {
+        let (primary, standby) = tokio::join!(
+            probe::probe_primary(&self.primary, &self.group, &self.http, CALL_TIMEOUT, recorded),
+            probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT),
+        );
+        Observation {
+            wall_unix: now_unix() as f64,
+            primary,
+            standby,
+            observers: Vec::new(),
+        }
+    }
+
+    /// An Event on the record naming the operator, the command and the reason.
+    pub(crate) async fn event(&self, reason: &'static str, message: String) {
+        if self.dry_run {
+            return;
+        }
+        let message = format!(
+            "group {}: {message} (by operator {})",
+            self.group.name, self.operator
+        );
+        self.actuator.record_event(reason, message).await;
+    }
+
+    /// A progress line on stderr, prefixed `[dry run]` when nothing is changed.
+    pub(crate) fn say(&self, line: impl std::fmt::Display) {
+        if self.dry_run {
+            eprintln!("[dry run] would: {line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch now.
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
