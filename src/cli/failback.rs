@@ -156,7 +156,10 @@ async fn failback(s: &Session, wait: bool) -> Result<(), Failure> {
         format!("failback completed by hand; the primary is active at epoch {epoch}"),
     )
     .await;
-    println!("group {}: failed back to the primary (epoch {epoch})", s.group.name);
+    println!(
+        "group {}: failed back to the primary (epoch {epoch})",
+        s.group.name
+    );
     Ok(())
 }
 
@@ -207,7 +210,12 @@ async fn primary_fit(s: &Session) -> Result<(), Failure> {
             ));
         }
     }
-    if obs.primary.deployments.as_deref().is_none_or(<[_]>::is_empty) {
+    if obs
+        .primary
+        .deployments
+        .as_deref()
+        .is_none_or(<[_]>::is_empty)
+    {
         return Err(refuse(
             "primary_workload_missing",
             "the primary's Deployments cannot be listed or none is selected",
@@ -268,9 +276,9 @@ async fn wait_primary_ready(s: &Session) -> Result<(), Failure> {
         let obs = s.observe(&[]).await;
         let views = obs.primary.deployments.unwrap_or_default();
         let ready = !views.is_empty()
-            && views.iter().all(|d| {
-                d.desired >= 1 && d.available >= d.desired && d.ready_pods >= d.desired
-            });
+            && views
+                .iter()
+                .all(|d| d.desired >= 1 && d.available >= d.desired && d.ready_pods >= d.desired);
         if ready {
             eprintln!("the primary is Ready");
             return Ok(());

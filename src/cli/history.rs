@@ -19,7 +19,8 @@ impl Args {
         self.target.run(|s| async move {
             let record = s.read_record().await?;
             if json {
-                let text = serde_json::to_string_pretty(&record.history).map_err(Failure::runtime)?;
+                let text =
+                    serde_json::to_string_pretty(&record.history).map_err(Failure::runtime)?;
                 println!("{text}");
                 return Ok(());
             }

@@ -247,7 +247,13 @@ impl Session {
     /// One observation of both clusters, as the daemon's probes make it.
     pub(crate) async fn observe(&self, recorded: &[String]) -> Observation {
         let (primary, standby) = tokio::join!(
-            probe::probe_primary(&self.primary, &self.group, &self.http, CALL_TIMEOUT, recorded),
+            probe::probe_primary(
+                &self.primary,
+                &self.group,
+                &self.http,
+                CALL_TIMEOUT,
+                recorded
+            ),
             probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT),
         );
         Observation {

@@ -31,9 +31,8 @@ impl PauseArgs {
         let reason = self.reason.clone();
         let duration = self.duration;
         self.target.run(|s| async move {
-            let until = duration.map(|d| {
-                now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            });
+            let until = duration
+                .map(|d| now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
             let stored = s
                 .modify(|current| {
                     let mut next = current.clone();
@@ -86,7 +85,10 @@ impl ResumeArgs {
                 println!("group {} is not paused: nothing to do", s.group.name);
                 return Ok(());
             }
-            s.say(format_args!("group {} resumed by {}", s.group.name, s.operator));
+            s.say(format_args!(
+                "group {} resumed by {}",
+                s.group.name, s.operator
+            ));
             s.event("KubeFailoverResumed", "resumed".to_string()).await;
             Ok(())
         })

@@ -35,7 +35,10 @@ impl Args {
                 Err(o) => {
                     return Err(refuse(
                         "record_unreadable",
-                        format!("the failover record cannot be read ({}): {}", o.reason, o.detail),
+                        format!(
+                            "the failover record cannot be read ({}): {}",
+                            o.reason, o.detail
+                        ),
                     ));
                 }
             };
@@ -58,7 +61,10 @@ impl Args {
             if !force {
                 let standby = &obs.standby;
                 let unfit = if !standby.api.passed() {
-                    Some((standby_check(standby.api.reason, "standby_api_down"), &standby.api))
+                    Some((
+                        standby_check(standby.api.reason, "standby_api_down"),
+                        &standby.api,
+                    ))
                 } else if !standby.workloads.passed() {
                     Some((
                         standby_check(standby.workloads.reason, "standby_workload_missing"),
@@ -103,7 +109,11 @@ impl Args {
             s.say(format_args!(
                 "record phase promoting at epoch {epoch}, fence the primary ({}), scale the \
                  standby of group {} up",
-                if names.is_empty() { "nothing seen running".to_string() } else { names.join(", ") },
+                if names.is_empty() {
+                    "nothing seen running".to_string()
+                } else {
+                    names.join(", ")
+                },
                 s.group.name
             ));
             if s.dry_run {
@@ -140,14 +150,17 @@ impl Args {
                     ),
                 }
             } else {
-                eprintln!("warning: the primary is unreachable; the daemon fences it when it is back");
+                eprintln!(
+                    "warning: the primary is unreachable; the daemon fences it when it is back"
+                );
             }
             let up = Action::ScaleStandbyUp { epoch };
-            let report = s
-                .actuator
-                .execute(&up, &obs)
-                .await
-                .map_err(|e| s.fail("cannot scale the standby up (the record says promoting; the daemon retries)", e))?;
+            let report = s.actuator.execute(&up, &obs).await.map_err(|e| {
+                s.fail(
+                    "cannot scale the standby up (the record says promoting; the daemon retries)",
+                    e,
+                )
+            })?;
             println!("{report}");
             if !wait {
                 return Ok(());
@@ -157,9 +170,9 @@ impl Args {
                 let obs = s.observe(&[]).await;
                 let views = obs.standby.deployments.as_deref().unwrap_or_default();
                 let ready = !views.is_empty()
-                    && views
-                        .iter()
-                        .all(|d| d.desired >= 1 && d.available >= d.desired && d.ready_pods >= d.desired);
+                    && views.iter().all(|d| {
+                        d.desired >= 1 && d.available >= d.desired && d.ready_pods >= d.desired
+                    });
                 if ready {
                     break;
                 }
@@ -182,7 +195,10 @@ impl Args {
                 .await
                 .map_err(|e| s.fail("cannot record promoted", e))?;
             println!("{report}");
-            println!("group {}: the standby is Ready (epoch {epoch})", s.group.name);
+            println!(
+                "group {}: the standby is Ready (epoch {epoch})",
+                s.group.name
+            );
             Ok(())
         })
     }

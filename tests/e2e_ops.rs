@@ -1,0 +1,219 @@
+//! End-to-end operator commands on real API servers: `pause` holds a promotion during an
+//! outage and `resume` lets it happen; `promote` is refused (exit 4, the check named) on
+//! an unfit standby, and two operators promoting at once make one epoch; an interrupted
+//! `failback` resumes when run again, with never both sides active at once.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+use support::*;
+
+/// Runs `kube-failover <args> --config <config> --group env0`.
+async fn op(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--group", GROUP]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the command ends within 120 s")
+        .expect("run kube-failover");
+    eprintln!(
+        "$ kube-failover {}: {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fast() -> DaemonOpts {
+    DaemonOpts {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(400),
+        ..DaemonOpts::default()
+    }
+}
+
+#[tokio::test]
+async fn pause_during_an_outage_never_promotes_and_resume_does() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &fast()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let out = op(&d.config, &["pause", "--reason", "planned work"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(record_field(&pair, "paused_by").await.is_some());
+    d.wait_state("paused", Duration::from_secs(10)).await;
+
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < until {
+        assert_eq!(replicas(&pair.standby).await, 0, "promoted while paused");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let g = d.group().await.expect("status");
+    assert_eq!(g.state, "paused");
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+
+    let out = op(&d.config, &["resume"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(record_field(&pair, "paused_by").await, None);
+    assert!(events_with_reason(&pair.standby, "KubeFailoverPaused").await >= 1);
+    let out = op(&d.config, &["history", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let whats: Vec<String> = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["phase"].as_str().unwrap(),
+                t["what"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(whats.contains(&"primary paused".to_string()), "{whats:?}");
+    assert!(
+        whats.iter().any(|w| w.starts_with("promoting")),
+        "{whats:?}"
+    );
+}
+
+#[tokio::test]
+async fn promote_is_refused_on_an_unfit_standby_naming_the_check() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &fast()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let name = pair.standby.trigger_deployment();
+    pair.standby.delete_deployment(&name).await.expect("delete");
+    let out = op(&d.config, &["promote"], &[]).await;
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused by check standby_workload_missing"),
+        "{err}"
+    );
+    assert_eq!(record_field(&pair, "phase").await, None, "nothing written");
+    assert_eq!(replicas(&pair.primary).await, 2, "nothing fenced");
+    // The dry run of a fit promotion says what it would do and changes nothing.
+    let out = op(&d.config, &["promote", "--force", "--dry-run"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[dry run]"));
+    assert_eq!(record_field(&pair, "phase").await, None);
+}
+
+#[tokio::test]
+async fn two_operators_promoting_at_once_make_one_epoch_then_failback_resumes() {
+    let pair = pair().await;
+    let opts = DaemonOpts {
+        cooldown: Duration::from_secs(600),
+        ..fast()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let (a, b) = tokio::join!(
+        op(&d.config, &["promote", "--wait"], &[]),
+        op(&d.config, &["promote", "--wait"], &[])
+    );
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    assert!(codes.contains(&Some(4)), "{codes:?}");
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(
+        record_field(&pair, "phase").await.as_deref(),
+        Some("promoted")
+    );
+    assert_eq!(replicas(&pair.primary).await, 0, "fenced");
+    d.wait_state("promoted", Duration::from_secs(10)).await;
+
+    // Both sides are sampled all along the failback: never both active.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let (p, s) = (pair.primary.client(), pair.standby.client());
+        let (pn, sn) = (
+            pair.primary.namespace().to_string(),
+            pair.standby.namespace().to_string(),
+        );
+        tokio::spawn(async move {
+            use k8s_openapi::api::apps::v1::Deployment;
+            let (pa, sa) = (
+                kube::Api::<Deployment>::namespaced(p, &pn),
+                kube::Api::<Deployment>::namespaced(s, &sn),
+            );
+            let sum = |list: kube::core::ObjectList<Deployment>| -> i32 {
+                list.items
+                    .iter()
+                    .filter_map(|d| d.spec.as_ref()?.replicas)
+                    .sum()
+            };
+            let mut samples = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let lp = kube::api::ListParams::default();
+                if let (Ok(p), Ok(s)) = (pa.list(&lp).await, sa.list(&lp).await) {
+                    let (p, s) = (sum(p), sum(s));
+                    assert!(
+                        !(p > 0 && s > 0),
+                        "both sides active: primary {p}, standby {s}"
+                    );
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+    let out = op(
+        &d.config,
+        &["failback"],
+        &[("KUBE_FAILOVER_FAILBACK_STOP_AFTER", "standby_down")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "stopped after its first step");
+    assert_eq!(
+        record_field(&pair, "failback_step").await.as_deref(),
+        Some("standby_down")
+    );
+    assert_eq!(
+        record_field(&pair, "phase").await.as_deref(),
+        Some("promoted")
+    );
+    d.wait_state("paused", Duration::from_secs(10)).await;
+    // Interrupted: the daemon neither promotes again nor fences nor corrects.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replicas(&pair.standby).await, 0);
+    assert_eq!(replicas(&pair.primary).await, 0);
+
+    let out = op(&d.config, &["failback", "--wait"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming the failback"));
+    assert_eq!(
+        record_field(&pair, "phase").await.as_deref(),
+        Some("primary")
+    );
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(record_field(&pair, "failback_step").await, None);
+    assert!(record_field(&pair, "failback_at").await.is_some());
+    assert_eq!(replicas(&pair.primary).await, 2);
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.await.expect("never both sides active");
+    assert!(samples > 10, "{samples} samples");
+    assert_eq!(replicas(&pair.standby).await, 0);
+}
