@@ -1,6 +1,7 @@
 //! `kube-failover`: the daemon (`run`) and the operator's commands (`check-config`,
-//! `status`, `pause`, `resume`, `promote`, `failback`, `fence`, `history`). This file owns the process: it parses the arguments, runs the command
-//! (each in `cli/`), tells the operator why one failed and picks the exit code.
+//! `status`, `pause`, `resume`, `promote`, `failback`, `fence`, `history`). This file
+//! owns the process: it parses the arguments, runs the command (each in `cli/`), tells
+//! the operator why one failed and picks the exit code.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
