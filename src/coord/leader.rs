@@ -44,7 +44,8 @@ pub enum Take {
     /// and taken only when nobody did meanwhile.
     Patient,
     /// Not yet (just started, the other instances are not known yet): nothing is
-    /// taken, and how long a Lease has been free is counted only afterwards.
+    /// taken, and how long a missing or released Lease has been free is counted only
+    /// afterwards.
     Hold,
 }
 
@@ -125,10 +126,12 @@ impl Election {
     /// Lease ([`Take`], from [`crate::coord::spread`]).
     pub fn plan(&mut self, now: Instant, lease: Option<&LeaseView>, take: Take) -> Plan {
         // A missing Lease is tracked as the resourceVersion "", so that how long it has
-        // been missing is known too. While holding back, the clock does not run.
+        // been missing is known too. While holding back, the clock of a missing or
+        // released Lease does not run (that of a held one does: it expires anyway).
         let rv = lease.map_or("", |l| l.resource_version.as_str());
+        let free = lease.is_none_or(|l| l.holder.is_none());
         match &self.observed {
-            Some((seen, _)) if seen == rv && take != Take::Hold => {}
+            Some((seen, _)) if seen == rv && !(take == Take::Hold && free) => {}
             _ => self.observed = Some((rv.to_string(), now)),
         }
         let unchanged_for = self.observed.as_ref().map_or(Duration::ZERO, |(_, since)| {
@@ -376,18 +379,21 @@ mod tests {
             e.plan(t0 + s(22), Some(&renewed), Take::Patient),
             Plan::Follow
         );
-        // Holding back: nothing taken, and the wait starts only afterwards.
-        assert_eq!(e.plan(t0 + s(30), Some(&renewed), Take::Hold), Plan::Follow);
-        assert_eq!(
-            e.plan(t0 + s(31), Some(&renewed), Take::Patient),
-            Plan::Follow
-        );
-        assert_eq!(
-            e.plan(t0 + s(35), Some(&renewed), Take::Patient),
-            Plan::Follow
-        );
+        // Holding back: nothing taken; a released Lease's wait starts only afterwards.
+        let free = lease("6", None, "");
+        assert_eq!(e.plan(t0 + s(30), Some(&free), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(32), Some(&free), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(34), Some(&free), Take::Patient), Plan::Follow);
         assert!(matches!(
-            e.plan(t0 + s(36), Some(&renewed), Take::Patient),
+            e.plan(t0 + s(35), Some(&free), Take::Patient),
+            Plan::Replace { acquire: true, .. }
+        ));
+        // A held Lease expires while holding back: taken as soon as eager.
+        let held = lease("7", Some("a"), "i1");
+        assert_eq!(e.plan(t0 + s(40), Some(&held), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(43), Some(&held), Take::Hold), Plan::Follow);
+        assert!(matches!(
+            e.plan(t0 + s(43), Some(&held), Take::Eager),
             Plan::Replace { acquire: true, .. }
         ));
     }

@@ -11,9 +11,9 @@
 //!   for one more lease duration and takes it only if nobody did
 //!   ([`super::leader::Election::plan`]), so no group stays without a leader.
 //! - During its first observer ttl an instance takes nothing (and starts counting how
-//!   long a Lease has been free only afterwards): by then every live instance has
-//!   published its observer Lease, so instances started together do not pile every
-//!   group onto whichever ticks first.
+//!   long a missing or released Lease has been free only afterwards): by then every
+//!   live instance has published its observer Lease, so instances started together
+//!   do not pile every group onto whichever ticks first.
 //! - An instance above its share **sheds**: it releases one quiet group's Lease (no
 //!   failover under way) per lease duration, and only while another fresh instance says
 //!   it leads less than the share, so a released Lease is taken at once.
