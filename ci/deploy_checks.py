@@ -249,7 +249,8 @@ def cmd_dashboard(_args):
             problems.append(f"panel '{p['title']}' does not use the $datasource variable")
     wanted = ["group state", "probe latency", "probe failures", "promotions", "fence",
               "standby fit", "replicas", "dual-active", "no active side",
-              "primary unobservable", "record restores"]
+              "primary unobservable", "record restores", "leaders per group",
+              "groups led per instance", "observers by verdict", "identity clash"]
     titles = " | ".join(p["title"].lower() for p in dash["panels"])
     problems += [f"no panel about {w}" for w in wanted if w not in titles]
     if problems:

@@ -4,8 +4,9 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams};
 use kube_failover::status::CoordStatus;
 use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
 use std::time::{Duration, Instant};
@@ -313,4 +314,383 @@ async fn a_second_process_with_the_same_identity_is_refused() {
     );
     assert_eq!(first.metric(LEADER).await, Some(1.0));
     assert_eq!(first.group().await.expect("status").state, "primary_active");
+}
+
+/// The default renew deadline at a 1 s interval: two thirds of the lease duration.
+const RENEW_DEADLINE: Duration = Duration::from_secs(2);
+
+async fn leader_lease(pair: &ClusterPair, group: &str) -> Option<Lease> {
+    let api: Api<Lease> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    api.get_opt(&format!("kube-failover-{group}-leader"))
+        .await
+        .expect("read the leader Lease")
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref()?.holder_identity.clone()
+}
+
+/// The standby's Events reported by `identity`: name and resourceVersion of each, so
+/// that a new Event and an update of an old one both show.
+async fn events_by(pair: &ClusterPair, identity: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
+    let mut found: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list the standby's Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(identity))
+        .map(|e| {
+            (
+                e.metadata.name.unwrap_or_default(),
+                e.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+async fn actions_total(d: &Daemon) -> f64 {
+    d.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("kube_failover_actions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Done-when 4: the leader loses the standby's API (its proxy blackholed, which holds
+/// what it sent and delivers it when healed) → it stops writing within the renew
+/// deadline, another instance leads and carries out a promotion meanwhile, and nothing
+/// the old leader sent lands: after the heal the record, the leader Lease and the
+/// Events carry no write of its identity made after the cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_from_the_standby_stops_writing_and_is_replaced() {
+    let pair = pair().await;
+    // obs-c starts first and alone, so that it is the leader.
+    let (c, proxy): (Daemon, FaultProxy) =
+        Daemon::start_via_proxy(&pair, Via::Standby, &opts("obs-c", 2)).await;
+    assert_eq!(settled(&[&c]).await, 0);
+    let (oa, ob) = (opts("obs-a", 2), opts("obs-b", 2));
+    let (a, b) = tokio::join!(Daemon::start(&pair, &oa), Daemon::start(&pair, &ob));
+    let all = [&a, &b, &c];
+    assert_eq!(settled(&all).await, 2, "obs-c still leads");
+    let c_events = events_by(&pair, "obs-c").await;
+    let c_actions = actions_total(&c).await;
+
+    let cut = Instant::now();
+    proxy.set_mode(ProxyMode::Blackhole);
+    let stopped = wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async { c.metric(LEADER).await == Some(0.0) },
+    )
+    .await;
+    assert!(stopped.is_some(), "obs-c still leads:\n{}", c.log_text());
+    let stopped = cut.elapsed();
+    measured("leader cut from the standby -> stopped leading", stopped);
+    // Writing stops at the deadline (checked before every action); the metric and the
+    // log say so at the first tick after it, whose reads time out first (ticks of
+    // interval + timeout while cut off).
+    assert!(
+        stopped < RENEW_DEADLINE + Duration::from_secs(3),
+        "took {stopped:?}"
+    );
+    assert!(
+        c.log_text()
+            .contains("leader Lease not renewed within the renew deadline: stopped writing"),
+        "{}",
+        c.log_text()
+    );
+    let took = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async { sum(&[&a, &b], LEADER).await == 1.0 },
+    )
+    .await;
+    assert!(took.is_some(), "no new leader:\n{}", a.log_text());
+    let took = cut.elapsed();
+    measured("leader cut from the standby -> another leads", took);
+    // Functional bound: the lease duration after the last renewal the others saw, a
+    // tick to see it and one to take over, and slack for a loaded machine.
+    assert!(
+        took < LEASE_DURATION + Duration::from_secs(5),
+        "took {took:?}"
+    );
+    let new_leader = if a.metric(LEADER).await == Some(1.0) {
+        "obs-a"
+    } else {
+        "obs-b"
+    };
+
+    // While obs-c is cut off, the primary's API stops: the new leader promotes.
+    pair.primary
+        .stop_apiserver()
+        .await
+        .expect("stop primary apiserver");
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { record_field(&pair, "phase").await.as_deref() == Some("promoted") },
+    )
+    .await
+    .expect("the new leader completes the promotion");
+
+    // Heal: whatever obs-c sent into the blackhole is delivered now.
+    proxy.set_mode(ProxyMode::Pass);
+    let back = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            coord(&c)
+                .await
+                .is_some_and(|s| s.leader.as_deref() == Some(new_leader) && s.role == "follower")
+        },
+    )
+    .await;
+    assert!(
+        back.is_some(),
+        "obs-c does not follow {new_leader}: {:?}\n{}",
+        coord(&c).await,
+        c.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // On the standby's API server: nothing of obs-c's landed after the cut.
+    let lease = leader_lease(&pair, GROUP).await.expect("leader Lease");
+    assert_eq!(holder(&lease).as_deref(), Some(new_leader));
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    assert_eq!(
+        record_field(&pair, "holder").await.as_deref(),
+        Some(new_leader)
+    );
+    assert_eq!(
+        events_by(&pair, "obs-c").await,
+        c_events,
+        "an Event by obs-c after the cut"
+    );
+    assert!(!events_by(&pair, new_leader).await.is_empty());
+    // And in obs-c's own counts: no action, no promotion.
+    assert_eq!(actions_total(&c).await, c_actions);
+    assert_eq!(c.metric(STARTED).await, Some(0.0));
+    assert_eq!(sum(&all, STARTED).await, 1.0);
+    assert_eq!(c.metric(LEADER).await, Some(0.0));
+}
+
+/// Rolling restart: a leader stopped by SIGTERM releases its Lease and withdraws its
+/// verdict, so the other instance leads at once instead of after a lease duration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_stopped_by_sigterm_hands_over_at_once() {
+    let pair = pair().await;
+    let (oa, ob) = (opts("obs-a", 1), opts("obs-b", 1));
+    let (a, b) = tokio::join!(Daemon::start(&pair, &oa), Daemon::start(&pair, &ob));
+    let mut daemons = vec![a, b];
+    let leader = {
+        let all: Vec<&Daemon> = daemons.iter().collect();
+        settled(&all).await
+    };
+    let mut old = daemons.remove(leader);
+    let other = &daemons[0];
+    let stopped = Instant::now();
+    let (status, took) = tokio::join!(
+        old.terminate(),
+        wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async { other.metric(LEADER).await == Some(1.0) },
+        ),
+    );
+    assert!(status.success(), "{status:?}\n{}", old.log_text());
+    assert!(took.is_some(), "no new leader:\n{}", other.log_text());
+    let took = stopped.elapsed();
+    measured("leader SIGTERMed -> the other leads", took);
+    // Released, not expired: sooner than the lease duration a crash costs.
+    assert!(took < LEASE_DURATION, "took {took:?}\n{}", old.log_text());
+    assert!(
+        old.log_text().contains("leader Lease released"),
+        "{}",
+        old.log_text()
+    );
+    // Its verdict is withdrawn: no longer fresh for the other instance.
+    let gone = wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || async {
+            coord(other).await.is_some_and(|s| {
+                s.observers
+                    .iter()
+                    .filter(|o| !o.this_instance)
+                    .all(|o| !o.fresh)
+            })
+        },
+    )
+    .await;
+    assert!(gone.is_some(), "{:?}", coord(other).await);
+    assert_eq!(other.group().await.expect("status").state, "primary_active");
+    assert_eq!(sum(&[other], STARTED).await, 0.0);
+}
+
+/// The groups of the spread scenario: [`GROUP`] and `env1`…
+fn group_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("env{i}")).collect()
+}
+
+/// Per instance, how many of `groups` it leads now.
+async fn led_per_instance(daemons: &[&Daemon], groups: &[String]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for d in daemons {
+        let m = d.metrics().await;
+        let n = groups
+            .iter()
+            .filter(|g| {
+                metric_value(&m, &format!(r#"kube_failover_leader{{group="{g}"}}"#)) == Some(1.0)
+            })
+            .count();
+        counts.push(n);
+    }
+    counts
+}
+
+/// Every group led by exactly one of `daemons`.
+async fn each_led_once(daemons: &[&Daemon], groups: &[String]) -> bool {
+    let mut texts = Vec::new();
+    for d in daemons {
+        texts.push(d.metrics().await);
+    }
+    groups.iter().all(|g| {
+        let series = format!(r#"kube_failover_leader{{group="{g}"}}"#);
+        texts
+            .iter()
+            .filter(|m| metric_value(m, &series) == Some(1.0))
+            .count()
+            == 1
+    })
+}
+
+async fn promotions_started(d: &Daemon, groups: &[String]) -> f64 {
+    let m = d.metrics().await;
+    groups
+        .iter()
+        .filter_map(|g| {
+            metric_value(
+                &m,
+                &format!(r#"kube_failover_promotions_total{{group="{g}",result="started"}}"#),
+            )
+        })
+        .sum()
+}
+
+/// Done-when 5: many groups, three instances → leadership spreads (each leads about a
+/// third); one is SIGKILLed → its groups are led by the two others within about a
+/// lease duration, and no healthy group is promoted.
+#[tokio::test(flavor = "multi_thread")]
+async fn leadership_spreads_over_three_instances_and_moves_when_one_dies() {
+    const GROUPS: usize = 20;
+    let pair = pair().await;
+    let groups = group_names(GROUPS);
+    let spread_opts = |identity: &str| DaemonOpts {
+        extra_groups: groups[1..].to_vec(),
+        ..opts(identity, 1)
+    };
+    let (oa, ob, oc) = (
+        spread_opts("obs-a"),
+        spread_opts("obs-b"),
+        spread_opts("obs-c"),
+    );
+    let (a, b, c) = tokio::join!(
+        Daemon::start(&pair, &oa),
+        Daemon::start(&pair, &ob),
+        Daemon::start(&pair, &oc),
+    );
+    let mut daemons = vec![a, b, c];
+    let all: Vec<&Daemon> = daemons.iter().collect();
+    let spread = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { each_led_once(&all, &groups).await },
+    )
+    .await;
+    assert!(
+        spread.is_some(),
+        "not every group led once: {:?}\n{}",
+        led_per_instance(&all, &groups).await,
+        all[0].log_text()
+    );
+    // Stable for a few ticks (no instance sheds or takes more).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(each_led_once(&all, &groups).await);
+    let counts = led_per_instance(&all, &groups).await;
+    eprintln!("measured: {GROUPS} groups over three instances: {counts:?} leaders each");
+    assert_eq!(counts.iter().sum::<usize>(), GROUPS, "{counts:?}");
+    let share = GROUPS.div_ceil(3);
+    assert!(
+        counts.iter().all(|n| (share - 1..=share).contains(n)),
+        "{counts:?}"
+    );
+
+    // SIGKILL the instance leading the most.
+    let most = (0..3).max_by_key(|i| counts[*i]).expect("three");
+    let mut dead = daemons.remove(most);
+    dead.kill().await;
+    let killed = Instant::now();
+    let rest: Vec<&Daemon> = daemons.iter().collect();
+    let moved = wait_for(
+        Duration::from_secs(40),
+        Duration::from_millis(100),
+        || async { each_led_once(&rest, &groups).await },
+    )
+    .await;
+    assert!(
+        moved.is_some(),
+        "groups not moved: {:?}\n{}",
+        led_per_instance(&rest, &groups).await,
+        rest[0].log_text()
+    );
+    let moved = killed.elapsed();
+    measured(
+        "instance SIGKILLed -> all its groups led by the others",
+        moved,
+    );
+    // Functional bound: a lease duration to see the Leases expire, the observer ttl
+    // that ends the dead instance's share of the count, and ticks and slack.
+    assert!(
+        moved < 2 * LEASE_DURATION + Duration::from_secs(5),
+        "took {moved:?}"
+    );
+    let after = led_per_instance(&rest, &groups).await;
+    eprintln!("measured: {GROUPS} groups over two instances: {after:?} leaders each");
+    assert_eq!(after.iter().sum::<usize>(), GROUPS, "{after:?}");
+    let share = GROUPS.div_ceil(2);
+    assert!(
+        after.iter().all(|n| (share - 1..=share).contains(n)),
+        "{after:?}"
+    );
+    // No healthy group was promoted. (On a loaded machine a group may be `frozen`
+    // for a while, reason loop_stalled: a tick took over two intervals. That holds
+    // decisions back; it never promotes.)
+    let mut frozen = 0;
+    for d in &rest {
+        assert_eq!(promotions_started(d, &groups).await, 0.0);
+        for g in &groups {
+            let state = d.group_named(g).await.expect("group status").state;
+            assert!(
+                state == "primary_active" || state == "frozen",
+                "group {g}: {state:?}"
+            );
+            frozen += usize::from(state == "frozen");
+        }
+    }
+    eprintln!("measured: groups frozen after the kill (loop stalled): {frozen}");
+    assert_eq!(replicas(&pair.standby).await, 0);
+    for g in &groups {
+        let api: Api<ConfigMap> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
+        let record = api
+            .get_opt(&format!("kube-failover-{g}"))
+            .await
+            .expect("read a record");
+        let phase = record.and_then(|r| r.data?.get("phase").cloned());
+        assert_eq!(phase, None, "group {g} has a failover record");
+    }
 }

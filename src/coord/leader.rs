@@ -35,6 +35,20 @@ pub struct LeaseView {
     pub transitions: i32,
 }
 
+/// How readily a free Lease is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Below its fair share: a missing, released or expired Lease is taken at once.
+    Eager,
+    /// At its share: such a Lease is left to the others for one more lease duration,
+    /// and taken only when nobody did meanwhile.
+    Patient,
+    /// Not yet (just started, the other instances are not known yet): nothing is
+    /// taken, and how long a missing or released Lease has been free is counted only
+    /// afterwards.
+    Hold,
+}
+
 /// What to write this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -42,6 +56,12 @@ pub enum Plan {
     Follow,
     /// No Lease exists: create it, held by this instance.
     Create,
+    /// Write the Lease at `resource_version` with no holder: this instance hands the
+    /// group over (it stopped writing before).
+    Release {
+        /// The precondition.
+        resource_version: String,
+    },
     /// Replace the Lease at `resource_version`: a renewal, or a take-over (`acquire`)
     /// of a free or expired Lease.
     Replace {
@@ -77,6 +97,8 @@ pub struct Election {
     observed: Option<(String, Instant)>,
     /// The holder last seen (for `/status`).
     holder: Option<String>,
+    /// `spec.leaseTransitions` last seen.
+    transitions: i32,
 }
 
 impl Election {
@@ -89,6 +111,7 @@ impl Election {
             leading_until: None,
             observed: None,
             holder: None,
+            transitions: 0,
         }
     }
 
@@ -98,17 +121,37 @@ impl Election {
     }
 
     /// Decides what to write, given the Lease read at `now` (`None`: it does not exist).
-    pub fn plan(&mut self, now: Instant, lease: Option<&LeaseView>) -> Plan {
-        let Some(lease) = lease else {
-            self.observed = None;
-            self.holder = None;
-            return Plan::Create;
-        };
+    ///
+    /// `take` says how readily this instance takes a missing, released or expired
+    /// Lease ([`Take`], from [`crate::coord::spread`]).
+    pub fn plan(&mut self, now: Instant, lease: Option<&LeaseView>, take: Take) -> Plan {
+        // A missing Lease is tracked as the resourceVersion "", so that how long it has
+        // been missing is known too. While holding back, the clock of a missing or
+        // released Lease does not run (that of a held one does: it expires anyway).
+        let rv = lease.map_or("", |l| l.resource_version.as_str());
+        let free = lease.is_none_or(|l| l.holder.is_none());
         match &self.observed {
-            Some((rv, _)) if *rv == lease.resource_version => {}
-            _ => self.observed = Some((lease.resource_version.clone(), now)),
+            Some((seen, _)) if seen == rv && !(take == Take::Hold && free) => {}
+            _ => self.observed = Some((rv.to_string(), now)),
         }
+        let unchanged_for = self.observed.as_ref().map_or(Duration::ZERO, |(_, since)| {
+            now.saturating_duration_since(*since)
+        });
+        let patience = match take {
+            Take::Eager => Duration::ZERO,
+            Take::Patient => self.timing.lease_duration,
+            Take::Hold => Duration::MAX,
+        };
+        let Some(lease) = lease else {
+            self.holder = None;
+            return if unchanged_for >= patience {
+                Plan::Create
+            } else {
+                Plan::Follow
+            };
+        };
         self.holder = lease.holder.clone();
+        self.transitions = lease.transitions;
         if self.is_ours(lease) {
             return Plan::Replace {
                 resource_version: lease.resource_version.clone(),
@@ -118,10 +161,14 @@ impl Election {
         }
         // Another holder (or this identity in another process): never write beside it.
         self.leading_until = None;
-        let unchanged_for = self.observed.as_ref().map_or(Duration::ZERO, |(_, since)| {
-            now.saturating_duration_since(*since)
-        });
-        if lease.holder.is_none() || unchanged_for >= self.timing.lease_duration {
+        // How long the Lease has been free: since it was seen released, or since it
+        // expired (a whole lease duration seen unchanged).
+        let free_for = if lease.holder.is_none() {
+            Some(unchanged_for)
+        } else {
+            unchanged_for.checked_sub(self.timing.lease_duration)
+        };
+        if free_for.is_some_and(|f| f >= patience) {
             Plan::Replace {
                 resource_version: lease.resource_version.clone(),
                 acquire: true,
@@ -165,6 +212,11 @@ impl Election {
         self.leading_until = None;
     }
 
+    /// `spec.leaseTransitions` as last seen.
+    pub fn transitions(&self) -> i32 {
+        self.transitions
+    }
+
     /// The holder last seen, this instance included.
     pub fn holder(&self) -> Option<&str> {
         self.holder.as_deref()
@@ -193,7 +245,7 @@ mod tests {
     fn creates_a_missing_lease_and_leads_until_the_deadline() {
         let t0 = Instant::now();
         let mut e = Election::new("a".into(), "i1".into(), TIMING);
-        assert_eq!(e.plan(t0, None), Plan::Create);
+        assert_eq!(e.plan(t0, None, Take::Eager), Plan::Create);
         assert!(!e.may_write(t0));
         e.written(t0, WriteResult::Ok);
         assert!(e.may_write(t0 + Duration::from_millis(1999)));
@@ -204,7 +256,7 @@ mod tests {
         // A failed renewal does not extend the term.
         let t1 = t0 + Duration::from_secs(1);
         assert!(matches!(
-            e.plan(t1, Some(&lease("2", Some("a"), "i1"))),
+            e.plan(t1, Some(&lease("2", Some("a"), "i1")), Take::Eager),
             Plan::Replace { acquire: false, .. }
         ));
         e.written(t1, WriteResult::Failed);
@@ -217,23 +269,23 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Election::new("b".into(), "i2".into(), TIMING);
         let held = lease("7", Some("a"), "i1");
-        assert_eq!(e.plan(t0, Some(&held)), Plan::Follow);
+        assert_eq!(e.plan(t0, Some(&held), Take::Eager), Plan::Follow);
         assert_eq!(
-            e.plan(t0 + Duration::from_millis(2900), Some(&held)),
+            e.plan(t0 + Duration::from_millis(2900), Some(&held), Take::Eager),
             Plan::Follow
         );
         // Renewed by its holder: the clock restarts.
         let renewed = lease("8", Some("a"), "i1");
         assert_eq!(
-            e.plan(t0 + Duration::from_secs(4), Some(&renewed)),
+            e.plan(t0 + Duration::from_secs(4), Some(&renewed), Take::Eager),
             Plan::Follow
         );
         assert_eq!(
-            e.plan(t0 + Duration::from_secs(6), Some(&renewed)),
+            e.plan(t0 + Duration::from_secs(6), Some(&renewed), Take::Eager),
             Plan::Follow
         );
         assert_eq!(
-            e.plan(t0 + Duration::from_secs(7), Some(&renewed)),
+            e.plan(t0 + Duration::from_secs(7), Some(&renewed), Take::Eager),
             Plan::Replace {
                 resource_version: "8".into(),
                 acquire: true,
@@ -248,7 +300,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Election::new("a".into(), "mine".into(), TIMING);
         assert_eq!(
-            e.plan(t0, Some(&lease("1", Some("a"), "theirs"))),
+            e.plan(t0, Some(&lease("1", Some("a"), "theirs")), Take::Eager),
             Plan::Follow
         );
         assert!(!e.may_write(t0));
@@ -259,7 +311,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Election::new("b".into(), "i2".into(), TIMING);
         assert!(matches!(
-            e.plan(t0, Some(&lease("3", None, ""))),
+            e.plan(t0, Some(&lease("3", None, "")), Take::Eager),
             Plan::Replace { acquire: true, .. }
         ));
         e.written(t0, WriteResult::Conflict);
@@ -267,7 +319,82 @@ mod tests {
         // A leader that sees another holder stops at once.
         e.written(t0, WriteResult::Ok);
         assert!(e.may_write(t0));
-        assert_eq!(e.plan(t0, Some(&lease("4", Some("c"), "i3"))), Plan::Follow);
+        assert_eq!(
+            e.plan(t0, Some(&lease("4", Some("c"), "i3")), Take::Eager),
+            Plan::Follow
+        );
         assert!(!e.may_write(t0));
+    }
+
+    #[test]
+    fn an_instance_at_its_share_waits_one_more_lease_duration() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut e = Election::new("b".into(), "i2".into(), TIMING);
+        // Missing: left to the others for a lease duration, then created.
+        assert_eq!(e.plan(t0, None, Take::Patient), Plan::Follow);
+        assert_eq!(
+            e.plan(t0 + Duration::from_millis(2900), None, Take::Patient),
+            Plan::Follow
+        );
+        assert_eq!(e.plan(t0 + s(3), None, Take::Patient), Plan::Create);
+        // Released: taken at once when eager, after a lease duration otherwise.
+        let free = lease("3", None, "");
+        assert_eq!(e.plan(t0 + s(4), Some(&free), Take::Patient), Plan::Follow);
+        assert!(matches!(
+            e.plan(t0 + s(4), Some(&free), Take::Eager),
+            Plan::Replace { acquire: true, .. }
+        ));
+        assert!(matches!(
+            e.plan(t0 + s(7), Some(&free), Take::Patient),
+            Plan::Replace { acquire: true, .. }
+        ));
+        // Expired (held, unchanged for a lease duration): eager at 3 s, else at 6 s.
+        let held = lease("4", Some("a"), "i1");
+        assert_eq!(e.plan(t0 + s(10), Some(&held), Take::Patient), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(13), Some(&held), Take::Patient), Plan::Follow);
+        assert!(matches!(
+            e.plan(t0 + s(13), Some(&held), Take::Eager),
+            Plan::Replace { acquire: true, .. }
+        ));
+        assert_eq!(
+            e.plan(
+                t0 + Duration::from_millis(15_900),
+                Some(&held),
+                Take::Patient
+            ),
+            Plan::Follow
+        );
+        assert!(matches!(
+            e.plan(t0 + s(16), Some(&held), Take::Patient),
+            Plan::Replace { acquire: true, .. }
+        ));
+        // Renewed meanwhile: the wait starts again.
+        let renewed = lease("5", Some("a"), "i1");
+        assert_eq!(
+            e.plan(t0 + s(17), Some(&renewed), Take::Patient),
+            Plan::Follow
+        );
+        assert_eq!(
+            e.plan(t0 + s(22), Some(&renewed), Take::Patient),
+            Plan::Follow
+        );
+        // Holding back: nothing taken; a released Lease's wait starts only afterwards.
+        let free = lease("6", None, "");
+        assert_eq!(e.plan(t0 + s(30), Some(&free), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(32), Some(&free), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(34), Some(&free), Take::Patient), Plan::Follow);
+        assert!(matches!(
+            e.plan(t0 + s(35), Some(&free), Take::Patient),
+            Plan::Replace { acquire: true, .. }
+        ));
+        // A held Lease expires while holding back: taken as soon as eager.
+        let held = lease("7", Some("a"), "i1");
+        assert_eq!(e.plan(t0 + s(40), Some(&held), Take::Hold), Plan::Follow);
+        assert_eq!(e.plan(t0 + s(43), Some(&held), Take::Hold), Plan::Follow);
+        assert!(matches!(
+            e.plan(t0 + s(43), Some(&held), Take::Eager),
+            Plan::Replace { acquire: true, .. }
+        ));
     }
 }

@@ -7,17 +7,22 @@
 //!   `kube-failover-<group>-observer-<identity>`; the leader promotes only when
 //!   `policy.observers.quorum` fresh observers say `down` (decided by the engine).
 //!
+//! - leadership spreads over the instances: each takes about its fair share of the
+//!   groups (see `spread`);
+//! - on shutdown a leader releases its Leases, so another instance takes over at once.
+//!
 //! Leases are written with plain create/replace against a resourceVersion (verbs get,
 //! list, create, update), renewed in the group's tick.
 
 pub mod leader;
 mod metrics;
 pub mod observer;
+pub mod spread;
 
 pub use metrics::CoordMetrics;
 
 use crate::config::{Config, DaemonConfig, GroupConfig};
-use crate::engine::Decision;
+use crate::engine::{Decision, GroupState};
 use crate::kube_call::{CallError, bounded};
 use crate::model::{ObserverReport, Verdict};
 use crate::record::{APP_LABEL_VALUE, GROUP_LABEL};
@@ -27,8 +32,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use leader::{Election, LeaderTiming, LeaseView, Plan, WriteResult};
 use observer::{ObserverLease, Observers};
+use spread::Spread;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -42,6 +48,24 @@ pub const VERDICT_ANNOTATION: &str = "kube-failover/verdict";
 pub const DOWN_SIGNALS_ANNOTATION: &str = "kube-failover/down-signals";
 /// Annotation: since when (Unix seconds) the observer says `down`.
 pub const DOWN_SINCE_ANNOTATION: &str = "kube-failover/down-since";
+/// Annotation: how many groups the observer's process leads (see [`spread`]).
+pub const LEADING_ANNOTATION: &str = "kube-failover/leading";
+
+/// The spread of this process's leadership over its groups, shared by them; created
+/// with the first group's coordination (one process runs one config).
+fn shared_spread(config: &Config, warm_up: Duration) -> Arc<Mutex<Spread>> {
+    static SPREAD: OnceLock<Arc<Mutex<Spread>>> = OnceLock::new();
+    SPREAD
+        .get_or_init(|| {
+            Arc::new(Mutex::new(Spread::new(
+                config.groups.len(),
+                Instant::now(),
+                warm_up,
+                config.daemon.lease_duration(),
+            )))
+        })
+        .clone()
+}
 
 /// A random id of this process, written with every Lease, so that two processes with
 /// the same `daemon.identity` are told apart.
@@ -135,6 +159,10 @@ struct State {
     renew_failing: bool,
     /// This instance's last verdict and since when it says down.
     own: (Verdict, Option<f64>, Vec<String>),
+    /// No failover under way at the last decision (a group that may be handed over).
+    quiet: bool,
+    /// The leader Lease's resourceVersion after this instance's last write of it.
+    leader_rv: Option<String>,
 }
 
 /// One group's coordination in this instance.
@@ -151,6 +179,7 @@ pub struct GroupCoord {
     own_lease: String,
     metrics: CoordMetrics,
     state: Mutex<State>,
+    spread: Arc<Mutex<Spread>>,
 }
 
 fn micro_now() -> MicroTime {
@@ -178,7 +207,9 @@ impl GroupCoord {
         let timing = leader_timing(&config.daemon);
         let observers = &group.policy.observers;
         metrics.init_group(&group.name, observers.expected);
+        let ttl = observers.ttl_or_default(config.daemon.probe_interval);
         GroupCoord {
+            spread: shared_spread(config, ttl),
             api: Api::namespaced(standby, &namespace),
             own_lease: observer_lease_name(&group.name, &identity),
             state: Mutex::new(State {
@@ -190,13 +221,15 @@ impl GroupCoord {
                 clash: false,
                 renew_failing: false,
                 own: (Verdict::Unknown, None, Vec::new()),
+                quiet: false,
+                leader_rv: None,
             }),
             group: group.name.clone(),
             namespace,
             identity,
             timeout: config.daemon.probe_timeout,
             timing,
-            ttl: observers.ttl_or_default(config.daemon.probe_interval),
+            ttl,
             quorum: observers.quorum,
             expected: observers.expected,
             metrics,
@@ -205,6 +238,11 @@ impl GroupCoord {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locked after [`Self::lock`] when both are needed, never before.
+    fn spread(&self) -> std::sync::MutexGuard<'_, Spread> {
+        self.spread.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// At start: refuses when another live process renews this identity's observer
@@ -257,8 +295,12 @@ impl GroupCoord {
             Ok(list) => list.items,
             Err(e) => {
                 self.renew_failed(&format!("cannot list Leases: {e}"));
-                let mut st = self.lock();
-                st.reports.clear();
+                self.lock().reports.clear();
+                // The term still runs out at its deadline, and is reported when it does.
+                self.check_deadline(Instant::now());
+                let st = self.lock();
+                self.spread()
+                    .set(&self.group, st.election.may_write(Instant::now()));
                 return Vec::new();
             }
         };
@@ -307,18 +349,61 @@ impl GroupCoord {
                 st.own_rv = Some(own.resource_version.clone());
             }
             st.reports = st.observers.reports(now, wall, &observers, &self.own_lease);
+            // Live instances: this one and the fresh observers of this group.
+            let others: Vec<(&ObserverLease, &ObserverReport)> = observers
+                .iter()
+                .filter(|l| l.name != self.own_lease)
+                .zip(&st.reports)
+                .filter(|(_, r)| r.age.is_some_and(|a| a <= self.ttl))
+                .collect();
+            let live = 1 + others.len();
+            let mut spread = self.spread();
+            let share = spread.fair_share(live);
+            let room_elsewhere = others
+                .iter()
+                .any(|(l, _)| l.leading.is_some_and(|n| n < share));
             if st.clash {
                 st.election.step_down();
+                spread.set(&self.group, false);
                 None
             } else {
-                let plan = st.election.plan(now, leader.as_ref());
+                let take = spread.take(&self.group, now, live);
+                let mut plan = st.election.plan(now, leader.as_ref(), take);
                 if plan == Plan::Follow {
                     st.renew_failing = false;
+                }
+                match &plan {
+                    Plan::Replace {
+                        resource_version,
+                        acquire: false,
+                        ..
+                    } if spread.shed(&self.group, now, live, st.quiet, room_elsewhere) => {
+                        // Above its share: stop writing now, then hand the group over.
+                        st.election.step_down();
+                        info!(
+                            group = %self.group,
+                            leading = spread.leading(),
+                            share,
+                            "leading more than the fair share: releasing this group's \
+                             leader Lease"
+                        );
+                        plan = Plan::Release {
+                            resource_version: resource_version.clone(),
+                        };
+                    }
+                    Plan::Create | Plan::Replace { acquire: true, .. } => {
+                        spread.set(&self.group, true)
+                    }
+                    _ => {}
                 }
                 Some(plan)
             }
         };
-        if let Some(plan) = plan
+        if let Some(Plan::Release { resource_version }) = &plan {
+            if let Err(e) = self.write_release(resource_version.clone()).await {
+                warn!(group = %self.group, error = %e, "leader Lease not released (it expires)");
+            }
+        } else if let Some(plan) = plan
             && plan != Plan::Follow
         {
             let sent_at = Instant::now();
@@ -326,7 +411,8 @@ impl GroupCoord {
             let mut st = self.lock();
             let was = st.election.term(sent_at).is_some();
             match &result {
-                Ok(()) => {
+                Ok(rv) => {
+                    st.leader_rv = rv.clone();
                     st.election.written(sent_at, WriteResult::Ok);
                     if !was {
                         info!(group = %self.group, identity = %self.identity, "leading this group");
@@ -345,6 +431,8 @@ impl GroupCoord {
         }
         self.check_deadline(Instant::now());
         let st = self.lock();
+        self.spread()
+            .set(&self.group, st.election.may_write(Instant::now()));
         self.metrics
             .set_observers(&self.group, &self.fresh_verdicts(&st));
         st.reports.clone()
@@ -402,11 +490,11 @@ impl GroupCoord {
         &self,
         plan: &Plan,
         acquired: Option<MicroTime>,
-    ) -> Result<(), CallError> {
+    ) -> Result<Option<String>, CallError> {
         let name = leader_lease_name(&self.group);
         let now = micro_now();
         let (rv, acquire, transitions) = match plan {
-            Plan::Follow => return Ok(()),
+            Plan::Follow | Plan::Release { .. } => return Ok(None),
             Plan::Create => (None, true, 0),
             Plan::Replace {
                 resource_version,
@@ -455,17 +543,96 @@ impl GroupCoord {
         }
     }
 
-    async fn store(&self, name: &str, lease: Lease, create: bool) -> Result<(), CallError> {
+    /// Writes the leader Lease with no holder, at `resource_version` (so that a Lease
+    /// someone else took meanwhile is left alone). The transition count stays: the
+    /// next holder counts its term.
+    async fn write_release(&self, resource_version: String) -> Result<(), CallError> {
+        let name = leader_lease_name(&self.group);
+        let transitions = {
+            let st = self.lock();
+            st.election.transitions()
+        };
+        let lease = Lease {
+            metadata: self.meta(&name, "leader", Some(resource_version), BTreeMap::new()),
+            spec: Some(LeaseSpec {
+                holder_identity: None,
+                lease_duration_seconds: Some(seconds_i32(self.timing.lease_duration)),
+                acquire_time: None,
+                renew_time: Some(micro_now()),
+                lease_transitions: Some(transitions),
+                ..LeaseSpec::default()
+            }),
+        };
+        self.store(&name, lease, false).await?;
+        self.lock().leader_rv = None;
+        Ok(())
+    }
+
+    /// On shutdown: stops writing, releases the leader Lease if this instance holds it
+    /// (so that another instance takes the group at once instead of after a lease
+    /// duration) and withdraws this instance's verdict (its observer Lease loses its
+    /// renew time, so it no longer counts as fresh).
+    pub async fn release(&self) {
+        let (held, own_rv) = {
+            let mut st = self.lock();
+            let held = st.election.term(Instant::now()).is_some();
+            st.election.step_down();
+            self.metrics.set_leader(&self.group, false);
+            let held = if held { st.leader_rv.clone() } else { None };
+            (
+                held,
+                st.own_rv.clone().filter(|_| st.own_exists && !st.clash),
+            )
+        };
+        self.spread().set(&self.group, false);
+        if let Some(rv) = held {
+            match self.write_release(rv).await {
+                Ok(()) => info!(group = %self.group, "leader Lease released"),
+                Err(e) => {
+                    warn!(group = %self.group, error = %e, "leader Lease not released (it expires)")
+                }
+            }
+        }
+        if let Some(rv) = own_rv {
+            let mut lease = self.observer_lease(Some(rv), BTreeMap::new());
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.renew_time = None;
+            }
+            if let Err(e) = self.store(&self.own_lease, lease, false).await {
+                tracing::debug!(group = %self.group, error = %e, "observer Lease not withdrawn");
+            }
+        }
+    }
+
+    fn observer_lease(&self, rv: Option<String>, annotations: BTreeMap<String, String>) -> Lease {
+        Lease {
+            metadata: self.meta(&self.own_lease, "observer", rv, annotations),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(seconds_i32(self.ttl)),
+                renew_time: Some(micro_now()),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// Creates or replaces a Lease; returns the stored resourceVersion.
+    async fn store(
+        &self,
+        name: &str,
+        lease: Lease,
+        create: bool,
+    ) -> Result<Option<String>, CallError> {
         let params = PostParams {
             field_manager: Some(APP_LABEL_VALUE.to_string()),
             ..PostParams::default()
         };
-        if create {
-            bounded(self.timeout, self.api.create(&params, &lease)).await?;
+        let stored = if create {
+            bounded(self.timeout, self.api.create(&params, &lease)).await?
         } else {
-            bounded(self.timeout, self.api.replace(name, &params, &lease)).await?;
-        }
-        Ok(())
+            bounded(self.timeout, self.api.replace(name, &params, &lease)).await?
+        };
+        Ok(stored.metadata.resource_version)
     }
 
     /// After the decision: publishes this instance's verdict in its observer Lease.
@@ -481,46 +648,32 @@ impl GroupCoord {
             let mut st = self.lock();
             let since = st.observers.own_verdict(verdict, wall);
             st.own = (verdict, since, down_signals.clone());
+            st.quiet = matches!(
+                decision.state,
+                GroupState::PrimaryActive | GroupState::Promoted
+            );
             (st.own_rv.clone(), st.own_exists, st.clash, since)
         };
+        let leading = self.spread().leading();
         if clash {
             return;
         }
         let mut annotations = BTreeMap::from([
             (VERDICT_ANNOTATION.to_string(), verdict.as_str().to_string()),
             (DOWN_SIGNALS_ANNOTATION.to_string(), down_signals.join(",")),
+            (LEADING_ANNOTATION.to_string(), leading.to_string()),
         ]);
         if let Some(since) = since {
             annotations.insert(DOWN_SINCE_ANNOTATION.to_string(), format!("{since:.3}"));
         }
         let rv = rv.filter(|_| exists);
-        let lease = Lease {
-            metadata: self.meta(&self.own_lease, "observer", rv.clone(), annotations),
-            spec: Some(LeaseSpec {
-                holder_identity: Some(self.identity.clone()),
-                lease_duration_seconds: Some(seconds_i32(self.ttl)),
-                renew_time: Some(micro_now()),
-                ..LeaseSpec::default()
-            }),
-        };
         let create = rv.is_none();
-        let params = PostParams {
-            field_manager: Some(APP_LABEL_VALUE.to_string()),
-            ..PostParams::default()
-        };
-        let result = if create {
-            bounded(self.timeout, self.api.create(&params, &lease)).await
-        } else {
-            bounded(
-                self.timeout,
-                self.api.replace(&self.own_lease, &params, &lease),
-            )
-            .await
-        };
+        let lease = self.observer_lease(rv, annotations);
+        let result = self.store(&self.own_lease, lease, create).await;
         let mut st = self.lock();
         match result {
             Ok(stored) => {
-                st.own_rv = stored.metadata.resource_version;
+                st.own_rv = stored;
                 st.own_exists = true;
             }
             Err(e) => {
@@ -629,6 +782,7 @@ fn parse_observer(lease: &Lease) -> ObserverLease {
             })
             .unwrap_or_default(),
         down_since_unix: annotation(lease, DOWN_SINCE_ANNOTATION).and_then(|s| s.parse().ok()),
+        leading: annotation(lease, LEADING_ANNOTATION).and_then(|s| s.parse().ok()),
         renewed_unix: spec
             .and_then(|s| s.renew_time.as_ref())
             .map(|t| t.0.as_millisecond() as f64 / 1000.0),

@@ -23,8 +23,10 @@ pub struct ObserverLease {
     pub down_signals: Vec<String>,
     /// The down-since annotation.
     pub down_since_unix: Option<f64>,
-    /// `spec.renewTime` as Unix seconds.
+    /// `spec.renewTime` as Unix seconds (none: withdrawn on shutdown).
     pub renewed_unix: Option<f64>,
+    /// How many groups the observer's process leads (annotation).
+    pub leading: Option<usize>,
 }
 
 /// What this instance knows of the observers of one group.
@@ -133,6 +135,7 @@ mod tests {
             down_signals: vec![],
             down_since_unix: None,
             renewed_unix: Some(renewed),
+            leading: None,
         }
     }
 

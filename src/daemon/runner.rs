@@ -107,11 +107,13 @@ impl GroupRunner {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break,
             }
             // Not raced against `stop`: a tick that started finishes its actions.
             self.tick().await;
         }
+        // Another instance takes over at once instead of after a lease duration.
+        self.coord.release().await;
     }
 
     async fn observe(&self, wall_unix: f64) -> Observation {

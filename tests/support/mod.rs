@@ -53,6 +53,9 @@ pub struct DaemonOpts {
     pub observer_quorum: u32,
     /// `policy.observers.expected`.
     pub observers_expected: Option<u32>,
+    /// Further groups besides [`GROUP`], configured like it on the same clusters and
+    /// Deployments, each with its own name (so its own record and Leases).
+    pub extra_groups: Vec<String>,
 }
 
 impl Default for DaemonOpts {
@@ -72,6 +75,7 @@ impl Default for DaemonOpts {
             identity: None,
             observer_quorum: 1,
             observers_expected: None,
+            extra_groups: Vec::new(),
         }
     }
 }
@@ -119,7 +123,7 @@ pub fn config_toml(pair: &ClusterPair, opts: &DaemonOpts, admin: SocketAddr) -> 
         1,
         opts.failure_threshold,
     );
-    format!(
+    let daemon = format!(
         r#"[daemon]
 probe_interval = "{interval}"
 probe_timeout = "{timeout}"
@@ -128,7 +132,14 @@ mode = "{mode}"
 identity = "{identity}"
 shutdown_timeout = "5s"
 
-{group}success_threshold = 1
+"#,
+        interval = dur(opts.interval),
+        timeout = dur(opts.timeout),
+        mode = opts.mode,
+        identity = opts.identity.as_deref().unwrap_or("e2e"),
+    );
+    let block = format!(
+        r#"{group}success_threshold = 1
 quorum = 1
 cooldown = "{cooldown}"
 startup_grace = "{grace}"
@@ -141,21 +152,27 @@ fence = true
 quorum = {oquorum}
 {oexpected}
 "#,
-        interval = dur(opts.interval),
-        timeout = dur(opts.timeout),
-        mode = opts.mode,
         cooldown = dur(opts.cooldown),
         grace = dur(opts.startup_grace),
         pt = dur(opts.promotion_timeout),
         freeze = dur(opts.freeze_for),
         correct = opts.correct_standby,
-        identity = opts.identity.as_deref().unwrap_or("e2e"),
         oquorum = opts.observer_quorum,
         oexpected = opts
             .observers_expected
             .map(|e| format!("expected = {e}"))
             .unwrap_or_default(),
-    )
+    );
+    let mut toml = daemon + &block;
+    for name in &opts.extra_groups {
+        toml += "\n";
+        toml += &block.replacen(
+            &format!("name = \"{GROUP}\""),
+            &format!("name = \"{name}\""),
+            1,
+        );
+    }
+    toml
 }
 
 impl Daemon {
@@ -274,11 +291,16 @@ impl Daemon {
     }
 
     pub async fn group(&self) -> Option<GroupStatus> {
+        self.group_named(GROUP).await
+    }
+
+    /// The status of the group `name`.
+    pub async fn group_named(&self, name: &str) -> Option<GroupStatus> {
         self.status()
             .await?
             .groups
             .into_iter()
-            .find(|g| g.name == GROUP)
+            .find(|g| g.name == name)
     }
 
     pub async fn metrics(&self) -> String {
