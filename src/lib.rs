@@ -25,3 +25,4 @@ pub mod probe;
 pub mod record;
 pub mod selection;
 pub mod status;
+pub mod trace;

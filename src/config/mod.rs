@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use validate::{
     MAX_COOLDOWN, MAX_FREEZE_FOR, MAX_IDENTITY_CHARS, MAX_LEASE_DURATION, MAX_PROBE_INTERVAL,
-    MAX_PROMOTION_TIMEOUT, MAX_SHUTDOWN_TIMEOUT, MAX_STARTUP_GRACE,
+    MAX_PROMOTION_TIMEOUT, MAX_SHUTDOWN_TIMEOUT, MAX_STARTUP_GRACE, MAX_TRACE_BYTES,
+    MIN_TRACE_BYTES,
 };
 
 /// The whole configuration file.
@@ -87,7 +88,16 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     /// `[daemon.leader]`: the leader Lease of every group.
     pub leader: LeaderConfig,
+    /// Where to write the trace: one JSON line per group tick with the observation the
+    /// engine got, for `kube-failover simulate --trace`. `None`: no trace.
+    pub trace_file: Option<PathBuf>,
+    /// Size bound of the trace file; when a line would pass it, the file is rotated to
+    /// `<trace_file>.1` (replacing the older one) and a new one started.
+    pub trace_max_bytes: u64,
 }
+
+/// Default of `daemon.trace_max_bytes`: 10 MiB.
+pub const DEFAULT_TRACE_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 /// `[daemon.leader]`: one leader per group on a Lease in the standby namespace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -132,6 +142,8 @@ impl Default for DaemonConfig {
             identity: None,
             shutdown_timeout: Duration::from_secs(10),
             leader: LeaderConfig::default(),
+            trace_file: None,
+            trace_max_bytes: DEFAULT_TRACE_MAX_BYTES,
         }
     }
 }

@@ -19,6 +19,10 @@ use std::time::Duration;
 
 /// Upper bound of `daemon.probe_interval`, `daemon.probe_timeout` and HTTP check timeouts.
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Lower bound of `daemon.trace_max_bytes`: room for a few ticks' lines.
+pub const MIN_TRACE_BYTES: u64 = 64 * 1024;
+/// Upper bound of `daemon.trace_max_bytes` (1 GiB).
+pub const MAX_TRACE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Upper bound of `daemon.shutdown_timeout`.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Upper bound of `daemon.leader.lease_duration` and `policy.observers.ttl`.
@@ -114,6 +118,23 @@ impl Config {
                     ),
                 );
             }
+        }
+        if let Some(path) = d.trace_file.as_deref() {
+            if path.as_os_str().is_empty() || path.file_name().is_none() {
+                p.add(
+                    "daemon.trace_file",
+                    "must name a file (leave it out for no trace)",
+                );
+            }
+        }
+        if !(MIN_TRACE_BYTES..=MAX_TRACE_BYTES).contains(&d.trace_max_bytes) {
+            p.add(
+                "daemon.trace_max_bytes",
+                format!(
+                    "must be between {MIN_TRACE_BYTES} and {MAX_TRACE_BYTES} (got {})",
+                    d.trace_max_bytes
+                ),
+            );
         }
         let (lease, deadline) = (d.lease_duration(), d.renew_deadline());
         if d.leader.lease_duration.is_some() && (lease.is_zero() || lease > MAX_LEASE_DURATION) {
@@ -633,6 +654,24 @@ mod tests {
         cfg.daemon.leader.renew_deadline = None;
         cfg.daemon.leader.lease_duration = Some(Duration::ZERO);
         only_problem(&cfg, "daemon.leader.lease_duration");
+    }
+
+    #[test]
+    fn trace_file_and_its_size_bound_are_checked_naming_the_key() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        cfg.daemon.trace_file = Some("trace.jsonl".into());
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        cfg.daemon.trace_file = Some("".into());
+        only_problem(&cfg, "daemon.trace_file");
+        cfg.daemon.trace_file = Some("traces/..".into());
+        only_problem(&cfg, "daemon.trace_file");
+        cfg.daemon.trace_file = None;
+        cfg.daemon.trace_max_bytes = 1000;
+        let msg = only_problem(&cfg, "daemon.trace_max_bytes");
+        assert!(msg.contains("(got 1000)"), "{msg}");
+        cfg.daemon.trace_max_bytes = MAX_TRACE_BYTES + 1;
+        only_problem(&cfg, "daemon.trace_max_bytes");
     }
 
     #[test]

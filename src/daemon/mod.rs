@@ -51,6 +51,9 @@ pub enum DaemonError {
     /// Another live process uses this instance's identity.
     #[error(transparent)]
     IdentityClash(#[from] crate::coord::IdentityClash),
+    /// `daemon.trace_file` could not be opened.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -97,6 +100,15 @@ async fn run_with_listener(
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
     let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
+    // Opened before the engines start: a line's offset is from here.
+    let trace = match &daemon.trace_file {
+        Some(path) => Some(crate::trace::TraceSink::open(
+            path,
+            daemon.trace_max_bytes,
+            std::time::Instant::now(),
+        )?),
+        None => None,
+    };
     let mut runners = Vec::new();
     for group in &config.groups {
         let client = |target, side| async move {
@@ -109,7 +121,7 @@ async fn run_with_listener(
         };
         let primary = client(&group.primary, "primary").await?;
         let standby = client(&group.standby, "standby").await?;
-        runners.push(GroupRunner::new(
+        let mut runner = GroupRunner::new(
             group.clone(),
             &config,
             primary,
@@ -118,7 +130,9 @@ async fn run_with_listener(
             identity.clone(),
             metrics.clone(),
             admin.clone(),
-        ));
+        );
+        runner.trace = trace.clone();
+        runners.push(runner);
     }
 
     // Several instances (src/coord): refuse an identity another live process uses.

@@ -44,6 +44,8 @@ pub(super) struct GroupRunner {
     previous_tick: Option<Instant>,
     /// Leader Lease and observer verdicts (src/coord).
     pub(super) coord: crate::coord::GroupCoord,
+    /// `daemon.trace_file`: every tick's observation, for `kube-failover simulate`.
+    pub(super) trace: Option<crate::trace::TraceSink>,
 }
 
 impl GroupRunner {
@@ -97,6 +99,7 @@ impl GroupRunner {
             last_action_error: None,
             failing: HashMap::new(),
             previous_tick: None,
+            trace: None,
             cfg,
         }
     }
@@ -143,6 +146,9 @@ impl GroupRunner {
         // The group's Leases are read (and the leader Lease renewed) beside the probes.
         let (mut obs, observers) = tokio::join!(self.observe(wall), self.coord.sync(started, wall));
         obs.observers = observers;
+        if let Some(trace) = &self.trace {
+            trace.record(&self.cfg.name, started, &obs);
+        }
         self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
 

@@ -144,7 +144,7 @@ pub enum Evidence {
 
 /// The result of one probe: pass or fail, why, how long it took, and a short
 /// human-readable detail (never a secret; may be empty).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ProbeOutcome {
     /// Pass, or why not.
     pub reason: ProbeReason,
@@ -207,7 +207,7 @@ impl std::fmt::Display for Side {
 }
 
 /// One Deployment as seen in a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeploymentView {
     /// `metadata.name`.
     pub name: String,
@@ -289,7 +289,7 @@ impl<'de> serde::Deserialize<'de> for SignalId {
 }
 
 /// Everything observed about the primary cluster in one tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PrimaryObservation {
     /// `/readyz` of the primary API server.
     pub api: ProbeOutcome,
@@ -373,7 +373,8 @@ impl RecordPhase {
 }
 
 /// The failover record (one per group), read from the standby cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(default)]
 pub struct FailoverRecord {
     /// `None` when the record does not say (then the primary is active).
     pub phase: Option<RecordPhase>,
@@ -512,7 +513,7 @@ impl FailoverRecord {
 }
 
 /// Everything observed about the standby cluster in one tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StandbyObservation {
     /// `/readyz` of the standby API server.
     pub api: ProbeOutcome,
@@ -526,7 +527,7 @@ pub struct StandbyObservation {
 }
 
 /// One tick's input to the engine.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Observation {
     /// Wall-clock seconds since the Unix epoch when the tick started; compared with the
     /// monotonic clock to detect clock jumps, and with the record for the cooldown.
@@ -583,7 +584,7 @@ impl Verdict {
 }
 
 /// Another daemon instance's verdict on the primary, read from its observer Lease.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ObserverReport {
     /// The instance's `daemon.identity`.
     pub identity: String,
