@@ -14,6 +14,7 @@ mod pause;
 mod promote;
 mod render;
 mod run;
+mod simulate;
 mod status;
 
 use std::error::Error;
@@ -44,6 +45,9 @@ pub(crate) enum Command {
     Fence(fence::Args),
     /// Print the failover record's last transitions.
     History(history::Args),
+    /// Replay a daemon's trace or a synthetic scenario through the decision engine with
+    /// the configuration's policy (or `--set` overrides) and print the timeline.
+    Simulate(simulate::Args),
 }
 
 impl Command {
@@ -59,6 +63,7 @@ impl Command {
             Command::Failback(args) => args.execute(),
             Command::Fence(args) => args.execute(),
             Command::History(args) => args.execute(),
+            Command::Simulate(args) => args.execute(),
         }
     }
 }

@@ -119,13 +119,13 @@ impl Config {
                 );
             }
         }
-        if let Some(path) = d.trace_file.as_deref() {
-            if path.as_os_str().is_empty() || path.file_name().is_none() {
-                p.add(
-                    "daemon.trace_file",
-                    "must name a file (leave it out for no trace)",
-                );
-            }
+        if let Some(path) = d.trace_file.as_deref()
+            && (path.as_os_str().is_empty() || path.file_name().is_none())
+        {
+            p.add(
+                "daemon.trace_file",
+                "must name a file (leave it out for no trace)",
+            );
         }
         if !(MIN_TRACE_BYTES..=MAX_TRACE_BYTES).contains(&d.trace_max_bytes) {
             p.add(
