@@ -160,9 +160,14 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         stored,
         FailoverRecord {
             resource_version: Some(rv1.clone()),
+            history: stored.history.clone(),
             ..first.clone()
         }
     );
+    // The write adds one transition to the record's bounded history.
+    assert_eq!(stored.history.len(), 1, "{:?}", stored.history);
+    assert_eq!(stored.history[0].epoch, 7);
+    assert_eq!(stored.history[0].by, "kube-io-test");
     let again = record::write(&s, ns, scratch, "scratch", &first, None).await;
     assert!(
         matches!(again, Err(RecordError::Conflict { .. })),
