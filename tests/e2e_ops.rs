@@ -1,7 +1,9 @@
 //! End-to-end operator commands on real API servers: `pause` holds a promotion during an
 //! outage and `resume` lets it happen; `promote` is refused (exit 4, the check named) on
 //! an unfit standby, and two operators promoting at once make one epoch; an interrupted
-//! `failback` resumes when run again, with never both sides active at once.
+//! `failback` resumes when run again, with never both sides active at once; `fence` is
+//! refused while the primary is active and fences a primary scaled back up after a
+//! promotion.
 
 mod support;
 
@@ -216,4 +218,42 @@ async fn two_operators_promoting_at_once_make_one_epoch_then_failback_resumes() 
     let samples = sampler.await.expect("never both sides active");
     assert!(samples > 10, "{samples} samples");
     assert_eq!(replicas(&pair.standby).await, 0);
+}
+
+/// `fence` is refused while the record says the primary is active (exit 4, the check
+/// named); after a promotion it scales an old primary someone scaled back up to 0 at
+/// once, with an Event, and `history` lists the promotion.
+#[tokio::test]
+async fn fence_is_refused_while_the_primary_is_active_and_fences_after_a_promotion() {
+    let pair = pair().await;
+    let d = Daemon::start(&pair, &fast()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let out = op(&d.config, &["fence"], &[]).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused by check"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replicas(&pair.primary).await, 2, "nothing fenced");
+
+    let out = op(&d.config, &["promote", "--wait"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    // The daemon would fence a returning primary itself: stop it first, so the command
+    // is what fences.
+    let cfg = d.config.clone();
+    drop(d);
+    let fenced_before = events_with_reason(&pair.primary, "KubeFailoverFenced").await;
+    for n in pair.primary.deployment_names() {
+        pair.primary.scale(&n, 1).await.expect("scale primary up");
+    }
+    let out = op(&cfg, &["fence"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(replicas(&pair.primary).await, 0, "fenced by the command");
+    assert!(events_with_reason(&pair.primary, "KubeFailoverFenced").await > fenced_before);
+    let out = op(&cfg, &["history", "--json"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(history.contains("promoting"), "{history}");
 }
