@@ -8,6 +8,7 @@ mod status;
 
 use crate::admin::{self, AdminError, AdminState};
 use crate::cluster::{self, ClusterError};
+use crate::clusters;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -97,18 +98,23 @@ async fn run_with_listener(
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
     let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
+    // One client, one /readyz per interval and one set of watch caches per distinct
+    // cluster, shared by every group on it (src/clusters.rs).
+    let mut clusters =
+        clusters::Clusters::new(client_options, daemon.probe_interval, daemon.probe_timeout);
     let mut runners = Vec::new();
     for group in &config.groups {
-        let client = |target, side| async move {
-            cluster::client_for_with(target, side, client_options)
+        let mut handle = async |target, side| {
+            clusters
+                .get(target, side)
                 .await
                 .map_err(|source| DaemonError::Cluster {
                     group: group.name.clone(),
                     source,
                 })
         };
-        let primary = client(&group.primary, "primary").await?;
-        let standby = client(&group.standby, "standby").await?;
+        let primary = handle(&group.primary, "primary").await?;
+        let standby = handle(&group.standby, "standby").await?;
         runners.push(GroupRunner::new(
             group.clone(),
             &config,
@@ -120,6 +126,11 @@ async fn run_with_listener(
             admin.clone(),
         ));
     }
+    info!(
+        clusters = clusters.len(),
+        groups = config.groups.len(),
+        "clients built"
+    );
 
     // Several instances (src/coord): refuse an identity another live process uses.
     for runner in &runners {
