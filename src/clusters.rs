@@ -142,7 +142,12 @@ impl ClusterHandle {
     /// gets the same answer (waiting for it if it is still on its way). An answer is
     /// never reused in the next interval. An answer saying the API server cannot be
     /// reached restarts the cluster's watches (see [`crate::watch_cache`]).
-    pub async fn readyz(self: &Arc<Self>) -> ProbeOutcome {
+    /// `fetch` sends the request (the probes' `/readyz` check), given the
+    /// cluster's client and the probe timeout.
+    pub async fn readyz<F>(self: &Arc<Self>, fetch: F) -> ProbeOutcome
+    where
+        F: FnOnce(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>,
+    {
         let slot = self.epoch.elapsed().as_nanos() / self.interval.as_nanos().max(1);
         let answer = {
             let mut current = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,8 +155,9 @@ impl ClusterHandle {
                 Some((s, answer)) if *s == slot => answer.clone(),
                 _ => {
                     let me = self.clone();
+                    let request = fetch(self.client.clone(), self.timeout);
                     let answer = async move {
-                        let out = crate::probe::api::readyz(&me.client, me.timeout).await;
+                        let out = request.await;
                         if unreachable(out.reason) {
                             me.restart_watches("the API server did not answer /readyz");
                         }

@@ -13,9 +13,11 @@
 //!   watch fails at once and the store is broken within milliseconds;
 //! - every watch request asks the server to end it after [`WATCH_TIMEOUT_SECS`], and
 //!   kube's watcher gives up on a silent stream 5 s after that, so a connection that
-//!   died without a word is noticed within 10 s even with no other sign; a watch outlives a change of RBAC (the API server checks permissions when a watch starts), so a revoked grant shows within 5 s;
+//!   died without a word is noticed within 10 s even with no other sign; and a watch
+//!   outlives a change of RBAC (the API server checks permissions when a watch
+//!   starts), so a revoked grant shows within 5 s;
 //! - the probes ask each cluster's `/readyz` once per interval (see
-//!   [`crate::clusters`]); when that answer says the API server cannot be reached
+//!   the `clusters` module); when that answer says the API server cannot be reached
 //!   (timeout, refused, connect, TLS), every store of the cluster is restarted
 //!   ([`WatchStore::restart`]) and serves nothing until a fresh list has completed. So
 //!   the bound that matters for judgement is one probe interval.

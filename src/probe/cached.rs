@@ -18,7 +18,8 @@ use crate::model::{
 };
 use crate::selection::{parse_label_selector, selection_text};
 use crate::watch_cache::WatchStore;
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::{Selector, SelectorExt};
@@ -27,6 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Failure = (ProbeReason, String);
+
+/// The `/readyz` probe, as the cluster's shared answer sends it.
+fn shared_readyz(client: kube::Client, timeout: Duration) -> BoxFuture<'static, ProbeOutcome> {
+    async move { super::api::readyz(&client, timeout).await }.boxed()
+}
 
 /// Why the caches of a cluster cannot be trusted this tick, from its `/readyz`.
 fn untrusted(api: &ProbeOutcome) -> Option<String> {
@@ -62,7 +68,7 @@ pub async fn probe_primary(
             .map(|c| http::check(http_client, c, timeout)),
     );
     let (api, checks, _, _) = tokio::join!(
-        cluster.readyz(),
+        cluster.readyz(shared_readyz),
         checks,
         deployments.wait_started(timeout),
         pods.wait_started(timeout)
@@ -111,7 +117,7 @@ pub async fn probe_standby(
     let pods = cluster.pods(ns);
     let configmaps = cluster.configmaps(ns);
     let (api, _, _, _) = tokio::join!(
-        cluster.readyz(),
+        cluster.readyz(shared_readyz),
         deployments.wait_started(timeout),
         pods.wait_started(timeout),
         configmaps.wait_started(timeout)
