@@ -17,7 +17,8 @@
 //!   down) and failed probes: on a healthy pair both should be 0.
 //!
 //! `cargo bench --bench footprint`; `KUBE_FAILOVER_BENCH_GROUPS=1,10` picks the group
-//! counts, `KUBE_FAILOVER_BENCH_SECS` the window. Prints a Markdown table; asserts
+//! counts, `KUBE_FAILOVER_BENCH_SECS` the window, `KUBE_FAILOVER_BENCH_BIN` another
+//! daemon binary (an older release, for comparison). Prints a Markdown table; asserts
 //! nothing.
 
 #[path = "../tests/support/mod.rs"]
@@ -200,7 +201,10 @@ async fn measure(
     std::fs::write(&path, config(pair, admin, groups)).unwrap();
     let log = dir.join(format!("footprint-{groups}.log"));
     let out = std::fs::File::create(&log).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+    let bin = std::env::var_os("KUBE_FAILOVER_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kube-failover").into());
+    let mut child = tokio::process::Command::new(bin)
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")

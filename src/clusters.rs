@@ -69,6 +69,7 @@ impl Clusters {
             timeout: self.timeout,
             epoch: self.epoch,
             readyz: Mutex::new(None),
+            scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
         });
         if let Some(key) = key {
@@ -89,6 +90,9 @@ impl Clusters {
 }
 
 type SharedOutcome = Shared<BoxFuture<'static, ProbeOutcome>>;
+
+/// Sends one `/readyz` request with the cluster's client, bounded by the timeout.
+pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 
 /// Restarts one store's watch, saying why.
 type Restarter = Arc<dyn Fn(&str) + Send + Sync>;
@@ -119,6 +123,8 @@ pub struct ClusterHandle {
     epoch: Instant,
     /// The `/readyz` of the current interval: its index and the (maybe pending) answer.
     readyz: Mutex<Option<(u128, SharedOutcome)>>,
+    /// Whether the task sending `/readyz` at each interval's start runs.
+    scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
 }
 
@@ -137,40 +143,73 @@ impl ClusterHandle {
         &self.client
     }
 
-    /// The cluster's `/readyz` for this probe interval: the first group to ask in an
-    /// interval sends it, every other group on the cluster asking in the same interval
-    /// gets the same answer (waiting for it if it is still on its way). An answer is
-    /// never reused in the next interval. An answer saying the API server cannot be
-    /// reached restarts the cluster's watches (see [`crate::watch_cache`]).
-    /// `fetch` sends the request (the probes' `/readyz` check), given the
-    /// cluster's client and the probe timeout.
-    pub async fn readyz<F>(self: &Arc<Self>, fetch: F) -> ProbeOutcome
-    where
-        F: FnOnce(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>,
-    {
-        let slot = self.epoch.elapsed().as_nanos() / self.interval.as_nanos().max(1);
-        let answer = {
-            let mut current = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
-            match current.as_ref() {
-                Some((s, answer)) if *s == slot => answer.clone(),
-                _ => {
-                    let me = self.clone();
-                    let request = fetch(self.client.clone(), self.timeout);
-                    let answer = async move {
-                        let out = request.await;
-                        if unreachable(out.reason) {
-                            me.restart_watches("the API server did not answer /readyz");
-                        }
-                        out
+    /// The cluster's `/readyz` for this probe interval, shared by every group on the
+    /// cluster: one request per interval, sent at the start of each interval (counted
+    /// from the daemon's start) by a task of the cluster, so two answers are always one
+    /// interval apart and a short blip can never count twice for a group (whose ticks
+    /// are one interval apart too). A group gets the answer of the interval it ticks
+    /// in (waiting for it if it is still on its way), never one of an earlier interval;
+    /// the answer is at most one interval old. An answer saying the API server cannot
+    /// be reached restarts the cluster's watches (see [`crate::watch_cache`]). `fetch`
+    /// sends the request (the probes' `/readyz` check), given the cluster's client and
+    /// the probe timeout.
+    pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
+        let slot = self.slot_now();
+        let answer = self.answer_for(slot, fetch);
+        {
+            let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+            if !*scheduled {
+                *scheduled = true;
+                let me = Arc::downgrade(self);
+                let (epoch, interval) = (self.epoch, self.interval);
+                let task = tokio::spawn(async move {
+                    let mut next = slot + 1;
+                    loop {
+                        let at = epoch
+                            + interval.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX));
+                        tokio::time::sleep_until(at.into()).await;
+                        let Some(me) = me.upgrade() else { return };
+                        let now = me.slot_now();
+                        // Driven here, so it is sent now whether or not a group asks yet.
+                        tokio::spawn(me.answer_for(now, fetch));
+                        next = now + 1;
                     }
-                    .boxed()
-                    .shared();
-                    *current = Some((slot, answer.clone()));
-                    answer
-                }
+                });
+                self.stores
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tasks
+                    .push(task);
             }
-        };
+        }
         answer.await
+    }
+
+    fn slot_now(&self) -> u128 {
+        self.epoch.elapsed().as_nanos() / self.interval.as_nanos().max(1)
+    }
+
+    /// The answer of interval `slot`, started now if nobody started it.
+    fn answer_for(self: &Arc<Self>, slot: u128, fetch: Fetch) -> SharedOutcome {
+        let mut current = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref() {
+            Some((s, answer)) if *s >= slot => answer.clone(),
+            _ => {
+                let me = self.clone();
+                let request = fetch(self.client.clone(), self.timeout);
+                let answer = async move {
+                    let out = request.await;
+                    if unreachable(out.reason) {
+                        me.restart_watches("the API server did not answer /readyz");
+                    }
+                    out
+                }
+                .boxed()
+                .shared();
+                *current = Some((slot, answer.clone()));
+                answer
+            }
+        }
     }
 
     fn restart_watches(&self, why: &str) {
@@ -238,5 +277,75 @@ impl ClusterHandle {
             self.max_backoff(),
         )));
         store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting(_: kube::Client, _: Duration) -> BoxFuture<'static, ProbeOutcome> {
+        SENT.fetch_add(1, Ordering::SeqCst);
+        async { ProbeOutcome::ok(Duration::from_millis(1)) }.boxed()
+    }
+
+    fn cluster(dir: &tempfile::TempDir, context: &str) -> ClusterConfig {
+        let path = dir.path().join("kc");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:1\n\
+             contexts:\n- name: one\n  context:\n    cluster: a\n    user: u\n- name: two\n  context:\n    cluster: a\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n",
+        )
+        .unwrap();
+        ClusterConfig {
+            kubeconfig: Some(path),
+            context: Some(context.to_string()),
+            namespace: "ns".to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_handle_per_cluster_and_one_readyz_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(300);
+        let mut clusters = Clusters::new(ClientOptions::default(), interval, interval / 2);
+        let a = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        let mut other_ns = cluster(&dir, "one");
+        other_ns.namespace = "elsewhere".into();
+        let same = clusters.get(&other_ns, "standby").await.unwrap();
+        let b = clusters
+            .get(&cluster(&dir, "two"), "standby")
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &same), "same file and context: one handle");
+        assert!(!Arc::ptr_eq(&a, &b), "another context: another handle");
+        assert_eq!(clusters.len(), 2);
+
+        // Wait for the start of an interval, then ask as five groups would.
+        let into = a.epoch.elapsed().as_nanos() % interval.as_nanos();
+        tokio::time::sleep(interval - Duration::from_nanos(into as u64) + interval / 10).await;
+        let before = SENT.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            assert!(a.readyz(counting).await.passed());
+        }
+        assert_eq!(
+            SENT.load(Ordering::SeqCst) - before,
+            1,
+            "one request for five asks"
+        );
+        // From now on one request per interval is sent, asked or not.
+        tokio::time::sleep(interval * 3).await;
+        let sent = SENT.load(Ordering::SeqCst) - before;
+        assert!(
+            (2..=5).contains(&sent),
+            "{sent} requests in about four intervals"
+        );
     }
 }
