@@ -90,21 +90,40 @@ fn apiserver_pid(c: &Cluster) -> u32 {
     c.pids().get(1).copied().unwrap_or(0)
 }
 
-/// Cumulative bucket counts of the tick histogram.
+/// Cumulative bucket counts of the tick histogram, summed over its series (older
+/// releases had one per group).
 fn tick_buckets(metrics: &str) -> Vec<(f64, f64)> {
-    metrics
+    let mut by_le: Vec<(f64, f64)> = Vec::new();
+    for line in metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("kube_failover_tick_duration_seconds_bucket{le=\""))
-        .filter_map(|r| {
-            let (le, v) = r.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v.parse().ok()?))
-        })
-        .collect()
+        .filter(|l| l.starts_with("kube_failover_tick_duration_seconds_bucket{"))
+    {
+        let Some((labels, value)) = line.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(le) = labels
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            }
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        match by_le.iter_mut().find(|(l, _)| *l == le) {
+            Some(slot) => slot.1 += v,
+            None => by_le.push((le, v)),
+        }
+    }
+    by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_le
 }
 
 /// A quantile of the observations between two snapshots, interpolated within buckets.
