@@ -125,8 +125,10 @@ pub struct AdminState {
     stall_limit: Duration,
     started: Instant,
     status: RwLock<StatusReport>,
-    /// `status`, serialized when it changes.
-    status_json: RwLock<Bytes>,
+    /// `status`, serialized when first asked for after it changed (`None`: changed).
+    /// Not at every tick: with many groups, serializing the whole document at each
+    /// group's tick would cost more than the ticks.
+    status_json: RwLock<Option<Bytes>>,
     ticked: Mutex<HashSet<String>>,
     heartbeats: RwLock<HashMap<String, Heartbeat>>,
     groups: usize,
@@ -137,14 +139,13 @@ pub struct AdminState {
 impl AdminState {
     /// `status` is the initial document (groups may be empty until their first tick).
     pub fn new(metrics: Metrics, interval: Duration, groups: usize, status: StatusReport) -> Self {
-        let json = encode_status(&status);
         AdminState {
             metrics,
             metrics_cache: MetricsCache::default(),
             stall_limit: stall_limit(interval),
             started: Instant::now(),
             status: RwLock::new(status),
-            status_json: RwLock::new(json),
+            status_json: RwLock::new(None),
             ticked: Mutex::new(HashSet::new()),
             heartbeats: RwLock::new(HashMap::new()),
             groups,
@@ -201,7 +202,7 @@ impl AdminState {
             }
             status.last_tick_unix = Some(wall_unix);
             status.ready = all_ticked && !self.shutting_down.load(Ordering::SeqCst);
-            *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = encode_status(&status);
+            *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
         if all_ticked {
             self.ready.store(true, Ordering::SeqCst);
@@ -218,7 +219,56 @@ impl AdminState {
         self.shutting_down.store(true, Ordering::SeqCst);
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.ready = false;
-        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = encode_status(&status);
+        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The whole `/status` document, serialized at most once per change.
+    fn status_document(&self) -> Bytes {
+        if let Some(json) = self
+            .status_json
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return json.clone();
+        }
+        let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+        let json = encode_status(&status);
+        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = Some(json.clone());
+        json
+    }
+
+    /// `/status?group=NAME`: the document with that group only; `Err` with the status
+    /// code and message when there is no such group or it has not ticked yet.
+    fn group_document(&self, name: &str) -> Result<Bytes, (StatusCode, String)> {
+        let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = status.groups.iter().find(|g| g.name == name) {
+            let one = StatusReport {
+                version: status.version.clone(),
+                mode: status.mode.clone(),
+                identity: status.identity.clone(),
+                ready: status.ready,
+                last_tick_unix: status.last_tick_unix,
+                groups: vec![g.clone()],
+            };
+            return Ok(encode_status(&one));
+        }
+        drop(status);
+        // Echo at most a short, printable name.
+        let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        let known = self
+            .heartbeats
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name);
+        Err(if known {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("group {shown:?} has not finished a tick yet\n"),
+            )
+        } else {
+            (StatusCode::NOT_FOUND, format!("no group named {shown:?}\n"))
+        })
     }
 
     /// True while every group's loop has made progress within [`stall_limit`] (see
@@ -522,7 +572,8 @@ async fn connection(
             conn.since_ms.store(server.now_ms(), Ordering::Relaxed);
             let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
             async move {
-                let mut resp = route_parts(&server.state, req.method(), req.uri().path()).await;
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let mut resp = route_parts(&server.state, req.method(), target).await;
                 if n >= server.limits.max_requests {
                     resp.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -698,8 +749,41 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     }
 }
 
-/// The whole routing table. Only the method and path are read.
-async fn route_parts(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// The group named by a `group=NAME` query parameter (percent-escapes decoded).
+fn group_parameter(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("group="))
+        .map(percent_decode)
+}
+
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The whole routing table. Only the method, the path and, for `/status`, the `group`
+/// query parameter are read.
+async fn route_parts(state: &AdminState, method: &Method, target: &str) -> Response<Full<Bytes>> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     const PATHS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/status"];
     if !PATHS.contains(&path) {
         return plain(
@@ -754,16 +838,18 @@ async fn route_parts(state: &AdminState, method: &Method, path: &str) -> Respons
                 )
             }
         }
-        _ => body(
-            StatusCode::OK,
-            "application/json",
-            state
-                .status_json
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            method,
-        ),
+        _ => match group_parameter(query) {
+            None => body(
+                StatusCode::OK,
+                "application/json",
+                state.status_document(),
+                method,
+            ),
+            Some(name) => match state.group_document(&name) {
+                Ok(json) => body(StatusCode::OK, "application/json", json, method),
+                Err((code, text)) => plain(code, text, method),
+            },
+        },
     }
 }
 
@@ -974,6 +1060,34 @@ mod tests {
         let head = route_parts(&s, &Method::HEAD, "/metrics").await;
         assert_eq!(head.status(), StatusCode::OK);
         assert!(text(head).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn status_of_one_group_and_unknown_groups() {
+        let s = state(2, Duration::from_secs(1));
+        s.tick_done(group("a"), 7.0);
+        s.tick_done(group("b-1"), 8.0);
+        let r = route_parts(&s, &Method::GET, "/status?group=b-1").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let report: StatusReport = serde_json::from_str(&text(r).await).unwrap();
+        assert_eq!(report.groups.len(), 1);
+        assert_eq!(report.groups[0].name, "b-1");
+        assert_eq!(report.last_tick_unix, Some(8.0));
+        let r = route_parts(&s, &Method::GET, "/status?x=1&group=b%2D1").await;
+        assert_eq!(r.status(), StatusCode::OK, "escapes are decoded");
+        let r = route_parts(&s, &Method::GET, "/status?group=nope").await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(text(r).await, "no group named \"nope\"\n");
+        let whole = route_parts(&s, &Method::GET, "/status?other=1").await;
+        let report: StatusReport = serde_json::from_str(&text(whole).await).unwrap();
+        assert_eq!(report.groups.len(), 2, "without group=, the whole document");
+        // A later tick shows in the whole document (serialized again after a change).
+        let mut g = group("a");
+        g.state = crate::model::GroupState::Promoting.into();
+        s.tick_done(g, 9.0);
+        let whole = route_parts(&s, &Method::GET, "/status").await;
+        let report: StatusReport = serde_json::from_str(&text(whole).await).unwrap();
+        assert_eq!(report.groups[0].state, "promoting");
     }
 
     #[tokio::test]

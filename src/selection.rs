@@ -24,6 +24,71 @@ pub async fn select(
     }
 }
 
+/// Parses a label selector as the API server does (`k=v`, `k==v`, `k!=v`,
+/// `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-separated), for matching cached
+/// objects locally. `None` when it does not parse (validation refuses such selectors).
+pub fn parse_label_selector(text: &str) -> Option<kube::core::Selector> {
+    use kube::core::Expression;
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1)?,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    let mut exprs = Vec::new();
+    for part in parts {
+        let req = part.trim();
+        if req.is_empty() {
+            return None;
+        }
+        if let Some(key) = req.strip_prefix('!') {
+            exprs.push(Expression::DoesNotExist(key.trim().to_string()));
+            continue;
+        }
+        type Make = fn(String, String) -> Expression;
+        let ops: [(&str, Make); 3] = [
+            ("!=", Expression::NotEqual),
+            ("==", Expression::Equal),
+            ("=", Expression::Equal),
+        ];
+        if let Some(e) = ops.iter().find_map(|(op, make)| {
+            req.split_once(op)
+                .map(|(k, v)| make(k.trim().to_string(), v.trim().to_string()))
+        }) {
+            exprs.push(e);
+            continue;
+        }
+        let (key, rest) = match req.find(|c: char| c.is_whitespace() || c == '(') {
+            Some(at) => (&req[..at], req[at..].trim_start()),
+            None => (req, ""),
+        };
+        if rest.is_empty() {
+            exprs.push(Expression::Exists(key.to_string()));
+            continue;
+        }
+        let (negated, values) = match rest.strip_prefix("notin") {
+            Some(v) => (true, v),
+            None => (false, rest.strip_prefix("in")?),
+        };
+        let inner = values.trim().strip_prefix('(')?.strip_suffix(')')?;
+        let set = inner.split(',').map(|v| v.trim().to_string()).collect();
+        exprs.push(if negated {
+            Expression::NotIn(key.to_string(), set)
+        } else {
+            Expression::In(key.to_string(), set)
+        });
+    }
+    Some(exprs.into_iter().collect())
+}
+
 /// How a workload's selection reads in a message: `Deployment ns/name` or
 /// `Deployments in ns matching sel`.
 pub fn selection_text(namespace: &str, workload: &WorkloadConfig) -> String {
@@ -96,5 +161,53 @@ impl DeploymentFacts {
             ready_pods,
             epoch: self.epoch,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::SelectorExt;
+    use std::collections::BTreeMap;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_selectors_match_like_the_api_server() {
+        let l = labels(&[("env0", "agent-proxy"), ("tier", "b")]);
+        let yes = [
+            "env0=agent-proxy",
+            "env0==agent-proxy",
+            "env0!=agent-trigger",
+            "env0 in (agent-proxy, x)",
+            "tier notin (a,c)",
+            "env0",
+            "!missing",
+            "env0=agent-proxy,tier in (b)",
+        ];
+        for text in yes {
+            let sel = parse_label_selector(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(sel.matches(&l), "{text} must match");
+        }
+        let no = [
+            "env0=agent-trigger",
+            "env0!=agent-proxy",
+            "tier in (a)",
+            "tier notin (b)",
+            "missing",
+            "!env0",
+            "env0=agent-proxy,tier=c",
+        ];
+        for text in no {
+            let sel = parse_label_selector(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(!sel.matches(&l), "{text} must not match");
+        }
+        assert!(parse_label_selector("a=b,").is_none());
+        assert!(parse_label_selector("a in b").is_none());
     }
 }

@@ -283,6 +283,18 @@ async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
         granted >= 10,
         "role.yaml grants {granted} verb/resource pairs, fewer than expected"
     );
+    // The probes read Deployments, Pods and the record from watches of the namespace.
+    for (group, resource) in [("apps", "deployments"), ("", "pods"), ("", "configmaps")] {
+        for verb in ["list", "watch"] {
+            let attrs = json!({
+                "namespace": AGENT_NS, "group": group, "resource": resource, "verb": verb,
+            });
+            assert!(
+                allowed(&client, &sa, &groups, attrs.clone()).await,
+                "{sa} lacks {attrs}"
+            );
+        }
+    }
     // ...and the probe of the API server's /readyz needs no grant at all.
     let readyz = json!({ "path": "/readyz", "verb": "get" });
     assert!(

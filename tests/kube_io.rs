@@ -708,3 +708,79 @@ async fn faults_are_classified() {
     assert_eq!(prim.deployments, None);
     assert!(prim.api.latency < TIMEOUT);
 }
+
+/// The probes as the daemon runs them: Deployments, Pods and the record from watches
+/// shared per cluster and namespace. A Pod turning unready shows at the next tick; an
+/// API server stop breaks the watches within one interval, making the workload signals
+/// unknown while `/readyz` carries the down evidence; they recover when it returns.
+#[tokio::test]
+async fn cached_probes_follow_the_watches() {
+    use kube_failover::cluster::ClientOptions;
+    use kube_failover::clusters::Clusters;
+    use kube_failover::model::Evidence;
+    use kube_failover::probe::cached;
+    use kube_failover::watch_cache::Freshness;
+
+    let _serial = SERIAL.lock().await;
+    let pair = ClusterPair::start().await.expect("test bed starts");
+    let (primary, standby) = (&pair.primary, &pair.standby);
+    let g = group(primary, standby);
+    let interval = Duration::from_secs(1);
+    let mut clusters = Clusters::new(ClientOptions::for_call_timeout(TIMEOUT), interval, TIMEOUT);
+    let p = clusters.get(&g.primary, "primary").await.unwrap();
+    let s = clusters.get(&g.standby, "standby").await.unwrap();
+    let again = clusters.get(&g.primary, "primary").await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&p, &again), "one handle per cluster");
+    assert_eq!(clusters.len(), 2);
+    let http = reqwest::Client::new();
+
+    let prim = cached::probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    assert!(prim.api.passed(), "{prim:?}");
+    assert_eq!(reasons(&prim.workloads), [ProbeReason::Ok, ProbeReason::Ok]);
+    assert_eq!(prim.deployments.as_ref().map(Vec::len), Some(2));
+    let stby = cached::probe_standby(&s, &g, TIMEOUT).await;
+    assert!(stby.api.passed() && stby.workloads.passed(), "{stby:?}");
+    assert_eq!(stby.record, Ok(FailoverRecord::default()));
+
+    // A Pod turning unready is seen at the next tick.
+    let trigger = primary.trigger_deployment();
+    primary.set_pods_ready(&trigger, false).await.unwrap();
+    tokio::time::sleep(interval).await;
+    let prim = cached::probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    assert_eq!(
+        reasons(&prim.workloads),
+        [ProbeReason::Unready, ProbeReason::Ok],
+        "{prim:?}"
+    );
+    primary.set_pods_ready(&trigger, true).await.unwrap();
+    tokio::time::sleep(interval).await;
+    let prim = cached::probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    assert_eq!(reasons(&prim.workloads), [ProbeReason::Ok, ProbeReason::Ok]);
+
+    // A stopped API server breaks the watches within one interval, by themselves.
+    let deployments = p.deployments(primary.namespace());
+    primary.stop_apiserver().await.unwrap();
+    tokio::time::sleep(interval).await;
+    assert_ne!(deployments.freshness(), Freshness::Live);
+    let prim = cached::probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    assert_eq!(prim.api.reason, ProbeReason::Refused, "{prim:?}");
+    for (id, o) in &prim.workloads {
+        assert_eq!(o.reason.evidence(), Evidence::Unknown, "{id}: {o:?}");
+    }
+    assert_eq!(prim.deployments, None);
+
+    // Back: the watches list again and the signals recover.
+    primary.start_apiserver().await.unwrap();
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(interval).await;
+        let prim = cached::probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+        if prim.api.passed() && reasons(&prim.workloads) == [ProbeReason::Ok, ProbeReason::Ok] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no recovery: {prim:?}"
+        );
+    }
+}

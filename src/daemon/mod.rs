@@ -8,6 +8,7 @@ mod status;
 
 use crate::admin::{self, AdminError, AdminState};
 use crate::cluster::{self, ClusterError};
+use crate::clusters;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -109,18 +110,23 @@ async fn run_with_listener(
         )?),
         None => None,
     };
+    // One client, one /readyz per interval and one set of watch caches per distinct
+    // cluster, shared by every group on it (src/clusters.rs).
+    let mut clusters =
+        clusters::Clusters::new(client_options, daemon.probe_interval, daemon.probe_timeout);
     let mut runners = Vec::new();
     for group in &config.groups {
-        let client = |target, side| async move {
-            cluster::client_for_with(target, side, client_options)
+        let mut handle = async |target, side| {
+            clusters
+                .get(target, side)
                 .await
                 .map_err(|source| DaemonError::Cluster {
                     group: group.name.clone(),
                     source,
                 })
         };
-        let primary = client(&group.primary, "primary").await?;
-        let standby = client(&group.standby, "standby").await?;
+        let primary = handle(&group.primary, "primary").await?;
+        let standby = handle(&group.standby, "standby").await?;
         let mut runner = GroupRunner::new(
             group.clone(),
             &config,
@@ -134,6 +140,11 @@ async fn run_with_listener(
         runner.trace = trace.clone();
         runners.push(runner);
     }
+    info!(
+        clusters = clusters.len(),
+        groups = config.groups.len(),
+        "clients built"
+    );
 
     // Several instances (src/coord): refuse an identity another live process uses.
     for runner in &runners {

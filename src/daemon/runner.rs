@@ -4,6 +4,7 @@
 use super::status::group_status;
 use crate::actuate::Actuator;
 use crate::admin::AdminState;
+use crate::clusters::ClusterHandle;
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
 use crate::metrics::{Metrics, Side};
@@ -28,8 +29,8 @@ pub(super) struct GroupRunner {
     mode: Mode,
     interval: Duration,
     timeout: Duration,
-    primary: kube::Client,
-    standby: kube::Client,
+    primary: Arc<ClusterHandle>,
+    standby: Arc<ClusterHandle>,
     http: reqwest::Client,
     engine: Engine,
     actuator: Actuator,
@@ -53,8 +54,8 @@ impl GroupRunner {
     pub(super) fn new(
         cfg: GroupConfig,
         config: &Config,
-        primary: kube::Client,
-        standby: kube::Client,
+        primary: Arc<ClusterHandle>,
+        standby: Arc<ClusterHandle>,
         http: reqwest::Client,
         identity: String,
         metrics: Metrics,
@@ -63,8 +64,12 @@ impl GroupRunner {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
         // Every Kubernetes call of this group that ends is progress (src/liveness.rs).
-        let primary = crate::liveness::beating_client(primary, admin.heartbeat(&cfg.name));
-        let standby = crate::liveness::beating_client(standby, admin.heartbeat(&cfg.name));
+        // Writes and Leases go through the cluster's shared client, wrapped so that
+        // every call of this group that ends is progress (src/liveness.rs).
+        let primary_client =
+            crate::liveness::beating_client(primary.client().clone(), admin.heartbeat(&cfg.name));
+        let standby_client =
+            crate::liveness::beating_client(standby.client().clone(), admin.heartbeat(&cfg.name));
         let engine = Engine::new(
             EngineSettings {
                 interval: config.daemon.probe_interval,
@@ -77,11 +82,11 @@ impl GroupRunner {
         let coord = crate::coord::GroupCoord::new(
             &cfg,
             config,
-            standby.clone(),
+            standby_client.clone(),
             identity.clone(),
             metrics.coord.clone(),
         );
-        let actuator = Actuator::new(&cfg, primary.clone(), standby.clone(), identity);
+        let actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
         GroupRunner {
             coord,
             mode: config.daemon.mode,
@@ -105,7 +110,12 @@ impl GroupRunner {
     }
 
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.interval);
+        // Each group ticks at its own stable phase within the interval, so groups
+        // spread their work instead of all probing at the same instant (and start-up is
+        // staggered the same way). The time between a group's own ticks stays the
+        // interval.
+        let first = tokio::time::Instant::now() + phase(&self.cfg.name, self.interval);
+        let mut ticker = tokio::time::interval_at(first, self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -122,14 +132,14 @@ impl GroupRunner {
     async fn observe(&self, wall_unix: f64) -> Observation {
         let recorded = self.engine.recorded_primary_names();
         let (primary, standby) = tokio::join!(
-            probe::probe_primary(
+            probe::cached::probe_primary(
                 &self.primary,
                 &self.cfg,
                 &self.http,
                 self.timeout,
                 &recorded,
             ),
-            probe::probe_standby(&self.standby, &self.cfg, self.timeout),
+            probe::cached::probe_standby(&self.standby, &self.cfg, self.timeout),
         );
         Observation {
             wall_unix,
@@ -329,5 +339,44 @@ impl GroupRunner {
             }
             _ => {}
         }
+    }
+}
+
+/// A stable offset within `interval` for the group named `name` (FNV-1a of the name):
+/// the same on every start, spread evenly over many groups.
+pub(super) fn phase(name: &str, interval: Duration) -> Duration {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let nanos = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_nanos(hash % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase;
+    use std::time::Duration;
+
+    #[test]
+    fn phases_are_stable_bounded_and_spread() {
+        let interval = Duration::from_secs(1);
+        assert_eq!(phase("env0", interval), phase("env0", interval));
+        let phases: Vec<Duration> = (0..200)
+            .map(|i| phase(&format!("group-{i}"), interval))
+            .collect();
+        assert!(phases.iter().all(|p| *p < interval));
+        // Spread: every tenth of the interval holds some of the 200 groups, none most.
+        let mut buckets = [0usize; 10];
+        for p in &phases {
+            buckets[(p.as_millis() / 100) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (5..=40).contains(&n)),
+            "{buckets:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! selection in [`crate::selection`], shared with the actuator and the record.
 
 pub mod api;
+pub mod cached;
 pub mod http;
 pub mod workload;
 

@@ -225,7 +225,7 @@ pub struct PodSummary {
 
 impl PodSummary {
     /// Summarises a list of Pods.
-    pub fn of(pods: &[Pod]) -> Self {
+    pub fn of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Self {
         let mut summary = PodSummary::default();
         for pod in pods {
             if pod.metadata.deletion_timestamp.is_some() {

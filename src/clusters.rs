@@ -1,0 +1,351 @@
+//! What the daemon holds per distinct cluster, shared by every group on it: one
+//! `kube::Client` (one set of connections and credentials), one `/readyz` answer per
+//! probe interval, and the watch-backed caches of the namespaces its groups read
+//! ([`crate::watch_cache`]).
+//!
+//! A cluster is a kubeconfig file and context after resolution (or the in-cluster
+//! service account): two groups naming the same ones share everything here.
+
+use crate::cluster::{self, ClientOptions, ClusterError};
+use crate::config::ClusterConfig;
+use crate::model::{ProbeOutcome, ProbeReason};
+use crate::watch_cache::{self, WatchStore};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// The key that makes two cluster configs the same cluster.
+fn cluster_key(cluster: &ClusterConfig) -> Option<String> {
+    match cluster::resolve_kubeconfig(cluster) {
+        Ok(Some(resolved)) => Some(format!("{}\n{}", resolved.source, resolved.context)),
+        Ok(None) => Some("in-cluster".to_string()),
+        Err(_) => None,
+    }
+}
+
+/// Every distinct cluster of the configuration.
+pub struct Clusters {
+    by_key: HashMap<String, Arc<ClusterHandle>>,
+    options: ClientOptions,
+    interval: Duration,
+    timeout: Duration,
+    epoch: Instant,
+}
+
+impl Clusters {
+    /// An empty set; clients get `options`, `/readyz` is bounded by `timeout` and asked
+    /// at most once per `interval` per cluster.
+    pub fn new(options: ClientOptions, interval: Duration, timeout: Duration) -> Self {
+        Clusters {
+            by_key: HashMap::new(),
+            options,
+            interval,
+            timeout,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The handle of `cluster`, built on first use. `role` labels errors.
+    pub async fn get(
+        &mut self,
+        cluster: &ClusterConfig,
+        role: &str,
+    ) -> Result<Arc<ClusterHandle>, ClusterError> {
+        let key = cluster_key(cluster);
+        if let Some(handle) = key.as_ref().and_then(|k| self.by_key.get(k)) {
+            return Ok(handle.clone());
+        }
+        // A cluster whose kubeconfig does not resolve fails here, naming the file.
+        let client = cluster::client_for_with(cluster, role, self.options).await?;
+        let handle = Arc::new(ClusterHandle {
+            client,
+            interval: self.interval,
+            timeout: self.timeout,
+            epoch: self.epoch,
+            readyz: Mutex::new(None),
+            scheduled: Mutex::new(false),
+            stores: Mutex::new(Stores::default()),
+        });
+        if let Some(key) = key {
+            self.by_key.insert(key, handle.clone());
+        }
+        Ok(handle)
+    }
+
+    /// How many distinct clusters there are.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+type SharedOutcome = Shared<BoxFuture<'static, ProbeOutcome>>;
+
+/// Sends one `/readyz` request with the cluster's client, bounded by the timeout.
+pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
+
+/// Restarts one store's watch, saying why.
+type Restarter = Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
+struct Stores {
+    deployments: HashMap<String, Arc<WatchStore<Deployment>>>,
+    pods: HashMap<String, Arc<WatchStore<Pod>>>,
+    configmaps: HashMap<String, Arc<WatchStore<ConfigMap>>>,
+    /// Restarts every store of the cluster.
+    restarters: Vec<Restarter>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One cluster: its client, its shared `/readyz` and its caches.
+pub struct ClusterHandle {
+    client: kube::Client,
+    interval: Duration,
+    timeout: Duration,
+    epoch: Instant,
+    /// The `/readyz` of the current interval: its index and the (maybe pending) answer.
+    readyz: Mutex<Option<(u128, SharedOutcome)>>,
+    /// Whether the task sending `/readyz` at each interval's start runs.
+    scheduled: Mutex<bool>,
+    stores: Mutex<Stores>,
+}
+
+/// Reasons of a `/readyz` answer that say the API server could not be reached: the
+/// caches' watches cannot be trusted to be current then.
+fn unreachable(reason: ProbeReason) -> bool {
+    matches!(
+        reason,
+        ProbeReason::Timeout | ProbeReason::Refused | ProbeReason::Connect | ProbeReason::Tls
+    )
+}
+
+impl ClusterHandle {
+    /// The cluster's client (clones share connections and credentials).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The cluster's `/readyz` for this probe interval, shared by every group on the
+    /// cluster: one request per interval, sent at the start of each interval (counted
+    /// from the daemon's start) by a task of the cluster, so two answers are always one
+    /// interval apart and a short blip can never count twice for a group (whose ticks
+    /// are one interval apart too). A group gets the answer of the interval it ticks
+    /// in (waiting for it if it is still on its way), never one of an earlier interval;
+    /// the answer is at most one interval old. An answer saying the API server cannot
+    /// be reached restarts the cluster's watches (see [`crate::watch_cache`]). `fetch`
+    /// sends the request (the probes' `/readyz` check), given the cluster's client and
+    /// the probe timeout.
+    pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
+        let slot = self.slot_now();
+        let answer = self.answer_for(slot, fetch);
+        {
+            let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+            if !*scheduled {
+                *scheduled = true;
+                let me = Arc::downgrade(self);
+                let (epoch, interval) = (self.epoch, self.interval);
+                let task = tokio::spawn(async move {
+                    let mut next = slot + 1;
+                    loop {
+                        let at = epoch
+                            + interval.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX));
+                        tokio::time::sleep_until(at.into()).await;
+                        let Some(me) = me.upgrade() else { return };
+                        let now = me.slot_now();
+                        // Driven here, so it is sent now whether or not a group asks yet.
+                        tokio::spawn(me.answer_for(now, fetch));
+                        next = now + 1;
+                    }
+                });
+                self.stores
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tasks
+                    .push(task);
+            }
+        }
+        answer.await
+    }
+
+    fn slot_now(&self) -> u128 {
+        self.epoch.elapsed().as_nanos() / self.interval.as_nanos().max(1)
+    }
+
+    /// The answer of interval `slot`, started now if nobody started it.
+    fn answer_for(self: &Arc<Self>, slot: u128, fetch: Fetch) -> SharedOutcome {
+        let mut current = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref() {
+            Some((s, answer)) if *s >= slot => answer.clone(),
+            _ => {
+                let me = self.clone();
+                let request = fetch(self.client.clone(), self.timeout);
+                let answer = async move {
+                    let out = request.await;
+                    if unreachable(out.reason) {
+                        me.restart_watches("the API server did not answer /readyz");
+                    }
+                    out
+                }
+                .boxed()
+                .shared();
+                *current = Some((slot, answer.clone()));
+                answer
+            }
+        }
+    }
+
+    fn restart_watches(&self, why: &str) {
+        let restarters = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restarters
+            .clone();
+        for r in restarters {
+            r(why);
+        }
+    }
+
+    fn max_backoff(&self) -> Duration {
+        self.interval
+            .clamp(Duration::from_millis(500), Duration::from_secs(30))
+    }
+
+    /// The Deployments of `namespace`, watched from the first call on.
+    pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
+        self.store(namespace, "Deployments", |s| &mut s.deployments)
+    }
+
+    /// The Pods of `namespace`, watched from the first call on.
+    pub fn pods(&self, namespace: &str) -> Arc<WatchStore<Pod>> {
+        self.store(namespace, "Pods", |s| &mut s.pods)
+    }
+
+    /// The ConfigMaps of `namespace` (failover records), watched from the first call on.
+    pub fn configmaps(&self, namespace: &str) -> Arc<WatchStore<ConfigMap>> {
+        self.store(namespace, "ConfigMaps", |s| &mut s.configmaps)
+    }
+
+    fn store<K>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        pick: impl Fn(&mut Stores) -> &mut HashMap<String, Arc<WatchStore<K>>>,
+    ) -> Arc<WatchStore<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = pick(&mut stores).get(namespace) {
+            return s.clone();
+        }
+        let store = WatchStore::<K>::new(format!("{kind} in {namespace}"));
+        pick(&mut stores).insert(namespace.to_string(), store.clone());
+        let restart = store.clone();
+        stores
+            .restarters
+            .push(Arc::new(move |why: &str| restart.restart(why)));
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        stores.tasks.push(tokio::spawn(watch_cache::run(
+            store.clone(),
+            api,
+            self.max_backoff(),
+        )));
+        store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting(_: kube::Client, _: Duration) -> BoxFuture<'static, ProbeOutcome> {
+        SENT.fetch_add(1, Ordering::SeqCst);
+        async { ProbeOutcome::ok(Duration::from_millis(1)) }.boxed()
+    }
+
+    fn cluster(dir: &tempfile::TempDir, context: &str) -> ClusterConfig {
+        let path = dir.path().join("kc");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:1\n\
+             contexts:\n- name: one\n  context:\n    cluster: a\n    user: u\n- name: two\n  context:\n    cluster: a\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n",
+        )
+        .unwrap();
+        ClusterConfig {
+            kubeconfig: Some(path),
+            context: Some(context.to_string()),
+            namespace: "ns".to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_handle_per_cluster_and_one_readyz_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(300);
+        let mut clusters = Clusters::new(ClientOptions::default(), interval, interval / 2);
+        let a = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        let mut other_ns = cluster(&dir, "one");
+        other_ns.namespace = "elsewhere".into();
+        let same = clusters.get(&other_ns, "standby").await.unwrap();
+        let b = clusters
+            .get(&cluster(&dir, "two"), "standby")
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &same), "same file and context: one handle");
+        assert!(!Arc::ptr_eq(&a, &b), "another context: another handle");
+        assert_eq!(clusters.len(), 2);
+
+        // Wait for the start of an interval, then ask as five groups would.
+        let into = a.epoch.elapsed().as_nanos() % interval.as_nanos();
+        tokio::time::sleep(interval - Duration::from_nanos(into as u64) + interval / 10).await;
+        let before = SENT.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            assert!(a.readyz(counting).await.passed());
+        }
+        assert_eq!(
+            SENT.load(Ordering::SeqCst) - before,
+            1,
+            "one request for five asks"
+        );
+        // From now on one request per interval is sent, asked or not.
+        tokio::time::sleep(interval * 3).await;
+        let sent = SENT.load(Ordering::SeqCst) - before;
+        assert!(
+            (2..=5).contains(&sent),
+            "{sent} requests in about four intervals"
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! Watch-backed object caches: one per cluster, namespace and kind (Deployments, Pods,
+//! ConfigMaps), shared by every group that reads that namespace, so a tick reads memory
+//! instead of listing.
+//!
+//! Freshness is part of the answer. A store serves its objects only while its watch is
+//! established: the initial list (or a relist) completed and no error was seen since.
+//! Anything else (starting, relisting, a failed watch or list, a restart) makes
+//! [`WatchStore::read`] fail with a reason that is never down evidence, so a signal fed
+//! by a cache is `unknown` then: never a stale `ok`, never a stale failure.
+//!
+//! How long a dead watch can go unnoticed:
+//! - a stopped or restarted API server closes the connection: the next poll of the
+//!   watch fails at once and the store is broken within milliseconds;
+//! - every watch request asks the server to end it after [`WATCH_TIMEOUT_SECS`], and
+//!   kube's watcher gives up on a silent stream 5 s after that, so a connection that
+//!   died without a word is noticed within 10 s even with no other sign; and a watch
+//!   outlives a change of RBAC (the API server checks permissions when a watch
+//!   starts), so a revoked grant shows within 5 s;
+//! - the probes ask each cluster's `/readyz` once per interval (see
+//!   the `clusters` module); when that answer says the API server cannot be reached
+//!   (timeout, refused, connect, TLS), every store of the cluster is restarted
+//!   ([`WatchStore::restart`]) and serves nothing until a fresh list has completed. So
+//!   the bound that matters for judgement is one probe interval.
+//!
+//! After any error the watch is started again from a fresh list, after a short backoff
+//! capped at the probe interval, so a store that recovers always proves it with a
+//! complete list (a resumed watch emits no event that could prove it).
+
+use crate::kube_call::{classify, describe};
+use crate::model::{Evidence, ProbeReason};
+use futures::StreamExt;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+/// Server-side bound on one watch request (`timeoutSeconds`): the API server ends the
+/// watch after this and the watcher resumes it from the last resourceVersion (one cheap
+/// request per store). Shorter than the clients' read timeout (15 s), so an idle watch
+/// is never cut by the client.
+pub const WATCH_TIMEOUT_SECS: u32 = 5;
+
+/// First delay before a failed watch is started again; doubles up to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The state of one store's watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// The first list has not completed yet.
+    Starting,
+    /// A (re)list is under way after the watch was lost or restarted.
+    Relisting(String),
+    /// Listed and watching: the objects are current.
+    Live,
+    /// The last list or watch failed; it is being retried.
+    Broken {
+        /// The failure's reason code.
+        reason: ProbeReason,
+        /// A short description (names the kind and namespace, never a secret).
+        detail: String,
+    },
+}
+
+struct Inner<K> {
+    objects: BTreeMap<String, Arc<K>>,
+    /// Objects of a list in progress, swapped in when it completes.
+    pending: Option<BTreeMap<String, Arc<K>>>,
+    freshness: Freshness,
+}
+
+/// The objects of one kind in one namespace of one cluster, kept current by a watch.
+pub struct WatchStore<K> {
+    /// `Pods in ns`, for messages.
+    what: String,
+    inner: RwLock<Inner<K>>,
+    /// Bumped on every change of freshness, for [`WatchStore::wait_started`].
+    changed: watch::Sender<u64>,
+    /// Asks the watch task to drop its watch and list again.
+    restart: Notify,
+}
+
+impl<K> WatchStore<K> {
+    /// An empty store that has not listed yet; `what` reads like `Pods in ns`.
+    pub fn new(what: impl Into<String>) -> Arc<Self> {
+        Arc::new(WatchStore {
+            what: what.into(),
+            inner: RwLock::new(Inner {
+                objects: BTreeMap::new(),
+                pending: None,
+                freshness: Freshness::Starting,
+            }),
+            changed: watch::channel(0).0,
+            restart: Notify::new(),
+        })
+    }
+
+    /// What the store holds, e.g. `Pods in ns`.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn lock_read(&self) -> std::sync::RwLockReadGuard<'_, Inner<K>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<K>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watch's state now.
+    pub fn freshness(&self) -> Freshness {
+        self.lock_read().freshness.clone()
+    }
+
+    /// Runs `f` on the objects (by name) when the watch is established; otherwise the
+    /// reason (never down evidence) and a detail naming the store.
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&BTreeMap<String, Arc<K>>) -> R,
+    ) -> Result<R, (ProbeReason, String)> {
+        let inner = self.lock_read();
+        match &inner.freshness {
+            Freshness::Live => Ok(f(&inner.objects)),
+            Freshness::Starting => Err((
+                ProbeReason::Error,
+                format!("watch of {} not established yet", self.what),
+            )),
+            Freshness::Relisting(why) => Err((
+                ProbeReason::Error,
+                format!("watch of {} relisting ({why})", self.what),
+            )),
+            Freshness::Broken { reason, detail } => Err((*reason, detail.clone())),
+        }
+    }
+
+    /// Waits up to `bound` while the store has never listed (start-up only).
+    pub async fn wait_started(&self, bound: Duration) {
+        let mut rx = self.changed.subscribe();
+        let started = || !matches!(self.lock_read().freshness, Freshness::Starting);
+        if started() {
+            return;
+        }
+        let _ = tokio::time::timeout(bound, async {
+            while !started() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Asks the watch to start over from a fresh list; the store serves nothing until it
+    /// completes. Does nothing while the store is not live (it is listing already).
+    pub fn restart(&self, why: &str) {
+        let mut inner = self.lock_write();
+        if inner.freshness == Freshness::Live {
+            inner.freshness = Freshness::Relisting(why.to_string());
+            drop(inner);
+            self.changed.send_modify(|n| *n += 1);
+            self.restart.notify_one();
+        }
+    }
+
+    fn set_freshness(&self, inner: &mut Inner<K>, freshness: Freshness) {
+        if inner.freshness != freshness {
+            inner.freshness = freshness;
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl<K: Resource> WatchStore<K> {
+    /// Applies one watcher event. Returns true when a list completed.
+    pub fn apply(&self, event: Event<K>) -> bool {
+        let mut inner = self.lock_write();
+        let inner = &mut *inner;
+        match event {
+            Event::Init => {
+                inner.pending = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(obj) => {
+                if let (Some(pending), Some(name)) = (inner.pending.as_mut(), name_of(&obj)) {
+                    pending.insert(name, Arc::new(obj));
+                }
+                false
+            }
+            Event::InitDone => {
+                inner.objects = inner.pending.take().unwrap_or_default();
+                self.set_freshness(inner, Freshness::Live);
+                true
+            }
+            Event::Apply(obj) => {
+                if let Some(name) = name_of(&obj) {
+                    inner.objects.insert(name, Arc::new(obj));
+                }
+                false
+            }
+            Event::Delete(obj) => {
+                if let Some(name) = name_of(&obj) {
+                    inner.objects.remove(&name);
+                }
+                false
+            }
+        }
+    }
+
+    /// Marks the store broken by `err`: its signals are unknown until a fresh list.
+    pub fn fail(&self, err: &watcher::Error) {
+        let (reason, text) = describe_watch_error(err);
+        // The cache cannot tell whether the workload serves: a refused or timed-out
+        // watch is about the connection, and `/readyz` is the probe that judges that.
+        let reason = if reason.evidence() == Evidence::Down {
+            ProbeReason::Error
+        } else {
+            reason
+        };
+        let detail = format!("watch of {} broken: {text}", self.what);
+        let mut inner = self.lock_write();
+        inner.pending = None;
+        self.set_freshness(&mut inner, Freshness::Broken { reason, detail });
+    }
+}
+
+fn name_of<K: Resource>(obj: &K) -> Option<String> {
+    obj.meta().name.clone()
+}
+
+/// The reason and a secret-free description of a watcher error.
+fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
+    match err {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => (classify(e), describe(e)),
+        watcher::Error::WatchError(status) => {
+            let e = kube::Error::Api(status.clone());
+            (classify(&e), describe(&e))
+        }
+        watcher::Error::NoResourceVersion => (
+            ProbeReason::Decode,
+            "the API server sent no resourceVersion".to_string(),
+        ),
+        #[allow(unreachable_patterns)]
+        _ => (ProbeReason::Error, "watch failed".to_string()),
+    }
+}
+
+/// Keeps `store` current from `api` until the task is aborted: lists, watches, and
+/// after any error or [`WatchStore::restart`] starts again from a fresh list (after a
+/// backoff from 200 ms doubling up to `max_backoff` while errors repeat).
+pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, max_backoff: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    let mut backoff = FIRST_BACKOFF.min(max_backoff);
+    loop {
+        let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
+        let mut failed = false;
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(event)) => {
+                        if store.apply(event) {
+                            backoff = FIRST_BACKOFF.min(max_backoff);
+                            debug!(store = %store.what, "watch listed");
+                        }
+                    }
+                    Some(Err(err)) => {
+                        let was_live = store.freshness() == Freshness::Live;
+                        store.fail(&err);
+                        if was_live {
+                            warn!(store = %store.what, error = %describe_watch_error(&err).1, "watch lost; listing again");
+                        }
+                        failed = true;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = store.restart.notified() => {
+                    info!(store = %store.what, "watch restarted: the API server did not answer /readyz");
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    fn names(store: &WatchStore<ConfigMap>) -> Result<Vec<String>, (ProbeReason, String)> {
+        store.read(|m| m.keys().cloned().collect())
+    }
+
+    #[test]
+    fn serves_only_once_listed_and_follows_events() {
+        let s = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        let (reason, detail) = names(&s).unwrap_err();
+        assert_eq!(reason, ProbeReason::Error);
+        assert_eq!(detail, "watch of ConfigMaps in ns not established yet");
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("a")));
+        assert!(names(&s).is_err(), "a list in progress serves nothing");
+        assert!(s.apply(Event::InitDone));
+        assert_eq!(names(&s).unwrap(), ["a"]);
+        s.apply(Event::Apply(cm("b")));
+        s.apply(Event::Delete(cm("a")));
+        assert_eq!(names(&s).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn a_relist_replaces_everything() {
+        let s = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("old")));
+        s.apply(Event::InitDone);
+        s.restart("test");
+        let (_, detail) = names(&s).unwrap_err();
+        assert_eq!(detail, "watch of ConfigMaps in ns relisting (test)");
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("new")));
+        s.apply(Event::InitDone);
+        assert_eq!(names(&s).unwrap(), ["new"]);
+    }
+
+    #[test]
+    fn a_broken_watch_is_unknown_never_down() {
+        let s = WatchStore::<ConfigMap>::new("Pods in ns");
+        s.apply(Event::Init);
+        s.apply(Event::InitDone);
+        let refused = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        s.fail(&watcher::Error::WatchFailed(refused));
+        let (reason, detail) = names(&s).unwrap_err();
+        assert_eq!(reason.evidence(), Evidence::Unknown, "{reason:?}");
+        assert!(
+            detail.starts_with("watch of Pods in ns broken: "),
+            "{detail}"
+        );
+
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("pods is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        s.fail(&watcher::Error::InitialListFailed(forbidden));
+        assert_eq!(names(&s).unwrap_err().0, ProbeReason::Forbidden);
+    }
+}
