@@ -85,15 +85,10 @@ impl Args {
                     ));
                 }
             }
-            let annotated = obs
-                .standby
-                .deployments
-                .iter()
-                .flatten()
-                .filter_map(|d| d.epoch)
-                .max()
-                .unwrap_or(0);
-            let epoch = record.epoch.max(annotated).saturating_add(1);
+            let epoch = record
+                .epoch
+                .max(obs.standby.annotated_epoch())
+                .saturating_add(1);
             let primary_deployments: Vec<DeploymentRef> = obs
                 .primary
                 .deployments

@@ -9,7 +9,7 @@
 //! carry a stale one.
 
 use super::workload::{DeploymentFacts, PodSummary, judge_primary, nothing_selected};
-use super::{http, http_signal, merge_views, workload_signal};
+use super::{http, merge_views};
 use crate::clusters::ClusterHandle;
 use crate::config::{GroupConfig, WorkloadConfig};
 use crate::model::{
@@ -76,33 +76,12 @@ pub async fn probe_primary(
     let gate = untrusted(&api);
     let latency = start.elapsed();
 
-    let mut outcomes = Vec::with_capacity(group.workloads.len());
-    let mut all_views = Some(Vec::new());
-    for w in &group.workloads {
+    let workloads = group.workloads.iter().map(|w| {
         let (failure, views) = inspect(&deployments, &pods, ns, w, Judge::Primary, gate.as_deref());
-        merge_views(&mut all_views, views);
-        outcomes.push((workload_signal(w), outcome(failure, latency)));
-    }
-    let mut absent = Vec::new();
-    match by_name(&deployments, recorded, gate.as_deref()) {
-        Some((views, gone)) => {
-            merge_views(&mut all_views, Some(views));
-            absent = gone;
-        }
-        None => all_views = None,
-    }
-    PrimaryObservation {
-        api,
-        workloads: outcomes,
-        http: group
-            .http_checks
-            .iter()
-            .map(http_signal)
-            .zip(checks)
-            .collect(),
-        deployments: all_views,
-        absent,
-    }
+        (w, outcome(failure, latency), views)
+    });
+    let by_name = by_name(&deployments, recorded, gate.as_deref());
+    super::primary_observation(group, api, workloads, checks, by_name)
 }
 
 /// Probes the standby of `group` (see [`super::probe_standby`]) from the caches.

@@ -14,7 +14,7 @@ pub mod workload;
 use crate::config::{GroupConfig, HttpCheckConfig, WorkloadConfig};
 use crate::kube_call::classify_elapsed;
 use crate::model::{
-    FailoverRecord, PrimaryObservation, ProbeOutcome, SignalId, StandbyObservation,
+    DeploymentView, FailoverRecord, PrimaryObservation, ProbeOutcome, SignalId, StandbyObservation,
 };
 use futures::future::join_all;
 use std::time::{Duration, Instant};
@@ -47,11 +47,35 @@ pub async fn probe_primary(
     let (api, workloads, checks, by_name) =
         tokio::join!(api::readyz(client, timeout), workloads, checks, by_name);
 
-    let mut outcomes = Vec::with_capacity(workloads.len());
+    let workloads = group
+        .workloads
+        .iter()
+        .zip(workloads)
+        .map(|(w, probe)| (w, probe.outcome, probe.views));
+    primary_observation(group, api, workloads, checks, by_name)
+}
+
+/// Puts one tick's primary answers together, each outcome with its signal id; the
+/// views of every workload and of the recorded Deployments are merged, and any view
+/// that could not be had makes the whole list unknown.
+pub(super) fn primary_observation<'a>(
+    group: &GroupConfig,
+    api: ProbeOutcome,
+    workloads: impl Iterator<
+        Item = (
+            &'a WorkloadConfig,
+            ProbeOutcome,
+            Option<Vec<DeploymentView>>,
+        ),
+    >,
+    checks: Vec<ProbeOutcome>,
+    by_name: Option<(Vec<DeploymentView>, Vec<String>)>,
+) -> PrimaryObservation {
+    let mut outcomes = Vec::with_capacity(group.workloads.len());
     let mut deployments = Some(Vec::new());
-    for (w, probe) in group.workloads.iter().zip(workloads) {
-        merge_views(&mut deployments, probe.views);
-        outcomes.push((workload_signal(w), probe.outcome));
+    for (w, outcome, views) in workloads {
+        merge_views(&mut deployments, views);
+        outcomes.push((workload_signal(w), outcome));
     }
     let mut absent = Vec::new();
     match by_name {

@@ -526,6 +526,19 @@ pub struct StandbyObservation {
     pub record: Result<FailoverRecord, ProbeOutcome>,
 }
 
+impl StandbyObservation {
+    /// The highest promotion epoch found on the standby's Deployments (0 when none): a
+    /// new promotion goes above it, so epochs never repeat after a lost record.
+    pub fn annotated_epoch(&self) -> u64 {
+        self.deployments
+            .iter()
+            .flatten()
+            .filter_map(|d| d.epoch)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// One tick's input to the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Observation {

@@ -499,15 +499,7 @@ impl Engine {
         let Ok(rec) = &obs.standby.record else {
             return self.known;
         };
-        let annotated = obs
-            .standby
-            .deployments
-            .iter()
-            .flatten()
-            .filter_map(|d| d.epoch)
-            .max()
-            .unwrap_or(0);
-        self.epoch_floor = self.epoch_floor.max(annotated);
+        self.epoch_floor = self.epoch_floor.max(obs.standby.annotated_epoch());
         let phase = rec.effective_phase();
         let epoch = rec.epoch;
         if let Some(t) = rec.promoted_at_unix {
