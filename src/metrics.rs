@@ -595,6 +595,7 @@ mod tests {
             signals: vec![],
             state_changed: true,
             verdict: crate::model::Verdict::Down,
+            warnings: vec![],
         };
         m.observe_decision("g", &d, false);
         m.dual_active_for("g", 2.5);

@@ -292,6 +292,7 @@ mod tests {
                     resource_version: Some("17".into()),
                     ..FailoverRecord::default()
                 }),
+                state_checks: Vec::new(),
             },
             observers: vec![],
         }

@@ -241,6 +241,7 @@ mod tests {
                 workloads: ok,
                 deployments: None,
                 record,
+                state_checks: Vec::new(),
             },
             observers: vec![],
         }

@@ -564,6 +564,7 @@ impl World {
                         .collect(),
                 ),
                 record: Ok(self.record.clone().unwrap_or_default()),
+                state_checks: Vec::new(),
             },
             observers: vec![],
         }

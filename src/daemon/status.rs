@@ -132,6 +132,7 @@ mod tests {
             }],
             state_changed: false,
             verdict: Verdict::Down,
+            warnings: vec![],
         }
     }
 
@@ -156,6 +157,7 @@ mod tests {
                 workloads: ok,
                 deployments: None,
                 record,
+                state_checks: Vec::new(),
             },
         }
     }

@@ -127,6 +127,7 @@ pub async fn probe_standby(
         workloads: outcome(failed, latency),
         deployments: all_views,
         record,
+        state_checks: Vec::new(),
     }
 }
 

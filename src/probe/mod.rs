@@ -160,6 +160,7 @@ pub async fn probe_standby(
         workloads,
         deployments,
         record,
+        state_checks: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 #![deny(rust_2018_idioms)]
 #![deny(missing_docs)]
 
+pub mod checks;
 pub mod engine;
 pub mod model;
 pub mod policy;

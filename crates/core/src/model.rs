@@ -524,6 +524,9 @@ pub struct StandbyObservation {
     /// The failover record: `Ok(record)` (a default record when none exists yet), or
     /// the reason it could not be read.
     pub record: Result<FailoverRecord, ProbeOutcome>,
+    /// The configured state checks (`[groups.state]`, `[groups.drift]`), in config order.
+    #[serde(default)]
+    pub state_checks: Vec<crate::checks::StateCheck>,
 }
 
 impl StandbyObservation {
@@ -910,6 +913,19 @@ reason_codes! {
     FailbackInProgress => "failback_in_progress",
     /// An operator started the promotion (`kube-failover promote`).
     OperatorPromotion => "operator_promotion",
+    /// A remote state backend does not answer as expected from the daemon's host.
+    StandbyStateBackendUnreachable => "standby_state_backend_unreachable",
+    /// The state PersistentVolumeClaim does not exist in the standby namespace.
+    StandbyStateVolumeMissing => "standby_state_volume_missing",
+    /// The state PersistentVolumeClaim exists but is not `Bound`.
+    StandbyStateVolumeUnbound => "standby_state_volume_unbound",
+    /// A replication timestamp is older than its `max_age` (or absent).
+    StandbyStateStale => "standby_state_stale",
+    /// The standby's Deployments differ from their primary twins.
+    StandbyAgentDrift => "standby_agent_drift",
+    /// A state check could not be answered (forbidden, its kind not installed, no
+    /// established watch): the standby cannot be shown fit.
+    StandbyStateUnanswerable => "standby_state_unanswerable",
 }
 
 impl std::fmt::Display for ReasonCode {

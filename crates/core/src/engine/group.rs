@@ -5,6 +5,7 @@
 
 use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
+use crate::checks::StateCheck;
 use crate::model::{
     Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
     SignalId, Verdict,
@@ -405,6 +406,7 @@ impl Engine {
             signals: self.signals.iter().map(Signal::snapshot).collect(),
             state_changed,
             verdict,
+            warnings: state_warnings(obs),
         }
     }
 
@@ -911,8 +913,31 @@ fn standby_fitness(obs: &Observation) -> (bool, Vec<ReasonCode>) {
     {
         unfit.push(standby_cause(outcome.reason, ReasonCode::RecordUnreadable));
     }
+    // A failing state check with gate `block`, an unanswerable one included: the state
+    // the agent needs cannot be shown to be there.
+    unfit.extend(
+        standby
+            .state_checks
+            .iter()
+            .filter(|c| c.blocks())
+            .filter_map(StateCheck::reason_code),
+    );
     dedup_in_order(&mut unfit);
     (unfit.is_empty(), unfit)
+}
+
+/// The failing state checks with gate `warn`: they never stop a promotion, and are
+/// listed so that people know what the standby lacks.
+fn state_warnings(obs: &Observation) -> Vec<ReasonCode> {
+    let mut warnings: Vec<ReasonCode> = obs
+        .standby
+        .state_checks
+        .iter()
+        .filter(|c| c.warns())
+        .filter_map(StateCheck::reason_code)
+        .collect();
+    dedup_in_order(&mut warnings);
+    warnings
 }
 
 fn desired_sum(views: Option<&[DeploymentView]>) -> Option<i32> {

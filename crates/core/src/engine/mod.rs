@@ -43,6 +43,11 @@ pub struct Decision {
     pub state_changed: bool,
     /// This instance's verdict on the primary, published for the other instances.
     pub verdict: Verdict,
+    /// Failing state checks whose gate only warns: they never stop a promotion and are
+    /// listed so that people know what the standby lacks (state checks with gate
+    /// `block` make the standby unfit instead, named among `reasons` when they hold a
+    /// promotion back).
+    pub warnings: Vec<ReasonCode>,
 }
 
 impl Decision {

@@ -33,6 +33,8 @@ pub(super) struct World {
     pub(super) forbidden: Vec<&'static str>,
     /// The other instances' verdicts.
     pub(super) observers: Vec<ObserverReport>,
+    /// The standby's state checks as the daemon would report them.
+    pub(super) state_checks: Vec<crate::checks::StateCheck>,
 }
 
 impl World {
@@ -53,6 +55,7 @@ impl World {
             record_readable: true,
             forbidden: Vec::new(),
             observers: Vec::new(),
+            state_checks: Vec::new(),
         }
     }
 
@@ -151,6 +154,7 @@ impl World {
                         self.standby_api
                     }))
                 },
+                state_checks: self.state_checks.clone(),
             },
             observers: self.observers.clone(),
         }
@@ -1580,4 +1584,204 @@ fn a_lost_record_while_paused_is_restored_pause_included_and_nothing_scales() {
     assert_eq!(sim.world.record.paused_by.as_deref(), Some("alice"));
     sim.run(20);
     assert_eq!(sim.promotions(), 0);
+}
+
+fn state_check(
+    name: &str,
+    kind: crate::checks::CheckKind,
+    gate: crate::checks::Gate,
+    result: crate::checks::CheckResult,
+) -> crate::checks::StateCheck {
+    crate::checks::StateCheck {
+        name: name.into(),
+        kind,
+        gate,
+        result,
+        detail: String::new(),
+        checked_at_unix: Some(0.0),
+    }
+}
+
+/// Sets the result of the world's state check `name`.
+fn set_check(sim: &mut Sim, name: &str, result: crate::checks::CheckResult) {
+    let check = sim
+        .world
+        .state_checks
+        .iter_mut()
+        .find(|c| c.name == name)
+        .expect("configured check");
+    check.result = result;
+}
+
+/// The four kinds of state check, each with gate `gate`, all passing.
+fn state_checks(gate: crate::checks::Gate) -> Vec<crate::checks::StateCheck> {
+    use crate::checks::{CheckKind, CheckResult};
+    vec![
+        state_check("backend:s3", CheckKind::Backend, gate, CheckResult::Ok),
+        state_check("volume", CheckKind::Volume, gate, CheckResult::Ok),
+        state_check("freshness:volsync", CheckKind::Freshness, gate, CheckResult::Ok),
+        state_check("drift:image", CheckKind::Drift, gate, CheckResult::Ok),
+    ]
+}
+
+#[test]
+fn invariant1_each_failing_block_state_check_holds_the_promotion_with_its_reason() {
+    use crate::checks::{CheckResult, Gate};
+    let cases = [
+        (
+            "volume",
+            CheckResult::Missing,
+            ReasonCode::StandbyStateVolumeMissing,
+        ),
+        (
+            "volume",
+            CheckResult::Unbound,
+            ReasonCode::StandbyStateVolumeUnbound,
+        ),
+        (
+            "backend:s3",
+            CheckResult::Unreachable,
+            ReasonCode::StandbyStateBackendUnreachable,
+        ),
+        (
+            "freshness:volsync",
+            CheckResult::Stale,
+            ReasonCode::StandbyStateStale,
+        ),
+        ("drift:image", CheckResult::Drift, ReasonCode::StandbyAgentDrift),
+        // Unanswerable is a failure, never a pass: the standby cannot be shown fit.
+        (
+            "volume",
+            CheckResult::Forbidden,
+            ReasonCode::StandbyStateUnanswerable,
+        ),
+        (
+            "freshness:volsync",
+            CheckResult::NotInstalled,
+            ReasonCode::StandbyStateUnanswerable,
+        ),
+    ];
+    for (name, result, code) in cases {
+        let mut sim = Sim::auto();
+        sim.world.state_checks = state_checks(Gate::Block);
+        sim.run(10);
+        assert_eq!(sim.state(), GroupState::PrimaryActive);
+        set_check(&mut sim, name, result);
+        // While the primary is healthy the group stays active; the standby is unfit.
+        let d = sim.tick().clone();
+        assert_eq!(d.state, GroupState::PrimaryActive, "{name}");
+        assert!(!d.standby_fit, "{name}");
+        assert!(d.warnings.is_empty(), "{name}: block is not a warning");
+        sim.world.primary_down();
+        sim.run(20);
+        assert_eq!(sim.promotions(), 0, "{name} {result:?}");
+        let d = sim.log.last().unwrap();
+        assert_eq!(d.state, GroupState::Blocked, "{name}");
+        assert_eq!(
+            d.reasons,
+            vec![ReasonCode::PrimaryDownQuorum, code],
+            "{name} {result:?}"
+        );
+        // Fixed during the outage: the promotion goes ahead.
+        set_check(&mut sim, name, CheckResult::Ok);
+        sim.run(3);
+        assert_eq!(sim.promotions(), 1, "{name}");
+        assert!(sim.world.standby_desired >= 1, "{name}");
+    }
+}
+
+#[test]
+fn failing_warn_state_checks_never_hold_a_promotion_and_are_listed() {
+    use crate::checks::{CheckResult, Gate};
+    let mut sim = Sim::auto();
+    sim.world.state_checks = state_checks(Gate::Warn);
+    sim.run(10);
+    set_check(&mut sim, "volume", CheckResult::Unbound);
+    set_check(&mut sim, "backend:s3", CheckResult::Unreachable);
+    set_check(&mut sim, "freshness:volsync", CheckResult::NotInstalled);
+    set_check(&mut sim, "drift:image", CheckResult::Drift);
+    let d = sim.tick().clone();
+    assert_eq!(d.state, GroupState::PrimaryActive);
+    assert!(d.standby_fit, "warn gates never make the standby unfit");
+    assert_eq!(
+        d.warnings,
+        vec![
+            ReasonCode::StandbyStateBackendUnreachable,
+            ReasonCode::StandbyStateVolumeUnbound,
+            ReasonCode::StandbyStateUnanswerable,
+            ReasonCode::StandbyAgentDrift,
+        ]
+    );
+    assert!(
+        !d.reasons.iter().any(|r| d.warnings.contains(r)),
+        "warnings are not reasons of the decision"
+    );
+    sim.world.primary_down();
+    sim.run(3);
+    let promoting = sim
+        .log
+        .iter()
+        .find(|d| {
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::RecordPromoting { .. }))
+        })
+        .expect("the promotion goes ahead")
+        .clone();
+    assert_eq!(promoting.state, GroupState::Promoting);
+    assert_eq!(promoting.warnings.len(), 4, "the promotion says what is missing");
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    assert_eq!(sim.promotions(), 1);
+}
+
+#[test]
+fn invariant2_a_block_check_failing_after_the_promotion_started_never_stops_it() {
+    use crate::checks::{CheckResult, Gate};
+    let mut sim = Sim::auto();
+    sim.world.state_checks = state_checks(Gate::Block);
+    sim.world.standby_ready_after = Some(3);
+    sim.run(10);
+    sim.world.primary_down();
+    while sim.promotions() == 0 {
+        sim.tick();
+        assert!(sim.log.len() < 40, "never promoted");
+    }
+    // The volume goes away while the standby scales up: the recorded promotion
+    // completes, it is not undone.
+    set_check(&mut sim, "volume", CheckResult::Missing);
+    sim.run(6);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    assert_eq!(sim.promotions(), 1);
+    assert!(!sim.log.last().unwrap().standby_fit);
+}
+
+#[test]
+fn only_the_block_checks_hold_when_both_gates_fail() {
+    use crate::checks::{CheckKind, CheckResult, Gate};
+    let mut sim = Sim::auto();
+    sim.world.state_checks = vec![
+        state_check("drift:image", CheckKind::Drift, Gate::Block, CheckResult::Ok),
+        state_check("drift:settings", CheckKind::Drift, Gate::Warn, CheckResult::Drift),
+        state_check("volume", CheckKind::Volume, Gate::Warn, CheckResult::Missing),
+    ];
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(3);
+    assert_eq!(sim.promotions(), 1, "warn-only failures promote");
+    let mut sim = Sim::auto();
+    sim.world.state_checks = vec![
+        state_check("drift:image", CheckKind::Drift, Gate::Block, CheckResult::Drift),
+        state_check("volume", CheckKind::Volume, Gate::Warn, CheckResult::Missing),
+    ];
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(10);
+    assert_eq!(sim.promotions(), 0);
+    let d = sim.log.last().unwrap();
+    assert_eq!(
+        d.reasons,
+        vec![ReasonCode::PrimaryDownQuorum, ReasonCode::StandbyAgentDrift]
+    );
+    assert_eq!(d.warnings, vec![ReasonCode::StandbyStateVolumeMissing]);
 }
