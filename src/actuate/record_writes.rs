@@ -222,6 +222,8 @@ mod tests {
             policy: Default::default(),
             http_checks: vec![],
             record_name: None,
+            state: Default::default(),
+            drift: Default::default(),
         }
     }
 

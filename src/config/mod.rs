@@ -6,6 +6,7 @@
 mod load;
 mod names;
 mod quote;
+mod state;
 mod validate;
 
 pub use kube_failover_core::policy::{Mode, PolicyConfig};
@@ -13,6 +14,10 @@ use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
 pub use quote::printable;
+pub use state::{
+    BackendConfig, DEFAULT_STATE_CLAIM, DriftConfig, DriftGate, FreshnessConfig, Gate,
+    MAX_FRESHNESS_AGE, StateConfig, VOLUME_CHECK, VolumeConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -170,6 +175,12 @@ pub struct GroupConfig {
     /// default `kube-failover-<group name>`.
     #[serde(default)]
     pub record_name: Option<String>,
+    /// `[groups.state]`: checks that the Terraform state is there for the standby.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// `[groups.drift]`: the standby's Deployments against their primary twins.
+    #[serde(default)]
+    pub drift: DriftConfig,
 }
 
 impl GroupConfig {
@@ -366,6 +377,9 @@ impl Config {
             group.record_name = Some(group.record_name());
             for check in &mut group.http_checks {
                 check.timeout.get_or_insert(self.daemon.probe_timeout);
+            }
+            for backend in &mut group.state.backends {
+                backend.timeout.get_or_insert(self.daemon.probe_timeout);
             }
         }
         resolved

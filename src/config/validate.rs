@@ -354,6 +354,8 @@ impl Config {
             }
         }
 
+        group.state.problems(g, interval, p);
+
         let policy = &group.policy;
         let pk = format!("{g}.policy");
         if policy.failure_threshold < 1 {
@@ -490,12 +492,13 @@ fn into_result(problems: Vec<Problem>) -> Result<(), ConfigError> {
     }
 }
 
+/// The problems found so far, each naming its key.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
     /// Adds a problem when `value` is above `max`.
-    fn at_most(&mut self, key: impl Into<String>, value: Duration, max: Duration) {
+    pub(super) fn at_most(&mut self, key: impl Into<String>, value: Duration, max: Duration) {
         if value > max {
             self.add(
                 key,
@@ -509,7 +512,7 @@ impl Problems {
     }
 
     /// Adds a problem; the message is bounded (it may quote the user's text).
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: printable(&message.into(), MAX_MESSAGE_CHARS),
@@ -517,7 +520,7 @@ impl Problems {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(super) fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
