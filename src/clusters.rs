@@ -13,8 +13,8 @@ use crate::watch_cache::{self, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +102,10 @@ struct Stores {
     deployments: HashMap<String, Arc<WatchStore<Deployment>>>,
     pods: HashMap<String, Arc<WatchStore<Pod>>>,
     configmaps: HashMap<String, Arc<WatchStore<ConfigMap>>>,
+    pvcs: HashMap<String, Arc<WatchStore<PersistentVolumeClaim>>>,
+    /// Single objects of a kind named in the config, by namespace, apiVersion, kind and
+    /// name.
+    objects: HashMap<String, Arc<WatchStore<DynamicObject>>>,
     /// Restarts every store of the cluster.
     restarters: Vec<Restarter>,
     tasks: Vec<JoinHandle<()>>,
@@ -242,6 +246,52 @@ impl ClusterHandle {
     /// The ConfigMaps of `namespace` (failover records), watched from the first call on.
     pub fn configmaps(&self, namespace: &str) -> Arc<WatchStore<ConfigMap>> {
         self.store(namespace, "ConfigMaps", |s| &mut s.configmaps)
+    }
+
+    /// The PersistentVolumeClaims of `namespace` (state volumes), watched from the first
+    /// call on.
+    pub fn pvcs(&self, namespace: &str) -> Arc<WatchStore<PersistentVolumeClaim>> {
+        self.store(namespace, "PersistentVolumeClaims", |s| &mut s.pvcs)
+    }
+
+    /// The object `name` of the kind `resource` in `namespace`, watched (by a field
+    /// selector on its name) from the first call on. A kind the API server does not
+    /// serve makes the store fail with `not_found`.
+    pub fn object(
+        &self,
+        namespace: &str,
+        resource: &ApiResource,
+        name: &str,
+    ) -> Arc<WatchStore<DynamicObject>> {
+        let key = format!(
+            "{namespace}/{}/{}/{name}",
+            resource.api_version, resource.kind
+        );
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.objects.get(&key) {
+            return s.clone();
+        }
+        let store = WatchStore::<DynamicObject>::new(format!(
+            "{} {name} in {namespace}",
+            resource.kind
+        ));
+        stores.objects.insert(key, store.clone());
+        let restart = store.clone();
+        stores
+            .restarters
+            .push(Arc::new(move |why: &str| restart.restart(why)));
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, resource);
+        let config = kube::runtime::watcher::Config::default().fields(&format!(
+            "metadata.name={name}"
+        ));
+        stores.tasks.push(tokio::spawn(watch_cache::run_with(
+            store.clone(),
+            api,
+            config,
+            self.max_backoff(),
+        )));
+        store
     }
 
     fn store<K>(

@@ -25,6 +25,7 @@ pub mod notify;
 pub mod probe;
 pub mod record;
 pub mod selection;
+pub mod state;
 pub mod status;
 pub mod trace;
 pub mod watch_cache;

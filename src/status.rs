@@ -4,6 +4,7 @@
 //! instead of failing.
 
 use crate::model::{GroupState, ProbeReason, ReasonCode, RecordPhase, Side, SignalId, Verdict};
+use kube_failover_core::checks::{CheckKind, CheckResult, Gate};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -121,6 +122,70 @@ pub struct GroupStatus {
     /// Who leads the group and what every observer says (several instances).
     #[serde(default)]
     pub coordination: Option<CoordStatus>,
+    /// Every configured state check (`[groups.state]`, `[groups.drift]`), in config order.
+    #[serde(default)]
+    pub state_checks: Vec<StateCheckStatus>,
+    /// The standby's Deployments against their primary twins (`None`: drift is off).
+    #[serde(default)]
+    pub drift: Option<DriftStatus>,
+}
+
+/// One state check's last outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateCheckStatus {
+    /// `backend:<name>`, `volume`, `freshness:<name>`, `drift:image`, `drift:settings`.
+    pub name: String,
+    /// `backend`, `volume`, `freshness` or `drift`.
+    pub kind: Named<CheckKind>,
+    /// `block` or `warn`.
+    pub gate: Named<Gate>,
+    /// The check passed.
+    pub ok: bool,
+    /// `ok`, or why not (`unreachable`, `missing`, `unbound`, `stale`, `forbidden`, …).
+    pub result: Named<CheckResult>,
+    /// The reason code a failure carries (`None` when it passed).
+    pub reason: Option<Named<ReasonCode>>,
+    /// A short detail naming the object (never a secret).
+    pub detail: String,
+    /// When the answer judged was had (Unix seconds).
+    pub last_checked_unix: Option<f64>,
+}
+
+/// Drift between the standby's Deployments and their primary twins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftStatus {
+    /// `warn` or `block` (`block`: a different image makes the standby unfit).
+    pub gate: String,
+    /// When the primary's side was last read while the primary was healthy (Unix
+    /// seconds): the comparison uses that reading.
+    pub primary_seen_unix: Option<f64>,
+    /// When the standby's side was last read (Unix seconds).
+    pub standby_seen_unix: Option<f64>,
+    /// Every field that differs.
+    pub items: Vec<DriftItem>,
+    /// What could not be compared, and why (e.g. Secrets the daemon may not read).
+    pub not_compared: Vec<String>,
+}
+
+/// One field that differs between a standby Deployment and its primary twin. Values
+/// that may be secret (Secret data, environment variables named like secrets or taken
+/// from Secrets) are shown as hashes keyed per daemon process: equal or not, nothing
+/// more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftItem {
+    /// The Deployment's name (the same on both sides).
+    pub deployment: String,
+    /// The container, when the field belongs to one (`init:<name>` for init containers).
+    pub container: Option<String>,
+    /// `deployment`, `containers`, `image`, `image_id`, `env`, `env_from`, `volumes`,
+    /// `configmap_data`, `secret_data` or `resources`.
+    pub field: String,
+    /// The environment variable, ConfigMap or Secret the difference is about.
+    pub key: Option<String>,
+    /// The primary's value.
+    pub primary: String,
+    /// The standby's value.
+    pub standby: String,
 }
 
 /// Several daemon instances on one group: the leader and the observers' verdicts.
@@ -229,6 +294,9 @@ pub struct DecisionStatus {
     pub actions: Vec<String>,
     /// True in observe mode when a promotion would have started.
     pub would_promote: bool,
+    /// Failing state checks whose gate only warns.
+    #[serde(default)]
+    pub warnings: Vec<Named<ReasonCode>>,
 }
 
 #[cfg(test)]

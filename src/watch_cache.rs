@@ -1,5 +1,5 @@
 //! Watch-backed object caches: one per cluster, namespace and kind (Deployments, Pods,
-//! ConfigMaps), shared by every group that reads that namespace, so a tick reads memory
+//! ConfigMaps, PersistentVolumeClaims; one object of a kind named in the config), shared by every group that reads that namespace, so a tick reads memory
 //! instead of listing.
 //!
 //! Freshness is part of the answer. A store serves its objects only while its watch is
@@ -259,7 +259,20 @@ pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, max_backoff: Duratio
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    run_with(store, api, watcher::Config::default(), max_backoff).await
+}
+
+/// [`run`] with the watch narrowed by `config` (a field selector, say); its server-side
+/// bound is always [`WATCH_TIMEOUT_SECS`].
+pub async fn run_with<K>(
+    store: Arc<WatchStore<K>>,
+    api: Api<K>,
+    config: watcher::Config,
+    max_backoff: Duration,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let config = config.timeout(WATCH_TIMEOUT_SECS);
     let mut backoff = FIRST_BACKOFF.min(max_backoff);
     loop {
         let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();

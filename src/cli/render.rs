@@ -1,8 +1,10 @@
 //! The readable form of a `/status` document: a header line, then per group its state,
-//! a table of the primary's signals, the failover record and the last decision.
+//! a table of the primary's signals, the failover record, the state checks and drift,
+//! and the last decision.
 
 use kube_failover::status::{
-    DecisionStatus, GroupStatus, RecordStatus, SignalStatus, StatusReport,
+    DecisionStatus, DriftStatus, GroupStatus, RecordStatus, SignalStatus, StateCheckStatus,
+    StatusReport,
 };
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -34,7 +36,8 @@ pub(crate) fn status(report: &StatusReport, now: f64) -> String {
     out
 }
 
-/// One group: its summary rows, the signal table, the record and the last decision.
+/// One group: its summary rows, the signal table, the record, the state checks and
+/// drift, and the last decision.
 fn group(out: &mut String, g: &GroupStatus, now: f64) {
     let _ = writeln!(out, "group {}", g.name);
     for (label, value) in summary(g, now) {
@@ -44,6 +47,8 @@ fn group(out: &mut String, g: &GroupStatus, now: f64) {
     signals(out, &g.signals);
     out.push('\n');
     record(out, g.record.as_ref());
+    state_checks(out, &g.state_checks);
+    drift(out, g.drift.as_ref(), now);
     decision(out, &g.last_decision, now);
 }
 
@@ -179,6 +184,82 @@ fn health(s: &SignalStatus) -> &'static str {
     }
 }
 
+/// Rows as a table under `header`, columns as wide as their widest cell; the last
+/// column is not padded.
+fn table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                let _ = write!(l, "  {cell}");
+            } else {
+                let _ = write!(l, "  {cell:<width$}", width = widths[i]);
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+    }
+}
+
+/// The standby's state checks as a table; nothing when none is configured.
+fn state_checks(out: &mut String, checks: &[StateCheckStatus]) {
+    if checks.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let rows: Vec<[String; 4]> = checks
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.gate.to_string(),
+                c.result.to_string(),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    table(out, ["STATE CHECK", "GATE", "RESULT", "DETAIL"], &rows);
+}
+
+/// Drift: when each side was read, every differing field, what was not compared.
+fn drift(out: &mut String, drift: Option<&DriftStatus>, now: f64) {
+    let Some(d) = drift else { return };
+    let seen = d
+        .primary_seen_unix
+        .map_or_else(|| "never".to_string(), |t| when(t, now));
+    let _ = writeln!(
+        out,
+        "  drift     gate {}  primary seen healthy {}  differences {}",
+        d.gate,
+        seen,
+        d.items.len()
+    );
+    for i in &d.items {
+        let mut at = i.deployment.clone();
+        if let Some(c) = &i.container {
+            at = format!("{at}/{c}");
+        }
+        let key = i.key.as_ref().map(|k| format!(" {k}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "            {}{key} of {at}: primary {} vs standby {}",
+            i.field, i.primary, i.standby
+        );
+    }
+    for n in &d.not_compared {
+        let _ = writeln!(out, "            {n}");
+    }
+}
+
 /// The failover record: phase, epoch, holder, reason and the times of its steps.
 fn record(out: &mut String, record: Option<&RecordStatus>) {
     let Some(r) = record else {
@@ -217,6 +298,9 @@ fn decision(out: &mut String, d: &DecisionStatus, now: f64) {
     }
     let _ = writeln!(out, "  decision  {}", when(d.at_unix, now));
     let _ = writeln!(out, "            reasons: {}", list(&d.reasons));
+    if !d.warnings.is_empty() {
+        let _ = writeln!(out, "            warnings: {}", list(&d.warnings));
+    }
     let _ = writeln!(out, "            actions: {}", list(&d.actions));
     let _ = writeln!(
         out,
@@ -333,9 +417,46 @@ mod tests {
                     ],
                     actions: vec![],
                     would_promote: true,
+                    warnings: vec![Named::parse("standby_state_volume_unbound")],
                 },
                 unexpected_standby_replicas: 1,
                 coordination: None,
+                state_checks: vec![
+                    StateCheckStatus {
+                        name: "backend:s3".into(),
+                        kind: Named::parse("backend"),
+                        gate: Named::parse("block"),
+                        ok: true,
+                        result: Named::parse("ok"),
+                        reason: None,
+                        detail: "backend s3: HTTP 403".into(),
+                        last_checked_unix: Some(NOW - 1.0),
+                    },
+                    StateCheckStatus {
+                        name: "volume".into(),
+                        kind: Named::parse("volume"),
+                        gate: Named::parse("warn"),
+                        ok: false,
+                        result: Named::parse("unbound"),
+                        reason: Some(Named::parse("standby_state_volume_unbound")),
+                        detail: "PersistentVolumeClaim env0-agent/c is Pending, not Bound".into(),
+                        last_checked_unix: Some(NOW - 1.0),
+                    },
+                ],
+                drift: Some(DriftStatus {
+                    gate: "block".into(),
+                    primary_seen_unix: Some(NOW - 5.0),
+                    standby_seen_unix: Some(NOW - 1.0),
+                    items: vec![kube_failover::status::DriftItem {
+                        deployment: "trigger".into(),
+                        container: Some("agent".into()),
+                        field: "image".into(),
+                        key: None,
+                        primary: "env0/agent:3.1".into(),
+                        standby: "env0/agent:3.0".into(),
+                    }],
+                    not_compared: vec!["secret_data: not compared: the daemon may not read Secrets in the primary (forbidden)".into()],
+                }),
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
@@ -362,7 +483,14 @@ mod tests {
             "            promoted 2026-01-02T03:00:00Z  completed -  fenced -",
             "  decision  2026-01-02T03:04:04Z (1s ago)",
             "            reasons: primary_down_quorum, standby_unfit",
+            "            warnings: standby_state_volume_unbound",
             "            actions: none",
+            "  STATE CHECK  GATE   RESULT   DETAIL",
+            "  backend:s3   block  ok       backend s3: HTTP 403",
+            "  volume       warn   unbound  PersistentVolumeClaim env0-agent/c is Pending, not Bound",
+            "  drift     gate block  primary seen healthy 2026-01-02T03:04:00Z (5s ago)  differences 1",
+            "            image of trigger/agent: primary env0/agent:3.1 vs standby env0/agent:3.0",
+            "            secret_data: not compared: the daemon may not read Secrets in the primary (forbidden)",
             "            would promote: yes",
         ];
         for line in expected {

@@ -47,6 +47,8 @@ pub(super) struct GroupRunner {
     pub(super) coord: crate::coord::GroupCoord,
     /// `daemon.trace_file`: every tick's observation, for `kube-failover simulate`.
     pub(super) trace: Option<crate::trace::TraceSink>,
+    /// Standby state checks and drift (src/state).
+    state_checks: crate::state::StateChecks,
 }
 
 impl GroupRunner {
@@ -87,7 +89,15 @@ impl GroupRunner {
             metrics.coord.clone(),
         );
         let actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
+        let state_checks = crate::state::StateChecks::new(
+            &cfg,
+            config.daemon.probe_interval,
+            config.daemon.probe_timeout,
+            &primary,
+            &standby,
+        );
         GroupRunner {
+            state_checks,
             coord,
             mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
@@ -131,7 +141,7 @@ impl GroupRunner {
 
     async fn observe(&self, wall_unix: f64) -> Observation {
         let recorded = self.engine.recorded_primary_names();
-        let (primary, standby) = tokio::join!(
+        let (primary, mut standby, state_checks) = tokio::join!(
             probe::cached::probe_primary(
                 &self.primary,
                 &self.cfg,
@@ -140,7 +150,9 @@ impl GroupRunner {
                 &recorded,
             ),
             probe::cached::probe_standby(&self.standby, &self.cfg, self.timeout),
+            self.state_checks.gather(&self.http),
         );
+        standby.state_checks = state_checks;
         Observation {
             wall_unix,
             primary,
@@ -156,6 +168,7 @@ impl GroupRunner {
         // The group's Leases are read (and the leader Lease renewed) beside the probes.
         let (mut obs, observers) = tokio::join!(self.observe(wall), self.coord.sync(started, wall));
         obs.observers = observers;
+        self.state_checks.evaluate(&mut obs, wall);
         if let Some(trace) = &self.trace {
             trace.record(&self.cfg.name, started, &obs);
         }
@@ -222,6 +235,8 @@ impl GroupRunner {
             wall,
         );
         status.coordination = Some(self.coord.status(Instant::now()));
+        status.drift = self.state_checks.drift_status();
+        self.state_checks.report(&self.metrics.state, group, &obs);
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
@@ -275,6 +290,14 @@ impl GroupRunner {
                         info!(group, action = kind, failures = n, "action succeeded again");
                     }
                     self.after_success(action, obs);
+                    if matches!(action, Action::RecordPromoting { .. })
+                        && let Some(message) =
+                            crate::state::promotion_notice(group, &obs.standby.state_checks)
+                    {
+                        warn!(group, %message, "promotion started while state checks fail");
+                        let reason = crate::state::STATE_EVENT_REASON;
+                        self.actuator.record_event(reason, message).await;
+                    }
                 }
                 Err(e) => {
                     self.engine.handle_result(now, action, false);

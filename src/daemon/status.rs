@@ -4,6 +4,7 @@ use crate::engine::Decision;
 use crate::model::{FailoverRecord, Observation, Side};
 use crate::status::{
     DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus,
+    StateCheckStatus,
 };
 
 /// The `/status` entry of a group after a tick at `wall` (Unix seconds): its state
@@ -74,12 +75,29 @@ pub(super) fn group_status(
             reasons: d.reasons.iter().copied().map(Named::from).collect(),
             actions: d.actions.iter().map(|a| a.kind().to_string()).collect(),
             would_promote: d.would_promote(),
+            warnings: d.warnings.iter().copied().map(Named::from).collect(),
         },
         unexpected_standby_replicas: d.unexpected_standby_replicas,
         dual_active: d.dual_active,
         no_active_side: d.no_active_side,
         last_action_error,
         coordination: None,
+        state_checks: obs
+            .standby
+            .state_checks
+            .iter()
+            .map(|c| StateCheckStatus {
+                name: c.name.clone(),
+                kind: c.kind.into(),
+                gate: c.gate.into(),
+                ok: c.passed(),
+                result: c.result.into(),
+                reason: c.reason_code().map(Named::from),
+                detail: c.detail.clone(),
+                last_checked_unix: c.checked_at_unix,
+            })
+            .collect(),
+        drift: None,
     }
 }
 

@@ -144,6 +144,18 @@ impl CheckResult {
     }
 }
 
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(Gate, CheckKind, CheckResult);
+
 /// One state check's outcome in one tick.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateCheck {
