@@ -4,7 +4,9 @@
 //! the submodules: [`spec`] what to start, [`start`] starting it, [`kubeconfig`] how to
 //! reach it, [`workload`] the env0-agent-like workload, [`outage`] stopping and restarting
 //! the API server and etcd, [`faults`] changes made to its objects behind the daemon's
-//! back, [`pair`] a primary and a standby side by side.
+//! back, [`state`] the Terraform state around the agent (its volume claim, a VolSync-like
+//! replication object, a container image changed on one side), [`pair`] a primary and a
+//! standby side by side.
 
 mod faults;
 mod kubeconfig;
@@ -12,10 +14,12 @@ mod outage;
 mod pair;
 mod spec;
 mod start;
+mod state;
 mod workload;
 
 pub use pair::ClusterPair;
 pub use spec::{ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE};
+pub use state::{REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION};
 pub use start::KEEP_ENV;
 
 use crate::binaries::Binaries;
