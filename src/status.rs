@@ -161,6 +161,9 @@ pub struct DriftStatus {
     pub primary_seen_unix: Option<f64>,
     /// When the standby's side was last read (Unix seconds).
     pub standby_seen_unix: Option<f64>,
+    /// The Deployments compared (present on either side), by name.
+    #[serde(default)]
+    pub deployments: Vec<String>,
     /// Every field that differs.
     pub items: Vec<DriftItem>,
     /// What could not be compared, and why (e.g. Secrets the daemon may not read).

@@ -5,6 +5,10 @@
 //! durations are covered by the promtool unit tests (deploy/prometheus/alerts.test.yaml)
 //! and are shortened here so the scenario takes seconds, not minutes.
 //!
+//! The daemon of that scenario also has state checks that fail with gate `warn` and an
+//! image changed on the standby only: `KubeFailoverStateCheckFailing` and
+//! `KubeFailoverStandbyDrift` must fire, and the failover still goes ahead.
+//!
 //! A second scenario scales the standby up behind the daemon's back (standby correction
 //! off) and waits for `KubeFailoverDualActive` to fire and resolve.
 //!
@@ -204,11 +208,57 @@ async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Dura
     .await
 }
 
+/// The daemon on `pair` with state checks that fail with gate `warn` (so the failover
+/// goes ahead): a backend nobody listens on, a state volume that does not exist, a
+/// replication timestamp a day old, and an image changed on the standby only. Their
+/// metrics and alerts are then part of the scenario.
+async fn start_with_failing_state_checks(pair: &kube_failover_testbed::ClusterPair) -> Daemon {
+    let standby = &pair.standby;
+    standby
+        .set_deployment_image(&standby.trigger_deployment(), "env0/deployment-agent:older")
+        .await
+        .expect("older image on the standby");
+    standby.install_volsync_crd().await.expect("install the CRD");
+    standby
+        .allow_daemon_to_read(kube_failover_testbed::VOLSYNC_GROUP, "replicationdestinations")
+        .await
+        .expect("RBAC for the freshness kind");
+    let day_ago = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24);
+    standby
+        .set_replication_destination("env0-state", Some(&day_ago.to_string()))
+        .await
+        .expect("stale ReplicationDestination");
+    let state = format!(
+        r#"
+[[groups.state.backends]]
+name = "s3"
+url = "http://{}/bucket"
+
+[groups.state.volume]
+
+[[groups.state.freshness]]
+name = "volsync"
+api_version = "volsync.backube/v1alpha1"
+kind = "ReplicationDestination"
+object = "env0-state"
+pointer = "/status/lastSyncTime"
+max_age = "15m"
+"#,
+        free_port()
+    );
+    let admin = free_port();
+    let dir = pair.primary.dir().to_path_buf();
+    let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
+    let toml = support::config_toml(pair, &DaemonOpts::default(), admin) + &state;
+    std::fs::write(&config, toml).expect("write daemon config");
+    Daemon::start_with_config(&config, admin, &dir).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
 async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
     let pair = pair().await;
-    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
+    let daemon = start_with_failing_state_checks(&pair).await;
     daemon
         .wait_state("primary_active", Duration::from_secs(30))
         .await;
@@ -245,6 +295,8 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverPrimaryDown",
         "KubeFailoverFailoverInProgress",
         "KubeFailoverFailoverExecuted",
+        "KubeFailoverStateCheckFailing",
+        "KubeFailoverStandbyDrift",
     ];
     let seen = std::cell::RefCell::new(BTreeSet::new());
     let (prom_ref, seen_ref) = (&prom, &seen);

@@ -447,6 +447,7 @@ mod tests {
                     gate: "block".into(),
                     primary_seen_unix: Some(NOW - 5.0),
                     standby_seen_unix: Some(NOW - 1.0),
+                    deployments: vec!["trigger".into()],
                     items: vec![kube_failover::status::DriftItem {
                         deployment: "trigger".into(),
                         container: Some("agent".into()),

@@ -292,6 +292,7 @@ pub struct Drift {
     image_gate: Gate,
     primary: Option<(SideFacts, f64)>,
     standby_seen: Option<f64>,
+    deployments: Vec<String>,
     items: Vec<DriftItem>,
     not_compared: Vec<String>,
     /// Secret hashes of the primary's namespace.
@@ -307,6 +308,7 @@ impl Drift {
             image_gate,
             primary: None,
             standby_seen: None,
+            deployments: Vec::new(),
             items: Vec::new(),
             not_compared: Vec::new(),
             primary_secrets: SecretHashes::new("primary"),
@@ -346,6 +348,14 @@ impl Drift {
                     Err(why) => unanswered(format!("the standby's Deployments: {why}")),
                     Ok(s) => {
                         let (items, notes) = compare(p, &s);
+                        self.deployments = p
+                            .deployments
+                            .keys()
+                            .chain(s.deployments.keys())
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .cloned()
+                            .collect();
                         self.items = items;
                         self.not_compared = notes;
                         self.standby_seen = Some(wall_unix);
@@ -388,6 +398,7 @@ impl Drift {
             gate: self.image_gate.as_str().to_string(),
             primary_seen_unix: self.primary.as_ref().map(|(_, at)| *at),
             standby_seen_unix: self.standby_seen,
+            deployments: self.deployments.clone(),
             items: self.items.clone(),
             not_compared: self.not_compared.clone(),
         }

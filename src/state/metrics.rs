@@ -125,6 +125,14 @@ impl StateMetrics {
             .collect();
         let mut series = self.drift_series.lock().unwrap_or_else(|e| e.into_inner());
         let seen = series.entry(group.to_string()).or_default();
+        // Image drift of every Deployment compared exists from the first comparison, at
+        // 0 while there is none; other fields appear when they first differ.
+        seen.extend(
+            drift
+                .deployments
+                .iter()
+                .map(|d| (d.clone(), "image".to_string())),
+        );
         seen.extend(now.iter().cloned());
         for (deployment, field) in seen.iter() {
             self.drift
@@ -173,6 +181,7 @@ mod tests {
             gate: "warn".into(),
             primary_seen_unix: Some(10.0),
             standby_seen_unix: Some(12.0),
+            deployments: vec!["trigger".into(), "proxy".into()],
             items: vec![item("image")],
             not_compared: vec![],
         };
@@ -189,6 +198,7 @@ mod tests {
             "kube_failover_state_check_timestamp_seconds{check=\"volume\",group=\"env0\"} 12.5",
             "kube_failover_state_freshness_age_seconds{check=\"freshness:volsync\",group=\"env0\"} 42",
             "kube_failover_drift{deployment=\"trigger\",field=\"image\",group=\"env0\"} 1",
+            "kube_failover_drift{deployment=\"proxy\",field=\"image\",group=\"env0\"} 0",
             "kube_failover_drift_primary_seen_timestamp_seconds{group=\"env0\"} 10",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line} in\n{t}");
