@@ -271,10 +271,8 @@ impl ClusterHandle {
         if let Some(s) = stores.objects.get(&key) {
             return s.clone();
         }
-        let store = WatchStore::<DynamicObject>::new(format!(
-            "{} {name} in {namespace}",
-            resource.kind
-        ));
+        let store =
+            WatchStore::<DynamicObject>::new(format!("{} {name} in {namespace}", resource.kind));
         stores.objects.insert(key, store.clone());
         let restart = store.clone();
         stores
@@ -282,9 +280,8 @@ impl ClusterHandle {
             .push(Arc::new(move |why: &str| restart.restart(why)));
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, resource);
-        let config = kube::runtime::watcher::Config::default().fields(&format!(
-            "metadata.name={name}"
-        ));
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
         stores.tasks.push(tokio::spawn(watch_cache::run_with(
             store.clone(),
             api,

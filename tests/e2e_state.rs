@@ -174,9 +174,8 @@ async fn block_gates_hold_the_promotion_with_named_reasons_until_fixed() {
         .expect("image drift of the trigger");
     assert_eq!(image.primary, original);
     assert_eq!(image.standby, OTHER_IMAGE);
-    let drift_series = format!(
-        r#"kube_failover_drift{{deployment="{trigger}",field="image",group="env0"}}"#
-    );
+    let drift_series =
+        format!(r#"kube_failover_drift{{deployment="{trigger}",field="image",group="env0"}}"#);
     assert_eq!(d.metric(&drift_series).await, Some(1.0));
     assert_eq!(d.metric(&ok_series("volume", "block")).await, Some(0.0));
     assert_eq!(
@@ -185,8 +184,13 @@ async fn block_gates_hold_the_promotion_with_named_reasons_until_fixed() {
     );
 
     // The CRD appears with a stale object; the claim appears, Pending.
-    standby.install_volsync_crd().await.expect("install the CRD");
-    let hour_ago = (k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1)).to_string();
+    standby
+        .install_volsync_crd()
+        .await
+        .expect("install the CRD");
+    let hour_ago = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_hours(1))
+    .to_string();
     standby
         .set_replication_destination(DESTINATION, Some(&hour_ago))
         .await
@@ -271,7 +275,10 @@ async fn warn_gates_only_warn_and_the_promotion_goes_ahead() {
         .set_deployment_image(&trigger, OTHER_IMAGE)
         .await
         .expect("older image on the standby");
-    standby.install_volsync_crd().await.expect("install the CRD");
+    standby
+        .install_volsync_crd()
+        .await
+        .expect("install the CRD");
     standby
         .set_replication_destination(DESTINATION, Some("2020-01-01T00:00:00Z"))
         .await
@@ -297,7 +304,11 @@ async fn warn_gates_only_warn_and_the_promotion_goes_ahead() {
         ]
     );
     for name in ["backend:s3", "volume", "freshness:volsync", "drift:image"] {
-        assert_eq!(d.metric(&ok_series(name, "warn")).await, Some(0.0), "{name}");
+        assert_eq!(
+            d.metric(&ok_series(name, "warn")).await,
+            Some(0.0),
+            "{name}"
+        );
     }
 
     pair.primary.stop_apiserver().await.expect("stop primary");

@@ -218,12 +218,19 @@ async fn start_with_failing_state_checks(pair: &kube_failover_testbed::ClusterPa
         .set_deployment_image(&standby.trigger_deployment(), "env0/deployment-agent:older")
         .await
         .expect("older image on the standby");
-    standby.install_volsync_crd().await.expect("install the CRD");
     standby
-        .allow_daemon_to_read(kube_failover_testbed::VOLSYNC_GROUP, "replicationdestinations")
+        .install_volsync_crd()
+        .await
+        .expect("install the CRD");
+    standby
+        .allow_daemon_to_read(
+            kube_failover_testbed::VOLSYNC_GROUP,
+            "replicationdestinations",
+        )
         .await
         .expect("RBAC for the freshness kind");
-    let day_ago = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24);
+    let day_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24);
     standby
         .set_replication_destination("env0-state", Some(&day_ago.to_string()))
         .await

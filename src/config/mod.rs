@@ -14,11 +14,11 @@ use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
 pub use quote::printable;
+use serde::{Deserialize, Serialize};
 pub use state::{
     BackendConfig, DEFAULT_STATE_CLAIM, DriftConfig, DriftGate, FreshnessConfig, Gate,
     MAX_FRESHNESS_AGE, StateConfig, VOLUME_CHECK, VolumeConfig,
 };
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

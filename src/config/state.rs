@@ -436,7 +436,8 @@ gate = "block"
 "#;
 
     fn with_state(f: &Fixture) -> crate::config::Config {
-        f.load(&format!("{}{STATE}", *GOOD)).expect("state keys load")
+        f.load(&format!("{}{STATE}", *GOOD))
+            .expect("state keys load")
     }
 
     #[test]
@@ -474,7 +475,11 @@ gate = "block"
     #[test]
     fn unknown_keys_and_gates_are_refused_naming_the_key() {
         let f = Fixture::new();
-        let load = |extra: &str| f.load(&format!("{}{extra}", *GOOD)).unwrap_err().to_string();
+        let load = |extra: &str| {
+            f.load(&format!("{}{extra}", *GOOD))
+                .unwrap_err()
+                .to_string()
+        };
         let err = load("\n[groups.state.volume]\ngate = \"stop\"\n");
         assert!(err.contains("groups[env0].state.volume.gate"), "{err}");
         assert!(err.contains("\"block\", \"warn\""), "{err}");

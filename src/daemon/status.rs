@@ -3,8 +3,7 @@
 use crate::engine::Decision;
 use crate::model::{FailoverRecord, Observation, Side};
 use crate::status::{
-    DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus,
-    StateCheckStatus,
+    DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus, StateCheckStatus,
 };
 
 /// The `/status` entry of a group after a tick at `wall` (Unix seconds): its state

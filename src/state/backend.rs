@@ -100,10 +100,10 @@ impl BackendProber {
         let request: BoxFuture<'static, Answer> = match (&backend.url, &backend.tcp) {
             (Some(url), _) => get(http.clone(), url.clone(), timeout).boxed(),
             (None, Some(tcp)) => connect(tcp.clone(), timeout).boxed(),
-            (None, None) => async {
-                Answer::Failed(ProbeReason::Error, "no url or tcp configured".to_string())
+            (None, None) => {
+                async { Answer::Failed(ProbeReason::Error, "no url or tcp configured".to_string()) }
+                    .boxed()
             }
-            .boxed(),
         };
         let answer = async move {
             let answer = request.await;
@@ -166,10 +166,9 @@ pub fn judge(backend: &BackendConfig, answered: &Answered) -> StateCheck {
     let name = &backend.name;
     let (result, detail) = match &answered.answer {
         Answer::Connected => (CheckResult::Ok, format!("backend {name}: connected")),
-        Answer::Status(status) if backend.expects(*status) => (
-            CheckResult::Ok,
-            format!("backend {name}: HTTP {status}"),
-        ),
+        Answer::Status(status) if backend.expects(*status) => {
+            (CheckResult::Ok, format!("backend {name}: HTTP {status}"))
+        }
         Answer::Status(status) => (
             CheckResult::HttpStatus,
             format!(
@@ -239,7 +238,9 @@ mod tests {
     fn url_backend(port: u16, expected: Option<Vec<u16>>) -> BackendConfig {
         BackendConfig {
             name: "s3".into(),
-            url: Some(format!("http://127.0.0.1:{port}/bucket?X-Amz-Signature=hidden")),
+            url: Some(format!(
+                "http://127.0.0.1:{port}/bucket?X-Amz-Signature=hidden"
+            )),
             tcp: None,
             expected_status: expected,
             gate: Gate::Block,
@@ -261,7 +262,12 @@ mod tests {
         assert_eq!(check.name, "backend:s3");
         assert_eq!(check.gate, Gate::Block);
         let strict = BackendProber::default()
-            .check(&http, &url_backend(port, Some(vec![200])), interval, interval)
+            .check(
+                &http,
+                &url_backend(port, Some(vec![200])),
+                interval,
+                interval,
+            )
             .await;
         server.abort();
         assert_eq!(strict.result, CheckResult::HttpStatus);
@@ -321,8 +327,17 @@ mod tests {
         }
         assert_eq!(count.load(Ordering::SeqCst), 1, "one request for five asks");
         tokio::time::sleep(interval).await;
-        assert!(prober.check(&http, &backend, interval, interval).await.passed());
+        assert!(
+            prober
+                .check(&http, &backend, interval, interval)
+                .await
+                .passed()
+        );
         server.abort();
-        assert_eq!(count.load(Ordering::SeqCst), 2, "the next interval asks again");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "the next interval asks again"
+        );
     }
 }

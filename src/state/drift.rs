@@ -49,7 +49,10 @@ pub struct SideStores {
 }
 
 /// The Deployments `workloads` select among `all`, by name.
-fn selected(all: &BTreeMap<String, Arc<Deployment>>, workloads: &[WorkloadConfig]) -> BTreeSet<String> {
+fn selected(
+    all: &BTreeMap<String, Arc<Deployment>>,
+    workloads: &[WorkloadConfig],
+) -> BTreeSet<String> {
     let empty = BTreeMap::new();
     let mut names = BTreeSet::new();
     for w in workloads {
@@ -129,12 +132,7 @@ impl SideStores {
             .read(|pods| {
                 deployments
                     .iter()
-                    .map(|d| {
-                        (
-                            d.metadata.name.clone().unwrap_or_default(),
-                            twin(d, pods),
-                        )
-                    })
+                    .map(|d| (d.metadata.name.clone().unwrap_or_default(), twin(d, pods)))
                     .collect()
             })
             .map_err(fail)?;
@@ -165,16 +163,17 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
     let mut notes = BTreeSet::new();
     let names: BTreeSet<&String> = p.deployments.keys().chain(s.deployments.keys()).collect();
     for name in names {
-        let item = |field: &str, container: Option<&str>, key: Option<&str>, pv: String, sv: String| {
-            DriftItem {
-                deployment: name.clone(),
-                container: container.map(str::to_string),
-                field: field.to_string(),
-                key: key.map(str::to_string),
-                primary: pv,
-                standby: sv,
-            }
-        };
+        let item =
+            |field: &str, container: Option<&str>, key: Option<&str>, pv: String, sv: String| {
+                DriftItem {
+                    deployment: name.clone(),
+                    container: container.map(str::to_string),
+                    field: field.to_string(),
+                    key: key.map(str::to_string),
+                    primary: pv,
+                    standby: sv,
+                }
+            };
         let (pt, st) = match (p.deployments.get(name), s.deployments.get(name)) {
             (Some(pt), Some(st)) => (pt, st),
             (pt, st) => {
@@ -188,9 +187,8 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
         let pc: BTreeSet<&String> = pt.containers.keys().collect();
         let sc: BTreeSet<&String> = st.containers.keys().collect();
         if pc != sc {
-            let list = |c: &BTreeSet<&String>| {
-                c.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            };
+            let list =
+                |c: &BTreeSet<&String>| c.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
             items.push(item("containers", None, None, list(&pc), list(&sc)));
         }
         for (cname, pf) in &pt.containers {
@@ -204,9 +202,8 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
             match (pt.image_ids.get(cname), st.image_ids.get(cname)) {
                 (Some(pi), Some(si)) if !pi.is_empty() && !si.is_empty() => {
                     if pi != si {
-                        let join = |s: &BTreeSet<String>| {
-                            s.iter().cloned().collect::<Vec<_>>().join(", ")
-                        };
+                        let join =
+                            |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
                         items.push(item("image_id", c, None, join(pi), join(si)));
                     }
                 }
@@ -219,8 +216,7 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
                 }
                 _ => {
                     notes.insert(
-                        "image_id: not compared where the primary's Pods were not seen"
-                            .to_string(),
+                        "image_id: not compared where the primary's Pods were not seen".to_string(),
                     );
                 }
             }
@@ -233,7 +229,13 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
                 }
             }
             if pf.env_from != sf.env_from {
-                items.push(item("env_from", c, None, pf.env_from.clone(), sf.env_from.clone()));
+                items.push(item(
+                    "env_from",
+                    c,
+                    None,
+                    pf.env_from.clone(),
+                    sf.env_from.clone(),
+                ));
             }
             if pf.requests != sf.requests {
                 items.push(item(
@@ -253,7 +255,13 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
                     v.iter().cloned().collect::<Vec<_>>().join(", ")
                 }
             };
-            items.push(item("volumes", None, None, join(&pt.volumes), join(&st.volumes)));
+            items.push(item(
+                "volumes",
+                None,
+                None,
+                join(&pt.volumes),
+                join(&st.volumes),
+            ));
         }
         let hash = |h: Option<&Option<String>>| {
             h.cloned().flatten().unwrap_or_else(|| "absent".to_string())
@@ -501,17 +509,19 @@ mod tests {
         let standby = side(vec![d()], vec![cm("agent-env", "a")]);
         let mut drift = Drift::new(Gate::Block);
         let [image, settings] = drift.evaluate(&workloads(), &primary, &standby, true, None, 5.0);
-        assert!(image.passed() && settings.passed(), "{image:?} {settings:?}");
+        assert!(
+            image.passed() && settings.passed(),
+            "{image:?} {settings:?}"
+        );
         assert_eq!(image.gate, Gate::Block);
         assert_eq!(settings.gate, Gate::Warn);
         let status = drift.status();
         assert_eq!(status.primary_seen_unix, Some(5.0));
         assert!(status.items.is_empty());
         assert!(
-            status
-                .not_compared
-                .iter()
-                .any(|n| n.starts_with("secret_data: not compared: the primary's Secrets have not been read")),
+            status.not_compared.iter().any(|n| n.starts_with(
+                "secret_data: not compared: the primary's Secrets have not been read"
+            )),
             "{:?}",
             status.not_compared
         );
@@ -520,11 +530,21 @@ mod tests {
     #[test]
     fn image_drift_gates_settings_drift_warns_and_nothing_secret_is_shown() {
         let primary = side(
-            vec![deployment(TRIGGER, "agent-trigger", "env0/agent:3.1", "https://a")],
+            vec![deployment(
+                TRIGGER,
+                "agent-trigger",
+                "env0/agent:3.1",
+                "https://a",
+            )],
             vec![cm("agent-env", "a")],
         );
         let standby = side(
-            vec![deployment(TRIGGER, "agent-trigger", "env0/agent:3.0", "https://b")],
+            vec![deployment(
+                TRIGGER,
+                "agent-trigger",
+                "env0/agent:3.0",
+                "https://b",
+            )],
             vec![cm("agent-env", "b")],
         );
         let mut drift = Drift::new(Gate::Block);
@@ -573,7 +593,11 @@ mod tests {
         // Never seen healthy: nothing to compare with, which is no pass.
         let [image, _] = drift.evaluate(&workloads(), &primary, &standby, false, None, 1.0);
         assert_eq!(image.result, CheckResult::Unanswerable);
-        assert!(image.detail.starts_with("not compared yet"), "{}", image.detail);
+        assert!(
+            image.detail.starts_with("not compared yet"),
+            "{}",
+            image.detail
+        );
         let [image, _] = drift.evaluate(&workloads(), &primary, &standby, true, None, 2.0);
         assert_eq!(image.result, CheckResult::Drift);
         // The primary goes down (its caches go away); the standby is fixed meanwhile.

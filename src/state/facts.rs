@@ -371,7 +371,10 @@ mod tests {
         let c = &t.containers["agent"];
         assert_eq!(c.image, "env0/deployment-agent:3.1.0");
         assert_eq!(c.env["ENV0_API_URL"], "https://api.env0.com");
-        assert!(c.env["ENV0_API_KEY"].starts_with("h:"), "secret-looking name hashed");
+        assert!(
+            c.env["ENV0_API_KEY"].starts_with("h:"),
+            "secret-looking name hashed"
+        );
         assert!(
             c.env["DATABASE_URL"].starts_with("h:"),
             "credentials in a URL hashed"
@@ -400,10 +403,18 @@ mod tests {
         );
         assert_eq!(
             t.volumes.iter().map(String::as_str).collect::<Vec<_>>(),
-            ["configMap ca", "configMap scripts", "secret tls", "secret token"]
+            [
+                "configMap ca",
+                "configMap scripts",
+                "secret tls",
+                "secret token"
+            ]
         );
         assert_eq!(
-            t.image_ids["agent"].iter().map(String::as_str).collect::<Vec<_>>(),
+            t.image_ids["agent"]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["sha256:abc"],
             "only the Deployment's own Pods"
         );

@@ -116,9 +116,8 @@ fn judge(
     let at_unix = at.as_millisecond() as f64 / 1000.0;
     let age = wall_unix - at_unix;
     let max = f.max_age.as_secs_f64();
-    let shown_age = humantime::format_duration(std::time::Duration::from_secs(
-        age.abs().round() as u64,
-    ));
+    let shown_age =
+        humantime::format_duration(std::time::Duration::from_secs(age.abs().round() as u64));
     if age > max {
         (
             CheckResult::Stale,
@@ -166,7 +165,11 @@ mod tests {
     fn object(name: &str, value: serde_json::Value) -> DynamicObject {
         let mut obj = DynamicObject::new(name, &api_resource(&volsync()));
         obj.metadata.annotations = Some(
-            [("example.com/synced-at".to_string(), "2027-01-15T10:00:00Z".to_string())].into(),
+            [(
+                "example.com/synced-at".to_string(),
+                "2027-01-15T10:00:00Z".to_string(),
+            )]
+            .into(),
         );
         obj.data = value;
         obj
@@ -188,7 +191,10 @@ mod tests {
     #[test]
     fn the_plural_is_derived_from_the_kind() {
         assert_eq!(api_resource(&volsync()).plural, "replicationdestinations");
-        assert_eq!(api_resource(&volsync()).api_version, "volsync.backube/v1alpha1");
+        assert_eq!(
+            api_resource(&volsync()).api_version,
+            "volsync.backube/v1alpha1"
+        );
         let velero = FreshnessConfig {
             api_version: "velero.io/v1".into(),
             kind: "Restore".into(),
@@ -207,7 +213,12 @@ mod tests {
     #[test]
     fn young_passes_old_is_stale_absent_is_stale_and_garbage_is_unanswerable() {
         let f = volsync();
-        let synced = || object("env0-state", serde_json::json!({"status": {"lastSyncTime": "2027-01-15T10:00:00Z"}}));
+        let synced = || {
+            object(
+                "env0-state",
+                serde_json::json!({"status": {"lastSyncTime": "2027-01-15T10:00:00Z"}}),
+            )
+        };
         let s = store(vec![synced()]);
         let (c, age) = check(&s, &f, "ns", None, SYNCED + 60.0);
         assert!(c.passed(), "{c:?}");
@@ -225,9 +236,15 @@ mod tests {
             Some("standby_state_stale")
         );
         let (c, _) = check(&s, &f, "ns", None, SYNCED - 30.0);
-        assert!(c.passed() && c.detail.ends_with("in the future (clock skew?)"), "{c:?}");
+        assert!(
+            c.passed() && c.detail.ends_with("in the future (clock skew?)"),
+            "{c:?}"
+        );
 
-        let never = store(vec![object("env0-state", serde_json::json!({"status": {}}))]);
+        let never = store(vec![object(
+            "env0-state",
+            serde_json::json!({"status": {}}),
+        )]);
         let (c, age) = check(&never, &f, "ns", None, SYNCED);
         assert_eq!((c.result, age), (CheckResult::Stale, None));
         let absent = store(vec![]);
@@ -244,7 +261,10 @@ mod tests {
             "env0-state",
             serde_json::json!({"status": {"lastSyncTime": 5}}),
         )]);
-        assert_eq!(check(&number, &f, "ns", None, SYNCED).0.result, CheckResult::Unanswerable);
+        assert_eq!(
+            check(&number, &f, "ns", None, SYNCED).0.result,
+            CheckResult::Unanswerable
+        );
     }
 
     #[test]
@@ -264,7 +284,9 @@ mod tests {
         let f = volsync();
         let status = |code: u16, reason: &str| {
             watcher::Error::InitialListFailed(kube::Error::Api(
-                kube::core::Status::failure("m", reason).with_code(code).boxed(),
+                kube::core::Status::failure("m", reason)
+                    .with_code(code)
+                    .boxed(),
             ))
         };
         let s = store(vec![]);
@@ -277,6 +299,9 @@ mod tests {
             Some("standby_state_unanswerable")
         );
         s.fail(&status(403, "Forbidden"));
-        assert_eq!(check(&s, &f, "ns", None, SYNCED).0.result, CheckResult::Forbidden);
+        assert_eq!(
+            check(&s, &f, "ns", None, SYNCED).0.result,
+            CheckResult::Forbidden
+        );
     }
 }

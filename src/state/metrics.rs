@@ -12,6 +12,9 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("kube_failover")
 }
 
+/// `(deployment, field)` of a drift series.
+type DriftSeries = BTreeSet<(String, String)>;
+
 /// Per group and check: pass, failures by result, when checked, the freshness age; per
 /// group, Deployment and field: drift.
 #[derive(Clone)]
@@ -23,7 +26,7 @@ pub struct StateMetrics {
     drift: IntGaugeVec,
     drift_primary_seen: GaugeVec,
     /// The drift series set so far per group, to put them back to 0 when cleared.
-    drift_series: Arc<Mutex<HashMap<String, BTreeSet<(String, String)>>>>,
+    drift_series: Arc<Mutex<HashMap<String, DriftSeries>>>,
 }
 
 impl StateMetrics {
@@ -118,7 +121,7 @@ impl StateMetrics {
         if let Some(at) = drift.primary_seen_unix {
             self.drift_primary_seen.with_label_values(&[group]).set(at);
         }
-        let now: BTreeSet<(String, String)> = drift
+        let now: DriftSeries = drift
             .items
             .iter()
             .map(|i| (i.deployment.clone(), i.field.clone()))
@@ -137,7 +140,9 @@ impl StateMetrics {
         for (deployment, field) in seen.iter() {
             self.drift
                 .with_label_values(&[group, deployment, field])
-                .set(i64::from(now.contains(&(deployment.clone(), field.clone()))));
+                .set(i64::from(
+                    now.contains(&(deployment.clone(), field.clone())),
+                ));
         }
     }
 }

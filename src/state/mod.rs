@@ -289,7 +289,10 @@ mod tests {
             detail: "PersistentVolumeClaim ns/c is Pending, not Bound".into(),
             checked_at_unix: None,
         };
-        assert_eq!(promotion_notice("env0", &[check("volume", CheckResult::Ok)]), None);
+        assert_eq!(
+            promotion_notice("env0", &[check("volume", CheckResult::Ok)]),
+            None
+        );
         let text = promotion_notice(
             "env0",
             &[

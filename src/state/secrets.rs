@@ -82,9 +82,7 @@ impl SecretHashes {
             return;
         }
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let reads = names
-            .iter()
-            .map(|name| bounded(timeout, api.get_opt(name)));
+        let reads = names.iter().map(|name| bounded(timeout, api.get_opt(name)));
         let results = futures::future::join_all(reads).await;
         let mut hashes = BTreeMap::new();
         let mut unread = None;

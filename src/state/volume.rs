@@ -56,7 +56,10 @@ fn judge(pvc: &PersistentVolumeClaim, what: &str) -> (CheckResult, String) {
         (CheckResult::Ok, format!("{what} is Bound to {volume}"))
     } else {
         let phase: String = phase.chars().take(20).collect();
-        (CheckResult::Unbound, format!("{what} is {phase}, not Bound"))
+        (
+            CheckResult::Unbound,
+            format!("{what} is {phase}, not Bound"),
+        )
     }
 }
 
@@ -77,7 +80,9 @@ mod tests {
         .unwrap()
     }
 
-    fn store(items: Vec<PersistentVolumeClaim>) -> std::sync::Arc<WatchStore<PersistentVolumeClaim>> {
+    fn store(
+        items: Vec<PersistentVolumeClaim>,
+    ) -> std::sync::Arc<WatchStore<PersistentVolumeClaim>> {
         let s = WatchStore::new("PersistentVolumeClaims in ns");
         s.apply(Event::Init);
         for i in items {
@@ -137,7 +142,13 @@ mod tests {
         };
         let deleting = check(&store(vec![deleting]), &v, "ns", None, 1.0);
         assert_eq!(deleting.result, CheckResult::Unbound);
-        let missing = check(&store(vec![pvc("other", Some("Bound"))]), &v, "ns", None, 1.0);
+        let missing = check(
+            &store(vec![pvc("other", Some("Bound"))]),
+            &v,
+            "ns",
+            None,
+            1.0,
+        );
         assert_eq!(missing.result, CheckResult::Missing);
         assert_eq!(
             missing.reason_code().map(|r| r.as_str()),
@@ -161,8 +172,18 @@ mod tests {
         assert_eq!(c.result, CheckResult::Forbidden, "{c:?}");
         assert!(c.detail.contains("HTTP 403"), "{}", c.detail);
         let live = store(vec![pvc("env0-state-volume-claim", Some("Bound"))]);
-        let c = check(&live, &v, "ns", Some("standby API unreachable (refused)"), 1.0);
-        assert_eq!(c.result, CheckResult::Unanswerable, "a stale cache is not a pass");
+        let c = check(
+            &live,
+            &v,
+            "ns",
+            Some("standby API unreachable (refused)"),
+            1.0,
+        );
+        assert_eq!(
+            c.result,
+            CheckResult::Unanswerable,
+            "a stale cache is not a pass"
+        );
         let _ = ProbeReason::Ok;
     }
 }

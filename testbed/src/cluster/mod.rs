@@ -19,8 +19,8 @@ mod workload;
 
 pub use pair::ClusterPair;
 pub use spec::{ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE};
-pub use state::{REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION};
 pub use start::KEEP_ENV;
+pub use state::{REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION};
 
 use crate::binaries::Binaries;
 use crate::error::TestbedError;

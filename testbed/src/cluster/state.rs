@@ -14,7 +14,9 @@ use crate::objects;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -78,8 +80,11 @@ impl Cluster {
             .await
             .map_err(|e| self.kube_err("creating the ReplicationDestination CRD".into(), e))?;
         // Served once a list of the kind answers.
-        let objects: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.spec.namespace, &replication_destination());
+        let objects: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.spec.namespace,
+            &replication_destination(),
+        );
         let start = Instant::now();
         loop {
             match objects.list(&Default::default()).await {
@@ -99,9 +104,16 @@ impl Cluster {
     /// Creates the `ReplicationDestination` `name` in the agent namespace if it does not
     /// exist, then sets its `.status.lastSyncTime` (RFC 3339; `None` removes it) through
     /// the status subresource, as VolSync would.
-    pub async fn set_replication_destination(&self, name: &str, last_sync: Option<&str>) -> Result<()> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.spec.namespace, &replication_destination());
+    pub async fn set_replication_destination(
+        &self,
+        name: &str,
+        last_sync: Option<&str>,
+    ) -> Result<()> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.spec.namespace,
+            &replication_destination(),
+        );
         let exists = api
             .get_opt(name)
             .await
@@ -117,7 +129,12 @@ impl Cluster {
         let patch = json!({ "status": { "lastSyncTime": last_sync } });
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| self.kube_err(format!("setting the status of ReplicationDestination {name}"), e))?;
+            .map_err(|e| {
+                self.kube_err(
+                    format!("setting the status of ReplicationDestination {name}"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -241,7 +258,9 @@ impl Cluster {
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Strategic(json!({ "spec": { "template": { "spec": { "containers": patch } } } })),
+                &Patch::Strategic(
+                    json!({ "spec": { "template": { "spec": { "containers": patch } } } }),
+                ),
             )
             .await
             .map_err(|e| self.kube_err(format!("setting the image of deployment {name}"), e))?;

@@ -1619,7 +1619,12 @@ fn state_checks(gate: crate::checks::Gate) -> Vec<crate::checks::StateCheck> {
     vec![
         state_check("backend:s3", CheckKind::Backend, gate, CheckResult::Ok),
         state_check("volume", CheckKind::Volume, gate, CheckResult::Ok),
-        state_check("freshness:volsync", CheckKind::Freshness, gate, CheckResult::Ok),
+        state_check(
+            "freshness:volsync",
+            CheckKind::Freshness,
+            gate,
+            CheckResult::Ok,
+        ),
         state_check("drift:image", CheckKind::Drift, gate, CheckResult::Ok),
     ]
 }
@@ -1648,7 +1653,11 @@ fn invariant1_each_failing_block_state_check_holds_the_promotion_with_its_reason
             CheckResult::Stale,
             ReasonCode::StandbyStateStale,
         ),
-        ("drift:image", CheckResult::Drift, ReasonCode::StandbyAgentDrift),
+        (
+            "drift:image",
+            CheckResult::Drift,
+            ReasonCode::StandbyAgentDrift,
+        ),
         // Unanswerable is a failure, never a pass: the standby cannot be shown fit.
         (
             "volume",
@@ -1729,7 +1738,11 @@ fn failing_warn_state_checks_never_hold_a_promotion_and_are_listed() {
         .expect("the promotion goes ahead")
         .clone();
     assert_eq!(promoting.state, GroupState::Promoting);
-    assert_eq!(promoting.warnings.len(), 4, "the promotion says what is missing");
+    assert_eq!(
+        promoting.warnings.len(),
+        4,
+        "the promotion says what is missing"
+    );
     sim.run(3);
     assert_eq!(sim.state(), GroupState::Promoted);
     assert_eq!(sim.promotions(), 1);
@@ -1761,9 +1774,24 @@ fn only_the_block_checks_hold_when_both_gates_fail() {
     use crate::checks::{CheckKind, CheckResult, Gate};
     let mut sim = Sim::auto();
     sim.world.state_checks = vec![
-        state_check("drift:image", CheckKind::Drift, Gate::Block, CheckResult::Ok),
-        state_check("drift:settings", CheckKind::Drift, Gate::Warn, CheckResult::Drift),
-        state_check("volume", CheckKind::Volume, Gate::Warn, CheckResult::Missing),
+        state_check(
+            "drift:image",
+            CheckKind::Drift,
+            Gate::Block,
+            CheckResult::Ok,
+        ),
+        state_check(
+            "drift:settings",
+            CheckKind::Drift,
+            Gate::Warn,
+            CheckResult::Drift,
+        ),
+        state_check(
+            "volume",
+            CheckKind::Volume,
+            Gate::Warn,
+            CheckResult::Missing,
+        ),
     ];
     sim.run(10);
     sim.world.primary_down();
@@ -1771,8 +1799,18 @@ fn only_the_block_checks_hold_when_both_gates_fail() {
     assert_eq!(sim.promotions(), 1, "warn-only failures promote");
     let mut sim = Sim::auto();
     sim.world.state_checks = vec![
-        state_check("drift:image", CheckKind::Drift, Gate::Block, CheckResult::Drift),
-        state_check("volume", CheckKind::Volume, Gate::Warn, CheckResult::Missing),
+        state_check(
+            "drift:image",
+            CheckKind::Drift,
+            Gate::Block,
+            CheckResult::Drift,
+        ),
+        state_check(
+            "volume",
+            CheckKind::Volume,
+            Gate::Warn,
+            CheckResult::Missing,
+        ),
     ];
     sim.run(10);
     sim.world.primary_down();
