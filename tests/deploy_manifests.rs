@@ -283,8 +283,14 @@ async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
         granted >= 10,
         "role.yaml grants {granted} verb/resource pairs, fewer than expected"
     );
-    // The probes read Deployments, Pods and the record from watches of the namespace.
-    for (group, resource) in [("apps", "deployments"), ("", "pods"), ("", "configmaps")] {
+    // The probes read Deployments, Pods and the record from watches of the namespace,
+    // and the state checks the state volume's claim.
+    for (group, resource) in [
+        ("apps", "deployments"),
+        ("", "pods"),
+        ("", "configmaps"),
+        ("", "persistentvolumeclaims"),
+    ] {
         for verb in ["list", "watch"] {
             let attrs = json!({
                 "namespace": AGENT_NS, "group": group, "resource": resource, "verb": verb,
