@@ -255,6 +255,12 @@ async fn block_gates_hold_the_promotion_with_named_reasons_until_fixed() {
         .set_deployment_image(&trigger, &original)
         .await
         .expect("image back");
+    let took = d
+        .wait_group("promotion started", Duration::from_secs(30), |g| {
+            g.state == "promoting" || g.state == "promoted"
+        })
+        .await;
+    measured("last block check fixed -> promotion started", took);
     d.wait_state("promoted", Duration::from_secs(30)).await;
     assert_eq!(replicas(&pair.standby).await, 2);
     assert_eq!(d.metric(STARTED).await, Some(1.0));

@@ -96,7 +96,7 @@ pub struct SideFacts {
     /// Hash of each referenced ConfigMap's data; `None` when it does not exist.
     pub configmaps: BTreeMap<String, Option<String>>,
     /// Hash of each referenced Secret's data; `None` when it does not exist. Empty
-    /// when Secrets are not read (see `secrets_read`).
+    /// when Secrets are not read (see `secrets_unread`).
     pub secrets: BTreeMap<String, Option<String>>,
     /// Why Secrets' data was not read on this side, when it was not.
     pub secrets_unread: Option<String>,

@@ -4,6 +4,7 @@
 
 use super::GroupState;
 use super::tests::{Sim, World};
+use crate::checks::{CheckKind, CheckResult, Gate, StateCheck};
 use crate::model::*;
 use proptest::prelude::*;
 use std::time::Duration;
@@ -22,6 +23,8 @@ struct Step {
     delete_record: bool,
     /// A person fails back (standby to 0, record to primary, primary up).
     failback: bool,
+    /// The result of the standby's state volume check (gate `block`).
+    volume: CheckResult,
 }
 
 const DOWN: [ProbeReason; 6] = [
@@ -57,9 +60,14 @@ fn step(primary: BoxedStrategy<ProbeReason>) -> impl Strategy<Value = Step> {
         prop::bool::weighted(0.02),
         prop::bool::weighted(0.01),
         prop::bool::weighted(0.01),
+        prop_oneof![
+            8 => Just(CheckResult::Ok),
+            1 => Just(CheckResult::Unbound),
+            1 => Just(CheckResult::Forbidden),
+        ],
     )
         .prop_map(
-            |(primary, standby_api, record_readable, gap, helm, delete, failback)| Step {
+            |(primary, standby_api, record_readable, gap, helm, delete, failback, volume)| Step {
                 primary,
                 standby_api,
                 record_readable,
@@ -67,6 +75,7 @@ fn step(primary: BoxedStrategy<ProbeReason>) -> impl Strategy<Value = Step> {
                 helm_on_standby: helm,
                 delete_record: delete,
                 failback,
+                volume,
             },
         )
 }
@@ -98,6 +107,14 @@ fn apply_faults(world: &mut World, s: &Step) -> bool {
     );
     world.standby_api = s.standby_api;
     world.record_readable = s.record_readable;
+    world.state_checks = vec![StateCheck {
+        name: "volume".into(),
+        kind: CheckKind::Volume,
+        gate: Gate::Block,
+        result: s.volume,
+        detail: String::new(),
+        checked_at_unix: None,
+    }];
     if s.helm_on_standby {
         world.standby_desired = 1;
     }
@@ -152,6 +169,12 @@ fn run(steps: &[Step]) -> Result<usize, TestCaseError> {
                     // Unknown never counts: the primary's answer this tick is down
                     // evidence (or the quorum came from earlier evidence of this run).
                     prop_assert_ne!(obs.primary.api.reason.evidence(), Evidence::Unknown);
+                    // A failing (or unanswerable) state check with gate `block` holds it.
+                    prop_assert!(
+                        obs.standby.state_checks.iter().all(|c| !c.blocks()),
+                        "promoted while a block state check fails: {:?}",
+                        obs.standby.state_checks
+                    );
                     promoted_epoch = Some(*epoch);
                 }
                 // Invariant 2: nothing is scaled up without a record saying so.
@@ -217,6 +240,7 @@ fn the_harness_promotes_on_a_sustained_outage() {
         helm_on_standby: false,
         delete_record: false,
         failback: false,
+        volume: CheckResult::Ok,
     };
     let outage = Step {
         primary: ProbeReason::Refused,
