@@ -4,16 +4,20 @@
 //! name grammar in `names`, and the quoting of the user's text in messages in `quote`.
 
 mod load;
+mod mirror;
 mod names;
 mod quote;
+mod state;
 mod validate;
 
 pub use kube_failover_core::policy::{Mode, PolicyConfig};
 use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
+pub use mirror::{DEFAULT_MIRROR_SELECTOR, MirrorConfig};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
 pub use quote::printable;
 use serde::{Deserialize, Serialize};
+pub use state::StateConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -170,6 +174,9 @@ pub struct GroupConfig {
     /// default `kube-failover-<group name>`.
     #[serde(default)]
     pub record_name: Option<String>,
+    /// `[groups.state]`: the Terraform state that must travel with a failover.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 impl GroupConfig {
