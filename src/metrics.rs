@@ -44,6 +44,8 @@ pub struct Metrics {
     tick_duration: Histogram,
     /// Leader, observers and identity clashes (src/coord).
     pub coord: crate::coord::CoordMetrics,
+    /// The Terraform state mirror (src/mirror).
+    pub mirror: crate::mirror::MirrorMetrics,
 }
 
 pub use crate::model::Side;
@@ -230,6 +232,7 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ))?,
             coord: crate::coord::CoordMetrics::new(&registry)?,
+            mirror: crate::mirror::MirrorMetrics::new(&registry)?,
             registry,
         };
         let r = &m.registry;

@@ -336,6 +336,7 @@ mod tests {
                 },
                 unexpected_standby_replicas: 1,
                 coordination: None,
+                mirror: None,
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,

@@ -80,6 +80,7 @@ pub(super) fn group_status(
         no_active_side: d.no_active_side,
         last_action_error,
         coordination: None,
+        mirror: None,
     }
 }
 
