@@ -267,7 +267,7 @@ impl GroupRunner {
         );
         status.coordination = Some(self.coord.status(Instant::now()));
         if let Some((mirror, _)) = &self.mirror {
-            mirror.on_tick(&decision);
+            mirror.on_tick(&decision, leading);
             status.mirror = Some(mirror.status(now_unix()));
         }
         self.admin.tick_done(status, now_unix());

@@ -98,8 +98,8 @@ struct Inner {
     found: Found,
     /// Conflicts an Event was recorded for (by this instance, as leader).
     announced: BTreeSet<(String, ConflictKind)>,
-    /// The engine's view at the last tick.
-    last_view: Option<EngineView>,
+    /// The engine's view and the leadership at the last tick.
+    last_view: Option<(EngineView, bool)>,
 }
 
 struct Shared {
@@ -148,13 +148,14 @@ impl MirrorHandle {
         }))
     }
 
-    /// The group's decision of a tick, after its actions ran: a change of the engine's
-    /// view (a promotion decided or over) is acted on at once.
-    pub fn on_tick(&self, decision: &Decision) {
+    /// The group's decision of a tick, after its actions ran, and whether this
+    /// instance leads the group: a change of either (a promotion decided or over, the
+    /// leadership won) is acted on at once.
+    pub fn on_tick(&self, decision: &Decision, leading: bool) {
         let view = EngineView::of(decision);
         let mut inner = self.0.lock();
-        let changed = inner.last_view != Some(view);
-        inner.last_view = Some(view);
+        let changed = inner.last_view != Some((view, leading));
+        inner.last_view = Some((view, leading));
         inner.gate.on_tick(view);
         drop(inner);
         if changed {
@@ -611,6 +612,9 @@ impl Mirror {
                         .record_event("KubeFailoverMirrorResumed", message)
                         .await;
                 }
+            }
+            Err(StopReason::Starting) => {
+                debug!(group, "state mirror waits for the group's first tick");
             }
             Err(reason) => {
                 warn!(

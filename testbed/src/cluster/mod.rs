@@ -7,6 +7,7 @@
 //! back, [`pair`] a primary and a standby side by side.
 
 mod faults;
+mod grants;
 mod kubeconfig;
 mod outage;
 mod pair;
