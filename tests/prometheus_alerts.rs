@@ -208,7 +208,24 @@ async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Dura
 #[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
 async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
     let pair = pair().await;
-    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
+    // With the Terraform state mirror too, so its metrics and alerts are covered: it
+    // stops at the promotion, so it must not be reported lagging afterwards.
+    let roles = kube_failover_testbed::target_rbac_file("mirror-role.yaml");
+    for (cluster, role) in [
+        (&pair.primary, "kube-failover-mirror-read"),
+        (&pair.standby, "kube-failover-mirror-write"),
+    ] {
+        cluster
+            .grant_daemon_role(&roles, role)
+            .await
+            .expect("grant the mirror's Role");
+    }
+    let opts = DaemonOpts {
+        group_toml: "\n[groups.state.mirror]\nsync_interval = \"5s\"\nmax_lag = \"60s\"\n"
+            .to_string(),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start(&pair, &opts).await;
     daemon
         .wait_state("primary_active", Duration::from_secs(30))
         .await;
@@ -229,6 +246,8 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonAbsent",
         "KubeFailoverDaemonStalled",
+        "KubeFailoverMirrorLagging",
+        "KubeFailoverMirrorConflict",
     ] {
         assert!(
             !healthy.contains(quiet),
@@ -307,6 +326,8 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverRecordRestored",
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonStalled",
+        "KubeFailoverMirrorLagging",
+        "KubeFailoverMirrorConflict",
     ] {
         assert!(
             !last.contains(quiet),
