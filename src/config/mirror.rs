@@ -138,6 +138,26 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_is_the_defaults() {
+        let example = include_str!("../../config.example.toml");
+        let start = example
+            .find("# [groups.state.mirror]")
+            .expect("the example shows the mirror");
+        let table: String = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = Fixture::new();
+        let cfg = f
+            .load(&format!("{}\n{table}", *GOOD))
+            .expect("the uncommented example loads");
+        assert_eq!(cfg.groups[0].state.mirror, Some(MirrorConfig::default()));
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let f = Fixture::new();
         let err = load_error(
