@@ -431,7 +431,7 @@ async fn mirror_copies_state_byte_for_byte_reports_conflicts_and_never_copies_th
 }
 
 #[tokio::test]
-async fn prune_deletes_and_after_a_promotion_nothing_more_is_copied() {
+async fn prune_deletes_a_promotion_stops_the_mirror_and_a_failback_resumes_it() {
     let pair = support::pair().await;
     grant(&pair, true).await;
     put_state(&pair.primary, "default", "state", &state_json(1, 5_000)).await;
@@ -524,4 +524,57 @@ async fn prune_deletes_and_after_a_promotion_nothing_more_is_copied() {
             .await,
         Some(0.0)
     );
+
+    // While the standby is active, a run there writes its state (as the backend does:
+    // the Secret updated in place, its annotations kept).
+    let mut written = get(&pair.standby, "tfstate-default-state").await.unwrap();
+    let run_state = backend_secrets("default", "state", &state_json(50, 5_000))[0]
+        .data
+        .clone();
+    written.data = run_state.clone();
+    secrets(&pair.standby)
+        .replace("tfstate-default-state", &PostParams::default(), &written)
+        .await
+        .expect("a run in the standby writes its state");
+
+    // The operator fails back: the record says primary again and the mirror resumes by
+    // itself, copying what is new on the primary but never the state the standby's run
+    // wrote meanwhile.
+    let failback = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+        .args(["failback", "--wait", "--group", support::GROUP, "--config"])
+        .arg(&daemon.config)
+        .output()
+        .await
+        .expect("run kube-failover failback");
+    assert!(
+        out.status.success(),
+        "failback: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_copied(&pair, &["tfstate-new-state"], Duration::from_secs(30)).await;
+    measured(
+        "failback command started -> the primary's new state copied",
+        failback.elapsed(),
+    );
+    daemon
+        .wait_group("the standby's newer state is a conflict", SYNC * 5, |g| {
+            g.mirror.as_ref().is_some_and(|m| {
+                m.active
+                    && m.conflicts.iter().any(|c| {
+                        c.name == "tfstate-default-state" && c.kind == "changed_since_copy"
+                    })
+            })
+        })
+        .await;
+    assert_eq!(
+        get(&pair.standby, "tfstate-default-state")
+            .await
+            .unwrap()
+            .data,
+        run_state,
+        "the state written in the standby is never overwritten"
+    );
+    assert!(support::events_with_reason(&pair.standby, "KubeFailoverMirrorResumed").await >= 1);
 }

@@ -100,6 +100,8 @@ struct Inner {
     announced: BTreeSet<(String, ConflictKind)>,
     /// The engine's view and the leadership at the last tick.
     last_view: Option<(EngineView, bool)>,
+    /// Stopped by a promotion and not resumed since.
+    stopped_by_promotion: bool,
 }
 
 struct Shared {
@@ -142,6 +144,7 @@ impl MirrorHandle {
                 found: Found::default(),
                 announced: BTreeSet::new(),
                 last_view: None,
+                stopped_by_promotion: false,
             }),
             pass: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -314,8 +317,10 @@ impl Mirror {
                 _ = stop.wait_for(|s| *s) => break,
             };
             if settle {
-                // More changes within the settle time are part of the same write.
-                loop {
+                // More changes within the settle time are part of the same write; a
+                // stream of changes waits at most one sync interval.
+                let until = tokio::time::Instant::now() + interval;
+                while tokio::time::Instant::now() < until {
                     tokio::select! {
                         _ = tokio::time::sleep(SETTLE) => break,
                         r = primary_rx.changed() => if r.is_err() { break },
@@ -582,23 +587,24 @@ impl Mirror {
     /// Logs, counts and (as leader) records an Event when the gate's answer changes.
     async fn gate_changed(&self, gate: Result<(), StopReason>, leading: bool) {
         let group = self.shared.group.as_str();
-        let (before, age) = {
+        let (before, age, was_stopped_by_promotion) = {
             let mut inner = self.shared.lock();
             inner.writer = leading;
             let before = inner.state.replace(gate);
             let age = inner
                 .last_sync_unix
                 .map(|t| (now_unix() - t).max(0.0).round());
-            (before, age)
+            // Through the failback's steps (paused, failback_in_progress) until resumed.
+            if matches!(gate, Err(StopReason::Promoted | StopReason::RecordLost)) {
+                inner.stopped_by_promotion = true;
+            }
+            let was = gate.is_ok() && std::mem::take(&mut inner.stopped_by_promotion);
+            (before, age, was)
         };
         self.metrics.set_active(group, gate.is_ok());
         if before == Some(gate) {
             return;
         }
-        let was_stopped_by_promotion = matches!(
-            before,
-            Some(Err(StopReason::Promoted | StopReason::RecordLost))
-        );
         match gate {
             Ok(()) => {
                 info!(group, "state mirror active: copying from the primary");
