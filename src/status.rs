@@ -276,6 +276,10 @@ pub struct RecordStatus {
     #[serde(default)]
     /// RFC 3339 time the record was written back after it was lost.
     pub restored_at: Option<String>,
+    /// How far behind the primary the standby's Terraform state was when the last
+    /// promotion started (seconds; the state mirror's age).
+    #[serde(default)]
+    pub mirror_age_seconds: Option<u64>,
 }
 
 /// The last decision.

@@ -494,6 +494,11 @@ async fn prune_deletes_a_promotion_stops_the_mirror_and_a_failback_resumes_it() 
         .expect("seconds");
     assert!(age <= 30, "age {age}");
     eprintln!("measured: mirror age at promotion: {age}s");
+    daemon
+        .wait_group("/status shows the age", Duration::from_secs(10), |g| {
+            g.record.as_ref().and_then(|r| r.mirror_age_seconds) == Some(age)
+        })
+        .await;
 
     // The primary comes back (and is fenced); its state changes: nothing is copied.
     pair.primary.start_apiserver().await.expect("start primary");

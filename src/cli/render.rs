@@ -239,6 +239,12 @@ fn record(out: &mut String, record: Option<&RecordStatus>) {
         .map(|(k, v)| format!("{k} {}", v.as_deref().unwrap_or("-")))
         .collect();
     let _ = writeln!(out, "            {}", times.join("  "));
+    if let Some(age) = r.mirror_age_seconds {
+        let _ = writeln!(
+            out,
+            "            state mirror {age}s behind the primary when the promotion started"
+        );
+    }
 }
 
 /// The last decision: when, why, what it did, and whether it would promote.
@@ -363,6 +369,7 @@ mod tests {
                     primary_deployments: vec!["agent-trigger".into()],
                     failback_at: None,
                     restored_at: None,
+                    mirror_age_seconds: None,
                 }),
                 last_decision: DecisionStatus {
                     at_unix: NOW - 1.0,
