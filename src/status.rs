@@ -139,7 +139,7 @@ pub struct MirrorStatus {
     pub stopped_reason: Option<String>,
     /// The same for people.
     pub stopped_detail: Option<String>,
-    /// This instance writes the copies (it leads the group).
+    /// This instance writes the copies (it leads the group, in `auto` mode).
     pub writer: bool,
     /// The label selector of the Secrets copied.
     pub selector: String,

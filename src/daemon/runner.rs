@@ -95,6 +95,8 @@ impl GroupRunner {
             let handle = crate::mirror::MirrorHandle::new(&cfg, m);
             let task = m.enabled.then(|| {
                 let leader = coord.clone();
+                // Observe mode never writes: the mirror only compares and reports.
+                let auto = config.daemon.mode == Mode::Auto;
                 crate::mirror::Mirror::new(
                     &handle,
                     &cfg,
@@ -107,7 +109,7 @@ impl GroupRunner {
                         standby_client.clone(),
                         identity.clone(),
                     ),
-                    Arc::new(move || leader.may_write(Instant::now())),
+                    Arc::new(move || auto && leader.may_write(Instant::now())),
                     metrics.mirror.clone(),
                 )
             });

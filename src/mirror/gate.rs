@@ -89,12 +89,12 @@ pub struct EngineView {
 impl EngineView {
     /// The view of `decision`.
     pub fn of(decision: &Decision) -> EngineView {
-        let restoring = decision.actions.iter().any(|a| {
-            matches!(
-                a,
-                Action::RestoreRecord { .. } | Action::RecordPromoting { .. }
-            )
-        });
+        // A promotion this decision starts is `Promoting` in auto mode (in observe mode,
+        // and on a non-leader, it is only reported, and nothing stops).
+        let restoring = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RestoreRecord { .. }));
         EngineView {
             standby_active: restoring
                 || matches!(
@@ -305,6 +305,46 @@ mod tests {
         // The write failed; the next decision is no promotion, and no record exists.
         g.on_tick(CALM);
         assert_eq!(g.check(RecordView::Read(&none), 0.0), Ok(()));
+    }
+
+    #[test]
+    fn the_engine_view_is_a_promotion_under_way_not_one_only_reported() {
+        let decision = |state: GroupState, actions: Vec<Action>| Decision {
+            state,
+            reasons: vec![],
+            actions,
+            primary_down: true,
+            standby_fit: true,
+            unexpected_standby_replicas: 0,
+            dual_active: false,
+            no_active_side: false,
+            signals: vec![],
+            state_changed: false,
+            verdict: crate::model::Verdict::Down,
+        };
+        let promoting = Action::RecordPromoting {
+            epoch: 1,
+            reason: ReasonCode::PrimaryDownQuorum,
+            primary_deployments: vec![],
+        };
+        for (state, actions, active) in [
+            (GroupState::Promoting, vec![promoting.clone()], true),
+            (GroupState::Promoted, vec![], true),
+            (GroupState::Failed, vec![], true),
+            // Observe mode, or a follower: reported, never carried out.
+            (GroupState::PrimaryDown, vec![promoting], false),
+            (
+                GroupState::Blocked,
+                vec![Action::RestoreRecord {
+                    record: Box::default(),
+                }],
+                true,
+            ),
+            (GroupState::PrimaryActive, vec![], false),
+        ] {
+            let view = EngineView::of(&decision(state, actions));
+            assert_eq!(view.standby_active, active, "{state:?}");
+        }
     }
 
     #[test]

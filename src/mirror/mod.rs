@@ -18,8 +18,9 @@
 //!   creates); nothing is deleted unless `prune = true`.
 //! - **Stops at the promotion** and resumes only when the record says `primary` again
 //!   ([`gate`]); it never copies from the standby to the primary.
-//! - **Only the leader writes.** Every instance compares (so every instance can say how
-//!   far behind the standby is); only the one that leads the group writes.
+//! - **Only the leader writes, in `auto` mode.** Every instance compares (so every
+//!   instance can say how far behind the standby is); only the one that leads the group
+//!   writes, and none in `observe` mode.
 
 mod gate;
 mod metrics;
@@ -244,7 +245,7 @@ impl BeforePromotion for MirrorHandle {
     }
 }
 
-/// Whether this instance may write now (it leads the group).
+/// Whether this instance may write now (it leads the group, in `auto` mode).
 pub type MayWrite = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The mirror's task: watches, passes, writes.
