@@ -13,7 +13,7 @@ use crate::watch_cache::{self, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,8 @@ struct Stores {
     /// Single objects of a kind named in the config, by namespace, apiVersion, kind and
     /// name.
     objects: HashMap<String, Arc<WatchStore<DynamicObject>>>,
+    /// Keyed by namespace and label selector.
+    secrets: HashMap<String, Arc<WatchStore<Secret>>>,
     /// Restarts every store of the cluster.
     restarters: Vec<Restarter>,
     tasks: Vec<JoinHandle<()>>,
@@ -235,23 +237,29 @@ impl ClusterHandle {
 
     /// The Deployments of `namespace`, watched from the first call on.
     pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
-        self.store(namespace, "Deployments", |s| &mut s.deployments)
+        self.store(namespace, "Deployments", None, |s| &mut s.deployments)
     }
 
     /// The Pods of `namespace`, watched from the first call on.
     pub fn pods(&self, namespace: &str) -> Arc<WatchStore<Pod>> {
-        self.store(namespace, "Pods", |s| &mut s.pods)
+        self.store(namespace, "Pods", None, |s| &mut s.pods)
     }
 
     /// The ConfigMaps of `namespace` (failover records), watched from the first call on.
     pub fn configmaps(&self, namespace: &str) -> Arc<WatchStore<ConfigMap>> {
-        self.store(namespace, "ConfigMaps", |s| &mut s.configmaps)
+        self.store(namespace, "ConfigMaps", None, |s| &mut s.configmaps)
+    }
+
+    /// The Secrets of `namespace` matching `selector` (the state mirror's), watched from
+    /// the first call on. Only the selected Secrets are listed and held.
+    pub fn secrets(&self, namespace: &str, selector: &str) -> Arc<WatchStore<Secret>> {
+        self.store(namespace, "Secrets", Some(selector), |s| &mut s.secrets)
     }
 
     /// The PersistentVolumeClaims of `namespace` (state volumes), watched from the first
     /// call on.
     pub fn pvcs(&self, namespace: &str) -> Arc<WatchStore<PersistentVolumeClaim>> {
-        self.store(namespace, "PersistentVolumeClaims", |s| &mut s.pvcs)
+        self.store(namespace, "PersistentVolumeClaims", None, |s| &mut s.pvcs)
     }
 
     /// The object `name` of the kind `resource` in `namespace`, watched (by a field
@@ -295,6 +303,7 @@ impl ClusterHandle {
         &self,
         namespace: &str,
         kind: &str,
+        selector: Option<&str>,
         pick: impl Fn(&mut Stores) -> &mut HashMap<String, Arc<WatchStore<K>>>,
     ) -> Arc<WatchStore<K>>
     where
@@ -308,20 +317,29 @@ impl ClusterHandle {
         K::DynamicType: Default,
     {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = pick(&mut stores).get(namespace) {
+        let key = match selector {
+            Some(sel) => format!("{namespace}\n{sel}"),
+            None => namespace.to_string(),
+        };
+        if let Some(s) = pick(&mut stores).get(&key) {
             return s.clone();
         }
-        let store = WatchStore::<K>::new(format!("{kind} in {namespace}"));
-        pick(&mut stores).insert(namespace.to_string(), store.clone());
+        let what = match selector {
+            Some(sel) => format!("{kind} ({sel}) in {namespace}"),
+            None => format!("{kind} in {namespace}"),
+        };
+        let store = WatchStore::<K>::new(what);
+        pick(&mut stores).insert(key, store.clone());
         let restart = store.clone();
         stores
             .restarters
             .push(Arc::new(move |why: &str| restart.restart(why)));
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        stores.tasks.push(tokio::spawn(watch_cache::run(
+        stores.tasks.push(tokio::spawn(watch_cache::run_selected(
             store.clone(),
             api,
             self.max_backoff(),
+            selector.map(str::to_string),
         )));
         store
     }

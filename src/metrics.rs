@@ -46,6 +46,8 @@ pub struct Metrics {
     pub coord: crate::coord::CoordMetrics,
     /// Standby state checks and drift (src/state).
     pub state: crate::state::StateMetrics,
+    /// The Terraform state mirror (src/mirror).
+    pub mirror: crate::mirror::MirrorMetrics,
 }
 
 pub use crate::model::Side;
@@ -233,6 +235,7 @@ impl Metrics {
             ))?,
             coord: crate::coord::CoordMetrics::new(&registry)?,
             state: crate::state::StateMetrics::new(&registry)?,
+            mirror: crate::mirror::MirrorMetrics::new(&registry)?,
             registry,
         };
         let r = &m.registry;

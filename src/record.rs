@@ -58,6 +58,9 @@ pub mod keys {
     pub const FAILBACK_STEP: &str = "failback_step";
     /// JSON list of the last transitions, oldest first (bounded).
     pub const HISTORY: &str = "history";
+    /// Seconds since the state mirror last found the standby in sync, when the
+    /// promotion started (`[groups.state.mirror]`).
+    pub const MIRROR_AGE_SECONDS: &str = "mirror_age_seconds";
 }
 
 /// Why the record could not be read or written.
@@ -374,6 +377,9 @@ pub fn to_config_map(
     if let Some(step) = record.failback_step {
         data.insert(keys::FAILBACK_STEP.to_string(), step.as_str().to_string());
     }
+    if let Some(age) = record.mirror_age_seconds {
+        data.insert(keys::MIRROR_AGE_SECONDS.to_string(), age.to_string());
+    }
     if !record.history.is_empty() {
         let list = serde_json::to_string(&record.history).unwrap_or_default();
         data.insert(keys::HISTORY.to_string(), list);
@@ -512,6 +518,8 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
         pause_reason: text(keys::PAUSE_REASON).unwrap_or_default(),
         failback_step,
         history,
+        // For people and notices, like the history: an unreadable value is dropped.
+        mirror_age_seconds: get(keys::MIRROR_AGE_SECONDS).and_then(|v| v.parse().ok()),
         resource_version: cm.metadata.resource_version.clone(),
     })
 }
@@ -575,6 +583,7 @@ mod tests {
                 what: String::new(),
                 reason: "primary_down_quorum".into(),
             }],
+            mirror_age_seconds: Some(12),
             resource_version: None,
         }
     }

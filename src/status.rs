@@ -128,6 +128,9 @@ pub struct GroupStatus {
     /// The standby's Deployments against their primary twins (`None`: drift is off).
     #[serde(default)]
     pub drift: Option<DriftStatus>,
+    /// The Terraform state mirror (`[groups.state.mirror]`), when configured.
+    #[serde(default)]
+    pub mirror: Option<MirrorStatus>,
 }
 
 /// One state check's last outcome.
@@ -189,6 +192,63 @@ pub struct DriftItem {
     pub primary: String,
     /// The standby's value.
     pub standby: String,
+}
+
+/// The Terraform state mirror of a group: what it copies, whether it runs, how far
+/// behind the standby is, and what it leaves alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    /// `groups.state.mirror.enabled`.
+    pub enabled: bool,
+    /// Copying: the record says the primary is active (this instance writes only when
+    /// it leads; see `writer`).
+    pub active: bool,
+    /// Why it does not copy (`promoted`, `paused`, `record_unknown`, …), when stopped.
+    pub stopped_reason: Option<String>,
+    /// The same for people.
+    pub stopped_detail: Option<String>,
+    /// This instance writes the copies (it leads the group, in `auto` mode).
+    pub writer: bool,
+    /// The label selector of the Secrets copied.
+    pub selector: String,
+    /// Where they are copied from.
+    pub primary_namespace: String,
+    /// Where they are copied to.
+    pub standby_namespace: String,
+    /// `groups.state.mirror.prune`.
+    pub prune: bool,
+    /// Secrets whose standby copy matched the primary at the last pass.
+    pub secrets: u64,
+    /// Bytes of their data.
+    pub bytes: u64,
+    /// Standby Secrets left alone (at most 50 listed; `conflict_count` has them all).
+    pub conflicts: Vec<MirrorConflictStatus>,
+    /// How many conflicts there are.
+    pub conflict_count: usize,
+    /// Secrets still to copy (a write failed, or another instance writes): at most 50.
+    pub pending: Vec<String>,
+    /// Standby Secrets the primary does not have, kept (no prune, or not the mirror's
+    /// copies): at most 50.
+    pub kept: Vec<String>,
+    /// Unix time of the primary's state the standby was last found in sync with.
+    pub last_sync_unix: Option<f64>,
+    /// Seconds since then, when the status was written.
+    pub lag_seconds: Option<f64>,
+    /// `groups.state.mirror.max_lag` in seconds.
+    pub max_lag_seconds: f64,
+    /// The last pass's failure, if it failed (never Secret data).
+    pub last_error: Option<String>,
+}
+
+/// A standby Secret the mirror leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorConflictStatus {
+    /// The Secret's name.
+    pub name: String,
+    /// `changed_since_copy`, `not_copied_by_mirror` or `stale_part`.
+    pub kind: String,
+    /// What it means and what to do.
+    pub detail: String,
 }
 
 /// Several daemon instances on one group: the leader and the observers' verdicts.
@@ -284,6 +344,10 @@ pub struct RecordStatus {
     #[serde(default)]
     /// RFC 3339 time the record was written back after it was lost.
     pub restored_at: Option<String>,
+    /// How far behind the primary the standby's Terraform state was when the last
+    /// promotion started (seconds; the state mirror's age).
+    #[serde(default)]
+    pub mirror_age_seconds: Option<u64>,
 }
 
 /// The last decision.

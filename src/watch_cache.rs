@@ -79,7 +79,8 @@ pub struct WatchStore<K> {
     /// `Pods in ns`, for messages.
     what: String,
     inner: RwLock<Inner<K>>,
-    /// Bumped on every change of freshness, for [`WatchStore::wait_started`].
+    /// Bumped on every change of freshness or of the objects, for
+    /// [`WatchStore::wait_started`] and [`WatchStore::subscribe`].
     changed: watch::Sender<u64>,
     /// Asks the watch task to drop its watch and list again.
     restart: Notify,
@@ -139,6 +140,12 @@ impl<K> WatchStore<K> {
         }
     }
 
+    /// A receiver that sees a new value after every change of the objects (an event,
+    /// a completed list) or of the freshness: for readers that act on changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// Waits up to `bound` while the store has never listed (start-up only).
     pub async fn wait_started(&self, bound: Duration) {
         let mut rx = self.changed.subscribe();
@@ -195,17 +202,20 @@ impl<K: Resource> WatchStore<K> {
             Event::InitDone => {
                 inner.objects = inner.pending.take().unwrap_or_default();
                 self.set_freshness(inner, Freshness::Live);
+                self.changed.send_modify(|n| *n += 1);
                 true
             }
             Event::Apply(obj) => {
                 if let Some(name) = name_of(&obj) {
                     inner.objects.insert(name, Arc::new(obj));
+                    self.changed.send_modify(|n| *n += 1);
                 }
                 false
             }
             Event::Delete(obj) => {
                 if let Some(name) = name_of(&obj) {
                     inner.objects.remove(&name);
+                    self.changed.send_modify(|n| *n += 1);
                 }
                 false
             }
@@ -260,6 +270,22 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     run_with(store, api, watcher::Config::default(), max_backoff).await
+}
+
+/// [`run`] for the objects matching `label_selector` only (all of them for `None`).
+pub async fn run_selected<K>(
+    store: Arc<WatchStore<K>>,
+    api: Api<K>,
+    max_backoff: Duration,
+    label_selector: Option<String>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let mut config = watcher::Config::default();
+    if let Some(selector) = label_selector {
+        config = config.labels(&selector);
+    }
+    run_with(store, api, config, max_backoff).await
 }
 
 /// [`run`] with the watch narrowed by `config` (a field selector, say); its server-side

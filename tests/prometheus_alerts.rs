@@ -250,9 +250,25 @@ kind = "ReplicationDestination"
 object = "env0-state"
 pointer = "/status/lastSyncTime"
 max_age = "15m"
+
+[groups.state.mirror]
+sync_interval = "5s"
+max_lag = "60s"
 "#,
         free_port()
     );
+    // With the Terraform state mirror too, so its metrics and alerts are covered: it
+    // stops at the promotion, so it must not be reported lagging afterwards.
+    let roles = kube_failover_testbed::target_rbac_file("mirror-role.yaml");
+    for (cluster, role) in [
+        (&pair.primary, "kube-failover-mirror-read"),
+        (&pair.standby, "kube-failover-mirror-write"),
+    ] {
+        cluster
+            .grant_daemon_role(&roles, role)
+            .await
+            .expect("grant the mirror's Role");
+    }
     let admin = free_port();
     let dir = pair.primary.dir().to_path_buf();
     let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
@@ -286,6 +302,8 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonAbsent",
         "KubeFailoverDaemonStalled",
+        "KubeFailoverMirrorLagging",
+        "KubeFailoverMirrorConflict",
     ] {
         assert!(
             !healthy.contains(quiet),
@@ -366,6 +384,8 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverRecordRestored",
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonStalled",
+        "KubeFailoverMirrorLagging",
+        "KubeFailoverMirrorConflict",
     ] {
         assert!(
             !last.contains(quiet),

@@ -200,6 +200,14 @@ fn label(reason: ProbeReason) -> &'static str {
     }
 }
 
+/// Told just before a promotion's `promoting` record is written, so that what must not
+/// run past a promotion stops first (the Terraform state mirror, `crate::mirror`).
+pub trait BeforePromotion: Send + Sync {
+    /// Stops what must stop; returns the state mirror's age in seconds (since it last
+    /// found the standby in sync), written into the record.
+    fn before_promotion(&self) -> futures::future::BoxFuture<'_, Option<u64>>;
+}
+
 /// Carries out actions for one group.
 pub struct Actuator {
     group: GroupConfig,
@@ -207,6 +215,7 @@ pub struct Actuator {
     standby: kube::Client,
     identity: String,
     call_timeout: Duration,
+    before_promotion: Option<std::sync::Arc<dyn BeforePromotion>>,
 }
 
 impl Actuator {
@@ -227,7 +236,14 @@ impl Actuator {
             standby,
             identity,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            before_promotion: None,
         }
+    }
+
+    /// Calls `hook` before each `promoting` record write.
+    pub fn with_before_promotion(mut self, hook: std::sync::Arc<dyn BeforePromotion>) -> Self {
+        self.before_promotion = Some(hook);
+        self
     }
 
     /// Sets the bound on each Kubernetes call.

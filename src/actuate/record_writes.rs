@@ -49,9 +49,16 @@ impl Actuator {
                 ),
             ));
         }
+        // The state mirror stops before the record says the standby is active, and its
+        // age at this moment goes into the record.
+        let mirror_age_seconds = match &self.before_promotion {
+            Some(hook) => hook.before_promotion().await,
+            None => None,
+        };
         let now = record::now_stamp();
         let next = FailoverRecord {
             phase: Some(RecordPhase::Promoting),
+            mirror_age_seconds,
             epoch,
             reason: reason.as_str().to_string(),
             promoted_at: Some(now.at),

@@ -119,7 +119,46 @@ fn summary(g: &GroupStatus, now: f64) -> Vec<(&'static str, String)> {
             format!("{}; quorum {}", observers.join(", "), c.quorum),
         ));
     }
+    if let Some(m) = &g.mirror {
+        rows.push(("state mirror", mirror(m, now)));
+    }
     rows
+}
+
+/// The state mirror in one line: running or why not, what is in sync, how old, and the
+/// Secrets it leaves alone.
+fn mirror(m: &kube_failover::status::MirrorStatus, now: f64) -> String {
+    let mut line = match (&m.stopped_reason, m.active) {
+        (_, true) if m.writer => "copying".to_string(),
+        (_, true) => "comparing (another instance writes)".to_string(),
+        (Some(why), false) => format!("stopped ({why})"),
+        (None, false) => "stopped".to_string(),
+    };
+    let _ = write!(
+        line,
+        "; {} Secrets, {} bytes in sync; last sync {}",
+        m.secrets,
+        m.bytes,
+        m.last_sync_unix
+            .map_or("never".to_string(), |t| ago(t, now))
+    );
+    if m.conflict_count > 0 {
+        let names: Vec<String> = m
+            .conflicts
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.kind))
+            .collect();
+        let _ = write!(
+            line,
+            "; {} CONFLICTS: {}",
+            m.conflict_count,
+            names.join(", ")
+        );
+    }
+    if let Some(e) = &m.last_error {
+        let _ = write!(line, "; error: {e}");
+    }
+    line
 }
 
 /// The primary's signals as a table, columns as wide as their widest cell; the last
@@ -281,6 +320,12 @@ fn record(out: &mut String, record: Option<&RecordStatus>) {
         .map(|(k, v)| format!("{k} {}", v.as_deref().unwrap_or("-")))
         .collect();
     let _ = writeln!(out, "            {}", times.join("  "));
+    if let Some(age) = r.mirror_age_seconds {
+        let _ = writeln!(
+            out,
+            "            state mirror {age}s behind the primary when the promotion started"
+        );
+    }
 }
 
 /// The last decision: when, why, what it did, and whether it would promote.
@@ -408,6 +453,7 @@ mod tests {
                     primary_deployments: vec!["agent-trigger".into()],
                     failback_at: None,
                     restored_at: None,
+                    mirror_age_seconds: None,
                 }),
                 last_decision: DecisionStatus {
                     at_unix: NOW - 1.0,
@@ -458,6 +504,7 @@ mod tests {
                     }],
                     not_compared: vec!["secret_data: not compared: the daemon may not read Secrets in the primary (forbidden)".into()],
                 }),
+                mirror: None,
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
@@ -523,6 +570,44 @@ mod tests {
         assert_eq!(ago(NOW - 3723.0, NOW), "1h 2m 3s ago");
         assert_eq!(ago(NOW + 2.0, NOW), "2s in the future");
         assert_eq!(when(0.0, NOW), "never");
+    }
+
+    #[test]
+    fn table_shows_the_state_mirror_and_its_conflicts() {
+        use kube_failover::status::{MirrorConflictStatus, MirrorStatus};
+        let mut r = report();
+        r.groups[0].mirror = Some(MirrorStatus {
+            enabled: true,
+            active: true,
+            stopped_reason: None,
+            stopped_detail: None,
+            writer: true,
+            selector: "tfstate=true".into(),
+            primary_namespace: "env0-agent".into(),
+            standby_namespace: "env0-agent".into(),
+            prune: false,
+            secrets: 3,
+            bytes: 2048,
+            conflicts: vec![MirrorConflictStatus {
+                name: "tfstate-dev-state".into(),
+                kind: "changed_since_copy".into(),
+                detail: String::new(),
+            }],
+            conflict_count: 1,
+            pending: vec![],
+            kept: vec![],
+            last_sync_unix: Some(NOW - 4.0),
+            lag_seconds: Some(4.0),
+            max_lag_seconds: 300.0,
+            last_error: None,
+        });
+        let text = status(&r, NOW);
+        let line = "  state mirror                 copying; 3 Secrets, 2048 bytes in sync; \
+                    last sync 4s ago; 1 CONFLICTS: tfstate-dev-state (changed_since_copy)";
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
 
     #[test]

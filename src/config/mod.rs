@@ -4,6 +4,7 @@
 //! name grammar in `names`, and the quoting of the user's text in messages in `quote`.
 
 mod load;
+mod mirror;
 mod names;
 mod quote;
 mod state;
@@ -12,6 +13,7 @@ mod validate;
 pub use kube_failover_core::policy::{Mode, PolicyConfig};
 use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
+pub use mirror::{DEFAULT_MIRROR_SELECTOR, MirrorConfig};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
 pub use quote::printable;
 use serde::{Deserialize, Serialize};

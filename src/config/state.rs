@@ -5,6 +5,7 @@
 //! `warn`). The checks themselves are in `crate::state`; this file holds their keys,
 //! defaults and validation.
 
+use super::mirror::MirrorConfig;
 use super::names::check_url;
 use super::validate::{Problems, fmt_duration};
 use super::{MAX_PROBE_INTERVAL, is_dns_label, is_dns_subdomain};
@@ -37,6 +38,9 @@ pub struct StateConfig {
     /// recent (VolSync, Velero, a job of one's own).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub freshness: Vec<FreshnessConfig>,
+    /// `[groups.state.mirror]`: copies the Terraform `kubernetes` backend's state
+    /// Secrets from the primary namespace to the standby namespace.
+    pub mirror: Option<MirrorConfig>,
 }
 
 /// `[[groups.state.backends]]`: a remote state backend, `url` (HTTP(S), any answer

@@ -248,6 +248,11 @@ impl Config {
                 ),
             );
         }
+        if let Some(mirror) = &group.state.mirror {
+            for (key, message) in mirror.problems() {
+                p.add(format!("{g}.state.mirror.{key}"), message);
+            }
+        }
         if let Some(record) = &group.record_name
             && !is_dns_subdomain(record)
         {

@@ -44,7 +44,10 @@ pub(super) struct GroupRunner {
     /// When the previous tick started, for time-based totals.
     previous_tick: Option<Instant>,
     /// Leader Lease and observer verdicts (src/coord).
-    pub(super) coord: crate::coord::GroupCoord,
+    pub(super) coord: Arc<crate::coord::GroupCoord>,
+    /// The Terraform state mirror (src/mirror), when configured; its task, until `run`
+    /// starts it.
+    mirror: Option<(crate::mirror::MirrorHandle, Option<crate::mirror::Mirror>)>,
     /// `daemon.trace_file`: every tick's observation, for `kube-failover simulate`.
     pub(super) trace: Option<crate::trace::TraceSink>,
     /// Standby state checks and drift (src/state).
@@ -81,14 +84,43 @@ impl GroupRunner {
             },
             Instant::now(),
         );
-        let coord = crate::coord::GroupCoord::new(
+        let coord = Arc::new(crate::coord::GroupCoord::new(
             &cfg,
             config,
             standby_client.clone(),
             identity.clone(),
             metrics.coord.clone(),
-        );
-        let actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
+        ));
+        // The Terraform state mirror runs on its own task (started by `run`); the
+        // actuator stops it before a promotion's record is written.
+        let mirror = cfg.state.mirror.as_ref().map(|m| {
+            let handle = crate::mirror::MirrorHandle::new(&cfg, m);
+            let task = m.enabled.then(|| {
+                let leader = coord.clone();
+                // Observe mode never writes: the mirror only compares and reports.
+                let auto = config.daemon.mode == Mode::Auto;
+                crate::mirror::Mirror::new(
+                    &handle,
+                    &cfg,
+                    &primary,
+                    &standby,
+                    standby_client.clone(),
+                    Actuator::new(
+                        &cfg,
+                        primary_client.clone(),
+                        standby_client.clone(),
+                        identity.clone(),
+                    ),
+                    Arc::new(move || auto && leader.may_write(Instant::now())),
+                    metrics.mirror.clone(),
+                )
+            });
+            (handle, task)
+        });
+        let mut actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
+        if let Some((handle, Some(_))) = &mirror {
+            actuator = actuator.with_before_promotion(Arc::new(handle.clone()));
+        }
         let state_checks = crate::state::StateChecks::new(
             &cfg,
             config.daemon.probe_interval,
@@ -99,6 +131,7 @@ impl GroupRunner {
         GroupRunner {
             state_checks,
             coord,
+            mirror,
             mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
             timeout: config.daemon.probe_timeout,
@@ -127,6 +160,11 @@ impl GroupRunner {
         let first = tokio::time::Instant::now() + phase(&self.cfg.name, self.interval);
         let mut ticker = tokio::time::interval_at(first, self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mirror = self
+            .mirror
+            .as_mut()
+            .and_then(|(_, task)| task.take())
+            .map(|task| tokio::spawn(task.run(stop.clone())));
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -134,6 +172,14 @@ impl GroupRunner {
             }
             // Not raced against `stop`: a tick that started finishes its actions.
             self.tick().await;
+        }
+        // The mirror's pass in flight finishes its write (each one is bounded).
+        if let Some(task) = mirror
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            warn!(group = %self.cfg.name, "state mirror did not stop within 5s");
         }
         // Another instance takes over at once instead of after a lease duration.
         self.coord.release().await;
@@ -237,6 +283,10 @@ impl GroupRunner {
         status.coordination = Some(self.coord.status(Instant::now()));
         status.drift = self.state_checks.drift_status();
         self.state_checks.report(&self.metrics.state, group, &obs);
+        if let Some((mirror, _)) = &self.mirror {
+            mirror.on_tick(&decision, leading);
+            status.mirror = Some(mirror.status(now_unix()));
+        }
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());

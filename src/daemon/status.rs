@@ -97,6 +97,7 @@ pub(super) fn group_status(
             })
             .collect(),
         drift: None,
+        mirror: None,
     }
 }
 
@@ -116,6 +117,7 @@ fn record_status(r: &FailoverRecord) -> RecordStatus {
             .collect(),
         failback_at: r.failback_at.clone(),
         restored_at: r.restored_at.clone(),
+        mirror_age_seconds: r.mirror_age_seconds,
     }
 }
 

@@ -43,6 +43,6 @@ pub use cluster::{
 pub use credentials::TokenCredentials;
 pub use error::TestbedError;
 pub use http_proxy::{HttpAction, HttpFaultProxy, HttpRule, READYZ_FAILED_BODY};
-pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest};
+pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest, target_rbac_file};
 pub use pki::DAEMON_USER;
 pub use proxy::{FaultProxy, ProxyMode};

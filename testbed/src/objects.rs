@@ -88,7 +88,11 @@ pub(crate) fn agent_deployment(release: &str, component: &str, replicas: i32) ->
 /// The Roles in the daemon's RBAC manifest, read at run time so the test bed proves
 /// exactly the file that deploy/ ships.
 pub(crate) fn daemon_roles() -> Result<Vec<Role>> {
-    let path = rbac_manifest();
+    roles_in(rbac_manifest())
+}
+
+/// The Roles of a manifest (YAML, Roles only).
+pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
     let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {
@@ -138,10 +142,15 @@ pub(crate) fn daemon_binding(role: &str) -> RoleBinding {
 
 /// `deploy/kubernetes/target-rbac/role.yaml` in this checkout.
 pub fn rbac_manifest() -> PathBuf {
+    target_rbac_file("role.yaml")
+}
+
+/// A file of `deploy/kubernetes/target-rbac/` in this checkout.
+pub fn target_rbac_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("deploy")
         .join("kubernetes")
         .join("target-rbac")
-        .join("role.yaml")
+        .join(name)
 }

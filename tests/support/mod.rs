@@ -56,6 +56,8 @@ pub struct DaemonOpts {
     /// Further groups besides [`GROUP`], configured like it on the same clusters and
     /// Deployments, each with its own name (so its own record and Leases).
     pub extra_groups: Vec<String>,
+    /// TOML appended to [`GROUP`]'s tables (e.g. `[groups.state.mirror]` and its keys).
+    pub group_toml: String,
 }
 
 impl Default for DaemonOpts {
@@ -76,6 +78,7 @@ impl Default for DaemonOpts {
             observer_quorum: 1,
             observers_expected: None,
             extra_groups: Vec::new(),
+            group_toml: String::new(),
         }
     }
 }
@@ -163,7 +166,7 @@ quorum = {oquorum}
             .map(|e| format!("expected = {e}"))
             .unwrap_or_default(),
     );
-    let mut toml = daemon + &block;
+    let mut toml = daemon + &block + &opts.group_toml;
     for name in &opts.extra_groups {
         toml += "\n";
         toml += &block.replacen(

@@ -414,6 +414,10 @@ pub struct FailoverRecord {
     pub failback_step: Option<FailbackStep>,
     /// The last transitions of the record, oldest first, at most [`HISTORY_LEN`].
     pub history: Vec<Transition>,
+    /// How old the standby's copy of the Terraform state Secrets was when the promotion
+    /// started: seconds since the mirror last found the standby in sync with the
+    /// primary (`[groups.state.mirror]`). `None`: no mirror, or it never synced.
+    pub mirror_age_seconds: Option<u64>,
     /// The object's resourceVersion, for optimistic concurrency; `None` when the
     /// record does not exist yet.
     pub resource_version: Option<String>,

@@ -9,6 +9,7 @@
 //! standby side by side.
 
 mod faults;
+mod grants;
 mod kubeconfig;
 mod outage;
 mod pair;
