@@ -272,8 +272,8 @@ fn footprint_section(out: &Output, r: &FootprintReport) -> String {
                 n.loops,
                 n.per_tick[0],
                 n.per_tick[1],
-                footprint::verbs_text(&n.verbs[0]),
-                footprint::verbs_text(&n.verbs[1]),
+                verbs_or_none(&n.verbs[0]),
+                verbs_or_none(&n.verbs[1]),
                 n.cpu,
                 n.apiserver_cpu[0],
                 n.apiserver_cpu[1],
@@ -286,6 +286,14 @@ fn footprint_section(out: &Output, r: &FootprintReport) -> String {
         out.link("footprint.png")
     );
     s
+}
+
+fn verbs_or_none(v: &std::collections::BTreeMap<String, f64>) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        footprint::verbs_text(v)
+    }
 }
 
 fn soak_section(out: &Output, r: &SoakReport) -> String {
