@@ -240,7 +240,11 @@ impl Daemon {
         ));
         let out = std::fs::File::create(&log).expect("create daemon log");
         let err = out.try_clone().expect("clone log handle");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+        // A benchmark may measure another build (an older release) instead.
+        let bin = std::env::var_os("KUBE_FAILOVER_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_kube-failover").into());
+        let child = tokio::process::Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info,kube_failover=debug")
