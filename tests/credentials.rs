@@ -42,6 +42,7 @@ fn group(c: &Cluster, kubeconfig: &Path) -> GroupConfig {
         policy: Default::default(),
         http_checks: Vec::new(),
         record_name: None,
+        state: Default::default(),
     }
 }
 

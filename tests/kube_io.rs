@@ -54,6 +54,7 @@ fn group(primary: &Cluster, standby: &Cluster) -> GroupConfig {
         policy: Default::default(),
         http_checks: Vec::new(),
         record_name: None,
+        state: Default::default(),
     }
 }
 

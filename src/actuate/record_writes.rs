@@ -222,6 +222,7 @@ mod tests {
             policy: Default::default(),
             http_checks: vec![],
             record_name: None,
+            state: Default::default(),
         }
     }
 

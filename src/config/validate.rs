@@ -166,6 +166,7 @@ impl Config {
                 ),
             );
         }
+        self.notify.problems(&mut p);
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
         }
@@ -491,7 +492,7 @@ fn into_result(problems: Vec<Problem>) -> Result<(), ConfigError> {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
     /// Adds a problem when `value` is above `max`.
@@ -509,7 +510,7 @@ impl Problems {
     }
 
     /// Adds a problem; the message is bounded (it may quote the user's text).
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: printable(&message.into(), MAX_MESSAGE_CHARS),
@@ -517,7 +518,7 @@ impl Problems {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(super) fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
