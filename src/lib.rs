@@ -21,6 +21,7 @@ pub mod kube_call;
 pub mod kubeconfig;
 pub mod liveness;
 pub mod metrics;
+pub mod notice;
 pub mod notify;
 pub mod probe;
 pub mod record;

@@ -44,6 +44,8 @@ pub struct Metrics {
     tick_duration: Histogram,
     /// Leader, observers and identity clashes (src/coord).
     pub coord: crate::coord::CoordMetrics,
+    /// Notices to webhooks (src/notice).
+    pub notices: crate::notice::NoticeMetrics,
 }
 
 pub use crate::model::Side;
@@ -230,6 +232,7 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ))?,
             coord: crate::coord::CoordMetrics::new(&registry)?,
+            notices: crate::notice::NoticeMetrics::new(&registry)?,
             registry,
         };
         let r = &m.registry;
