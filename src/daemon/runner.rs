@@ -47,6 +47,8 @@ pub(super) struct GroupRunner {
     pub(super) coord: crate::coord::GroupCoord,
     /// `daemon.trace_file`: every tick's observation, for `kube-failover simulate`.
     pub(super) trace: Option<crate::trace::TraceSink>,
+    /// Notices of promotions, failures and failbacks, and the stale-lock check.
+    pub(super) notices: crate::notice::GroupNotices,
 }
 
 impl GroupRunner {
@@ -86,8 +88,10 @@ impl GroupRunner {
             identity.clone(),
             metrics.coord.clone(),
         );
+        let notices = crate::notice::GroupNotices::new(&cfg, &identity);
         let actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
         GroupRunner {
+            notices,
             coord,
             mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
@@ -183,11 +187,21 @@ impl GroupRunner {
             self.state = decision.state;
             self.since_unix = wall;
         }
+        self.notices.observe(&obs);
         if self.mode == Mode::Auto && leading {
             self.execute(&decision, &obs, started).await;
         } else if decision.would_promote() && decision.state_changed && leading {
             warn!(group, "observe mode: would promote the standby now");
         }
+
+        // Only the leader sends notices (and writes the promotion's Event).
+        let still_leading = self.coord.may_write(Instant::now());
+        let writes = self.mode == Mode::Auto;
+        let metrics = &self.metrics;
+        let cleared = |ok| metrics.observe_action(group, "clear_stale_lock", ok);
+        self.notices
+            .flush(&self.actuator, cleared, still_leading, writes)
+            .await;
 
         // A non-leader's would-be promotion is the leader's to count.
         let would_promote = decision.would_promote() && leading;
@@ -266,6 +280,7 @@ impl GroupRunner {
             self.admin.progress(group);
             match result {
                 Ok(report) => {
+                    self.notices.written(&report);
                     self.engine.handle_result(now, action, true);
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {
