@@ -208,7 +208,17 @@ async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Dura
 #[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
 async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
     let pair = pair().await;
-    let daemon = Daemon::start(&pair, &DaemonOpts::default()).await;
+    // A webhook, so that the notice metrics exist (their series are per webhook), and the
+    // failover's notice is delivered (KubeFailoverNoticeFailing stays quiet).
+    let receiver = support::receiver::Receiver::start().await;
+    let opts = DaemonOpts {
+        extra_toml: format!(
+            "[notify]\n[[notify.webhooks]]\nname = \"oncall\"\nurl = \"{}\"\n",
+            receiver.url("/notices")
+        ),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start(&pair, &opts).await;
     daemon
         .wait_state("primary_active", Duration::from_secs(30))
         .await;
@@ -307,6 +317,7 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverRecordRestored",
         "KubeFailoverDaemonDown",
         "KubeFailoverDaemonStalled",
+        "KubeFailoverNoticeFailing",
     ] {
         assert!(
             !last.contains(quiet),

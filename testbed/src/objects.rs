@@ -88,7 +88,12 @@ pub(crate) fn agent_deployment(release: &str, component: &str, replicas: i32) ->
 /// The Roles in the daemon's RBAC manifest, read at run time so the test bed proves
 /// exactly the file that deploy/ ships.
 pub(crate) fn daemon_roles() -> Result<Vec<Role>> {
-    let path = rbac_manifest();
+    roles_in(rbac_manifest())
+}
+
+/// The Roles in a manifest file (YAML, one or more documents; documents of other kinds
+/// are an error).
+pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
     let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {

@@ -6,6 +6,7 @@
 //! the API server and etcd, [`faults`] changes made to its objects behind the daemon's
 //! back, [`pair`] a primary and a standby side by side.
 
+mod extra_roles;
 mod faults;
 mod kubeconfig;
 mod outage;
