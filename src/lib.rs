@@ -22,6 +22,7 @@ pub mod kubeconfig;
 pub mod liveness;
 pub mod metrics;
 pub mod mirror;
+pub mod notice;
 pub mod notify;
 pub mod probe;
 pub mod record;

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub state: crate::state::StateMetrics,
     /// The Terraform state mirror (src/mirror).
     pub mirror: crate::mirror::MirrorMetrics,
+    /// Notices to webhooks (src/notice).
+    pub notices: crate::notice::NoticeMetrics,
 }
 
 pub use crate::model::Side;
@@ -236,6 +238,7 @@ impl Metrics {
             coord: crate::coord::CoordMetrics::new(&registry)?,
             state: crate::state::StateMetrics::new(&registry)?,
             mirror: crate::mirror::MirrorMetrics::new(&registry)?,
+            notices: crate::notice::NoticeMetrics::new(&registry)?,
             registry,
         };
         let r = &m.registry;

@@ -348,6 +348,54 @@ fn check_config_lists_every_problem() {
 }
 
 #[test]
+fn check_config_and_run_read_the_webhook_secret_files_the_operator_commands_do_not() {
+    let f = Fixture::new();
+    let token = f.dir.path().join("webhook-token");
+    let text = format!(
+        "{}\n[notify]\n[[notify.webhooks]]\nname = \"oncall\"\nurl = \"https://hooks.example.com/x\"\n\
+         secret_header = \"Authorization\"\nsecret_file = \"{}\"\n",
+        *GOOD,
+        token.display()
+    );
+    let path = f.config(&text);
+    // Missing: check-config and run refuse it, naming the key and the file.
+    for args in [
+        vec!["check-config", "--config", path.to_str().unwrap()],
+        vec!["run", "--config", path.to_str().unwrap()],
+    ] {
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("notify.webhooks[oncall].secret_file: cannot read"),
+            "{err}"
+        );
+        assert!(err.contains(&token.display().to_string()), "{err}");
+    }
+    // The operator's commands send no notice: the file is not theirs to read (this one
+    // fails later, on the unreachable clusters, not on the configuration).
+    let out = run(
+        &[
+            "history",
+            "--config",
+            path.to_str().unwrap(),
+            "--group",
+            "env0",
+        ],
+        &[],
+    );
+    assert!(!stderr(&out).contains("secret_file"), "{}", stderr(&out));
+
+    std::fs::write(&token, "Bearer s3cr3t-token\n").unwrap();
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(printed.contains("[[notify.webhooks]]"), "{printed}");
+    assert!(printed.contains("[groups.state]"), "{printed}");
+    assert!(!printed.contains("s3cr3t"), "{printed}");
+}
+
+#[test]
 fn missing_config_file_is_named() {
     let f = Fixture::new();
     let absent = f.dir.path().join("nowhere.toml");

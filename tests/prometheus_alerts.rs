@@ -212,7 +212,10 @@ async fn wait_alert(prom: &Prometheus, alert: &str, firing: bool) -> Option<Dura
 /// goes ahead): a backend nobody listens on, a state volume that does not exist, a
 /// replication timestamp a day old, and an image changed on the standby only. Their
 /// metrics and alerts are then part of the scenario.
-async fn start_with_failing_state_checks(pair: &kube_failover_testbed::ClusterPair) -> Daemon {
+async fn start_with_failing_state_checks(
+    pair: &kube_failover_testbed::ClusterPair,
+    webhook: &str,
+) -> Daemon {
     let standby = &pair.standby;
     standby
         .set_deployment_image(&standby.trigger_deployment(), "env0/deployment-agent:older")
@@ -272,7 +275,16 @@ max_lag = "60s"
     let admin = free_port();
     let dir = pair.primary.dir().to_path_buf();
     let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
-    let toml = support::config_toml(pair, &DaemonOpts::default(), admin) + &state;
+    // A webhook, so that the notice metrics exist (their series are per webhook), and the
+    // failover's notice is delivered (KubeFailoverNoticeFailing stays quiet).
+    let opts = DaemonOpts {
+        extra_toml: format!(
+            "[notify]\n[[notify.webhooks]]\nname = \"oncall\"\nurl = \"{webhook}\"\n"
+        ),
+        group_toml: state,
+        ..DaemonOpts::default()
+    };
+    let toml = support::config_toml(pair, &opts, admin);
     std::fs::write(&config, toml).expect("write daemon config");
     Daemon::start_with_config(&config, admin, &dir).await
 }
@@ -281,7 +293,8 @@ max_lag = "60s"
 #[ignore = "needs a prometheus binary: run by ci/check-deploy.sh"]
 async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metrics() {
     let pair = pair().await;
-    let daemon = start_with_failing_state_checks(&pair).await;
+    let receiver = support::receiver::Receiver::start().await;
+    let daemon = start_with_failing_state_checks(&pair, &receiver.url("/notices")).await;
     daemon
         .wait_state("primary_active", Duration::from_secs(30))
         .await;
@@ -386,6 +399,7 @@ async fn prometheus_fires_primary_down_and_failover_alerts_on_the_daemons_metric
         "KubeFailoverDaemonStalled",
         "KubeFailoverMirrorLagging",
         "KubeFailoverMirrorConflict",
+        "KubeFailoverNoticeFailing",
     ] {
         assert!(
             !last.contains(quiet),

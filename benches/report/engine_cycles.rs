@@ -127,6 +127,7 @@ fn observation(wall_unix: f64, t: Tick, workload: &SignalId) -> Observation {
             } else {
                 Err(outcome(t.standby))
             },
+            state_checks: vec![],
         },
         observers: vec![],
     }

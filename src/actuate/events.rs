@@ -57,10 +57,21 @@ impl Actuator {
     /// Records an Event on the failover record's ConfigMap (standby cluster), as this
     /// actuator's identity (an operator's commands name the operator there).
     pub async fn record_event(&self, reason: &'static str, message: String) {
+        self.record_event_of_type("Warning", reason, message).await;
+    }
+
+    /// [`Actuator::record_event`] with the Event's type: `Normal` or `Warning`.
+    pub async fn record_event_of_type(
+        &self,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+    ) {
         let event = record_event(
             self.standby_ns(),
             &self.group.record_name(),
             &self.identity,
+            type_,
             reason,
             message,
         );
@@ -68,7 +79,7 @@ impl Actuator {
             .await;
     }
 
-    async fn create_event(&self, client: &kube::Client, namespace: &str, event: Event) {
+    pub(super) async fn create_event(&self, client: &kube::Client, namespace: &str, event: Event) {
         let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let params = PostParams {
             field_manager: Some(COMPONENT.to_string()),
@@ -127,11 +138,12 @@ fn build_event(
     )
 }
 
-/// A Warning Event about the group, on the failover record's ConfigMap.
+/// An Event about the group, on the failover record's ConfigMap.
 fn record_event(
     namespace: &str,
     record_name: &str,
     identity: &str,
+    type_: &'static str,
     reason: &'static str,
     message: String,
 ) -> Event {
@@ -142,10 +154,10 @@ fn record_event(
         namespace: Some(namespace.to_string()),
         ..ObjectReference::default()
     };
-    new_event(involved, identity, reason, "Warning", "Observe", message)
+    new_event(involved, identity, reason, type_, "Observe", message)
 }
 
-fn new_event(
+pub(super) fn new_event(
     involved: ObjectReference,
     identity: &str,
     reason: &'static str,

@@ -9,11 +9,15 @@
 //! This file holds the actuator's face: [`Actuator::execute`] dispatching each action,
 //! what it reports ([`ActionReport`]) and how it fails ([`ActuateError`]). The work is
 //! in `scale` (scaling with the fresh-record check), `record_writes` (the failover
-//! record's writes) and `events` (Kubernetes Events).
+//! record's writes), `events` (Kubernetes Events) and `locks` (Terraform's lock Leases
+//! after a promotion).
 
 mod events;
+mod locks;
 mod record_writes;
 mod scale;
+
+pub use locks::{LockLease, held_lock};
 
 use crate::config::GroupConfig;
 use crate::kube_call::CallError;

@@ -44,6 +44,16 @@ impl ConfigFile {
     pub(crate) fn load(&self) -> Result<Config, Failure> {
         load(&self.config).map_err(|e| Failure::invalid(InvalidConfig(e)))
     }
+
+    /// [`ConfigFile::load`], and the files only the daemon reads (the webhooks' secret
+    /// files): for `check-config` and `run`.
+    pub(crate) fn load_for_daemon(&self) -> Result<Config, Failure> {
+        let config = self.load()?;
+        config
+            .check_secret_files()
+            .map_err(|e| Failure::invalid(InvalidConfig(e.with_file(&self.config))))?;
+        Ok(config)
+    }
 }
 
 fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -54,7 +64,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 
 impl Args {
     pub(crate) fn execute(self) -> Result<(), Failure> {
-        let config = self.config.load()?;
+        let config = self.config.load_for_daemon()?;
         let text = config
             .resolved()
             .to_toml()

@@ -24,9 +24,9 @@ use std::error::Error;
 pub(crate) enum Command {
     /// Run the daemon until SIGTERM/SIGINT.
     Run(run::Args),
-    /// Load and validate the configuration (including kubeconfig files and contexts,
-    /// without contacting any cluster) and print it resolved: defaults filled in,
-    /// durations normalised. Exits 0 if valid, 2 with every problem if not.
+    /// Load and validate the configuration (including kubeconfig files and contexts and
+    /// the webhooks' secret files, without contacting any cluster) and print it resolved:
+    /// defaults filled in, durations normalised. Exits 0 if valid, 2 with every problem if not.
     CheckConfig(check_config::Args),
     /// Ask a running daemon for its view of every group and print it.
     Status(status::Args),

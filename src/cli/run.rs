@@ -24,7 +24,7 @@ struct NoRuntime(#[source] std::io::Error);
 
 impl Args {
     pub(crate) fn execute(self) -> Result<(), Failure> {
-        let config = self.config.load()?;
+        let config = self.config.load_for_daemon()?;
         logging::init(config.daemon.log_format).map_err(Failure::runtime)?;
         tracing::info!(
             target: TARGET,

@@ -6,6 +6,7 @@
 mod load;
 mod mirror;
 mod names;
+mod notify;
 mod quote;
 mod state;
 mod validate;
@@ -15,6 +16,10 @@ use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
 pub use mirror::{DEFAULT_MIRROR_SELECTOR, MirrorConfig};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
+pub use notify::{
+    MAX_NOTICE_QUEUE, MAX_NOTICE_TIMEOUT, NoticeEvent, NoticeFormat, NotifyConfig, WebhookConfig,
+    read_secret_file,
+};
 pub use quote::printable;
 use serde::{Deserialize, Serialize};
 pub use state::{
@@ -37,6 +42,9 @@ pub struct Config {
     #[serde(default)]
     /// `[daemon]`: process-wide settings.
     pub daemon: DaemonConfig,
+    /// `[notify]`: webhooks told about promotions, failures and failbacks.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// One or more failover groups (`[[groups]]` in TOML).
     pub groups: Vec<GroupConfig>,
 }
@@ -545,5 +553,7 @@ url = "http://agent-proxy.example:8080/healthz"
         // equals the defaults for everything it does not have to set.
         assert_eq!(cfg.daemon, DaemonConfig::default());
         assert_eq!(cfg.groups[0].policy, PolicyConfig::default());
+        assert_eq!(cfg.notify, NotifyConfig::default());
+        assert_eq!(cfg.groups[0].state, StateConfig::default());
     }
 }

@@ -41,6 +41,10 @@ pub struct StateConfig {
     /// `[groups.state.mirror]`: copies the Terraform `kubernetes` backend's state
     /// Secrets from the primary namespace to the standby namespace.
     pub mirror: Option<MirrorConfig>,
+    /// After a promotion, delete the Terraform lock Leases (`lock-tfstate-*`) of the
+    /// standby namespace that were locked before the promotion started. Off: they are
+    /// only named in the promotion's Event and notice.
+    pub clear_stale_locks: bool,
 }
 
 /// `[[groups.state.backends]]`: a remote state backend, `url` (HTTP(S), any answer

@@ -166,6 +166,7 @@ impl Config {
                 ),
             );
         }
+        self.notify.problems(&mut p);
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
         }

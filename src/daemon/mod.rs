@@ -97,6 +97,9 @@ async fn run_with_listener(
         },
     ));
     let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
+    // Webhook notices: one delivery task per webhook, fed by every group (src/notice).
+    let notifier =
+        crate::notice::Notifier::new(&config.notify, http.clone(), metrics.notices.clone());
 
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
@@ -138,6 +141,7 @@ async fn run_with_listener(
             admin.clone(),
         );
         runner.trace = trace.clone();
+        runner.notices.connect(notifier.clone());
         runners.push(runner);
     }
     info!(
@@ -165,6 +169,7 @@ async fn run_with_listener(
         "kube-failover started"
     );
 
+    notifier.start();
     let mut tasks = JoinSet::new();
     for runner in runners {
         tasks.spawn(runner.run(stop_rx.clone()));
@@ -181,7 +186,14 @@ async fn run_with_listener(
     notify::stopping();
     let _ = stop_tx.send(true);
 
-    let result = signals.drain(tasks, daemon.shutdown_timeout).await;
+    let mut result = signals.drain(tasks, daemon.shutdown_timeout).await;
+    if result.is_ok() && notifier.is_enabled() {
+        // Notices of the last ticks: one more attempt each, within the same bound.
+        let mut flush = JoinSet::new();
+        flush.spawn(notifier.clone().flush());
+        result = signals.drain(flush, daemon.shutdown_timeout).await;
+    }
+    notifier.abandon();
     supervisor.abort();
     let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;

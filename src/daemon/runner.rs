@@ -52,6 +52,8 @@ pub(super) struct GroupRunner {
     pub(super) trace: Option<crate::trace::TraceSink>,
     /// Standby state checks and drift (src/state).
     state_checks: crate::state::StateChecks,
+    /// Notices of promotions, failures and failbacks, and the stale-lock check.
+    pub(super) notices: crate::notice::GroupNotices,
 }
 
 impl GroupRunner {
@@ -117,6 +119,7 @@ impl GroupRunner {
             });
             (handle, task)
         });
+        let notices = crate::notice::GroupNotices::new(&cfg, &identity);
         let mut actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
         if let Some((handle, Some(_))) = &mirror {
             actuator = actuator.with_before_promotion(Arc::new(handle.clone()));
@@ -129,6 +132,7 @@ impl GroupRunner {
             &standby,
         );
         GroupRunner {
+            notices,
             state_checks,
             coord,
             mirror,
@@ -242,11 +246,21 @@ impl GroupRunner {
             self.state = decision.state;
             self.since_unix = wall;
         }
+        self.notices.observe(&obs);
         if self.mode == Mode::Auto && leading {
             self.execute(&decision, &obs, started).await;
         } else if decision.would_promote() && decision.state_changed && leading {
             warn!(group, "observe mode: would promote the standby now");
         }
+
+        // Only the leader sends notices (and writes the promotion's Event).
+        let still_leading = self.coord.may_write(Instant::now());
+        let writes = self.mode == Mode::Auto;
+        let metrics = &self.metrics;
+        let cleared = |ok| metrics.observe_action(group, "clear_stale_lock", ok);
+        self.notices
+            .flush(&self.actuator, cleared, still_leading, writes)
+            .await;
 
         // A non-leader's would-be promotion is the leader's to count.
         let would_promote = decision.would_promote() && leading;
@@ -331,6 +345,7 @@ impl GroupRunner {
             self.admin.progress(group);
             match result {
                 Ok(report) => {
+                    self.notices.written(&report);
                     self.engine.handle_result(now, action, true);
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {

@@ -91,7 +91,8 @@ pub(crate) fn daemon_roles() -> Result<Vec<Role>> {
     roles_in(rbac_manifest())
 }
 
-/// The Roles of a manifest (YAML, Roles only).
+/// The Roles in a manifest file (YAML, one or more documents; documents of other kinds
+/// are an error).
 pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
     let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
     let docs: Vec<serde_json::Value> =

@@ -6,6 +6,7 @@
 
 #[path = "../fixtures/mod.rs"]
 mod fixtures;
+pub mod receiver;
 
 use fixtures::Side;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
@@ -56,8 +57,11 @@ pub struct DaemonOpts {
     /// Further groups besides [`GROUP`], configured like it on the same clusters and
     /// Deployments, each with its own name (so its own record and Leases).
     pub extra_groups: Vec<String>,
-    /// TOML appended to [`GROUP`]'s tables (e.g. `[groups.state.mirror]` and its keys).
+    /// TOML appended to every group (after its `[groups.policy.observers]`), e.g.
+    /// `[groups.state]`.
     pub group_toml: String,
+    /// TOML appended at the end (top-level tables, e.g. `[notify]`).
+    pub extra_toml: String,
 }
 
 impl Default for DaemonOpts {
@@ -79,6 +83,7 @@ impl Default for DaemonOpts {
             observers_expected: None,
             extra_groups: Vec::new(),
             group_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -165,8 +170,8 @@ quorum = {oquorum}
             .observers_expected
             .map(|e| format!("expected = {e}"))
             .unwrap_or_default(),
-    );
-    let mut toml = daemon + &block + &opts.group_toml;
+    ) + &opts.group_toml;
+    let mut toml = daemon + &block;
     for name in &opts.extra_groups {
         toml += "\n";
         toml += &block.replacen(
@@ -175,7 +180,7 @@ quorum = {oquorum}
             1,
         );
     }
-    toml
+    toml + "\n" + &opts.extra_toml
 }
 
 impl Daemon {

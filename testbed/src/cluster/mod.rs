@@ -8,6 +8,7 @@
 //! replication object, a container image changed on one side), [`pair`] a primary and a
 //! standby side by side.
 
+mod extra_roles;
 mod faults;
 mod grants;
 mod kubeconfig;
