@@ -77,8 +77,16 @@ pub(super) struct Wakes {
 impl Wakes {
     /// Follows the Deployments and Pods of `namespace` on `primary`.
     pub(super) fn new(primary: &ClusterHandle, namespace: &str) -> Self {
-        let deployments = primary.deployments(namespace).wakes();
-        let pods = primary.pods(namespace).wakes();
+        Wakes::following(
+            primary.deployments(namespace).wakes(),
+            primary.pods(namespace).wakes(),
+        )
+    }
+
+    fn following(
+        deployments: watch::Receiver<StoreWakes>,
+        pods: watch::Receiver<StoreWakes>,
+    ) -> Self {
         let (seen_deployments, seen_pods) = (*deployments.borrow(), *pods.borrow());
         Wakes {
             deployments,
@@ -227,6 +235,51 @@ mod tests {
         s.tick_done(None, true, t0 + ms(4_910));
         assert!(!s.anchored());
         assert_eq!(s.next(), t0 + ms(5_370));
+    }
+
+    #[tokio::test]
+    async fn a_group_is_told_what_changed_since_it_last_looked() {
+        use crate::watch_cache::WatchStore;
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::watcher::Event;
+
+        let deployments = WatchStore::<Deployment>::new("Deployments in ns");
+        let pods = WatchStore::<Pod>::new("Pods in ns");
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("trigger-1".into());
+        pods.apply(Event::Init);
+        pods.apply(Event::InitDone);
+        deployments.apply(Event::Init);
+        deployments.apply(Event::InitDone);
+        let mut wakes = Wakes::following(deployments.wakes(), pods.wakes());
+
+        pods.apply(Event::Apply(pod.clone()));
+        let woken = wakes.changed().await;
+        assert_eq!(
+            woken,
+            Woken {
+                lost_at: None,
+                pods: true,
+                deployments: false
+            }
+        );
+        // A tick started: what came before it is seen by its reads.
+        pods.apply(Event::Delete(pod));
+        wakes.seen();
+        let refused = kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        deployments.fail(&kube::runtime::watcher::Error::WatchFailed(refused));
+        let woken = wakes.changed().await;
+        assert!(
+            woken.lost_at.is_some() && !woken.pods && !woken.deployments,
+            "{woken:?}"
+        );
+        // Nothing new: no wake.
+        let quiet = tokio::time::timeout(Duration::from_millis(50), wakes.changed()).await;
+        assert!(quiet.is_err(), "{quiet:?}");
     }
 
     #[test]
