@@ -3,6 +3,11 @@
 //! probe interval, and the watch-backed caches of the namespaces its groups read
 //! ([`crate::watch_cache`]).
 //!
+//! The `/readyz` slots start at a fixed epoch and move to an event: a group that must
+//! see an answer sent after some instant (its watch was lost then, or it would otherwise
+//! count the answer of its previous tick again) gets a fresh request, and the slots of
+//! every group on the cluster start again from that request, one interval apart.
+//!
 //! A cluster is a kubeconfig file and context after resolution (or the in-cluster
 //! service account): two groups naming the same ones share everything here.
 
@@ -18,6 +23,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// The key that makes two cluster configs the same cluster.
@@ -67,8 +73,11 @@ impl Clusters {
             client,
             interval: self.interval,
             timeout: self.timeout,
-            epoch: self.epoch,
-            readyz: Mutex::new(None),
+            readyz: Mutex::new(Readyz {
+                anchor: self.epoch,
+                latest: None,
+            }),
+            reanchored: Arc::new(Notify::new()),
             scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
         });
@@ -121,15 +130,30 @@ impl Drop for Stores {
     }
 }
 
+/// The `/readyz` answers of a cluster: one per slot, slots of one interval from `anchor`.
+struct Readyz {
+    /// Where the slots start: the daemon's start, or the last fresh request asked for.
+    anchor: Instant,
+    /// The latest request: when it was sent and its (maybe pending) answer.
+    latest: Option<(Instant, SharedOutcome)>,
+}
+
+/// The start of the slot holding `now`, for slots of `interval` from `anchor`.
+fn slot_start(anchor: Instant, interval: Duration, now: Instant) -> Instant {
+    let step = interval.as_nanos().max(1);
+    let into = now.saturating_duration_since(anchor).as_nanos() % step;
+    now - Duration::from_nanos(u64::try_from(into).unwrap_or(0))
+}
+
 /// One cluster: its client, its shared `/readyz` and its caches.
 pub struct ClusterHandle {
     client: kube::Client,
     interval: Duration,
     timeout: Duration,
-    epoch: Instant,
-    /// The `/readyz` of the current interval: its index and the (maybe pending) answer.
-    readyz: Mutex<Option<(u128, SharedOutcome)>>,
-    /// Whether the task sending `/readyz` at each interval's start runs.
+    readyz: Mutex<Readyz>,
+    /// Tells the slot task that the slots moved.
+    reanchored: Arc<Notify>,
+    /// Whether the task sending `/readyz` at each slot's start runs.
     scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
 }
@@ -150,72 +174,103 @@ impl ClusterHandle {
     }
 
     /// The cluster's `/readyz` for this probe interval, shared by every group on the
-    /// cluster: one request per interval, sent at the start of each interval (counted
-    /// from the daemon's start) by a task of the cluster, so two answers are always one
-    /// interval apart and a short blip can never count twice for a group (whose ticks
-    /// are one interval apart too). A group gets the answer of the interval it ticks
-    /// in (waiting for it if it is still on its way), never one of an earlier interval;
-    /// the answer is at most one interval old. An answer saying the API server cannot
-    /// be reached restarts the cluster's watches (see [`crate::watch_cache`]). `fetch`
-    /// sends the request (the probes' `/readyz` check), given the cluster's client and
-    /// the probe timeout.
+    /// cluster: one request per interval, sent at the start of each slot by a task of
+    /// the cluster, so two answers are one interval apart. A group gets the answer of the
+    /// slot it ticks in (waiting for it if it is still on its way), never one of an
+    /// earlier slot; the answer is at most one interval old. An answer saying the API
+    /// server cannot be reached restarts the cluster's watches (see
+    /// [`crate::watch_cache`]). `fetch` sends the request (the probes' `/readyz` check),
+    /// given the cluster's client and the probe timeout.
     pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
-        let slot = self.slot_now();
-        let answer = self.answer_for(slot, fetch);
-        {
-            let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
-            if !*scheduled {
-                *scheduled = true;
-                let me = Arc::downgrade(self);
-                let (epoch, interval) = (self.epoch, self.interval);
-                let task = tokio::spawn(async move {
-                    let mut next = slot + 1;
-                    loop {
-                        let at = epoch
-                            + interval.saturating_mul(u32::try_from(next).unwrap_or(u32::MAX));
-                        tokio::time::sleep_until(at.into()).await;
+        self.readyz_since(fetch, None).await.1
+    }
+
+    /// As [`ClusterHandle::readyz`], and the answer was sent at or after `not_before`:
+    /// when this slot's request is older, a fresh one is sent now and the slots start
+    /// again from it (the next ones follow one interval apart). Returns when the answer
+    /// was sent. A group passes just after the send time of the answer it used last, so
+    /// it never counts one answer twice, or the time its watch was lost, so the answer
+    /// it gets comes after the event.
+    pub async fn readyz_since(
+        self: &Arc<Self>,
+        fetch: Fetch,
+        not_before: Option<Instant>,
+    ) -> (Instant, ProbeOutcome) {
+        let (sent, answer) = self.answer(fetch, not_before);
+        self.schedule(fetch);
+        (sent, answer.await)
+    }
+
+    /// Starts the task that sends `/readyz` at each slot's start, once.
+    fn schedule(self: &Arc<Self>, fetch: Fetch) {
+        let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+        if *scheduled {
+            return;
+        }
+        *scheduled = true;
+        let me = Arc::downgrade(self);
+        let moved = self.reanchored.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Some(next) = me.upgrade().map(|h| h.next_slot()) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {
                         let Some(me) = me.upgrade() else { return };
-                        let now = me.slot_now();
                         // Driven here, so it is sent now whether or not a group asks yet.
-                        tokio::spawn(me.answer_for(now, fetch));
-                        next = now + 1;
+                        tokio::spawn(me.answer(fetch, None).1);
                     }
-                });
-                self.stores
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .tasks
-                    .push(task);
-            }
-        }
-        answer.await
-    }
-
-    fn slot_now(&self) -> u128 {
-        self.epoch.elapsed().as_nanos() / self.interval.as_nanos().max(1)
-    }
-
-    /// The answer of interval `slot`, started now if nobody started it.
-    fn answer_for(self: &Arc<Self>, slot: u128, fetch: Fetch) -> SharedOutcome {
-        let mut current = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
-        match current.as_ref() {
-            Some((s, answer)) if *s >= slot => answer.clone(),
-            _ => {
-                let me = self.clone();
-                let request = fetch(self.client.clone(), self.timeout);
-                let answer = async move {
-                    let out = request.await;
-                    if unreachable(out.reason) {
-                        me.restart_watches("the API server did not answer /readyz");
-                    }
-                    out
+                    _ = moved.notified() => {}
                 }
-                .boxed()
-                .shared();
-                *current = Some((slot, answer.clone()));
-                answer
             }
+        });
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tasks
+            .push(task);
+    }
+
+    /// When the next slot starts.
+    fn next_slot(&self) -> Instant {
+        let anchor = self.readyz.lock().unwrap_or_else(|e| e.into_inner()).anchor;
+        slot_start(anchor, self.interval, Instant::now()) + self.interval
+    }
+
+    /// The answer of the current slot sent at or after `not_before`, started now if
+    /// there is none (moving the slots when the slot's own answer is too old).
+    fn answer(
+        self: &Arc<Self>,
+        fetch: Fetch,
+        not_before: Option<Instant>,
+    ) -> (Instant, SharedOutcome) {
+        let now = Instant::now();
+        let mut readyz = self.readyz.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slot_start(readyz.anchor, self.interval, now);
+        let need = not_before.map_or(slot, |at| at.max(slot));
+        if let Some((sent, answer)) = &readyz.latest
+            && *sent >= need
+        {
+            return (*sent, answer.clone());
         }
+        if need > slot {
+            readyz.anchor = now;
+            self.reanchored.notify_one();
+        }
+        let me = self.clone();
+        let request = fetch(self.client.clone(), self.timeout);
+        let answer = async move {
+            let out = request.await;
+            if unreachable(out.reason) {
+                me.restart_watches("the API server did not answer /readyz");
+            }
+            out
+        }
+        .boxed()
+        .shared();
+        readyz.latest = Some((now, answer.clone()));
+        (now, answer)
     }
 
     fn restart_watches(&self, why: &str) {
@@ -394,7 +449,8 @@ mod tests {
         assert_eq!(clusters.len(), 2);
 
         // Wait for the start of an interval, then ask as five groups would.
-        let into = a.epoch.elapsed().as_nanos() % interval.as_nanos();
+        let anchor = a.readyz.lock().unwrap().anchor;
+        let into = anchor.elapsed().as_nanos() % interval.as_nanos();
         tokio::time::sleep(interval - Duration::from_nanos(into as u64) + interval / 10).await;
         let before = SENT.load(Ordering::SeqCst);
         for _ in 0..5 {
@@ -412,5 +468,64 @@ mod tests {
             (2..=5).contains(&sent),
             "{sent} requests in about four intervals"
         );
+    }
+
+    static FRESH: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting_fresh(_: kube::Client, _: Duration) -> BoxFuture<'static, ProbeOutcome> {
+        FRESH.fetch_add(1, Ordering::SeqCst);
+        async { ProbeOutcome::ok(Duration::from_millis(1)) }.boxed()
+    }
+
+    #[tokio::test]
+    async fn a_fresh_answer_moves_the_slots_and_is_never_given_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(400);
+        let mut clusters = Clusters::new(ClientOptions::default(), interval, interval / 2);
+        let a = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        let (first, out) = a.readyz_since(counting_fresh, None).await;
+        assert!(out.passed());
+        let sent = || FRESH.load(Ordering::SeqCst);
+        assert_eq!(sent(), 1);
+        // Asked again in the same slot, past the answer it had: a fresh one, now.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let asked = Instant::now();
+        let (second, _) = a
+            .readyz_since(counting_fresh, Some(first + Duration::from_nanos(1)))
+            .await;
+        assert!(second > first && second >= asked, "a fresh answer");
+        assert_eq!(sent(), 2);
+        // Another group woken by the same event shares it.
+        let (shared, _) = a.readyz_since(counting_fresh, Some(asked)).await;
+        assert_eq!(shared, second);
+        assert_eq!(sent(), 2);
+        // The slots start again from the fresh answer: the next request goes out one
+        // interval after it, sent by the cluster's task.
+        assert_eq!(a.readyz.lock().unwrap().anchor, second);
+        tokio::time::sleep_until((second + interval + interval / 4).into()).await;
+        assert_eq!(sent(), 3);
+        let (next, _) = a
+            .readyz_since(counting_fresh, Some(second + Duration::from_nanos(1)))
+            .await;
+        let late = next.saturating_duration_since(second + interval);
+        assert!(
+            next >= second + interval && late < interval / 4,
+            "sent {late:?} after the slot's start"
+        );
+        assert_eq!(sent(), 3, "that answer was the slot's own");
+    }
+
+    #[test]
+    fn slots_start_from_the_anchor() {
+        let anchor = Instant::now();
+        let interval = Duration::from_secs(1);
+        let at = |ms| anchor + Duration::from_millis(ms);
+        assert_eq!(slot_start(anchor, interval, at(0)), at(0));
+        assert_eq!(slot_start(anchor, interval, at(999)), at(0));
+        assert_eq!(slot_start(anchor, interval, at(1_000)), at(1_000));
+        assert_eq!(slot_start(anchor, interval, at(5_250)), at(5_000));
     }
 }

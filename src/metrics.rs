@@ -42,6 +42,7 @@ pub struct Metrics {
     record_restores: IntCounterVec,
     last_tick: Gauge,
     tick_duration: Histogram,
+    event_ticks: IntCounterVec,
     /// Leader, observers and identity clashes (src/coord).
     pub coord: crate::coord::CoordMetrics,
     /// Standby state checks and drift (src/state).
@@ -235,6 +236,14 @@ impl Metrics {
                 "Time one group's tick took (probes, decision and actions), all groups together.",
                 LATENCY_BUCKETS,
             ))?,
+            event_ticks: IntCounterVec::new(
+                opts(
+                    "event_ticks_total",
+                    "Ticks taken at once on an event on the primary (a watch lost, a workload \
+                     failing in the caches) rather than on schedule, by cause.",
+                ),
+                &["group", "cause"],
+            )?,
             coord: crate::coord::CoordMetrics::new(&registry)?,
             state: crate::state::StateMetrics::new(&registry)?,
             mirror: crate::mirror::MirrorMetrics::new(&registry)?,
@@ -265,6 +274,7 @@ impl Metrics {
         r.register(Box::new(m.record_restores.clone()))?;
         r.register(Box::new(m.last_tick.clone()))?;
         r.register(Box::new(m.tick_duration.clone()))?;
+        r.register(Box::new(m.event_ticks.clone()))?;
         Ok(m)
     }
 
@@ -323,6 +333,18 @@ impl Metrics {
         self.unexpected_standby_replicas
             .with_label_values(&[group])
             .set(0);
+    }
+
+    /// The event-tick counters of `group`, one per cause, at 0.
+    pub fn init_event_ticks(&self, group: &str, causes: &[&str]) {
+        for cause in causes {
+            self.event_ticks.with_label_values(&[group, cause]);
+        }
+    }
+
+    /// A tick taken at once for an event (`cause`: a bounded label value).
+    pub fn event_tick(&self, group: &str, cause: &str) {
+        self.event_ticks.with_label_values(&[group, cause]).inc();
     }
 
     /// One probe's result.
@@ -575,6 +597,10 @@ mod tests {
         for i in 0..200 {
             let g = format!("tenant-group-{i:03}");
             m.init_group(&g, &signals);
+            m.init_event_ticks(
+                &g,
+                &["watch_broken", "pod_readiness", "deployment_readiness"],
+            );
             for s in &signals {
                 m.observe_probe(&g, Side::Primary, &s.to_string(), &ok);
             }
@@ -584,7 +610,14 @@ mod tests {
             m.set_active(&g, Side::Primary);
             m.tick_done(&g, 0.002, 1.0);
         }
-        let size = m.encode().len();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            text.contains(
+                "kube_failover_event_ticks_total{cause=\"watch_broken\",group=\"tenant-group-007\"} 0"
+            ),
+            "event-tick series exist from the start"
+        );
+        let size = text.len();
         assert!(size < 1_000_000, "{size} bytes");
     }
 

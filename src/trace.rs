@@ -32,6 +32,10 @@ pub struct TraceLine {
     /// Lines dropped (full queue or write error) since the previous line written.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_before: u64,
+    /// Why the tick came before its turn (`watch_broken`, `pod_readiness`,
+    /// `deployment_readiness`); absent for a tick on schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// What the engine got in this tick.
     pub observation: Observation,
 }
@@ -103,8 +107,15 @@ impl TraceSink {
         })
     }
 
-    /// Queues one tick's line; drops it (counted) when the writer is behind.
-    pub fn record(&self, group: &str, tick_started: Instant, observation: &Observation) {
+    /// Queues one tick's line (`trigger`: the event that made it, if any); drops it
+    /// (counted) when the writer is behind.
+    pub fn record(
+        &self,
+        group: &str,
+        tick_started: Instant,
+        trigger: Option<&str>,
+        observation: &Observation,
+    ) {
         let line = TraceLine {
             group: group.to_string(),
             offset_seconds: tick_started
@@ -112,6 +123,7 @@ impl TraceSink {
                 .as_secs_f64(),
             wall: rfc3339(observation.wall_unix),
             dropped_before: 0,
+            trigger: trigger.map(str::to_string),
             observation: observation.clone(),
         };
         match self.tx.try_send(line) {
@@ -317,14 +329,28 @@ mod tests {
         let start = Instant::now();
         let sink = TraceSink::open(&path, 1 << 20, start).unwrap();
         let obs = observation(1_800_000_000.25, "connection refused");
-        sink.record("env0", start + Duration::from_millis(1500), &obs);
-        let lines = wait_for_lines(&path, 1);
-        assert_eq!(lines.len(), 1);
+        sink.record("env0", start + Duration::from_millis(1500), None, &obs);
+        sink.record(
+            "env0",
+            start + Duration::from_millis(1600),
+            Some("watch_broken"),
+            &obs,
+        );
+        let lines = wait_for_lines(&path, 2);
+        assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].group, "env0");
         assert_eq!(lines[0].offset_seconds, 1.5);
         assert_eq!(lines[0].wall, "2027-01-15T08:00:00.250Z");
         assert_eq!(lines[0].dropped_before, 0);
+        assert_eq!(lines[0].trigger, None);
         assert_eq!(lines[0].observation, obs);
+        assert_eq!(lines[1].trigger.as_deref(), Some("watch_broken"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.matches("\"trigger\"").count(),
+            1,
+            "a tick on schedule has no trigger key: {text}"
+        );
     }
 
     #[test]
@@ -337,6 +363,7 @@ mod tests {
                 offset_seconds: i as f64,
                 wall: rfc3339(1.0),
                 dropped_before: 0,
+                trigger: None,
                 observation: observation(1.0, "x"),
             })
             .unwrap();
@@ -374,7 +401,7 @@ mod tests {
         };
         let obs = observation(1.0, "");
         for _ in 0..5 {
-            sink.record("env0", Instant::now(), &obs);
+            sink.record("env0", Instant::now(), None, &obs);
         }
         assert_eq!(sink.dropped.load(Ordering::Relaxed), 3);
         // The writer reports the count on the next line it writes.

@@ -25,6 +25,12 @@
 //! After any error the watch is started again from a fresh list, after a short backoff
 //! capped at the probe interval, so a store that recovers always proves it with a
 //! complete list (a resumed watch emits no event that could prove it).
+//!
+//! Each store also tells its readers when something happened that a tick should look at
+//! now rather than at its next turn ([`WatchStore::wakes`]): its established watch was
+//! lost (an API server that stops ends its watches within milliseconds), or an object
+//! changed or went away. The readers (each group's loop) decide whether it concerns them.
+//! A restart asked for by a failing `/readyz` wakes nobody: that answer was already seen.
 
 use crate::kube_call::{classify, describe};
 use crate::model::{Evidence, ProbeReason};
@@ -36,7 +42,7 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -48,6 +54,18 @@ pub const WATCH_TIMEOUT_SECS: u32 = 5;
 
 /// First delay before a failed watch is started again; doubles up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// What a store's readers are woken for: counters that only grow, so a reader compares
+/// them with the values it saw last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wakes {
+    /// How many times the established watch was lost (an error while live).
+    pub lost: u64,
+    /// When it was lost the last time.
+    pub lost_at: Option<Instant>,
+    /// How many objects changed or went away while the watch was established.
+    pub changed: u64,
+}
 
 /// The state of one store's watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +102,8 @@ pub struct WatchStore<K> {
     changed: watch::Sender<u64>,
     /// Asks the watch task to drop its watch and list again.
     restart: Notify,
+    /// Wakes the readers (see [`Wakes`]).
+    wakes: watch::Sender<Wakes>,
 }
 
 impl<K> WatchStore<K> {
@@ -98,7 +118,13 @@ impl<K> WatchStore<K> {
             }),
             changed: watch::channel(0).0,
             restart: Notify::new(),
+            wakes: watch::channel(Wakes::default()).0,
         })
+    }
+
+    /// Follows what should wake this store's readers: a lost watch, a changed object.
+    pub fn wakes(&self) -> watch::Receiver<Wakes> {
+        self.wakes.subscribe()
     }
 
     /// What the store holds, e.g. `Pods in ns`.
@@ -184,8 +210,19 @@ impl<K> WatchStore<K> {
 }
 
 impl<K: Resource> WatchStore<K> {
-    /// Applies one watcher event. Returns true when a list completed.
+    /// Applies one watcher event. Returns true when a list completed. A change of an
+    /// established store wakes its readers.
     pub fn apply(&self, event: Event<K>) -> bool {
+        let live = self.lock_read().freshness == Freshness::Live;
+        let change = matches!(event, Event::Apply(_) | Event::Delete(_));
+        let listed = self.apply_locked(event);
+        if live && change {
+            self.wakes.send_modify(|w| w.changed += 1);
+        }
+        listed
+    }
+
+    fn apply_locked(&self, event: Event<K>) -> bool {
         let mut inner = self.lock_write();
         let inner = &mut *inner;
         match event {
@@ -234,8 +271,16 @@ impl<K: Resource> WatchStore<K> {
         };
         let detail = format!("watch of {} broken: {text}", self.what);
         let mut inner = self.lock_write();
+        let was_live = inner.freshness == Freshness::Live;
         inner.pending = None;
         self.set_freshness(&mut inner, Freshness::Broken { reason, detail });
+        drop(inner);
+        if was_live {
+            self.wakes.send_modify(|w| {
+                w.lost += 1;
+                w.lost_at = Some(Instant::now());
+            });
+        }
     }
 }
 
@@ -412,5 +457,37 @@ mod tests {
         );
         s.fail(&watcher::Error::InitialListFailed(forbidden));
         assert_eq!(names(&s).unwrap_err().0, ProbeReason::Forbidden);
+    }
+
+    #[test]
+    fn readers_are_woken_by_changes_and_a_lost_watch_not_by_lists_or_restarts() {
+        let s = WatchStore::<ConfigMap>::new("Pods in ns");
+        let rx = s.wakes();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("a")));
+        s.apply(Event::InitDone);
+        assert_eq!(*rx.borrow(), Wakes::default(), "a list wakes nobody");
+        s.apply(Event::Apply(cm("a")));
+        s.apply(Event::Delete(cm("a")));
+        assert_eq!(rx.borrow().changed, 2);
+        // Asked to relist by a failing /readyz: that answer was already seen.
+        s.restart("test");
+        assert_eq!(rx.borrow().lost, 0);
+        s.apply(Event::Init);
+        s.apply(Event::InitDone);
+        let refused = || {
+            watcher::Error::WatchFailed(kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))))
+        };
+        s.fail(&refused());
+        let w = *rx.borrow();
+        assert_eq!(w.lost, 1);
+        assert!(w.lost_at.is_some());
+        // Retries failing while it is already down are the same loss.
+        s.fail(&refused());
+        assert_eq!(rx.borrow().lost, 1);
+        assert_eq!(rx.borrow().changed, 2);
     }
 }

@@ -943,6 +943,7 @@ startup_grace = "10s"
                 offset_seconds: offset.as_secs_f64(),
                 wall: rfc3339(wall),
                 dropped_before: 0,
+                trigger: None,
                 observation: obs.clone(),
             });
             let d = engine.step(base + offset, &obs);

@@ -5,6 +5,7 @@
 mod runner;
 mod shutdown;
 mod status;
+mod wake;
 
 use crate::admin::{self, AdminError, AdminState};
 use crate::cluster::{self, ClusterError};

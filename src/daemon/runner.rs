@@ -2,19 +2,20 @@
 //! its actions (in `auto` mode) and publishes metrics and `/status`.
 
 use super::status::group_status;
+use super::wake::{Cause, Schedule, Wakes, Woken};
 use crate::actuate::Actuator;
 use crate::admin::AdminState;
 use crate::clusters::ClusterHandle;
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
 use crate::metrics::{Metrics, Side};
-use crate::model::{Action, Observation, ProbeOutcome};
+use crate::model::{Action, Observation, ProbeOutcome, ProbeReason};
 use crate::probe;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -43,6 +44,9 @@ pub(super) struct GroupRunner {
     failing: HashMap<&'static str, (String, u64)>,
     /// When the previous tick started, for time-based totals.
     previous_tick: Option<Instant>,
+    /// When the primary's `/readyz` answer of the previous tick was sent: the next tick
+    /// needs a later one, so no answer is counted twice.
+    readyz_sent: Option<Instant>,
     /// Leader Lease and observer verdicts (src/coord).
     pub(super) coord: Arc<crate::coord::GroupCoord>,
     /// The Terraform state mirror (src/mirror), when configured; its task, until `run`
@@ -70,6 +74,7 @@ impl GroupRunner {
     ) -> Self {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
+        metrics.init_event_ticks(&cfg.name, &Cause::ALL.map(Cause::as_str));
         // Every Kubernetes call of this group that ends is progress (src/liveness.rs).
         // Writes and Leases go through the cluster's shared client, wrapped so that
         // every call of this group that ends is progress (src/liveness.rs).
@@ -151,6 +156,7 @@ impl GroupRunner {
             last_action_error: None,
             failing: HashMap::new(),
             previous_tick: None,
+            readyz_sent: None,
             trace: None,
             cfg,
         }
@@ -159,23 +165,34 @@ impl GroupRunner {
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         // Each group ticks at its own stable phase within the interval, so groups
         // spread their work instead of all probing at the same instant (and start-up is
-        // staggered the same way). The time between a group's own ticks stays the
-        // interval.
-        let first = tokio::time::Instant::now() + phase(&self.cfg.name, self.interval);
-        let mut ticker = tokio::time::interval_at(first, self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // staggered the same way), and at once on an event on its primary (see
+        // `wake`). The time between a group's own scheduled ticks stays the interval.
+        let mut schedule = Schedule::new(
+            Instant::now() + phase(&self.cfg.name, self.interval),
+            self.interval,
+        );
+        let mut wakes = Wakes::new(&self.primary, &self.cfg.primary.namespace);
+        let mut quiet = false;
         let mirror = self
             .mirror
             .as_mut()
             .and_then(|(_, task)| task.take())
             .map(|task| tokio::spawn(task.run(stop.clone())));
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
+            let event = tokio::select! {
+                _ = tokio::time::sleep_until(schedule.next().into()) => None,
+                woken = wakes.changed() => match self.event_cause(quiet, &woken) {
+                    Some(cause) => Some((cause, woken.lost_at)),
+                    None => continue,
+                },
                 _ = stop.wait_for(|s| *s) => break,
-            }
+            };
+            // Events until now are seen by this tick's reads of the caches.
+            wakes.seen();
             // Not raced against `stop`: a tick that started finishes its actions.
-            self.tick().await;
+            let (now_quiet, observed_at) = self.tick(event).await;
+            quiet = now_quiet;
+            schedule.tick_done(event.map(|_| observed_at), quiet, Instant::now());
         }
         // The mirror's pass in flight finishes its write (each one is bounded).
         if let Some(task) = mirror
@@ -189,38 +206,78 @@ impl GroupRunner {
         self.coord.release().await;
     }
 
-    async fn observe(&self, wall_unix: f64) -> Observation {
+    /// Whether an event on the primary makes the group tick now, and why: only when
+    /// its primary was quiet at its last tick, and for a changed Pod or Deployment only
+    /// when one of its workloads fails now in the caches.
+    fn event_cause(&self, quiet: bool, woken: &Woken) -> Option<Cause> {
+        if !quiet {
+            return None;
+        }
+        if woken.lost_at.is_some() {
+            return Some(Cause::WatchBroken);
+        }
+        if !(woken.pods || woken.deployments)
+            || probe::cached::primary_workloads_pass(&self.primary, &self.cfg)
+        {
+            return None;
+        }
+        Some(if woken.pods {
+            Cause::PodReadiness
+        } else {
+            Cause::DeploymentReadiness
+        })
+    }
+
+    /// One tick's observation, and when the primary's `/readyz` answer in it was sent.
+    /// That answer was sent after the one of the previous tick and, for a lost watch,
+    /// after the loss.
+    async fn observe(&self, wall_unix: f64, lost_at: Option<Instant>) -> (Observation, Instant) {
         let recorded = self.engine.recorded_primary_names();
-        let (primary, mut standby, state_checks) = tokio::join!(
-            probe::cached::probe_primary(
+        let after_previous = self.readyz_sent.map(|t| t + Duration::from_nanos(1));
+        let not_before = after_previous.max(lost_at);
+        let ((primary, sent), mut standby, state_checks) = tokio::join!(
+            probe::cached::probe_primary_since(
                 &self.primary,
                 &self.cfg,
                 &self.http,
                 self.timeout,
                 &recorded,
+                not_before,
             ),
             probe::cached::probe_standby(&self.standby, &self.cfg, self.timeout),
             self.state_checks.gather(&self.http),
         );
         standby.state_checks = state_checks;
-        Observation {
+        let obs = Observation {
             wall_unix,
             primary,
             standby,
             observers: Vec::new(),
-        }
+        };
+        (obs, sent)
     }
 
-    async fn tick(&mut self) {
+    /// One tick, on schedule (`event` is `None`) or for an event. Returns whether every
+    /// primary signal passed, and the instant observed: the later of the tick's start
+    /// and the sending of its `/readyz` answer.
+    async fn tick(&mut self, event: Option<(Cause, Option<Instant>)>) -> (bool, Instant) {
         let started = Instant::now();
         let wall = now_unix();
         self.admin.progress(&self.cfg.name);
+        let cause = event.map(|(c, _)| c);
+        if let Some(cause) = cause {
+            self.metrics.event_tick(&self.cfg.name, cause.as_str());
+            debug!(group = %self.cfg.name, cause = cause.as_str(), "event tick");
+        }
         // The group's Leases are read (and the leader Lease renewed) beside the probes.
-        let (mut obs, observers) = tokio::join!(self.observe(wall), self.coord.sync(started, wall));
+        let lost_at = event.and_then(|(_, at)| at);
+        let ((mut obs, sent), observers) =
+            tokio::join!(self.observe(wall, lost_at), self.coord.sync(started, wall));
+        self.readyz_sent = Some(sent);
         obs.observers = observers;
         self.state_checks.evaluate(&mut obs, wall);
         if let Some(trace) = &self.trace {
-            trace.record(&self.cfg.name, started, &obs);
+            trace.record(&self.cfg.name, started, cause.map(Cause::as_str), &obs);
         }
         self.admin.progress(&self.cfg.name);
         self.report_probes(&obs);
@@ -304,6 +361,11 @@ impl GroupRunner {
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
+        let quiet = decision
+            .signals
+            .iter()
+            .all(|s| s.last_reason == Some(ProbeReason::Ok));
+        (quiet, started.max(sent))
     }
 
     fn report_probes(&self, obs: &Observation) {

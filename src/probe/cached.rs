@@ -57,6 +57,21 @@ pub async fn probe_primary(
     timeout: Duration,
     recorded: &[String],
 ) -> PrimaryObservation {
+    probe_primary_since(cluster, group, http_client, timeout, recorded, None)
+        .await
+        .0
+}
+
+/// As [`probe_primary`], with a `/readyz` answer sent at or after `not_before` (see
+/// [`ClusterHandle::readyz_since`]); also returns when that answer was sent.
+pub async fn probe_primary_since(
+    cluster: &Arc<ClusterHandle>,
+    group: &GroupConfig,
+    http_client: &reqwest::Client,
+    timeout: Duration,
+    recorded: &[String],
+    not_before: Option<Instant>,
+) -> (PrimaryObservation, Instant) {
     let start = Instant::now();
     let ns = group.primary.namespace.as_str();
     let deployments = cluster.deployments(ns);
@@ -67,8 +82,8 @@ pub async fn probe_primary(
             .iter()
             .map(|c| http::check(http_client, c, timeout)),
     );
-    let (api, checks, _, _) = tokio::join!(
-        cluster.readyz(shared_readyz),
+    let ((sent, api), checks, _, _) = tokio::join!(
+        cluster.readyz_since(shared_readyz, not_before),
         checks,
         deployments.wait_started(timeout),
         pods.wait_started(timeout)
@@ -81,7 +96,21 @@ pub async fn probe_primary(
         (w, outcome(failure, latency), views)
     });
     let by_name = by_name(&deployments, recorded, gate.as_deref());
-    super::primary_observation(group, api, workloads, checks, by_name)
+    let observation = super::primary_observation(group, api, workloads, checks, by_name);
+    (observation, sent)
+}
+
+/// Whether every workload of `group` passes on the primary as the caches hold it now
+/// (memory only, no request): a changed Pod or Deployment concerns a group whose
+/// workloads passed at its last tick only when one of them fails now.
+pub fn primary_workloads_pass(cluster: &ClusterHandle, group: &GroupConfig) -> bool {
+    let ns = group.primary.namespace.as_str();
+    let (deployments, pods) = (cluster.deployments(ns), cluster.pods(ns));
+    group.workloads.iter().all(|w| {
+        inspect(&deployments, &pods, ns, w, Judge::Primary, None)
+            .0
+            .is_none()
+    })
 }
 
 /// Probes the standby of `group` (see [`super::probe_standby`]) from the caches.

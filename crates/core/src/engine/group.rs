@@ -111,6 +111,7 @@ impl Engine {
                     id.clone(),
                     policy.failure_threshold,
                     policy.success_threshold,
+                    super::signal::min_spacing(settings.interval),
                 )
             })
             .collect();
@@ -217,7 +218,7 @@ impl Engine {
         if let Some(code) = distrust {
             self.freeze(now, code);
         } else {
-            self.feed_signals(obs);
+            self.feed_signals(now, obs);
         }
 
         let down_count = self.signals.iter().filter(|s| s.counts_down()).count();
@@ -446,14 +447,15 @@ impl Engine {
 
     /// Feeds each signal its own outcome, by id. A configured signal missing from the
     /// observation is unknown (never down), and an outcome for a signal that is not
-    /// configured is ignored.
-    fn feed_signals(&mut self, obs: &Observation) {
+    /// configured is ignored. Failures closer than one interval to the previous counted
+    /// one are not counted (see the `signal` module).
+    fn feed_signals(&mut self, now: Instant, obs: &Observation) {
         for signal in &mut self.signals {
             let reason = obs
                 .primary
                 .outcome(signal.id())
                 .map_or(ProbeReason::Error, |o| o.reason);
-            signal.observe(reason);
+            signal.observe(now, reason);
         }
     }
 

@@ -12,7 +12,7 @@ mod tests;
 
 pub use crate::model::{GroupState, ReasonCode};
 pub use group::{Engine, EngineSettings};
-pub use signal::{Signal, SignalSnapshot};
+pub use signal::{Signal, SignalSnapshot, min_spacing};
 
 use crate::model::{Action, Verdict};
 use serde::Serialize;

@@ -250,3 +250,162 @@ fn the_harness_promotes_on_a_sustained_outage() {
     steps.extend(std::iter::repeat_n(outage, 20));
     assert_eq!(run(&steps).unwrap(), 1);
 }
+
+/// The primary's health over time and the ticks that saw it: the schedule (a tick every
+/// interval) plus event ticks at random times, as the daemon adds them when a watch
+/// breaks or a Pod turns unready.
+#[derive(Debug, Clone)]
+struct Timeline {
+    /// Alternating periods in milliseconds, up first: (up, down).
+    periods: Vec<(u64, u64)>,
+    /// Event ticks, in milliseconds from the start.
+    events: Vec<u64>,
+    /// What the primary answers while down.
+    reason: ProbeReason,
+}
+
+impl Timeline {
+    fn length(&self) -> u64 {
+        self.periods.iter().map(|(u, d)| u + d).sum::<u64>() + 5_000
+    }
+
+    /// When the down period holding `t` started, or `None` while up.
+    fn down_since(&self, t: u64) -> Option<u64> {
+        let mut at = 0;
+        for (up, down) in &self.periods {
+            at += up;
+            if t < at {
+                return None;
+            }
+            if t < at + down {
+                return Some(at);
+            }
+            at += down;
+        }
+        None
+    }
+
+    /// The longest down period, in milliseconds.
+    fn longest_down(&self) -> u64 {
+        self.periods.iter().map(|(_, d)| *d).max().unwrap_or(0)
+    }
+}
+
+fn timeline(
+    up: std::ops::Range<u64>,
+    down: std::ops::Range<u64>,
+) -> impl Strategy<Value = Timeline> {
+    (
+        prop::collection::vec((up, down), 1..8),
+        prop::collection::vec(0u64..60_000, 0..80),
+        reason(&DOWN),
+    )
+        .prop_map(|(periods, events, reason)| Timeline {
+            periods,
+            events,
+            reason,
+        })
+}
+
+/// A promotion seen in a timeline run.
+#[derive(Debug)]
+struct Promotion {
+    /// When, in milliseconds from the start.
+    at: u64,
+    /// The first counted failure of the run that took the API signal down.
+    run_started: u64,
+    /// When the primary went down (in the world).
+    down_since: Option<u64>,
+}
+
+/// Runs a warmed-up engine over the ticks of `t` (the schedule every second plus the
+/// event ticks, in time order); returns the first promotion, if any.
+fn run_timeline(t: &Timeline) -> Option<Promotion> {
+    let mut sim = Sim::warmed_up();
+    let mut ticks: Vec<u64> = (1..=t.length() / 1_000).map(|k| k * 1_000).collect();
+    ticks.extend(t.events.iter().copied().filter(|&e| e < t.length()));
+    ticks.sort_unstable();
+    ticks.dedup();
+    let mut previous = 0;
+    let mut run_started = None;
+    for at in ticks {
+        let down = t.down_since(at).is_some();
+        sim.world.primary_api = if down { t.reason } else { ProbeReason::Ok };
+        sim.world.primary_workload = sim.world.primary_api;
+        sim.world.primary_listable = !down;
+        let d = sim.tick_after(Duration::from_millis(at - previous)).clone();
+        previous = at;
+        let api = &d.signals[0];
+        match api.consecutive_failures {
+            0 => run_started = None,
+            _ => {
+                run_started.get_or_insert(at);
+            }
+        }
+        if d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordPromoting { .. }))
+        {
+            return Some(Promotion {
+                at,
+                run_started: run_started.unwrap_or(at),
+                down_since: t.down_since(at),
+            });
+        }
+    }
+    None
+}
+
+/// (threshold − 1) × the engine's spacing, in milliseconds: 2 × 950 ms.
+const TOLERATED_MS: u64 = 1_900;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Random event ticks never make a promotion come earlier than (threshold − 1) ×
+    /// interval (less the 5 % tolerance) after the first counted failure.
+    #[test]
+    fn event_ticks_never_promote_before_threshold_minus_one_intervals(
+        t in timeline(100..4_000, 100..6_000)
+    ) {
+        if let Some(p) = run_timeline(&t) {
+            prop_assert!(
+                p.at - p.run_started >= TOLERATED_MS,
+                "promoted {} ms after the first counted failure: {p:?}",
+                p.at - p.run_started
+            );
+            // Both ends of the run saw the primary down (an up period between two
+            // outages that no tick saw is, to the watcher, no up period).
+            prop_assert!(p.down_since.is_some(), "promoted while the primary was up: {p:?}");
+            prop_assert!(t.down_since(p.run_started).is_some(), "{p:?}");
+        }
+    }
+
+    /// Blips shorter than (threshold − 1) × interval (less the tolerance), each followed
+    /// by the primary answering for at least one scheduled tick, never promote, however
+    /// many event ticks see them.
+    #[test]
+    fn blips_shorter_than_the_tolerance_never_promote_whatever_the_event_ticks(
+        t in timeline(1_001..4_000, 50..TOLERATED_MS)
+    ) {
+        prop_assert!(t.longest_down() < TOLERATED_MS);
+        let p = run_timeline(&t);
+        prop_assert!(p.is_none(), "{p:?}");
+    }
+}
+
+/// The timeline runs would prove nothing if a long enough outage did not promote, and
+/// the bound they check is the tightest one: event ticks placed 950 ms apart promote
+/// exactly 1.9 s after the first failure, while ticks in between count for nothing.
+#[test]
+fn a_timeline_outage_promotes_at_the_bound_and_not_before() {
+    let t = Timeline {
+        periods: vec![(1_300, 2_700)],
+        events: vec![1_300, 1_500, 2_250, 2_299, 3_200],
+        reason: ProbeReason::Refused,
+    };
+    let p = run_timeline(&t).expect("promotes");
+    assert_eq!(p.run_started, 1_300, "{p:?}");
+    // Counted: 1.3 s, 2.25 s, 3.2 s; not the 1.5 s, 2 s, 2.299 s and 3 s ticks.
+    assert_eq!(p.at, 1_300 + TOLERATED_MS, "{p:?}");
+}

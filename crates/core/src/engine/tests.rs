@@ -310,7 +310,7 @@ impl Sim {
     }
 
     /// Runs past the startup grace with a healthy world.
-    fn warmed_up() -> Self {
+    pub(super) fn warmed_up() -> Self {
         let mut sim = Sim::auto();
         sim.run(10);
         assert_eq!(sim.state(), GroupState::PrimaryActive);
@@ -321,7 +321,7 @@ impl Sim {
         self.tick_after(INTERVAL)
     }
 
-    fn tick_after(&mut self, gap: Duration) -> &Decision {
+    pub(super) fn tick_after(&mut self, gap: Duration) -> &Decision {
         self.now += gap;
         self.wall += gap.as_secs_f64();
         let obs = self.world.observe(self.wall);
@@ -1822,4 +1822,141 @@ fn only_the_block_checks_hold_when_both_gates_fail() {
         vec![ReasonCode::PrimaryDownQuorum, ReasonCode::StandbyAgentDrift]
     );
     assert_eq!(d.warnings, vec![ReasonCode::StandbyStateVolumeMissing]);
+}
+
+// Event ticks: the daemon ticks at once when a watch breaks or a Pod turns unready,
+// besides its schedule. Failures closer than one interval (less 5 %) to the previous
+// counted one are not counted, so blip tolerance stays (threshold − 1) × interval.
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The offset (from `start`) of the first tick that started a promotion, if any.
+fn promoted_at(sim: &Sim, ticks: &[(Duration, usize)]) -> Option<Duration> {
+    ticks
+        .iter()
+        .find(|(_, i)| {
+            sim.log[*i]
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::RecordPromoting { .. }))
+        })
+        .map(|(at, _)| *at)
+}
+
+#[test]
+fn invariant1_detection_starts_at_the_event_and_the_run_keeps_the_interval() {
+    let mut sim = Sim::warmed_up();
+    // The API server stops 300 ms after a scheduled tick; its watches break at once and
+    // the daemon ticks then, and again whenever another event comes, and on its schedule
+    // re-anchored at the event.
+    sim.tick_after(ms(300));
+    sim.world.primary_down();
+    let mut ticks = Vec::new();
+    let mut at = Duration::ZERO;
+    let d = sim.tick_after(ms(1)).clone();
+    ticks.push((at, sim.log.len() - 1));
+    let api = |d: &Decision| d.signals[0].consecutive_failures;
+    assert_eq!(api(&d), 1, "the first failure counts at the event");
+    for gap in [100, 250, 400, 190, 60, 700, 240, 60] {
+        at += ms(gap);
+        let d = sim.tick_after(ms(gap)).clone();
+        ticks.push((at, sim.log.len() - 1));
+        let expected = if at >= Duration::from_secs(2) {
+            3
+        } else if at >= Duration::from_secs(1) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(api(&d), expected, "at {at:?}: {:?}", d.signals[0]);
+    }
+    assert_eq!(at, Duration::from_secs(2));
+    assert_eq!(
+        promoted_at(&sim, &ticks),
+        Some(Duration::from_secs(2)),
+        "promoted (threshold − 1) × interval after the event, not before"
+    );
+    assert_eq!(sim.promotions(), 1);
+}
+
+#[test]
+fn invariant1_a_blip_seen_by_ticks_every_100ms_never_promotes() {
+    let mut sim = Sim::warmed_up();
+    // 1.8 s down (below 2 × 0.95 s), 1.1 s up, 1,000 times; a tick every 100 ms.
+    for _ in 0..1_000 {
+        sim.world.primary_down();
+        for _ in 0..18 {
+            sim.tick_after(ms(100));
+        }
+        sim.world.primary_up();
+        for _ in 0..11 {
+            sim.tick_after(ms(100));
+        }
+    }
+    assert_eq!(sim.promotions(), 0);
+    assert!(sim.log.iter().all(|d| !d.primary_down));
+    assert!(
+        sim.log
+            .iter()
+            .all(|d| d.signals.iter().all(|s| s.consecutive_failures <= 2)),
+        "never more than two counted failures in 1.8 s"
+    );
+}
+
+#[test]
+fn invariant1_the_spacing_tolerance_is_five_percent_of_the_interval() {
+    // Ticks of one schedule arrive a little late or early relative to each other: 950 ms
+    // still counts, 940 ms does not.
+    for (gap, promoted) in [(950, true), (940, false)] {
+        let mut sim = Sim::warmed_up();
+        sim.world.primary_down();
+        sim.tick_after(ms(gap));
+        sim.tick_after(ms(gap));
+        sim.tick_after(ms(gap));
+        assert_eq!(sim.promotions() == 1, promoted, "gap {gap} ms");
+        if !promoted {
+            // The second failure was not counted, the third was (1.88 s after the
+            // first); one more a full interval later is the third counted.
+            let api = &sim.log.last().unwrap().signals[0];
+            assert_eq!(api.consecutive_failures, 2, "{api:?}");
+            sim.tick_after(ms(1000));
+            assert_eq!(sim.promotions(), 1);
+        }
+    }
+}
+
+#[test]
+fn invariant1_a_pass_at_an_event_tick_resets_the_run() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(2);
+    // The primary answers again 200 ms later (an event tick), then fails again.
+    sim.world.primary_up();
+    sim.tick_after(ms(200));
+    sim.world.primary_down();
+    sim.tick_after(ms(100));
+    sim.run(1);
+    assert_eq!(sim.promotions(), 0, "the run started again at the pass");
+    sim.run(1);
+    assert_eq!(sim.promotions(), 1);
+}
+
+#[test]
+fn invariant5_event_ticks_during_a_freeze_count_nothing() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_api = ProbeReason::Timeout;
+    sim.world.primary_workload = ProbeReason::Timeout;
+    sim.world.standby_api = ProbeReason::Timeout;
+    for _ in 0..30 {
+        sim.tick_after(ms(100));
+    }
+    assert_eq!(sim.state(), GroupState::Frozen);
+    sim.world.standby_api = ProbeReason::Ok;
+    // Still frozen for freeze_for (20 s) whatever the number of ticks.
+    for _ in 0..150 {
+        sim.tick_after(ms(100));
+    }
+    assert_eq!(sim.promotions(), 0);
 }
