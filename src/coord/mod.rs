@@ -187,8 +187,12 @@ struct State {
     own: (Verdict, Option<f64>, Vec<String>),
     /// No failover under way at the last decision (a group that may be handed over).
     quiet: bool,
-    /// The leader Lease's resourceVersion after this instance's last write of it.
+    /// The leader Lease's resourceVersion and acquire time after this instance's last
+    /// write of it.
     leader_rv: Option<String>,
+    acquired: Option<MicroTime>,
+    /// An instance of the previous release was live on the group at the last view.
+    legacy_peers: bool,
     /// When the last sync started: a heartbeat extends the term only while the group's
     /// loop keeps ticking.
     last_sync: Option<Instant>,
@@ -345,6 +349,8 @@ impl GroupCoord {
             own: (Verdict::Unknown, None, Vec::new()),
             quiet: false,
             leader_rv: None,
+            acquired: None,
+            legacy_peers: false,
             last_sync: None,
             renew_deadline: timing.renew_deadline,
             stand_in: None,
@@ -468,6 +474,25 @@ impl GroupCoord {
                 view
             }
             Err((_, why)) => {
+                // An instance of the previous release judges this holder by the leader
+                // Lease alone: keep renewing it, against this instance's own last write.
+                let renewal = {
+                    let st = self.lock();
+                    match &st.leader_rv {
+                        Some(rv) if st.legacy_peers && st.election.may_write(now) => {
+                            Some(Plan::Replace {
+                                resource_version: rv.clone(),
+                                acquire: false,
+                                transitions: st.election.transitions(),
+                            })
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(plan) = renewal {
+                    let acquired = self.lock().acquired.clone();
+                    self.write_plan(&plan, acquired).await;
+                }
                 self.unseen(&why);
                 return Vec::new();
             }
@@ -491,37 +516,8 @@ impl GroupCoord {
             if let Err(e) = self.write_release(resource_version.clone()).await {
                 warn!(group = %self.group, error = %e, "leader Lease not released (it expires)");
             }
-        } else if let Some(plan) = plan
-            && let Some(write) = LeaderWrite::of(&plan)
-        {
-            let sent_at = Instant::now();
-            let result = self.write_leader(write, view.acquired.clone()).await;
-            if let Err(e) = &result
-                && conflict(e)
-            {
-                self.read_after_conflict(&plan).await;
-            }
-            let mut st = self.lock();
-            let was = st.election.term(sent_at).is_some();
-            match &result {
-                Ok(stored) => {
-                    st.leader_rv = stored.metadata.resource_version.clone();
-                    st.stand_in = Some((precondition(&plan), Some(stored.clone())));
-                    st.election.written(sent_at, WriteResult::Ok);
-                    if !was {
-                        info!(group = %self.group, identity = %self.identity, "leading this group");
-                    }
-                    if std::mem::take(&mut st.renew_failing) {
-                        info!(group = %self.group, "leader Lease written again");
-                    }
-                }
-                Err(e) if conflict(e) => st.election.written(sent_at, WriteResult::Conflict),
-                Err(e) => {
-                    st.election.written(sent_at, WriteResult::Failed);
-                    drop(st);
-                    self.renew_failed(&e.to_string());
-                }
-            }
+        } else if let Some(plan) = plan {
+            self.write_plan(&plan, view.acquired.clone()).await;
         }
         self.check_deadline(Instant::now());
         let st = self.lock();
@@ -530,6 +526,43 @@ impl GroupCoord {
         self.metrics
             .set_observers(&self.group, &self.fresh_verdicts(&st));
         st.reports.clone()
+    }
+
+    /// Writes the leader Lease as `plan` says (a create or a replace; nothing for the
+    /// others) and tells the election how it went.
+    async fn write_plan(&self, plan: &Plan, acquired: Option<MicroTime>) {
+        let Some(write) = LeaderWrite::of(plan) else {
+            return;
+        };
+        let sent_at = Instant::now();
+        let result = self.write_leader(write, acquired).await;
+        if let Err(e) = &result
+            && conflict(e)
+        {
+            self.read_after_conflict(plan).await;
+        }
+        let mut st = self.lock();
+        let was = st.election.term(sent_at).is_some();
+        match &result {
+            Ok(stored) => {
+                st.leader_rv = stored.metadata.resource_version.clone();
+                st.acquired = stored.spec.as_ref().and_then(|s| s.acquire_time.clone());
+                st.stand_in = Some((precondition(plan), Some(stored.clone())));
+                st.election.written(sent_at, WriteResult::Ok);
+                if !was {
+                    info!(group = %self.group, identity = %self.identity, "leading this group");
+                }
+                if std::mem::take(&mut st.renew_failing) {
+                    info!(group = %self.group, "leader Lease written again");
+                }
+            }
+            Err(e) if conflict(e) => st.election.written(sent_at, WriteResult::Conflict),
+            Err(e) => {
+                st.election.written(sent_at, WriteResult::Failed);
+                drop(st);
+                self.renew_failed(&e.to_string());
+            }
+        }
     }
 
     /// Mirrors the observer Lease's identity clash into this group.
@@ -579,6 +612,7 @@ impl GroupCoord {
             .map(|(l, r)| (*l, r))
             .collect();
         let legacy_peers = fresh.iter().any(|(l, _)| l.legacy);
+        st.legacy_peers = legacy_peers;
         let live = 1 + fresh.len();
         let mut spread = self.spread();
         let share = spread.fair_share(live);
@@ -1525,6 +1559,13 @@ mod tests {
                 .iter()
                 .any(|o| o.identity == "old" && o.fresh)
         );
+        // The cache lost (relisting): renewed all the same, against its own last write.
+        me.store.restart("test");
+        ticks_for(&me, &fake, false, Duration::from_millis(200)).await;
+        let requests = fake.take_requests();
+        let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
+        assert!(renewals >= 3, "renewed while unseen: {requests:?}");
+        assert_eq!(me.leading(), 1);
         // Withdrawn (stopped by SIGTERM): back to the heartbeat alone.
         fake.put(legacy(false));
         ticks_for(&me, &fake, true, Duration::from_millis(100)).await;
