@@ -18,6 +18,7 @@ use crate::watch_cache::{self, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
@@ -117,6 +118,7 @@ struct Stores {
     objects: HashMap<String, Arc<WatchStore<DynamicObject>>>,
     /// Keyed by namespace and label selector.
     secrets: HashMap<String, Arc<WatchStore<Secret>>>,
+    leases: HashMap<String, Arc<WatchStore<Lease>>>,
     /// Restarts every store of the cluster.
     restarters: Vec<Restarter>,
     tasks: Vec<JoinHandle<()>>,
@@ -352,6 +354,12 @@ impl ClusterHandle {
             self.max_backoff(),
         )));
         store
+    }
+
+    /// The Leases of `namespace` matching `selector` (coordination of several
+    /// instances, src/coord), watched from the first call on.
+    pub fn leases(&self, namespace: &str, selector: &str) -> Arc<WatchStore<Lease>> {
+        self.store(namespace, "Leases", Some(selector), |s| &mut s.leases)
     }
 
     fn store<K>(

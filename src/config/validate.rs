@@ -160,7 +160,7 @@ impl Config {
                 "daemon.leader.renew_deadline",
                 format!(
                     "must be above daemon.probe_interval ({} is not above {}): the leader \
-                     renews once per tick",
+                     acts at its ticks, within its term",
                     fmt_duration(deadline),
                     fmt_duration(d.probe_interval)
                 ),
@@ -432,8 +432,8 @@ impl Config {
                 p.add(
                     format!("{ok}.ttl"),
                     format!(
-                        "must be above daemon.probe_interval ({} is not above {}): observers \
-                         renew their verdict once per tick",
+                        "must be above daemon.probe_interval ({} is not above {}): the \
+                         others read a verdict at their ticks",
                         fmt_duration(ttl),
                         fmt_duration(self.daemon.probe_interval)
                     ),

@@ -1,12 +1,23 @@
 //! Leader election on one Lease per group, `kube-failover-<group>-leader`, decided tick by
-//! tick. Pure bookkeeping: the caller reads and writes the Lease and reports back.
+//! tick. Pure bookkeeping: the caller reads and writes the Leases and reports back.
+//!
+//! The leader Lease names its holder and is written when a term starts or ends. The
+//! holder's sign of life is its observer Lease in the same namespace (named on the
+//! leader Lease, the *heartbeat*), which the holder renews for all its groups at once
+//! (see [`super::presence`]); a holder of the previous release renews the leader Lease
+//! itself. Either way, every renewal changes a resourceVersion the others watch.
 //!
 //! Safety does not depend on clocks agreeing between hosts:
-//! - a non-holder takes the Lease over only after it has seen the Lease unchanged (same
-//!   resourceVersion) for a whole lease duration on its own monotonic clock;
+//! - a non-holder takes the Lease over only after it has seen the Lease *and* its
+//!   holder's heartbeat unchanged (same resourceVersions) for a whole lease duration on
+//!   its own monotonic clock, the heartbeat read fresh from the API just before (never
+//!   from a cache alone); a view it could not keep current (a watch not established)
+//!   restarts that clock;
 //! - the holder writes only until `renew_deadline` after it *sent* its last successful
 //!   renewal, and `renew_deadline < lease_duration`, so it has stopped before anyone may
-//!   take over.
+//!   take over. A renewal counts only when its answer came while the term still ran
+//!   ([`Election::renewed`]): a heartbeat that landed after a take-over (possible, as it
+//!   does not write the leader Lease) never extends a term.
 //!
 //! The record's epoch and resourceVersion stay the fencing token: a write from a deposed
 //! leader that was in flight still fails on the record's precondition.
@@ -33,6 +44,10 @@ pub struct LeaseView {
     pub instance: Option<String>,
     /// `spec.leaseTransitions`.
     pub transitions: i32,
+    /// The holder's heartbeat: the resourceVersion of its observer Lease, `None` when
+    /// it has none, the Lease names none, or another process writes it (then it is no
+    /// sign of life of this holder).
+    pub heartbeat: Option<String>,
 }
 
 /// How readily a free Lease is taken.
@@ -54,6 +69,9 @@ pub enum Take {
 pub enum Plan {
     /// Someone else holds a live Lease: nothing to write.
     Follow,
+    /// This instance holds the Lease and its term runs: the renewals of its observer
+    /// Lease keep it ([`Election::renewed`]), nothing to write here.
+    Keep,
     /// No Lease exists: create it, held by this instance.
     Create,
     /// Write the Lease at `resource_version` with no holder: this instance hands the
@@ -62,8 +80,9 @@ pub enum Plan {
         /// The precondition.
         resource_version: String,
     },
-    /// Replace the Lease at `resource_version`: a renewal, or a take-over (`acquire`)
-    /// of a free or expired Lease.
+    /// Replace the Lease at `resource_version`: a renewal (the holder's term ran out, or
+    /// instances of the previous release watch it), or a take-over (`acquire`) of a free
+    /// or expired Lease.
     Replace {
         /// The precondition.
         resource_version: String,
@@ -85,6 +104,10 @@ pub enum WriteResult {
     Failed,
 }
 
+/// What a non-holder watches for change: the leader Lease's resourceVersion (`""`
+/// while it is missing) and its holder's heartbeat.
+type Observed = (String, Option<String>);
+
 /// One group's election state in this instance.
 #[derive(Debug)]
 pub struct Election {
@@ -93,8 +116,9 @@ pub struct Election {
     timing: LeaderTiming,
     /// This instance may write until then.
     leading_until: Option<Instant>,
-    /// The leader Lease's last resourceVersion seen and since when (local clock).
-    observed: Option<(String, Instant)>,
+    /// The leader Lease's last resourceVersion and heartbeat seen, and since when (local
+    /// clock).
+    observed: Option<(Observed, Instant)>,
     /// The holder last seen (for `/status`).
     holder: Option<String>,
     /// `spec.leaseTransitions` last seen.
@@ -128,11 +152,13 @@ impl Election {
         // A missing Lease is tracked as the resourceVersion "", so that how long it has
         // been missing is known too. While holding back, the clock of a missing or
         // released Lease does not run (that of a held one does: it expires anyway).
-        let rv = lease.map_or("", |l| l.resource_version.as_str());
+        let seen_now: Observed = lease.map_or((String::new(), None), |l| {
+            (l.resource_version.clone(), l.heartbeat.clone())
+        });
         let free = lease.is_none_or(|l| l.holder.is_none());
         match &self.observed {
-            Some((seen, _)) if seen == rv && !(take == Take::Hold && free) => {}
-            _ => self.observed = Some((rv.to_string(), now)),
+            Some((seen, _)) if *seen == seen_now && !(take == Take::Hold && free) => {}
+            _ => self.observed = Some((seen_now, now)),
         }
         let unchanged_for = self.observed.as_ref().map_or(Duration::ZERO, |(_, since)| {
             now.saturating_duration_since(*since)
@@ -153,10 +179,14 @@ impl Election {
         self.holder = lease.holder.clone();
         self.transitions = lease.transitions;
         if self.is_ours(lease) {
-            return Plan::Replace {
-                resource_version: lease.resource_version.clone(),
-                acquire: false,
-                transitions: lease.transitions,
+            return if self.may_write(now) {
+                Plan::Keep
+            } else {
+                Plan::Replace {
+                    resource_version: lease.resource_version.clone(),
+                    acquire: false,
+                    transitions: lease.transitions,
+                }
             };
         }
         // Another holder (or this identity in another process): never write beside it.
@@ -192,6 +222,27 @@ impl Election {
             WriteResult::Conflict => self.leading_until = None,
             WriteResult::Failed => {}
         }
+    }
+
+    /// A renewal of this instance's heartbeat (its observer Lease), sent at `sent_at`,
+    /// succeeded with its answer at `answered_at`: the term runs on until `sent_at +
+    /// renew_deadline`, but only if it still ran when the answer came. A term that ran
+    /// out is never revived by a heartbeat (someone may have taken the Lease over
+    /// meanwhile): it starts again only with a write of the leader Lease itself.
+    pub fn renewed(&mut self, sent_at: Instant, answered_at: Instant) {
+        if let Some(until) = self.leading_until
+            && answered_at < until
+            && let Some(extended) = sent_at.checked_add(self.timing.renew_deadline)
+        {
+            self.leading_until = Some(until.max(extended));
+        }
+    }
+
+    /// The Lease could not be seen current (its watch is not established): how long it
+    /// has been unchanged is not known, so the clock of a take-over starts again from
+    /// the next view.
+    pub fn unseen(&mut self) {
+        self.observed = None;
     }
 
     /// This instance may write now: it holds the Lease and its renew deadline has not
@@ -238,6 +289,14 @@ mod tests {
             holder: holder.map(str::to_string),
             instance: Some(instance.into()),
             transitions: 0,
+            heartbeat: None,
+        }
+    }
+
+    fn beating(rv: &str, holder: &str, instance: &str, heartbeat: &str) -> LeaseView {
+        LeaseView {
+            heartbeat: Some(heartbeat.into()),
+            ..lease(rv, Some(holder), instance)
         }
     }
 
@@ -253,15 +312,113 @@ mod tests {
             !e.may_write(t0 + Duration::from_secs(2)),
             "the deadline is hard"
         );
-        // A failed renewal does not extend the term.
+        // While the term runs, the heartbeat keeps it: nothing to write.
         let t1 = t0 + Duration::from_secs(1);
-        assert!(matches!(
+        assert_eq!(
             e.plan(t1, Some(&lease("2", Some("a"), "i1")), Take::Eager),
-            Plan::Replace { acquire: false, .. }
-        ));
+            Plan::Keep
+        );
+        // A failed renewal does not extend the term.
         e.written(t1, WriteResult::Failed);
         assert!(!e.may_write(t0 + Duration::from_secs(2)));
         assert_eq!(e.term(t0 + Duration::from_secs(2)), Some(false));
+        // Run out: the Lease is written again to start a new term.
+        assert!(matches!(
+            e.plan(
+                t0 + Duration::from_secs(2),
+                Some(&lease("2", Some("a"), "i1")),
+                Take::Eager
+            ),
+            Plan::Replace { acquire: false, .. }
+        ));
+    }
+
+    #[test]
+    fn heartbeats_extend_a_running_term_from_their_send_time_and_never_revive_one() {
+        let s = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut e = Election::new("a".into(), "i1".into(), TIMING);
+        // Not leading: a heartbeat makes no term.
+        e.renewed(t0, t0 + s(10));
+        assert!(!e.may_write(t0 + s(20)));
+        assert_eq!(e.plan(t0, None, Take::Eager), Plan::Create);
+        e.written(t0, WriteResult::Ok);
+        // Sent at 1 s, answered at 1.2 s: the term runs to 3 s.
+        e.renewed(t0 + s(1000), t0 + s(1200));
+        assert!(e.may_write(t0 + s(2999)));
+        assert!(!e.may_write(t0 + s(3000)));
+        // An older renewal answered late never shortens it.
+        e.renewed(t0 + s(500), t0 + s(1300));
+        assert!(e.may_write(t0 + s(2999)));
+        // Answered after the term ran out (3 s): not counted, though sent before.
+        e.renewed(t0 + s(2900), t0 + s(3100));
+        assert!(!e.may_write(t0 + s(3100)));
+        assert_eq!(e.term(t0 + s(3100)), Some(false));
+    }
+
+    #[test]
+    fn a_beating_holder_keeps_its_lease_and_a_silent_one_loses_it() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut e = Election::new("b".into(), "i2".into(), TIMING);
+        // The Lease itself never changes; the holder's heartbeat does.
+        assert_eq!(
+            e.plan(t0, Some(&beating("7", "a", "i1", "100")), Take::Eager),
+            Plan::Follow
+        );
+        assert_eq!(
+            e.plan(
+                t0 + s(2),
+                Some(&beating("7", "a", "i1", "101")),
+                Take::Eager
+            ),
+            Plan::Follow
+        );
+        assert_eq!(
+            e.plan(
+                t0 + s(4),
+                Some(&beating("7", "a", "i1", "102")),
+                Take::Eager
+            ),
+            Plan::Follow
+        );
+        // Silent since 4 s: taken over a lease duration later, not before.
+        assert_eq!(
+            e.plan(
+                t0 + Duration::from_millis(6900),
+                Some(&beating("7", "a", "i1", "102")),
+                Take::Eager
+            ),
+            Plan::Follow
+        );
+        assert!(matches!(
+            e.plan(
+                t0 + s(7),
+                Some(&beating("7", "a", "i1", "102")),
+                Take::Eager
+            ),
+            Plan::Replace { acquire: true, .. }
+        ));
+    }
+
+    #[test]
+    fn an_unseen_lease_restarts_the_take_over_clock() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut e = Election::new("b".into(), "i2".into(), TIMING);
+        let held = beating("7", "a", "i1", "100");
+        assert_eq!(e.plan(t0, Some(&held), Take::Eager), Plan::Follow);
+        // The watch was lost at 2 s: whatever happened meanwhile was not seen.
+        e.unseen();
+        assert_eq!(e.plan(t0 + s(3), Some(&held), Take::Eager), Plan::Follow);
+        assert_eq!(
+            e.plan(t0 + Duration::from_millis(5900), Some(&held), Take::Eager),
+            Plan::Follow
+        );
+        assert!(matches!(
+            e.plan(t0 + s(6), Some(&held), Take::Eager),
+            Plan::Replace { acquire: true, .. }
+        ));
     }
 
     #[test]

@@ -3,20 +3,35 @@
 //!
 //! - one leader per group, on the Lease `kube-failover-<group>-leader`: only the leader
 //!   carries out the engine's actions (record, scaling, Events);
-//! - every instance publishes its verdict on the primary each tick in its own Lease
-//!   `kube-failover-<group>-observer-<identity>`; the leader promotes only when
-//!   `policy.observers.quorum` fresh observers say `down` (decided by the engine).
-//!
+//! - every instance publishes its verdict on the primary for each group in its
+//!   observer Lease, one per standby namespace, `kube-failover.observer.<identity>`
+//!   ([`presence`]); the leader promotes only when `policy.observers.quorum` fresh
+//!   observers say `down` (decided by the engine). That Lease is also the heartbeat of
+//!   the leader Leases the instance holds there, so one renewal keeps all of them;
 //! - leadership spreads over the instances: each takes about its fair share of the
 //!   groups (see `spread`);
 //! - on shutdown a leader releases its Leases, so another instance takes over at once.
 //!
-//! Leases are written with plain create/replace against a resourceVersion (verbs get,
-//! list, create, update), renewed in the group's tick.
+//! The Leases are read from a watch of the namespace's Leases, shared by every group
+//! there ([`crate::watch_cache`]): a tick reads memory. A cache whose watch is not
+//! established makes the view unknown in the safe direction: no other observer counts,
+//! and no Lease is taken over (the clock of a take-over starts again from the next
+//! view); the leader keeps its term only while its own renewals succeed. Leases are
+//! written with plain create/replace against a resourceVersion (verbs get, list, watch,
+//! create, update); the cache is never trusted for a take-over without a fresh read of
+//! the holder's heartbeat, nor after a 409 without a fresh read of the Lease.
+//!
+//! Instances of the previous release (one observer Lease per group, the leader Lease
+//! renewed every tick) are read too, and while one of them is live on a group its leader
+//! here renews the leader Lease every tick as well, so that it never takes a Lease over
+//! from a live holder during a rolling upgrade.
 
+#[cfg(test)]
+mod fake_api;
 pub mod leader;
 mod metrics;
 pub mod observer;
+pub mod presence;
 pub mod spread;
 
 pub use metrics::CoordMetrics;
@@ -29,27 +44,36 @@ use crate::record::{APP_LABEL_VALUE, GROUP_LABEL};
 use crate::status::{CoordStatus, Named, ObserverStatus};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use leader::{Election, LeaderTiming, LeaseView, Plan, WriteResult};
-use observer::{ObserverLease, Observers};
+use observer::{GroupVerdict, ObserverLease, Observers};
+use presence::{Member, Presence};
 use spread::Spread;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::{debug, info, warn};
 
 /// Label telling a leader Lease from an observer Lease.
 pub const ROLE_LABEL: &str = "kube-failover/role";
 /// Annotation: the per-process instance id of the writer.
 pub const INSTANCE_ANNOTATION: &str = "kube-failover/instance";
-/// Annotation: the observer's verdict (`up`, `suspect`, `down`, `unknown`).
-pub const VERDICT_ANNOTATION: &str = "kube-failover/verdict";
-/// Annotation: the signals the observer sees down, comma-separated.
-pub const DOWN_SIGNALS_ANNOTATION: &str = "kube-failover/down-signals";
-/// Annotation: since when (Unix seconds) the observer says `down`.
-pub const DOWN_SINCE_ANNOTATION: &str = "kube-failover/down-since";
+/// Annotation of an observer Lease: each group's verdict, a JSON object by group name
+/// ([`observer::GroupVerdict`]).
+pub const VERDICTS_ANNOTATION: &str = "kube-failover/verdicts";
+/// Annotation of a leader Lease: the name of its holder's observer Lease, whose
+/// renewals are the holder's sign of life.
+pub const HEARTBEAT_ANNOTATION: &str = "kube-failover/heartbeat";
 /// Annotation: how many groups the observer's process leads (see [`spread`]).
 pub const LEADING_ANNOTATION: &str = "kube-failover/leading";
+/// Annotation of a per-group observer Lease of the previous release: its verdict.
+pub const VERDICT_ANNOTATION: &str = "kube-failover/verdict";
+/// Annotation of a per-group observer Lease of the previous release: the signals it
+/// sees down, comma-separated.
+pub const DOWN_SIGNALS_ANNOTATION: &str = "kube-failover/down-signals";
+/// Annotation of a per-group observer Lease of the previous release: since when (Unix
+/// seconds) it says `down`.
+pub const DOWN_SINCE_ANNOTATION: &str = "kube-failover/down-since";
 
 /// The spread of this process's leadership over its groups, shared by them; created
 /// with the first group's coordination (one process runs one config).
@@ -97,16 +121,20 @@ pub fn leader_lease_name(group: &str) -> String {
     format!("kube-failover-{group}-leader")
 }
 
-/// `kube-failover-<group>-observer-<identity>` (identity made DNS-safe, the whole name at
-/// most 253 characters).
-pub fn observer_lease_name(group: &str, identity: &str) -> String {
-    let prefix = format!("kube-failover-{group}-observer-");
+/// `kube-failover-<group>-observer-<identity>`: the per-group observer Lease of the
+/// previous release (identity made DNS-safe, the whole name at most 253 characters).
+pub fn legacy_observer_lease_name(group: &str, identity: &str) -> String {
+    let prefix = legacy_observer_prefix(group);
     let room = 253usize.saturating_sub(prefix.len()).max(1);
     format!("{prefix}{}", observer::name_part(identity, room))
 }
 
+fn legacy_observer_prefix(group: &str) -> String {
+    format!("kube-failover-{group}-observer-")
+}
+
 /// Starting refused: another live process publishes under this identity.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "daemon.identity {identity:?} is already in use: another kube-failover process renews the \
      Lease {namespace}/{lease} (group {group}); give every instance its own daemon.identity"
@@ -114,7 +142,7 @@ pub fn observer_lease_name(group: &str, identity: &str) -> String {
 pub struct IdentityClash {
     /// The clashing identity.
     pub identity: String,
-    /// The group whose observer Lease showed it.
+    /// The (first) group whose standby namespace showed it.
     pub group: String,
     /// The standby namespace.
     pub namespace: String,
@@ -150,25 +178,47 @@ struct State {
     observers: Observers,
     /// The others' verdicts, as of the last sync.
     reports: Vec<ObserverReport>,
-    /// This instance's observer Lease's resourceVersion after its last write, and
-    /// whether it existed at the last read.
-    own_rv: Option<String>,
-    own_exists: bool,
     clash: bool,
     /// The renewal is failing (reported once per episode).
     renew_failing: bool,
+    /// The Lease cache was not current at the last sync (said once per episode).
+    unseen: bool,
     /// This instance's last verdict and since when it says down.
     own: (Verdict, Option<f64>, Vec<String>),
     /// No failover under way at the last decision (a group that may be handed over).
     quiet: bool,
-    /// The leader Lease's resourceVersion after this instance's last write of it.
+    /// The leader Lease's resourceVersion and acquire time after this instance's last
+    /// write of it.
     leader_rv: Option<String>,
+    acquired: Option<MicroTime>,
+    /// An instance of the previous release was live on the group at the last view.
+    legacy_peers: bool,
+    /// When the last sync started: a heartbeat extends the term only while the group's
+    /// loop keeps ticking.
+    last_sync: Option<Instant>,
+    renew_deadline: Duration,
+    /// The leader Lease as this instance last learnt it from the API, not yet from the
+    /// cache: the resourceVersion the cache showed then (`""`: missing) and the Lease
+    /// (as stored by this instance's own write, or read fresh after a 409). It stands in
+    /// for the cache while the cache still shows that resourceVersion.
+    stand_in: Option<(String, Option<Lease>)>,
+}
+
+impl Member for Mutex<State> {
+    fn renewed(&self, sent_at: Instant, answered_at: Instant) {
+        let mut st = self.lock().unwrap_or_else(|p| p.into_inner());
+        let ticking = st
+            .last_sync
+            .is_some_and(|t| answered_at.saturating_duration_since(t) < st.renew_deadline);
+        if ticking {
+            st.election.renewed(sent_at, answered_at);
+        }
+    }
 }
 
 /// One group's coordination in this instance.
 pub struct GroupCoord {
     group: String,
-    namespace: String,
     api: Api<Lease>,
     identity: String,
     timeout: Duration,
@@ -176,10 +226,10 @@ pub struct GroupCoord {
     ttl: Duration,
     quorum: u32,
     expected: Option<u32>,
-    own_lease: String,
     metrics: CoordMetrics,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     spread: Arc<Mutex<Spread>>,
+    presence: Arc<Presence>,
 }
 
 fn micro_now() -> MicroTime {
@@ -194,38 +244,125 @@ fn conflict(e: &CallError) -> bool {
     matches!(e.status_code(), Some(409 | 404))
 }
 
+/// A write of the leader Lease held by this instance: a create (no resourceVersion) or a
+/// replace.
+struct LeaderWrite {
+    resource_version: Option<String>,
+    acquire: bool,
+    transitions: i32,
+}
+
+impl LeaderWrite {
+    /// The write `plan` asks for, if any (a release is written apart).
+    fn of(plan: &Plan) -> Option<LeaderWrite> {
+        match plan {
+            Plan::Create => Some(LeaderWrite {
+                resource_version: None,
+                acquire: true,
+                transitions: 0,
+            }),
+            Plan::Replace {
+                resource_version,
+                acquire,
+                transitions,
+            } => Some(LeaderWrite {
+                resource_version: Some(resource_version.clone()),
+                acquire: *acquire,
+                transitions: *transitions,
+            }),
+            Plan::Follow | Plan::Keep | Plan::Release { .. } => None,
+        }
+    }
+}
+
+/// What one sync reads of the group's Leases.
+struct View {
+    leader: Option<LeaseView>,
+    /// The leader Lease's acquire time (kept by a renewal).
+    acquired: Option<MicroTime>,
+    /// The holder's heartbeat Lease and process, for the fresh read before a take-over.
+    heartbeat: Option<(String, Option<String>)>,
+    observers: Vec<ObserverLease>,
+}
+
 impl GroupCoord {
-    /// The coordination of `group` in `standby` (its namespace holds the Leases).
+    /// The coordination of `group` in its standby cluster: Leases read from the cache of
+    /// the standby namespace's Leases and written through `client` (the group's).
     pub fn new(
         group: &GroupConfig,
         config: &Config,
-        standby: kube::Client,
+        standby: &crate::clusters::ClusterHandle,
+        client: kube::Client,
         identity: String,
         metrics: CoordMetrics,
     ) -> Self {
-        let namespace = group.standby.namespace.clone();
+        let namespace = &group.standby.namespace;
+        // Only this daemon's Leases (every one carries the label, the previous
+        // release's too): others in the namespace are neither listed nor held.
+        let store = standby.leases(
+            namespace,
+            &format!("app.kubernetes.io/name={APP_LABEL_VALUE}"),
+        );
+        let presence = Presence::shared(
+            standby.client().clone(),
+            &store,
+            namespace,
+            &identity,
+            config.daemon.probe_timeout,
+            leader_timing(&config.daemon),
+        );
+        let ttl = group
+            .policy
+            .observers
+            .ttl_or_default(config.daemon.probe_interval);
+        GroupCoord::with_parts(
+            group,
+            config,
+            client,
+            presence,
+            shared_spread(config, ttl),
+            identity,
+            metrics,
+        )
+    }
+
+    fn with_parts(
+        group: &GroupConfig,
+        config: &Config,
+        client: kube::Client,
+        presence: Arc<Presence>,
+        spread: Arc<Mutex<Spread>>,
+        identity: String,
+        metrics: CoordMetrics,
+    ) -> Self {
         let timing = leader_timing(&config.daemon);
         let observers = &group.policy.observers;
         metrics.init_group(&group.name, observers.expected);
         let ttl = observers.ttl_or_default(config.daemon.probe_interval);
+        let state = Arc::new(Mutex::new(State {
+            election: Election::new(identity.clone(), instance_id().to_string(), timing),
+            observers: Observers::default(),
+            reports: Vec::new(),
+            clash: false,
+            renew_failing: false,
+            unseen: false,
+            own: (Verdict::Unknown, None, Vec::new()),
+            quiet: false,
+            leader_rv: None,
+            acquired: None,
+            legacy_peers: false,
+            last_sync: None,
+            renew_deadline: timing.renew_deadline,
+            stand_in: None,
+        }));
+        let member: Arc<dyn Member> = state.clone();
+        presence.join(&group.name, ttl, Arc::downgrade(&member));
         GroupCoord {
-            spread: shared_spread(config, ttl),
-            api: Api::namespaced(standby, &namespace),
-            own_lease: observer_lease_name(&group.name, &identity),
-            state: Mutex::new(State {
-                election: Election::new(identity.clone(), instance_id().to_string(), timing),
-                observers: Observers::default(),
-                reports: Vec::new(),
-                own_rv: None,
-                own_exists: false,
-                clash: false,
-                renew_failing: false,
-                own: (Verdict::Unknown, None, Vec::new()),
-                quiet: false,
-                leader_rv: None,
-            }),
+            spread,
+            api: Api::namespaced(client, &group.standby.namespace),
+            state,
+            presence,
             group: group.name.clone(),
-            namespace,
             identity,
             timeout: config.daemon.probe_timeout,
             timing,
@@ -246,188 +383,141 @@ impl GroupCoord {
     }
 
     /// At start: refuses when another live process renews this identity's observer
-    /// Lease. A Lease renewed recently by a process that is gone (a restart) is waited
-    /// out: the clash is only reported when it is renewed again within the ttl.
+    /// Lease (see [`Presence::check_identity`]).
     pub async fn check_identity(&self, poll: Duration) -> Result<(), IdentityClash> {
-        let started = Instant::now();
-        let mut first_rv: Option<String> = None;
-        loop {
-            let lease = match bounded(self.timeout, self.api.get_opt(&self.own_lease)).await {
-                Ok(l) => l,
-                // Unreadable now: the tick reports it; a clash is still caught there.
-                Err(_) => return Ok(()),
-            };
-            let Some(lease) = lease.as_ref().map(parse_observer) else {
-                return Ok(());
-            };
-            if lease.instance.as_deref() == Some(instance_id()) {
-                return Ok(());
-            }
-            let wall_age = lease.renewed_unix.map(|t| now_unix() - t);
-            if wall_age.is_none_or(|a| a > self.ttl.as_secs_f64()) && first_rv.is_none() {
-                return Ok(());
-            }
-            match &first_rv {
-                None => first_rv = Some(lease.resource_version.clone()),
-                Some(rv) if *rv != lease.resource_version => {
-                    return Err(IdentityClash {
-                        identity: self.identity.clone(),
-                        group: self.group.clone(),
-                        namespace: self.namespace.clone(),
-                        lease: self.own_lease.clone(),
-                    });
+        self.presence.check_identity(poll, &self.group).await
+    }
+
+    /// The group's Leases as the cache holds them (`leases`, by name).
+    fn read_view(&self, leases: &BTreeMap<String, Arc<Lease>>) -> View {
+        let leader_name = leader_lease_name(&self.group);
+        let mut leader_lease = leases.get(&leader_name).map(|l| (**l).clone());
+        {
+            // A cache that has not caught up with this instance's own write, or with a
+            // fresh read after a 409, is not trusted.
+            let mut st = self.lock();
+            if let Some((stale_rv, fresh)) = st.stand_in.take() {
+                let cached_rv = leader_lease
+                    .as_ref()
+                    .and_then(|l| l.metadata.resource_version.clone())
+                    .unwrap_or_default();
+                if cached_rv == stale_rv {
+                    leader_lease = fresh.clone();
+                    st.stand_in = Some((stale_rv, fresh));
                 }
-                Some(_) => {}
             }
-            if started.elapsed() > self.ttl {
-                return Ok(());
-            }
-            tokio::time::sleep(poll).await;
+        }
+        let heartbeat = leader_lease.as_ref().and_then(|l| {
+            let name = annotation(l, HEARTBEAT_ANNOTATION)?.clone();
+            Some((name, annotation(l, INSTANCE_ANNOTATION).cloned()))
+        });
+        let leader = leader_lease.as_ref().map(|l| {
+            let mut view = parse_leader(l);
+            view.heartbeat = heartbeat.as_ref().and_then(|(name, instance)| {
+                heartbeat_rv(leases.get(name).map(|l| &**l), instance.as_deref())
+            });
+            view
+        });
+        let acquired = leader_lease
+            .as_ref()
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.acquire_time.clone());
+        // Observer Leases of this release: those that carry a verdict on this group.
+        let mut observers: Vec<ObserverLease> = leases
+            .range(presence::OBSERVER_PREFIX.to_string()..)
+            .take_while(|(name, _)| presence::is_observer_lease(name))
+            .filter_map(|(_, l)| {
+                let verdicts = self.presence.verdicts_of(l);
+                let v = verdicts.get(&self.group)?;
+                Some(parse_observer(l, Some(v)))
+            })
+            .collect();
+        // Per-group observer Leases of the previous release, unless their identity
+        // publishes the new way here (an upgraded instance's leftover) or is this one.
+        let prefix = legacy_observer_prefix(&self.group);
+        let own_legacy = legacy_observer_lease_name(&self.group, &self.identity);
+        let legacy: Vec<ObserverLease> = leases
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .filter(|(name, l)| {
+                **name != own_legacy
+                    && l.metadata.labels.as_ref().is_some_and(|m| {
+                        m.get(GROUP_LABEL) == Some(&self.group)
+                            && m.get(ROLE_LABEL).is_some_and(|r| r == "observer")
+                    })
+            })
+            .map(|(_, l)| parse_observer(l, None))
+            .filter(|l| !observers.iter().any(|o| o.identity == l.identity))
+            .collect();
+        observers.extend(legacy);
+        View {
+            leader,
+            acquired,
+            heartbeat,
+            observers,
         }
     }
 
-    /// Once per tick, before the decision: reads the group's Leases, renews or takes
-    /// the leader Lease, and returns the other observers' verdicts for the observation.
+    /// Once per tick, before the decision: reads the group's Leases from the cache,
+    /// takes (or, for instances of the previous release, renews) the leader Lease, and
+    /// returns the other observers' verdicts for the observation.
     pub async fn sync(&self, now: Instant, wall: f64) -> Vec<ObserverReport> {
-        let params = ListParams::default().labels(&format!("{GROUP_LABEL}={}", self.group));
-        let listed = bounded(self.timeout, self.api.list(&params)).await;
-        let leases = match listed {
-            Ok(list) => list.items,
-            Err(e) => {
-                self.renew_failed(&format!("cannot list Leases: {e}"));
-                self.lock().reports.clear();
-                // The term still runs out at its deadline, and is reported when it does.
-                self.check_deadline(Instant::now());
-                let st = self.lock();
-                self.spread()
-                    .set(&self.group, st.election.may_write(Instant::now()));
+        self.presence.start();
+        self.lock().last_sync = Some(now);
+        self.follow_clash();
+        let read = self.presence.store().read(|leases| self.read_view(leases));
+        let view = match read {
+            Ok(view) => {
+                if std::mem::take(&mut self.lock().unseen) {
+                    debug!(group = %self.group, "Leases seen current again");
+                }
+                view
+            }
+            Err((_, why)) => {
+                // An instance of the previous release judges this holder by the leader
+                // Lease alone: keep renewing it, against this instance's own last write.
+                let renewal = {
+                    let st = self.lock();
+                    match &st.leader_rv {
+                        Some(rv) if st.legacy_peers && st.election.may_write(now) => {
+                            Some(Plan::Replace {
+                                resource_version: rv.clone(),
+                                acquire: false,
+                                transitions: st.election.transitions(),
+                            })
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(plan) = renewal {
+                    let acquired = self.lock().acquired.clone();
+                    self.write_plan(&plan, acquired).await;
+                }
+                self.unseen(&why);
                 return Vec::new();
             }
         };
-        let leader_name = leader_lease_name(&self.group);
-        let leader_lease = leases
-            .iter()
-            .find(|l| l.metadata.name.as_deref() == Some(leader_name.as_str()));
-        let leader = leader_lease.map(parse_leader);
-        let acquired = leader_lease
-            .and_then(|l| l.spec.as_ref())
-            .and_then(|s| s.acquire_time.clone());
-        let observers: Vec<ObserverLease> = leases
-            .iter()
-            .filter(|l| {
-                l.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|m| m.get(ROLE_LABEL))
-                    .is_some_and(|r| r == "observer")
-            })
-            .map(parse_observer)
-            .collect();
-        let plan = {
-            let mut st = self.lock();
-            let own = observers.iter().find(|l| l.name == self.own_lease);
-            st.own_exists = own.is_some();
-            if observer::clashes(own, instance_id(), st.own_rv.as_deref()) && !st.clash {
-                error!(
-                    group = %self.group,
-                    identity = %self.identity,
-                    lease = %self.own_lease,
-                    "another process publishes under this daemon.identity: this instance \
-                     stops leading and writing until the clash ends"
-                );
-                st.clash = true;
-                self.metrics.identity_clash(&self.group, true);
-            }
-            // The clash ends when nobody renews this identity's Lease for a ttl.
-            let ttl = self.ttl.as_secs_f64();
-            if st.clash && own.is_none_or(|l| l.renewed_unix.is_none_or(|t| wall - t > ttl)) {
-                info!(group = %self.group, identity = %self.identity, "identity clash over");
-                st.clash = false;
-                self.metrics.identity_clash(&self.group, false);
-            }
-            if let Some(own) = own {
-                st.own_rv = Some(own.resource_version.clone());
-            }
-            st.reports = st.observers.reports(now, wall, &observers, &self.own_lease);
-            // Live instances: this one and the fresh observers of this group.
-            let others: Vec<(&ObserverLease, &ObserverReport)> = observers
-                .iter()
-                .filter(|l| l.name != self.own_lease)
-                .zip(&st.reports)
-                .filter(|(_, r)| r.age.is_some_and(|a| a <= self.ttl))
-                .collect();
-            let live = 1 + others.len();
-            let mut spread = self.spread();
-            let share = spread.fair_share(live);
-            let room_elsewhere = others
-                .iter()
-                .any(|(l, _)| l.leading.is_some_and(|n| n < share));
-            if st.clash {
-                st.election.step_down();
-                spread.set(&self.group, false);
-                None
-            } else {
-                let take = spread.take(&self.group, now, live);
-                let mut plan = st.election.plan(now, leader.as_ref(), take);
-                if plan == Plan::Follow {
-                    st.renew_failing = false;
+        let plan = self.plan(now, wall, &view);
+        let plan = match plan {
+            // A take-over of a held Lease: only on a fresh read of the holder's
+            // heartbeat, never on the cache alone.
+            Some(Plan::Replace { acquire: true, .. })
+                if view.leader.as_ref().is_some_and(|l| l.holder.is_some()) =>
+            {
+                if self.confirm_silent(now, &view).await {
+                    plan
+                } else {
+                    None
                 }
-                match &plan {
-                    Plan::Replace {
-                        resource_version,
-                        acquire: false,
-                        ..
-                    } if spread.shed(&self.group, now, live, st.quiet, room_elsewhere) => {
-                        // Above its share: stop writing now, then hand the group over.
-                        st.election.step_down();
-                        info!(
-                            group = %self.group,
-                            leading = spread.leading(),
-                            share,
-                            "leading more than the fair share: releasing this group's \
-                             leader Lease"
-                        );
-                        plan = Plan::Release {
-                            resource_version: resource_version.clone(),
-                        };
-                    }
-                    Plan::Create | Plan::Replace { acquire: true, .. } => {
-                        spread.set(&self.group, true)
-                    }
-                    _ => {}
-                }
-                Some(plan)
             }
+            other => other,
         };
         if let Some(Plan::Release { resource_version }) = &plan {
             if let Err(e) = self.write_release(resource_version.clone()).await {
                 warn!(group = %self.group, error = %e, "leader Lease not released (it expires)");
             }
-        } else if let Some(plan) = plan
-            && plan != Plan::Follow
-        {
-            let sent_at = Instant::now();
-            let result = self.write_leader(&plan, acquired).await;
-            let mut st = self.lock();
-            let was = st.election.term(sent_at).is_some();
-            match &result {
-                Ok(rv) => {
-                    st.leader_rv = rv.clone();
-                    st.election.written(sent_at, WriteResult::Ok);
-                    if !was {
-                        info!(group = %self.group, identity = %self.identity, "leading this group");
-                    }
-                    if std::mem::take(&mut st.renew_failing) {
-                        info!(group = %self.group, "leader Lease written again");
-                    }
-                }
-                Err(e) if conflict(e) => st.election.written(sent_at, WriteResult::Conflict),
-                Err(e) => {
-                    st.election.written(sent_at, WriteResult::Failed);
-                    drop(st);
-                    self.renew_failed(&e.to_string());
-                }
-            }
+        } else if let Some(plan) = plan {
+            self.write_plan(&plan, view.acquired.clone()).await;
         }
         self.check_deadline(Instant::now());
         let st = self.lock();
@@ -436,6 +526,188 @@ impl GroupCoord {
         self.metrics
             .set_observers(&self.group, &self.fresh_verdicts(&st));
         st.reports.clone()
+    }
+
+    /// Writes the leader Lease as `plan` says (a create or a replace; nothing for the
+    /// others) and tells the election how it went.
+    async fn write_plan(&self, plan: &Plan, acquired: Option<MicroTime>) {
+        let Some(write) = LeaderWrite::of(plan) else {
+            return;
+        };
+        let sent_at = Instant::now();
+        let result = self.write_leader(write, acquired).await;
+        if let Err(e) = &result
+            && conflict(e)
+        {
+            self.read_after_conflict(plan).await;
+        }
+        let mut st = self.lock();
+        let was = st.election.term(sent_at).is_some();
+        match &result {
+            Ok(stored) => {
+                st.leader_rv = stored.metadata.resource_version.clone();
+                st.acquired = stored.spec.as_ref().and_then(|s| s.acquire_time.clone());
+                st.stand_in = Some((precondition(plan), Some(stored.clone())));
+                st.election.written(sent_at, WriteResult::Ok);
+                if !was {
+                    info!(group = %self.group, identity = %self.identity, "leading this group");
+                }
+                if std::mem::take(&mut st.renew_failing) {
+                    info!(group = %self.group, "leader Lease written again");
+                }
+            }
+            Err(e) if conflict(e) => st.election.written(sent_at, WriteResult::Conflict),
+            Err(e) => {
+                st.election.written(sent_at, WriteResult::Failed);
+                drop(st);
+                self.renew_failed(&e.to_string());
+            }
+        }
+    }
+
+    /// Mirrors the observer Lease's identity clash into this group.
+    fn follow_clash(&self) {
+        let clash = self.presence.clash();
+        let mut st = self.lock();
+        if st.clash != clash {
+            st.clash = clash;
+            self.metrics.identity_clash(&self.group, clash);
+            if clash {
+                st.election.step_down();
+                self.spread().set(&self.group, false);
+            }
+        }
+    }
+
+    /// The Lease cache is not current: nobody else's verdict counts, nothing is taken
+    /// over (the take-over clock starts again from the next view), and a term runs on
+    /// only with this instance's own renewals.
+    fn unseen(&self, why: &str) {
+        {
+            let mut st = self.lock();
+            st.reports.clear();
+            st.election.unseen();
+            if !std::mem::replace(&mut st.unseen, true) {
+                debug!(group = %self.group, why, "Leases not seen current: no take-over, no other observer counts");
+            }
+        }
+        self.check_deadline(Instant::now());
+        let st = self.lock();
+        self.spread()
+            .set(&self.group, st.election.may_write(Instant::now()));
+        self.metrics
+            .set_observers(&self.group, &self.fresh_verdicts(&st));
+    }
+
+    /// The election's plan for this tick, from `view`; `None` during a clash.
+    fn plan(&self, now: Instant, wall: f64, view: &View) -> Option<Plan> {
+        let mut st = self.lock();
+        let pairs = st
+            .observers
+            .reports(now, wall, &view.observers, self.presence.name());
+        // Live instances: this one and the fresh observers of this group.
+        let fresh: Vec<(&ObserverLease, &ObserverReport)> = pairs
+            .iter()
+            .filter(|(_, r)| r.age.is_some_and(|a| a <= self.ttl))
+            .map(|(l, r)| (*l, r))
+            .collect();
+        let legacy_peers = fresh.iter().any(|(l, _)| l.legacy);
+        st.legacy_peers = legacy_peers;
+        let live = 1 + fresh.len();
+        let mut spread = self.spread();
+        let share = spread.fair_share(live);
+        let room_elsewhere = fresh
+            .iter()
+            .any(|(l, _)| l.leading.is_some_and(|n| n < share));
+        let reports: Vec<ObserverReport> = pairs.into_iter().map(|(_, r)| r).collect();
+        st.reports = reports;
+        if st.clash {
+            st.election.step_down();
+            spread.set(&self.group, false);
+            return None;
+        }
+        let take = spread.take(&self.group, now, live);
+        let mut plan = st.election.plan(now, view.leader.as_ref(), take);
+        if plan == Plan::Follow {
+            st.renew_failing = false;
+        }
+        match &plan {
+            Plan::Keep if spread.shed(&self.group, now, live, st.quiet, room_elsewhere) => {
+                // Above its share: stop writing now, then hand the group over.
+                st.election.step_down();
+                info!(
+                    group = %self.group,
+                    leading = spread.leading(),
+                    share,
+                    "leading more than the fair share: releasing this group's leader Lease"
+                );
+                plan = Plan::Release {
+                    resource_version: view
+                        .leader
+                        .as_ref()
+                        .map(|l| l.resource_version.clone())
+                        .unwrap_or_default(),
+                };
+            }
+            // An instance of the previous release judges the holder by the leader
+            // Lease alone: renew it every tick while one is live.
+            Plan::Keep if legacy_peers => {
+                if let Some(l) = &view.leader {
+                    plan = Plan::Replace {
+                        resource_version: l.resource_version.clone(),
+                        acquire: false,
+                        transitions: l.transitions,
+                    };
+                }
+            }
+            Plan::Create | Plan::Replace { acquire: true, .. } => spread.set(&self.group, true),
+            _ => {}
+        }
+        Some(plan)
+    }
+
+    /// Before taking over a held Lease: reads the holder's heartbeat from the API. True
+    /// when it is what the cache showed (the holder is silent); otherwise the election
+    /// sees the fresh value, which starts its clock again.
+    async fn confirm_silent(&self, now: Instant, view: &View) -> bool {
+        let Some(leader) = &view.leader else {
+            return true;
+        };
+        let fresh = match &view.heartbeat {
+            None => None,
+            Some((name, instance)) => match bounded(self.timeout, self.api.get_opt(name)).await {
+                Ok(l) => heartbeat_rv(l.as_ref(), instance.as_deref()),
+                Err(e) => {
+                    debug!(group = %self.group, error = %e, "heartbeat not read: no take-over");
+                    return false;
+                }
+            },
+        };
+        if fresh == leader.heartbeat {
+            return true;
+        }
+        let seen = LeaseView {
+            heartbeat: fresh,
+            ..leader.clone()
+        };
+        let mut st = self.lock();
+        // The holder is alive: follow, and the clock starts again.
+        let _ = st.election.plan(now, Some(&seen), leader::Take::Hold);
+        self.spread().set(&self.group, false);
+        false
+    }
+
+    /// A write of the leader Lease failed with 409 (or 404): reads it fresh, so that a
+    /// cache that has not caught up is not written against again.
+    async fn read_after_conflict(&self, plan: &Plan) {
+        if let Ok(fresh) = bounded(
+            self.timeout,
+            self.api.get_opt(&leader_lease_name(&self.group)),
+        )
+        .await
+        {
+            self.lock().stand_in = Some((precondition(plan), fresh));
+        }
     }
 
     fn fresh_verdicts(&self, st: &State) -> Vec<Verdict> {
@@ -486,26 +758,23 @@ impl GroupCoord {
         self.metrics.set_leader(&self.group, leading);
     }
 
+    /// Writes the leader Lease, held by this instance; returns it as stored.
     async fn write_leader(
         &self,
-        plan: &Plan,
+        write: LeaderWrite,
         acquired: Option<MicroTime>,
-    ) -> Result<Option<String>, CallError> {
+    ) -> Result<Lease, CallError> {
         let name = leader_lease_name(&self.group);
         let now = micro_now();
-        let (rv, acquire, transitions) = match plan {
-            Plan::Follow | Plan::Release { .. } => return Ok(None),
-            Plan::Create => (None, true, 0),
-            Plan::Replace {
-                resource_version,
-                acquire,
-                transitions,
-            } => (Some(resource_version.clone()), *acquire, *transitions),
-        };
+        let LeaderWrite {
+            resource_version: rv,
+            acquire,
+            transitions,
+        } = write;
         // A renewal keeps the acquire time of the running term.
         let current = if acquire { None } else { acquired };
         let lease = Lease {
-            metadata: self.meta(&name, "leader", rv.clone(), BTreeMap::new()),
+            metadata: self.meta(&name, rv.clone()),
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.identity.clone()),
                 lease_duration_seconds: Some(seconds_i32(self.timing.lease_duration)),
@@ -518,26 +787,25 @@ impl GroupCoord {
         self.store(&name, lease, rv.is_none()).await
     }
 
-    fn meta(
-        &self,
-        name: &str,
-        role: &str,
-        rv: Option<String>,
-        mut annotations: BTreeMap<String, String>,
-    ) -> ObjectMeta {
-        annotations.insert(INSTANCE_ANNOTATION.into(), instance_id().to_string());
+    /// The leader Lease's metadata: this process and its heartbeat.
+    fn meta(&self, name: &str, rv: Option<String>) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.to_string()),
-            namespace: Some(self.namespace.clone()),
             labels: Some(BTreeMap::from([
                 (
                     "app.kubernetes.io/name".to_string(),
                     APP_LABEL_VALUE.to_string(),
                 ),
                 (GROUP_LABEL.to_string(), self.group.clone()),
-                (ROLE_LABEL.to_string(), role.to_string()),
+                (ROLE_LABEL.to_string(), "leader".to_string()),
             ])),
-            annotations: Some(annotations),
+            annotations: Some(BTreeMap::from([
+                (INSTANCE_ANNOTATION.to_string(), instance_id().to_string()),
+                (
+                    HEARTBEAT_ANNOTATION.to_string(),
+                    self.presence.name().to_string(),
+                ),
+            ])),
             resource_version: rv,
             ..ObjectMeta::default()
         }
@@ -553,7 +821,7 @@ impl GroupCoord {
             st.election.transitions()
         };
         let lease = Lease {
-            metadata: self.meta(&name, "leader", Some(resource_version), BTreeMap::new()),
+            metadata: self.meta(&name, Some(resource_version.clone())),
             spec: Some(LeaseSpec {
                 holder_identity: None,
                 lease_duration_seconds: Some(seconds_i32(self.timing.lease_duration)),
@@ -563,26 +831,24 @@ impl GroupCoord {
                 ..LeaseSpec::default()
             }),
         };
-        self.store(&name, lease, false).await?;
-        self.lock().leader_rv = None;
+        let stored = self.store(&name, lease, false).await?;
+        let mut st = self.lock();
+        st.leader_rv = None;
+        st.stand_in = Some((resource_version, Some(stored)));
         Ok(())
     }
 
     /// On shutdown: stops writing, releases the leader Lease if this instance holds it
     /// (so that another instance takes the group at once instead of after a lease
-    /// duration) and withdraws this instance's verdict (its observer Lease loses its
-    /// renew time, so it no longer counts as fresh).
+    /// duration), and leaves the observer Lease, which the last group to leave withdraws
+    /// (it loses its renew time, so its verdicts no longer count as fresh).
     pub async fn release(&self) {
-        let (held, own_rv) = {
+        let held = {
             let mut st = self.lock();
             let held = st.election.term(Instant::now()).is_some();
             st.election.step_down();
             self.metrics.set_leader(&self.group, false);
-            let held = if held { st.leader_rv.clone() } else { None };
-            (
-                held,
-                st.own_rv.clone().filter(|_| st.own_exists && !st.clash),
-            )
+            if held { st.leader_rv.clone() } else { None }
         };
         self.spread().set(&self.group, false);
         if let Some(rv) = held {
@@ -593,36 +859,11 @@ impl GroupCoord {
                 }
             }
         }
-        if let Some(rv) = own_rv {
-            let mut lease = self.observer_lease(Some(rv), BTreeMap::new());
-            if let Some(spec) = lease.spec.as_mut() {
-                spec.renew_time = None;
-            }
-            if let Err(e) = self.store(&self.own_lease, lease, false).await {
-                tracing::debug!(group = %self.group, error = %e, "observer Lease not withdrawn");
-            }
-        }
+        self.presence.leave(&self.group).await;
     }
 
-    fn observer_lease(&self, rv: Option<String>, annotations: BTreeMap<String, String>) -> Lease {
-        Lease {
-            metadata: self.meta(&self.own_lease, "observer", rv, annotations),
-            spec: Some(LeaseSpec {
-                holder_identity: Some(self.identity.clone()),
-                lease_duration_seconds: Some(seconds_i32(self.ttl)),
-                renew_time: Some(micro_now()),
-                ..LeaseSpec::default()
-            }),
-        }
-    }
-
-    /// Creates or replaces a Lease; returns the stored resourceVersion.
-    async fn store(
-        &self,
-        name: &str,
-        lease: Lease,
-        create: bool,
-    ) -> Result<Option<String>, CallError> {
+    /// Creates or replaces a Lease; returns it as stored.
+    async fn store(&self, name: &str, lease: Lease, create: bool) -> Result<Lease, CallError> {
         let params = PostParams {
             field_manager: Some(APP_LABEL_VALUE.to_string()),
             ..PostParams::default()
@@ -632,10 +873,11 @@ impl GroupCoord {
         } else {
             bounded(self.timeout, self.api.replace(name, &params, &lease)).await?
         };
-        Ok(stored.metadata.resource_version)
+        Ok(stored)
     }
 
-    /// After the decision: publishes this instance's verdict in its observer Lease.
+    /// After the decision: publishes this instance's verdict in its observer Lease (at
+    /// once when it becomes or stops being `down`, otherwise with the next renewal).
     pub async fn publish(&self, decision: &Decision, wall: f64) {
         let verdict = decision.verdict;
         let down_signals: Vec<String> = decision
@@ -644,7 +886,7 @@ impl GroupCoord {
             .filter(|s| !s.up)
             .map(|s| s.id.to_string())
             .collect();
-        let (rv, exists, clash, since) = {
+        let (clash, since) = {
             let mut st = self.lock();
             let since = st.observers.own_verdict(verdict, wall);
             st.own = (verdict, since, down_signals.clone());
@@ -652,38 +894,24 @@ impl GroupCoord {
                 decision.state,
                 GroupState::PrimaryActive | GroupState::Promoted
             );
-            (st.own_rv.clone(), st.own_exists, st.clash, since)
+            (st.clash, since)
         };
-        let leading = self.spread().leading();
         if clash {
             return;
         }
-        let mut annotations = BTreeMap::from([
-            (VERDICT_ANNOTATION.to_string(), verdict.as_str().to_string()),
-            (DOWN_SIGNALS_ANNOTATION.to_string(), down_signals.join(",")),
-            (LEADING_ANNOTATION.to_string(), leading.to_string()),
-        ]);
-        if let Some(since) = since {
-            annotations.insert(DOWN_SINCE_ANNOTATION.to_string(), format!("{since:.3}"));
-        }
-        let rv = rv.filter(|_| exists);
-        let create = rv.is_none();
-        let lease = self.observer_lease(rv, annotations);
-        let result = self.store(&self.own_lease, lease, create).await;
-        let mut st = self.lock();
-        match result {
-            Ok(stored) => {
-                st.own_rv = stored;
-                st.own_exists = true;
-            }
-            Err(e) => {
-                // Retried next tick with what is read then; the verdict ages meanwhile.
-                if conflict(&e) {
-                    st.own_exists = !create;
-                }
-                tracing::debug!(group = %self.group, error = %e, "observer Lease not written");
-            }
-        }
+        let leading = self.spread().leading();
+        self.presence.start();
+        self.presence
+            .publish(
+                &self.group,
+                GroupVerdict {
+                    verdict: verdict.as_str().to_string(),
+                    down_signals,
+                    down_since: since,
+                },
+                leading,
+            )
+            .await;
     }
 
     /// This instance may write now (holds the leader Lease within its deadline).
@@ -740,6 +968,17 @@ impl GroupCoord {
     }
 }
 
+/// The resourceVersion a plan writes against (`""`: a create).
+fn precondition(plan: &Plan) -> String {
+    match plan {
+        Plan::Replace {
+            resource_version, ..
+        }
+        | Plan::Release { resource_version } => resource_version.clone(),
+        _ => String::new(),
+    }
+}
+
 fn now_unix() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -748,6 +987,18 @@ fn now_unix() -> f64 {
 
 fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a String> {
     lease.metadata.annotations.as_ref().and_then(|a| a.get(key))
+}
+
+/// The heartbeat a leader Lease's holder gives in `lease` (its observer Lease): the
+/// resourceVersion while the holder's process (`instance`) writes it, else none.
+fn heartbeat_rv(lease: Option<&Lease>, instance: Option<&str>) -> Option<String> {
+    let lease = lease?;
+    if instance.is_some() && annotation(lease, INSTANCE_ANNOTATION).map(String::as_str) == instance
+    {
+        lease.metadata.resource_version.clone()
+    } else {
+        None
+    }
 }
 
 fn parse_leader(lease: &Lease) -> LeaseView {
@@ -759,11 +1010,29 @@ fn parse_leader(lease: &Lease) -> LeaseView {
             .filter(|h| !h.is_empty()),
         instance: annotation(lease, INSTANCE_ANNOTATION).cloned(),
         transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+        heartbeat: None,
     }
 }
 
-fn parse_observer(lease: &Lease) -> ObserverLease {
+/// An observer Lease as one group sees it: with `verdict`, the group's entry in an
+/// observer Lease of this release; without, a per-group Lease of the previous release.
+fn parse_observer(lease: &Lease, verdict: Option<&GroupVerdict>) -> ObserverLease {
     let spec = lease.spec.as_ref();
+    let (verdict_of, down_signals, down_since_unix) = match verdict {
+        Some(v) => (v.verdict(), v.down_signals.clone(), v.down_since),
+        None => (
+            annotation(lease, VERDICT_ANNOTATION).map_or(Verdict::Unknown, |v| Verdict::parse(v)),
+            annotation(lease, DOWN_SIGNALS_ANNOTATION)
+                .map(|s| {
+                    s.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            annotation(lease, DOWN_SINCE_ANNOTATION).and_then(|s| s.parse().ok()),
+        ),
+    };
     ObserverLease {
         name: lease.metadata.name.clone().unwrap_or_default(),
         resource_version: lease.metadata.resource_version.clone().unwrap_or_default(),
@@ -771,36 +1040,32 @@ fn parse_observer(lease: &Lease) -> ObserverLease {
             .and_then(|s| s.holder_identity.clone())
             .unwrap_or_default(),
         instance: annotation(lease, INSTANCE_ANNOTATION).cloned(),
-        verdict: annotation(lease, VERDICT_ANNOTATION)
-            .map_or(Verdict::Unknown, |v| Verdict::parse(v)),
-        down_signals: annotation(lease, DOWN_SIGNALS_ANNOTATION)
-            .map(|s| {
-                s.split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        down_since_unix: annotation(lease, DOWN_SINCE_ANNOTATION).and_then(|s| s.parse().ok()),
+        verdict: verdict_of,
+        down_signals,
+        down_since_unix,
         leading: annotation(lease, LEADING_ANNOTATION).and_then(|s| s.parse().ok()),
         renewed_unix: spec
             .and_then(|s| s.renew_time.as_ref())
             .map(|t| t.0.as_millisecond() as f64 / 1000.0),
+        legacy: verdict.is_none(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch_cache::WatchStore;
+    use fake_api::FakeLeases;
+    use kube_failover_core::engine::GroupState;
 
     #[test]
     fn lease_names_and_default_timing() {
         assert_eq!(leader_lease_name("env0"), "kube-failover-env0-leader");
         assert_eq!(
-            observer_lease_name("env0", "Host_1"),
+            legacy_observer_lease_name("env0", "Host_1"),
             "kube-failover-env0-observer-host-1"
         );
-        assert!(observer_lease_name("g", &"a".repeat(400)).len() <= 253);
+        assert!(legacy_observer_lease_name("g", &"a".repeat(400)).len() <= 253);
         let mut d = DaemonConfig::default();
         let t = leader_timing(&d);
         assert_eq!(t.lease_duration, Duration::from_secs(15));
@@ -832,14 +1097,556 @@ mod tests {
                 ..LeaseSpec::default()
             }),
         };
-        let o = parse_observer(&lease);
+        let o = parse_observer(&lease, None);
         assert_eq!(o.identity, "b");
         assert_eq!(o.verdict, Verdict::Down);
         assert_eq!(o.down_signals, vec!["api", "workload:x"]);
         assert_eq!(o.down_since_unix, Some(1_700_000_000.5));
         assert_eq!(o.renewed_unix, Some(0.0));
         assert_eq!(o.instance.as_deref(), Some("abc"));
+        assert!(o.legacy);
+        // The same Lease as one of this release: the group's entry is the verdict.
+        let entry = GroupVerdict {
+            verdict: "suspect".into(),
+            down_signals: vec![],
+            down_since: None,
+        };
+        let o = parse_observer(&lease, Some(&entry));
+        assert_eq!(o.verdict, Verdict::Suspect);
+        assert!(o.down_signals.is_empty() && !o.legacy);
         lease.metadata.annotations = None;
-        assert_eq!(parse_observer(&lease).verdict, Verdict::Unknown);
+        assert_eq!(parse_observer(&lease, None).verdict, Verdict::Unknown);
+    }
+
+    // The coordination against an in-memory Lease API (src/coord/fake_api.rs), with a
+    // short timing: interval 100 ms, lease duration 600 ms, renew deadline 400 ms,
+    // observer ttl 300 ms, so renewals every 100 ms.
+
+    const LEASE: Duration = Duration::from_millis(600);
+
+    fn config(groups: usize) -> Config {
+        config_with(groups, "600ms", "400ms", "300ms")
+    }
+
+    fn config_with(groups: usize, lease: &str, deadline: &str, ttl: &str) -> Config {
+        let mut text = format!(
+            "[daemon]\nprobe_interval = \"100ms\"\nprobe_timeout = \"1s\"\n\
+             [daemon.leader]\nlease_duration = \"{lease}\"\nrenew_deadline = \"{deadline}\"\n"
+        );
+        for g in 0..groups {
+            text.push_str(&format!(
+                "[[groups]]\nname = \"g{g}\"\nprimary = {{ namespace = \"p\" }}\n\
+                 standby = {{ namespace = \"ns\" }}\nworkloads = [{{ name = \"w\" }}]\n\
+                 policy.observers.ttl = \"{ttl}\"\n"
+            ));
+        }
+        toml::from_str(&text).expect("test config")
+    }
+
+    /// One instance: the groups of `config`, its observer Lease, and the Lease cache
+    /// the tests fill from the fake (as its watch would).
+    struct Instance {
+        coords: Vec<GroupCoord>,
+        presence: Arc<Presence>,
+        store: Arc<WatchStore<Lease>>,
+    }
+
+    fn instance(fake: &FakeLeases, config: &Config, identity: &str) -> Instance {
+        let store = WatchStore::<Lease>::new("Leases in ns");
+        let timing = leader_timing(&config.daemon);
+        let presence = Presence::new(
+            fake.client(),
+            store.clone(),
+            "ns",
+            identity,
+            config.daemon.probe_timeout,
+            timing,
+        );
+        // Eager from the start (no warm-up): the tests decide who runs.
+        let spread = Arc::new(Mutex::new(Spread::new(
+            config.groups.len(),
+            Instant::now(),
+            Duration::ZERO,
+            timing.lease_duration,
+        )));
+        let metrics = CoordMetrics::new(&prometheus::Registry::new()).unwrap();
+        let coords = config
+            .groups
+            .iter()
+            .map(|g| {
+                GroupCoord::with_parts(
+                    g,
+                    config,
+                    fake.client(),
+                    presence.clone(),
+                    spread.clone(),
+                    identity.to_string(),
+                    metrics.clone(),
+                )
+            })
+            .collect();
+        Instance {
+            coords,
+            presence,
+            store,
+        }
+    }
+
+    fn decision(verdict: Verdict) -> Decision {
+        Decision {
+            state: GroupState::PrimaryActive,
+            reasons: vec![],
+            actions: vec![],
+            primary_down: verdict == Verdict::Down,
+            standby_fit: true,
+            unexpected_standby_replicas: 0,
+            dual_active: false,
+            no_active_side: false,
+            signals: vec![],
+            state_changed: false,
+            verdict,
+            warnings: vec![],
+        }
+    }
+
+    impl Instance {
+        /// One tick of every group, the cache listed from the fake first when `seen`.
+        async fn tick(&self, fake: &FakeLeases, seen: bool, verdict: Verdict) {
+            if seen {
+                fake.mirror(&self.store);
+            }
+            for c in &self.coords {
+                c.sync(Instant::now(), now_unix()).await;
+                c.publish(&decision(verdict), now_unix()).await;
+            }
+        }
+
+        fn leading(&self) -> usize {
+            let now = Instant::now();
+            self.coords.iter().filter(|c| c.may_write(now)).count()
+        }
+    }
+
+    fn count(requests: &[String], what: &str) -> usize {
+        requests.iter().filter(|r| r.as_str() == what).count()
+    }
+
+    fn held(holder: &str, instance: &str, heartbeat: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(leader_lease_name("g0")),
+                annotations: Some(BTreeMap::from([
+                    (INSTANCE_ANNOTATION.into(), instance.into()),
+                    (HEARTBEAT_ANNOTATION.into(), heartbeat.into()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    fn beat(identity: &str, instance: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(presence::observer_lease_name(identity)),
+                annotations: Some(BTreeMap::from([(
+                    INSTANCE_ANNOTATION.into(),
+                    instance.into(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(identity.into()),
+                renew_time: Some(micro_now()),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    async fn ticks_for(i: &Instance, fake: &FakeLeases, seen: bool, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            i.tick(fake, seen, Verdict::Up).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn renewals_are_spaced_and_shared_by_every_group() {
+        let fake = FakeLeases::new();
+        let cfg = config(10);
+        let me = instance(&fake, &cfg, "me");
+        assert_eq!(me.presence.spacing(), Duration::from_millis(100));
+        // The groups take their Leases, then tick for 3 renew deadlines.
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 10);
+        let first = fake.take_requests();
+        assert_eq!(
+            count(&first, "POST"),
+            11,
+            "ten leader Leases and one observer Lease: {first:?}"
+        );
+        let started = Instant::now();
+        let mut syncs = 0;
+        while started.elapsed() < Duration::from_millis(1200) {
+            me.tick(&fake, true, Verdict::Up).await;
+            syncs += me.coords.len();
+            assert_eq!(me.leading(), 10, "every term kept by the heartbeat alone");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let requests = fake.take_requests();
+        let observer = format!("PUT {}", presence::observer_lease_name("me"));
+        let renewals = count(&requests, &observer);
+        // One write per spacing for all ten groups (a tick's worth of slack); nothing
+        // else: no leader Lease write, no read.
+        let most = (elapsed.as_millis() / 100 + 2) as usize;
+        assert!(
+            (elapsed.as_millis() / 100 / 2) as usize <= renewals && renewals <= most,
+            "{renewals} renewals in {elapsed:?} for {syncs} group ticks"
+        );
+        assert_eq!(renewals, requests.len(), "{requests:?}");
+        // Every group's verdict is in the one Lease.
+        let lease = fake.lease(&presence::observer_lease_name("me")).unwrap();
+        let verdicts = observer::decode_verdicts(annotation(&lease, VERDICTS_ANNOTATION).unwrap());
+        assert_eq!(verdicts.len(), 10);
+        assert!(verdicts.values().all(|v| v.verdict() == Verdict::Up));
+    }
+
+    #[tokio::test]
+    async fn a_verdict_turning_down_is_published_at_once() {
+        let fake = FakeLeases::new();
+        // Renewals every 10 s: none during the test but the first.
+        let cfg = config_with(2, "60s", "40s", "30s");
+        let me = instance(&fake, &cfg, "me");
+        assert_eq!(me.presence.spacing(), Duration::from_secs(10));
+        me.tick(&fake, true, Verdict::Up).await;
+        let name = presence::observer_lease_name("me");
+        let verdict_of = |g: &str| {
+            let lease = fake.lease(&name)?;
+            let v = observer::decode_verdicts(annotation(&lease, VERDICTS_ANNOTATION)?);
+            v.get(g).map(GroupVerdict::verdict)
+        };
+        // Wait for the first renewal, then change within the spacing.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(verdict_of("g0"), Some(Verdict::Up));
+        fake.take_requests();
+        me.coords[0]
+            .publish(&decision(Verdict::Suspect), now_unix())
+            .await;
+        assert_eq!(
+            fake.take_requests(),
+            Vec::<String>::new(),
+            "suspect waits for the renewal"
+        );
+        me.coords[0]
+            .publish(&decision(Verdict::Down), now_unix())
+            .await;
+        assert_eq!(
+            verdict_of("g0"),
+            Some(Verdict::Down),
+            "down is written before publish returns"
+        );
+        me.coords[0]
+            .publish(&decision(Verdict::Up), now_unix())
+            .await;
+        assert_eq!(
+            verdict_of("g0"),
+            Some(Verdict::Up),
+            "and so is the end of down"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_take_over_while_the_lease_cache_is_not_established() {
+        let fake = FakeLeases::new();
+        // A holder that died: its leader Lease and heartbeat never change again.
+        fake.put(beat("other", "p-other"));
+        fake.put(held(
+            "other",
+            "p-other",
+            &presence::observer_lease_name("other"),
+        ));
+        let cfg = config(1);
+        let me = instance(&fake, &cfg, "me");
+        // Never listed: for two lease durations, nothing of the group is read or written.
+        ticks_for(&me, &fake, false, 2 * LEASE).await;
+        assert_eq!(me.leading(), 0);
+        assert_eq!(me.coords[0].role(Instant::now()), Role::Follower);
+        let requests = fake.take_requests();
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.ends_with(&presence::observer_lease_name("me")) || r == "POST"),
+            "only this instance's own observer Lease: {requests:?}"
+        );
+        // Listed now, then lost again (a relist after a lost watch): the clock starts
+        // again from the next view, so the take-over needs a whole lease duration of
+        // established views.
+        me.tick(&fake, true, Verdict::Up).await;
+        me.store.restart("test");
+        ticks_for(&me, &fake, false, LEASE).await;
+        fake.mirror(&me.store);
+        let listed = Instant::now();
+        let mut took = None;
+        while listed.elapsed() < 3 * LEASE {
+            me.tick(&fake, false, Verdict::Up).await;
+            if me.leading() == 1 {
+                took = Some(listed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = took.expect("taken over once seen silent for a lease duration");
+        assert!(took >= LEASE, "took over after {took:?}");
+        let requests = fake.take_requests();
+        // The heartbeat was read fresh before the write.
+        let heartbeat = format!("GET {}", presence::observer_lease_name("other"));
+        let write = format!("PUT {}", leader_lease_name("g0"));
+        let read_at = requests.iter().position(|r| *r == heartbeat);
+        let write_at = requests.iter().position(|r| *r == write);
+        assert!(read_at.is_some() && read_at < write_at, "{requests:?}");
+    }
+
+    #[tokio::test]
+    async fn a_take_over_backs_off_when_the_fresh_heartbeat_moved() {
+        let fake = FakeLeases::new();
+        let other = presence::observer_lease_name("other");
+        fake.put(beat("other", "p-other"));
+        fake.put(held("other", "p-other", &other));
+        let cfg = config(1);
+        let me = instance(&fake, &cfg, "me");
+        me.tick(&fake, true, Verdict::Up).await;
+        // From now on the cache misses every change (a watch silently stuck), while the
+        // holder keeps beating: never taken over.
+        let until = Instant::now() + 3 * LEASE;
+        while Instant::now() < until {
+            fake.put(beat("other", "p-other"));
+            me.tick(&fake, false, Verdict::Up).await;
+            assert_eq!(me.leading(), 0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests = fake.take_requests();
+        assert!(
+            count(&requests, &format!("GET {other}")) >= 1,
+            "{requests:?}"
+        );
+        assert_eq!(
+            count(&requests, &format!("PUT {}", leader_lease_name("g0"))),
+            0
+        );
+        // The holder stops; the cache catches up: taken after a lease duration.
+        fake.mirror(&me.store);
+        ticks_for(&me, &fake, false, 4 * LEASE).await;
+        assert_eq!(me.leading(), 1, "{:?}", fake.take_requests());
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_renewals_fail_stops_at_the_deadline() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 2);
+        // The API answers 500 to everything now; the cache still shows the Leases.
+        fake.fail_with(Some(500));
+        let cut = Instant::now();
+        let mut stopped = None;
+        while cut.elapsed() < 3 * LEASE {
+            me.tick(&fake, false, Verdict::Up).await;
+            if me.leading() == 0 {
+                stopped = Some(cut.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = stopped.expect("stopped leading");
+        // At the renew deadline (400 ms) after the last renewal sent before the cut, a
+        // spacing (100 ms) before it at most: not at the first failed renewal, and not
+        // later than the deadline (slack for a loaded machine's ticks).
+        assert!(stopped >= Duration::from_millis(150), "{stopped:?}");
+        assert!(stopped <= Duration::from_millis(600), "{stopped:?}");
+        // Back: the groups write their Leases again to lead.
+        fake.fail_with(None);
+        ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
+        assert_eq!(me.leading(), 2);
+    }
+
+    #[tokio::test]
+    async fn another_process_writing_the_observer_lease_is_a_clash() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 2);
+        // A twin with the same identity writes the Lease, every tick.
+        let mut clash = false;
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until && !clash {
+            fake.put(beat("me", "a-twin"));
+            me.tick(&fake, true, Verdict::Up).await;
+            clash = me
+                .coords
+                .iter()
+                .all(|c| c.role(Instant::now()) == Role::IdentityClash);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(clash, "clash not seen");
+        assert_eq!(me.leading(), 0);
+        // Nothing is written while it lasts.
+        fake.take_requests();
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            fake.put(beat("me", "a-twin"));
+            me.tick(&fake, true, Verdict::Up).await;
+            assert_eq!(me.leading(), 0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests = fake.take_requests();
+        assert!(
+            requests.iter().all(|r| r.starts_with("GET")),
+            "{requests:?}"
+        );
+        // The twin stops: after a ttl of silence this instance publishes and leads again.
+        ticks_for(&me, &fake, true, 3 * LEASE).await;
+        assert!(
+            me.coords
+                .iter()
+                .all(|c| c.role(Instant::now()) != Role::IdentityClash)
+        );
+        assert_eq!(me.leading(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_live_instance_of_the_previous_release_keeps_the_leader_renewing_its_lease() {
+        let fake = FakeLeases::new();
+        let cfg = config(1);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 1);
+        fake.take_requests();
+        let legacy = |renewed: bool| Lease {
+            metadata: ObjectMeta {
+                name: Some(legacy_observer_lease_name("g0", "old")),
+                labels: Some(BTreeMap::from([
+                    (GROUP_LABEL.to_string(), "g0".to_string()),
+                    (ROLE_LABEL.to_string(), "observer".to_string()),
+                ])),
+                annotations: Some(BTreeMap::from([(VERDICT_ANNOTATION.into(), "up".into())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("old".into()),
+                renew_time: renewed.then(micro_now),
+                ..LeaseSpec::default()
+            }),
+        };
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            fake.put(legacy(true));
+            me.tick(&fake, true, Verdict::Up).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests = fake.take_requests();
+        let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
+        assert!(renewals >= 5, "renewed every tick: {requests:?}");
+        // Its verdict counts like any other.
+        let status = me.coords[0].status(Instant::now());
+        assert!(
+            status
+                .observers
+                .iter()
+                .any(|o| o.identity == "old" && o.fresh)
+        );
+        // The cache lost (relisting): renewed all the same, against its own last write.
+        me.store.restart("test");
+        ticks_for(&me, &fake, false, Duration::from_millis(200)).await;
+        let requests = fake.take_requests();
+        let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
+        assert!(renewals >= 3, "renewed while unseen: {requests:?}");
+        assert_eq!(me.leading(), 1);
+        // Withdrawn (stopped by SIGTERM): back to the heartbeat alone.
+        fake.put(legacy(false));
+        ticks_for(&me, &fake, true, Duration::from_millis(100)).await;
+        fake.take_requests();
+        ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
+        let requests = fake.take_requests();
+        assert_eq!(
+            count(&requests, &format!("PUT {}", leader_lease_name("g0"))),
+            0
+        );
+        assert_eq!(me.leading(), 1);
+    }
+
+    #[tokio::test]
+    async fn release_hands_the_leader_leases_over_and_withdraws_the_verdicts() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 2);
+        let name = presence::observer_lease_name("me");
+        me.coords[0].release().await;
+        let l = fake.lease(&leader_lease_name("g0")).unwrap();
+        assert_eq!(l.spec.unwrap().holder_identity, None, "released");
+        assert!(
+            fake.lease(&name)
+                .unwrap()
+                .spec
+                .unwrap()
+                .renew_time
+                .is_some(),
+            "still renewed for g1"
+        );
+        me.coords[1].release().await;
+        assert_eq!(fake.lease(&name).unwrap().spec.unwrap().renew_time, None);
+        fake.take_requests();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            fake.take_requests(),
+            Vec::<String>::new(),
+            "renewals stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_instances_see_each_other_and_lead_once() {
+        let fake = FakeLeases::new();
+        let cfg = config(4);
+        let a = instance(&fake, &cfg, "a");
+        let b = instance(&fake, &cfg, "b");
+        let until = Instant::now() + 4 * LEASE;
+        while Instant::now() < until {
+            a.tick(&fake, true, Verdict::Up).await;
+            b.tick(&fake, true, Verdict::Up).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(a.leading() + b.leading(), 4, "every group led once");
+        let status = a.coords[0].status(Instant::now());
+        assert!(
+            status
+                .observers
+                .iter()
+                .any(|o| o.identity == "b" && o.fresh),
+            "{status:?}"
+        );
+        // b stops without a word (killed: its renewals end with it): its groups move to
+        // a after a lease duration.
+        drop(b);
+        let killed = Instant::now();
+        let mut moved = None;
+        while killed.elapsed() < 4 * LEASE {
+            a.tick(&fake, true, Verdict::Up).await;
+            if a.leading() == 4 {
+                moved = Some(killed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let moved = moved.expect("a leads every group");
+        assert!(moved >= Duration::from_millis(400), "{moved:?}");
     }
 }

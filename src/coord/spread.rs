@@ -176,13 +176,16 @@ mod tests {
     }
 
     /// Instances ticking every group each second against shared Leases (a write
-    /// succeeds only at the resourceVersion read), as the daemon does.
+    /// succeeds only at the resourceVersion read), as the daemon does: each renews its
+    /// observer Lease (the heartbeat of the leader Leases it holds) once per tick.
     struct Sim {
         now: Instant,
         groups: Vec<String>,
         /// Per group: (resourceVersion, holder index or None).
         leases: BTreeMap<String, (u64, Option<usize>)>,
         instances: Vec<Inst>,
+        /// Per instance: its observer Lease's resourceVersion.
+        beats: Vec<u64>,
     }
 
     struct Inst {
@@ -197,11 +200,12 @@ mod tests {
         fn new(groups: usize, instances: usize) -> Sim {
             let now = Instant::now();
             let groups: Vec<String> = (0..groups).map(|g| format!("g{g}")).collect();
-            let instances = (0..instances).map(|i| Inst::new(i, &groups, now)).collect();
+            let instances: Vec<Inst> = (0..instances).map(|i| Inst::new(i, &groups, now)).collect();
             Sim {
                 now,
                 groups,
                 leases: BTreeMap::new(),
+                beats: vec![0; instances.len()],
                 instances,
             }
         }
@@ -225,6 +229,11 @@ mod tests {
                 if !self.instances[i].alive {
                     continue;
                 }
+                // The renewal, answered at once: it keeps every running term.
+                self.beats[i] += 1;
+                for e in self.instances[i].elections.values_mut() {
+                    e.renewed(self.now, self.now);
+                }
                 let others_room = (0..self.instances.len()).any(|j| {
                     j != i
                         && self.instances[j].alive
@@ -238,6 +247,7 @@ mod tests {
                         holder: h.map(|h| format!("i{h}")),
                         instance: h.map(|h| format!("p{h}")),
                         transitions: 0,
+                        heartbeat: h.map(|h| self.beats[h].to_string()),
                     });
                     let now = self.now;
                     let inst = &mut self.instances[i];
@@ -246,13 +256,13 @@ mod tests {
                     let plan = e.plan(now, view.as_ref(), take);
                     let rv = view.as_ref().map(|v| v.resource_version.clone());
                     let next = self.leases.get(&g).map_or(1, |(rv, _)| rv + 1);
-                    let ours = matches!(plan, Plan::Replace { acquire: false, .. });
+                    let ours = plan == Plan::Keep;
                     if ours && inst.spread.shed(&g, now, live, true, others_room) {
                         e.step_down();
                         self.leases.insert(g.clone(), (next, None));
                         continue;
                     }
-                    if plan == Plan::Follow {
+                    if matches!(plan, Plan::Follow | Plan::Keep) {
                         inst.spread.set(&g, e.may_write(now));
                         continue;
                     }

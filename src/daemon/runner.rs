@@ -94,6 +94,7 @@ impl GroupRunner {
         let coord = Arc::new(crate::coord::GroupCoord::new(
             &cfg,
             config,
+            &standby,
             standby_client.clone(),
             identity.clone(),
             metrics.coord.clone(),

@@ -1,0 +1,667 @@
+//! This instance's observer Lease in one standby namespace,
+//! `kube-failover.observer.<identity>`, shared by every group of the instance whose
+//! standby is there. It carries each group's verdict (annotation
+//! `kube-failover/verdicts`) and is the heartbeat of every leader Lease the instance holds
+//! there ([`super::leader`]), so one write renews all of them and the cost on the
+//! standby does not grow with the number of groups:
+//!
+//! - renewed every [`renewal_spacing`]: `min(renew_deadline ÷ 2, observers.ttl ÷ 3)`, the
+//!   probe interval at the defaults. A verdict read by another instance is then at most
+//!   one spacing old (plus the write's way through its watch), two when a renewal is
+//!   lost: always below the ttl, so a live observer never looks stale. A failed renewal
+//!   is retried after a quarter of the spacing;
+//! - written at once when a group's verdict becomes or stops being `down`
+//!   ([`super::observer::urgent`]), since promotion by a quorum of observers counts
+//!   those; any other change goes with the next renewal. Changes that arrive while a
+//!   write is on its way go together with the next one;
+//! - written with plain create/replace against the resourceVersion of this instance's
+//!   own last write or of a fresh read: a 409 is answered by a fresh GET (never by the
+//!   watch cache), and shows an identity clash when another process wrote the Lease.
+//!
+//! A renewal extends the term of each group this instance leads here, from its send
+//! time, when its answer came while that term still ran and the group's loop ticked
+//! within the renew deadline ([`Member::renewed`]): a group whose loop is stuck loses its
+//! leadership as it did when every group renewed its own Lease.
+
+use super::observer::{GroupVerdict, decode_verdicts, encode_verdicts, name_part, urgent};
+use super::{
+    INSTANCE_ANNOTATION, IdentityClash, LEADING_ANNOTATION, LeaderTiming, ROLE_LABEL,
+    VERDICTS_ANNOTATION, annotation, conflict, instance_id, micro_now, now_unix, seconds_i32,
+};
+use crate::kube_call::{CallError, bounded};
+use crate::record::APP_LABEL_VALUE;
+use crate::watch_cache::WatchStore;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+/// The shortest spacing of renewals, whatever the settings.
+const MIN_SPACING: Duration = Duration::from_millis(100);
+
+/// `kube-failover.observer.<identity>` (identity made DNS-safe, the whole name at most
+/// 253 characters). The dot keeps it apart from every per-group name
+/// (`kube-failover-<group>-…`: group names are DNS labels, without dots).
+pub fn observer_lease_name(identity: &str) -> String {
+    format!(
+        "{OBSERVER_PREFIX}{}",
+        name_part(identity, 253 - OBSERVER_PREFIX.len())
+    )
+}
+
+/// What every observer Lease's name starts with.
+pub const OBSERVER_PREFIX: &str = "kube-failover.observer.";
+
+/// Whether `name` is an observer Lease of this release (any instance's).
+pub fn is_observer_lease(name: &str) -> bool {
+    name.starts_with(OBSERVER_PREFIX)
+}
+
+/// How often an observer Lease is renewed: `min(renew_deadline ÷ 2, ttl ÷ 3)` for the
+/// shortest ttl of its groups, at least 100 ms.
+pub fn renewal_spacing(timing: LeaderTiming, ttl: Duration) -> Duration {
+    (timing.renew_deadline / 2).min(ttl / 3).max(MIN_SPACING)
+}
+
+/// The verdicts of one observer Lease, by group.
+pub type Verdicts = Arc<BTreeMap<String, GroupVerdict>>;
+
+/// A group whose leader term the renewals extend.
+pub trait Member: Send + Sync {
+    /// A renewal sent at `sent_at` succeeded, answered at `answered_at`.
+    fn renewed(&self, sent_at: Instant, answered_at: Instant);
+}
+
+/// What a write is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A change up to this generation must have been sent.
+    Change(u64),
+    /// The periodic renewal, if due.
+    Renewal,
+}
+
+struct Inner {
+    /// Renewal spacing (shortest over the groups).
+    every: Duration,
+    /// The longest ttl of the groups: the Lease's `leaseDurationSeconds`, and how long a
+    /// clashing writer must stay silent for the clash to end.
+    ttl: Duration,
+    verdicts: BTreeMap<String, GroupVerdict>,
+    leading: usize,
+    /// Bumped by every change that must go out at once.
+    wanted: u64,
+    /// The generation the last write attempt carried.
+    sent: u64,
+    /// The Lease's resourceVersion after this instance's last write or fresh read.
+    rv: Option<String>,
+    /// Whether the Lease exists; `None` until read or written.
+    exists: Option<bool>,
+    last_attempt: Option<Instant>,
+    /// Renewals are failing (said once per episode).
+    failing: bool,
+    clash: bool,
+    members: Vec<(String, Weak<dyn Member>)>,
+    joined: usize,
+    task: Option<JoinHandle<()>>,
+    withdrawn: bool,
+}
+
+impl Inner {
+    /// How long until the next renewal: a spacing after the last attempt, a quarter of
+    /// it after a failed one.
+    fn due_in(&self, now: Instant) -> Duration {
+        let spacing = if self.failing {
+            (self.every / 4).max(MIN_SPACING)
+        } else {
+            self.every
+        };
+        self.last_attempt.map_or(Duration::ZERO, |t| {
+            (t + spacing).saturating_duration_since(now)
+        })
+    }
+}
+
+/// This instance's observer Lease in one namespace of one cluster.
+pub struct Presence {
+    api: Api<Lease>,
+    store: Arc<WatchStore<Lease>>,
+    name: String,
+    namespace: String,
+    identity: String,
+    timeout: Duration,
+    timing: LeaderTiming,
+    inner: Mutex<Inner>,
+    /// One write at a time.
+    writing: tokio::sync::Mutex<()>,
+    identity_checked: tokio::sync::OnceCell<Result<(), IdentityClash>>,
+    /// Decoded verdicts of the Leases read, by name, with the resourceVersion decoded.
+    decoded: Mutex<HashMap<String, (String, Verdicts)>>,
+}
+
+impl Presence {
+    /// The observer Lease of `identity` in `namespace`, written through `client` (the
+    /// cluster's own, not a group's: its renewals are no group's progress) and read from
+    /// `store`, the namespace's Lease cache.
+    pub fn new(
+        client: kube::Client,
+        store: Arc<WatchStore<Lease>>,
+        namespace: &str,
+        identity: &str,
+        timeout: Duration,
+        timing: LeaderTiming,
+    ) -> Arc<Self> {
+        Arc::new(Presence {
+            api: Api::namespaced(client, namespace),
+            store,
+            name: observer_lease_name(identity),
+            namespace: namespace.to_string(),
+            identity: identity.to_string(),
+            timeout,
+            timing,
+            inner: Mutex::new(Inner {
+                every: renewal_spacing(timing, Duration::MAX),
+                ttl: Duration::ZERO,
+                verdicts: BTreeMap::new(),
+                leading: 0,
+                wanted: 0,
+                sent: 0,
+                rv: None,
+                exists: None,
+                last_attempt: None,
+                failing: false,
+                clash: false,
+                members: Vec::new(),
+                joined: 0,
+                task: None,
+                withdrawn: false,
+            }),
+            writing: tokio::sync::Mutex::new(()),
+            identity_checked: tokio::sync::OnceCell::new(),
+            decoded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The one of this process for `store`'s namespace (created with the first group
+    /// there).
+    pub fn shared(
+        client: kube::Client,
+        store: &Arc<WatchStore<Lease>>,
+        namespace: &str,
+        identity: &str,
+        timeout: Duration,
+        timing: LeaderTiming,
+    ) -> Arc<Self> {
+        static ALL: OnceLock<Mutex<HashMap<usize, Weak<Presence>>>> = OnceLock::new();
+        let mut all = ALL
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // One store per cluster and namespace; it lives as long as its Presence.
+        let key = Arc::as_ptr(store) as usize;
+        if let Some(p) = all.get(&key).and_then(Weak::upgrade) {
+            return p;
+        }
+        let p = Presence::new(client, store.clone(), namespace, identity, timeout, timing);
+        all.insert(key, Arc::downgrade(&p));
+        p
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Lease cache of the namespace.
+    pub fn store(&self) -> &Arc<WatchStore<Lease>> {
+        &self.store
+    }
+
+    /// Adds `group`, whose verdicts count while renewed within `ttl` and whose term
+    /// `member` keeps.
+    pub fn join(&self, group: &str, ttl: Duration, member: Weak<dyn Member>) {
+        let mut inner = self.lock();
+        inner.every = inner.every.min(renewal_spacing(self.timing, ttl));
+        inner.ttl = inner.ttl.max(ttl);
+        inner.members.push((group.to_string(), member));
+        inner.joined += 1;
+    }
+
+    /// The renewal spacing.
+    pub fn spacing(&self) -> Duration {
+        self.lock().every
+    }
+
+    /// Another process publishes under this identity: nothing is written until the
+    /// clash ends.
+    pub fn clash(&self) -> bool {
+        self.lock().clash
+    }
+
+    /// Starts the renewals (once; from the groups' loops, inside the runtime).
+    pub fn start(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        if inner.task.is_none() && !inner.withdrawn {
+            inner.task = Some(tokio::spawn(renew(Arc::downgrade(self))));
+        }
+    }
+
+    /// Sets `group`'s verdict and the process's count of groups led; publishes at once
+    /// (returning when the write was tried) when the verdict becomes or stops being
+    /// `down`, otherwise with the next renewal.
+    pub async fn publish(&self, group: &str, verdict: GroupVerdict, leading: usize) {
+        let urgent_now = {
+            let mut inner = self.lock();
+            inner.leading = leading;
+            let before = inner.verdicts.get(group).map(GroupVerdict::verdict);
+            let now = verdict.verdict();
+            inner.verdicts.insert(group.to_string(), verdict);
+            if urgent(before, now) {
+                inner.wanted += 1;
+                Some(inner.wanted)
+            } else {
+                None
+            }
+        };
+        if let Some(generation) = urgent_now {
+            self.write(Need::Change(generation)).await;
+        }
+    }
+
+    /// The verdicts an observer Lease carries, decoded once per resourceVersion.
+    pub fn verdicts_of(&self, lease: &Lease) -> Verdicts {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        let mut decoded = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, v)) = decoded.get(&name)
+            && *seen == rv
+        {
+            return v.clone();
+        }
+        let v = Arc::new(
+            annotation(lease, VERDICTS_ANNOTATION)
+                .map(|t| decode_verdicts(t))
+                .unwrap_or_default(),
+        );
+        decoded.insert(name, (rv, v.clone()));
+        v
+    }
+
+    /// When the next renewal is due (or, during a clash, the next look at whether it
+    /// ended).
+    fn until_due(&self, now: Instant) -> Duration {
+        let inner = self.lock();
+        if inner.clash {
+            (inner.ttl / 3).max(MIN_SPACING)
+        } else {
+            inner.due_in(now)
+        }
+    }
+
+    fn lease(&self, inner: &Inner, withdraw: bool) -> Lease {
+        let annotations = BTreeMap::from([
+            (INSTANCE_ANNOTATION.to_string(), instance_id().to_string()),
+            (
+                VERDICTS_ANNOTATION.to_string(),
+                encode_verdicts(&inner.verdicts),
+            ),
+            (LEADING_ANNOTATION.to_string(), inner.leading.to_string()),
+        ]);
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/name".to_string(),
+                        APP_LABEL_VALUE.to_string(),
+                    ),
+                    (ROLE_LABEL.to_string(), "observer".to_string()),
+                ])),
+                annotations: Some(annotations),
+                resource_version: inner.rv.clone().filter(|_| inner.exists == Some(true)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(seconds_i32(inner.ttl)),
+                renew_time: (!withdraw).then(micro_now),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    async fn store_lease(&self, lease: Lease, create: bool) -> Result<Option<String>, CallError> {
+        let params = PostParams {
+            field_manager: Some(APP_LABEL_VALUE.to_string()),
+            ..PostParams::default()
+        };
+        let stored = if create {
+            bounded(self.timeout, self.api.create(&params, &lease)).await?
+        } else {
+            bounded(self.timeout, self.api.replace(&self.name, &params, &lease)).await?
+        };
+        Ok(stored.metadata.resource_version)
+    }
+
+    /// Reads the Lease from the API (not the cache). False when the read failed or
+    /// showed a clash.
+    async fn read_fresh(&self) -> bool {
+        let read = bounded(self.timeout, self.api.get_opt(&self.name)).await;
+        let mut inner = self.lock();
+        match read {
+            Ok(None) => {
+                inner.exists = Some(false);
+                inner.rv = None;
+                true
+            }
+            Ok(Some(lease)) => {
+                let rv = lease.metadata.resource_version.clone();
+                let foreign = annotation(&lease, INSTANCE_ANNOTATION).map(String::as_str)
+                    != Some(instance_id());
+                // Written by another process since this one last wrote or read it. (A
+                // Lease left by a previous process, seen first, is taken over.)
+                if foreign && inner.rv.is_some() && inner.rv != rv {
+                    if !inner.clash {
+                        error!(
+                            identity = %self.identity,
+                            lease = %self.name,
+                            namespace = %self.namespace,
+                            "another process publishes under this daemon.identity: this \
+                             instance stops leading and writing until the clash ends"
+                        );
+                    }
+                    inner.clash = true;
+                    return false;
+                }
+                inner.exists = Some(true);
+                inner.rv = rv;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(lease = %self.name, error = %e, "observer Lease not read");
+                false
+            }
+        }
+    }
+
+    /// Writes the Lease when `need` says so.
+    async fn write(&self, need: Need) {
+        let _one = self.writing.lock().await;
+        {
+            let inner = self.lock();
+            if inner.clash || inner.withdrawn {
+                return;
+            }
+            match need {
+                Need::Change(generation) if inner.sent >= generation => return,
+                Need::Renewal if inner.due_in(Instant::now()) > Duration::ZERO => return,
+                _ => {}
+            }
+        }
+        if self.lock().exists.is_none() && !self.read_fresh().await {
+            self.attempted(Instant::now(), None, "cannot read it");
+            return;
+        }
+        for first in [true, false] {
+            let (lease, create, generation) = {
+                let inner = self.lock();
+                if inner.clash {
+                    return;
+                }
+                (
+                    self.lease(&inner, false),
+                    inner.exists != Some(true),
+                    inner.wanted,
+                )
+            };
+            let sent_at = Instant::now();
+            let result = self.store_lease(lease, create).await;
+            let answered_at = Instant::now();
+            match result {
+                Ok(rv) => {
+                    {
+                        let mut inner = self.lock();
+                        inner.rv = rv;
+                        inner.exists = Some(true);
+                        inner.sent = inner.sent.max(generation);
+                        inner.last_attempt = Some(sent_at);
+                        if std::mem::take(&mut inner.failing) {
+                            info!(lease = %self.name, "observer Lease renewed again");
+                        }
+                    }
+                    self.credit(sent_at, answered_at);
+                    return;
+                }
+                // Someone else wrote it, or it is gone: read it fresh, and try once more
+                // unless another process publishes there.
+                Err(e) if first && conflict(&e) => {
+                    if !self.read_fresh().await {
+                        self.attempted(sent_at, Some(generation), &e.to_string());
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.attempted(sent_at, Some(generation), &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A write failed: retried sooner; said once per episode.
+    fn attempted(&self, at: Instant, generation: Option<u64>, why: &str) {
+        let mut inner = self.lock();
+        inner.last_attempt = Some(at);
+        if let Some(g) = generation {
+            inner.sent = inner.sent.max(g);
+        }
+        if inner.clash || std::mem::replace(&mut inner.failing, true) {
+            return;
+        }
+        warn!(
+            lease = %self.name,
+            namespace = %self.namespace,
+            error = %why,
+            deadline = %humantime::format_duration(self.timing.renew_deadline),
+            "cannot renew the observer Lease: this instance's verdicts age, and the groups \
+             it leads stop writing at the renew deadline unless a renewal succeeds first"
+        );
+    }
+
+    fn credit(&self, sent_at: Instant, answered_at: Instant) {
+        let members: Vec<Arc<dyn Member>> = {
+            let mut inner = self.lock();
+            inner.members.retain(|(_, m)| m.strong_count() > 0);
+            inner
+                .members
+                .iter()
+                .filter_map(|(_, m)| m.upgrade())
+                .collect()
+        };
+        for m in members {
+            m.renewed(sent_at, answered_at);
+        }
+    }
+
+    /// During a clash: it ends when nobody renewed the Lease for the ttl (read from the
+    /// cache when it is current, else from the API).
+    async fn check_clash_over(&self) {
+        let ttl = self.lock().ttl.as_secs_f64();
+        let cached = self.store.read(|m| m.get(&self.name).cloned());
+        let lease = match cached {
+            Ok(lease) => lease.map(|l| (*l).clone()),
+            Err(_) => match bounded(self.timeout, self.api.get_opt(&self.name)).await {
+                Ok(lease) => lease,
+                Err(_) => return,
+            },
+        };
+        let renewed = lease
+            .as_ref()
+            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+            .map(|t| t.0.as_millisecond() as f64 / 1000.0);
+        if renewed.is_none_or(|t| now_unix() - t > ttl) {
+            let mut inner = self.lock();
+            inner.clash = false;
+            // Read it fresh before the next write.
+            inner.exists = None;
+            inner.rv = None;
+            info!(identity = %self.identity, lease = %self.name, "identity clash over");
+        }
+    }
+
+    /// At start: refuses when another live process renews this identity's observer
+    /// Lease. A Lease renewed recently by a process that is gone (a restart) is waited
+    /// out: the clash is only reported when it is renewed again within the ttl. Done
+    /// once for every group sharing the Lease; `group` names the first in the error.
+    pub async fn check_identity(&self, poll: Duration, group: &str) -> Result<(), IdentityClash> {
+        self.identity_checked
+            .get_or_init(|| self.check_identity_once(poll, group))
+            .await
+            .clone()
+    }
+
+    async fn check_identity_once(&self, poll: Duration, group: &str) -> Result<(), IdentityClash> {
+        let started = Instant::now();
+        let ttl = self.lock().ttl;
+        let mut first_rv: Option<String> = None;
+        let result = loop {
+            let lease = match bounded(self.timeout, self.api.get_opt(&self.name)).await {
+                Ok(l) => l,
+                // Unreadable now: a clash is still caught by the first renewal.
+                Err(_) => break Ok(()),
+            };
+            let Some(lease) = lease else { break Ok(()) };
+            if annotation(&lease, INSTANCE_ANNOTATION).map(String::as_str) == Some(instance_id()) {
+                break Ok(());
+            }
+            let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+            let renewed = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.renew_time.as_ref())
+                .map(|t| t.0.as_millisecond() as f64 / 1000.0);
+            let wall_age = renewed.map(|t| now_unix() - t);
+            if wall_age.is_none_or(|a| a > ttl.as_secs_f64()) && first_rv.is_none() {
+                break Ok(());
+            }
+            match &first_rv {
+                None => first_rv = Some(rv),
+                Some(seen) if *seen != rv => {
+                    break Err(IdentityClash {
+                        identity: self.identity.clone(),
+                        group: group.to_string(),
+                        namespace: self.namespace.clone(),
+                        lease: self.name.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+            if started.elapsed() > ttl {
+                break Ok(());
+            }
+            tokio::time::sleep(poll).await;
+        };
+        // The groups' first ticks read the Leases from the cache: let it list first.
+        self.store.wait_started(self.timeout).await;
+        result
+    }
+
+    /// `group` stops (shutdown). When it is the last one, the renewals stop and the
+    /// Lease is withdrawn: its renew time is cleared, so its verdicts no longer count as
+    /// fresh and the leader Leases it kept expire (those released meanwhile are taken
+    /// at once).
+    pub async fn leave(&self, group: &str) {
+        let last = {
+            let mut inner = self.lock();
+            inner.members.retain(|(g, _)| g != group);
+            inner.joined = inner.joined.saturating_sub(1);
+            inner.joined == 0
+        };
+        if !last {
+            return;
+        }
+        let _one = self.writing.lock().await;
+        let lease = {
+            let mut inner = self.lock();
+            if let Some(task) = inner.task.take() {
+                task.abort();
+            }
+            inner.withdrawn = true;
+            if inner.clash || inner.exists != Some(true) {
+                return;
+            }
+            self.lease(&inner, true)
+        };
+        if let Err(e) = self.store_lease(lease, false).await {
+            tracing::debug!(lease = %self.name, error = %e, "observer Lease not withdrawn");
+        }
+    }
+}
+
+/// Renews `presence` while it lives and is not withdrawn.
+async fn renew(presence: Weak<Presence>) {
+    loop {
+        let wait = match presence.upgrade() {
+            Some(p) => p.until_due(Instant::now()),
+            None => return,
+        };
+        tokio::time::sleep(wait).await;
+        let Some(p) = presence.upgrade() else { return };
+        if p.clash() {
+            p.check_clash_over().await;
+        } else {
+            p.write(Need::Renewal).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: LeaderTiming = LeaderTiming {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+    };
+
+    #[test]
+    fn names_and_spacing() {
+        assert_eq!(
+            observer_lease_name("Host_1"),
+            "kube-failover.observer.host-1"
+        );
+        assert!(observer_lease_name(&"a".repeat(400)).len() <= 253);
+        assert!(is_observer_lease(&observer_lease_name("x")));
+        assert!(!is_observer_lease("kube-failover-env0-observer-x"));
+        // The defaults at a 1 s interval: renew deadline 2 s, ttl 3 s → every second.
+        assert_eq!(
+            renewal_spacing(TIMING, Duration::from_secs(3)),
+            Duration::from_secs(1)
+        );
+        // A short ttl sets the pace; so does a short renew deadline.
+        assert_eq!(
+            renewal_spacing(TIMING, Duration::from_millis(1500)),
+            Duration::from_millis(500)
+        );
+        let long = LeaderTiming {
+            lease_duration: Duration::from_secs(60),
+            renew_deadline: Duration::from_secs(40),
+        };
+        assert_eq!(
+            renewal_spacing(long, Duration::from_secs(15)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            renewal_spacing(TIMING, Duration::from_millis(30)),
+            MIN_SPACING
+        );
+    }
+}
