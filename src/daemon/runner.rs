@@ -288,7 +288,6 @@ impl GroupRunner {
         self.engine
             .set_mode(if leading { self.mode } else { Mode::Observe });
         let decision = self.engine.step(started, &obs);
-        self.coord.publish(&decision, wall).await;
         let group_name = self.cfg.name.clone();
         let group = group_name.as_str();
         if decision.state_changed {
@@ -310,6 +309,10 @@ impl GroupRunner {
         } else if decision.would_promote() && decision.state_changed && leading {
             warn!(group, "observe mode: would promote the standby now");
         }
+        // The verdict is published after the actions: a promotion's writes do not wait
+        // for this instance's observer Lease (the other instances read it; the leader's
+        // own decision never does).
+        self.coord.publish(&decision, wall).await;
 
         // Only the leader sends notices (and writes the promotion's Event).
         let still_leading = self.coord.may_write(Instant::now());
