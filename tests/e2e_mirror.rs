@@ -16,11 +16,11 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube_failover_testbed::{Cluster, ClusterPair, target_rbac_file};
+use kube_failover_testbed::{Cluster, ClusterPair};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use support::{Daemon, DaemonOpts, measured, wait_for};
+use support::{Daemon, DaemonOpts, grant_mirror_roles, measured, wait_for};
 
 /// The backend's chunk size: 1 MiB of gzip per Secret.
 const CHUNK: usize = 1_048_576;
@@ -248,28 +248,10 @@ fn mirror_toml(prune: bool) -> String {
     )
 }
 
-async fn grant(pair: &ClusterPair, prune: bool) {
-    let file = target_rbac_file("mirror-role.yaml");
-    pair.primary
-        .grant_daemon_role(&file, "kube-failover-mirror-read")
-        .await
-        .expect("grant the read Role in the primary");
-    pair.standby
-        .grant_daemon_role(&file, "kube-failover-mirror-write")
-        .await
-        .expect("grant the write Role in the standby");
-    if prune {
-        pair.standby
-            .grant_daemon_role(&file, "kube-failover-mirror-prune")
-            .await
-            .expect("grant the prune Role in the standby");
-    }
-}
-
 #[tokio::test]
 async fn mirror_copies_state_byte_for_byte_reports_conflicts_and_never_copies_the_lock() {
     let pair = support::pair().await;
-    grant(&pair, false).await;
+    grant_mirror_roles(&pair, false).await;
     // A state of ~2.4 MB of text: about 1.8 MiB of gzip, so two Secrets.
     let big = state_json(1, 2_400_000);
     put_state(&pair.primary, "default", "state", &big).await;
@@ -433,7 +415,7 @@ async fn mirror_copies_state_byte_for_byte_reports_conflicts_and_never_copies_th
 #[tokio::test]
 async fn prune_deletes_a_promotion_stops_the_mirror_and_a_failback_resumes_it() {
     let pair = support::pair().await;
-    grant(&pair, true).await;
+    grant_mirror_roles(&pair, true).await;
     put_state(&pair.primary, "default", "state", &state_json(1, 5_000)).await;
     put_state(&pair.primary, "gone", "state", &state_json(1, 1_000)).await;
     // A state of the standby's own (no checksum): never pruned.

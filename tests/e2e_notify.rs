@@ -147,16 +147,7 @@ async fn a_promotion_sends_one_notice_per_webhook_retries_and_clears_a_stale_loc
     );
     // A failing warn check (no state claim in the standby) and the state mirror, so the
     // notice carries the state checks and the mirror's age at the promotion.
-    let roles = kube_failover_testbed::target_rbac_file("mirror-role.yaml");
-    for (cluster, role) in [
-        (&pair.primary, "kube-failover-mirror-read"),
-        (&pair.standby, "kube-failover-mirror-write"),
-    ] {
-        cluster
-            .grant_daemon_role(&roles, role)
-            .await
-            .expect("grant the mirror's Role");
-    }
+    grant_mirror_roles(&pair, false).await;
     let opts = DaemonOpts {
         group_toml: "\n[groups.state]\nclear_stale_locks = true\n\
                      [groups.state.volume]\ngate = \"warn\"\n\

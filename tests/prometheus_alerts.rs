@@ -26,7 +26,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Daemon, DaemonOpts, pair, wait_for};
+use support::{Daemon, DaemonOpts, grant_mirror_roles, pair, wait_for};
 
 /// Every `for:` of the shipped rules becomes this.
 const SHORT_FOR: &str = "3s";
@@ -262,16 +262,7 @@ max_lag = "60s"
     );
     // With the Terraform state mirror too, so its metrics and alerts are covered: it
     // stops at the promotion, so it must not be reported lagging afterwards.
-    let roles = kube_failover_testbed::target_rbac_file("mirror-role.yaml");
-    for (cluster, role) in [
-        (&pair.primary, "kube-failover-mirror-read"),
-        (&pair.standby, "kube-failover-mirror-write"),
-    ] {
-        cluster
-            .grant_daemon_role(&roles, role)
-            .await
-            .expect("grant the mirror's Role");
-    }
+    grant_mirror_roles(pair, false).await;
     let admin = free_port();
     let dir = pair.primary.dir().to_path_buf();
     let config = dir.join(format!("kube-failover-{}.toml", admin.port()));

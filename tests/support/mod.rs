@@ -585,3 +585,24 @@ pub async fn events_with_reason(cluster: &Cluster, reason: &str) -> usize {
         .filter(|e| e.reason.as_deref() == Some(reason))
         .count()
 }
+
+/// Binds the state mirror's Roles (deploy/kubernetes/target-rbac/mirror-role.yaml) to the
+/// daemon's identity: read in the primary, write in the standby, and with `prune` the
+/// standby's delete Role too.
+pub async fn grant_mirror_roles(pair: &ClusterPair, prune: bool) {
+    let file = kube_failover_testbed::target_rbac_file("mirror-role.yaml");
+    pair.primary
+        .grant_daemon_role(&file, "kube-failover-mirror-read")
+        .await
+        .expect("grant the read Role in the primary");
+    pair.standby
+        .grant_daemon_role(&file, "kube-failover-mirror-write")
+        .await
+        .expect("grant the write Role in the standby");
+    if prune {
+        pair.standby
+            .grant_daemon_role(&file, "kube-failover-mirror-prune")
+            .await
+            .expect("grant the prune Role in the standby");
+    }
+}
