@@ -3,7 +3,7 @@
 //! from a closed list and drift Deployments from the groups' selections.
 
 use crate::status::DriftStatus;
-use kube_failover_core::checks::StateCheck;
+use kube_failover_core::checks::{CheckKind, StateCheck};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -104,7 +104,8 @@ impl StateMetrics {
                     .with_label_values(&[group, &c.name, c.result.as_str()])
                     .inc();
             }
-            if let Some(at) = c.checked_at_unix {
+            // Drift checks have their own time: when the primary was last read healthy.
+            if let Some(at) = c.checked_at_unix.filter(|_| c.kind != CheckKind::Drift) {
                 self.check_timestamp
                     .with_label_values(&[group, &c.name])
                     .set(at);
@@ -128,14 +129,9 @@ impl StateMetrics {
             .collect();
         let mut series = self.drift_series.lock().unwrap_or_else(|e| e.into_inner());
         let seen = series.entry(group.to_string()).or_default();
-        // Image drift of every Deployment compared exists from the first comparison, at
-        // 0 while there is none; other fields appear when they first differ.
-        seen.extend(
-            drift
-                .deployments
-                .iter()
-                .map(|d| (d.clone(), "image".to_string())),
-        );
+        // A field's series appears when it first differs and stays (at 0) once the two
+        // sides agree again: no series per Deployment while nothing drifts, which keeps
+        // /metrics small with many groups.
         seen.extend(now.iter().cloned());
         for (deployment, field) in seen.iter() {
             self.drift
@@ -190,9 +186,14 @@ mod tests {
             items: vec![item("image")],
             not_compared: vec![],
         };
+        let drift_check = StateCheck {
+            name: "drift:image".into(),
+            kind: CheckKind::Drift,
+            ..check(CheckResult::Drift)
+        };
         m.observe(
             "env0",
-            &[check(CheckResult::Unbound)],
+            &[check(CheckResult::Unbound), drift_check],
             &[("freshness:volsync".into(), Some(42.0))],
             Some(&drift),
         );
@@ -203,11 +204,18 @@ mod tests {
             "kube_failover_state_check_timestamp_seconds{check=\"volume\",group=\"env0\"} 12.5",
             "kube_failover_state_freshness_age_seconds{check=\"freshness:volsync\",group=\"env0\"} 42",
             "kube_failover_drift{deployment=\"trigger\",field=\"image\",group=\"env0\"} 1",
-            "kube_failover_drift{deployment=\"proxy\",field=\"image\",group=\"env0\"} 0",
             "kube_failover_drift_primary_seen_timestamp_seconds{group=\"env0\"} 10",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line} in\n{t}");
         }
+        assert!(
+            !t.contains("kube_failover_state_check_timestamp_seconds{check=\"drift:image\""),
+            "drift has its own time (drift_primary_seen):\n{t}"
+        );
+        assert!(
+            !t.contains("deployment=\"proxy\""),
+            "no series for a Deployment that never drifted:\n{t}"
+        );
         drift.items = vec![item("env")];
         m.observe("env0", &[check(CheckResult::Ok)], &[], Some(&drift));
         let t = text(&r);
