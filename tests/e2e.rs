@@ -354,6 +354,9 @@ async fn observe_mode_never_writes() {
     let d = Daemon::start(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
+    // The leader counts the would-be promotion (any other instance leaves it to it).
+    let took = d.wait_leading(Duration::from_secs(20)).await;
+    measured("observe mode: start -> leading the group", took);
     pair.primary.stop_apiserver().await.expect("stop primary");
     d.wait_state("primary_down", Duration::from_secs(20)).await;
     let g = d.group().await.expect("status");

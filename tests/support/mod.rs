@@ -360,6 +360,15 @@ impl Daemon {
             .await
     }
 
+    /// Waits until this instance leads the group (only the leader acts, and counts a
+    /// would-be promotion in observe mode); returns how long it took.
+    pub async fn wait_leading(&self, timeout: Duration) -> Duration {
+        self.wait_group("leading the group", timeout, |g| {
+            g.coordination.as_ref().is_some_and(|c| c.role == "leader")
+        })
+        .await
+    }
+
     /// SIGKILL, as a crash would.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill daemon");
