@@ -180,8 +180,9 @@ impl GroupRunner {
             .and_then(|(_, task)| task.take())
             .map(|task| tokio::spawn(task.run(stop.clone())));
         loop {
+            let due = schedule.next();
             let event = tokio::select! {
-                _ = tokio::time::sleep_until(schedule.next().into()) => None,
+                _ = tokio::time::sleep_until(due.into()) => None,
                 woken = wakes.changed() => match self.event_cause(quiet, &woken) {
                     Some(cause) => Some((cause, woken.lost_at)),
                     None => continue,
@@ -191,7 +192,7 @@ impl GroupRunner {
             // Events until now are seen by this tick's reads of the caches.
             wakes.seen();
             // Not raced against `stop`: a tick that started finishes its actions.
-            let (now_quiet, observed_at) = self.tick(event).await;
+            let (now_quiet, observed_at) = self.tick(event, due).await;
             quiet = now_quiet;
             schedule.tick_done(event.map(|_| observed_at), quiet, Instant::now());
         }
@@ -258,11 +259,18 @@ impl GroupRunner {
         (obs, sent)
     }
 
-    /// One tick, on schedule (`event` is `None`) or for an event. Returns whether every
-    /// primary signal passed, and the instant observed: the later of the tick's start
-    /// and the sending of its `/readyz` answer.
-    async fn tick(&mut self, event: Option<(Cause, Option<Instant>)>) -> (bool, Instant) {
+    /// One tick, on schedule (`event` is `None`, `due` its deadline) or for an event.
+    /// Returns whether every primary signal passed, and the instant observed: the later
+    /// of the tick's start and the sending of its `/readyz` answer.
+    async fn tick(
+        &mut self,
+        event: Option<(Cause, Option<Instant>)>,
+        due: Instant,
+    ) -> (bool, Instant) {
         let started = Instant::now();
+        // A scheduled tick counts as of its deadline (it may start late on a busy
+        // runtime; see `Engine::step_due`); an event tick as of its start.
+        let due = if event.is_some() { started } else { due };
         let wall = now_unix();
         self.admin.progress(&self.cfg.name);
         let cause = event.map(|(c, _)| c);
@@ -287,7 +295,7 @@ impl GroupRunner {
         let leading = self.coord.may_write(Instant::now());
         self.engine
             .set_mode(if leading { self.mode } else { Mode::Observe });
-        let decision = self.engine.step(started, &obs);
+        let decision = self.engine.step_due(started, due, &obs);
         let group_name = self.cfg.name.clone();
         let group = group_name.as_str();
         if decision.state_changed {

@@ -208,6 +208,16 @@ impl Engine {
 
     /// One tick: observation in, decision out.
     pub fn step(&mut self, now: Instant, obs: &Observation) -> Decision {
+        self.step_due(now, now, obs)
+    }
+
+    /// One tick that started at `now` and was due at `due` (a scheduled tick that the
+    /// runtime got to late: its deadline; an event tick: `now`). The spacing of counted
+    /// failures is measured between due times, so a late tick followed by one on time
+    /// (both one interval apart by their deadlines) never drops a failure; everything
+    /// else, the loop's stall detection included, uses `now`. A `due` after `now` is
+    /// taken as `now`.
+    pub fn step_due(&mut self, now: Instant, due: Instant, obs: &Observation) -> Decision {
         self.ticks = self.ticks.saturating_add(1);
         let mut reasons = Vec::new();
 
@@ -218,7 +228,7 @@ impl Engine {
         if let Some(code) = distrust {
             self.freeze(now, code);
         } else {
-            self.feed_signals(now, obs);
+            self.feed_signals(due.min(now), obs);
         }
 
         let down_count = self.signals.iter().filter(|s| s.counts_down()).count();

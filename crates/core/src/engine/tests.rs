@@ -322,10 +322,18 @@ impl Sim {
     }
 
     pub(super) fn tick_after(&mut self, gap: Duration) -> &Decision {
+        let due = self.now + gap;
+        self.tick_due(due, due)
+    }
+
+    /// A scheduled tick due at `due` that starts at `at` (at or after `due`: a late
+    /// tick), for the spacing of counted failures.
+    pub(super) fn tick_due(&mut self, due: Instant, at: Instant) -> &Decision {
+        let gap = at.saturating_duration_since(self.now);
         self.now += gap;
         self.wall += gap.as_secs_f64();
         let obs = self.world.observe(self.wall);
-        let decision = self.engine.step(self.now, &obs);
+        let decision = self.engine.step_due(self.now, due, &obs);
         if self.carry_out {
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
@@ -1879,6 +1887,43 @@ fn invariant1_detection_starts_at_the_event_and_the_run_keeps_the_interval() {
         "promoted (threshold − 1) × interval after the event, not before"
     );
     assert_eq!(sim.promotions(), 1);
+}
+
+#[test]
+fn a_late_scheduled_tick_followed_by_one_on_time_keeps_the_run() {
+    // A busy runtime starts the tick due at 1 s 120 ms late; the one due at 2 s starts on
+    // time, 880 ms after it. By their deadlines they are one interval apart: the failure
+    // counts, and the promotion comes at the third scheduled tick, not an interval later.
+    let mut sim = Sim::warmed_up();
+    let base = sim.now;
+    sim.world.primary_down();
+    let first = sim.tick_due(base + ms(1), base + ms(1)).clone();
+    assert_eq!(first.signals[0].consecutive_failures, 1);
+    let late = sim.tick_due(base + ms(1001), base + ms(1121)).clone();
+    assert_eq!(late.signals[0].consecutive_failures, 2);
+    let on_time = sim.tick_due(base + ms(2001), base + ms(2001)).clone();
+    assert_eq!(
+        on_time.signals[0].consecutive_failures, 3,
+        "{:?}",
+        on_time.signals[0]
+    );
+    assert!(
+        on_time
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordPromoting { .. })),
+        "{:?}",
+        on_time
+    );
+    // Measured by start times instead, the third failure would be 880 ms after the
+    // second and not count: the same ticks fed with `step` (due = start) lose it.
+    let mut sim = Sim::warmed_up();
+    let base = sim.now;
+    sim.world.primary_down();
+    sim.tick_due(base + ms(1), base + ms(1));
+    sim.tick_due(base + ms(1121), base + ms(1121));
+    let d = sim.tick_due(base + ms(2001), base + ms(2001)).clone();
+    assert_eq!(d.signals[0].consecutive_failures, 2);
 }
 
 #[test]
