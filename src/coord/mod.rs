@@ -1274,6 +1274,27 @@ mod tests {
         }
     }
 
+    /// Ticks `i` every `poll` until it leads `n` groups; how long that took, or `None`
+    /// when it did not within `within`.
+    async fn ticks_until_leading(
+        i: &Instance,
+        fake: &FakeLeases,
+        seen: bool,
+        n: usize,
+        within: Duration,
+        poll: Duration,
+    ) -> Option<Duration> {
+        let from = Instant::now();
+        while from.elapsed() < within {
+            i.tick(fake, seen, Verdict::Up).await;
+            if i.leading() == n {
+                return Some(from.elapsed());
+            }
+            tokio::time::sleep(poll).await;
+        }
+        None
+    }
+
     #[tokio::test]
     async fn renewals_are_spaced_and_shared_by_every_group() {
         let fake = FakeLeases::new();
@@ -1390,17 +1411,9 @@ mod tests {
         me.store.restart("test");
         ticks_for(&me, &fake, false, LEASE).await;
         fake.mirror(&me.store);
-        let listed = Instant::now();
-        let mut took = None;
-        while listed.elapsed() < 3 * LEASE {
-            me.tick(&fake, false, Verdict::Up).await;
-            if me.leading() == 1 {
-                took = Some(listed.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let took = took.expect("taken over once seen silent for a lease duration");
+        let took = ticks_until_leading(&me, &fake, false, 1, 3 * LEASE, Duration::from_millis(20))
+            .await
+            .expect("taken over once seen silent for a lease duration");
         assert!(took >= LEASE, "took over after {took:?}");
         let requests = fake.take_requests();
         // The heartbeat was read fresh before the write.
@@ -1453,17 +1466,10 @@ mod tests {
         assert_eq!(me.leading(), 2);
         // The API answers 500 to everything now; the cache still shows the Leases.
         fake.fail_with(Some(500));
-        let cut = Instant::now();
-        let mut stopped = None;
-        while cut.elapsed() < 3 * LEASE {
-            me.tick(&fake, false, Verdict::Up).await;
-            if me.leading() == 0 {
-                stopped = Some(cut.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let stopped = stopped.expect("stopped leading");
+        let stopped =
+            ticks_until_leading(&me, &fake, false, 0, 3 * LEASE, Duration::from_millis(10))
+                .await
+                .expect("stopped leading");
         // At the renew deadline (400 ms) after the last renewal sent before the cut, a
         // spacing (100 ms) before it at most: not at the first failed renewal, and not
         // later than the deadline (slack for a loaded machine's ticks).
@@ -1636,17 +1642,9 @@ mod tests {
         // b stops without a word (killed: its renewals end with it): its groups move to
         // a after a lease duration.
         drop(b);
-        let killed = Instant::now();
-        let mut moved = None;
-        while killed.elapsed() < 4 * LEASE {
-            a.tick(&fake, true, Verdict::Up).await;
-            if a.leading() == 4 {
-                moved = Some(killed.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let moved = moved.expect("a leads every group");
+        let moved = ticks_until_leading(&a, &fake, true, 4, 4 * LEASE, Duration::from_millis(20))
+            .await
+            .expect("a leads every group");
         assert!(moved >= Duration::from_millis(400), "{moved:?}");
     }
 }
