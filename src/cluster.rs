@@ -156,12 +156,7 @@ pub async fn client_for_with(
     role: &str,
     options: ClientOptions,
 ) -> Result<kube::Client, ClusterError> {
-    // kube's `ring` and reqwest's `aws-lc-rs` are both compiled in, so rustls cannot
-    // choose a process-wide provider by itself and would panic on the first TLS client.
-    // Losing a race with another installer is fine: any provider will do.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    crate::tls::install_provider();
     let loaded = load(cluster, role).await?;
     reload::Reloader::start(cluster, role, options, loaded).await
 }

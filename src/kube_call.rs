@@ -448,7 +448,7 @@ mod tests {
     /// Both ring (kube) and aws-lc-rs (reqwest) are compiled in, so rustls cannot pick
     /// a process default by itself; the daemon installs one at start, tests here.
     fn install_crypto() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
     }
 
     fn plain_client(port: u16) -> kube::Client {

@@ -29,5 +29,6 @@ pub mod record;
 pub mod selection;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod trace;
 pub mod watch_cache;

@@ -68,6 +68,60 @@ pub fn beating_client(client: kube::Client, heartbeat: Heartbeat) -> kube::Clien
     kube::Client::new(BeatingService { client, heartbeat }, namespace)
 }
 
+/// A group's [`beating_client`], built on its first use. A `kube::Client` carries a
+/// request buffer of its own (its first block is about 10 kB, and a task), which a
+/// group whose writes never happen (a healthy pair, observe mode) need not hold: at
+/// 200 groups that is 4 MB. Clones share the client once built.
+#[derive(Clone)]
+pub struct LazyClient(Arc<LazyInner>);
+
+struct LazyInner {
+    /// The cluster's shared client and the group's heartbeat; `None` when built eagerly.
+    from: Option<(kube::Client, Heartbeat)>,
+    built: std::sync::OnceLock<kube::Client>,
+}
+
+impl LazyClient {
+    /// The beating client over `client` for `heartbeat`, built when first used (which
+    /// must be inside the Tokio runtime, as every Kubernetes call is).
+    pub fn beating(client: kube::Client, heartbeat: Heartbeat) -> Self {
+        LazyClient(Arc::new(LazyInner {
+            from: Some((client, heartbeat)),
+            built: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Whether the client has been built.
+    pub fn is_built(&self) -> bool {
+        self.0.built.get().is_some()
+    }
+}
+
+impl From<kube::Client> for LazyClient {
+    /// A client used as it is, built already.
+    fn from(client: kube::Client) -> Self {
+        LazyClient(Arc::new(LazyInner {
+            from: None,
+            built: std::sync::OnceLock::from(client),
+        }))
+    }
+}
+
+impl std::ops::Deref for LazyClient {
+    type Target = kube::Client;
+
+    fn deref(&self) -> &kube::Client {
+        self.0.built.get_or_init(|| {
+            let (client, heartbeat) = self
+                .0
+                .from
+                .clone()
+                .expect("a client not built eagerly has what it is built from");
+            beating_client(client, heartbeat)
+        })
+    }
+}
+
 #[derive(Clone)]
 struct BeatingService {
     client: kube::Client,
@@ -143,7 +197,7 @@ mod tests {
     }
 
     fn client_for(addr: std::net::SocketAddr) -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         kube::Client::try_from(config).unwrap()
     }
@@ -178,5 +232,21 @@ mod tests {
             h.age() < Duration::from_millis(100),
             "the dropped call beat"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lazy_client_is_built_at_its_first_call_and_beats() {
+        let addr = fake_api(Some(Duration::from_millis(150))).await;
+        let h = Heartbeat::new();
+        let lazy = LazyClient::beating(client_for(addr), h.clone());
+        let copy = lazy.clone();
+        assert!(!lazy.is_built(), "nothing built before the first use");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let api: Api<ConfigMap> = Api::namespaced((*copy).clone(), "ns");
+        let _ = api.get("x").await;
+        assert!(lazy.is_built(), "clones share the client built");
+        assert!(h.age() < Duration::from_millis(100), "its calls beat");
+        // A plain client is taken as it is.
+        assert!(LazyClient::from(client_for(addr)).is_built());
     }
 }

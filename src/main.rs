@@ -47,6 +47,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    kube_failover::tls::install_provider();
     let cli = Cli::parse();
     let code = match cli.command.execute() {
         Ok(()) => EXIT_OK,

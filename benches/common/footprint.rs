@@ -326,11 +326,9 @@ async fn get(http: &reqwest::Client, admin: SocketAddr, path: &str) -> String {
     }
 }
 
-/// The daemon binary measured: `KUBE_FAILOVER_BENCH_BIN`, or the one this tree builds.
+/// The daemon binary measured (see [`crate::support::daemon_bin`]).
 pub fn daemon_bin() -> std::path::PathBuf {
-    std::env::var_os("KUBE_FAILOVER_BENCH_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kube-failover").into())
+    crate::support::daemon_bin()
 }
 
 /// Runs the daemon with `groups` groups on `pair` and measures it over `window` after

@@ -31,7 +31,8 @@
 //!   `KUBE_FAILOVER_REPORT_LOOPS` (`1,10`), `KUBE_FAILOVER_REPORT_WINDOW` (`30s`),
 //!   `KUBE_FAILOVER_REPORT_SEED` (1), `KUBE_FAILOVER_REPORT_OUT` (the folder for results
 //!   and plots), `KUBE_FAILOVER_REPORT_MD` (the Markdown file), `KUBE_FAILOVER_BENCH_BIN`
-//!   (another daemon binary).
+//!   (another daemon binary; by default the report builds and measures the release
+//!   binary, in `target/report-release`).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -70,6 +71,31 @@ where
                 .unwrap_or_else(|e| panic!("{name}: {s:?}: {e}"))
         })
         .collect()
+}
+
+/// Builds the binary users install (`cargo build --release --locked`: link-time
+/// optimised, without the test builds' second TLS library) and returns its path: the
+/// daemon this report measures unless `KUBE_FAILOVER_BENCH_BIN` names another. It is
+/// built in a target directory of its own (`<target>/report-release`), because the
+/// `cargo bench` running this holds the lock of the usual one.
+fn release_binary(root: &std::path::Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("report-release");
+    println!(
+        "building the release binary (cargo build --release --locked --bin kube-failover --target-dir {})",
+        target.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "kube-failover"])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(root)
+        .status()
+        .expect("run cargo build --release");
+    assert!(status.success(), "cargo build --release failed: {status}");
+    target.join("release/kube-failover")
 }
 
 fn main() {
@@ -129,6 +155,13 @@ fn main() {
         None => root.join("BENCHMARKS.md"),
     };
     let out = render::Output { dir, markdown };
+
+    let runs_daemon = ["outages", "footprint", "soak"]
+        .iter()
+        .any(|p| parts.contains(*p));
+    if runs_daemon && std::env::var_os("KUBE_FAILOVER_BENCH_BIN").is_none() {
+        support::use_daemon_bin(release_binary(&root));
+    }
 
     let needs_kubectl = with_naive && (parts.contains("outages") || parts.contains("footprint"));
     let kubectl = if needs_kubectl {

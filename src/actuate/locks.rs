@@ -127,7 +127,7 @@ impl Actuator {
     /// The held Terraform lock Leases of the standby namespace (one list call).
     pub async fn held_locks(&self) -> Result<Vec<LockLease>, ActuateError> {
         let ns = self.standby_ns();
-        let leases: Api<Lease> = Api::namespaced(self.standby.clone(), ns);
+        let leases: Api<Lease> = Api::namespaced((*self.standby).clone(), ns);
         let list = bounded(self.call_timeout, leases.list(&ListParams::default()))
             .await
             .map_err(|source| ActuateError::Call {
@@ -157,7 +157,7 @@ impl Actuator {
         promoted_at: &str,
     ) -> Result<bool, ActuateError> {
         let ns = self.standby_ns();
-        let leases: Api<Lease> = Api::namespaced(self.standby.clone(), ns);
+        let leases: Api<Lease> = Api::namespaced((*self.standby).clone(), ns);
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: lock.uid.clone(),

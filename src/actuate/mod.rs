@@ -21,6 +21,7 @@ pub use locks::{LockLease, held_lock};
 
 use crate::config::GroupConfig;
 use crate::kube_call::CallError;
+use crate::liveness::LazyClient;
 use crate::model::{Action, FailoverRecord, Observation, ProbeReason};
 use crate::record::{RecordError, Update};
 use scale::Scaling;
@@ -215,8 +216,8 @@ pub trait BeforePromotion: Send + Sync {
 /// Carries out actions for one group.
 pub struct Actuator {
     group: GroupConfig,
-    primary: kube::Client,
-    standby: kube::Client,
+    primary: LazyClient,
+    standby: LazyClient,
     identity: String,
     call_timeout: Duration,
     before_promotion: Option<std::sync::Arc<dyn BeforePromotion>>,
@@ -227,17 +228,17 @@ impl Actuator {
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// An actuator for `group`, acting as `identity` (written into the record and
-    /// Events).
+    /// Events). Its clients are built when it first calls (see [`LazyClient`]).
     pub fn new(
         group: &GroupConfig,
-        primary: kube::Client,
-        standby: kube::Client,
+        primary: impl Into<LazyClient>,
+        standby: impl Into<LazyClient>,
         identity: String,
     ) -> Self {
         Actuator {
             group: group.clone(),
-            primary,
-            standby,
+            primary: primary.into(),
+            standby: standby.into(),
             identity,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
             before_promotion: None,

@@ -205,7 +205,7 @@ mod tests {
     /// A client for a closed loopback port: any call it makes fails, so a test passes
     /// only if the action decided without calling.
     fn dead_client() -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -166,7 +166,7 @@ impl Actuator {
             Side::Primary => (&self.primary, self.group.primary.namespace.as_str()),
             Side::Standby => (&self.standby, self.group.standby.namespace.as_str()),
         };
-        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let api: Api<Deployment> = Api::namespaced((**client).clone(), ns);
         let mut seen: Vec<String> = Vec::new();
         // Best effort across Deployments: fencing one Deployment must not wait for
         // another that failed; the first error is returned after all were tried.

@@ -464,12 +464,23 @@ fn build(
 }
 
 /// A hash of the content of every file in `paths`, an unreadable file counting by its
-/// error kind (a file being replaced is then a change, and its return another).
+/// error kind (a file being replaced is then a change, and its return another). The
+/// files are small and read in one blocking task: one thread hand-off per check, not
+/// one per file.
 async fn fingerprint(paths: &[PathBuf]) -> u64 {
+    let owned = paths.to_vec();
+    match tokio::task::spawn_blocking(move || fingerprint_now(&owned)).await {
+        Ok(hash) => hash,
+        // The blocking pool is shutting down: read them here.
+        Err(_) => fingerprint_now(paths),
+    }
+}
+
+fn fingerprint_now(paths: &[PathBuf]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for path in paths {
         path.hash(&mut hasher);
-        match tokio::fs::read(path).await {
+        match std::fs::read(path) {
             Ok(bytes) => {
                 0u8.hash(&mut hasher);
                 bytes.hash(&mut hasher);

@@ -75,13 +75,17 @@ impl GroupRunner {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
         metrics.init_event_ticks(&cfg.name, &Cause::ALL.map(Cause::as_str));
-        // Every Kubernetes call of this group that ends is progress (src/liveness.rs).
-        // Writes and Leases go through the cluster's shared client, wrapped so that
-        // every call of this group that ends is progress (src/liveness.rs).
-        let primary_client =
-            crate::liveness::beating_client(primary.client().clone(), admin.heartbeat(&cfg.name));
-        let standby_client =
-            crate::liveness::beating_client(standby.client().clone(), admin.heartbeat(&cfg.name));
+        // The actuator's writes go through the cluster's shared client, wrapped so that
+        // every call of this group that ends is progress, built on first use: a healthy
+        // group may never write (src/liveness.rs).
+        let primary_client = crate::liveness::LazyClient::beating(
+            primary.client().clone(),
+            admin.heartbeat(&cfg.name),
+        );
+        let standby_client = crate::liveness::LazyClient::beating(
+            standby.client().clone(),
+            admin.heartbeat(&cfg.name),
+        );
         let engine = Engine::new(
             EngineSettings {
                 interval: config.daemon.probe_interval,
@@ -95,7 +99,10 @@ impl GroupRunner {
             &cfg,
             config,
             &standby,
-            standby_client.clone(),
+            // The cluster's client as it is: every group writes its leader Lease when
+            // it starts leading, and each Lease call is bounded by the probe timeout,
+            // far under the liveness bound, so it needs no beating client of its own.
+            standby.client().clone(),
             identity.clone(),
             metrics.coord.clone(),
         ));
@@ -112,7 +119,7 @@ impl GroupRunner {
                     &cfg,
                     &primary,
                     &standby,
-                    standby_client.clone(),
+                    (*standby_client).clone(),
                     Actuator::new(
                         &cfg,
                         primary_client.clone(),
@@ -191,8 +198,10 @@ impl GroupRunner {
             };
             // Events until now are seen by this tick's reads of the caches.
             wakes.seen();
-            // Not raced against `stop`: a tick that started finishes its actions.
-            let (now_quiet, observed_at) = self.tick(event, due).await;
+            // Not raced against `stop`: a tick that started finishes its actions. Boxed:
+            // the tick's future (probes, decision, actions) is large and lives only
+            // while the tick runs, instead of inside every group's task for good.
+            let (now_quiet, observed_at) = Box::pin(self.tick(event, due)).await;
             quiet = now_quiet;
             schedule.tick_done(event.map(|_| observed_at), quiet, Instant::now());
         }

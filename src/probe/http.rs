@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 /// configured URL, and a 3xx (a login page, a maintenance page elsewhere) passes only
 /// when it is the expected status. `timeout` bounds each request.
 pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    crate::tls::install_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

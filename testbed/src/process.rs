@@ -251,11 +251,27 @@ fn sweep_dir(dir: &Path) {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, outside the kernel's ephemeral range.
+///
+/// Outside that range because a component's port must stay free while the component is
+/// stopped: a port in the range can be taken meanwhile as the local end of any outgoing
+/// connection, and a client retrying against a stopped API server on loopback can even
+/// connect to itself (source port = destination port), so the API server started again
+/// fails with "address already in use". Ports are tried from a per-process start in the
+/// range below the ephemeral one; the kernel's choice (port 0) is the last resort.
 ///
 /// The port is released before the component binds it, so another process could take it
 /// in between; cluster start retries with fresh ports when a component reports that.
 pub(crate) fn free_port(what: &str) -> Result<u16> {
+    let (low, high) = port_range();
+    let span = u32::from(high - low) + 1;
+    let start = port_seed() % span;
+    for i in 0..span.min(4096) {
+        let port = low + ((start + i * 7919) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -263,4 +279,66 @@ pub(crate) fn free_port(what: &str) -> Result<u16> {
             what: what.to_string(),
             source,
         })
+}
+
+/// The ports [`free_port`] tries: below the ephemeral range (`ip_local_port_range`,
+/// 32768-60999 by default), above 10000 (away from well-known services).
+fn port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 {
+        (10000, ephemeral_low - 1)
+    } else {
+        // A range that starts low leaves nothing below it: any port will do.
+        (ephemeral_low.max(1024), u16::MAX)
+    }
+}
+
+/// Where this call starts looking: spread over processes and calls so that test
+/// processes started together do not race for the same ports.
+fn port_seed() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(nanos)
+        .wrapping_add(CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let (low, high) = port_range();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let port = free_port("test").unwrap();
+            assert!((low..=high).contains(&port), "{port} not in {low}-{high}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            seen.insert(port);
+        }
+        // Consecutive calls start in different places.
+        assert!(seen.len() > 10, "{seen:?}");
+        let ephemeral =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        if let Some(e) = ephemeral
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u16>().ok())
+        {
+            if e > 12000 {
+                assert!(
+                    high < e,
+                    "range {low}-{high} overlaps the ephemeral ports from {e}"
+                );
+            }
+        }
+    }
 }

@@ -19,6 +19,26 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+static DAEMON_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes [`daemon_bin`] answer `bin` from now on (a benchmark measuring the release
+/// build). The first call wins.
+pub fn use_daemon_bin(bin: PathBuf) {
+    let _ = DAEMON_BIN.set(bin);
+}
+
+/// The daemon binary that tests and benchmarks run: the one given to [`use_daemon_bin`],
+/// else `KUBE_FAILOVER_BENCH_BIN` (another build, an older release), else the one this
+/// tree builds for its tests.
+pub fn daemon_bin() -> PathBuf {
+    if let Some(bin) = DAEMON_BIN.get() {
+        return bin.clone();
+    }
+    std::env::var_os("KUBE_FAILOVER_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kube-failover").into())
+}
+
 /// The group name every scenario uses.
 pub use fixtures::GROUP;
 
@@ -245,11 +265,7 @@ impl Daemon {
         ));
         let out = std::fs::File::create(&log).expect("create daemon log");
         let err = out.try_clone().expect("clone log handle");
-        // A benchmark may measure another build (an older release) instead.
-        let bin = std::env::var_os("KUBE_FAILOVER_BENCH_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_kube-failover").into());
-        let child = tokio::process::Command::new(bin)
+        let child = tokio::process::Command::new(daemon_bin())
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info,kube_failover=debug")
