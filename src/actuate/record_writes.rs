@@ -216,22 +216,7 @@ mod tests {
     }
 
     fn group() -> GroupConfig {
-        let cluster = |ns: &str| crate::config::ClusterConfig {
-            kubeconfig: None,
-            context: None,
-            namespace: ns.into(),
-        };
-        GroupConfig {
-            name: "env0".into(),
-            primary: cluster("agents"),
-            standby: cluster("agents"),
-            workloads: vec![],
-            policy: Default::default(),
-            http_checks: vec![],
-            record_name: None,
-            state: Default::default(),
-            drift: Default::default(),
-        }
+        GroupConfig::for_test("env0", "agents", "agents")
     }
 
     fn observation(record: Result<FailoverRecord, ProbeOutcome>) -> Observation {

@@ -194,6 +194,29 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// A group `name` from `primary_ns` to `standby_ns` of the in-cluster
+    /// configuration, with no workloads and every other key at its default: the start
+    /// of unit tests' groups.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, primary_ns: &str, standby_ns: &str) -> GroupConfig {
+        let side = |ns: &str| ClusterConfig {
+            kubeconfig: None,
+            context: None,
+            namespace: ns.into(),
+        };
+        GroupConfig {
+            name: name.into(),
+            primary: side(primary_ns),
+            standby: side(standby_ns),
+            workloads: vec![],
+            policy: Default::default(),
+            http_checks: vec![],
+            record_name: None,
+            state: Default::default(),
+            drift: Default::default(),
+        }
+    }
+
     /// The failover record's ConfigMap name, default applied.
     pub fn record_name(&self) -> String {
         self.record_name

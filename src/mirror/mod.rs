@@ -649,25 +649,10 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClusterConfig, GroupConfig};
+    use crate::config::GroupConfig;
 
     fn group() -> GroupConfig {
-        let cluster = |ns: &str| ClusterConfig {
-            kubeconfig: None,
-            context: None,
-            namespace: ns.into(),
-        };
-        GroupConfig {
-            name: "env0".into(),
-            primary: cluster("agents"),
-            standby: cluster("agents-dr"),
-            workloads: vec![],
-            policy: Default::default(),
-            http_checks: vec![],
-            record_name: None,
-            state: Default::default(),
-            drift: Default::default(),
-        }
+        GroupConfig::for_test("env0", "agents", "agents-dr")
     }
 
     #[test]

@@ -481,22 +481,7 @@ mod tests {
     }
 
     fn group() -> GroupConfig {
-        let side = |ns: &str| ClusterConfig {
-            kubeconfig: None,
-            context: None,
-            namespace: ns.into(),
-        };
-        GroupConfig {
-            name: "env0".into(),
-            primary: side("agents-a"),
-            standby: side("agents-b"),
-            workloads: vec![],
-            policy: Default::default(),
-            http_checks: vec![],
-            record_name: None,
-            state: Default::default(),
-            drift: Default::default(),
-        }
+        GroupConfig::for_test("env0", "agents-a", "agents-b")
     }
 
     #[test]
