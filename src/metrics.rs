@@ -15,48 +15,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Buckets for the time a promotion takes: 1 s to 10 min.
 const PROMOTION_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
-/// What one group's per-tick gauges were last set to. Setting a labelled gauge costs a
-/// lookup of its label values (hashing, a lock); 200 groups ticking every second would
-/// repeat about 6,000 of them a second to write the values already there, so a tick
-/// that changes none sets none. Counters and histograms are recorded every time.
-#[derive(Debug, Default)]
-pub struct Published {
-    decision: Option<DecisionGauges>,
-    active: Option<Side>,
-    replicas: [Option<i64>; 2],
-}
-
-#[derive(Debug, PartialEq)]
-struct DecisionGauges {
-    state: GroupState,
-    signals: Vec<(SignalId, bool)>,
-    primary_down: bool,
-    standby_fit: bool,
-    unexpected_standby_replicas: i32,
-    would_promote: bool,
-    dual_active: bool,
-    no_active_side: bool,
-}
-
-impl DecisionGauges {
-    fn of(decision: &Decision, would_promote: bool) -> Self {
-        DecisionGauges {
-            state: decision.state,
-            signals: decision
-                .signals
-                .iter()
-                .map(|s| (s.id.clone(), s.up))
-                .collect(),
-            primary_down: decision.primary_down,
-            standby_fit: decision.standby_fit,
-            unexpected_standby_replicas: decision.unexpected_standby_replicas,
-            would_promote,
-            dual_active: decision.dual_active,
-            no_active_side: decision.no_active_side,
-        }
-    }
-}
-
 /// The daemon's metrics and the registry that serves them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -437,46 +395,6 @@ impl Metrics {
             .set(i64::from(decision.no_active_side));
     }
 
-    /// [`Metrics::observe_decision`] unless `published` says its gauges hold these values.
-    pub fn publish_decision(
-        &self,
-        published: &mut Published,
-        group: &str,
-        decision: &Decision,
-        would_promote: bool,
-    ) {
-        let now = DecisionGauges::of(decision, would_promote);
-        if published.decision.as_ref() != Some(&now) {
-            self.observe_decision(group, decision, would_promote);
-            published.decision = Some(now);
-        }
-    }
-
-    /// [`Metrics::set_active`] unless `published` says it is set already.
-    pub fn publish_active(&self, published: &mut Published, group: &str, active: Side) {
-        if published.active != Some(active) {
-            self.set_active(group, active);
-            published.active = Some(active);
-        }
-    }
-
-    /// [`Metrics::set_replicas`] unless `published` says the sum is set already.
-    pub fn publish_replicas(
-        &self,
-        published: &mut Published,
-        group: &str,
-        side: Side,
-        views: Option<&[DeploymentView]>,
-    ) {
-        let Some(views) = views else { return };
-        let sum: i64 = views.iter().map(|d| i64::from(d.desired.max(0))).sum();
-        let slot = &mut published.replicas[usize::from(side == Side::Standby)];
-        if *slot != Some(sum) {
-            self.set_replicas(group, side, Some(views));
-            *slot = Some(sum);
-        }
-    }
-
     /// Adds the time since the previous tick to the dual-active total while both sides
     /// want replicas.
     pub fn dual_active_for(&self, group: &str, seconds: f64) {
@@ -729,47 +647,6 @@ mod tests {
         let size = text.len();
         eprintln!("/metrics at 200 groups: {size} bytes");
         assert!(size < 1_000_000, "{size} bytes");
-    }
-
-    #[test]
-    fn published_gauges_are_set_when_their_values_change_only() {
-        let m = Metrics::new().unwrap();
-        m.init_group("g", &[]);
-        let mut d = Decision {
-            state: GroupState::PrimaryActive,
-            reasons: vec![],
-            actions: vec![],
-            primary_down: false,
-            standby_fit: true,
-            unexpected_standby_replicas: 0,
-            dual_active: false,
-            no_active_side: false,
-            signals: vec![],
-            state_changed: false,
-            verdict: crate::model::Verdict::Up,
-            warnings: vec![],
-        };
-        let mut p = Published::default();
-        m.publish_decision(&mut p, "g", &d, false);
-        m.publish_active(&mut p, "g", Side::Primary);
-        let up = "kube_failover_primary_up{group=\"g\"}";
-        assert!(text(&m).contains(&format!("{up} 1")));
-        // Something else moved the gauges: the same values again are not written...
-        m.primary_up.with_label_values(&["g"]).set(7);
-        m.active_cluster.with_label_values(&["g", "primary"]).set(7);
-        m.publish_decision(&mut p, "g", &d, false);
-        m.publish_active(&mut p, "g", Side::Primary);
-        let t = text(&m);
-        assert!(t.contains(&format!("{up} 7")), "unchanged: not set again");
-        assert!(t.contains("kube_failover_active_cluster{cluster=\"primary\",group=\"g\"} 7"));
-        // ...and a changed decision writes them all.
-        d.primary_down = true;
-        m.publish_decision(&mut p, "g", &d, false);
-        m.publish_active(&mut p, "g", Side::Standby);
-        let t = text(&m);
-        assert!(t.contains(&format!("{up} 0")), "changed: set");
-        assert!(t.contains("kube_failover_active_cluster{cluster=\"primary\",group=\"g\"} 0"));
-        assert!(t.contains("kube_failover_active_cluster{cluster=\"standby\",group=\"g\"} 1"));
     }
 
     #[test]

@@ -58,8 +58,6 @@ pub(super) struct GroupRunner {
     state_checks: crate::state::StateChecks,
     /// Notices of promotions, failures and failbacks, and the stale-lock check.
     pub(super) notices: crate::notice::GroupNotices,
-    /// What this group's gauges were last set to.
-    published: crate::metrics::Published,
 }
 
 impl GroupRunner {
@@ -148,7 +146,6 @@ impl GroupRunner {
         );
         GroupRunner {
             notices,
-            published: Default::default(),
             state_checks,
             coord,
             mirror,
@@ -346,7 +343,7 @@ impl GroupRunner {
         // A non-leader's would-be promotion is the leader's to count.
         let would_promote = decision.would_promote() && leading;
         self.metrics
-            .publish_decision(&mut self.published, group, &decision, would_promote);
+            .observe_decision(group, &decision, would_promote);
         let since_previous = self
             .previous_tick
             .replace(started)
@@ -361,18 +358,12 @@ impl GroupRunner {
             } else {
                 Side::Primary
             };
-            self.metrics
-                .publish_active(&mut self.published, group, active);
+            self.metrics.set_active(group, active);
         }
-        let (primary, standby) = (
-            obs.primary.deployments.as_deref(),
-            obs.standby.deployments.as_deref(),
-        );
-        let published = &mut self.published;
         self.metrics
-            .publish_replicas(published, group, Side::Primary, primary);
+            .set_replicas(group, Side::Primary, obs.primary.deployments.as_deref());
         self.metrics
-            .publish_replicas(published, group, Side::Standby, standby);
+            .set_replicas(group, Side::Standby, obs.standby.deployments.as_deref());
         let mut status = group_status(
             &self.cfg.name,
             self.since_unix,
