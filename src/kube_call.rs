@@ -349,7 +349,7 @@ mod tests {
     /// handshake: the real rustls error must be found in the chain.
     #[tokio::test]
     async fn real_kube_client_tls_failure() {
-        install_crypto();
+        crate::tls::install_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
@@ -445,14 +445,8 @@ mod tests {
         listener.local_addr().unwrap().port()
     }
 
-    /// Both ring (kube) and aws-lc-rs (reqwest) are compiled in, so rustls cannot pick
-    /// a process default by itself; the daemon installs one at start, tests here.
-    fn install_crypto() {
-        crate::tls::install_provider();
-    }
-
     fn plain_client(port: u16) -> kube::Client {
-        install_crypto();
+        crate::tls::install_provider();
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
         kube::Client::try_from(config).unwrap()
     }

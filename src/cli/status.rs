@@ -107,7 +107,6 @@ fn status_url(addr: &str) -> String {
 /// The body of `GET /status` from the daemon at `addr`.
 async fn fetch(addr: &str) -> Result<String, StatusError> {
     let url = status_url(addr);
-    kube_failover::tls::install_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TIMEOUT)

@@ -219,10 +219,7 @@ impl Member for Mutex<State> {
 /// One group's coordination in this instance.
 pub struct GroupCoord {
     group: String,
-    /// The group's client, built when a Lease is first read or written.
-    client: crate::liveness::LazyClient,
-    /// The standby namespace the group's Leases live in.
-    namespace: String,
+    api: Api<Lease>,
     identity: String,
     timeout: Duration,
     timing: LeaderTiming,
@@ -295,7 +292,7 @@ impl GroupCoord {
         group: &GroupConfig,
         config: &Config,
         standby: &crate::clusters::ClusterHandle,
-        client: impl Into<crate::liveness::LazyClient>,
+        client: kube::Client,
         identity: String,
         metrics: CoordMetrics,
     ) -> Self {
@@ -332,7 +329,7 @@ impl GroupCoord {
     fn with_parts(
         group: &GroupConfig,
         config: &Config,
-        client: impl Into<crate::liveness::LazyClient>,
+        client: kube::Client,
         presence: Arc<Presence>,
         spread: Arc<Mutex<Spread>>,
         identity: String,
@@ -362,8 +359,7 @@ impl GroupCoord {
         presence.join(&group.name, ttl, Arc::downgrade(&member));
         GroupCoord {
             spread,
-            client: client.into(),
-            namespace: group.standby.namespace.clone(),
+            api: Api::namespaced(client, &group.standby.namespace),
             state,
             presence,
             group: group.name.clone(),
@@ -375,11 +371,6 @@ impl GroupCoord {
             expected: observers.expected,
             metrics,
         }
-    }
-
-    /// The group's Leases, through its client.
-    fn api(&self) -> Api<Lease> {
-        Api::namespaced((*self.client).clone(), &self.namespace)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -684,7 +675,7 @@ impl GroupCoord {
         };
         let fresh = match &view.heartbeat {
             None => None,
-            Some((name, instance)) => match bounded(self.timeout, self.api().get_opt(name)).await {
+            Some((name, instance)) => match bounded(self.timeout, self.api.get_opt(name)).await {
                 Ok(l) => heartbeat_rv(l.as_ref(), instance.as_deref()),
                 Err(e) => {
                     debug!(group = %self.group, error = %e, "heartbeat not read: no take-over");
@@ -711,7 +702,7 @@ impl GroupCoord {
     async fn read_after_conflict(&self, plan: &Plan) {
         if let Ok(fresh) = bounded(
             self.timeout,
-            self.api().get_opt(&leader_lease_name(&self.group)),
+            self.api.get_opt(&leader_lease_name(&self.group)),
         )
         .await
         {
@@ -878,9 +869,9 @@ impl GroupCoord {
             ..PostParams::default()
         };
         let stored = if create {
-            bounded(self.timeout, self.api().create(&params, &lease)).await?
+            bounded(self.timeout, self.api.create(&params, &lease)).await?
         } else {
-            bounded(self.timeout, self.api().replace(name, &params, &lease)).await?
+            bounded(self.timeout, self.api.replace(name, &params, &lease)).await?
         };
         Ok(stored)
     }
