@@ -233,6 +233,8 @@ async fn standby_replicas_are_reported_and_corrected() {
     let d = Daemon::start(&pair, &DaemonOpts::default()).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
+    // Measured from a settled leader: a starting instance first waits to see its peers.
+    d.wait_leading(Duration::from_secs(20)).await;
     let trigger = pair.standby.trigger_deployment();
     pair.standby
         .scale(&trigger, 1)
@@ -247,7 +249,8 @@ async fn standby_replicas_are_reported_and_corrected() {
     .expect("standby corrected");
     measured("standby trigger at 1 -> corrected", corrected);
     let corrections = r#"kube_failover_standby_corrections_total{group="env0",result="success"}"#;
-    assert!(d.metric(corrections).await.unwrap_or(0.0) >= 1.0);
+    d.wait_metric(corrections, Duration::from_secs(5), |v| v >= 1.0)
+        .await;
     assert!(events_with_reason(&pair.standby, "KubeFailoverStandbyCorrected").await >= 1);
     assert_eq!(d.metric(STARTED).await, Some(0.0));
     assert_eq!(
@@ -268,6 +271,8 @@ async fn standby_replicas_are_only_reported_when_correction_is_off() {
     let d = Daemon::start(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
+    // Only a leader corrects: without one, leaving the standby alone would prove nothing.
+    d.wait_leading(Duration::from_secs(20)).await;
     let trigger = pair.standby.trigger_deployment();
     pair.standby
         .scale(&trigger, 1)
@@ -418,7 +423,8 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
     })
     .await;
     let forbidden = r#"kube_failover_probe_failures_total{cluster="standby",group="env0",reason="forbidden",signal="workloads"}"#;
-    assert!(d.metric(forbidden).await.unwrap_or(0.0) >= 1.0);
+    d.wait_metric(forbidden, Duration::from_secs(5), |v| v >= 1.0)
+        .await;
     assert!(!d.group().await.expect("status").standby_fit);
 
     // Deleted namespace in the standby, seen by an identity that may look.

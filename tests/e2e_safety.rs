@@ -175,7 +175,8 @@ async fn a_deleted_record_is_restored_and_the_primary_fenced_again() {
     assert_eq!(replicas(&pair.standby).await, 2, "the standby stays active");
     assert_eq!(d.metric(STARTED).await, Some(1.0));
     let restores = r#"kube_failover_record_restores_total{group="env0"}"#;
-    assert_eq!(d.metric(restores).await, Some(1.0));
+    d.wait_metric(restores, Duration::from_secs(5), |v| v == 1.0)
+        .await;
     assert!(events_with_reason(&pair.standby, "KubeFailoverRecordRestored").await >= 1);
     let g = d.group().await.expect("status");
     assert_eq!(g.state, "promoted");

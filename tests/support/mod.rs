@@ -348,6 +348,30 @@ impl Daemon {
         metric_value(&self.metrics().await, series)
     }
 
+    /// Waits until the sample's value satisfies `pred` and returns it. A counter of an
+    /// action is raised when the action's last write has returned, after the cluster
+    /// already shows the change: a test that saw the change must wait for the count.
+    /// Panics with the last value and the daemon's log after `timeout`.
+    pub async fn wait_metric(
+        &self,
+        series: &str,
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let seen = wait_for(timeout, Duration::from_millis(50), || async {
+            self.metric(series).await.is_some_and(&pred)
+        })
+        .await;
+        let last = self.metric(series).await;
+        match (seen, last) {
+            (Some(_), Some(v)) if pred(v) => v,
+            _ => panic!(
+                "{series}: not as expected in {timeout:?}; last value {last:?}\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
     /// Waits until the group's status satisfies `pred`; returns how long that took.
     /// Panics with the last status and the daemon's log after `timeout`.
     pub async fn wait_group(
