@@ -340,3 +340,73 @@ async fn primary_credentials_revoked_never_promote() {
     let gauge = r#"kube_failover_group_state{group="env0",state="primary_unobservable"}"#;
     assert_eq!(d.metric(gauge).await, Some(1.0));
 }
+
+/// A write that loses a race: the daemon's scale of the standby back to 0 is held in the
+/// HTTP fault proxy while a person scales the same Deployment to 0 by hand, so the
+/// daemon's write reaches the API server with a stale resourceVersion (a real 409). The
+/// daemon reads the Deployment again, finds it where it wanted it, and counts no error;
+/// a second race to another value is retried once on the fresh reading and wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
+    let pair = pair().await;
+    let (d, proxy) =
+        Daemon::start_via_proxy::<HttpFaultProxy>(&pair, Via::Standby, &DaemonOpts::default())
+            .await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    let trigger = pair.standby.trigger_deployment();
+    let scale_path = format!(
+        "/apis/apps/v1/namespaces/{}/deployments/{trigger}/scale",
+        pair.standby.namespace()
+    );
+    let errors =
+        r#"kube_failover_actions_total{action="scale_standby_down",group="env0",result="error"}"#;
+    let successes = r#"kube_failover_standby_corrections_total{group="env0",result="success"}"#;
+    let hold = Duration::from_secs(2);
+
+    for (round, by_hand) in [0, 3].into_iter().enumerate() {
+        let held_before = proxy.faulted();
+        proxy.add_rule(HttpRule::delay(&scale_path, hold).method(http::Method::PATCH));
+        pair.standby
+            .scale(&trigger, 1)
+            .await
+            .expect("scale standby");
+        // The daemon's correction is held in the proxy...
+        wait_for(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async { proxy.faulted() > held_before },
+        )
+        .await
+        .expect("the daemon's scale reached the proxy");
+        proxy.remove_rules(&scale_path);
+        // ...while the Deployment changes under it.
+        pair.standby
+            .scale(&trigger, by_hand)
+            .await
+            .expect("scale by hand");
+        d.wait_metric(successes, hold * 3, |v| v >= (round + 1) as f64)
+            .await;
+        assert_eq!(
+            pair.standby.replicas(&trigger).await.expect("replicas"),
+            0,
+            "round {round}"
+        );
+        assert_eq!(d.metric(errors).await.unwrap_or(0.0), 0.0, "round {round}");
+    }
+    assert!(d.group().await.expect("status").last_action_error.is_none());
+    // The write that lost to a hand at 0 wrote nothing; the one that lost to 3 wrote
+    // once, on the fresh reading, and said so.
+    assert_eq!(
+        events_with_reason(&pair.standby, "KubeFailoverStandbyCorrected").await,
+        1
+    );
+    assert!(
+        d.log_text()
+            .contains("another writer scaled the Deployment first; nothing to write"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+}

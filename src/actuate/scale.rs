@@ -227,19 +227,29 @@ impl Actuator {
             if facts.desired == target {
                 continue;
             }
-            match self.scale_one(&api, &facts, scaling, epoch, target).await {
-                Ok(()) => {}
+            let name = facts.name.clone();
+            let written = match self.scale_one(&api, &facts, scaling, epoch, target).await {
+                Ok(()) => Ok(Some((deployment, facts))),
+                Err(err) if err.status_code() == Some(409) => {
+                    self.after_conflict(&api, &name, scaling, epoch, target, err)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            let (deployment, facts) = match written {
+                Ok(Some(written)) => written,
+                Ok(None) => continue,
                 Err(source) => {
                     first_error.get_or_insert(ActuateError::Call {
                         side,
                         namespace: ns.to_string(),
                         op: "scale",
-                        object: format!("Deployment {}", facts.name),
+                        object: format!("Deployment {name}"),
                         source,
                     });
                     continue;
                 }
-            }
+            };
             let change = ScaleChange {
                 side,
                 namespace: ns.to_string(),
@@ -268,10 +278,43 @@ impl Actuator {
         }
     }
 
+    /// After a 409 on `name`: it changed since it was read (another writer, a person, a
+    /// controller). Reads it again: already at `target` (another instance or an
+    /// operator's command did the same) is done with nothing written, `Ok(None)`;
+    /// otherwise one more try on the fresh reading, which is what the next tick would
+    /// do. Returns the Deployment and its facts as scaled from.
+    async fn after_conflict(
+        &self,
+        api: &Api<Deployment>,
+        name: &str,
+        scaling: Scaling,
+        epoch: u64,
+        target: i32,
+        conflict: CallError,
+    ) -> Result<Option<(Deployment, DeploymentFacts)>, CallError> {
+        let Some(deployment) = bounded(self.call_timeout, api.get_opt(name)).await? else {
+            return Err(conflict);
+        };
+        let facts = DeploymentFacts::of(&deployment);
+        if facts.desired == target {
+            tracing::info!(
+                group = %self.group.name,
+                deployment = %name,
+                replicas = target,
+                "{}: another writer scaled the Deployment first; nothing to write",
+                scaling.what()
+            );
+            return Ok(None);
+        }
+        self.scale_one(api, &facts, scaling, epoch, target).await?;
+        Ok(Some((deployment, facts)))
+    }
+
     /// Scales one Deployment through the scale subresource, on condition that it is
     /// still at the resourceVersion it was read at: a concurrent change (a person, a
-    /// controller) makes the write fail with 409 and it is retried next tick instead of
-    /// overwriting. A promotion first marks the Deployment with its epoch.
+    /// controller) makes the write fail with 409, and it is read again and retried once
+    /// ([`Self::after_conflict`]) instead of overwritten blindly. A promotion first
+    /// marks the Deployment with its epoch.
     async fn scale_one(
         &self,
         api: &Api<Deployment>,
