@@ -172,6 +172,13 @@ impl<K> WatchStore<K> {
         self.changed.subscribe()
     }
 
+    /// A number that grows with every change of the objects or of the freshness (bumped
+    /// while the change is being made, under the same lock): a reader that takes the
+    /// version before it reads and finds it unchanged later would read the same.
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Waits up to `bound` while the store has never listed (start-up only).
     pub async fn wait_started(&self, bound: Duration) {
         let mut rx = self.changed.subscribe();

@@ -374,7 +374,8 @@ impl GroupRunner {
         );
         status.coordination = Some(self.coord.status(Instant::now()));
         status.drift = self.state_checks.drift_status();
-        self.state_checks.report(&self.metrics.state, group, &obs);
+        self.state_checks
+            .report(&self.metrics.state, group, &obs, status.drift.as_ref());
         if let Some((mirror, _)) = &self.mirror {
             mirror.on_tick(&decision, leading);
             status.mirror = Some(mirror.status(now_unix()));

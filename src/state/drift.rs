@@ -79,7 +79,29 @@ fn selected(
     names
 }
 
+/// The versions of one side's caches and Secret hashes. Each store bumps its version
+/// with every change of its objects or of its watch's freshness, so a side whose
+/// versions did not change since it was read would read the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    deployments: u64,
+    pods: u64,
+    configmaps: u64,
+    secrets: u64,
+}
+
 impl SideStores {
+    /// The versions of this side's caches and of `secrets`, taken before a read: a
+    /// change after this is seen as a new version at the next look.
+    pub fn versions(&self, secrets: &SecretHashes) -> Versions {
+        Versions {
+            deployments: self.deployments.version(),
+            pods: self.pods.version(),
+            configmaps: self.configmaps.version(),
+            secrets: secrets.version(),
+        }
+    }
+
     /// The names of the Deployments `workloads` select on this side; `None` when the
     /// cache cannot say.
     pub fn selected(&self, workloads: &[WorkloadConfig]) -> Option<BTreeSet<String>> {
@@ -299,6 +321,16 @@ pub fn compare(p: &SideFacts, s: &SideFacts) -> (Vec<DriftItem>, Vec<String>) {
 pub struct Drift {
     image_gate: Gate,
     primary: Option<(SideFacts, f64)>,
+    /// What the primary's side was read from: its versions and the standby's
+    /// Deployments' (whose twins it reads too).
+    primary_read: Option<(Versions, u64)>,
+    /// Bumped with every reading of the primary's side.
+    primary_generation: u64,
+    /// What the last comparison was made of: the primary's reading and the standby's
+    /// versions. Unchanged inputs compare the same, so they are not compared again.
+    compared: Option<(u64, Versions)>,
+    /// How many comparisons were made (each reads the standby's caches).
+    comparisons: u64,
     standby_seen: Option<f64>,
     deployments: Vec<String>,
     items: Vec<DriftItem>,
@@ -315,6 +347,10 @@ impl Drift {
         Drift {
             image_gate,
             primary: None,
+            primary_read: None,
+            primary_generation: 0,
+            compared: None,
+            comparisons: 0,
             standby_seen: None,
             deployments: Vec::new(),
             items: Vec::new(),
@@ -327,6 +363,10 @@ impl Drift {
     /// Compares the two sides at `wall_unix`. The primary's side is read only when
     /// `primary_healthy`; `standby_untrusted` says why the standby's caches cannot be
     /// trusted this tick, if they cannot. Returns `drift:image` and `drift:settings`.
+    ///
+    /// A side is read again only when one of its caches or Secret hashes changed since
+    /// its last reading, and the two are compared again only when either reading
+    /// changed: at steady state a tick reads four version counters.
     pub fn evaluate(
         &mut self,
         workloads: &[WorkloadConfig],
@@ -336,13 +376,28 @@ impl Drift {
         standby_untrusted: Option<&str>,
         wall_unix: f64,
     ) -> [StateCheck; 2] {
-        let standby_names = standby.selected(workloads).unwrap_or_default();
-        if primary_healthy
-            && let Ok(facts) = primary.read(workloads, &standby_names, &self.primary_secrets)
-        {
-            self.primary = Some((facts, wall_unix));
+        let standby_versions = standby.versions(&self.standby_secrets);
+        if primary_healthy {
+            let read_from = (
+                primary.versions(&self.primary_secrets),
+                standby_versions.deployments,
+            );
+            match &mut self.primary {
+                Some((_, seen)) if self.primary_read == Some(read_from) => *seen = wall_unix,
+                _ => {
+                    let standby_names = standby.selected(workloads).unwrap_or_default();
+                    if let Ok(facts) =
+                        primary.read(workloads, &standby_names, &self.primary_secrets)
+                    {
+                        self.primary = Some((facts, wall_unix));
+                        self.primary_read = Some(read_from);
+                        self.primary_generation += 1;
+                    }
+                }
+            }
         }
         let unanswered = |why: String| -> Result<(), String> { Err(why) };
+        let compare_from = (self.primary_generation, standby_versions);
         let outcome = match (&self.primary, standby_untrusted) {
             (_, Some(why)) => unanswered(format!("the standby's Deployments: {why}")),
             (None, _) => unanswered(
@@ -350,10 +405,18 @@ impl Drift {
                  started"
                     .to_string(),
             ),
+            (Some(_), None) if self.compared == Some(compare_from) => {
+                self.standby_seen = Some(wall_unix);
+                Ok(())
+            }
             (Some((p, _)), None) => {
                 let also: BTreeSet<String> = p.deployments.keys().cloned().collect();
+                self.comparisons += 1;
                 match standby.read(workloads, &also, &self.standby_secrets) {
-                    Err(why) => unanswered(format!("the standby's Deployments: {why}")),
+                    Err(why) => {
+                        self.compared = None;
+                        unanswered(format!("the standby's Deployments: {why}"))
+                    }
                     Ok(s) => {
                         let (items, notes) = compare(p, &s);
                         self.deployments = p
@@ -367,6 +430,7 @@ impl Drift {
                         self.items = items;
                         self.not_compared = notes;
                         self.standby_seen = Some(wall_unix);
+                        self.compared = Some(compare_from);
                         Ok(())
                     }
                 }
@@ -622,6 +686,70 @@ mod tests {
             4.0,
         );
         assert_eq!(image.result, CheckResult::Unanswerable);
+    }
+
+    #[test]
+    fn unchanged_caches_are_not_read_again_and_any_change_is_compared() {
+        let d = |image: &str| deployment(TRIGGER, "agent-trigger", image, "x");
+        let primary = side(vec![d("env0/agent:3.1")], vec![cm("agent-env", "a")]);
+        let standby = side(vec![d("env0/agent:3.1")], vec![cm("agent-env", "a")]);
+        let mut drift = Drift::new(Gate::Block);
+        let mut at = 0.0;
+        let mut step = |drift: &mut Drift, healthy: bool| {
+            at += 1.0;
+            drift.evaluate(&workloads(), &primary, &standby, healthy, None, at)
+        };
+        let [image, _] = step(&mut drift, true);
+        assert!(image.passed());
+        assert_eq!(drift.comparisons, 1);
+        for _ in 0..5 {
+            let [image, settings] = step(&mut drift, true);
+            assert!(image.passed() && settings.passed());
+        }
+        assert_eq!(drift.comparisons, 1, "nothing changed: nothing compared");
+        let status = drift.status();
+        assert_eq!(status.primary_seen_unix, Some(6.0), "still seen healthy");
+        assert_eq!(status.standby_seen_unix, Some(6.0));
+
+        // A standby change is compared at the next look.
+        standby.deployments.apply(Event::Apply(d("env0/agent:3.0")));
+        let [image, _] = step(&mut drift, true);
+        assert_eq!(image.result, CheckResult::Drift);
+        assert_eq!(drift.comparisons, 2);
+        step(&mut drift, true);
+        assert_eq!(drift.comparisons, 2);
+
+        // So is a primary change, and a change of a ConfigMap a Deployment reads.
+        primary.deployments.apply(Event::Apply(d("env0/agent:3.0")));
+        let [image, settings] = step(&mut drift, true);
+        assert!(
+            image.passed() && settings.passed(),
+            "{image:?} {settings:?}"
+        );
+        standby.configmaps.apply(Event::Apply(cm("agent-env", "b")));
+        let [_, settings] = step(&mut drift, true);
+        assert_eq!(settings.result, CheckResult::Drift);
+        assert_eq!(drift.comparisons, 4);
+
+        // The primary is unhealthy: a change there is not read (the last healthy reading
+        // counts); a relisting standby cache cannot answer, and is compared again once
+        // it has listed.
+        primary.configmaps.apply(Event::Apply(cm("agent-env", "b")));
+        let [_, settings] = step(&mut drift, false);
+        assert_eq!(settings.result, CheckResult::Drift);
+        assert_eq!(drift.comparisons, 4);
+        standby.pods.restart("the standby is relisting");
+        let [image, _] = step(&mut drift, false);
+        assert_eq!(image.result, CheckResult::Unanswerable);
+        standby.pods.apply(Event::Init);
+        standby.pods.apply(Event::InitDone);
+        let [image, settings] = step(&mut drift, false);
+        assert!(image.passed(), "{image:?}");
+        assert_eq!(settings.result, CheckResult::Drift);
+        // Healthy again: the primary's new ConfigMap is read and matches the standby's.
+        let [_, settings] = step(&mut drift, true);
+        assert!(settings.passed(), "{settings:?}");
+        assert_eq!(drift.comparisons, 7);
     }
 
     #[test]

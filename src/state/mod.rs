@@ -31,7 +31,8 @@ use drift::{Drift, SideStores};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::DynamicObject;
 use kube_failover_core::checks::{CheckResult, StateCheck};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Longest message of the Event that lists failing checks (Kubernetes cuts at 1 KiB).
@@ -52,6 +53,42 @@ struct DriftSides {
     drift: Drift,
     primary: SideStores,
     standby: SideStores,
+    /// The Secrets each side's Deployments read, as last found.
+    secret_names: Mutex<Option<Arc<SecretNames>>>,
+}
+
+/// The Secrets drift hashes on each side.
+struct SecretNames {
+    /// The versions of the two sides' Deployment caches they were found in.
+    found_in: (u64, u64),
+    primary: BTreeSet<String>,
+    standby: BTreeSet<String>,
+}
+
+impl DriftSides {
+    /// The Secrets each side's selected Deployments (and their twins') read; found again
+    /// only when either side's Deployments changed.
+    fn secret_names(&self, workloads: &[WorkloadConfig]) -> Arc<SecretNames> {
+        let versions = (
+            self.primary.deployments.version(),
+            self.standby.deployments.version(),
+        );
+        let mut memo = self.secret_names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(names) = memo.as_ref()
+            && names.found_in == versions
+        {
+            return names.clone();
+        }
+        let standby_names = self.standby.selected(workloads).unwrap_or_default();
+        let primary_names = self.primary.selected(workloads).unwrap_or_default();
+        let names = Arc::new(SecretNames {
+            found_in: versions,
+            primary: self.primary.secret_names(workloads, &standby_names),
+            standby: self.standby.secret_names(workloads, &primary_names),
+        });
+        *memo = Some(names.clone());
+        names
+    }
 }
 
 /// The state checks of one group.
@@ -133,6 +170,7 @@ impl StateChecks {
                 pods: standby.pods(&standby_ns),
                 configmaps: standby.configmaps(&standby_ns),
             },
+            secret_names: Mutex::new(None),
         });
         StateChecks {
             state: group.state.clone(),
@@ -163,21 +201,18 @@ impl StateChecks {
         );
         let secrets = async {
             let Some(d) = &self.drift else { return };
-            let standby_names = d.standby.selected(&self.workloads).unwrap_or_default();
-            let primary_names = d.primary.selected(&self.workloads).unwrap_or_default();
-            let primary = d.primary.secret_names(&self.workloads, &standby_names);
-            let standby = d.standby.secret_names(&self.workloads, &primary_names);
+            let names = d.secret_names(&self.workloads);
             tokio::join!(
                 d.drift.primary_secrets.refresh(
                     self.primary.client(),
                     &self.primary_ns,
-                    primary,
+                    &names.primary,
                     self.timeout
                 ),
                 d.drift.standby_secrets.refresh(
                     self.standby.client(),
                     &self.standby_ns,
-                    standby,
+                    &names.standby,
                     self.timeout
                 ),
             );
@@ -239,10 +274,16 @@ impl StateChecks {
         self.drift.as_ref().map(|d| d.drift.status())
     }
 
-    /// Publishes one tick's checks of `group`.
-    pub fn report(&self, metrics: &StateMetrics, group: &str, obs: &Observation) {
-        let drift = self.drift_status();
-        metrics.observe(group, &obs.standby.state_checks, &self.ages, drift.as_ref());
+    /// Publishes one tick's checks of `group`, with `drift` as [`Self::drift_status`]
+    /// gave it this tick.
+    pub fn report(
+        &self,
+        metrics: &StateMetrics,
+        group: &str,
+        obs: &Observation,
+        drift: Option<&DriftStatus>,
+    ) {
+        metrics.observe(group, &obs.standby.state_checks, &self.ages, drift);
     }
 }
 

@@ -28,6 +28,8 @@ struct Inner {
     /// The last read was refused (401/403).
     refused: bool,
     fetched: Option<Instant>,
+    /// Bumped whenever `hashes` or `unread` change.
+    version: u64,
 }
 
 /// The Secret hashes of one side (cluster and namespace).
@@ -68,13 +70,16 @@ impl SecretHashes {
         &self,
         client: &kube::Client,
         ns: &str,
-        names: BTreeSet<String>,
+        names: &BTreeSet<String>,
         timeout: Duration,
     ) {
         let now = Instant::now();
-        if names.is_empty() || !self.due(&names, now) {
+        if names.is_empty() || !self.due(names, now) {
             if names.is_empty() {
                 let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                if !inner.hashes.is_empty() || inner.unread.is_some() {
+                    inner.version += 1;
+                }
                 inner.hashes.clear();
                 inner.names.clear();
                 inner.unread = None;
@@ -112,19 +117,22 @@ impl SecretHashes {
             }
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.names = names;
+        inner.names.clone_from(names);
         inner.fetched = Some(now);
         inner.refused = refused;
-        match unread {
-            None => {
-                inner.hashes = hashes;
-                inner.unread = None;
-            }
-            Some(why) => {
-                inner.hashes.clear();
-                inner.unread = Some(why);
-            }
+        if unread.is_some() {
+            hashes.clear();
         }
+        if inner.hashes != hashes || inner.unread != unread {
+            inner.hashes = hashes;
+            inner.unread = unread;
+            inner.version += 1;
+        }
+    }
+
+    /// A number that grows whenever the hashes or the reason they are unknown change.
+    pub fn version(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).version
     }
 
     /// The hashes last read, or why there are none.
