@@ -239,7 +239,7 @@ impl<K: Resource> WatchStore<K> {
             }
             Event::InitApply(obj) => {
                 if let (Some(pending), Some(name)) = (inner.pending.as_mut(), name_of(&obj)) {
-                    pending.insert(name, Arc::new(obj));
+                    pending.insert(name, kept(obj));
                 }
                 false
             }
@@ -251,7 +251,7 @@ impl<K: Resource> WatchStore<K> {
             }
             Event::Apply(obj) => {
                 if let Some(name) = name_of(&obj) {
-                    inner.objects.insert(name, Arc::new(obj));
+                    inner.objects.insert(name, kept(obj));
                     self.changed.send_modify(|n| *n += 1);
                 }
                 false
@@ -289,6 +289,13 @@ impl<K: Resource> WatchStore<K> {
             });
         }
     }
+}
+
+/// An object as the store keeps it: without its managedFields (who set which field,
+/// often the larger part of the metadata), which nothing here reads.
+fn kept<K: Resource>(mut obj: K) -> Arc<K> {
+    obj.meta_mut().managed_fields = None;
+    Arc::new(obj)
 }
 
 fn name_of<K: Resource>(obj: &K) -> Option<String> {
@@ -423,6 +430,42 @@ mod tests {
         s.apply(Event::Apply(cm("b")));
         s.apply(Event::Delete(cm("a")));
         assert_eq!(names(&s).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn objects_are_kept_without_managed_fields_and_every_change_bumps_the_version() {
+        let s = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        let with_fields = |name: &str| {
+            let mut c = cm(name);
+            c.metadata.managed_fields = Some(vec![Default::default()]);
+            c.metadata.labels = Some([("app".to_string(), "x".to_string())].into());
+            c
+        };
+        let mut seen = vec![s.version()];
+        let mut bumped = |s: &WatchStore<ConfigMap>| {
+            let v = s.version();
+            assert!(v > *seen.last().unwrap(), "{seen:?} then {v}");
+            seen.push(v);
+        };
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(with_fields("a")));
+        s.apply(Event::InitDone);
+        bumped(&s);
+        s.apply(Event::Apply(with_fields("b")));
+        bumped(&s);
+        s.apply(Event::Delete(cm("a")));
+        bumped(&s);
+        s.restart("test");
+        bumped(&s);
+        let kept = s.read(|m| m.clone()).unwrap_err();
+        assert!(kept.1.contains("relisting"));
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(with_fields("b")));
+        s.apply(Event::InitDone);
+        bumped(&s);
+        let b = s.read(|m| m["b"].clone()).unwrap();
+        assert_eq!(b.metadata.managed_fields, None);
+        assert_eq!(b.metadata.labels.as_ref().map(|l| l.len()), Some(1));
     }
 
     #[test]
