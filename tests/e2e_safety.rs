@@ -402,9 +402,9 @@ async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
         events_with_reason(&pair.standby, "KubeFailoverStandbyCorrected").await,
         1
     );
+    let log = std::fs::read_to_string(&d.log).expect("daemon log");
     assert!(
-        d.log_text()
-            .contains("another writer scaled the Deployment first; nothing to write"),
+        log.contains("another writer scaled the Deployment first; nothing to write"),
         "{}",
         d.log_text()
     );
