@@ -2,9 +2,8 @@
 //!
 //! The daemon's binary carries one provider, ring (kube's), and reqwest is built without
 //! one of its own, so every TLS client (kube's, the HTTP checks', the webhooks') takes
-//! the process default, installed here. Test builds also carry reqwest's aws-lc-rs (see
-//! Cargo.toml); with two providers compiled in, rustls cannot pick one by itself, which
-//! is one more reason to install it explicitly.
+//! the process default, installed here. Tests and benches build the same way (reqwest's
+//! dev-dependency adds no provider), so the suite runs the TLS setup users get.
 
 /// Installs ring as the process's default provider unless one is installed already.
 /// Called first thing by `main`, and again by the library's client builders (the

@@ -7,8 +7,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover::actuate::{ActuateError, Actuator};
 use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
 use kube_failover::model::{
-    Action, DeploymentRef, FailoverRecord, Observation, ProbeReason, ReasonCode, RecordPhase,
-    SignalId, StandbyObservation,
+    Action, DeploymentRef, Evidence, FailoverRecord, Observation, ProbeReason, ReasonCode,
+    RecordPhase, SignalId, StandbyObservation,
 };
 use kube_failover::probe::{probe_primary, probe_standby};
 use kube_failover::record::{self, RecordError};
@@ -98,7 +98,8 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     let (primary, standby) = (&pair.primary, &pair.standby);
     let p = primary.daemon_client().await.unwrap();
     let s = standby.daemon_client().await.unwrap();
-    let http = reqwest::Client::new();
+    // The daemon's own HTTP check client, TLS and all, as the daemon builds it.
+    let http = kube_failover::probe::http::client(TIMEOUT).expect("HTTP check client");
     let (url, server) = http_ok().await;
     let mut g = group(primary, standby);
     g.http_checks.push(HttpCheckConfig {
@@ -107,6 +108,15 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         expected_status: 200,
         timeout: None,
     });
+    // An HTTPS endpoint whose certificate the daemon's host does not trust (the test
+    // bed's own CA): the handshake runs and fails as `tls`, which proves nothing about
+    // the workload (unknown, never down).
+    let untrusted = HttpCheckConfig {
+        name: "untrusted".into(),
+        url: format!("{}/readyz", primary.server_url()),
+        expected_status: 200,
+        timeout: None,
+    };
 
     // --- a healthy primary and a fit standby --------------------------------------------
     let prim = probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
@@ -127,6 +137,9 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         "{prim:?}"
     );
     assert_eq!(reasons(&prim.http), [ProbeReason::Ok], "{prim:?}");
+    let tls = kube_failover::probe::http::check(&http, &untrusted, TIMEOUT).await;
+    assert_eq!(tls.reason, ProbeReason::Tls, "{tls:?}");
+    assert_eq!(tls.reason.evidence(), Evidence::Unknown, "{tls:?}");
     let views = prim.deployments.clone().expect("listed");
     assert_eq!(views.len(), 2);
     for v in &views {

@@ -69,8 +69,8 @@ impl Cluster {
                 source: None,
             })??;
         process::sweep_orphans();
-        // kube builds rustls configs from the process default provider, and both ring and
-        // aws-lc-rs are compiled into this workspace, so rustls cannot pick one itself.
+        // kube builds rustls configs from the process default provider: install ring (the
+        // workspace's one provider) explicitly rather than rely on rustls picking it.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut attempt = 1;
         loop {
