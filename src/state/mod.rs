@@ -7,8 +7,8 @@
 //!
 //! Cost: a backend target is asked at most once per interval (shared by every group);
 //! the volume, the freshness objects and the Deployments, Pods and ConfigMaps drift
-//! compares are read from the clusters' watch caches; Secrets drift hashes are read by
-//! name at most once a minute.
+//! compares are read from the clusters' watch caches (drift reads them again only when a
+//! cache's version moved); Secrets drift hashes are read by name at most once a minute.
 
 mod backend;
 mod drift;
