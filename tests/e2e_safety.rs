@@ -363,7 +363,8 @@ async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
     let errors =
         r#"kube_failover_actions_total{action="scale_standby_down",group="env0",result="error"}"#;
     let successes = r#"kube_failover_standby_corrections_total{group="env0",result="success"}"#;
-    let hold = Duration::from_secs(2);
+    // Long enough for the hand to win on a loaded machine.
+    let hold = Duration::from_secs(4);
 
     for (round, by_hand) in [0, 3].into_iter().enumerate() {
         let held_before = proxy.faulted();
