@@ -7,8 +7,8 @@
 
 /// Installs ring as the process's default provider unless one is installed already.
 /// Called first thing by `main`, and again by the library's client builders (the
-/// cluster clients, the HTTP checks' client) for callers that do not start in `main`. Losing a race with another
-/// installer is fine: any provider will do.
+/// cluster clients, the HTTP checks' client) for callers that do not start in `main`.
+/// Losing a race with another installer is fine: any provider will do.
 pub fn install_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();

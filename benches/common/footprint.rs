@@ -326,11 +326,6 @@ async fn get(http: &reqwest::Client, admin: SocketAddr, path: &str) -> String {
     }
 }
 
-/// The daemon binary measured (see [`crate::support::daemon_bin`]).
-pub fn daemon_bin() -> std::path::PathBuf {
-    crate::support::daemon_bin()
-}
-
 /// Runs the daemon with `groups` groups on `pair` and measures it over `window` after
 /// the warm-up.
 pub async fn measure(

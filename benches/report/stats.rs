@@ -157,7 +157,7 @@ impl Machine {
 impl Meta {
     /// The facts of now; `elapsed_secs` is set by the caller when the part ends.
     pub fn now(smoke: bool) -> Meta {
-        let bin = crate::footprint::daemon_bin();
+        let bin = crate::support::daemon_bin();
         let daemon =
             output(&bin.display().to_string(), &["--version"]).unwrap_or_else(|| "unknown".into());
         let commit = output(

@@ -90,6 +90,13 @@ pub struct Versions {
     secrets: u64,
 }
 
+/// What a reading of the primary's side was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PrimaryReading {
+    primary: Versions,
+    standby_deployments: u64,
+}
+
 impl SideStores {
     /// The versions of this side's caches and of `secrets`, taken before a read: a
     /// change after this is seen as a new version at the next look.
@@ -322,13 +329,12 @@ pub struct Drift {
     image_gate: Gate,
     primary: Option<(SideFacts, f64)>,
     /// What the primary's side was read from: its versions and the standby's
-    /// Deployments' (whose twins it reads too).
-    primary_read: Option<(Versions, u64)>,
-    /// Bumped with every reading of the primary's side.
-    primary_generation: u64,
+    /// Deployments' (whose twins it reads too). Versions only grow, so this names the
+    /// reading.
+    primary_read: Option<PrimaryReading>,
     /// What the last comparison was made of: the primary's reading and the standby's
     /// versions. Unchanged inputs compare the same, so they are not compared again.
-    compared: Option<(u64, Versions)>,
+    compared: Option<(PrimaryReading, Versions)>,
     /// How many comparisons were made (each reads the standby's caches).
     comparisons: u64,
     standby_seen: Option<f64>,
@@ -348,7 +354,6 @@ impl Drift {
             image_gate,
             primary: None,
             primary_read: None,
-            primary_generation: 0,
             compared: None,
             comparisons: 0,
             standby_seen: None,
@@ -378,10 +383,10 @@ impl Drift {
     ) -> [StateCheck; 2] {
         let standby_versions = standby.versions(&self.standby_secrets);
         if primary_healthy {
-            let read_from = (
-                primary.versions(&self.primary_secrets),
-                standby_versions.deployments,
-            );
+            let read_from = PrimaryReading {
+                primary: primary.versions(&self.primary_secrets),
+                standby_deployments: standby_versions.deployments,
+            };
             match &mut self.primary {
                 Some((_, seen)) if self.primary_read == Some(read_from) => *seen = wall_unix,
                 _ => {
@@ -391,13 +396,12 @@ impl Drift {
                     {
                         self.primary = Some((facts, wall_unix));
                         self.primary_read = Some(read_from);
-                        self.primary_generation += 1;
                     }
                 }
             }
         }
         let unanswered = |why: String| -> Result<(), String> { Err(why) };
-        let compare_from = (self.primary_generation, standby_versions);
+        let compare_from = self.primary_read.map(|p| (p, standby_versions));
         let outcome = match (&self.primary, standby_untrusted) {
             (_, Some(why)) => unanswered(format!("the standby's Deployments: {why}")),
             (None, _) => unanswered(
@@ -405,7 +409,7 @@ impl Drift {
                  started"
                     .to_string(),
             ),
-            (Some(_), None) if self.compared == Some(compare_from) => {
+            (Some(_), None) if compare_from.is_some() && self.compared == compare_from => {
                 self.standby_seen = Some(wall_unix);
                 Ok(())
             }
@@ -430,7 +434,7 @@ impl Drift {
                         self.items = items;
                         self.not_compared = notes;
                         self.standby_seen = Some(wall_unix);
-                        self.compared = Some(compare_from);
+                        self.compared = compare_from;
                         Ok(())
                     }
                 }
