@@ -491,10 +491,7 @@ async fn slow_standby_calls_during_a_promotion_keep_the_daemon_healthy() {
         let stop = stop.clone();
         let admin = d.admin;
         tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("http client");
+            let http = admin_client();
             let (mut samples, mut failures) = (0u32, Vec::new());
             let (mut last_tick, mut changed_at) = (None, std::time::Instant::now());
             let mut longest_tick_gap = Duration::ZERO;

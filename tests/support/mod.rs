@@ -280,10 +280,7 @@ impl Daemon {
             admin,
             config: config.to_path_buf(),
             log,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("http client"),
+            http: admin_client(),
         }
     }
 
@@ -453,6 +450,17 @@ fn now_millis() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
+}
+
+/// An HTTP client for the daemon's admin port. It keeps an idle connection for 2 s
+/// only: the admin server closes a connection that sends no request within its read
+/// timeout (5 s), and a request sent on such a connection just as it closes fails.
+pub fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client")
 }
 
 /// Polls `cond` every `every` until it holds (returns the time it took) or `timeout`.
