@@ -258,6 +258,12 @@ impl Election {
         self.leading_until.map(|until| now < until)
     }
 
+    /// When the running term's renew deadline passes, unless renewed before (`None`: no
+    /// term).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.leading_until
+    }
+
     /// Forgets the term (the deadline passed and was reported).
     pub fn step_down(&mut self) {
         self.leading_until = None;
@@ -266,6 +272,11 @@ impl Election {
     /// `spec.leaseTransitions` as last seen.
     pub fn transitions(&self) -> i32 {
         self.transitions
+    }
+
+    /// This instance's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The holder last seen, this instance included.

@@ -34,7 +34,7 @@ pub mod observer;
 pub mod presence;
 pub mod spread;
 
-pub use metrics::CoordMetrics;
+pub use metrics::{CoordMetrics, RoleNow, Roles};
 
 use crate::config::{Config, DaemonConfig, GroupConfig};
 use crate::engine::{Decision, GroupState};
@@ -204,6 +204,28 @@ struct State {
     stand_in: Option<(String, Option<Lease>)>,
 }
 
+impl State {
+    /// The role at `now`, from the term as it stands: a term whose renew deadline passed
+    /// is over at that instant, whether or not a tick has seen it yet.
+    fn role_now(&self, now: Instant) -> RoleNow {
+        let role = if self.clash {
+            Role::IdentityClash
+        } else if self.election.may_write(now) {
+            Role::Leader
+        } else {
+            Role::Follower
+        };
+        RoleNow {
+            role,
+            leader: if role == Role::Leader {
+                Some(self.election.identity().to_string())
+            } else {
+                self.election.holder().map(str::to_string)
+            },
+        }
+    }
+}
+
 impl Member for Mutex<State> {
     fn renewed(&self, sent_at: Instant, answered_at: Instant) {
         let mut st = self.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,6 +252,10 @@ pub struct GroupCoord {
     state: Arc<Mutex<State>>,
     spread: Arc<Mutex<Spread>>,
     presence: Arc<Presence>,
+    /// The task of [`Self::watch_deadline`] runs.
+    deadline_watch: std::sync::atomic::AtomicBool,
+    /// Wakes that task when a term starts.
+    term_started: Arc<tokio::sync::Notify>,
 }
 
 fn micro_now() -> MicroTime {
@@ -355,6 +381,7 @@ impl GroupCoord {
             renew_deadline: timing.renew_deadline,
             stand_in: None,
         }));
+        metrics.roles.join(&group.name, &state);
         let member: Arc<dyn Member> = state.clone();
         presence.join(&group.name, ttl, Arc::downgrade(&member));
         GroupCoord {
@@ -370,6 +397,8 @@ impl GroupCoord {
             quorum: observers.quorum,
             expected: observers.expected,
             metrics,
+            deadline_watch: std::sync::atomic::AtomicBool::new(false),
+            term_started: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -463,6 +492,7 @@ impl GroupCoord {
     /// returns the other observers' verdicts for the observation.
     pub async fn sync(&self, now: Instant, wall: f64) -> Vec<ObserverReport> {
         self.presence.start();
+        self.watch_deadline();
         self.lock().last_sync = Some(now);
         self.follow_clash();
         let read = self.presence.store().read(|leases| self.read_view(leases));
@@ -549,6 +579,7 @@ impl GroupCoord {
                 st.acquired = stored.spec.as_ref().and_then(|s| s.acquire_time.clone());
                 st.stand_in = Some((precondition(plan), Some(stored.clone())));
                 st.election.written(sent_at, WriteResult::Ok);
+                self.term_started.notify_one();
                 if !was {
                     info!(group = %self.group, identity = %self.identity, "leading this group");
                 }
@@ -745,17 +776,25 @@ impl GroupCoord {
 
     /// A term whose deadline passed: stop writing and say so.
     fn check_deadline(&self, now: Instant) {
-        let mut st = self.lock();
-        if st.election.term(now) == Some(false) {
-            st.election.step_down();
-            warn!(
-                group = %self.group,
-                identity = %self.identity,
-                "leader Lease not renewed within the renew deadline: stopped writing"
-            );
+        end_lapsed_term(&mut self.lock(), &self.group, &self.identity, now);
+    }
+
+    /// Starts (once) the task that ends a term at its renew deadline: the log says
+    /// "stopped writing" at the instant `/status` and the leader gauge stop saying
+    /// `leader`, even while the group's tick waits on an unreachable standby.
+    fn watch_deadline(&self) {
+        if self
+            .deadline_watch
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
         }
-        let leading = st.election.may_write(now);
-        self.metrics.set_leader(&self.group, leading);
+        tokio::spawn(end_terms_at_deadline(
+            Arc::downgrade(&self.state),
+            self.term_started.clone(),
+            self.group.clone(),
+            self.identity.clone(),
+        ));
     }
 
     /// Writes the leader Lease, held by this instance; returns it as stored.
@@ -847,7 +886,6 @@ impl GroupCoord {
             let mut st = self.lock();
             let held = st.election.term(Instant::now()).is_some();
             st.election.step_down();
-            self.metrics.set_leader(&self.group, false);
             if held { st.leader_rv.clone() } else { None }
         };
         self.spread().set(&self.group, false);
@@ -922,20 +960,14 @@ impl GroupCoord {
 
     /// This instance's role now.
     pub fn role(&self, now: Instant) -> Role {
-        let st = self.lock();
-        if st.clash {
-            Role::IdentityClash
-        } else if st.election.may_write(now) {
-            Role::Leader
-        } else {
-            Role::Follower
-        }
+        self.lock().role_now(now).role
     }
 
-    /// The `/status` part.
+    /// The `/status` part. Its role and leader are as of `now`; the admin server reads
+    /// them again when asked (see [`Roles`]).
     pub fn status(&self, now: Instant) -> CoordStatus {
-        let role = self.role(now);
         let st = self.lock();
+        let RoleNow { role, leader } = st.role_now(now);
         let own = ObserverStatus {
             identity: self.identity.clone(),
             verdict: Named::Known(st.own.0),
@@ -955,16 +987,54 @@ impl GroupCoord {
             down_since_unix: r.down_since_unix,
         });
         CoordStatus {
-            leader: if role == Role::Leader {
-                Some(self.identity.clone())
-            } else {
-                st.election.holder().map(str::to_string)
-            },
+            leader,
             role: role.as_str().to_string(),
             quorum: self.quorum,
             expected: self.expected,
             observers: std::iter::once(own).chain(others).collect(),
         }
+    }
+}
+
+/// Ends a term whose renew deadline passed at `now`, and says so.
+fn end_lapsed_term(st: &mut State, group: &str, identity: &str, now: Instant) {
+    if st.election.term(now) == Some(false) {
+        st.election.step_down();
+        warn!(
+            group = %group,
+            identity = %identity,
+            "leader Lease not renewed within the renew deadline: stopped writing"
+        );
+    }
+}
+
+/// Sleeps until the running term's deadline (woken by `started` when a term starts),
+/// then ends the term if no renewal extended it meanwhile. Returns once the group's
+/// coordination is gone.
+async fn end_terms_at_deadline(
+    state: std::sync::Weak<Mutex<State>>,
+    started: Arc<tokio::sync::Notify>,
+    group: String,
+    identity: String,
+) {
+    loop {
+        let deadline = {
+            let Some(state) = state.upgrade() else { return };
+            let st = state.lock().unwrap_or_else(|p| p.into_inner());
+            st.election.deadline()
+        };
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => {
+                // No term: wait for one (the wait is bounded so that a group that is
+                // gone ends this task).
+                let _ = tokio::time::timeout(Duration::from_secs(1), started.notified()).await;
+                continue;
+            }
+        }
+        let Some(state) = state.upgrade() else { return };
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        end_lapsed_term(&mut st, &group, &identity, Instant::now());
     }
 }
 
@@ -1149,6 +1219,9 @@ mod tests {
         coords: Vec<GroupCoord>,
         presence: Arc<Presence>,
         store: Arc<WatchStore<Lease>>,
+        metrics: CoordMetrics,
+        /// Where `kube_failover_leader` is gathered.
+        live: prometheus::Registry,
     }
 
     fn instance(fake: &FakeLeases, config: &Config, identity: &str) -> Instance {
@@ -1169,7 +1242,8 @@ mod tests {
             Duration::ZERO,
             timing.lease_duration,
         )));
-        let metrics = CoordMetrics::new(&prometheus::Registry::new()).unwrap();
+        let live = prometheus::Registry::new();
+        let metrics = CoordMetrics::new(&prometheus::Registry::new(), &live).unwrap();
         let coords = config
             .groups
             .iter()
@@ -1189,6 +1263,8 @@ mod tests {
             coords,
             presence,
             store,
+            metrics,
+            live,
         }
     }
 
@@ -1479,6 +1555,61 @@ mod tests {
         fake.fail_with(None);
         ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
         assert_eq!(me.leading(), 2);
+    }
+
+    /// The leader gauge of each group, as gathered now.
+    fn leader_gauge(i: &Instance) -> Vec<i64> {
+        i.live
+            .gather()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().value() as i64)
+            .collect()
+    }
+
+    /// A leader whose tick is blocked (no sync runs) and whose renewals fail: its role,
+    /// the leader gauge and its term end at the renew deadline, read when asked, not at
+    /// the next tick.
+    #[tokio::test]
+    async fn a_blocked_leader_stops_saying_leader_at_its_deadline() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 2);
+        assert_eq!(leader_gauge(&me), vec![1, 1]);
+        let role = |g: &str| me.metrics.roles.of(g, Instant::now()).map(|r| r.role);
+        assert_eq!(role("g0"), Some(Role::Leader));
+        // Cut: every renewal fails, and no tick runs from now on.
+        fake.fail_with(Some(500));
+        let cut = Instant::now();
+        while cut.elapsed() < 3 * LEASE && role("g0") == Some(Role::Leader) {
+            // Role and gauge say the same at every reading (the deadline may pass
+            // between two readings, never back).
+            let before = leader_gauge(&me)[0];
+            let now = role("g0");
+            let after = leader_gauge(&me)[0];
+            assert!(before >= after);
+            if now == Some(Role::Leader) {
+                assert_eq!(before, 1);
+            } else {
+                assert_eq!(after, 0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = cut.elapsed();
+        assert_eq!(role("g0"), Some(Role::Follower));
+        assert_eq!(role("g1"), Some(Role::Follower));
+        assert_eq!(leader_gauge(&me), vec![0, 0]);
+        // Renew deadline 400 ms after the last renewal sent, which is at most a spacing
+        // (100 ms) before the cut; slack for a loaded machine.
+        assert!(stopped <= Duration::from_millis(900), "{stopped:?}");
+        // The term itself is ended (and logged) at the deadline, with no tick.
+        let ended = Instant::now();
+        while me.coords[0].lock().election.term(Instant::now()).is_some() {
+            assert!(ended.elapsed() < LEASE, "the term was not ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
