@@ -69,7 +69,7 @@ impl Clusters {
             return Ok(handle.clone());
         }
         // A cluster whose kubeconfig does not resolve fails here, naming the file.
-        let client = cluster::client_for_with(cluster, role, self.options).await?;
+        let client = cluster::client_for_with(cluster, role, self.options.clone()).await?;
         let handle = Arc::new(ClusterHandle {
             client,
             interval: self.interval,
