@@ -418,7 +418,8 @@ async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
 /// for a longer measurement): the connections the daemon holds to the primary, and
 /// those open at the proxy, stay at a handful (each request that times out closes its
 /// connection), and new ones come at a steady rate: one `/readyz` per probe interval
-/// and the watches' retries (each after a connect timeout and a backoff).
+/// and the watches' retries (each after a connect timeout and a backoff growing to 30 s
+/// while the API cannot be reached).
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_stay_bounded_behind_a_black_hole() {
     /// Requests the daemon may have in flight to one cluster at once here: `/readyz`,
