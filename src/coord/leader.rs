@@ -258,12 +258,6 @@ impl Election {
         self.leading_until.map(|until| now < until)
     }
 
-    /// When the running term's renew deadline passes, unless renewed before (`None`: no
-    /// term).
-    pub fn deadline(&self) -> Option<Instant> {
-        self.leading_until
-    }
-
     /// Forgets the term (the deadline passed and was reported).
     pub fn step_down(&mut self) {
         self.leading_until = None;

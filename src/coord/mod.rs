@@ -252,10 +252,6 @@ pub struct GroupCoord {
     state: Arc<Mutex<State>>,
     spread: Arc<Mutex<Spread>>,
     presence: Arc<Presence>,
-    /// The task of [`Self::watch_deadline`] runs.
-    deadline_watch: std::sync::atomic::AtomicBool,
-    /// Wakes that task when a term starts.
-    term_started: Arc<tokio::sync::Notify>,
 }
 
 fn micro_now() -> MicroTime {
@@ -397,8 +393,6 @@ impl GroupCoord {
             quorum: observers.quorum,
             expected: observers.expected,
             metrics,
-            deadline_watch: std::sync::atomic::AtomicBool::new(false),
-            term_started: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -492,7 +486,6 @@ impl GroupCoord {
     /// returns the other observers' verdicts for the observation.
     pub async fn sync(&self, now: Instant, wall: f64) -> Vec<ObserverReport> {
         self.presence.start();
-        self.watch_deadline();
         self.lock().last_sync = Some(now);
         self.follow_clash();
         let read = self.presence.store().read(|leases| self.read_view(leases));
@@ -579,7 +572,6 @@ impl GroupCoord {
                 st.acquired = stored.spec.as_ref().and_then(|s| s.acquire_time.clone());
                 st.stand_in = Some((precondition(plan), Some(stored.clone())));
                 st.election.written(sent_at, WriteResult::Ok);
-                self.term_started.notify_one();
                 if !was {
                     info!(group = %self.group, identity = %self.identity, "leading this group");
                 }
@@ -777,24 +769,6 @@ impl GroupCoord {
     /// A term whose deadline passed: stop writing and say so.
     fn check_deadline(&self, now: Instant) {
         end_lapsed_term(&mut self.lock(), &self.group, &self.identity, now);
-    }
-
-    /// Starts (once) the task that ends a term at its renew deadline: the log says
-    /// "stopped writing" at the instant `/status` and the leader gauge stop saying
-    /// `leader`, even while the group's tick waits on an unreachable standby.
-    fn watch_deadline(&self) {
-        if self
-            .deadline_watch
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
-        tokio::spawn(end_terms_at_deadline(
-            Arc::downgrade(&self.state),
-            self.term_started.clone(),
-            self.group.clone(),
-            self.identity.clone(),
-        ));
     }
 
     /// Writes the leader Lease, held by this instance; returns it as stored.
@@ -1005,36 +979,6 @@ fn end_lapsed_term(st: &mut State, group: &str, identity: &str, now: Instant) {
             identity = %identity,
             "leader Lease not renewed within the renew deadline: stopped writing"
         );
-    }
-}
-
-/// Sleeps until the running term's deadline (woken by `started` when a term starts),
-/// then ends the term if no renewal extended it meanwhile. Returns once the group's
-/// coordination is gone.
-async fn end_terms_at_deadline(
-    state: std::sync::Weak<Mutex<State>>,
-    started: Arc<tokio::sync::Notify>,
-    group: String,
-    identity: String,
-) {
-    loop {
-        let deadline = {
-            let Some(state) = state.upgrade() else { return };
-            let st = state.lock().unwrap_or_else(|p| p.into_inner());
-            st.election.deadline()
-        };
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => {
-                // No term: wait for one (the wait is bounded so that a group that is
-                // gone ends this task).
-                let _ = tokio::time::timeout(Duration::from_secs(1), started.notified()).await;
-                continue;
-            }
-        }
-        let Some(state) = state.upgrade() else { return };
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        end_lapsed_term(&mut st, &group, &identity, Instant::now());
     }
 }
 
@@ -1567,9 +1511,9 @@ mod tests {
             .collect()
     }
 
-    /// A leader whose tick is blocked (no sync runs) and whose renewals fail: its role,
-    /// the leader gauge and its term end at the renew deadline, read when asked, not at
-    /// the next tick.
+    /// A leader whose tick is blocked (no sync runs) and whose renewals fail: its role
+    /// and the leader gauge end at the renew deadline, read when asked, not at the next
+    /// tick.
     #[tokio::test]
     async fn a_blocked_leader_stops_saying_leader_at_its_deadline() {
         let fake = FakeLeases::new();
@@ -1604,12 +1548,9 @@ mod tests {
         // Renew deadline 400 ms after the last renewal sent, which is at most a spacing
         // (100 ms) before the cut; slack for a loaded machine.
         assert!(stopped <= Duration::from_millis(900), "{stopped:?}");
-        // The term itself is ended (and logged) at the deadline, with no tick.
-        let ended = Instant::now();
-        while me.coords[0].lock().election.term(Instant::now()).is_some() {
-            assert!(ended.elapsed() < LEASE, "the term was not ended");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // The next tick ends the term (and says so in the log).
+        me.tick(&fake, false, Verdict::Up).await;
+        assert_eq!(me.coords[0].lock().election.term(Instant::now()), None);
     }
 
     #[tokio::test]
