@@ -29,7 +29,7 @@
 //!   leader whose tick waits on an unreachable standby stops saying `leader` at the
 //!   instant it stops writing.
 
-use crate::coord::RoleNow;
+use crate::coord::{Role, RoleNow};
 use crate::liveness::Heartbeat;
 use crate::metrics::Metrics;
 use crate::status::{GroupStatus, StatusReport};
@@ -124,9 +124,6 @@ pub fn stall_limit(interval: Duration) -> Duration {
     (interval * 3).max(crate::actuate::Actuator::DEFAULT_CALL_TIMEOUT * 2)
 }
 
-/// Each group's role at an instant, as [`crate::coord::Roles::all`] gives them.
-type GroupRoles = Vec<(String, RoleNow)>;
-
 /// What the admin server shows; updated by the daemon's group loops.
 pub struct AdminState {
     metrics: Metrics,
@@ -139,7 +136,7 @@ pub struct AdminState {
     /// group's tick would cost more than the ticks.
     /// Kept with the roles it shows (see [`live_roles`]): a change of role serializes
     /// it again too.
-    status_json: RwLock<Option<(GroupRoles, Bytes)>>,
+    status_json: RwLock<Option<(Vec<Role>, Bytes)>>,
     ticked: Mutex<HashSet<String>>,
     heartbeats: RwLock<HashMap<String, Heartbeat>>,
     groups: usize,
@@ -236,16 +233,18 @@ impl AdminState {
     /// The whole `/status` document, serialized at most once per change (of a tick's
     /// status, or of a role).
     fn status_document(&self) -> Bytes {
-        let roles = self.metrics.coord.roles.all(Instant::now());
+        let now = Instant::now();
+        let shown_now = self.metrics.coord.roles.roles(now);
         if let Some((shown, json)) = self
             .status_json
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            && *shown == roles
+            && *shown == shown_now
         {
             return json.clone();
         }
+        let roles = self.metrics.coord.roles.all(now);
         let mut status = self
             .status
             .read()
@@ -253,7 +252,8 @@ impl AdminState {
             .clone();
         live_roles(&mut status.groups, &roles);
         let json = encode_status(&status);
-        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = Some((roles, json.clone()));
+        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((shown_now, json.clone()));
         json
     }
 
@@ -337,6 +337,10 @@ fn encode_status(status: &StatusReport) -> Bytes {
 #[derive(Default)]
 struct MetricsCache {
     latest: Mutex<Option<(Instant, Bytes)>>,
+    /// The answer last served: the stored text it was made of, the roles its live part
+    /// showed, and the whole. Served again while both are the same, so a
+    /// flood of requests costs a comparison each, not an encoding.
+    served: Mutex<Option<(Bytes, Vec<Role>, Bytes)>>,
     /// Held while encoding, so that one request encodes and the others do not wait.
     refresh: tokio::sync::Mutex<()>,
 }
@@ -354,11 +358,27 @@ impl MetricsCache {
     /// live ones, read now.
     async fn get(&self, metrics: &Metrics) -> Bytes {
         let stored = self.stored(metrics).await;
+        let roles = metrics.coord.roles.roles(Instant::now());
+        let same = |(text, shown, _): &(Bytes, Vec<Role>, Bytes)| {
+            text.as_ptr() == stored.as_ptr() && text.len() == stored.len() && *shown == roles
+        };
+        if let Some(served) = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|s| same(s))
+        {
+            return served.2.clone();
+        }
         let live = metrics.encode_live();
         let mut text = Vec::with_capacity(stored.len() + live.len());
         text.extend_from_slice(&stored);
         text.extend(live);
-        Bytes::from(text)
+        let text = Bytes::from(text);
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((stored, roles, text.clone()));
+        text
     }
 
     async fn stored(&self, metrics: &Metrics) -> Bytes {

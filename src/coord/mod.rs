@@ -207,14 +207,19 @@ struct State {
 impl State {
     /// The role at `now`, from the term as it stands: a term whose renew deadline passed
     /// is over at that instant, whether or not a tick has seen it yet.
-    fn role_now(&self, now: Instant) -> RoleNow {
-        let role = if self.clash {
+    fn role_at(&self, now: Instant) -> Role {
+        if self.clash {
             Role::IdentityClash
         } else if self.election.may_write(now) {
             Role::Leader
         } else {
             Role::Follower
-        };
+        }
+    }
+
+    /// [`Self::role_at`] and the leader as this instance knows it.
+    fn role_now(&self, now: Instant) -> RoleNow {
+        let role = self.role_at(now);
         RoleNow {
             role,
             leader: if role == Role::Leader {
