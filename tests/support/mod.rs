@@ -117,7 +117,7 @@ pub struct Daemon {
     http: reqwest::Client,
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr")
 }
