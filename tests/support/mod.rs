@@ -77,6 +77,9 @@ pub struct DaemonOpts {
     /// Further groups besides [`GROUP`], configured like it on the same clusters and
     /// Deployments, each with its own name (so its own record and Leases).
     pub extra_groups: Vec<String>,
+    /// Each extra group in its own namespace on both sides, named like the group (the
+    /// test creates them: `Cluster::add_agent_namespace`).
+    pub own_namespaces: bool,
     /// TOML appended to every group (after its `[groups.policy.observers]`), e.g.
     /// `[groups.state]`.
     pub group_toml: String,
@@ -102,6 +105,7 @@ impl Default for DaemonOpts {
             observer_quorum: 1,
             observers_expected: None,
             extra_groups: Vec::new(),
+            own_namespaces: false,
             group_toml: String::new(),
             extra_toml: String::new(),
         }
@@ -117,7 +121,7 @@ pub struct Daemon {
     http: reqwest::Client,
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr")
 }
@@ -194,11 +198,20 @@ quorum = {oquorum}
     let mut toml = daemon + &block;
     for name in &opts.extra_groups {
         toml += "\n";
-        toml += &block.replacen(
+        let mut extra = block.replacen(
             &format!("name = \"{GROUP}\""),
             &format!("name = \"{name}\""),
             1,
         );
+        if opts.own_namespaces {
+            for ns in [pair.primary.namespace(), pair.standby.namespace()] {
+                extra = extra.replace(
+                    &format!("namespace = \"{ns}\""),
+                    &format!("namespace = \"{name}\""),
+                );
+            }
+        }
+        toml += &extra;
     }
     toml + "\n" + &opts.extra_toml
 }
