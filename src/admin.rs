@@ -19,11 +19,17 @@
 //!   a client that pipelines requests and never reads the answers is dropped.
 //! - At most [`Limits::max_requests`] requests per connection; the last answer carries
 //!   `Connection: close`.
-//! - `/healthz` and `/readyz` answer from atomics; `/status` is serialized when a tick
-//!   ends, not per request; `/metrics` is encoded at most once per
-//!   [`METRICS_MAX_AGE`], off the server's thread, and a request that arrives while it
-//!   is being encoded gets the previous copy. No answer waits behind another.
+//! - `/healthz` and `/readyz` answer from atomics; `/status` is serialized once per
+//!   change (a tick's status, or a group's role), not per request; `/metrics` is encoded
+//!   at most once per [`METRICS_MAX_AGE`], off the server's thread, and a request that
+//!   arrives while it is being encoded gets the previous copy. No answer waits behind
+//!   another.
+//! - A group's coordination role (`/status`) and `kube_failover_leader` are read from the
+//!   coordination state at the request, not from the group's last finished tick: a
+//!   leader whose tick waits on an unreachable standby stops saying `leader` at the
+//!   instant it stops writing.
 
+use crate::coord::{Role, RoleNow};
 use crate::liveness::Heartbeat;
 use crate::metrics::Metrics;
 use crate::status::{GroupStatus, StatusReport};
@@ -128,7 +134,9 @@ pub struct AdminState {
     /// `status`, serialized when first asked for after it changed (`None`: changed).
     /// Not at every tick: with many groups, serializing the whole document at each
     /// group's tick would cost more than the ticks.
-    status_json: RwLock<Option<Bytes>>,
+    /// Kept with the roles it shows (see [`live_roles`]): a change of role serializes
+    /// it again too.
+    status_json: RwLock<Option<(Vec<Role>, Bytes)>>,
     ticked: Mutex<HashSet<String>>,
     heartbeats: RwLock<HashMap<String, Heartbeat>>,
     groups: usize,
@@ -222,19 +230,30 @@ impl AdminState {
         *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The whole `/status` document, serialized at most once per change.
+    /// The whole `/status` document, serialized at most once per change (of a tick's
+    /// status, or of a role).
     fn status_document(&self) -> Bytes {
-        if let Some(json) = self
+        let now = Instant::now();
+        let shown_now = self.metrics.coord.roles.roles(now);
+        if let Some((shown, json)) = self
             .status_json
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
+            && *shown == shown_now
         {
             return json.clone();
         }
-        let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+        let roles = self.metrics.coord.roles.all(now);
+        let mut status = self
+            .status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        live_roles(&mut status.groups, &roles);
         let json = encode_status(&status);
-        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = Some(json.clone());
+        *self.status_json.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((shown_now, json.clone()));
         json
     }
 
@@ -243,7 +262,7 @@ impl AdminState {
     fn group_document(&self, name: &str) -> Result<Bytes, (StatusCode, String)> {
         let status = self.status.read().unwrap_or_else(|e| e.into_inner());
         if let Some(g) = status.groups.iter().find(|g| g.name == name) {
-            let one = StatusReport {
+            let mut one = StatusReport {
                 version: status.version.clone(),
                 mode: status.mode.clone(),
                 identity: status.identity.clone(),
@@ -251,6 +270,10 @@ impl AdminState {
                 last_tick_unix: status.last_tick_unix,
                 groups: vec![g.clone()],
             };
+            drop(status);
+            if let Some(role) = self.metrics.coord.roles.of(name, Instant::now()) {
+                live_roles(&mut one.groups, &[(name.to_string(), role)]);
+            }
             return Ok(encode_status(&one));
         }
         drop(status);
@@ -293,6 +316,19 @@ impl AdminState {
     }
 }
 
+/// Sets each group's coordination role and leader to what they are now (`roles`), not
+/// what they were when its last tick ended: a leader whose tick waits on an unreachable
+/// standby stops saying `leader` at its renew deadline, when it stops writing.
+fn live_roles(groups: &mut [GroupStatus], roles: &[(String, RoleNow)]) {
+    let roles: HashMap<&str, &RoleNow> = roles.iter().map(|(g, r)| (g.as_str(), r)).collect();
+    for g in groups {
+        if let (Some(c), Some(now)) = (g.coordination.as_mut(), roles.get(g.name.as_str())) {
+            c.role = now.role.as_str().to_string();
+            c.leader.clone_from(&now.leader);
+        }
+    }
+}
+
 fn encode_status(status: &StatusReport) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(status).unwrap_or_else(|_| b"{}".to_vec()))
 }
@@ -301,6 +337,10 @@ fn encode_status(status: &StatusReport) -> Bytes {
 #[derive(Default)]
 struct MetricsCache {
     latest: Mutex<Option<(Instant, Bytes)>>,
+    /// The answer last served: the stored text it was made of, the roles its live part
+    /// showed, and the whole. Served again while both are the same, so a
+    /// flood of requests costs a comparison each, not an encoding.
+    served: Mutex<Option<(Bytes, Vec<Role>, Bytes)>>,
     /// Held while encoding, so that one request encodes and the others do not wait.
     refresh: tokio::sync::Mutex<()>,
 }
@@ -314,7 +354,34 @@ impl MetricsCache {
         }
     }
 
+    /// The stored metrics (encoded at most once per [`METRICS_MAX_AGE`]) followed by the
+    /// live ones, read now.
     async fn get(&self, metrics: &Metrics) -> Bytes {
+        let stored = self.stored(metrics).await;
+        let roles = metrics.coord.roles.roles(Instant::now());
+        let same = |(text, shown, _): &(Bytes, Vec<Role>, Bytes)| {
+            text.as_ptr() == stored.as_ptr() && text.len() == stored.len() && *shown == roles
+        };
+        if let Some(served) = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|s| same(s))
+        {
+            return served.2.clone();
+        }
+        let live = metrics.encode_live();
+        let mut text = Vec::with_capacity(stored.len() + live.len());
+        text.extend_from_slice(&stored);
+        text.extend(live);
+        let text = Bytes::from(text);
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((stored, roles, text.clone()));
+        text
+    }
+
+    async fn stored(&self, metrics: &Metrics) -> Bytes {
         let stale = match self.fresh() {
             Ok(text) => return text,
             Err(stale) => stale,
@@ -330,7 +397,7 @@ impl MetricsCache {
         }
         let m = metrics.clone();
         // Off the server's thread: health answers never wait behind an encoding.
-        let text = match tokio::task::spawn_blocking(move || m.encode()).await {
+        let text = match tokio::task::spawn_blocking(move || m.encode_stored()).await {
             Ok(text) => Bytes::from(text),
             Err(e) => {
                 tracing::error!(error = %e, "encoding metrics failed");

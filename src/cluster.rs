@@ -104,8 +104,10 @@ pub fn resolve_kubeconfig(
 }
 
 /// Options of the clients built here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
+    /// The `User-Agent` of every request (see [`crate::user_agent`]).
+    pub user_agent: http::HeaderValue,
     /// The longest a call waits for credentials (an exec plugin's answer, a re-read of
     /// the kubeconfig) before it fails as `unauthorized`. Below the callers' own timeouts,
     /// so that a missing credential is reported as such and never as a `timeout`.
@@ -124,10 +126,16 @@ impl ClientOptions {
     /// three quarters of it.
     pub fn for_call_timeout(timeout: Duration) -> ClientOptions {
         ClientOptions {
+            user_agent: crate::user_agent::anonymous(),
             credential_wait: timeout * 3 / 4,
             recheck_interval: RECHECK_INTERVAL,
             exec_timeout: EXEC_PLUGIN_TIMEOUT,
         }
+    }
+
+    /// The same, every request carrying `user_agent`.
+    pub fn with_user_agent(self, user_agent: http::HeaderValue) -> ClientOptions {
+        ClientOptions { user_agent, ..self }
     }
 }
 

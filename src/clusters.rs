@@ -69,7 +69,7 @@ impl Clusters {
             return Ok(handle.clone());
         }
         // A cluster whose kubeconfig does not resolve fails here, naming the file.
-        let client = cluster::client_for_with(cluster, role, self.options).await?;
+        let client = cluster::client_for_with(cluster, role, self.options.clone()).await?;
         let handle = Arc::new(ClusterHandle {
             client,
             interval: self.interval,
@@ -104,8 +104,8 @@ type SharedOutcome = Shared<BoxFuture<'static, ProbeOutcome>>;
 /// Sends one `/readyz` request with the cluster's client, bounded by the timeout.
 pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 
-/// Restarts one store's watch, saying why.
-type Restarter = Arc<dyn Fn(&str) + Send + Sync>;
+/// One store's watch, as the cluster's `/readyz` answers steer it.
+type Restarter = Arc<dyn watch_cache::Steer + Send + Sync>;
 
 #[derive(Default)]
 struct Stores {
@@ -266,6 +266,9 @@ impl ClusterHandle {
             let out = request.await;
             if unreachable(out.reason) {
                 me.restart_watches("the API server did not answer /readyz");
+            } else if out.passed() {
+                // Reachable again: watches waiting out a long backoff list now.
+                me.retry_watches();
             }
             out
         }
@@ -275,15 +278,23 @@ impl ClusterHandle {
         (now, answer)
     }
 
-    fn restart_watches(&self, why: &str) {
-        let restarters = self
-            .stores
+    fn restarters(&self) -> Vec<Restarter> {
+        self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .restarters
-            .clone();
-        for r in restarters {
-            r(why);
+            .clone()
+    }
+
+    fn restart_watches(&self, why: &str) {
+        for r in self.restarters() {
+            r.restart(why);
+        }
+    }
+
+    fn retry_watches(&self) {
+        for r in self.restarters() {
+            r.retry_now();
         }
     }
 
@@ -339,10 +350,7 @@ impl ClusterHandle {
         let store =
             WatchStore::<DynamicObject>::new(format!("{} {name} in {namespace}", resource.kind));
         stores.objects.insert(key, store.clone());
-        let restart = store.clone();
-        stores
-            .restarters
-            .push(Arc::new(move |why: &str| restart.restart(why)));
+        stores.restarters.push(store.clone());
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, resource);
         let config =
@@ -393,10 +401,7 @@ impl ClusterHandle {
         };
         let store = WatchStore::<K>::new(what);
         pick(&mut stores).insert(key, store.clone());
-        let restart = store.clone();
-        stores
-            .restarters
-            .push(Arc::new(move |why: &str| restart.restart(why)));
+        stores.restarters.push(store.clone());
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         stores.tasks.push(tokio::spawn(watch_cache::run_selected(
             store.clone(),

@@ -32,4 +32,5 @@ pub mod state;
 pub mod status;
 pub mod tls;
 pub mod trace;
+pub mod user_agent;
 pub mod watch_cache;

@@ -19,6 +19,9 @@ const PROMOTION_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Metrics read from the daemon's state when gathered (the leader gauge): encoded at
+    /// every `/metrics` request, never served from a cached copy.
+    live: Registry,
     probe_success: IntGaugeVec,
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
@@ -69,6 +72,7 @@ impl Metrics {
     /// Creates and registers every metric, plus the process collector and build info.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        let live = Registry::new();
         let build_info = IntGaugeVec::new(
             opts("build_info", "Build information; always 1."),
             &["version"],
@@ -244,11 +248,12 @@ impl Metrics {
                 ),
                 &["group", "cause"],
             )?,
-            coord: crate::coord::CoordMetrics::new(&registry)?,
+            coord: crate::coord::CoordMetrics::new(&registry, &live)?,
             state: crate::state::StateMetrics::new(&registry)?,
             mirror: crate::mirror::MirrorMetrics::new(&registry)?,
             notices: crate::notice::NoticeMetrics::new(&registry)?,
             registry,
+            live,
         };
         let r = &m.registry;
         r.register(Box::new(m.probe_success.clone()))?;
@@ -471,16 +476,34 @@ impl Metrics {
         self.last_tick.set(wall_unix);
     }
 
-    /// The text exposition format.
+    /// The text exposition format: [`Self::encode_stored`] then [`Self::encode_live`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut buf = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metrics; an error would mean
-        // a bug in registration, which `new` already rules out.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "encoding metrics failed");
-        }
+        let mut buf = self.encode_stored();
+        buf.extend(self.encode_live());
         buf
     }
+
+    /// The metrics the daemon sets as it works (everything but the live ones), which
+    /// the admin server may serve from a copy encoded a moment ago.
+    pub fn encode_stored(&self) -> Vec<u8> {
+        encode(&self.registry)
+    }
+
+    /// The metrics read from the daemon's state at this instant (`kube_failover_leader`):
+    /// a few lines, encoded for every request.
+    pub fn encode_live(&self) -> Vec<u8> {
+        encode(&self.live)
+    }
+}
+
+fn encode(registry: &Registry) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metrics; an error would mean a bug
+    // in registration, which `Metrics::new` already rules out.
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    buf
 }
 
 /// The kind of a signal name, the label of the probe latency histogram.

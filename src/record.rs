@@ -46,6 +46,11 @@ pub mod keys {
     pub const FAILBACK_AT: &str = "failback_at";
     /// The same as Unix seconds, for the cooldown across restarts.
     pub const FAILBACK_AT_UNIX: &str = "failback_at_unix";
+    /// RFC 3339 time (milliseconds) `kube-failover failback` took its first step.
+    pub const FAILBACK_STARTED_AT: &str = "failback_started_at";
+    /// RFC 3339 time (milliseconds) that failback completed (the primary up, and Ready
+    /// with `--wait`).
+    pub const FAILBACK_COMPLETED_AT: &str = "failback_completed_at";
     /// RFC 3339 time the record was written back after it was found missing.
     pub const RESTORED_AT: &str = "restored_at";
     /// The operator (kubeconfig user name) who paused the group; absent when not paused.
@@ -248,6 +253,12 @@ pub fn now_stamp() -> Stamp {
     }
 }
 
+/// The current wall-clock time as RFC 3339 with milliseconds, for the times a notice
+/// computes a duration from.
+pub fn now_millis() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
 /// A change to the record of the current epoch, after a step of the promotion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Update {
@@ -344,6 +355,14 @@ pub fn to_config_map(
         (keys::FENCED_AT, record.fenced_at.as_ref()),
         (keys::HOLDER, Some(&record.holder).filter(|h| !h.is_empty())),
         (keys::FAILBACK_AT, record.failback_at.as_ref()),
+        (
+            keys::FAILBACK_STARTED_AT,
+            record.failback_started_at.as_ref(),
+        ),
+        (
+            keys::FAILBACK_COMPLETED_AT,
+            record.failback_completed_at.as_ref(),
+        ),
         (keys::RESTORED_AT, record.restored_at.as_ref()),
         (keys::PAUSED_BY, record.paused_by.as_ref()),
         (
@@ -512,6 +531,8 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
         primary_deployments,
         failback_at: text(keys::FAILBACK_AT),
         failback_at_unix,
+        failback_started_at: text(keys::FAILBACK_STARTED_AT),
+        failback_completed_at: text(keys::FAILBACK_COMPLETED_AT),
         restored_at: text(keys::RESTORED_AT),
         paused_by: text(keys::PAUSED_BY),
         paused_until_unix,
@@ -570,6 +591,8 @@ mod tests {
             }],
             failback_at: None,
             failback_at_unix: None,
+            failback_started_at: Some("2025-01-02T04:00:00.250Z".into()),
+            failback_completed_at: None,
             restored_at: Some("2025-01-02T03:05:00Z".into()),
             paused_by: Some("alice".into()),
             paused_until_unix: Some(1_735_790_000),

@@ -21,6 +21,10 @@ mod tests {
     fn a_provider_is_installed_and_http_clients_build() {
         super::install_provider();
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
-        crate::probe::http::client(std::time::Duration::from_secs(1)).unwrap();
+        crate::probe::http::client(
+            std::time::Duration::from_secs(1),
+            crate::user_agent::anonymous(),
+        )
+        .unwrap();
     }
 }

@@ -23,8 +23,10 @@
 //!   the bound that matters for judgement is one probe interval.
 //!
 //! After any error the watch is started again from a fresh list, after a short backoff
-//! capped at the probe interval, so a store that recovers always proves it with a
-//! complete list (a resumed watch emits no event that could prove it).
+//! capped at the probe interval (at [`UNREACHABLE_BACKOFF`] while the API server cannot
+//! be reached, cut short when its `/readyz` passes again), so a store that recovers
+//! always proves it with a complete list (a resumed watch emits no event that could
+//! prove it).
 //!
 //! Each store also tells its readers when something happened that a tick should look at
 //! now rather than at its next turn ([`WatchStore::wakes`]): its established watch was
@@ -54,6 +56,13 @@ pub const WATCH_TIMEOUT_SECS: u32 = 5;
 
 /// First delay before a failed watch is started again; doubles up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The cap on that delay while the API server cannot be reached (the watch timed out,
+/// was refused, could not connect or failed TLS): each try costs a new connection that
+/// an unreachable server never answers, so they are spaced out instead of repeated
+/// every interval. A `/readyz` that passes again ends the wait at once
+/// ([`Steer::retry_now`]), so a server that comes back is listed within a tick.
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What a store's readers are woken for: counters that only grow, so a reader compares
 /// them with the values it saw last.
@@ -102,6 +111,8 @@ pub struct WatchStore<K> {
     changed: watch::Sender<u64>,
     /// Asks the watch task to drop its watch and list again.
     restart: Notify,
+    /// Ends the wait after a failed watch (see [`Steer::retry_now`]).
+    retry: Notify,
     /// Wakes the readers (see [`Wakes`]).
     wakes: watch::Sender<Wakes>,
 }
@@ -118,6 +129,7 @@ impl<K> WatchStore<K> {
             }),
             changed: watch::channel(0).0,
             restart: Notify::new(),
+            retry: Notify::new(),
             wakes: watch::channel(Wakes::default()).0,
         })
     }
@@ -199,6 +211,25 @@ impl<K> WatchStore<K> {
     /// Asks the watch to start over from a fresh list; the store serves nothing until it
     /// completes. Does nothing while the store is not live (it is listing already).
     pub fn restart(&self, why: &str) {
+        Steer::restart(self, why);
+    }
+}
+
+/// How a cluster's `/readyz` answers steer the watches of its stores.
+pub trait Steer {
+    /// See [`WatchStore::restart`].
+    fn restart(&self, why: &str);
+    /// The API server answers again: a watch waiting before its next try after a
+    /// failure tries now.
+    fn retry_now(&self);
+}
+
+impl<K> Steer for WatchStore<K> {
+    fn retry_now(&self) {
+        self.retry.notify_waiters();
+    }
+
+    fn restart(&self, why: &str) {
         let mut inner = self.lock_write();
         if inner.freshness == Freshness::Live {
             inner.freshness = Freshness::Relisting(why.to_string());
@@ -207,7 +238,9 @@ impl<K> WatchStore<K> {
             self.restart.notify_one();
         }
     }
+}
 
+impl<K> WatchStore<K> {
     fn set_freshness(&self, inner: &mut Inner<K>, freshness: Freshness) {
         if inner.freshness != freshness {
             inner.freshness = freshness;
@@ -302,6 +335,14 @@ fn name_of<K: Resource>(obj: &K) -> Option<String> {
     obj.meta().name.clone()
 }
 
+/// Reasons of a failed watch that say the API server could not be reached.
+fn unreachable(reason: ProbeReason) -> bool {
+    matches!(
+        reason,
+        ProbeReason::Timeout | ProbeReason::Refused | ProbeReason::Connect | ProbeReason::Tls
+    )
+}
+
 /// The reason and a secret-free description of a watcher error.
 fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
     match err {
@@ -361,7 +402,8 @@ pub async fn run_with<K>(
     let mut backoff = FIRST_BACKOFF.min(max_backoff);
     loop {
         let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
-        let mut failed = false;
+        // Whether the last try failed, and whether the server could not be reached.
+        let mut failed = None;
         loop {
             tokio::select! {
                 item = stream.next() => match item {
@@ -377,7 +419,7 @@ pub async fn run_with<K>(
                         if was_live {
                             warn!(store = %store.what, error = %describe_watch_error(&err).1, "watch lost; listing again");
                         }
-                        failed = true;
+                        failed = Some(unreachable(describe_watch_error(&err).0));
                         break;
                     }
                     None => break,
@@ -389,9 +431,18 @@ pub async fn run_with<K>(
             }
         }
         drop(stream);
-        if failed {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(max_backoff);
+        if let Some(unreachable) = failed {
+            let retry = store.retry.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = retry => {}
+            }
+            let cap = if unreachable {
+                UNREACHABLE_BACKOFF.max(max_backoff)
+            } else {
+                max_backoff
+            };
+            backoff = (backoff * 2).min(cap);
         }
     }
 }
@@ -401,6 +452,70 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A client to an API server that cannot be reached: every request fails below the
+    /// API (connection refused) and is counted.
+    #[derive(Clone, Default)]
+    struct Unreachable(Arc<AtomicUsize>);
+
+    type Request = http::Request<kube::client::Body>;
+    type Answer = std::future::Ready<
+        Result<http::Response<kube::client::Body>, Box<dyn std::error::Error + Send + Sync>>,
+    >;
+
+    impl tower_service::Service<Request> for Unreachable {
+        type Response = http::Response<kube::client::Body>;
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        type Future = Answer;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            std::future::ready(Err(Box::new(refused)))
+        }
+    }
+
+    /// Issue 17, item 5: a watch whose API server cannot be reached tries again ever
+    /// more rarely (up to [`UNREACHABLE_BACKOFF`], not every `max_backoff`), each try a
+    /// new connection that a black hole would never answer; a `/readyz` that passes
+    /// again ([`Steer::retry_now`]) makes it try at once.
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_server_is_retried_ever_more_rarely_and_at_once_when_back() {
+        let api = Unreachable::default();
+        let tries = api.0.clone();
+        let store = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        let client = kube::Client::new(api, "ns");
+        let task = tokio::spawn(run(
+            store.clone(),
+            Api::namespaced(client, "ns"),
+            Duration::from_secs(1),
+        ));
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let n = tries.load(Ordering::SeqCst);
+        assert!(
+            matches!(store.freshness(), Freshness::Broken { .. }),
+            "{:?}",
+            store.freshness()
+        );
+        // 200 ms doubling to 30 s: 8 tries in the first minute, then one per 30 s
+        // (with the interval as the cap, there would be about 300).
+        assert!((10..=20).contains(&n), "{n} tries in 5 minutes");
+        // Reachable again: it tries now, not after the backoff.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = tries.load(Ordering::SeqCst);
+        store.retry_now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(tries.load(Ordering::SeqCst), before + 1);
+        task.abort();
+    }
 
     fn cm(name: &str) -> ConfigMap {
         ConfigMap {

@@ -409,3 +409,112 @@ async fn operator_promotion_and_failback_are_notified_and_a_stale_lock_is_only_n
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
 }
+
+/// Seconds between two RFC 3339 times of a notice.
+fn between(notice: &Value) -> f64 {
+    let at = |key: &str| {
+        notice[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {notice}"))
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("{key} is not RFC 3339: {e}"))
+            .as_millisecond() as f64
+            / 1000.0
+    };
+    at("finished_at") - at("started_at")
+}
+
+/// Issue 17, item 1: the agent's Pods count as available only seconds after they start
+/// (Deployment `minReadySeconds`, as an agent pulling its image): the promotion notice
+/// runs from the record's promotion to the standby Ready, and the failback notice from
+/// the failback's first step to the primary Ready, both at least that long.
+#[tokio::test(flavor = "multi_thread")]
+async fn notice_times_span_pods_that_become_available_seconds_late() {
+    const LATE: i32 = 4;
+    let pair = pair().await;
+    for cluster in [&pair.primary, &pair.standby] {
+        for name in cluster.deployment_names() {
+            cluster
+                .set_min_ready_seconds(&name, LATE)
+                .await
+                .expect("set minReadySeconds");
+        }
+    }
+    let rx = Receiver::start().await;
+    let opts = DaemonOpts {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(400),
+        extra_toml: format!(
+            "[notify]\n{}",
+            webhook("oncall", &rx.url("/oncall"), "json", "")
+        ),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let op = |args: &'static [&'static str]| {
+        let config = d.config.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .args(["--group", GROUP])
+                .output()
+                .await
+                .expect("run kube-failover");
+            eprintln!(
+                "$ kube-failover {}: {:?}\n{}",
+                args.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.status.code()
+        }
+    };
+    let late = f64::from(LATE);
+
+    // The daemon records `promoted` once the standby is Ready (available), LATE seconds
+    // after its Pods started.
+    let promoting = std::time::Instant::now();
+    assert_eq!(op(&["promote"]).await, Some(0));
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    let promoted_after = promoting.elapsed().as_secs_f64();
+    let got = wait_delivered(&rx, "/oncall", 1, &d).await;
+    let n = got[0].json();
+    assert_eq!(n["id"], "env0/1/promotion");
+    let took = n["duration_seconds"].as_f64().expect("promotion duration");
+    measured(
+        "promotion notice duration (Pods available 4 s late)",
+        Duration::from_secs_f64(took),
+    );
+    // The record's times are whole seconds: a second either way.
+    assert!(took >= late - 1.0, "promotion took {took} s: {n}");
+    assert!(
+        took <= promoted_after + 1.0,
+        "{took} vs {promoted_after}: {n}"
+    );
+    assert!((between(&n) - took).abs() < 0.11, "{n}");
+
+    let failing_back = std::time::Instant::now();
+    assert_eq!(op(&["failback", "--wait"]).await, Some(0));
+    let failback_took = failing_back.elapsed().as_secs_f64();
+    let got = wait_delivered(&rx, "/oncall", 2, &d).await;
+    let back = got[1].json();
+    assert_eq!(back["id"], "env0/1/failback");
+    let took = back["duration_seconds"]
+        .as_f64()
+        .expect("failback duration");
+    measured(
+        "failback notice duration (Pods available 4 s late)",
+        Duration::from_secs_f64(took),
+    );
+    // From the first step to the primary Ready: at least the late start, at most the
+    // command's whole run.
+    assert!(took >= late, "failback took {took} s: {back}");
+    assert!(took <= failback_took, "{took} vs {failback_took}: {back}");
+    assert!((between(&back) - took).abs() < 0.11, "{back}");
+    let summary = back["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains(&format!("in {took:.1} s")), "{summary}");
+}

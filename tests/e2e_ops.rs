@@ -257,3 +257,85 @@ async fn fence_is_refused_while_the_primary_is_active_and_fences_after_a_promoti
     let history = String::from_utf8_lossy(&out.stdout);
     assert!(history.contains("promoting"), "{history}");
 }
+
+/// Issue 17, item 2: every request of the daemon carries `kube-failover/<version>
+/// (<identity>)` and every request of a CLI command `kube-failover-cli/<version>`, as
+/// the API servers' audit logs record them: the daemon's watches, Lease writes and
+/// the promotion's scale, the CLI's record write.
+#[tokio::test]
+async fn the_audit_log_names_the_daemon_and_the_cli() {
+    use kube_failover_testbed::{AuditEvent, ClusterPair, ClusterSpec, DAEMON_USER};
+    let pair = ClusterPair::start_with(
+        ClusterSpec::new("primary").replicas(1).audit(true),
+        ClusterSpec::new("standby").replicas(0).audit(true),
+    )
+    .await
+    .expect("start the audited cluster pair");
+    let opts = DaemonOpts {
+        identity: Some("audited-1".into()),
+        ..fast()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    let out = op(&d.config, &["pause", "--reason", "audit"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let out = op(&d.config, &["resume"], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+
+    let version = env!("CARGO_PKG_VERSION");
+    let daemon_agent = format!("kube-failover/{version} (audited-1)");
+    let cli_agent = format!("kube-failover-cli/{version}");
+    let by_user = |events: Vec<AuditEvent>| -> Vec<AuditEvent> {
+        events
+            .into_iter()
+            .filter(|e| e.user.username == DAEMON_USER)
+            .collect()
+    };
+    let standby = by_user(pair.standby.audit_events().expect("standby audit log"));
+    let primary = by_user(pair.primary.audit_events().expect("primary audit log"));
+    // Every request of the daemon's user came from the daemon or the CLI, named.
+    for e in standby.iter().chain(&primary) {
+        assert!(
+            e.user_agent == daemon_agent || e.user_agent == cli_agent,
+            "{} {} with user agent {:?}",
+            e.verb,
+            e.request_uri,
+            e.user_agent
+        );
+    }
+    let seen = |events: &[AuditEvent], agent: &str, verb: &str, resource: &str, sub: &str| {
+        events.iter().any(|e| {
+            e.user_agent == agent
+                && e.verb == verb
+                && e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == resource && o.subresource == sub)
+        })
+    };
+    for (verb, resource, sub) in [
+        ("patch", "deployments", "scale"),
+        ("watch", "deployments", ""),
+        ("watch", "leases", ""),
+        ("create", "leases", ""),
+        ("update", "configmaps", ""),
+    ] {
+        assert!(
+            seen(&standby, &daemon_agent, verb, resource, sub),
+            "no {verb} {resource}/{sub} by the daemon on the standby"
+        );
+    }
+    assert!(seen(&primary, &daemon_agent, "watch", "pods", ""));
+    assert!(
+        seen(&standby, &cli_agent, "update", "configmaps", "")
+            || seen(&standby, &cli_agent, "patch", "configmaps", ""),
+        "no record write by the CLI"
+    );
+    assert!(
+        primary.iter().any(|e| e.request_uri.starts_with("/readyz")),
+        "no /readyz in the primary's audit log"
+    );
+}

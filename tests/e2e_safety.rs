@@ -411,3 +411,72 @@ async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
     );
     assert_eq!(d.metric(STARTED).await, Some(0.0));
 }
+
+/// Issue 17, item 5: the daemon's path to the primary accepts connections and never
+/// answers (the fault proxy in blackhole mode, which sees a client close even while it
+/// holds the connection). Sampled every 5 s for 60 s (`KUBE_FAILOVER_BLACKHOLE_SECS`
+/// for a longer measurement): the connections the daemon holds to the primary, and
+/// those open at the proxy, stay at a handful (each request that times out closes its
+/// connection), and new ones come at a steady rate: one `/readyz` per probe interval
+/// and the watches' retries (each after a connect timeout and a backoff growing to 30 s
+/// while the API cannot be reached).
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_stay_bounded_behind_a_black_hole() {
+    /// Requests the daemon may have in flight to one cluster at once here: `/readyz`,
+    /// the two watches (Deployments, Pods), a fence; with room to spare.
+    const BOUND: usize = 8;
+    let secs: u64 = std::env::var("KUBE_FAILOVER_BLACKHOLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let pair = pair().await;
+    let (d, proxy): (Daemon, kube_failover_testbed::FaultProxy) =
+        Daemon::start_via_proxy(&pair, Via::Primary, &DaemonOpts::default()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let port = proxy.addr().port();
+    let before = proxy.accepted();
+    assert!(
+        d.connections_to(port) >= 1,
+        "the daemon reaches the primary through the proxy"
+    );
+
+    proxy.set_mode(kube_failover_testbed::ProxyMode::Blackhole);
+    let cut = std::time::Instant::now();
+    let (mut most_held, mut most_open) = (0, 0);
+    let mut halfway = None;
+    while cut.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (held, open) = (d.connections_to(port), proxy.open_connections());
+        let opened = proxy.accepted() - before;
+        eprintln!(
+            "{:>4} s into the black hole: {opened} connections opened, {held} held by the \
+             daemon, {open} open at the proxy",
+            cut.elapsed().as_secs()
+        );
+        most_held = most_held.max(held);
+        most_open = most_open.max(open);
+        if halfway.is_none() && cut.elapsed() >= Duration::from_secs(secs / 2) {
+            halfway = Some((cut.elapsed(), opened));
+        }
+        assert!(
+            held <= BOUND && open as usize <= BOUND,
+            "{held} held by the daemon, {open} open at the proxy"
+        );
+    }
+    // The fault was in force: the daemon saw the primary's API time out.
+    let g = d.group().await.expect("status");
+    let api = g.signals.iter().find(|s| s.name == "api");
+    assert!(api.is_some_and(|s| !s.up), "{g:?}");
+    let opened = proxy.accepted() - before;
+    eprintln!(
+        "black hole for {secs} s: {opened} connections opened, at most {most_held} held by \
+         the daemon and {most_open} open at the proxy"
+    );
+    // Steady state (the second half): one `/readyz` per interval and the two watches'
+    // retries; at most two per interval.
+    let (at, opened_then) = halfway.expect("sampled past halfway");
+    let rate = (opened - opened_then) as f64 / (cut.elapsed() - at).as_secs_f64();
+    eprintln!("new connections in the second half: {rate:.2} per second");
+    assert!(rate <= 2.0, "{rate:.2} new connections per second");
+}

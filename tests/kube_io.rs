@@ -99,7 +99,8 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     let p = primary.daemon_client().await.unwrap();
     let s = standby.daemon_client().await.unwrap();
     // The daemon's own HTTP check client, TLS and all, as the daemon builds it.
-    let http = kube_failover::probe::http::client(TIMEOUT).expect("HTTP check client");
+    let http = kube_failover::probe::http::client(TIMEOUT, kube_failover::user_agent::anonymous())
+        .expect("HTTP check client");
     let (url, server) = http_ok().await;
     let mut g = group(primary, standby);
     g.http_checks.push(HttpCheckConfig {

@@ -7,8 +7,11 @@
 //!    (the record still says the standby is active, so nothing else starts it);
 //! 2. the record says `primary` with `failback_at`, the epoch kept, step `primary_up`;
 //! 3. the primary goes up (and with `--wait` is waited for until Ready);
-//! 4. `failback_step` is removed: the daemons act again, the cooldown running from
-//!    `failback_at`.
+//! 4. `failback_step` is removed and `failback_completed_at` stamped: the daemons act
+//!    again, the cooldown running from `failback_at`.
+//!
+//! `failback_started_at` (step 1) and `failback_completed_at` (step 4, after the primary
+//! is Ready with `--wait`) are the times of the daemons' failback notice.
 
 use super::Failure;
 use super::ops::{POLL, Session, Target, refuse};
@@ -80,10 +83,13 @@ async fn failback(s: &Session, wait: bool) -> Result<(), Failure> {
 
     if phase.standby_active() {
         if record.failback_step.is_none() {
+            let started = record::now_millis();
             s.modify(|current| {
                 ensure_at(current, epoch, true, None)?;
                 let mut next = current.clone();
                 next.failback_step = Some(FailbackStep::StandbyDown);
+                next.failback_started_at = Some(started.clone());
+                next.failback_completed_at = None;
                 Ok(Some(next))
             })
             .await?;
@@ -141,6 +147,9 @@ async fn failback(s: &Session, wait: bool) -> Result<(), Failure> {
     if wait {
         wait_primary_ready(s).await?;
     }
+    // Completed now: the primary is up (and Ready, with --wait). The daemons' failback
+    // notice runs from `failback_started_at` to this.
+    let completed = record::now_millis();
     s.modify(|current| {
         if current.failback_step.is_none() {
             return Ok(None);
@@ -148,6 +157,7 @@ async fn failback(s: &Session, wait: bool) -> Result<(), Failure> {
         ensure_at(current, epoch, false, Some(FailbackStep::PrimaryUp))?;
         let mut next = current.clone();
         next.failback_step = None;
+        next.failback_completed_at = Some(completed.clone());
         Ok(Some(next))
     })
     .await?;

@@ -106,8 +106,9 @@ impl Target {
             .build()
             .map_err(Failure::runtime)?;
         runtime.block_on(async move {
-            let options = ClientOptions::for_call_timeout(CALL_TIMEOUT);
-            let primary = cluster::client_for_with(&group.primary, "primary", options)
+            let options = ClientOptions::for_call_timeout(CALL_TIMEOUT)
+                .with_user_agent(kube_failover::user_agent::cli());
+            let primary = cluster::client_for_with(&group.primary, "primary", options.clone())
                 .await
                 .map_err(Failure::invalid)?;
             let standby = cluster::client_for_with(&group.standby, "standby", options)
@@ -121,7 +122,8 @@ impl Target {
                 format!("operator:{operator}"),
             )
             .with_call_timeout(CALL_TIMEOUT);
-            let http = probe::http::client(CALL_TIMEOUT).map_err(Failure::runtime)?;
+            let http = probe::http::client(CALL_TIMEOUT, kube_failover::user_agent::cli())
+                .map_err(Failure::runtime)?;
             body(Session {
                 group,
                 primary,

@@ -108,6 +108,7 @@ fn status_url(addr: &str) -> String {
 async fn fetch(addr: &str) -> Result<String, StatusError> {
     let url = status_url(addr);
     let client = reqwest::Client::builder()
+        .user_agent(kube_failover::user_agent::cli())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TIMEOUT)
         // The admin port is local; a proxy from the environment has no business here.

@@ -107,6 +107,8 @@ pub(crate) struct Reloader {
     cluster: ClusterConfig,
     /// The kubeconfig file, or in-cluster credentials: named in logs.
     source: String,
+    /// Set on every request.
+    user_agent: http::HeaderValue,
     credential_wait: Duration,
     recheck_interval: Duration,
     exec_timeout: Duration,
@@ -145,6 +147,7 @@ impl Reloader {
             role: role.to_string(),
             cluster: cluster.clone(),
             source: loaded.source,
+            user_agent: options.user_agent,
             credential_wait: options.credential_wait,
             recheck_interval: options.recheck_interval,
             exec_timeout: options.exec_timeout,
@@ -511,8 +514,11 @@ impl tower_service::Service<Request> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let reloader = Arc::clone(&self.0);
+        request
+            .headers_mut()
+            .insert(http::header::USER_AGENT, reloader.user_agent.clone());
         // kube's client passes this future back to the caller, so the caller's timeout
         // bounds everything in it, waits for credentials included.
         Box::pin(async move {

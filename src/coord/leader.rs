@@ -277,6 +277,11 @@ impl Election {
         self.transitions
     }
 
+    /// This instance's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// The holder last seen, this instance included.
     pub fn holder(&self) -> Option<&str> {
         self.holder.as_deref()

@@ -1,26 +1,126 @@
-//! The coordination metrics, registered with the daemon's other metrics. A leader that
-//! cannot renew shows as `kube_failover_leader` 0 (and a warning in the log).
+//! The coordination metrics, registered with the daemon's other metrics, and this
+//! instance's role in each group as it is at the moment it is asked ([`Roles`]).
+//! `kube_failover_leader` is read from the coordination state when it is gathered, not
+//! set at the end of a tick: a leader whose tick waits on an unreachable standby shows 0
+//! from the instant its renew deadline passes (and a warning in the log).
 
+use super::{Role, State};
 use crate::model::Verdict;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("kube_failover")
+}
+
+/// This instance's role in each of its groups, read from the groups' coordination state
+/// when asked: `/status` and `kube_failover_leader` say what [`super::GroupCoord::may_write`]
+/// says at that instant.
+#[derive(Clone, Default)]
+pub struct Roles {
+    groups: Arc<RwLock<Vec<Joined>>>,
+}
+
+/// A group and its coordination state (gone with the group).
+type Joined = (String, Weak<Mutex<State>>);
+
+/// One group's role at an instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleNow {
+    /// This instance's role.
+    pub role: Role,
+    /// The leader Lease's holder as last read (this instance while it leads).
+    pub leader: Option<String>,
+}
+
+impl Roles {
+    /// `group`'s coordination state is `state` from now on (a group joined again
+    /// replaces its previous entry).
+    pub(super) fn join(&self, group: &str, state: &Arc<Mutex<State>>) {
+        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        groups.retain(|(g, s)| g != group && s.strong_count() > 0);
+        groups.push((group.to_string(), Arc::downgrade(state)));
+    }
+
+    /// The role of `group` at `now` (`None`: no such group in this process).
+    pub fn of(&self, group: &str, now: Instant) -> Option<RoleNow> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        let state = groups.iter().find(|(g, _)| g == group)?.1.upgrade()?;
+        drop(groups);
+        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+        Some(st.role_now(now))
+    }
+
+    /// Each group's role at `now`, in the order the groups joined: cheap (nothing is
+    /// copied), for a reader that only needs to know whether anything changed.
+    pub fn roles(&self, now: Instant) -> Vec<Role> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups
+            .iter()
+            .map(|(_, s)| {
+                s.upgrade().map_or(Role::Follower, |state| {
+                    state.lock().unwrap_or_else(|p| p.into_inner()).role_at(now)
+                })
+            })
+            .collect()
+    }
+
+    /// Every group's role at `now`, in the order the groups joined.
+    pub fn all(&self, now: Instant) -> Vec<(String, RoleNow)> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups
+            .iter()
+            .filter_map(|(g, s)| {
+                let state = s.upgrade()?;
+                let st = state.lock().unwrap_or_else(|p| p.into_inner());
+                Some((g.clone(), st.role_now(now)))
+            })
+            .collect()
+    }
+}
+
+/// `kube_failover_leader`, set from [`Roles`] each time it is gathered.
+struct LeaderGauge {
+    gauge: IntGaugeVec,
+    roles: Roles,
+}
+
+impl Collector for LeaderGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for (group, now) in self.roles.all(Instant::now()) {
+            self.gauge
+                .with_label_values(&[&group])
+                .set(i64::from(now.role == Role::Leader));
+        }
+        self.gauge.collect()
+    }
 }
 
 /// Leader, observers and identity clashes, per group.
 #[derive(Clone)]
 pub struct CoordMetrics {
     leader: IntGaugeVec,
+    /// Every group's role, read when asked (the leader gauge is derived from it).
+    pub roles: Roles,
     observers: IntGaugeVec,
     expected: IntGaugeVec,
     identity_clash: IntGaugeVec,
 }
 
 impl CoordMetrics {
-    /// Creates and registers them.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    /// Creates and registers them: `kube_failover_leader` with `live` (a registry
+    /// gathered at every request, never from a cached encoding), the others with
+    /// `registry`.
+    pub fn new(registry: &Registry, live: &Registry) -> Result<Self, prometheus::Error> {
         let m = CoordMetrics {
+            roles: Roles::default(),
             leader: IntGaugeVec::new(
                 opts(
                     "leader",
@@ -50,7 +150,10 @@ impl CoordMetrics {
                 &["group"],
             )?,
         };
-        registry.register(Box::new(m.leader.clone()))?;
+        live.register(Box::new(LeaderGauge {
+            gauge: m.leader.clone(),
+            roles: m.roles.clone(),
+        }))?;
         registry.register(Box::new(m.observers.clone()))?;
         registry.register(Box::new(m.expected.clone()))?;
         registry.register(Box::new(m.identity_clash.clone()))?;
@@ -69,13 +172,6 @@ impl CoordMetrics {
             .with_label_values(&[group])
             .set(i64::from(expected.unwrap_or(0)));
         self.identity_clash.with_label_values(&[group]).set(0);
-    }
-
-    /// Whether this instance leads the group now.
-    pub fn set_leader(&self, group: &str, leading: bool) {
-        self.leader
-            .with_label_values(&[group])
-            .set(i64::from(leading));
     }
 
     /// The fresh observers' verdicts.

@@ -35,7 +35,7 @@ pub mod observer;
 pub mod presence;
 pub mod spread;
 
-pub use metrics::CoordMetrics;
+pub use metrics::{CoordMetrics, RoleNow, Roles};
 
 use crate::config::{Config, DaemonConfig, GroupConfig};
 use crate::engine::{Decision, GroupState};
@@ -181,6 +181,33 @@ struct State {
     /// (as stored by this instance's own write, or read fresh after a 409). It stands in
     /// for the cache while the cache still shows that resourceVersion.
     stand_in: Option<(String, Option<Lease>)>,
+}
+
+impl State {
+    /// The role at `now`, from the term as it stands: a term whose renew deadline passed
+    /// is over at that instant, whether or not a tick has seen it yet.
+    fn role_at(&self, now: Instant) -> Role {
+        if self.clash {
+            Role::IdentityClash
+        } else if self.election.may_write(now) {
+            Role::Leader
+        } else {
+            Role::Follower
+        }
+    }
+
+    /// [`Self::role_at`] and the leader as this instance knows it.
+    fn role_now(&self, now: Instant) -> RoleNow {
+        let role = self.role_at(now);
+        RoleNow {
+            role,
+            leader: if role == Role::Leader {
+                Some(self.election.identity().to_string())
+            } else {
+                self.election.holder().map(str::to_string)
+            },
+        }
+    }
 }
 
 impl Member for Mutex<State> {
@@ -333,6 +360,7 @@ impl GroupCoord {
             renew_deadline: timing.renew_deadline,
             stand_in: None,
         }));
+        metrics.roles.join(&group.name, &state);
         let member: Arc<dyn Member> = state.clone();
         presence.join(&group.name, ttl, Arc::downgrade(&member));
         GroupCoord {
@@ -680,16 +708,7 @@ impl GroupCoord {
     /// A term whose deadline passed: stop writing and say so.
     fn check_deadline(&self, now: Instant) {
         let mut st = self.lock();
-        if st.election.term(now) == Some(false) {
-            st.election.step_down();
-            warn!(
-                group = %self.group,
-                identity = %self.identity,
-                "leader Lease not renewed within the renew deadline: stopped writing"
-            );
-        }
-        let leading = st.election.may_write(now);
-        self.metrics.set_leader(&self.group, leading);
+        end_lapsed_term(&mut st, &self.group, &self.identity, now);
         if st.election.led(now) {
             st.leaderless_since = None;
         } else {
@@ -831,7 +850,6 @@ impl GroupCoord {
             let mut st = self.lock();
             let held = st.election.term(Instant::now()).is_some();
             st.election.step_down();
-            self.metrics.set_leader(&self.group, false);
             if held { st.leader_rv.clone() } else { None }
         };
         self.spread().set(&self.group, false);
@@ -906,20 +924,14 @@ impl GroupCoord {
 
     /// This instance's role now.
     pub fn role(&self, now: Instant) -> Role {
-        let st = self.lock();
-        if st.clash {
-            Role::IdentityClash
-        } else if st.election.may_write(now) {
-            Role::Leader
-        } else {
-            Role::Follower
-        }
+        self.lock().role_now(now).role
     }
 
-    /// The `/status` part.
+    /// The `/status` part. Its role and leader are as of `now`; the admin server reads
+    /// them again when asked (see [`Roles`]).
     pub fn status(&self, now: Instant) -> CoordStatus {
-        let role = self.role(now);
         let st = self.lock();
+        let RoleNow { role, leader } = st.role_now(now);
         let own = ObserverStatus {
             identity: self.identity.clone(),
             verdict: Named::Known(st.own.0),
@@ -941,16 +953,24 @@ impl GroupCoord {
         CoordStatus {
             no_leader_seconds: no_leader_for(&st, now, self.timing.lease_duration)
                 .map(|d| d.as_secs_f64()),
-            leader: if role == Role::Leader {
-                Some(self.identity.clone())
-            } else {
-                st.election.holder().map(str::to_string)
-            },
+            leader,
             role: role.as_str().to_string(),
             quorum: self.quorum,
             expected: self.expected,
             observers: std::iter::once(own).chain(others).collect(),
         }
+    }
+}
+
+/// Ends a term whose renew deadline passed at `now`, and says so.
+fn end_lapsed_term(st: &mut State, group: &str, identity: &str, now: Instant) {
+    if st.election.term(now) == Some(false) {
+        st.election.step_down();
+        warn!(
+            group = %group,
+            identity = %identity,
+            "leader Lease not renewed within the renew deadline: stopped writing"
+        );
     }
 }
 
@@ -1119,6 +1139,9 @@ mod tests {
         coords: Vec<GroupCoord>,
         presence: Arc<Presence>,
         store: Arc<WatchStore<Lease>>,
+        metrics: CoordMetrics,
+        /// Where `kube_failover_leader` is gathered.
+        live: prometheus::Registry,
     }
 
     fn instance(fake: &FakeLeases, config: &Config, identity: &str) -> Instance {
@@ -1139,7 +1162,8 @@ mod tests {
             Duration::ZERO,
             timing.lease_duration,
         )));
-        let metrics = CoordMetrics::new(&prometheus::Registry::new()).unwrap();
+        let live = prometheus::Registry::new();
+        let metrics = CoordMetrics::new(&prometheus::Registry::new(), &live).unwrap();
         let coords = config
             .groups
             .iter()
@@ -1159,6 +1183,8 @@ mod tests {
             coords,
             presence,
             store,
+            metrics,
+            live,
         }
     }
 
@@ -1449,6 +1475,58 @@ mod tests {
         fake.fail_with(None);
         ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
         assert_eq!(me.leading(), 2);
+    }
+
+    /// The leader gauge of each group, as gathered now.
+    fn leader_gauge(i: &Instance) -> Vec<i64> {
+        i.live
+            .gather()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().value() as i64)
+            .collect()
+    }
+
+    /// A leader whose tick is blocked (no sync runs) and whose renewals fail: its role
+    /// and the leader gauge end at the renew deadline, read when asked, not at the next
+    /// tick.
+    #[tokio::test]
+    async fn a_blocked_leader_stops_saying_leader_at_its_deadline() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
+        assert_eq!(me.leading(), 2);
+        assert_eq!(leader_gauge(&me), vec![1, 1]);
+        let role = |g: &str| me.metrics.roles.of(g, Instant::now()).map(|r| r.role);
+        assert_eq!(role("g0"), Some(Role::Leader));
+        // Cut: every renewal fails, and no tick runs from now on.
+        fake.fail_with(Some(500));
+        let cut = Instant::now();
+        while cut.elapsed() < 3 * LEASE && role("g0") == Some(Role::Leader) {
+            // Role and gauge say the same at every reading (the deadline may pass
+            // between two readings, never back).
+            let before = leader_gauge(&me)[0];
+            let now = role("g0");
+            let after = leader_gauge(&me)[0];
+            assert!(before >= after);
+            if now == Some(Role::Leader) {
+                assert_eq!(before, 1);
+            } else {
+                assert_eq!(after, 0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = cut.elapsed();
+        assert_eq!(role("g0"), Some(Role::Follower));
+        assert_eq!(role("g1"), Some(Role::Follower));
+        assert_eq!(leader_gauge(&me), vec![0, 0]);
+        // Renew deadline 400 ms after the last renewal sent, which is at most a spacing
+        // (100 ms) before the cut; slack for a loaded machine.
+        assert!(stopped <= Duration::from_millis(900), "{stopped:?}");
+        // The next tick ends the term (and says so in the log).
+        me.tick(&fake, false, Verdict::Up).await;
+        assert_eq!(me.coords[0].lock().election.term(Instant::now()), None);
     }
 
     #[tokio::test]

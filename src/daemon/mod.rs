@@ -97,14 +97,18 @@ async fn run_with_listener(
             groups: Vec::new(),
         },
     ));
-    let http = probe::http::client(daemon.probe_timeout).map_err(DaemonError::HttpClient)?;
+    // Every request names the daemon and this instance (src/user_agent.rs).
+    let user_agent = crate::user_agent::daemon(&identity);
+    let http = probe::http::client(daemon.probe_timeout, user_agent.clone())
+        .map_err(DaemonError::HttpClient)?;
     // Webhook notices: one delivery task per webhook, fed by every group (src/notice).
     let notifier =
         crate::notice::Notifier::new(&config.notify, http.clone(), metrics.notices.clone());
 
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
-    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout);
+    let client_options =
+        cluster::ClientOptions::for_call_timeout(daemon.probe_timeout).with_user_agent(user_agent);
     // Opened before the engines start: a line's offset is from here.
     let trace = match &daemon.trace_file {
         Some(path) => Some(crate::trace::TraceSink::open(

@@ -104,15 +104,19 @@ fn span(ctx: &NoticeContext<'_>) -> Span {
             (promoted, failed.or_else(now))
         }
         NoticeEvent::Failback => {
-            let started = r
-                .history
-                .iter()
-                .find(|t| t.epoch == r.epoch && t.what.contains("failback:"))
-                .and_then(|t| at(&t.at));
+            // As `kube-failover failback` stamped them; for a record moved back by
+            // hand, its history's first failback step and the failback time.
+            let started = r.failback_started_at.as_deref().and_then(at).or_else(|| {
+                r.history
+                    .iter()
+                    .find(|t| t.epoch == r.epoch && t.what.contains("failback:"))
+                    .and_then(|t| at(&t.at))
+            });
             let done = r
-                .failback_at
+                .failback_completed_at
                 .as_deref()
                 .and_then(at)
+                .or_else(|| r.failback_at.as_deref().and_then(at))
                 .or_else(|| {
                     r.failback_at_unix
                         .and_then(|u| rfc3339_of(u).map(|s| (s, u as f64)))
@@ -628,6 +632,17 @@ pub(super) mod tests {
         );
         assert!(n.actions[0].text.contains("standby (cluster prod-b"));
         assert!(n.actions[2].text.contains("kubectl --context prod-a"));
+
+        // Stamped by `kube-failover failback`: from its first step to the primary Ready,
+        // which came well after the record said `primary` (failback_at).
+        let mut stamped = back.clone();
+        stamped.failback_started_at = Some("2025-01-02T05:00:29.800Z".into());
+        stamped.failback_completed_at = Some("2025-01-02T05:00:36.200Z".into());
+        let n = build(ctx(NoticeEvent::Failback, &stamped));
+        assert_eq!(n.started_at.as_deref(), Some("2025-01-02T05:00:29.800Z"));
+        assert_eq!(n.finished_at.as_deref(), Some("2025-01-02T05:00:36.200Z"));
+        assert_eq!(n.duration_seconds, Some(6.4));
+        assert!(n.summary.contains("6.4"), "{}", n.summary);
     }
 
     #[test]

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 
 /// The client for HTTP checks. Redirects are not followed: a check is about the
 /// configured URL, and a 3xx (a login page, a maintenance page elsewhere) passes only
-/// when it is the expected status. `timeout` bounds each request.
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+/// when it is the expected status. `timeout` bounds each request; each carries
+/// `user_agent` ([`crate::user_agent`]). Webhook notices go through this client too.
+pub fn client(
+    timeout: Duration,
+    user_agent: http::HeaderValue,
+) -> reqwest::Result<reqwest::Client> {
     crate::tls::install_provider();
     reqwest::Client::builder()
+        .user_agent(user_agent)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -147,7 +152,7 @@ mod tests {
         let followed = check(&following, &start(200), timeout).await;
         assert!(followed.passed(), "control: {followed:?}");
 
-        let client = client(timeout).unwrap();
+        let client = client(timeout, crate::user_agent::anonymous()).unwrap();
         let bad = check(&client, &start(200), timeout).await;
         assert_eq!(bad.reason, ProbeReason::HttpStatus, "{bad:?}");
         assert_eq!(

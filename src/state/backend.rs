@@ -251,7 +251,9 @@ mod tests {
     #[tokio::test]
     async fn any_answer_below_500_proves_reachability_by_default() {
         let (port, _, server) = serve(403).await;
-        let http = crate::probe::http::client(Duration::from_secs(2)).unwrap();
+        let http =
+            crate::probe::http::client(Duration::from_secs(2), crate::user_agent::anonymous())
+                .unwrap();
         let prober = BackendProber::default();
         let interval = Duration::from_secs(5);
         let check = prober
@@ -276,7 +278,9 @@ mod tests {
 
     #[tokio::test]
     async fn refused_url_and_tcp_are_unreachable_and_never_show_the_url() {
-        let http = crate::probe::http::client(Duration::from_secs(2)).unwrap();
+        let http =
+            crate::probe::http::client(Duration::from_secs(2), crate::user_agent::anonymous())
+                .unwrap();
         let interval = Duration::from_secs(5);
         let port = closed_port();
         let check = BackendProber::default()
@@ -310,7 +314,9 @@ mod tests {
     #[tokio::test]
     async fn one_request_per_target_and_interval_however_many_checks_ask() {
         let (port, count, server) = serve(200).await;
-        let http = crate::probe::http::client(Duration::from_secs(2)).unwrap();
+        let http =
+            crate::probe::http::client(Duration::from_secs(2), crate::user_agent::anonymous())
+                .unwrap();
         let prober = BackendProber::default();
         let interval = Duration::from_millis(400);
         let backend = url_backend(port, None);

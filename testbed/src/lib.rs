@@ -37,8 +37,8 @@ pub mod sandbox;
 
 pub use binaries::{BIN_ENV, Binaries};
 pub use cluster::{
-    Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV,
-    REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION,
+    AuditEvent, AuditObject, AuditUser, Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE,
+    DEFAULT_RELEASE, KEEP_ENV, REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION,
 };
 pub use credentials::TokenCredentials;
 pub use error::TestbedError;

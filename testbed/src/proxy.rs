@@ -7,7 +7,7 @@
 use crate::error::{Result, TestbedError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -109,7 +109,8 @@ impl FaultProxy {
         self.stats.accepted.load(Ordering::Relaxed)
     }
 
-    /// Connections currently open on the client side.
+    /// Connections currently open on the client side: accepted and not closed yet by
+    /// the client (a close is seen while blackholed too) nor by the proxy.
     pub fn open_connections(&self) -> u64 {
         self.stats.open.load(Ordering::Relaxed)
     }
@@ -149,11 +150,33 @@ async fn accept_loop(
     }
 }
 
-struct OpenGuard(Arc<Stats>);
+/// Counts a connection as open on the client side until the client closes it (seen
+/// even while the proxy holds it blackholed) or the proxy drops it.
+struct ClientOpen {
+    stats: Arc<Stats>,
+    counted: AtomicBool,
+}
 
-impl Drop for OpenGuard {
+impl ClientOpen {
+    fn new(stats: Arc<Stats>) -> ClientOpen {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        ClientOpen {
+            stats,
+            counted: AtomicBool::new(true),
+        }
+    }
+
+    /// The client closed its side (or the connection ended).
+    fn closed(&self) {
+        if self.counted.swap(false, Ordering::Relaxed) {
+            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ClientOpen {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.closed();
     }
 }
 
@@ -163,44 +186,66 @@ async fn connection(
     mut mode: watch::Receiver<ProxyMode>,
     stats: Arc<Stats>,
 ) {
-    stats.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenGuard(stats);
-    // Hold a new connection while blackholed; its bytes wait in the socket buffer.
-    let Ok(now) = mode
-        .wait_for(|m| *m != ProxyMode::Blackhole)
-        .await
-        .map(|m| *m)
-    else {
-        return;
+    let open = ClientOpen::new(stats);
+    let _ = client.set_nodelay(true);
+    let (mut client_r, mut client_w) = client.into_split();
+    // Hold a new connection while blackholed. What the client sends is kept, to be
+    // delivered when the path heals (as a network delivers what it held), and a close
+    // by the client is seen and counted at once.
+    let mut held = Vec::new();
+    let mut client_done = false;
+    let now = loop {
+        let m = *mode.borrow_and_update();
+        if m != ProxyMode::Blackhole {
+            break m;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        tokio::select! {
+            changed = mode.changed() => if changed.is_err() { return },
+            n = client_r.read(&mut buf), if !client_done => match n {
+                Ok(0) | Err(_) => {
+                    client_done = true;
+                    open.closed();
+                }
+                Ok(n) => held.extend_from_slice(&buf[..n]),
+            },
+        }
     };
     if now == ProxyMode::Reset {
-        reset(&client);
+        if let Ok(client) = client_r.reunite(client_w) {
+            reset(&client);
+        }
         return;
     }
     let server = match TcpStream::connect(upstream).await {
         Ok(s) => s,
         Err(_) => {
             // The closest a proxy gets to "connection refused".
-            reset(&client);
+            if let Ok(client) = client_r.reunite(client_w) {
+                reset(&client);
+            }
             return;
         }
     };
-    let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut client_r, mut client_w) = client.into_split();
     let (mut server_r, mut server_w) = server.into_split();
+    if server_w.write_all(&held).await.is_err() {
+        return;
+    }
     let was_reset = {
         let up = pump(
             &mut client_r,
             &mut server_w,
             Direction::ToUpstream,
             mode.clone(),
+            || open.closed(),
         );
         let down = pump(
             &mut server_r,
             &mut client_w,
             Direction::ToClient,
             mode.clone(),
+            || {},
         );
         let both = async { tokio::try_join!(up, down) };
         tokio::select! {
@@ -227,20 +272,29 @@ enum Direction {
 
 /// Copies one direction, each chunk held for the delay in force when it was read, and
 /// for as long as the proxy is blackholed. Reading and writing run concurrently, so a
-/// delay adds latency without cutting throughput.
+/// delay adds latency without cutting throughput. `ended` is called when the reading
+/// side closes or fails (even while what it sent is still held).
 async fn pump(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
     direction: Direction,
     mode: watch::Receiver<ProxyMode>,
+    ended: impl FnOnce(),
 ) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
     let read_mode = mode.clone();
     let read = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = from.read(&mut buf).await?;
+            let n = match from.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    ended();
+                    return Err(e);
+                }
+            };
             if n == 0 {
+                ended();
                 return Ok(());
             }
             let delay = match (*read_mode.borrow(), direction) {
@@ -349,6 +403,39 @@ mod tests {
             .expect("new connection resumes")
             .unwrap();
         assert_eq!(&buf, b"new");
+    }
+
+    #[tokio::test]
+    async fn a_client_closing_while_blackholed_is_no_longer_open_and_its_bytes_still_arrive() {
+        let proxy = FaultProxy::start(echo_server().await).await.unwrap();
+        proxy.set_mode(ProxyMode::Blackhole);
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"held").await.unwrap();
+        let wait_open = |n: u64| {
+            let proxy = &proxy;
+            async move {
+                for _ in 0..100 {
+                    if proxy.open_connections() == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(wait_open(1).await);
+        // The client closes its side while nothing flows: seen at once.
+        s.shutdown().await.unwrap();
+        assert!(wait_open(0).await, "{}", proxy.open_connections());
+        assert_eq!(proxy.accepted(), 1);
+        // Healed: what it sent reaches the upstream (the echo comes back).
+        proxy.set_mode(ProxyMode::Pass);
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(SHORT, s.read_exact(&mut buf))
+            .await
+            .expect("delivered after the heal")
+            .unwrap();
+        assert_eq!(&buf, b"held");
     }
 
     #[tokio::test]

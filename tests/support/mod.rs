@@ -318,6 +318,46 @@ impl Daemon {
         );
     }
 
+    /// The daemon's process id (`None` once it exited and was reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// How many TCP connections to `port` on 127.0.0.1 the daemon holds open: sockets it
+    /// has a file descriptor of (a socket it closed is not counted, whatever the kernel
+    /// still does with it).
+    pub fn connections_to(&self, port: u16) -> usize {
+        let Some(pid) = self.pid() else { return 0 };
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|dir| {
+                    dir.flatten()
+                        .filter_map(|e| std::fs::read_link(e.path()).ok())
+                        .filter_map(|l| {
+                            let l = l.to_string_lossy().into_owned();
+                            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        let remote = format!(":{port:04X}");
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+            .map(|table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .filter(|line| {
+                        let cols: Vec<&str> = line.split_whitespace().collect();
+                        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                        cols.len() > 9 && cols[2].ends_with(&remote) && inodes.contains(cols[9])
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     pub async fn status(&self) -> Option<StatusReport> {
         let r = self
             .http

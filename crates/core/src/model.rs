@@ -400,6 +400,12 @@ pub struct FailoverRecord {
     pub failback_at: Option<String>,
     /// The same as Unix seconds.
     pub failback_at_unix: Option<i64>,
+    /// RFC 3339 time (milliseconds) a failback by hand took its first step: the standby
+    /// going down (written by `kube-failover failback`; kept when it resumes).
+    pub failback_started_at: Option<String>,
+    /// RFC 3339 time (milliseconds) that failback completed: the primary scaled up (and
+    /// Ready, with `--wait`) and the group handed back to the daemons.
+    pub failback_completed_at: Option<String>,
     /// RFC 3339 time the record was written back after it was found missing.
     pub restored_at: Option<String>,
     /// Who paused the group (the operator's user name); `None` when it is not paused.

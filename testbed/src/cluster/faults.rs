@@ -1,5 +1,6 @@
 //! Changes a chart upgrade or a person makes to a running cluster's objects, behind the
-//! daemon's back, as faults: a Deployment scaled; its Pods made unready; a Deployment
+//! daemon's back, as faults: a Deployment scaled; its Pods made unready or available
+//! only seconds after they are Ready; a Deployment
 //! relabelled so a label selector no longer finds it (its Pods keep running), renamed (a
 //! copy under the new name, the old one gone with its ReplicaSets and Pods), deleted,
 //! annotated; the daemon's RoleBindings deleted and re-created (the API server then
@@ -36,6 +37,27 @@ impl Cluster {
             )
             .await
             .map_err(|e| self.kube_err(format!("scaling deployment {name} to {replicas}"), e))?;
+        Ok(())
+    }
+
+    /// Sets Deployment `name`'s `minReadySeconds`: its new Pods count as available only
+    /// `seconds` after they turn Ready, so the Deployment is available that much later,
+    /// as an agent that pulls its image and warms up is (kwok makes Pods Ready at once).
+    /// Pods that are Ready already stay available.
+    pub async fn set_min_ready_seconds(&self, name: &str, seconds: i32) -> Result<()> {
+        self.deployments()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "minReadySeconds": seconds } })),
+            )
+            .await
+            .map_err(|e| {
+                self.kube_err(
+                    format!("setting minReadySeconds of deployment {name} to {seconds}"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 

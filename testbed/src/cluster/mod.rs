@@ -6,8 +6,10 @@
 //! the API server and etcd, [`faults`] changes made to its objects behind the daemon's
 //! back, [`state`] the Terraform state around the agent (its volume claim, a VolSync-like
 //! replication object, a container image changed on one side), [`namespaces`] more agent
-//! namespaces and a coordination namespace, [`pair`] a primary and a standby side by side.
+//! namespaces and a coordination namespace, [`pair`] a primary and a standby side by
+//! side, [`audit`] the API server's audit log.
 
+mod audit;
 mod extra_roles;
 mod faults;
 mod grants;
@@ -20,6 +22,7 @@ mod start;
 mod state;
 mod workload;
 
+pub use audit::{AuditEvent, AuditObject, AuditUser};
 pub use pair::ClusterPair;
 pub use spec::{ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE};
 pub use start::KEEP_ENV;

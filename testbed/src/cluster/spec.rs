@@ -27,6 +27,10 @@ pub struct ClusterSpec {
     /// kube-apiserver's `--shutdown-delay-duration`: after SIGTERM it keeps serving
     /// requests this long while `/readyz` fails. `None`: it stops serving at once.
     pub shutdown_delay: Option<Duration>,
+    /// Whether kube-apiserver writes an audit log (`audit.log` in the cluster's
+    /// directory, every request at level `Metadata`: user, verb, object, user agent):
+    /// see [`crate::Cluster::audit_events`].
+    pub audit: bool,
 }
 
 impl ClusterSpec {
@@ -39,6 +43,7 @@ impl ClusterSpec {
             replicas: 1,
             wait_ready: true,
             shutdown_delay: None,
+            audit: false,
         }
     }
 
@@ -63,6 +68,12 @@ impl ClusterSpec {
     /// Whether start waits until the Deployments are Ready.
     pub fn wait_ready(mut self, wait: bool) -> ClusterSpec {
         self.wait_ready = wait;
+        self
+    }
+
+    /// See [`ClusterSpec::audit`].
+    pub fn audit(mut self, audit: bool) -> ClusterSpec {
+        self.audit = audit;
         self
     }
 

@@ -18,6 +18,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The audit policy of a cluster started with [`ClusterSpec::audit`], in its directory.
+const AUDIT_POLICY: &str = "audit-policy.yaml";
+/// Every request at level `Metadata` (who, what, which object, the user agent; no
+/// bodies), once, when its answer is complete.
+const AUDIT_POLICY_YAML: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+";
+
 pub(super) const START_TIMEOUT: Duration = Duration::from_secs(90);
 const START_ATTEMPTS: usize = 3;
 /// Set to keep cluster directories (logs, kubeconfigs, certificates) after the test.
@@ -131,6 +142,11 @@ impl Cluster {
         let kwok_config = dir.join("kwok.yaml");
         std::fs::write(&kwok_config, "")
             .map_err(|e| TestbedError::io("writing", &kwok_config, e))?;
+        if spec.audit {
+            let policy = dir.join(AUDIT_POLICY);
+            std::fs::write(&policy, AUDIT_POLICY_YAML)
+                .map_err(|e| TestbedError::io("writing", &policy, e))?;
+        }
         let ports = Ports {
             etcd_client: process::free_port("for etcd clients")?,
             etcd_peer: process::free_port("for etcd peers")?,
@@ -278,7 +294,24 @@ impl Cluster {
             // lets a graceful stop finish in about a second.
             "--shutdown-watch-termination-grace-period=1s".into(),
         ];
-        args.into_iter().chain(shutdown_delay).collect()
+        let audit = if self.spec.audit {
+            vec![
+                format!(
+                    "--audit-policy-file={}",
+                    self.dir.join(AUDIT_POLICY).display()
+                ),
+                format!("--audit-log-path={}", self.audit_log_path().display()),
+                // Written as each request ends, so a test reads it at once.
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-format=json".into(),
+            ]
+        } else {
+            Vec::new()
+        };
+        args.into_iter()
+            .chain(shutdown_delay)
+            .chain(audit)
+            .collect()
     }
 
     fn controller_manager_args(&self) -> Vec<String> {
