@@ -37,7 +37,12 @@ async fn never_promotes(d: &Daemon, pair: &ClusterPair, how_long: Duration) {
 #[tokio::test(flavor = "multi_thread")]
 async fn primary_rbac_revoked_is_unobservable_never_down() {
     let pair = pair().await;
-    let opts = fast();
+    // The API server checks a watch's grant when it starts: the revoked binding shows
+    // when the watches are resumed.
+    let opts = DaemonOpts {
+        watch_timeout: Some(Duration::from_secs(5)),
+        ..fast()
+    };
     let d = Daemon::start(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;

@@ -1408,7 +1408,7 @@ mod tests {
         // again from the next view, so the take-over needs a whole lease duration of
         // established views.
         me.tick(&fake, true, Verdict::Up).await;
-        me.store.restart("test");
+        me.store.suspect("test");
         ticks_for(&me, &fake, false, LEASE).await;
         fake.mirror(&me.store);
         let took = ticks_until_leading(&me, &fake, false, 1, 3 * LEASE, Duration::from_millis(20))
@@ -1568,7 +1568,7 @@ mod tests {
                 .any(|o| o.identity == "old" && o.fresh)
         );
         // The cache lost (relisting): renewed all the same, against its own last write.
-        me.store.restart("test");
+        me.store.suspect("test");
         ticks_for(&me, &fake, false, Duration::from_millis(200)).await;
         let requests = fake.take_requests();
         let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
