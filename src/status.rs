@@ -256,6 +256,11 @@ pub struct MirrorConflictStatus {
 pub struct CoordStatus {
     /// The leader Lease's holder as last read (`None`: nobody holds it).
     pub leader: Option<String>,
+    /// How long this instance has seen no live leader of the group, once that is longer
+    /// than the lease duration (`None`: led, or not for that long). Nothing is promoted
+    /// or fenced while nobody leads.
+    #[serde(default)]
+    pub no_leader_seconds: Option<f64>,
     /// This instance's role: `leader`, `follower` or `identity_clash`.
     pub role: String,
     /// `policy.observers.quorum`.

@@ -33,7 +33,7 @@ pub struct TraceLine {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_before: u64,
     /// Why the tick came before its turn (`watch_broken`, `pod_readiness`,
-    /// `deployment_readiness`); absent for a tick on schedule.
+    /// `deployment_readiness`, `peer_verdict`); absent for a tick on schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
     /// What the engine got in this tick.

@@ -136,6 +136,81 @@ async fn flapping_below_the_threshold_never_promotes() {
     assert!(record(&pair).await.is_none(), "no record was ever written");
 }
 
+/// A primary API server that resets every connection for 1.6 s and answers for 1.4 s,
+/// over and over (1 s x 3: below the threshold). Its watches are cut with it, so the
+/// workload signals are unknown in each down window; that unknown follows from the
+/// API's own down evidence: the group is `primary_suspect`, never `primary_unobservable`
+/// (a blind watcher), and no Event is written. Counted from /status sampled every 100 ms
+/// and from the daemon's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_api_server_is_a_suspect_primary_not_a_blind_watcher() {
+    const CYCLES: u32 = 15;
+    let pair = pair().await;
+    let opts = DaemonOpts::default();
+    let (d, proxy) = Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &opts).await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flapping = async {
+        for _ in 0..CYCLES {
+            proxy.set_mode(ProxyMode::Reset);
+            tokio::time::sleep(Duration::from_millis(1_600)).await;
+            proxy.set_mode(ProxyMode::Pass);
+            tokio::time::sleep(Duration::from_millis(1_400)).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let sampling = async {
+        let mut seen: Vec<String> = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(g) = d.group().await
+                && seen.last() != Some(&g.state.to_string())
+            {
+                seen.push(g.state.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    };
+    let ((), sampled) = tokio::join!(flapping, sampling);
+    assert!(
+        sampled.iter().any(|s| s == "primary_suspect"),
+        "the fault was in force: {sampled:?}"
+    );
+    assert!(
+        sampled.iter().all(|s| s != "primary_unobservable"),
+        "{sampled:?}"
+    );
+    let log = std::fs::read_to_string(&d.log).expect("daemon log");
+    let changes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("state changed"))
+        .collect();
+    let minutes = f64::from(CYCLES) * 3.0 / 60.0;
+    let events = events_with_reason(&pair.standby, "KubeFailoverPrimaryUnobservable").await
+        + events_with_reason(&pair.primary, "KubeFailoverPrimaryUnobservable").await;
+    eprintln!(
+        "measured: flapping 1.6 s down / 1.4 s up: {:.1} state changes and {:.1} Events per minute",
+        changes.len() as f64 / minutes,
+        events as f64 / minutes
+    );
+    // The fault was in force: the group went suspect on the API's failures.
+    assert!(
+        changes.iter().any(|l| l.contains("primary_suspect")),
+        "{}",
+        d.log_text()
+    );
+    let blind: Vec<&&str> = changes
+        .iter()
+        .filter(|l| l.contains("primary_unobservable"))
+        .collect();
+    assert!(blind.is_empty(), "{blind:#?}");
+    assert_eq!(events, 0, "no Event for a blind watcher");
+    assert_eq!(d.metric(STARTED).await, Some(0.0));
+    assert_eq!(replicas(&pair.standby).await, 0);
+}
+
 /// Scenario 4: the standby's API is down when the primary fails → blocked, visibly; the
 /// standby comes back → promoted.
 #[tokio::test(flavor = "multi_thread")]

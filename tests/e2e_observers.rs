@@ -668,8 +668,8 @@ async fn leadership_spreads_over_three_instances_and_moves_when_one_dies() {
         "{after:?}"
     );
     // No healthy group was promoted. (On a loaded machine a group may be `frozen`
-    // for a while, reason loop_stalled: a tick took over two intervals. That holds
-    // decisions back; it never promotes.)
+    // for the one tick after a stall, reason loop_stalled: a tick took over two
+    // intervals. That tick decides nothing; it never promotes.)
     let mut frozen = 0;
     for d in &rest {
         assert_eq!(promotions_started(d, &groups).await, 0.0);

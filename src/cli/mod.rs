@@ -7,6 +7,7 @@
 mod check_config;
 mod failback;
 mod fence;
+mod guard;
 mod history;
 mod logging;
 mod ops;
@@ -45,6 +46,10 @@ pub(crate) enum Command {
     Fence(fence::Args),
     /// Print the failover record's last transitions.
     History(history::Args),
+    /// Run the agent as a child process beside it and keep it running only while the
+    /// failover record (read from the standby cluster) says this side is active:
+    /// `kube-failover guard --config guard.toml -- /path/to/agent args…`.
+    Guard(guard::Args),
     /// Replay a daemon's trace or a synthetic scenario through the decision engine with
     /// the configuration's policy (or `--set` overrides) and print the timeline.
     Simulate(simulate::Args),
@@ -64,6 +69,7 @@ impl Command {
             Command::Fence(args) => args.execute(),
             Command::History(args) => args.execute(),
             Command::Simulate(args) => args.execute(),
+            Command::Guard(args) => args.execute(),
         }
     }
 }

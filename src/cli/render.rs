@@ -95,6 +95,18 @@ fn summary(g: &GroupStatus, now: f64) -> Vec<(&'static str, String)> {
         );
     }
     if let Some(c) = &g.coordination {
+        if let Some(secs) = c.no_leader_seconds {
+            rows.insert(
+                1,
+                (
+                    "NO LEADER",
+                    format!(
+                        "no instance has led this group for {secs:.0}s: nothing is promoted or \
+                         fenced until one does"
+                    ),
+                ),
+            );
+        }
         let observers: Vec<String> = c
             .observers
             .iter()
@@ -624,6 +636,7 @@ mod tests {
             down_since_unix: None,
         };
         r.groups[0].coordination = Some(CoordStatus {
+            no_leader_seconds: None,
             leader: Some("watcher-2".into()),
             role: "follower".into(),
             quorum: 2,
@@ -644,5 +657,17 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+        assert!(!text.contains("NO LEADER"), "{text}");
+        // Nobody has led the group for longer than a lease duration: said second, as
+        // loud as a group active on neither side.
+        let c = r.groups[0].coordination.as_mut().unwrap();
+        c.no_leader_seconds = Some(42.4);
+        c.leader = None;
+        let text = status(&r, NOW);
+        let line = "  NO LEADER                    no instance has led this group for 42s: nothing is promoted or fenced until one does";
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
 }

@@ -45,6 +45,9 @@ pub struct Config {
     /// `[notify]`: webhooks told about promotions, failures and failbacks.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[coordination]`: where several instances keep their Leases.
+    #[serde(default)]
+    pub coordination: CoordinationConfig,
     /// One or more failover groups (`[[groups]]` in TOML).
     pub groups: Vec<GroupConfig>,
 }
@@ -118,6 +121,27 @@ pub struct DaemonConfig {
 
 /// Default of `daemon.watch_timeout`: 4 minutes.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// `[coordination]`: the namespace of every standby cluster where the instances keep
+/// their Leases (one leader Lease per group, one observer Lease per instance).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    /// The namespace; default the groups' standby namespace, which must then be the same
+    /// for every group.
+    pub namespace: Option<String>,
+}
+
+impl Config {
+    /// The namespace of `group`'s standby cluster where its Leases live:
+    /// `coordination.namespace`, else the group's standby namespace.
+    pub fn coordination_namespace<'a>(&'a self, group: &'a GroupConfig) -> &'a str {
+        self.coordination
+            .namespace
+            .as_deref()
+            .unwrap_or(&group.standby.namespace)
+    }
+}
 
 /// Default of `daemon.trace_max_bytes`: 10 MiB.
 pub const DEFAULT_TRACE_MAX_BYTES: u64 = 10 * 1024 * 1024;

@@ -205,6 +205,8 @@ impl Config {
             self.group_problems(group, g, &mut p);
         }
 
+        self.coordination_problems(&labels, &mut p);
+
         // Two groups sharing a record would overwrite each other's failover state.
         for (i, group) in self.groups.iter().enumerate() {
             if let Some(j) = self.groups[..i].iter().position(|o| {
@@ -221,6 +223,48 @@ impl Config {
             }
         }
         p.0
+    }
+
+    /// `coordination.namespace`: a namespace name when set; required when the groups'
+    /// standby namespaces differ, so that an instance keeps one observer Lease per
+    /// standby cluster, not one per namespace.
+    fn coordination_problems(&self, labels: &[String], p: &mut Problems) {
+        const KEY: &str = "coordination.namespace";
+        match self.coordination.namespace.as_deref() {
+            Some(ns) if !is_dns_label(ns) => p.add(
+                KEY,
+                format!(
+                    "{} is not a valid namespace name (a DNS label): it is the namespace of \
+                     each standby cluster where the instances keep their Leases",
+                    shown(ns)
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                let Some(first) = self.groups.first() else {
+                    return;
+                };
+                if let Some(i) = self
+                    .groups
+                    .iter()
+                    .position(|g| g.standby.namespace != first.standby.namespace)
+                {
+                    p.add(
+                        KEY,
+                        format!(
+                            "is required when the groups' standby namespaces differ ({} in {}, \
+                             {} in {}): name one namespace, present on every standby cluster, \
+                             where the instances keep their Leases (one observer Lease per \
+                             instance and cluster, one leader Lease per group)",
+                            labels[0],
+                            shown(&first.standby.namespace),
+                            labels[i],
+                            shown(&self.groups[i].standby.namespace)
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn group_problems(&self, group: &GroupConfig, g: &str, p: &mut Problems) {
@@ -590,6 +634,34 @@ mod tests {
         cfg.groups.push(second);
         let msg = only_problem(&cfg, "groups[1].name");
         assert!(msg.contains("duplicate group name \"env0\""), "{msg}");
+    }
+
+    #[test]
+    fn coordination_namespace_is_a_namespace_and_required_across_namespaces() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        let mut second = cfg.groups[0].clone();
+        second.name = "env1".into();
+        second.standby.namespace = "env1-agent".into();
+        cfg.groups.push(second);
+        let msg = only_problem(&cfg, "coordination.namespace");
+        assert!(
+            msg.contains("is required when the groups' standby namespaces differ"),
+            "{msg}"
+        );
+        assert!(msg.contains("groups[env1] in \"env1-agent\""), "{msg}");
+        cfg.coordination.namespace = Some("kube-failover".into());
+        cfg.validate().expect("one coordination namespace for both");
+        assert_eq!(cfg.coordination_namespace(&cfg.groups[1]), "kube-failover");
+        cfg.coordination.namespace = Some("Kube_Failover".into());
+        let msg = only_problem(&cfg, "coordination.namespace");
+        assert!(msg.contains("not a valid namespace name"), "{msg}");
+        // One standby namespace: it is the default.
+        let cfg = f.good();
+        assert_eq!(
+            cfg.coordination_namespace(&cfg.groups[0]),
+            cfg.groups[0].standby.namespace
+        );
     }
 
     #[test]

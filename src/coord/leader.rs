@@ -4,8 +4,7 @@
 //! The leader Lease names its holder and is written when a term starts or ends. The
 //! holder's sign of life is its observer Lease in the same namespace (named on the
 //! leader Lease, the *heartbeat*), which the holder renews for all its groups at once
-//! (see [`super::presence`]); a holder of the previous release renews the leader Lease
-//! itself. Either way, every renewal changes a resourceVersion the others watch.
+//! (see [`super::presence`]): every renewal changes a resourceVersion the others watch.
 //!
 //! Safety does not depend on clocks agreeing between hosts:
 //! - a non-holder takes the Lease over only after it has seen the Lease *and* its
@@ -80,9 +79,8 @@ pub enum Plan {
         /// The precondition.
         resource_version: String,
     },
-    /// Replace the Lease at `resource_version`: a renewal (the holder's term ran out, or
-    /// instances of the previous release watch it), or a take-over (`acquire`) of a free
-    /// or expired Lease.
+    /// Replace the Lease at `resource_version`: a renewal (the holder's term ran out),
+    /// or a take-over (`acquire`) of a free or expired Lease.
     Replace {
         /// The precondition.
         resource_version: String,
@@ -261,6 +259,17 @@ impl Election {
     /// Forgets the term (the deadline passed and was reported).
     pub fn step_down(&mut self) {
         self.leading_until = None;
+    }
+
+    /// Whether the group has a live leader as far as this instance knows: itself within
+    /// its term, or a holder whose Lease or heartbeat changed within a lease duration
+    /// (a view this instance could not keep current knows of none).
+    pub fn led(&self, now: Instant) -> bool {
+        self.may_write(now)
+            || (self.holder.is_some()
+                && self.observed.as_ref().is_some_and(|(_, since)| {
+                    now.saturating_duration_since(*since) < self.timing.lease_duration
+                }))
     }
 
     /// `spec.leaseTransitions` as last seen.

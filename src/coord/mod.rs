@@ -1,30 +1,31 @@
-//! Several daemon instances on the same groups, coordinated on Leases in the standby
-//! namespace (where the record lives), so no other coordination service is needed:
+//! Several daemon instances on the same groups, coordinated on Leases in one namespace
+//! of each standby cluster (`coordination.namespace`, by default the groups' standby
+//! namespace), so no other coordination service is needed:
 //!
 //! - one leader per group, on the Lease `kube-failover-<group>-leader`: only the leader
 //!   carries out the engine's actions (record, scaling, Events);
 //! - every instance publishes its verdict on the primary for each group in its
-//!   observer Lease, one per standby namespace, `kube-failover.observer.<identity>`
+//!   observer Lease, one per standby cluster, `kube-failover.observer.<identity>`
 //!   ([`presence`]); the leader promotes only when `policy.observers.quorum` fresh
 //!   observers say `down` (decided by the engine). That Lease is also the heartbeat of
-//!   the leader Leases the instance holds there, so one renewal keeps all of them;
+//!   the leader Leases the instance holds there, so one renewal keeps all of them, and
+//!   the writes of an instance to a standby cluster do not grow with its groups or their
+//!   namespaces;
 //! - leadership spreads over the instances: each takes about its fair share of the
 //!   groups (see `spread`);
 //! - on shutdown a leader releases its Leases, so another instance takes over at once.
 //!
-//! The Leases are read from a watch of the namespace's Leases, shared by every group
-//! there ([`crate::watch_cache`]): a tick reads memory. A cache whose watch is not
+//! The Leases are read from one watch of the coordination namespace's Leases, shared by
+//! every group of the cluster ([`crate::watch_cache`]): a tick reads memory. A cache whose watch is not
 //! established makes the view unknown in the safe direction: no other observer counts,
 //! and no Lease is taken over (the clock of a take-over starts again from the next
 //! view); the leader keeps its term only while its own renewals succeed. Leases are
 //! written with plain create/replace against a resourceVersion (verbs get, list, watch,
 //! create, update); the cache is never trusted for a take-over without a fresh read of
-//! the holder's heartbeat, nor after a 409 without a fresh read of the Lease.
-//!
-//! Instances of the previous release (one observer Lease per group, the leader Lease
-//! renewed every tick) are read too, and while one of them is live on a group its leader
-//! here renews the leader Lease every tick as well, so that it never takes a Lease over
-//! from a live holder during a rolling upgrade.
+//! the holder's heartbeat, nor after a 409 without a fresh read of the Lease. Writes of
+//! the leader Lease shed under load rather than pile up: a few in flight per cluster at
+//! most, and none for a while after one failed for another reason than a lost race
+//! ([`presence::Presence::leader_write_permit`]).
 
 #[cfg(test)]
 mod fake_api;
@@ -66,14 +67,6 @@ pub const VERDICTS_ANNOTATION: &str = "kube-failover/verdicts";
 pub const HEARTBEAT_ANNOTATION: &str = "kube-failover/heartbeat";
 /// Annotation: how many groups the observer's process leads (see [`spread`]).
 pub const LEADING_ANNOTATION: &str = "kube-failover/leading";
-/// Annotation of a per-group observer Lease of the previous release: its verdict.
-pub const VERDICT_ANNOTATION: &str = "kube-failover/verdict";
-/// Annotation of a per-group observer Lease of the previous release: the signals it
-/// sees down, comma-separated.
-pub const DOWN_SIGNALS_ANNOTATION: &str = "kube-failover/down-signals";
-/// Annotation of a per-group observer Lease of the previous release: since when (Unix
-/// seconds) it says `down`.
-pub const DOWN_SINCE_ANNOTATION: &str = "kube-failover/down-since";
 
 /// The spread of this process's leadership over its groups, shared by them; created
 /// with the first group's coordination (one process runs one config).
@@ -121,18 +114,6 @@ pub fn leader_lease_name(group: &str) -> String {
     format!("kube-failover-{group}-leader")
 }
 
-/// `kube-failover-<group>-observer-<identity>`: the per-group observer Lease of the
-/// previous release (identity made DNS-safe, the whole name at most 253 characters).
-pub fn legacy_observer_lease_name(group: &str, identity: &str) -> String {
-    let prefix = legacy_observer_prefix(group);
-    let room = 253usize.saturating_sub(prefix.len()).max(1);
-    format!("{prefix}{}", observer::name_part(identity, room))
-}
-
-fn legacy_observer_prefix(group: &str) -> String {
-    format!("kube-failover-{group}-observer-")
-}
-
 /// Starting refused: another live process publishes under this identity.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -142,9 +123,9 @@ fn legacy_observer_prefix(group: &str) -> String {
 pub struct IdentityClash {
     /// The clashing identity.
     pub identity: String,
-    /// The (first) group whose standby namespace showed it.
+    /// The (first) group of the standby cluster that showed it.
     pub group: String,
-    /// The standby namespace.
+    /// The coordination namespace.
     pub namespace: String,
     /// The Lease name.
     pub lease: String,
@@ -187,12 +168,10 @@ struct State {
     own: (Verdict, Option<f64>, Vec<String>),
     /// No failover under way at the last decision (a group that may be handed over).
     quiet: bool,
-    /// The leader Lease's resourceVersion and acquire time after this instance's last
-    /// write of it.
+    /// The leader Lease's resourceVersion after this instance's last write of it.
     leader_rv: Option<String>,
-    acquired: Option<MicroTime>,
-    /// An instance of the previous release was live on the group at the last view.
-    legacy_peers: bool,
+    /// Since when this instance has seen no live leader of the group (itself included).
+    leaderless_since: Option<Instant>,
     /// When the last sync started: a heartbeat extends the term only while the group's
     /// loop keeps ticking.
     last_sync: Option<Instant>,
@@ -287,7 +266,7 @@ struct View {
 
 impl GroupCoord {
     /// The coordination of `group` in its standby cluster: Leases read from the cache of
-    /// the standby namespace's Leases and written through `client` (the group's).
+    /// the coordination namespace's Leases and written through `client` (the group's).
     pub fn new(
         group: &GroupConfig,
         config: &Config,
@@ -296,9 +275,9 @@ impl GroupCoord {
         identity: String,
         metrics: CoordMetrics,
     ) -> Self {
-        let namespace = &group.standby.namespace;
-        // Only this daemon's Leases (every one carries the label, the previous
-        // release's too): others in the namespace are neither listed nor held.
+        let namespace = config.coordination_namespace(group);
+        // Only this daemon's Leases (every one carries the label): others in the
+        // namespace are neither listed nor held.
         let store = standby.leases(
             namespace,
             &format!("app.kubernetes.io/name={APP_LABEL_VALUE}"),
@@ -349,8 +328,7 @@ impl GroupCoord {
             own: (Verdict::Unknown, None, Vec::new()),
             quiet: false,
             leader_rv: None,
-            acquired: None,
-            legacy_peers: false,
+            leaderless_since: Some(Instant::now()),
             last_sync: None,
             renew_deadline: timing.renew_deadline,
             stand_in: None,
@@ -359,7 +337,7 @@ impl GroupCoord {
         presence.join(&group.name, ttl, Arc::downgrade(&member));
         GroupCoord {
             spread,
-            api: Api::namespaced(client, &group.standby.namespace),
+            api: Api::namespaced(client, config.coordination_namespace(group)),
             state,
             presence,
             group: group.name.clone(),
@@ -422,34 +400,16 @@ impl GroupCoord {
             .as_ref()
             .and_then(|l| l.spec.as_ref())
             .and_then(|s| s.acquire_time.clone());
-        // Observer Leases of this release: those that carry a verdict on this group.
-        let mut observers: Vec<ObserverLease> = leases
+        // The observer Leases that carry a verdict on this group.
+        let observers: Vec<ObserverLease> = leases
             .range(presence::OBSERVER_PREFIX.to_string()..)
             .take_while(|(name, _)| presence::is_observer_lease(name))
             .filter_map(|(_, l)| {
                 let verdicts = self.presence.verdicts_of(l);
                 let v = verdicts.get(&self.group)?;
-                Some(parse_observer(l, Some(v)))
+                Some(parse_observer(l, v))
             })
             .collect();
-        // Per-group observer Leases of the previous release, unless their identity
-        // publishes the new way here (an upgraded instance's leftover) or is this one.
-        let prefix = legacy_observer_prefix(&self.group);
-        let own_legacy = legacy_observer_lease_name(&self.group, &self.identity);
-        let legacy: Vec<ObserverLease> = leases
-            .range(prefix.clone()..)
-            .take_while(|(name, _)| name.starts_with(&prefix))
-            .filter(|(name, l)| {
-                **name != own_legacy
-                    && l.metadata.labels.as_ref().is_some_and(|m| {
-                        m.get(GROUP_LABEL) == Some(&self.group)
-                            && m.get(ROLE_LABEL).is_some_and(|r| r == "observer")
-                    })
-            })
-            .map(|(_, l)| parse_observer(l, None))
-            .filter(|l| !observers.iter().any(|o| o.identity == l.identity))
-            .collect();
-        observers.extend(legacy);
         View {
             leader,
             acquired,
@@ -459,8 +419,8 @@ impl GroupCoord {
     }
 
     /// Once per tick, before the decision: reads the group's Leases from the cache,
-    /// takes (or, for instances of the previous release, renews) the leader Lease, and
-    /// returns the other observers' verdicts for the observation.
+    /// takes or releases the leader Lease when a term starts or ends, and returns the
+    /// other observers' verdicts for the observation.
     pub async fn sync(&self, now: Instant, wall: f64) -> Vec<ObserverReport> {
         self.presence.start();
         self.lock().last_sync = Some(now);
@@ -474,25 +434,6 @@ impl GroupCoord {
                 view
             }
             Err((_, why)) => {
-                // An instance of the previous release judges this holder by the leader
-                // Lease alone: keep renewing it, against this instance's own last write.
-                let renewal = {
-                    let st = self.lock();
-                    match &st.leader_rv {
-                        Some(rv) if st.legacy_peers && st.election.may_write(now) => {
-                            Some(Plan::Replace {
-                                resource_version: rv.clone(),
-                                acquire: false,
-                                transitions: st.election.transitions(),
-                            })
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some(plan) = renewal {
-                    let acquired = self.lock().acquired.clone();
-                    self.write_plan(&plan, acquired).await;
-                }
                 self.unseen(&why);
                 return Vec::new();
             }
@@ -535,7 +476,14 @@ impl GroupCoord {
             return;
         };
         let sent_at = Instant::now();
+        // Shed, not piled: the group tries again at a later tick.
+        let Some(_permit) = self.presence.leader_write_permit(sent_at) else {
+            debug!(group = %self.group, "leader Lease not written now: this cluster's leader Lease writes are at their bound or paused after a failure");
+            return;
+        };
         let result = self.write_leader(write, acquired).await;
+        self.presence
+            .leader_written(Instant::now(), result.as_ref().is_err_and(|e| !conflict(e)));
         if let Err(e) = &result
             && conflict(e)
         {
@@ -546,7 +494,6 @@ impl GroupCoord {
         match &result {
             Ok(stored) => {
                 st.leader_rv = stored.metadata.resource_version.clone();
-                st.acquired = stored.spec.as_ref().and_then(|s| s.acquire_time.clone());
                 st.stand_in = Some((precondition(plan), Some(stored.clone())));
                 st.election.written(sent_at, WriteResult::Ok);
                 if !was {
@@ -611,8 +558,6 @@ impl GroupCoord {
             .filter(|(_, r)| r.age.is_some_and(|a| a <= self.ttl))
             .map(|(l, r)| (*l, r))
             .collect();
-        let legacy_peers = fresh.iter().any(|(l, _)| l.legacy);
-        st.legacy_peers = legacy_peers;
         let live = 1 + fresh.len();
         let mut spread = self.spread();
         let share = spread.fair_share(live);
@@ -648,17 +593,6 @@ impl GroupCoord {
                         .map(|l| l.resource_version.clone())
                         .unwrap_or_default(),
                 };
-            }
-            // An instance of the previous release judges the holder by the leader
-            // Lease alone: renew it every tick while one is live.
-            Plan::Keep if legacy_peers => {
-                if let Some(l) = &view.leader {
-                    plan = Plan::Replace {
-                        resource_version: l.resource_version.clone(),
-                        acquire: false,
-                        transitions: l.transitions,
-                    };
-                }
             }
             Plan::Create | Plan::Replace { acquire: true, .. } => spread.set(&self.group, true),
             _ => {}
@@ -756,6 +690,56 @@ impl GroupCoord {
         }
         let leading = st.election.may_write(now);
         self.metrics.set_leader(&self.group, leading);
+        if st.election.led(now) {
+            st.leaderless_since = None;
+        } else {
+            st.leaderless_since.get_or_insert(now);
+        }
+    }
+
+    /// Whether a peer's verdict on this group turned `down` since the last sync while
+    /// this instance says `down` itself, so that the observer quorum may be met now.
+    /// Reads the Lease cache (memory only); false while it is not current.
+    pub fn peer_down_news(&self) -> bool {
+        let known: Vec<String> = {
+            let st = self.lock();
+            if st.own.0 != Verdict::Down || st.clash {
+                return false;
+            }
+            st.reports
+                .iter()
+                .filter(|r| r.verdict == Verdict::Down && r.age.is_some_and(|a| a <= self.ttl))
+                .map(|r| r.identity.clone())
+                .collect()
+        };
+        let wall = now_unix();
+        let ttl = self.ttl.as_secs_f64();
+        let own = self.presence.name();
+        self.presence
+            .store()
+            .read(|leases| {
+                leases
+                    .range(presence::OBSERVER_PREFIX.to_string()..)
+                    .take_while(|(name, _)| presence::is_observer_lease(name))
+                    .filter(|(name, _)| name.as_str() != own)
+                    .any(|(_, l)| {
+                        let verdicts = self.presence.verdicts_of(l);
+                        let Some(v) = verdicts.get(&self.group) else {
+                            return false;
+                        };
+                        let o = parse_observer(l, v);
+                        o.verdict == Verdict::Down
+                            && o.renewed_unix.is_some_and(|t| wall - t <= ttl)
+                            && !known.contains(&o.identity)
+                    })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Changes of the coordination namespace's Leases (every instance's renewals):
+    /// followed by the group's loop for [`GroupCoord::peer_down_news`].
+    pub fn lease_wakes(&self) -> tokio::sync::watch::Receiver<crate::watch_cache::Wakes> {
+        self.presence.store().wakes()
     }
 
     /// Writes the leader Lease, held by this instance; returns it as stored.
@@ -955,6 +939,8 @@ impl GroupCoord {
             down_since_unix: r.down_since_unix,
         });
         CoordStatus {
+            no_leader_seconds: no_leader_for(&st, now, self.timing.lease_duration)
+                .map(|d| d.as_secs_f64()),
             leader: if role == Role::Leader {
                 Some(self.identity.clone())
             } else {
@@ -966,6 +952,14 @@ impl GroupCoord {
             observers: std::iter::once(own).chain(others).collect(),
         }
     }
+}
+
+/// How long the group has had no live leader in this instance's view, once that is
+/// longer than a lease duration (the time a take-over may legitimately need).
+fn no_leader_for(st: &State, now: Instant, lease_duration: Duration) -> Option<Duration> {
+    st.leaderless_since
+        .map(|since| now.saturating_duration_since(since))
+        .filter(|d| *d > lease_duration)
 }
 
 /// The resourceVersion a plan writes against (`""`: a create).
@@ -1014,25 +1008,9 @@ fn parse_leader(lease: &Lease) -> LeaseView {
     }
 }
 
-/// An observer Lease as one group sees it: with `verdict`, the group's entry in an
-/// observer Lease of this release; without, a per-group Lease of the previous release.
-fn parse_observer(lease: &Lease, verdict: Option<&GroupVerdict>) -> ObserverLease {
+/// An observer Lease as one group sees it, with the group's `verdict` in it.
+fn parse_observer(lease: &Lease, verdict: &GroupVerdict) -> ObserverLease {
     let spec = lease.spec.as_ref();
-    let (verdict_of, down_signals, down_since_unix) = match verdict {
-        Some(v) => (v.verdict(), v.down_signals.clone(), v.down_since),
-        None => (
-            annotation(lease, VERDICT_ANNOTATION).map_or(Verdict::Unknown, |v| Verdict::parse(v)),
-            annotation(lease, DOWN_SIGNALS_ANNOTATION)
-                .map(|s| {
-                    s.split(',')
-                        .filter(|p| !p.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            annotation(lease, DOWN_SINCE_ANNOTATION).and_then(|s| s.parse().ok()),
-        ),
-    };
     ObserverLease {
         name: lease.metadata.name.clone().unwrap_or_default(),
         resource_version: lease.metadata.resource_version.clone().unwrap_or_default(),
@@ -1040,14 +1018,13 @@ fn parse_observer(lease: &Lease, verdict: Option<&GroupVerdict>) -> ObserverLeas
             .and_then(|s| s.holder_identity.clone())
             .unwrap_or_default(),
         instance: annotation(lease, INSTANCE_ANNOTATION).cloned(),
-        verdict: verdict_of,
-        down_signals,
-        down_since_unix,
+        verdict: verdict.verdict(),
+        down_signals: verdict.down_signals.clone(),
+        down_since_unix: verdict.down_since,
         leading: annotation(lease, LEADING_ANNOTATION).and_then(|s| s.parse().ok()),
         renewed_unix: spec
             .and_then(|s| s.renew_time.as_ref())
             .map(|t| t.0.as_millisecond() as f64 / 1000.0),
-        legacy: verdict.is_none(),
     }
 }
 
@@ -1061,11 +1038,6 @@ mod tests {
     #[test]
     fn lease_names_and_default_timing() {
         assert_eq!(leader_lease_name("env0"), "kube-failover-env0-leader");
-        assert_eq!(
-            legacy_observer_lease_name("env0", "Host_1"),
-            "kube-failover-env0-observer-host-1"
-        );
-        assert!(legacy_observer_lease_name("g", &"a".repeat(400)).len() <= 253);
         let mut d = DaemonConfig::default();
         let t = leader_timing(&d);
         assert_eq!(t.lease_duration, Duration::from_secs(15));
@@ -1079,15 +1051,13 @@ mod tests {
 
     #[test]
     fn observer_leases_parse_their_annotations() {
-        let mut lease = Lease {
+        let lease = Lease {
             metadata: ObjectMeta {
-                name: Some("kube-failover-env0-observer-b".into()),
+                name: Some("kube-failover.observer.b".into()),
                 resource_version: Some("9".into()),
                 annotations: Some(BTreeMap::from([
-                    (VERDICT_ANNOTATION.into(), "down".into()),
-                    (DOWN_SIGNALS_ANNOTATION.into(), "api,workload:x".into()),
-                    (DOWN_SINCE_ANNOTATION.into(), "1700000000.5".into()),
                     (INSTANCE_ANNOTATION.into(), "abc".into()),
+                    (LEADING_ANNOTATION.into(), "4".into()),
                 ])),
                 ..ObjectMeta::default()
             },
@@ -1097,25 +1067,25 @@ mod tests {
                 ..LeaseSpec::default()
             }),
         };
-        let o = parse_observer(&lease, None);
+        let entry = GroupVerdict {
+            verdict: "down".into(),
+            down_signals: vec!["api".into(), "workload:x".into()],
+            down_since: Some(1_700_000_000.5),
+        };
+        let o = parse_observer(&lease, &entry);
         assert_eq!(o.identity, "b");
         assert_eq!(o.verdict, Verdict::Down);
         assert_eq!(o.down_signals, vec!["api", "workload:x"]);
         assert_eq!(o.down_since_unix, Some(1_700_000_000.5));
         assert_eq!(o.renewed_unix, Some(0.0));
         assert_eq!(o.instance.as_deref(), Some("abc"));
-        assert!(o.legacy);
-        // The same Lease as one of this release: the group's entry is the verdict.
-        let entry = GroupVerdict {
-            verdict: "suspect".into(),
+        assert_eq!(o.leading, Some(4));
+        let garbled = GroupVerdict {
+            verdict: "sideways".into(),
             down_signals: vec![],
             down_since: None,
         };
-        let o = parse_observer(&lease, Some(&entry));
-        assert_eq!(o.verdict, Verdict::Suspect);
-        assert!(o.down_signals.is_empty() && !o.legacy);
-        lease.metadata.annotations = None;
-        assert_eq!(parse_observer(&lease, None).verdict, Verdict::Unknown);
+        assert_eq!(parse_observer(&lease, &garbled).verdict, Verdict::Unknown);
     }
 
     // The coordination against an in-memory Lease API (src/coord/fake_api.rs), with a
@@ -1527,64 +1497,110 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_live_instance_of_the_previous_release_keeps_the_leader_renewing_its_lease() {
+    async fn an_api_that_fails_every_write_gets_no_more_writes_than_a_healthy_one() {
+        let fake = FakeLeases::new();
+        // Ten groups, renewals every 500 ms (lease duration 3 s), and an API server that
+        // answers 500 to everything from the start (overloaded): every group wants to
+        // create its leader Lease at every tick.
+        let cfg = config_with(10, "3s", "2s", "1500ms");
+        let lease = Duration::from_secs(3);
+        let me = instance(&fake, &cfg, "me");
+        let spacing = me.presence.spacing();
+        assert_eq!(spacing, Duration::from_millis(500));
+        fake.fail_with(Some(500));
+        let started = Instant::now();
+        let mut syncs = 0;
+        while started.elapsed() < Duration::from_millis(1600) {
+            me.tick(&fake, true, Verdict::Up).await;
+            syncs += me.coords.len();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let requests = fake.take_requests();
+        assert_eq!(me.leading(), 0);
+        let observer = presence::observer_lease_name("me");
+        let renewals = requests.iter().filter(|r| r.ends_with(&observer)).count();
+        let leader_writes = requests.len() - renewals;
+        // The observer Lease: one attempt per spacing, and one early retry (a quarter
+        // spacing) of the episode's first failure; every failure retried early was 13.
+        let most = (elapsed.as_millis() / spacing.as_millis()) as usize + 2;
+        assert!(renewals <= most, "{renewals} in {elapsed:?}: {requests:?}");
+        // The leader Leases: after a failure, none for a spacing, then twice that, up to
+        // the lease duration, less a quarter at most: at most four in 1.6 s, where every
+        // group's tick wrote one before (hundreds).
+        assert!(
+            (1..=4).contains(&leader_writes),
+            "{leader_writes} leader Lease writes for {syncs} group ticks: {requests:?}"
+        );
+        // Back to health: every group is led again within a lease duration.
+        fake.fail_with(None);
+        let led = ticks_until_leading(&me, &fake, true, 10, 2 * lease, Duration::from_millis(20))
+            .await
+            .expect("every group led once the API answers again");
+        assert!(led <= lease, "{led:?}");
+    }
+
+    #[tokio::test]
+    async fn a_group_nobody_leads_is_reported_after_a_lease_duration() {
         let fake = FakeLeases::new();
         let cfg = config(1);
         let me = instance(&fake, &cfg, "me");
-        ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
-        assert_eq!(me.leading(), 1);
-        fake.take_requests();
-        let legacy = |renewed: bool| Lease {
-            metadata: ObjectMeta {
-                name: Some(legacy_observer_lease_name("g0", "old")),
-                labels: Some(BTreeMap::from([
-                    (GROUP_LABEL.to_string(), "g0".to_string()),
-                    (ROLE_LABEL.to_string(), "observer".to_string()),
-                ])),
-                annotations: Some(BTreeMap::from([(VERDICT_ANNOTATION.into(), "up".into())])),
-                ..ObjectMeta::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some("old".into()),
-                renew_time: renewed.then(micro_now),
-                ..LeaseSpec::default()
-            }),
-        };
-        let until = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < until {
-            fake.put(legacy(true));
-            me.tick(&fake, true, Verdict::Up).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let requests = fake.take_requests();
-        let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
-        assert!(renewals >= 5, "renewed every tick: {requests:?}");
-        // Its verdict counts like any other.
+        // The leader Lease cannot be written (say, no grant on the coordination
+        // namespace): nobody leads.
+        fake.fail_with(Some(403));
+        ticks_for(&me, &fake, true, LEASE / 2).await;
+        assert_eq!(
+            me.coords[0].status(Instant::now()).no_leader_seconds,
+            None,
+            "not within a lease duration"
+        );
+        ticks_for(&me, &fake, true, LEASE).await;
         let status = me.coords[0].status(Instant::now());
         assert!(
             status
-                .observers
-                .iter()
-                .any(|o| o.identity == "old" && o.fresh)
+                .no_leader_seconds
+                .is_some_and(|s| s > LEASE.as_secs_f64()),
+            "{status:?}"
         );
-        // The cache lost (relisting): renewed all the same, against its own last write.
-        me.store.suspect("test");
-        ticks_for(&me, &fake, false, Duration::from_millis(200)).await;
-        let requests = fake.take_requests();
-        let renewals = count(&requests, &format!("PUT {}", leader_lease_name("g0")));
-        assert!(renewals >= 3, "renewed while unseen: {requests:?}");
-        assert_eq!(me.leading(), 1);
-        // Withdrawn (stopped by SIGTERM): back to the heartbeat alone.
-        fake.put(legacy(false));
-        ticks_for(&me, &fake, true, Duration::from_millis(100)).await;
-        fake.take_requests();
-        ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
-        let requests = fake.take_requests();
-        assert_eq!(
-            count(&requests, &format!("PUT {}", leader_lease_name("g0"))),
-            0
+        assert_eq!(status.leader, None);
+        // Writable again: led, and said so.
+        fake.fail_with(None);
+        ticks_until_leading(&me, &fake, true, 1, 3 * LEASE, Duration::from_millis(20))
+            .await
+            .expect("led");
+        me.tick(&fake, true, Verdict::Up).await;
+        assert_eq!(me.coords[0].status(Instant::now()).no_leader_seconds, None);
+    }
+
+    #[tokio::test]
+    async fn a_peers_down_verdict_is_news_only_to_an_instance_that_says_down() {
+        let fake = FakeLeases::new();
+        let cfg = config(1);
+        let a = instance(&fake, &cfg, "a");
+        let b = instance(&fake, &cfg, "b");
+        for _ in 0..3 {
+            a.tick(&fake, true, Verdict::Up).await;
+            b.tick(&fake, true, Verdict::Up).await;
+        }
+        // b says down (published at once); a does not yet: no news for a.
+        b.tick(&fake, true, Verdict::Down).await;
+        fake.mirror(&a.store);
+        assert!(!a.coords[0].peer_down_news(), "a says up itself");
+        // a says down too, and saw b's down at its sync: no news either.
+        a.tick(&fake, true, Verdict::Down).await;
+        assert!(
+            !a.coords[0].peer_down_news(),
+            "b's down was seen by the sync"
         );
-        assert_eq!(me.leading(), 1);
+        // b goes up and down again after a's sync: news until a syncs again.
+        b.tick(&fake, true, Verdict::Up).await;
+        a.tick(&fake, true, Verdict::Down).await;
+        b.tick(&fake, true, Verdict::Down).await;
+        assert!(!a.coords[0].peer_down_news(), "not in a's cache yet");
+        fake.mirror(&a.store);
+        assert!(a.coords[0].peer_down_news());
+        a.tick(&fake, true, Verdict::Down).await;
+        assert!(!a.coords[0].peer_down_news());
     }
 
     #[tokio::test]

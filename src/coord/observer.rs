@@ -1,8 +1,7 @@
 //! Observer verdicts: every instance publishes its verdict on the primary for each of
-//! its groups in its observer Lease (one per standby namespace,
+//! its groups in its observer Lease (one per standby cluster,
 //! `kube-failover.observer.<identity>`, annotation `kube-failover/verdicts`), and reads
-//! the others'. Instances of the previous release publish one Lease per group,
-//! `kube-failover-<group>-observer-<identity>`; those are read too.
+//! the others'.
 //! Pure bookkeeping; the caller reads and writes the Leases.
 
 use crate::model::{ObserverReport, Verdict};
@@ -21,18 +20,16 @@ pub struct ObserverLease {
     pub identity: String,
     /// The per-process instance id (annotation).
     pub instance: Option<String>,
-    /// The verdict annotation (anything unreadable is `unknown`).
+    /// The group's verdict (anything unreadable is `unknown`).
     pub verdict: Verdict,
-    /// The down signals annotation, split.
+    /// The signals it sees down.
     pub down_signals: Vec<String>,
-    /// The down-since annotation.
+    /// Since when it says `down`.
     pub down_since_unix: Option<f64>,
     /// `spec.renewTime` as Unix seconds (none: withdrawn on shutdown).
     pub renewed_unix: Option<f64>,
     /// How many groups the observer's process leads (annotation).
     pub leading: Option<usize>,
-    /// A Lease of the previous release (one per group, renewed every tick).
-    pub legacy: bool,
 }
 
 /// One group's verdict in an observer Lease (annotation `kube-failover/verdicts`, a JSON
@@ -185,7 +182,6 @@ mod tests {
             down_since_unix: None,
             renewed_unix: Some(renewed),
             leading: None,
-            legacy: false,
         }
     }
 

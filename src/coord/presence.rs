@@ -1,15 +1,19 @@
-//! This instance's observer Lease in one standby namespace,
+//! This instance's observer Lease in the coordination namespace of one standby cluster,
 //! `kube-failover.observer.<identity>`, shared by every group of the instance whose
-//! standby is there. It carries each group's verdict (annotation
-//! `kube-failover/verdicts`) and is the heartbeat of every leader Lease the instance holds
-//! there ([`super::leader`]), so one write renews all of them and the cost on the
-//! standby does not grow with the number of groups:
+//! standby is that cluster, whatever their namespaces. It carries each group's verdict
+//! (annotation `kube-failover/verdicts`) and is the heartbeat of every leader Lease the
+//! instance holds there ([`super::leader`]), so one write renews all of them and the
+//! writes to the standby do not grow with the number of groups:
 //!
 //! - renewed every [`renewal_spacing`]: `min(renew_deadline ÷ 2, observers.ttl ÷ 3)`, the
 //!   probe interval at the defaults. A verdict read by another instance is then at most
 //!   one spacing old (plus the write's way through its watch), two when a renewal is
-//!   lost: always below the ttl, so a live observer never looks stale. A failed renewal
-//!   is retried after a quarter of the spacing;
+//!   lost: always below the ttl, so a live observer never looks stale. One write at a
+//!   time: a renewal that is late (a slow API server) is not queued behind the one in
+//!   flight, the next one is due a spacing after it was sent. The first failed renewal
+//!   of an episode is retried after a quarter of the spacing (one lost renewal does not
+//!   cost the leadership); further failures wait a whole spacing, so an overloaded API
+//!   server sees no more writes than a healthy one;
 //! - written at once when a group's verdict becomes or stops being `down`
 //!   ([`super::observer::urgent`]), since promotion by a quorum of observers counts
 //!   those; any other change goes with the next renewal. Changes that arrive while a
@@ -41,6 +45,10 @@ use tracing::{error, info, warn};
 
 /// The shortest spacing of renewals, whatever the settings.
 const MIN_SPACING: Duration = Duration::from_millis(100);
+
+/// Writes of leader Leases (a term starting or ending) in flight at once per cluster, at
+/// most: beyond that a group tries again at its next tick.
+pub const LEADER_WRITES_IN_FLIGHT: usize = 4;
 
 /// `kube-failover.observer.<identity>` (identity made DNS-safe, the whole name at most
 /// 253 characters). The dot keeps it apart from every per-group name
@@ -101,8 +109,12 @@ struct Inner {
     /// Whether the Lease exists; `None` until read or written.
     exists: Option<bool>,
     last_attempt: Option<Instant>,
-    /// Renewals are failing (said once per episode).
-    failing: bool,
+    /// Consecutive failed writes (said once per episode).
+    failures: u32,
+    /// No leader Lease is written before then: one failed (not a lost race) lately.
+    leader_writes_after: Option<Instant>,
+    /// The pause after the last failed leader Lease write (doubles, reset by a success).
+    leader_backoff: Duration,
     clash: bool,
     members: Vec<(String, Weak<dyn Member>)>,
     joined: usize,
@@ -112,9 +124,9 @@ struct Inner {
 
 impl Inner {
     /// How long until the next renewal: a spacing after the last attempt, a quarter of
-    /// it after a failed one.
+    /// it after the first failure of an episode.
     fn due_in(&self, now: Instant) -> Duration {
-        let spacing = if self.failing {
+        let spacing = if self.failures == 1 {
             (self.every / 4).max(MIN_SPACING)
         } else {
             self.every
@@ -137,6 +149,8 @@ pub struct Presence {
     inner: Mutex<Inner>,
     /// One write at a time.
     writing: tokio::sync::Mutex<()>,
+    /// Leader Lease writes in flight ([`LEADER_WRITES_IN_FLIGHT`]).
+    leader_writes: Arc<tokio::sync::Semaphore>,
     identity_checked: tokio::sync::OnceCell<Result<(), IdentityClash>>,
     /// Decoded verdicts of the Leases read, by name, with the resourceVersion decoded.
     decoded: Mutex<HashMap<String, (String, Verdicts)>>,
@@ -172,7 +186,9 @@ impl Presence {
                 rv: None,
                 exists: None,
                 last_attempt: None,
-                failing: false,
+                failures: 0,
+                leader_writes_after: None,
+                leader_backoff: Duration::ZERO,
                 clash: false,
                 members: Vec::new(),
                 joined: 0,
@@ -180,6 +196,7 @@ impl Presence {
                 withdrawn: false,
             }),
             writing: tokio::sync::Mutex::new(()),
+            leader_writes: Arc::new(tokio::sync::Semaphore::new(LEADER_WRITES_IN_FLIGHT)),
             identity_checked: tokio::sync::OnceCell::new(),
             decoded: Mutex::new(HashMap::new()),
         })
@@ -292,6 +309,38 @@ impl Presence {
         );
         decoded.insert(name, (rv, v.clone()));
         v
+    }
+
+    /// Leave to write a leader Lease now (a term starting or ending), held while the
+    /// write is on its way; `None` when [`LEADER_WRITES_IN_FLIGHT`] are already, or
+    /// while the pause after a failed one runs: the group tries again at a later tick
+    /// instead of piling writes onto a slow or overloaded API server.
+    pub fn leader_write_permit(&self, now: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self
+            .lock()
+            .leader_writes_after
+            .is_some_and(|after| now < after)
+        {
+            return None;
+        }
+        self.leader_writes.clone().try_acquire_owned().ok()
+    }
+
+    /// How a leader Lease write ended: `failed` for anything but a success or a lost
+    /// race. A failure pauses every leader Lease write of the cluster for a spacing at
+    /// first, doubling up to the lease duration, with jitter; a success ends the pause.
+    pub fn leader_written(&self, at: Instant, failed: bool) {
+        let mut inner = self.lock();
+        if !failed {
+            inner.leader_backoff = Duration::ZERO;
+            inner.leader_writes_after = None;
+            return;
+        }
+        let backoff = (inner.leader_backoff * 2)
+            .max(inner.every)
+            .min(self.timing.lease_duration);
+        inner.leader_backoff = backoff;
+        inner.leader_writes_after = Some(at + jittered(backoff));
     }
 
     /// When the next renewal is due (or, during a clash, the next look at whether it
@@ -433,7 +482,7 @@ impl Presence {
                         inner.exists = Some(true);
                         inner.sent = inner.sent.max(generation);
                         inner.last_attempt = Some(sent_at);
-                        if std::mem::take(&mut inner.failing) {
+                        if std::mem::take(&mut inner.failures) > 0 {
                             info!(lease = %self.name, "observer Lease renewed again");
                         }
                     }
@@ -463,7 +512,8 @@ impl Presence {
         if let Some(g) = generation {
             inner.sent = inner.sent.max(g);
         }
-        if inner.clash || std::mem::replace(&mut inner.failing, true) {
+        inner.failures = inner.failures.saturating_add(1);
+        if inner.clash || inner.failures > 1 {
             return;
         }
         warn!(
@@ -604,6 +654,20 @@ impl Presence {
             tracing::debug!(lease = %self.name, error = %e, "observer Lease not withdrawn");
         }
     }
+}
+
+/// `d` less up to a quarter, at random: instances whose writes failed together do not
+/// come back together.
+fn jittered(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    let fraction = (h.finish() % 1000) as f64 / 4000.0;
+    d.mul_f64(1.0 - fraction)
 }
 
 /// Renews `presence` while it lives and is not withdrawn.

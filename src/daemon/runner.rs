@@ -180,6 +180,7 @@ impl GroupRunner {
             self.interval,
         );
         let mut wakes = Wakes::new(&self.primary, &self.cfg.primary.namespace);
+        let mut leases = self.coord.lease_wakes();
         let mut quiet = false;
         let mirror = self
             .mirror
@@ -194,6 +195,18 @@ impl GroupRunner {
                     Some(cause) => Some((cause, woken.lost_at)),
                     None => continue,
                 },
+                () = async {
+                    if leases.changed().await.is_err() {
+                        // The store lives as long as its cluster: never, but never a
+                        // busy loop either.
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    if !self.coord.peer_down_news() {
+                        continue;
+                    }
+                    Some((Cause::PeerVerdict, None))
+                }
                 _ = stop.wait_for(|s| *s) => break,
             };
             // Events until now are seen by this tick's reads of the caches.
@@ -203,7 +216,9 @@ impl GroupRunner {
             // while the tick runs, instead of inside every group's task for good.
             let (now_quiet, observed_at) = Box::pin(self.tick(event, due)).await;
             quiet = now_quiet;
-            schedule.tick_done(event.map(|_| observed_at), quiet, Instant::now());
+            // A peer's verdict is no news of the primary: the schedule stays.
+            let anchor = event.filter(|(c, _)| *c != Cause::PeerVerdict);
+            schedule.tick_done(anchor.map(|_| observed_at), quiet, Instant::now());
         }
         // The mirror's pass in flight finishes its write (each one is bounded).
         if let Some(task) = mirror
@@ -240,11 +255,20 @@ impl GroupRunner {
     }
 
     /// One tick's observation, and when the primary's `/readyz` answer in it was sent.
-    /// That answer was sent after the one of the previous tick and, for a lost watch,
-    /// after the loss.
-    async fn observe(&self, wall_unix: f64, lost_at: Option<Instant>) -> (Observation, Instant) {
+    /// That answer was sent after the one of the previous tick (unless `fresh` is false:
+    /// the current slot's answer, for a tick that is no news of the primary) and, for a
+    /// lost watch, after the loss.
+    async fn observe(
+        &self,
+        wall_unix: f64,
+        lost_at: Option<Instant>,
+        fresh: bool,
+    ) -> (Observation, Instant) {
         let recorded = self.engine.recorded_primary_names();
-        let after_previous = self.readyz_sent.map(|t| t + Duration::from_nanos(1));
+        let after_previous = self
+            .readyz_sent
+            .filter(|_| fresh)
+            .map(|t| t + Duration::from_nanos(1));
         let not_before = after_previous.max(lost_at);
         let ((primary, sent), mut standby, state_checks) = tokio::join!(
             probe::cached::probe_primary_since(
@@ -289,9 +313,12 @@ impl GroupRunner {
         }
         // The group's Leases are read (and the leader Lease renewed) beside the probes.
         let lost_at = event.and_then(|(_, at)| at);
-        let ((mut obs, sent), observers) =
-            tokio::join!(self.observe(wall, lost_at), self.coord.sync(started, wall));
-        self.readyz_sent = Some(sent);
+        let fresh = cause != Some(Cause::PeerVerdict);
+        let ((mut obs, sent), observers) = tokio::join!(
+            self.observe(wall, lost_at, fresh),
+            self.coord.sync(started, wall)
+        );
+        self.readyz_sent = self.readyz_sent.max(Some(sent));
         obs.observers = observers;
         self.state_checks.evaluate(&mut obs, wall);
         if let Some(trace) = &self.trace {

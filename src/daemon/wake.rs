@@ -11,6 +11,11 @@
 //!   [`Cause::DeploymentReadiness`]): a Pod turning unready, crash-looping or deleted, a
 //!   Deployment losing available replicas or scaled down.
 //!
+//! A group that says `down` itself also ticks at once when another instance's verdict on
+//! it turns `down` in the Lease watch ([`Cause::PeerVerdict`]): the observer quorum is
+//! decided when the second `down` arrives, not at the next turn. That tick does not
+//! move the schedule, and asks for no `/readyz` answer of its own.
+//!
 //! So the first failure is seen at the event instead of at the next turn. The schedule
 //! then starts again from the event: the next ticks come one interval after it, each
 //! with its own `/readyz` answer, so the failures of a run are one interval apart and a
@@ -35,14 +40,17 @@ pub(super) enum Cause {
     PodReadiness,
     /// A Deployment of the primary changed and a workload fails now.
     DeploymentReadiness,
+    /// Another instance's verdict on the group turned `down` while this one says `down`.
+    PeerVerdict,
 }
 
 impl Cause {
     /// Every cause, for the metric's series.
-    pub(super) const ALL: [Cause; 3] = [
+    pub(super) const ALL: [Cause; 4] = [
         Cause::WatchBroken,
         Cause::PodReadiness,
         Cause::DeploymentReadiness,
+        Cause::PeerVerdict,
     ];
 
     /// The label value.
@@ -51,6 +59,7 @@ impl Cause {
             Cause::WatchBroken => "watch_broken",
             Cause::PodReadiness => "pod_readiness",
             Cause::DeploymentReadiness => "deployment_readiness",
+            Cause::PeerVerdict => "peer_verdict",
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct SandboxOptions {
     pub exit_after: Option<Duration>,
     /// Read Enter presses from stdin to start and end outages.
     pub interactive: bool,
+    /// Run `kube-failover guard` beside a stand-in agent process for each side.
+    pub guard: bool,
 }
 
 impl SandboxOptions {
@@ -38,6 +40,7 @@ impl SandboxOptions {
             outage_for: Duration::from_secs(60),
             exit_after: None,
             interactive: true,
+            guard: false,
         }
     }
 }
@@ -184,7 +187,18 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<SandboxReport> {
         &log,
         dir.path(),
     )?;
+    let guards = if opts.guard {
+        start_guards(&pair, &opts, dir.path()).await?
+    } else {
+        Vec::new()
+    };
     print_guide(&pair, &opts, &config, &log, daemon.pid());
+    for (side, _, agent_log) in &guards {
+        eprintln!(
+            "  {side}'s agent (guarded): tail -f {}",
+            agent_log.display()
+        );
+    }
 
     let result = event_loop(&pair, &opts, &mut daemon, &log).await;
     if let Ok(report) = &result
@@ -203,11 +217,69 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<SandboxReport> {
     }
 
     say("stopping the daemon and both clusters...");
+    for (_, guard, _) in guards {
+        let _ = guard.terminate(Duration::from_secs(5)).await;
+    }
     let _ = daemon.terminate(Duration::from_secs(10)).await;
     drop(pair);
     drop(dir);
     say("clean.");
     result
+}
+
+/// A guard per side, each around a stand-in agent that logs a line a second, reading
+/// the standby with the daemon's identity granted the guard's Role: (side, process, the
+/// agent's log).
+async fn start_guards(
+    pair: &ClusterPair,
+    opts: &SandboxOptions,
+    dir: &Path,
+) -> Result<Vec<(&'static str, Proc, PathBuf)>> {
+    let role = crate::objects::target_rbac_file("guard-role.yaml");
+    pair.standby
+        .grant_daemon_role(&role, "kube-failover-guard")
+        .await?;
+    let mut guards = Vec::new();
+    // Their admin ports follow the daemon's.
+    let base = opts.admin_addr.port();
+    for (side, port) in [
+        ("primary", base.wrapping_add(1)),
+        ("standby", base.wrapping_add(2)),
+    ] {
+        let config = dir.join(format!("guard-{side}.toml"));
+        let text = format!(
+            "group = {group}\nside = {side_q}\nidentity = {id}\nlisten = {listen}\n\n[standby]\nkubeconfig = {kubeconfig}\ncontext = {context}\nnamespace = {namespace}\n",
+            group = toml_str(GROUP),
+            side_q = toml_str(side),
+            id = toml_str(&format!("sandbox-{side}")),
+            listen = toml_str(&format!("127.0.0.1:{port}")),
+            kubeconfig = toml_str(&pair.standby.daemon_kubeconfig().display().to_string()),
+            context = toml_str(pair.standby.context()),
+            namespace = toml_str(pair.standby.namespace()),
+        );
+        std::fs::write(&config, text).map_err(|e| TestbedError::io("writing", &config, e))?;
+        let log = dir.join(format!("agent-{side}.log"));
+        let script =
+            format!("while :; do echo \"$(date +%T) {side} agent: working\"; sleep 1; done");
+        let guard = Proc::spawn(
+            "sandbox",
+            "kube-failover-guard",
+            &opts.daemon,
+            &[
+                "guard".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                script,
+            ],
+            &log,
+            dir,
+        )?;
+        guards.push((side, guard, log));
+    }
+    Ok(guards)
 }
 
 fn print_guide(pair: &ClusterPair, opts: &SandboxOptions, config: &Path, log: &Path, pid: u32) {

@@ -80,6 +80,9 @@ pub struct DaemonOpts {
     /// Further groups besides [`GROUP`], configured like it on the same clusters and
     /// Deployments, each with its own name (so its own record and Leases).
     pub extra_groups: Vec<String>,
+    /// Each extra group in its own namespace on both sides, named like the group (the
+    /// test creates them: `Cluster::add_agent_namespace`).
+    pub own_namespaces: bool,
     /// TOML appended to every group (after its `[groups.policy.observers]`), e.g.
     /// `[groups.state]`.
     pub group_toml: String,
@@ -106,6 +109,7 @@ impl Default for DaemonOpts {
             observer_quorum: 1,
             observers_expected: None,
             extra_groups: Vec::new(),
+            own_namespaces: false,
             group_toml: String::new(),
             extra_toml: String::new(),
         }
@@ -121,7 +125,7 @@ pub struct Daemon {
     http: reqwest::Client,
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr")
 }
@@ -202,11 +206,20 @@ quorum = {oquorum}
     let mut toml = daemon + &block;
     for name in &opts.extra_groups {
         toml += "\n";
-        toml += &block.replacen(
+        let mut extra = block.replacen(
             &format!("name = \"{GROUP}\""),
             &format!("name = \"{name}\""),
             1,
         );
+        if opts.own_namespaces {
+            for ns in [pair.primary.namespace(), pair.standby.namespace()] {
+                extra = extra.replace(
+                    &format!("namespace = \"{ns}\""),
+                    &format!("namespace = \"{name}\""),
+                );
+            }
+        }
+        toml += &extra;
     }
     toml + "\n" + &opts.extra_toml
 }
@@ -674,17 +687,16 @@ pub async fn grant_mirror_roles(pair: &ClusterPair, prune: bool) {
 
 /// Creates `count` more agent namespaces on both clusters (`agent-000`, `agent-001`, …),
 /// the shape users run: one Helm release of the agent per namespace, its Deployments
-/// at 1 replica on the primary and 0 on the standby. Returns their names. Does not wait
-/// for the Pods.
+/// with each cluster's replicas. Returns their names. Does not wait for the Pods.
 pub async fn add_agent_namespaces(pair: &ClusterPair, count: usize) -> Vec<String> {
     let names: Vec<String> = (0..count).map(|i| format!("agent-{i:03}")).collect();
     for ns in &names {
         pair.primary
-            .add_agent_namespace(ns, 1)
+            .add_agent_namespace(ns)
             .await
             .expect("primary agent namespace");
         pair.standby
-            .add_agent_namespace(ns, 0)
+            .add_agent_namespace(ns)
             .await
             .expect("standby agent namespace");
     }
@@ -693,14 +705,22 @@ pub async fn add_agent_namespaces(pair: &ClusterPair, count: usize) -> Vec<Strin
 
 /// The daemon's config as [`config_toml`] writes it, with one group per namespace of
 /// `namespaces` (the group named after it, its record in it) instead of the pair's one
-/// group.
+/// group; the instances coordinate in the standby's agent namespace
+/// (`[coordination] namespace`).
 pub fn config_in_namespaces(
     pair: &ClusterPair,
     opts: &DaemonOpts,
     admin: SocketAddr,
     namespaces: &[String],
 ) -> String {
-    let one = config_toml(pair, opts, admin);
+    let one = config_toml(
+        pair,
+        &DaemonOpts {
+            extra_toml: String::new(),
+            ..opts.clone()
+        },
+        admin,
+    );
     let at = one.find("[[groups]]").expect("a group in the config");
     let (head, block) = one.split_at(at);
     let mut text = head.to_string();
@@ -722,6 +742,13 @@ pub fn config_in_namespaces(
                 ),
         );
         text.push('\n');
+    }
+    text.push_str(&opts.extra_toml);
+    if !opts.extra_toml.contains("[coordination]") {
+        text.push_str(&format!(
+            "\n[coordination]\nnamespace = \"{}\"\n",
+            pair.standby.namespace()
+        ));
     }
     text
 }

@@ -55,7 +55,9 @@ pub struct PolicyConfig {
     /// How long the standby may take to become Ready before the promotion is `failed`.
     #[serde(with = "humantime_serde")]
     pub promotion_timeout: Duration,
-    /// How long promotion stays frozen after the watcher distrusted its own view.
+    /// How long promotion stays frozen after the watcher distrusted its own view (a
+    /// clock jump, every cluster unreachable). A stalled loop holds nothing: it only
+    /// makes what was seen before the gap not count.
     #[serde(with = "humantime_serde")]
     pub freeze_for: Duration,
     /// Scale standby workloads back to 0 when replicas appear there while the primary

@@ -33,6 +33,10 @@ struct Args {
     /// Ignore stdin (no outages on Enter).
     #[arg(long)]
     no_input: bool,
+    /// Run `kube-failover guard` beside a stand-in agent process on each side, to watch
+    /// the primary's agent stop at the promotion while its API server is down.
+    #[arg(long)]
+    guard: bool,
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> ExitCode {
         outage_for: args.outage_for,
         exit_after: args.exit_after,
         interactive: !args.no_input,
+        guard: args.guard,
     };
     match run_sandbox(opts).await {
         Ok(_) => ExitCode::SUCCESS,

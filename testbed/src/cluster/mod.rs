@@ -5,13 +5,14 @@
 //! reach it, [`workload`] the env0-agent-like workload, [`outage`] stopping and restarting
 //! the API server and etcd, [`faults`] changes made to its objects behind the daemon's
 //! back, [`state`] the Terraform state around the agent (its volume claim, a VolSync-like
-//! replication object, a container image changed on one side), [`pair`] a primary and a
-//! standby side by side.
+//! replication object, a container image changed on one side), [`namespaces`] more agent
+//! namespaces and a coordination namespace, [`pair`] a primary and a standby side by side.
 
 mod extra_roles;
 mod faults;
 mod grants;
 mod kubeconfig;
+mod namespaces;
 mod outage;
 mod pair;
 mod spec;

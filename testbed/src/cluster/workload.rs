@@ -117,7 +117,24 @@ impl Cluster {
     pub(super) async fn create_objects(&self) -> Result<()> {
         let ns = &self.spec.namespace;
         let pp = PostParams::default();
-        self.create_namespace_with_roles(ns).await?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&pp, &objects::namespace(ns))
+            .await
+            .map_err(|e| self.kube_err(format!("creating namespace {ns}"), e))?;
+        let roles: Api<Role> = Api::namespaced(self.client.clone(), ns);
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), ns);
+        for mut role in objects::daemon_roles()? {
+            role.metadata.namespace = Some(ns.clone());
+            let name = role.metadata.name.clone().unwrap_or_default();
+            roles
+                .create(&pp, &role)
+                .await
+                .map_err(|e| self.kube_err(format!("creating role {name}"), e))?;
+            bindings
+                .create(&pp, &objects::daemon_binding(&name))
+                .await
+                .map_err(|e| self.kube_err(format!("creating rolebinding {name}"), e))?;
+        }
         Api::<Node>::all(self.client.clone())
             .create(&pp, &objects::node())
             .await
@@ -128,46 +145,6 @@ impl Cluster {
                 .create(&pp, &d)
                 .await
                 .map_err(|e| self.kube_err(format!("creating deployment for {component}"), e))?;
-        }
-        Ok(())
-    }
-
-    /// Another agent namespace, as another Helm release of the agent has it (the shape
-    /// users run: one namespace per agent): the namespace `ns`, the daemon's Roles bound
-    /// in it, and the two Deployments of the cluster's release with `replicas` each.
-    /// Does not wait for their Pods.
-    pub async fn add_agent_namespace(&self, ns: &str, replicas: i32) -> Result<()> {
-        let pp = PostParams::default();
-        self.create_namespace_with_roles(ns).await?;
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        for component in AGENT_COMPONENTS {
-            let d = objects::agent_deployment(&self.spec.release, component, replicas);
-            deployments.create(&pp, &d).await.map_err(|e| {
-                self.kube_err(format!("creating deployment for {component} in {ns}"), e)
-            })?;
-        }
-        Ok(())
-    }
-
-    async fn create_namespace_with_roles(&self, ns: &str) -> Result<()> {
-        let pp = PostParams::default();
-        Api::<Namespace>::all(self.client.clone())
-            .create(&pp, &objects::namespace(ns))
-            .await
-            .map_err(|e| self.kube_err(format!("creating namespace {ns}"), e))?;
-        let roles: Api<Role> = Api::namespaced(self.client.clone(), ns);
-        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), ns);
-        for mut role in objects::daemon_roles()? {
-            role.metadata.namespace = Some(ns.to_string());
-            let name = role.metadata.name.clone().unwrap_or_default();
-            roles
-                .create(&pp, &role)
-                .await
-                .map_err(|e| self.kube_err(format!("creating role {name}"), e))?;
-            bindings
-                .create(&pp, &objects::daemon_binding(&name))
-                .await
-                .map_err(|e| self.kube_err(format!("creating rolebinding {name}"), e))?;
         }
         Ok(())
     }

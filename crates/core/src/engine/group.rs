@@ -7,8 +7,8 @@ use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::checks::StateCheck;
 use crate::model::{
-    Action, DeploymentRef, DeploymentView, FailoverRecord, Observation, ProbeReason, RecordPhase,
-    SignalId, Verdict,
+    Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, Observation, ProbeReason,
+    RecordPhase, SignalId, Verdict,
 };
 use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
@@ -225,17 +225,20 @@ impl Engine {
         // count toward a promotion.
         let distrust = self.distrust(now, obs);
         self.last_tick = Some((now, obs.wall_unix));
-        if let Some(code) = distrust {
-            self.freeze(now, code);
-        } else {
-            self.feed_signals(due.min(now), obs);
+        match distrust {
+            Some(ReasonCode::LoopStalled) => self.restart_after_stall(now),
+            Some(code) => self.freeze(now, code),
+            None => self.feed_signals(due.min(now), obs),
         }
 
         let down_count = self.signals.iter().filter(|s| s.counts_down()).count();
         let primary_down =
             u32::try_from(down_count).unwrap_or(u32::MAX) >= self.settings.policy.quorum;
-        let primary_healthy = self.signals.iter().all(|s| s.is_up() && !s.is_failing());
-        if primary_healthy && distrust.is_none() {
+        // A tick the watcher distrusts proves nothing healthy either (after a stall the
+        // signals start afresh and would read as passing).
+        let primary_healthy =
+            distrust.is_none() && self.signals.iter().all(|s| s.is_up() && !s.is_failing());
+        if primary_healthy {
             self.seen_healthy = true;
             if let Some(views) = obs.primary.deployments.as_deref() {
                 self.active_primary = views
@@ -441,6 +444,24 @@ impl Engine {
         None
     }
 
+    /// The loop stalled (a paused process, a starved runtime): what was seen before the
+    /// gap cannot be added to what is seen after it, so every signal starts afresh
+    /// (down again only after `failure_threshold` failures observed from now on), and
+    /// this tick decides nothing (its caches may still be catching up on the gap). No
+    /// hold follows: fresh evidence counts from the next tick, so a scheduling hiccup
+    /// on a busy host delays a promotion by at most one interval, never by `freeze_for`.
+    fn restart_after_stall(&mut self, now: Instant) {
+        for s in &mut self.signals {
+            s.restart();
+        }
+        if !self.is_frozen(now) {
+            self.frozen_until = Some(now + Duration::from_nanos(1));
+            self.freeze_reason = ReasonCode::LoopStalled;
+        }
+    }
+
+    /// A clock jump or every cluster unreachable: decisions stay frozen for
+    /// `freeze_for` (signals go on being fed, so fresh evidence is there when it ends).
     fn freeze(&mut self, now: Instant, code: ReasonCode) {
         // Bounded so the sum cannot overflow: an overflow would read as "not frozen".
         const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -459,13 +480,26 @@ impl Engine {
     /// observation is unknown (never down), and an outcome for a signal that is not
     /// configured is ignored. Failures closer than one interval to the previous counted
     /// one are not counted (see the `signal` module).
+    ///
+    /// A workload signal that cannot be read (`error`: its watch is cut or not trusted)
+    /// in a tick where the primary's API gives down evidence is part of that outage,
+    /// not a blind spot of the watcher: a flapping API server makes a group
+    /// `primary_suspect`, never `primary_unobservable`. Causes on the watcher's side
+    /// (401, 403, TLS, a selection that matches nothing) are never excused.
     fn feed_signals(&mut self, now: Instant, obs: &Observation) {
+        let api_down = obs.primary.api.reason.evidence() == Evidence::Down;
         for signal in &mut self.signals {
             let reason = obs
                 .primary
                 .outcome(signal.id())
                 .map_or(ProbeReason::Error, |o| o.reason);
             signal.observe(now, reason);
+            if api_down
+                && reason == ProbeReason::Error
+                && matches!(signal.id(), SignalId::Workload(_))
+            {
+                signal.excuse_unknown();
+            }
         }
     }
 

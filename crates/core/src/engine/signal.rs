@@ -43,6 +43,9 @@ pub struct Signal {
     consecutive_failures: u32,
     consecutive_successes: u32,
     consecutive_unknown: u32,
+    /// Unknown answers of the current run that no down evidence of the API explains
+    /// (see [`Signal::excuse_unknown`]): only these make the watcher blind.
+    blind_unknown: u32,
     last_reason: Option<ProbeReason>,
     failure_threshold: u32,
     success_threshold: u32,
@@ -86,6 +89,7 @@ impl Signal {
             consecutive_failures: 0,
             consecutive_successes: 0,
             consecutive_unknown: 0,
+            blind_unknown: 0,
             last_reason: None,
             failure_threshold: failure_threshold.max(1),
             success_threshold: success_threshold.max(1),
@@ -107,6 +111,7 @@ impl Signal {
             Evidence::Pass => {
                 self.consecutive_failures = 0;
                 self.consecutive_unknown = 0;
+                self.blind_unknown = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
                 if !self.up && self.consecutive_successes >= self.success_threshold {
                     self.up = true;
@@ -119,6 +124,7 @@ impl Signal {
                 }
                 self.consecutive_successes = 0;
                 self.consecutive_unknown = 0;
+                self.blind_unknown = 0;
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.last_failure_at = Some(now);
                 if self.up && self.consecutive_failures >= self.failure_threshold {
@@ -134,6 +140,7 @@ impl Signal {
                 self.consecutive_failures = 0;
                 if self.consecutive_unknown == 0 || spaced(self.last_unknown_at) {
                     self.consecutive_unknown = self.consecutive_unknown.saturating_add(1);
+                    self.blind_unknown = self.blind_unknown.saturating_add(1);
                     self.last_unknown_at = Some(now);
                 }
             }
@@ -147,6 +154,35 @@ impl Signal {
     pub fn forget_streak(&mut self) {
         self.consecutive_failures = 0;
         self.consecutive_successes = 0;
+    }
+
+    /// Starts afresh, as a new signal does, keeping only the latest answer for
+    /// display: used after the loop stalled, when nothing observed before the gap may
+    /// be added to what comes after it (a signal that was down must fail
+    /// `failure_threshold` times again before it counts).
+    pub fn restart(&mut self) {
+        let last_reason = self.last_reason;
+        *self = Signal::new(
+            self.id.clone(),
+            self.failure_threshold,
+            self.success_threshold,
+            self.spacing,
+        );
+        self.last_reason = last_reason;
+    }
+
+    /// The latest answer, unknown, follows from down evidence of another signal (the
+    /// primary's API refused or timed out in the same tick, so a watch it feeds could
+    /// not be read): it is part of the primary's outage, not a blind spot of the
+    /// watcher. The run of unknown answers that makes the watcher blind starts again
+    /// after it. Nothing else changes: the answer is still unknown, never down.
+    pub fn excuse_unknown(&mut self) {
+        if self
+            .last_reason
+            .is_some_and(|r| r.evidence() == Evidence::Unknown)
+        {
+            self.blind_unknown = 0;
+        }
     }
 
     /// Up after hysteresis (the latest answer may still be unknown).
@@ -166,9 +202,10 @@ impl Signal {
     }
 
     /// The watcher has been blind on this signal for `failure_threshold` answers in a
-    /// row; the reason is the latest answer's.
+    /// row that no down evidence of the API explains (see [`Signal::excuse_unknown`]);
+    /// the reason is the latest answer's.
     pub fn unobservable(&self) -> Option<ProbeReason> {
-        (self.consecutive_unknown >= self.failure_threshold)
+        (self.blind_unknown >= self.failure_threshold)
             .then_some(self.last_reason)
             .flatten()
     }

@@ -639,16 +639,57 @@ fn invariant5_freeze_holds_after_the_view_returns() {
 }
 
 #[test]
-fn invariant5_a_stalled_loop_freezes() {
+fn invariant5_a_stalled_loop_forgets_what_came_before_and_holds_nothing_after() {
     let mut sim = Sim::warmed_up();
     sim.world.primary_down();
     sim.run(2);
+    // The loop stalls after two failures of three: the tick after the gap decides
+    // nothing, and the two failures before it do not count.
     let d = sim.tick_after(Duration::from_secs(5)).clone();
     assert_eq!(d.state, GroupState::Frozen);
     assert_eq!(d.reasons[0], ReasonCode::LoopStalled);
-    sim.run(10);
+    assert_eq!(d.verdict, Verdict::Unknown);
+    assert!(d.actions.is_empty());
+    assert!(d.signals.iter().all(|s| s.consecutive_failures == 0));
+    // Fresh evidence counts from the next tick: three new failures promote, two do not.
+    sim.run(2);
     assert_eq!(sim.promotions(), 0);
-    sim.run(30);
+    assert_eq!(sim.state(), GroupState::PrimarySuspect);
+    sim.run(1);
+    assert_eq!(sim.promotions(), 1, "no fixed hold after a hiccup");
+}
+
+#[test]
+fn invariant5_a_signal_down_before_a_stall_must_fail_again_after_it() {
+    let mut sim = Sim::warmed_up();
+    // The primary is down and cannot be promoted (the standby's API refuses).
+    sim.world.standby_api = ProbeReason::Refused;
+    sim.world.primary_down();
+    sim.run(4);
+    assert_eq!(sim.state(), GroupState::Blocked);
+    assert!(sim.log.last().unwrap().primary_down);
+    sim.tick_after(Duration::from_secs(5));
+    sim.run(1);
+    let d = sim.log.last().unwrap();
+    assert!(
+        !d.primary_down,
+        "the failures before the gap no longer count"
+    );
+    assert_eq!(d.state, GroupState::PrimarySuspect);
+}
+
+#[test]
+fn invariant5_repeated_hiccups_on_a_busy_host_delay_a_promotion_by_one_interval_each() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    // A stall every fourth tick: each one restarts the count, and the run after it
+    // promotes as soon as it has three fresh failures.
+    sim.run(1);
+    sim.tick_after(Duration::from_millis(2_500));
+    sim.run(2);
+    assert_eq!(sim.promotions(), 0);
+    sim.tick_after(Duration::from_millis(2_500));
+    sim.run(3);
     assert_eq!(sim.promotions(), 1);
 }
 
@@ -2004,4 +2045,135 @@ fn invariant5_event_ticks_during_a_freeze_count_nothing() {
         sim.tick_after(ms(100));
     }
     assert_eq!(sim.promotions(), 0);
+}
+
+/// One cycle of a primary API server that resets every connection for `down` ticks and
+/// answers for `up` ticks: while it is down, the workload's watch is cut too (the daemon
+/// reports `error`, "cached state not trusted while /readyz fails"); for the first
+/// `relist` ticks after it answers again, the watch is still being listed again.
+fn flap(sim: &mut Sim, down: usize, up: usize, relist: usize) {
+    sim.world.primary_api = ProbeReason::Connect;
+    sim.world.primary_workload = ProbeReason::Error;
+    sim.run(down);
+    sim.world.primary_api = ProbeReason::Ok;
+    sim.run(relist);
+    sim.world.primary_workload = ProbeReason::Ok;
+    sim.run(up - relist);
+}
+
+#[test]
+fn invariant1_a_flapping_api_server_is_a_suspect_primary_not_a_blind_watcher() {
+    let mut sim = Sim::warmed_up();
+    let before = sim.log.len();
+    for _ in 0..60 {
+        flap(&mut sim, 2, 2, 1);
+    }
+    let flapping = &sim.log[before..];
+    assert_eq!(
+        sim.promotions(),
+        0,
+        "two failures of three never take the API down"
+    );
+    assert!(
+        flapping
+            .iter()
+            .all(|d| d.state != GroupState::PrimaryUnobservable),
+        "the API's own down evidence explains the cut watch"
+    );
+    assert!(
+        flapping
+            .iter()
+            .filter(|d| d.state_changed)
+            .all(|d| matches!(
+                d.state,
+                GroupState::PrimarySuspect | GroupState::PrimaryActive
+            ))
+    );
+    assert!(
+        flapping
+            .iter()
+            .any(|d| d.state == GroupState::PrimarySuspect)
+    );
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::Announce { .. })),
+        0,
+        "no Event"
+    );
+    assert!(
+        flapping
+            .iter()
+            .filter(|d| d.state == GroupState::PrimarySuspect)
+            .all(|d| d.verdict == Verdict::Suspect),
+        "other instances are told suspect, not unknown"
+    );
+}
+
+#[test]
+fn invariant1_a_watch_that_stays_cut_after_the_api_returns_is_a_blind_watcher() {
+    let mut sim = Sim::warmed_up();
+    // The API server flapped once, then answers; the workload's watch never comes back.
+    flap(&mut sim, 2, 1, 1);
+    sim.world.primary_api = ProbeReason::Ok;
+    sim.world.primary_workload = ProbeReason::Error;
+    let before = sim.log.len();
+    sim.run(3);
+    let states: Vec<GroupState> = sim.log[before..].iter().map(|d| d.state).collect();
+    // Counted from the last tick the API was down: the relisting tick above is the
+    // first unknown answer of the run, the three here make it blind.
+    assert_eq!(
+        states,
+        [
+            GroupState::PrimarySuspect,
+            GroupState::PrimaryUnobservable,
+            GroupState::PrimaryUnobservable
+        ]
+    );
+    assert_eq!(sim.log.last().unwrap().reasons[0], ReasonCode::PrimaryError);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::Announce { .. })),
+        1,
+        "one Event"
+    );
+    assert_eq!(sim.promotions(), 0);
+}
+
+#[test]
+fn invariant1_watcher_side_causes_are_blind_even_while_the_api_fails() {
+    for (reason, code) in [
+        (ProbeReason::Forbidden, ReasonCode::PrimaryForbidden),
+        (
+            ProbeReason::Unauthorized,
+            ReasonCode::PrimaryCredentialsRejected,
+        ),
+        (ProbeReason::NotFound, ReasonCode::PrimaryWorkloadMissing),
+    ] {
+        let mut sim = Sim::warmed_up();
+        // /readyz fails on some ticks, the workload is forbidden / gone on every one:
+        // the API's trouble does not explain a 403 or an empty selection.
+        sim.world.primary_workload = reason;
+        for _ in 0..10 {
+            sim.world.primary_api = ProbeReason::Connect;
+            sim.run(1);
+            sim.world.primary_api = ProbeReason::Ok;
+            sim.run(2);
+        }
+        assert_eq!(sim.state(), GroupState::PrimaryUnobservable, "{reason:?}");
+        assert_eq!(sim.log.last().unwrap().reasons[0], code, "{reason:?}");
+        assert_eq!(sim.promotions(), 0, "{reason:?}");
+    }
+}
+
+#[test]
+fn a_real_outage_behind_a_cut_watch_still_promotes() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_api = ProbeReason::Connect;
+    sim.world.primary_workload = ProbeReason::Error;
+    sim.world.primary_listable = false;
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::Promoting);
+    assert!(
+        sim.log
+            .iter()
+            .all(|d| d.state != GroupState::PrimaryUnobservable)
+    );
 }

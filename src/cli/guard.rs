@@ -1,0 +1,69 @@
+//! `guard`: runs the agent as a child process and keeps it running only while the
+//! failover record says this side is active (see `kube_failover::guard`).
+
+use super::{Failure, logging};
+use kube_failover::config::LogFormat;
+use kube_failover::guard::config::GuardConfig;
+use kube_failover::guard::{Ended, GuardError};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The flags of `guard`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The guard's configuration file (see guard.example.toml).
+    #[arg(
+        long,
+        short,
+        env = "KUBE_FAILOVER_GUARD_CONFIG",
+        default_value = "/etc/kube-failover/guard.toml"
+    )]
+    config: PathBuf,
+    /// Log lines as JSON objects instead of text.
+    #[arg(long)]
+    json_logs: bool,
+    /// The agent's command and arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "AGENT")]
+    command: Vec<OsString>,
+}
+
+/// The async runtime could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the async runtime")]
+struct NoRuntime(#[source] std::io::Error);
+
+/// The agent exited by itself with a failure; the guard hands on its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent exited by itself ({0})")]
+struct AgentFailed(std::process::ExitStatus);
+
+impl Args {
+    pub(crate) fn execute(self) -> Result<(), Failure> {
+        let config = GuardConfig::load(&self.config).map_err(Failure::invalid)?;
+        let format = if self.json_logs {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+        logging::init(format).map_err(Failure::runtime)?;
+        let ended = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::runtime(NoRuntime(e)).logged("guard failed"))?
+            .block_on(kube_failover::guard::run(config, self.command))
+            .map_err(|e| match e {
+                GuardError::NoCommand | GuardError::Client(_) | GuardError::Listen { .. } => {
+                    Failure::invalid(e).logged("guard failed")
+                }
+                _ => Failure::runtime(e).logged("guard failed"),
+            })?;
+        match ended {
+            Ended::Signalled => Ok(()),
+            Ended::AgentExited(status) if status.success() => Ok(()),
+            Ended::AgentExited(status) => {
+                Err(Failure::runtime(AgentFailed(status)).logged("guard stopped"))
+            }
+        }
+    }
+}

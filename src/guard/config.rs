@@ -1,0 +1,330 @@
+//! The guard's configuration file (`guard.example.toml` documents every key): which
+//! group and side it guards, how it reaches the standby cluster, and its timings. A
+//! problem names the file and the key.
+
+use super::decide::GuardSide;
+use crate::config::{ClusterConfig, is_dns_label, is_dns_subdomain, printable};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The largest guard configuration file read.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// The guard's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// The failover group's name (as in the daemon's `[[groups]] name`).
+    pub group: String,
+    /// Which side's agent this guard runs beside.
+    pub side: GuardSide,
+    /// Names this guard in its heartbeat Lease; default `$POD_NAME`, else the host name.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How often the record is read.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Bound on each read of the record and each heartbeat write.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long the agent has to exit after SIGTERM before it is killed.
+    #[serde(default = "default_stop_grace", with = "humantime_serde")]
+    pub stop_grace: Duration,
+    /// How often the heartbeat Lease is renewed when nothing changes (a change is
+    /// written at once).
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_every: Duration,
+    /// `/healthz` and `/metrics`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The record's ConfigMap; default `kube-failover-<group>`.
+    #[serde(default)]
+    pub record_name: Option<String>,
+    /// `[standby]`: the standby cluster, where the record and the heartbeat live. Reached
+    /// directly, never through the primary's API.
+    pub standby: ClusterConfig,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(800)
+}
+fn default_stop_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9095))
+}
+
+/// Why the guard's configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read the guard configuration", .file.display())]
+    Read {
+        /// The file, as given.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is too large, not TOML, or a key is unknown or of the wrong type.
+    #[error("{}: {message}", .file.display())]
+    Parse {
+        /// The file, as given.
+        file: PathBuf,
+        /// What is wrong, with the key and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{}: {key}: {message}", .file.display())]
+    Value {
+        /// The file, as given.
+        file: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl GuardConfig {
+    /// Reads and checks `path`. Touches no cluster; the kubeconfig is checked when the
+    /// client is built.
+    pub fn load(path: &Path) -> Result<GuardConfig, GuardConfigError> {
+        let read = |source| GuardConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(GuardConfigError::Parse {
+                file: path.to_path_buf(),
+                message: format!(
+                    "{size} bytes, more than the {MAX_FILE_BYTES} a guard configuration may have"
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let config: GuardConfig = toml::from_str(&text).map_err(|e| GuardConfigError::Parse {
+            file: path.to_path_buf(),
+            message: printable(&e.to_string(), 600),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), GuardConfigError> {
+        let bad = |key: &'static str, message: String| GuardConfigError::Value {
+            file: path.to_path_buf(),
+            key,
+            message,
+        };
+        if !is_dns_label(&self.group) {
+            return Err(bad(
+                "group",
+                format!(
+                    "{:?} is not a DNS label (the daemon's group names are)",
+                    printable(&self.group, 80)
+                ),
+            ));
+        }
+        if let Some(id) = &self.identity
+            && !is_dns_subdomain(id)
+        {
+            return Err(bad(
+                "identity",
+                format!("{:?} is not a DNS subdomain", printable(id, 80)),
+            ));
+        }
+        if let Some(name) = &self.record_name
+            && !is_dns_subdomain(name)
+        {
+            return Err(bad(
+                "record_name",
+                format!("{:?} is not a DNS subdomain", printable(name, 80)),
+            ));
+        }
+        if !is_dns_label(&self.standby.namespace) {
+            return Err(bad(
+                "standby.namespace",
+                format!(
+                    "{:?} is not a namespace name",
+                    printable(&self.standby.namespace, 80)
+                ),
+            ));
+        }
+        let range = |key, d: Duration, min: Duration, max: Duration| {
+            if d < min || d > max {
+                Err(bad(
+                    key,
+                    format!("{} is outside {} to {}", hs(d), hs(min), hs(max)),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let ms = Duration::from_millis;
+        range("interval", self.interval, ms(100), Duration::from_secs(60))?;
+        range("timeout", self.timeout, ms(50), self.interval)?;
+        range(
+            "stop_grace",
+            self.stop_grace,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?;
+        range(
+            "heartbeat_every",
+            self.heartbeat_every,
+            self.interval,
+            Duration::from_secs(300),
+        )?;
+        Ok(())
+    }
+
+    /// The record's ConfigMap name.
+    pub fn record_name(&self) -> String {
+        self.record_name
+            .clone()
+            .unwrap_or_else(|| format!("kube-failover-{}", self.group))
+    }
+
+    /// This guard's identity: the configured one, else `$POD_NAME`, else the host name.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAME")
+                    .ok()
+                    .filter(|s| is_dns_subdomain(s))
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| is_dns_subdomain(s))
+            })
+            .unwrap_or_else(|| "guard".to_string())
+    }
+
+    /// The heartbeat Lease's name: `kube-failover-guard-<group>-<side>-<identity>`; with
+    /// an identity too long for that, a stable hash of it in its place.
+    pub fn heartbeat_name(&self) -> String {
+        let prefix = format!("kube-failover-guard-{}-{}", self.group, self.side.as_str());
+        let identity = self.identity();
+        let name = format!("{prefix}-{identity}");
+        if name.len() <= 253 {
+            return name;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in identity.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{prefix}-{hash:016x}")
+    }
+}
+
+fn hs(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<GuardConfig, String> {
+        let dir = std::env::temp_dir().join(format!("guard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!(
+            "{:x}.toml",
+            text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&file, text).unwrap();
+        let out = GuardConfig::load(&file).map_err(|e| {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s.replace(&file.display().to_string(), "FILE")
+        });
+        let _ = std::fs::remove_file(&file);
+        out
+    }
+
+    const GOOD: &str = r#"
+group = "env0"
+side = "primary"
+[standby]
+kubeconfig = "/etc/kube-failover/standby.kubeconfig"
+namespace = "env0-agent"
+"#;
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.side, GuardSide::Primary);
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.record_name(), "kube-failover-env0");
+        assert_eq!(c.listen.port(), 9095);
+    }
+
+    #[test]
+    fn problems_name_the_file_and_the_key() {
+        let unknown = load(&format!("{GOOD}\n[extra]\nx = 1\n")).unwrap_err();
+        assert!(unknown.starts_with("FILE: "), "{unknown}");
+        assert!(unknown.contains("extra"), "{unknown}");
+        let side = load(&GOOD.replace("\"primary\"", "\"both\"")).unwrap_err();
+        assert!(side.contains("side") || side.contains("both"), "{side}");
+        assert!(
+            side.contains("primary") && side.contains("standby"),
+            "{side}"
+        );
+        let dur = load(&format!("interval = \"soon\"\n{GOOD}")).unwrap_err();
+        assert!(dur.contains("interval"), "{dur}");
+        let timeout = load(&format!("timeout = \"5s\"\n{GOOD}")).unwrap_err();
+        assert_eq!(timeout, "FILE: timeout: 5s is outside 50ms to 1s");
+        let group = load(&GOOD.replace("\"env0\"", "\"Env 0\"")).unwrap_err();
+        assert!(group.starts_with("FILE: group: "), "{group}");
+        let missing = load("group = \"env0\"\nside = \"primary\"\n").unwrap_err();
+        assert!(missing.contains("standby"), "{missing}");
+        let absent = GuardConfig::load(Path::new("/nonexistent/guard.toml")).unwrap_err();
+        assert!(
+            absent
+                .to_string()
+                .starts_with("/nonexistent/guard.toml: cannot read"),
+            "{absent}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("guard.example.toml");
+        let c = GuardConfig::load(&file).unwrap();
+        assert_eq!((c.group.as_str(), c.side), ("env0", GuardSide::Primary));
+        assert_eq!(c.standby.namespace, "env0-agent");
+        assert_eq!(c.heartbeat_every, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn heartbeat_names_stay_valid() {
+        let mut c = load(GOOD).unwrap();
+        c.identity = Some("agent-7f9c".into());
+        assert_eq!(
+            c.heartbeat_name(),
+            "kube-failover-guard-env0-primary-agent-7f9c"
+        );
+        c.identity = Some(vec!["a".repeat(60); 4].join("."));
+        assert!(is_dns_subdomain(c.identity.as_deref().unwrap()));
+        let long = c.heartbeat_name();
+        assert!(long.len() <= 253 && is_dns_subdomain(&long), "{long}");
+    }
+}

@@ -1,0 +1,356 @@
+//! `kube-failover guard`: runs beside the agent, as its parent process, and keeps it
+//! running only where the failover record says its side is active. It reads the record
+//! from the standby cluster directly (never through the primary's API), so a promotion
+//! stops the old primary's agent even while the primary's API server is dead, which
+//! the daemon's fence (a scale through that API) cannot do until it returns.
+//!
+//! Each interval: read the record, judge (`decide`, pure), stop or start the agent,
+//! write the heartbeat Lease when something changed or `heartbeat_every` passed. A
+//! record that cannot be read never stops or starts anything. The agent exiting by
+//! itself ends the guard with the agent's exit code, so its supervisor restarts both
+//! as it would restart the agent alone.
+
+pub mod agent;
+pub mod config;
+pub mod decide;
+pub mod heartbeat;
+mod serve;
+
+use crate::cluster::{ClientOptions, client_for_with};
+use crate::record::{RecordError, now_stamp};
+use agent::{Agent, Stopped};
+use config::GuardConfig;
+use decide::{GuardReason, GuardSide, Judge, Reading, Want};
+use heartbeat::{Beat, Heartbeat};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::ffi::OsString;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// Why the guard stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// No agent command was given after `--`.
+    #[error(
+        "no agent command: give it after `--`, e.g. `kube-failover guard --config guard.toml -- /agent/run`"
+    )]
+    NoCommand,
+    /// The standby client could not be built (kubeconfig, context, credentials files).
+    #[error("the standby cluster's client")]
+    Client(#[source] crate::cluster::ClusterError),
+    /// The admin port could not be bound.
+    #[error("cannot listen on {addr} (listen)")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT")]
+    Signals(#[source] std::io::Error),
+    /// The agent could not be started.
+    #[error("cannot start the agent {program}")]
+    Start {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the guard ended without an error.
+#[derive(Debug)]
+pub enum Ended {
+    /// SIGTERM or SIGINT: the agent was stopped first.
+    Signalled,
+    /// The agent exited by itself with this status.
+    AgentExited(ExitStatus),
+}
+
+/// The guard's metrics (prefix `kube_failover_guard_`).
+#[derive(Clone)]
+pub struct GuardMetrics {
+    registry: Registry,
+    running: IntGauge,
+    standby_epoch: IntGauge,
+    reads: IntCounterVec,
+    changes: IntCounterVec,
+    heartbeats: IntCounterVec,
+    last_read: IntGauge,
+}
+
+impl GuardMetrics {
+    fn new(group: &str, side: GuardSide) -> Self {
+        let registry = Registry::new_custom(
+            None,
+            Some(
+                [
+                    ("group".to_string(), group.to_string()),
+                    ("side".to_string(), side.as_str().to_string()),
+                ]
+                .into(),
+            ),
+        )
+        .unwrap_or_default();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable!("valid metric"));
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|_| unreachable!("valid metric"));
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        GuardMetrics {
+            running: gauge(
+                "kube_failover_guard_agent_running",
+                "1 while the guard's agent process runs",
+            ),
+            standby_epoch: gauge(
+                "kube_failover_guard_standby_epoch",
+                "The highest record epoch the guard saw with the standby active (0: none)",
+            ),
+            last_read: gauge(
+                "kube_failover_guard_last_record_read_timestamp_seconds",
+                "Unix time of the last successful read of the failover record",
+            ),
+            reads: counter(
+                "kube_failover_guard_record_reads_total",
+                "Reads of the failover record by result (ok, missing, or the probe reason)",
+                &["result"],
+            ),
+            changes: counter(
+                "kube_failover_guard_agent_changes_total",
+                "Agent starts and stops by the guard, by action and reason",
+                &["action", "reason"],
+            ),
+            heartbeats: counter(
+                "kube_failover_guard_heartbeat_writes_total",
+                "Heartbeat Lease writes by result (ok, or the probe reason)",
+                &["result"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// What `/healthz` reads: when the loop last finished a turn.
+#[derive(Default)]
+pub struct Progress {
+    started: Option<Instant>,
+    last_turn_ms: AtomicU64,
+}
+
+impl Progress {
+    fn mark(&self) {
+        if let Some(s) = self.started {
+            let ms = u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_turn_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago the loop last finished a turn.
+    pub fn age(&self) -> Duration {
+        let Some(s) = self.started else {
+            return Duration::ZERO;
+        };
+        let last = Duration::from_millis(self.last_turn_ms.load(Ordering::Relaxed));
+        s.elapsed().saturating_sub(last)
+    }
+}
+
+/// Runs the guard until SIGTERM/SIGINT or the agent's own exit.
+pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, GuardError> {
+    let mut agent = Agent::new(command).ok_or(GuardError::NoCommand)?;
+    crate::tls::install_provider();
+    let options = ClientOptions::for_call_timeout(config.timeout);
+    let client = client_for_with(&config.standby, "standby", options)
+        .await
+        .map_err(GuardError::Client)?;
+    let side = config.side;
+    let identity = config.identity();
+    let metrics = GuardMetrics::new(&config.group, side);
+    let progress = Arc::new(Progress {
+        started: Some(Instant::now()),
+        last_turn_ms: AtomicU64::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GuardError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tokio::spawn(serve::serve(
+        listener,
+        metrics.clone(),
+        progress.clone(),
+        config.interval * 3 + config.timeout,
+    ));
+    let heartbeat = Heartbeat::new(
+        client.clone(),
+        &config.standby.namespace,
+        config.heartbeat_name(),
+        identity.clone(),
+        (&config.group, side),
+        (config.heartbeat_every * 3, config.timeout),
+    );
+    let remembered = heartbeat.remembered_epoch().await.unwrap_or(None);
+    let mut judge = Judge::remembering(remembered);
+    info!(
+        group = %config.group,
+        side = side.as_str(),
+        identity = %identity,
+        agent = %agent.program(),
+        heartbeat = %heartbeat.name(),
+        remembered_standby_epoch = remembered,
+        "guard starting"
+    );
+    let record_name = config.record_name();
+    let namespace = config.standby.namespace.clone();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(GuardError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(GuardError::Signals)?;
+    let mut since = now_stamp().at;
+    let mut last_reason = GuardReason::RecordUnreadable;
+    let mut last_write: Option<Instant> = None;
+    let mut unconfirmed_reads = 0u32;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            status = agent.wait() => {
+                metrics.running.set(0);
+                error!(code = status.code(), "the agent exited by itself; the guard exits with it");
+                return Ok(Ended::AgentExited(status));
+            }
+            _ = async { tokio::select! { _ = sigterm.recv() => {}, _ = sigint.recv() => {} } } => {
+                let how = agent.stop(config.stop_grace).await;
+                metrics.running.set(0);
+                info!(stop = ?how, "guard stopping: SIGTERM or SIGINT");
+                return Ok(Ended::Signalled);
+            }
+        }
+        let reading = read(&client, &namespace, &record_name, config.timeout).await;
+        let result = match &reading {
+            Reading::Found(_) => "ok",
+            Reading::Missing => "missing",
+            Reading::Unreadable(reason) => reason.as_str(),
+        };
+        metrics.reads.with_label_values(&[result]).inc();
+        if !matches!(reading, Reading::Unreadable(_)) {
+            metrics.last_read.set(now_stamp().unix);
+        }
+        let (mut want, mut reason) = judge.judge(side, &reading);
+        unconfirmed_reads = match reading {
+            Reading::Unreadable(_) => unconfirmed_reads.saturating_add(1),
+            _ => 0,
+        };
+        // A primary's agent that has never run yet is started when the record stays
+        // unreadable for three reads: an unreachable standby must not keep a healthy
+        // primary without its agent (the agent would run there without a guard).
+        if want == Want::Keep
+            && side == GuardSide::Primary
+            && !agent.running()
+            && last_write.is_none()
+            && unconfirmed_reads >= 3
+            && judge.standby_epoch().is_none()
+        {
+            (want, reason) = (Want::Run, GuardReason::RecordUnreadable);
+        }
+        let changed = match (want, agent.running()) {
+            (Want::Stop, true) => {
+                warn!(
+                    reason = reason.as_str(),
+                    epoch = judge.standby_epoch(),
+                    "stopping the agent: the record says the other side is active"
+                );
+                let how = agent.stop(config.stop_grace).await;
+                metrics
+                    .changes
+                    .with_label_values(&["stop", reason.as_str()])
+                    .inc();
+                info!(stop = ?how, killed = how == Stopped::Killed, "agent stopped");
+                true
+            }
+            (Want::Run, false) => {
+                let pid = agent.start().map_err(|source| GuardError::Start {
+                    program: agent.program(),
+                    source,
+                })?;
+                metrics
+                    .changes
+                    .with_label_values(&["start", reason.as_str()])
+                    .inc();
+                info!(
+                    pid,
+                    reason = reason.as_str(),
+                    "agent started: the record says this side is active"
+                );
+                true
+            }
+            _ => false,
+        };
+        metrics.running.set(i64::from(agent.running()));
+        metrics
+            .standby_epoch
+            .set(i64::try_from(judge.standby_epoch().unwrap_or(0)).unwrap_or(i64::MAX));
+        if changed {
+            since = now_stamp().at;
+        }
+        if reason != last_reason && want != Want::Keep {
+            last_reason = reason;
+        }
+        let due = last_write.is_none_or(|t| t.elapsed() >= config.heartbeat_every);
+        if changed || due {
+            let beat = Beat {
+                running: agent.running(),
+                reason: last_reason,
+                standby_epoch: judge.standby_epoch(),
+                since: since.clone(),
+            };
+            match heartbeat.write(&beat).await {
+                Ok(()) => {
+                    metrics.heartbeats.with_label_values(&["ok"]).inc();
+                    last_write = Some(Instant::now());
+                }
+                Err(e) => {
+                    metrics
+                        .heartbeats
+                        .with_label_values(&[e.reason().as_str()])
+                        .inc();
+                    warn!(error = %e, "heartbeat not written");
+                }
+            }
+        }
+        progress.mark();
+    }
+}
+
+async fn read(client: &kube::Client, namespace: &str, name: &str, timeout: Duration) -> Reading {
+    let call = tokio::time::timeout(timeout, crate::record::read(client, namespace, name));
+    match call
+        .await
+        .map_err(|_| crate::kube_call::CallError::Timeout(timeout))
+    {
+        Ok(Ok(Some(record))) => Reading::Found(Box::new(record)),
+        Ok(Ok(None)) => Reading::Missing,
+        Ok(Err(e)) => Reading::Unreadable(RecordError::reason(&e)),
+        Err(e) => Reading::Unreadable(e.reason()),
+    }
+}
