@@ -1,26 +1,36 @@
 //! The daemon's footprint on the clusters it protects and on its host, on the real test
 //! bed: one cluster pair, the release daemon binary with N groups (1, 10, 50, 200 by
-//! default) that all watch the same Deployments under distinct group and record names,
-//! probe interval 1 s, both clusters healthy.
+//! default), probe interval 1 s, both clusters healthy, in two shapes:
+//! - **namespace per group** (the headline, the shape users run: one Helm release of the
+//!   agent per namespace): group i watches the Deployments of `agent-<i>` on both
+//!   clusters, created before the baseline is measured;
+//! - **one namespace**: every group watches the same Deployments under distinct group
+//!   and record names;
 //!
-//! For each N, after a warm-up, over a window (default 30 s):
-//! - API requests per cluster per tick: the increase of each API server's own
-//!   `apiserver_request_total` (read from its `/metrics` with the admin credentials)
-//!   minus the same window measured before any daemon ran (the test bed's controller
-//!   manager and kwok, and these reads themselves), divided by the ticks of the window;
-//!   watch requests count when they end (every 5 s per watch);
-//! - daemon RSS (at the end) and CPU (share of one core over the window), API server CPU
-//!   added over the baseline;
-//! - tick duration p50 / p99 (from `kube_failover_tick_duration_seconds`, interpolated in
-//!   its buckets as Prometheus does);
-//! - groups that ever left `primary_active` after their first tick (frozen, suspect,
-//!   down) and failed probes: on a healthy pair both should be 0.
+//! each with one instance and with three (observer quorum 2 of 3, the shipped shape).
+//!
+//! For each setup, after a warm-up, over a window (default 30 s):
+//! - API requests per second per cluster: the increase of each API server's own
+//!   `apiserver_request_total` (read from its `/metrics` with the admin credentials),
+//!   by verb and resource, minus the same window measured before any daemon ran (the
+//!   test bed's controller manager and kwok, and these reads themselves); a watch
+//!   request counts when it ends; writes (POST, PUT, PATCH, DELETE) apart;
+//! - each instance's RSS (at the end) and CPU (share of one core over the window), API
+//!   server CPU added over the baseline;
+//! - tick duration p50 / p99 of the first instance (from
+//!   `kube_failover_tick_duration_seconds`, interpolated in its buckets as Prometheus
+//!   does);
+//! - groups led by some instance at the end, groups that ever left `primary_active`
+//!   after their first tick in any instance, and failed probes: on a healthy pair all
+//!   groups led, 0 and 0.
 //!
 //! `cargo bench --bench footprint`; `KUBE_FAILOVER_BENCH_GROUPS=1,10` picks the group
-//! counts, `KUBE_FAILOVER_BENCH_SECS` the window, `KUBE_FAILOVER_BENCH_BIN` another
-//! daemon binary (an older release, for comparison). Prints a Markdown table; asserts
-//! nothing. The report (`cargo bench --bench report`) runs the same measurement, writes
-//! it into BENCHMARKS.md and plots it.
+//! counts, `KUBE_FAILOVER_BENCH_SHAPES=namespaces,shared` the shapes,
+//! `KUBE_FAILOVER_BENCH_INSTANCES=1,3` the instance counts, `KUBE_FAILOVER_BENCH_SECS`
+//! the window, `KUBE_FAILOVER_BENCH_BIN` another daemon binary (an older release, for
+//! comparison). Prints a Markdown table; asserts nothing. The report (`cargo bench
+//! --bench report`) runs the same measurement, writes it into BENCHMARKS.md and plots
+//! it.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -32,11 +42,26 @@ mod footprint;
 use std::time::Duration;
 use support::*;
 
+fn list<T: std::str::FromStr>(var: &str, default: &str) -> Vec<T> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
 fn main() {
-    let groups: Vec<usize> = std::env::var("KUBE_FAILOVER_BENCH_GROUPS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 10, 50, 200]);
+    let groups: Vec<usize> = list("KUBE_FAILOVER_BENCH_GROUPS", "1,10,50,200");
+    let instances: Vec<usize> = list("KUBE_FAILOVER_BENCH_INSTANCES", "1,3");
+    let shapes: Vec<footprint::Shape> = std::env::var("KUBE_FAILOVER_BENCH_SHAPES")
+        .unwrap_or_else(|_| "namespaces,shared".to_string())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "namespaces" => Some(footprint::Shape::Namespaces),
+            "shared" => Some(footprint::Shape::Shared),
+            _ => None,
+        })
+        .collect();
     let window = Duration::from_secs(
         std::env::var("KUBE_FAILOVER_BENCH_SECS")
             .ok()
@@ -49,14 +74,27 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async {
         let pair = pair().await;
+        if shapes.contains(&footprint::Shape::Namespaces) {
+            let most = groups.iter().copied().max().unwrap_or(0);
+            footprint::add_namespaces_and_settle(&pair, most).await;
+        }
         tokio::time::sleep(Duration::from_secs(5)).await;
         let baseline = footprint::Baseline::measure(&pair, window).await;
         println!("{}", baseline.describe());
         println!();
         println!("{}", footprint::TABLE_HEADER);
-        for n in groups {
-            let r = footprint::measure(&pair, n, window, &baseline).await;
-            println!("{}", r.table_line());
+        for &shape in &shapes {
+            for &n in &instances {
+                for &g in &groups {
+                    let setup = footprint::Setup {
+                        groups: g,
+                        shape,
+                        instances: n,
+                    };
+                    let r = footprint::measure(&pair, setup, window, &baseline).await;
+                    println!("{}", r.table_line());
+                }
+            }
         }
     });
 }

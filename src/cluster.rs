@@ -26,10 +26,16 @@ use thiserror::Error;
 /// must fail a call in seconds, not after the kernel's SYN retries (minutes).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bound on waiting for response bytes from an API server. Clients built here are for
-/// short request/response calls (probes, scale patches, record writes), never for
-/// watches or exec sessions, so an idle connection this long means the server is gone.
+/// Bound on waiting for response bytes from an API server, for the clients of short
+/// request/response calls (probes, scale patches, record writes): an idle connection
+/// this long means the server is gone.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The same bound for the clients that hold watches ([`ClientOptions::for_watches`]). An
+/// idle watch hears from the API server at least once a minute (a bookmark), so a watch
+/// connection silent this long is dead. A dead connection is noticed sooner when the
+/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]).
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(80);
 
 /// Bound on sending a request to an API server.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -118,6 +124,9 @@ pub struct ClientOptions {
     /// Bound on one run of an exec credential plugin; a run still going after this is
     /// killed and the next call starts another.
     pub exec_timeout: Duration,
+    /// Bound on waiting for response bytes ([`READ_TIMEOUT`], or [`WATCH_READ_TIMEOUT`]
+    /// for a client that holds watches).
+    pub read_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -130,6 +139,16 @@ impl ClientOptions {
             credential_wait: timeout * 3 / 4,
             recheck_interval: RECHECK_INTERVAL,
             exec_timeout: EXEC_PLUGIN_TIMEOUT,
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+
+    /// The same options for a client that holds long watches: its connections may stay
+    /// silent up to [`WATCH_READ_TIMEOUT`].
+    pub fn for_watches(self) -> ClientOptions {
+        ClientOptions {
+            read_timeout: WATCH_READ_TIMEOUT,
+            ..self
         }
     }
 
@@ -165,7 +184,7 @@ pub async fn client_for_with(
     options: ClientOptions,
 ) -> Result<kube::Client, ClusterError> {
     crate::tls::install_provider();
-    let loaded = load(cluster, role).await?;
+    let loaded = load(cluster, role, options.read_timeout).await?;
     reload::Reloader::start(cluster, role, options, loaded).await
 }
 
@@ -182,7 +201,11 @@ struct Loaded {
 
 /// Reads the kubeconfig (or in-cluster credentials) of `cluster` into kube's
 /// configuration with the daemon's connection settings.
-async fn load(cluster: &ClusterConfig, role: &str) -> Result<Loaded, ClusterError> {
+async fn load(
+    cluster: &ClusterConfig,
+    role: &str,
+    read_timeout: Duration,
+) -> Result<Loaded, ClusterError> {
     let (mut config, mut watched, source, context) =
         match resolve_kubeconfig(cluster).map_err(|source| ClusterError::Kubeconfig {
             role: role.to_string(),
@@ -243,7 +266,7 @@ async fn load(cluster: &ClusterConfig, role: &str) -> Result<Loaded, ClusterErro
     };
     config.default_namespace = cluster.namespace.clone();
     config.connect_timeout = Some(CONNECT_TIMEOUT);
-    config.read_timeout = Some(READ_TIMEOUT);
+    config.read_timeout = Some(read_timeout);
     // Count the read timeout from when the request was sent, not from when a pooled
     // connection went idle (kube's documented caveat of `read_timeout`).
     config.reset_reader_on_write = true;

@@ -24,7 +24,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 /// The key that makes two cluster configs the same cluster.
@@ -42,18 +42,26 @@ pub struct Clusters {
     options: ClientOptions,
     interval: Duration,
     timeout: Duration,
+    watch_timeout: Duration,
     epoch: Instant,
 }
 
 impl Clusters {
     /// An empty set; clients get `options`, `/readyz` is bounded by `timeout` and asked
-    /// at most once per `interval` per cluster.
-    pub fn new(options: ClientOptions, interval: Duration, timeout: Duration) -> Self {
+    /// at most once per `interval` per cluster; each watch request lasts at least
+    /// `watch_timeout`.
+    pub fn new(
+        options: ClientOptions,
+        interval: Duration,
+        timeout: Duration,
+        watch_timeout: Duration,
+    ) -> Self {
         Clusters {
             by_key: HashMap::new(),
             options,
             interval,
             timeout,
+            watch_timeout,
             epoch: Instant::now(),
         }
     }
@@ -70,10 +78,18 @@ impl Clusters {
         }
         // A cluster whose kubeconfig does not resolve fails here, naming the file.
         let client = cluster::client_for_with(cluster, role, self.options.clone()).await?;
+        // Watches hold their connections for minutes: a client whose read timeout
+        // outlasts the bookmarks' spacing, with the same credentials.
+        let watch_client =
+            cluster::client_for_with(cluster, role, self.options.clone().for_watches()).await?;
         let handle = Arc::new(ClusterHandle {
             client,
+            watch_client,
+            reachable: watch::channel(true).0,
+            starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
             interval: self.interval,
             timeout: self.timeout,
+            watch_timeout: self.watch_timeout,
             readyz: Mutex::new(Readyz {
                 anchor: self.epoch,
                 latest: None,
@@ -104,8 +120,12 @@ type SharedOutcome = Shared<BoxFuture<'static, ProbeOutcome>>;
 /// Sends one `/readyz` request with the cluster's client, bounded by the timeout.
 pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 
-/// One store's watch, as the cluster's `/readyz` answers steer it.
-type Restarter = Arc<dyn watch_cache::Steer + Send + Sync>;
+/// Distrusts one store's watch, saying why.
+type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Lists and watch requests of one cluster waiting for their answer, at most: on a slow
+/// API server the caches' upkeep slows down with it instead of piling up requests.
+const STARTS_IN_FLIGHT: usize = 8;
 
 #[derive(Default)]
 struct Stores {
@@ -119,8 +139,8 @@ struct Stores {
     /// Keyed by namespace and label selector.
     secrets: HashMap<String, Arc<WatchStore<Secret>>>,
     leases: HashMap<String, Arc<WatchStore<Lease>>>,
-    /// Restarts every store of the cluster.
-    restarters: Vec<Restarter>,
+    /// Distrusts every store of the cluster.
+    suspecters: Vec<Suspecter>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -150,8 +170,15 @@ fn slot_start(anchor: Instant, interval: Duration, now: Instant) -> Instant {
 /// One cluster: its client, its shared `/readyz` and its caches.
 pub struct ClusterHandle {
     client: kube::Client,
+    /// The same credentials, for watches (a longer read timeout).
+    watch_client: kube::Client,
+    /// False while the last `/readyz` answer said the API server cannot be reached.
+    reachable: watch::Sender<bool>,
+    /// Lists and watch requests in flight (see [`STARTS_IN_FLIGHT`]).
+    starts: Arc<Semaphore>,
     interval: Duration,
     timeout: Duration,
+    watch_timeout: Duration,
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
     reanchored: Arc<Notify>,
@@ -180,8 +207,8 @@ impl ClusterHandle {
     /// the cluster, so two answers are one interval apart. A group gets the answer of the
     /// slot it ticks in (waiting for it if it is still on its way), never one of an
     /// earlier slot; the answer is at most one interval old. An answer saying the API
-    /// server cannot be reached restarts the cluster's watches (see
-    /// [`crate::watch_cache`]). `fetch` sends the request (the probes' `/readyz` check),
+    /// server cannot be reached makes the cluster's watches unverified and holds their
+    /// upkeep until an answer passes (see [`crate::watch_cache`]). `fetch` sends the request (the probes' `/readyz` check),
     /// given the cluster's client and the probe timeout.
     pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
         self.readyz_since(fetch, None).await.1
@@ -264,11 +291,11 @@ impl ClusterHandle {
         let request = fetch(self.client.clone(), self.timeout);
         let answer = async move {
             let out = request.await;
-            if unreachable(out.reason) {
-                me.restart_watches("the API server did not answer /readyz");
-            } else if out.passed() {
-                // Reachable again: watches waiting out a long backoff list now.
-                me.retry_watches();
+            let up = !unreachable(out.reason);
+            me.reachable
+                .send_if_modified(|was| std::mem::replace(was, up) != up);
+            if !up {
+                me.suspect_watches("the API server did not answer /readyz");
             }
             out
         }
@@ -278,29 +305,31 @@ impl ClusterHandle {
         (now, answer)
     }
 
-    fn restarters(&self) -> Vec<Restarter> {
-        self.stores
+    fn suspect_watches(&self, why: &str) {
+        let suspecters = self
+            .stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .restarters
-            .clone()
-    }
-
-    fn restart_watches(&self, why: &str) {
-        for r in self.restarters() {
-            r.restart(why);
+            .suspecters
+            .clone();
+        for s in suspecters {
+            s(why);
         }
     }
 
-    fn retry_watches(&self) {
-        for r in self.restarters() {
-            r.retry_now();
+    /// How the cluster's stores keep their watches: a list page or a watch request is
+    /// waited for at least the probe timeout (longer on a slow server: the store is
+    /// unknown meanwhile, and a retry would only add load); failures are retried after
+    /// a backoff growing to ten intervals.
+    fn upkeep(&self) -> watch_cache::Upkeep {
+        watch_cache::Upkeep {
+            watch_timeout: self.watch_timeout,
+            start_timeout: self.timeout.max(Duration::from_secs(10)),
+            max_backoff: (self.interval * 10)
+                .clamp(Duration::from_secs(2), Duration::from_secs(60)),
+            reachable: self.reachable.subscribe(),
+            starts: self.starts.clone(),
         }
-    }
-
-    fn max_backoff(&self) -> Duration {
-        self.interval
-            .clamp(Duration::from_millis(500), Duration::from_secs(30))
     }
 
     /// The Deployments of `namespace`, watched from the first call on.
@@ -350,16 +379,21 @@ impl ClusterHandle {
         let store =
             WatchStore::<DynamicObject>::new(format!("{} {name} in {namespace}", resource.kind));
         stores.objects.insert(key, store.clone());
-        stores.restarters.push(store.clone());
+        let suspect = store.clone();
+        stores
+            .suspecters
+            .push(Arc::new(move |why: &str| suspect.suspect(why)));
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, resource);
-        let config =
-            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
-        stores.tasks.push(tokio::spawn(watch_cache::run_with(
+            Api::namespaced_with(self.watch_client.clone(), namespace, resource);
+        let selection = watch_cache::Selection {
+            labels: None,
+            fields: Some(format!("metadata.name={name}")),
+        };
+        stores.tasks.push(tokio::spawn(watch_cache::run(
             store.clone(),
             api,
-            config,
-            self.max_backoff(),
+            selection,
+            self.upkeep(),
         )));
         store
     }
@@ -401,13 +435,20 @@ impl ClusterHandle {
         };
         let store = WatchStore::<K>::new(what);
         pick(&mut stores).insert(key, store.clone());
-        stores.restarters.push(store.clone());
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        stores.tasks.push(tokio::spawn(watch_cache::run_selected(
+        let suspect = store.clone();
+        stores
+            .suspecters
+            .push(Arc::new(move |why: &str| suspect.suspect(why)));
+        let api: Api<K> = Api::namespaced(self.watch_client.clone(), namespace);
+        let selection = watch_cache::Selection {
+            labels: selector.map(str::to_string),
+            fields: None,
+        };
+        stores.tasks.push(tokio::spawn(watch_cache::run(
             store.clone(),
             api,
-            self.max_backoff(),
-            selector.map(str::to_string),
+            selection,
+            self.upkeep(),
         )));
         store
     }
@@ -445,7 +486,12 @@ mod tests {
     async fn one_handle_per_cluster_and_one_readyz_per_interval() {
         let dir = tempfile::tempdir().unwrap();
         let interval = Duration::from_millis(300);
-        let mut clusters = Clusters::new(ClientOptions::default(), interval, interval / 2);
+        let mut clusters = Clusters::new(
+            ClientOptions::default(),
+            interval,
+            interval / 2,
+            Duration::from_secs(240),
+        );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
             .await
@@ -494,7 +540,12 @@ mod tests {
     async fn a_fresh_answer_moves_the_slots_and_is_never_given_twice() {
         let dir = tempfile::tempdir().unwrap();
         let interval = Duration::from_millis(400);
-        let mut clusters = Clusters::new(ClientOptions::default(), interval, interval / 2);
+        let mut clusters = Clusters::new(
+            ClientOptions::default(),
+            interval,
+            interval / 2,
+            Duration::from_secs(240),
+        );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
             .await

@@ -8,61 +8,66 @@
 //! [`WatchStore::read`] fail with a reason that is never down evidence, so a signal fed
 //! by a cache is `unknown` then: never a stale `ok`, never a stale failure.
 //!
-//! How long a dead watch can go unnoticed:
-//! - a stopped or restarted API server closes the connection: the next poll of the
-//!   watch fails at once and the store is broken within milliseconds;
-//! - every watch request asks the server to end it after [`WATCH_TIMEOUT_SECS`], and
-//!   kube's watcher gives up on a silent stream 5 s after that, so a connection that
-//!   died without a word is noticed within 10 s even with no other sign; and a watch
-//!   outlives a change of RBAC (the API server checks permissions when a watch
-//!   starts), so a revoked grant shows within 5 s;
-//! - the probes ask each cluster's `/readyz` once per interval (see
-//!   the `clusters` module); when that answer says the API server cannot be reached
-//!   (timeout, refused, connect, TLS), every store of the cluster is restarted
-//!   ([`WatchStore::restart`]) and serves nothing until a fresh list has completed. So
-//!   the bound that matters for judgement is one probe interval.
+//! How a watch is kept, and what it costs (one namespace per group is the usual shape, so
+//! a cluster holds hundreds of watches):
+//! - a watch lasts: each request asks the API server to end it after a time drawn
+//!   between `daemon.watch_timeout` (4 minutes by default) and a fifth more, at most
+//!   [`WATCH_TIMEOUT_MAX_SECS`] (so the watches of a cluster do not end together) and
+//!   asks for bookmarks, which an idle watch receives about once a minute; it is then
+//!   resumed from its last resourceVersion: one cheap request per watch every four to
+//!   five minutes by default, and no list;
+//! - a list is made only at the start and when a resumed watch is told its
+//!   resourceVersion is too old (410 Gone), never to prove anything;
+//! - a stopped or restarted API server closes the connection: the watch's stream ends,
+//!   its resumption fails at once and the store is broken within milliseconds;
+//! - a connection that dies without a word: the cluster's `/readyz`, asked once per
+//!   probe interval, times out as well; every store of the cluster is then *unverified*
+//!   ([`WatchStore::suspect`]) and serves nothing (its signals are unknown) until its
+//!   watch has been started again and the API server answered that request, so the bound
+//!   that matters for judgement is the probe timeout. The objects are kept: a watch
+//!   resumed from the last resourceVersion delivers every change since, so proving the
+//!   connection costs one watch request, not a list. A watch connection that dies alone
+//!   while `/readyz` keeps passing goes silent and is dropped by the watch client's read
+//!   timeout ([`crate::cluster::WATCH_READ_TIMEOUT`]), longer than the bookmarks' spacing.
+//! - an API server that is slow or overloaded is not made slower: no list or watch is
+//!   started while the cluster's last `/readyz` said it could not be reached, at most a
+//!   few of them are in flight per cluster at once ([`Upkeep::starts`]), and a failure is
+//!   retried after an exponential backoff with jitter. The permissions of a watch are
+//!   checked when it starts: a revoked grant shows when the watch is resumed next.
 //!
-//! After any error the watch is started again from a fresh list, after a short backoff
-//! capped at the probe interval (at [`UNREACHABLE_BACKOFF`] while the API server cannot
-//! be reached, cut short when its `/readyz` passes again), so a store that recovers
-//! always proves it with a complete list (a resumed watch emits no event that could
-//! prove it).
-//!
-//! Each store also tells its readers when something happened that a tick should look at
-//! now rather than at its next turn ([`WatchStore::wakes`]): its established watch was
-//! lost (an API server that stops ends its watches within milliseconds), or an object
-//! changed or went away. The readers (each group's loop) decide whether it concerns them.
-//! A restart asked for by a failing `/readyz` wakes nobody: that answer was already seen.
-
 use crate::kube_call::{classify, describe};
 use crate::model::{Evidence, ProbeReason};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{debug, warn};
 
-/// Server-side bound on one watch request (`timeoutSeconds`): the API server ends the
-/// watch after this and the watcher resumes it from the last resourceVersion (one cheap
-/// request per store). Shorter than the clients' read timeout (15 s), so an idle watch
-/// is never cut by the client.
-pub const WATCH_TIMEOUT_SECS: u32 = 5;
+/// Greatest server-side bound on one watch request (kube accepts less than 295 s).
+pub const WATCH_TIMEOUT_MAX_SECS: u32 = 290;
 
-/// First delay before a failed watch is started again; doubles up to the cap.
+/// First delay before a failed list or watch is tried again; doubles (with jitter) up to
+/// the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// The cap on that delay while the API server cannot be reached (the watch timed out,
-/// was refused, could not connect or failed TLS): each try costs a new connection that
-/// an unreachable server never answers, so they are spaced out instead of repeated
-/// every interval. A `/readyz` that passes again ends the wait at once
-/// ([`Steer::retry_now`]), so a server that comes back is listed within a tick.
-pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a live store whose watch ended stays live while the watch is resumed (the
+/// request waits its turn, then its answer): beyond this it is unverified until the
+/// answer comes.
+const RESUME_GRACE: Duration = Duration::from_secs(1);
+
+/// Pages of a list.
+const LIST_PAGE: u32 = 500;
+
+/// A watch that ends this soon after it started without a word counts as a failure: the
+/// next one waits for the backoff rather than following at once.
+const SHORT_WATCH: Duration = Duration::from_secs(1);
 
 /// What a store's readers are woken for: counters that only grow, so a reader compares
 /// them with the values it saw last.
@@ -85,6 +90,9 @@ pub enum Freshness {
     Relisting(String),
     /// Listed and watching: the objects are current.
     Live,
+    /// Listed, but the watch's connection must prove itself again (the cluster's
+    /// `/readyz` went unanswered): the watch is being resumed.
+    Unverified(String),
     /// The last list or watch failed; it is being retried.
     Broken {
         /// The failure's reason code.
@@ -109,10 +117,8 @@ pub struct WatchStore<K> {
     /// Bumped on every change of freshness or of the objects, for
     /// [`WatchStore::wait_started`] and [`WatchStore::subscribe`].
     changed: watch::Sender<u64>,
-    /// Asks the watch task to drop its watch and list again.
-    restart: Notify,
-    /// Ends the wait after a failed watch (see [`Steer::retry_now`]).
-    retry: Notify,
+    /// Asks the watch task to drop its watch and start it again.
+    recheck: Notify,
     /// Wakes the readers (see [`Wakes`]).
     wakes: watch::Sender<Wakes>,
 }
@@ -128,8 +134,7 @@ impl<K> WatchStore<K> {
                 freshness: Freshness::Starting,
             }),
             changed: watch::channel(0).0,
-            restart: Notify::new(),
-            retry: Notify::new(),
+            recheck: Notify::new(),
             wakes: watch::channel(Wakes::default()).0,
         })
     }
@@ -174,6 +179,10 @@ impl<K> WatchStore<K> {
                 ProbeReason::Error,
                 format!("watch of {} relisting ({why})", self.what),
             )),
+            Freshness::Unverified(why) => Err((
+                ProbeReason::Error,
+                format!("watch of {} unverified ({why})", self.what),
+            )),
             Freshness::Broken { reason, detail } => Err((*reason, detail.clone())),
         }
     }
@@ -208,39 +217,48 @@ impl<K> WatchStore<K> {
         .await;
     }
 
-    /// Asks the watch to start over from a fresh list; the store serves nothing until it
-    /// completes. Does nothing while the store is not live (it is listing already).
-    pub fn restart(&self, why: &str) {
-        Steer::restart(self, why);
-    }
-}
-
-/// How a cluster's `/readyz` answers steer the watches of its stores.
-pub trait Steer {
-    /// See [`WatchStore::restart`].
-    fn restart(&self, why: &str);
-    /// The API server answers again: a watch waiting before its next try after a
-    /// failure tries now.
-    fn retry_now(&self);
-}
-
-impl<K> Steer for WatchStore<K> {
-    fn retry_now(&self) {
-        self.retry.notify_waiters();
-    }
-
-    fn restart(&self, why: &str) {
-        let mut inner = self.lock_write();
-        if inner.freshness == Freshness::Live {
-            inner.freshness = Freshness::Relisting(why.to_string());
-            drop(inner);
-            self.changed.send_modify(|n| *n += 1);
-            self.restart.notify_one();
+    /// Distrusts the watch's connection: the store serves nothing (its signals are
+    /// unknown) until its watch has been started again and answered. Its objects are
+    /// kept, since the watch resumes from their resourceVersion. Does nothing while the
+    /// store is not live (its watch is being started already).
+    pub fn suspect(&self, why: &str) {
+        if self.unverified(why) {
+            self.recheck.notify_one();
         }
     }
-}
 
-impl<K> WatchStore<K> {
+    /// Makes a live store unverified; true if it was live.
+    fn unverified(&self, why: &str) -> bool {
+        let mut inner = self.lock_write();
+        if inner.freshness != Freshness::Live {
+            return false;
+        }
+        self.set_freshness(&mut inner, Freshness::Unverified(why.to_string()));
+        true
+    }
+
+    /// The API server answered a watch resumed from the objects' resourceVersion: they
+    /// are current again (every later change follows on that watch). Does nothing
+    /// before the first list, nor during a list.
+    fn established(&self) {
+        let mut inner = self.lock_write();
+        if matches!(
+            inner.freshness,
+            Freshness::Unverified(_) | Freshness::Broken { .. }
+        ) && inner.pending.is_none()
+        {
+            self.set_freshness(&mut inner, Freshness::Live);
+        }
+    }
+
+    /// A list starts: the store serves nothing until it completes.
+    fn relisting(&self, why: &str) {
+        let mut inner = self.lock_write();
+        if !matches!(inner.freshness, Freshness::Starting) {
+            self.set_freshness(&mut inner, Freshness::Relisting(why.to_string()));
+        }
+    }
+
     fn set_freshness(&self, inner: &mut Inner<K>, freshness: Freshness) {
         if inner.freshness != freshness {
             inner.freshness = freshness;
@@ -299,7 +317,8 @@ impl<K: Resource> WatchStore<K> {
         }
     }
 
-    /// Marks the store broken by `err`: its signals are unknown until a fresh list.
+    /// Marks the store broken by `err`: its signals are unknown until its watch is
+    /// answered again (or a fresh list completes).
     pub fn fail(&self, err: &watcher::Error) {
         let (reason, text) = describe_watch_error(err);
         // The cache cannot tell whether the workload serves: a refused or timed-out
@@ -335,14 +354,6 @@ fn name_of<K: Resource>(obj: &K) -> Option<String> {
     obj.meta().name.clone()
 }
 
-/// Reasons of a failed watch that say the API server could not be reached.
-fn unreachable(reason: ProbeReason) -> bool {
-    matches!(
-        reason,
-        ProbeReason::Timeout | ProbeReason::Refused | ProbeReason::Connect | ProbeReason::Tls
-    )
-}
-
 /// The reason and a secret-free description of a watcher error.
 fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
     match err {
@@ -362,89 +373,263 @@ fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
     }
 }
 
-/// Keeps `store` current from `api` until the task is aborted: lists, watches, and
-/// after any error or [`WatchStore::restart`] starts again from a fresh list (after a
-/// backoff from 200 ms doubling up to `max_backoff` while errors repeat).
-pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, max_backoff: Duration)
+/// What the stores of one cluster share to keep their watches: bounds, the cluster's
+/// reachability and a limit on requests in flight.
+#[derive(Clone)]
+pub struct Upkeep {
+    /// The least time each watch request lasts (see the module documentation).
+    pub watch_timeout: Duration,
+    /// Bound on one list page and on the answer to a watch request.
+    pub start_timeout: Duration,
+    /// Longest delay between two attempts while failures repeat.
+    pub max_backoff: Duration,
+    /// False while the cluster's last `/readyz` said the API server cannot be reached:
+    /// nothing is listed or started then.
+    pub reachable: watch::Receiver<bool>,
+    /// Lists and watch requests of the cluster waiting for their answer, at most.
+    pub starts: Arc<Semaphore>,
+}
+
+impl Upkeep {
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::default()
+            .with_min_delay(FIRST_BACKOFF.min(self.max_backoff))
+            .with_max_delay(self.max_backoff)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// Waits while the cluster is unreachable (returns at once when it is not).
+    async fn wait_reachable(&mut self) {
+        let _ = self.reachable.wait_for(|up| *up).await;
+    }
+}
+
+/// Which objects a store holds: all of a kind in a namespace, or those matching
+/// selectors.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// A label selector.
+    pub labels: Option<String>,
+    /// A field selector (an object's name, say).
+    pub fields: Option<String>,
+}
+
+/// A timeout as kube reports a failed call, for the store's description.
+fn timed_out(what: &str) -> kube::Error {
+    kube::Error::Service(Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} not answered in time"),
+    )))
+}
+
+/// Lists every page; returns the objects and the list's resourceVersion.
+async fn list_all<K>(
+    api: &Api<K>,
+    selection: &Selection,
+    upkeep: &Upkeep,
+) -> Result<(Vec<K>, String), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    params.label_selector = selection.labels.clone();
+    params.field_selector = selection.fields.clone();
+    let mut items = Vec::new();
+    loop {
+        let page = {
+            let _permit = upkeep.starts.acquire().await;
+            tokio::time::timeout(upkeep.start_timeout, api.list(&params))
+                .await
+                .map_err(|_| timed_out("list"))??
+        };
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => params = params.continue_token(&next),
+            None => {
+                let version = page.metadata.resource_version.unwrap_or_default();
+                if version.is_empty() {
+                    return Err(kube::Error::Service(Box::new(std::io::Error::other(
+                        "the list carried no resourceVersion",
+                    ))));
+                }
+                return Ok((items, version));
+            }
+        }
+    }
+}
+
+fn version_of<K: Resource>(obj: &K) -> Option<String> {
+    obj.meta().resource_version.clone()
+}
+
+/// How one watch request ended.
+enum Ended {
+    /// Ended by the server (its timeout) or by silence: resume it.
+    Resume,
+    /// Ended too soon without a word, or failed: resume after the backoff.
+    Retry,
+    /// Its resourceVersion is too old: list again.
+    Relist,
+    /// The store was suspected: start it again to prove the connection.
+    Recheck,
+}
+
+/// Keeps `store` current from `api` until the task is aborted: lists, then watches
+/// from the list's resourceVersion and resumes each watch from the last one seen; lists
+/// again only when that version is too old. See the module documentation for the
+/// bounds.
+pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, selection: Selection, upkeep: Upkeep)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    run_with(store, api, watcher::Config::default(), max_backoff).await
-}
-
-/// [`run`] for the objects matching `label_selector` only (all of them for `None`).
-pub async fn run_selected<K>(
-    store: Arc<WatchStore<K>>,
-    api: Api<K>,
-    max_backoff: Duration,
-    label_selector: Option<String>,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let mut config = watcher::Config::default();
-    if let Some(selector) = label_selector {
-        config = config.labels(&selector);
-    }
-    run_with(store, api, config, max_backoff).await
-}
-
-/// [`run`] with the watch narrowed by `config` (a field selector, say); its server-side
-/// bound is always [`WATCH_TIMEOUT_SECS`].
-pub async fn run_with<K>(
-    store: Arc<WatchStore<K>>,
-    api: Api<K>,
-    config: watcher::Config,
-    max_backoff: Duration,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let config = config.timeout(WATCH_TIMEOUT_SECS);
-    let mut backoff = FIRST_BACKOFF.min(max_backoff);
+    let mut upkeep = upkeep;
+    let mut backoff = upkeep.backoff();
+    let mut version: Option<String> = None;
     loop {
-        let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
-        // Whether the last try failed, and whether the server could not be reached.
-        let mut failed = None;
-        loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(Ok(event)) => {
-                        if store.apply(event) {
-                            backoff = FIRST_BACKOFF.min(max_backoff);
-                            debug!(store = %store.what, "watch listed");
+        upkeep.wait_reachable().await;
+        let from = match version.take() {
+            Some(v) => v,
+            None => {
+                store.relisting("listing");
+                match list_all(&api, &selection, &upkeep).await {
+                    Ok((items, v)) => {
+                        store.apply(Event::Init);
+                        for item in items {
+                            store.apply(Event::InitApply(item));
                         }
+                        store.apply(Event::InitDone);
+                        debug!(store = %store.what, "watch listed");
+                        v
                     }
-                    Some(Err(err)) => {
-                        let was_live = store.freshness() == Freshness::Live;
-                        store.fail(&err);
-                        if was_live {
-                            warn!(store = %store.what, error = %describe_watch_error(&err).1, "watch lost; listing again");
-                        }
-                        failed = Some(unreachable(describe_watch_error(&err).0));
-                        break;
+                    Err(err) => {
+                        store.fail(&watcher::Error::InitialListFailed(err));
+                        tokio::time::sleep(backoff.next().unwrap_or(upkeep.max_backoff)).await;
+                        continue;
                     }
-                    None => break,
-                },
-                _ = store.restart.notified() => {
-                    info!(store = %store.what, "watch restarted: the API server did not answer /readyz");
-                    break;
                 }
             }
-        }
-        drop(stream);
-        if let Some(unreachable) = failed {
-            let retry = store.retry.notified();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = retry => {}
+        };
+        version = Some(from.clone());
+        match watch_once(&store, &api, &selection, &upkeep, &from, &mut version).await {
+            Ended::Resume => {}
+            Ended::Retry => {
+                tokio::time::sleep(backoff.next().unwrap_or(upkeep.max_backoff)).await;
+                continue;
             }
-            let cap = if unreachable {
-                UNREACHABLE_BACKOFF.max(max_backoff)
-            } else {
-                max_backoff
-            };
-            backoff = (backoff * 2).min(cap);
+            Ended::Relist => version = None,
+            Ended::Recheck => {
+                // Spread the stores of a cluster suspected together over a moment.
+                let spread = upkeep.max_backoff.min(Duration::from_secs(1));
+                tokio::time::sleep(spread.mul_f64(fastrand::f64())).await;
+            }
+        }
+        backoff = upkeep.backoff();
+    }
+}
+
+/// One watch request from `from`, followed until it ends; `version` follows the
+/// events.
+async fn watch_once<K>(
+    store: &WatchStore<K>,
+    api: &Api<K>,
+    selection: &Selection,
+    upkeep: &Upkeep,
+    from: &str,
+    version: &mut Option<String>,
+) -> Ended
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    // Bookmarks are on by default.
+    let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout));
+    params.label_selector = selection.labels.clone();
+    params.field_selector = selection.fields.clone();
+    let started = Instant::now();
+    let start = async {
+        let _permit = upkeep.starts.acquire().await;
+        tokio::time::timeout(upkeep.start_timeout, api.watch(&params, from)).await
+    };
+    let mut start = std::pin::pin!(start);
+    // A live store whose watch ended stays live while it is resumed, but not for long:
+    // no event can reach it meanwhile.
+    let answer = match tokio::time::timeout(RESUME_GRACE, &mut start).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            store.unverified("its watch is being resumed");
+            start.await
+        }
+    };
+    let stream = match answer {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return lost(store, watcher::Error::WatchStartFailed(err)),
+        Err(_) => {
+            return lost(
+                store,
+                watcher::Error::WatchStartFailed(timed_out("watch request")),
+            );
+        }
+    };
+    // The API server answered this watch: the objects plus what follows are current.
+    store.established();
+    let mut stream = std::pin::pin!(stream);
+    let mut heard = false;
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj))) => {
+                    heard = true;
+                    *version = version_of(&obj).or(version.take());
+                    store.apply(Event::Apply(obj));
+                }
+                Some(Ok(WatchEvent::Deleted(obj))) => {
+                    heard = true;
+                    *version = version_of(&obj).or(version.take());
+                    store.apply(Event::Delete(obj));
+                }
+                Some(Ok(WatchEvent::Bookmark(mark))) => {
+                    heard = true;
+                    *version = Some(mark.metadata.resource_version);
+                }
+                Some(Ok(WatchEvent::Error(status))) if status.code == 410 => {
+                    debug!(store = %store.what, "watch resourceVersion expired; listing again");
+                    return Ended::Relist;
+                }
+                Some(Ok(WatchEvent::Error(status))) => {
+                    return lost(store, watcher::Error::WatchError(status));
+                }
+                Some(Err(err)) => return lost(store, watcher::Error::WatchFailed(err)),
+                None if !heard && started.elapsed() < SHORT_WATCH => return Ended::Retry,
+                None => return Ended::Resume,
+            },
+            _ = store.recheck.notified() => {
+                debug!(store = %store.what, "watch started again: the API server did not answer /readyz");
+                return Ended::Recheck;
+            }
         }
     }
+}
+
+/// A watch request's `timeoutSeconds`: between `least` and a fifth more, within 1 s and
+/// [`WATCH_TIMEOUT_MAX_SECS`].
+fn watch_seconds(least: Duration) -> u32 {
+    let lo = u32::try_from(least.as_secs())
+        .unwrap_or(u32::MAX)
+        .clamp(1, WATCH_TIMEOUT_MAX_SECS);
+    let hi = (lo + lo / 5).min(WATCH_TIMEOUT_MAX_SECS);
+    fastrand::u32(lo..=hi)
+}
+
+/// Marks the store broken by `err` (logging when it was live) and retries.
+fn lost<K: Resource>(store: &WatchStore<K>, err: watcher::Error) -> Ended {
+    let was_live = store.freshness() == Freshness::Live;
+    store.fail(&err);
+    if was_live {
+        warn!(store = %store.what, error = %describe_watch_error(&err).1, "watch lost; starting it again");
+    }
+    Ended::Retry
 }
 
 #[cfg(test)]
@@ -452,70 +637,6 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A client to an API server that cannot be reached: every request fails below the
-    /// API (connection refused) and is counted.
-    #[derive(Clone, Default)]
-    struct Unreachable(Arc<AtomicUsize>);
-
-    type Request = http::Request<kube::client::Body>;
-    type Answer = std::future::Ready<
-        Result<http::Response<kube::client::Body>, Box<dyn std::error::Error + Send + Sync>>,
-    >;
-
-    impl tower_service::Service<Request> for Unreachable {
-        type Response = http::Response<kube::client::Body>;
-        type Error = Box<dyn std::error::Error + Send + Sync>;
-        type Future = Answer;
-
-        fn poll_ready(
-            &mut self,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), Self::Error>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request) -> Self::Future {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-            std::future::ready(Err(Box::new(refused)))
-        }
-    }
-
-    /// Issue 17, item 5: a watch whose API server cannot be reached tries again ever
-    /// more rarely (up to [`UNREACHABLE_BACKOFF`], not every `max_backoff`), each try a
-    /// new connection that a black hole would never answer; a `/readyz` that passes
-    /// again ([`Steer::retry_now`]) makes it try at once.
-    #[tokio::test(start_paused = true)]
-    async fn an_unreachable_server_is_retried_ever_more_rarely_and_at_once_when_back() {
-        let api = Unreachable::default();
-        let tries = api.0.clone();
-        let store = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
-        let client = kube::Client::new(api, "ns");
-        let task = tokio::spawn(run(
-            store.clone(),
-            Api::namespaced(client, "ns"),
-            Duration::from_secs(1),
-        ));
-        tokio::time::sleep(Duration::from_secs(300)).await;
-        let n = tries.load(Ordering::SeqCst);
-        assert!(
-            matches!(store.freshness(), Freshness::Broken { .. }),
-            "{:?}",
-            store.freshness()
-        );
-        // 200 ms doubling to 30 s: 8 tries in the first minute, then one per 30 s
-        // (with the interval as the cap, there would be about 300).
-        assert!((10..=20).contains(&n), "{n} tries in 5 minutes");
-        // Reachable again: it tries now, not after the backoff.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = tries.load(Ordering::SeqCst);
-        store.retry_now();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(tries.load(Ordering::SeqCst), before + 1);
-        task.abort();
-    }
 
     fn cm(name: &str) -> ConfigMap {
         ConfigMap {
@@ -570,10 +691,10 @@ mod tests {
         bumped(&s);
         s.apply(Event::Delete(cm("a")));
         bumped(&s);
-        s.restart("test");
+        s.suspect("test");
         bumped(&s);
         let kept = s.read(|m| m.clone()).unwrap_err();
-        assert!(kept.1.contains("relisting"));
+        assert!(kept.1.contains("unverified"));
         s.apply(Event::Init);
         s.apply(Event::InitApply(with_fields("b")));
         s.apply(Event::InitDone);
@@ -584,12 +705,23 @@ mod tests {
     }
 
     #[test]
+    fn watch_requests_last_between_the_timeout_and_a_fifth_more_within_kubes_limit() {
+        for _ in 0..200 {
+            assert!((240..=288).contains(&watch_seconds(Duration::from_secs(240))));
+            assert!((5..=6).contains(&watch_seconds(Duration::from_secs(5))));
+            assert!((280..=290).contains(&watch_seconds(Duration::from_secs(280))));
+        }
+        assert_eq!(watch_seconds(Duration::from_millis(10)), 1);
+        assert_eq!(watch_seconds(Duration::from_secs(3_600)), 290);
+    }
+
+    #[test]
     fn a_relist_replaces_everything() {
         let s = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
         s.apply(Event::Init);
         s.apply(Event::InitApply(cm("old")));
         s.apply(Event::InitDone);
-        s.restart("test");
+        s.relisting("test");
         let (_, detail) = names(&s).unwrap_err();
         assert_eq!(detail, "watch of ConfigMaps in ns relisting (test)");
         s.apply(Event::Init);
@@ -625,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn readers_are_woken_by_changes_and_a_lost_watch_not_by_lists_or_restarts() {
+    fn readers_are_woken_by_changes_and_a_lost_watch_not_by_lists_or_suspicion() {
         let s = WatchStore::<ConfigMap>::new("Pods in ns");
         let rx = s.wakes();
         s.apply(Event::Init);
@@ -635,8 +767,8 @@ mod tests {
         s.apply(Event::Apply(cm("a")));
         s.apply(Event::Delete(cm("a")));
         assert_eq!(rx.borrow().changed, 2);
-        // Asked to relist by a failing /readyz: that answer was already seen.
-        s.restart("test");
+        // Suspected on a failing /readyz: that answer was already seen.
+        s.suspect("test");
         assert_eq!(rx.borrow().lost, 0);
         s.apply(Event::Init);
         s.apply(Event::InitDone);

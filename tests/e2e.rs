@@ -463,6 +463,9 @@ async fn bad_credentials_forbidden_and_deleted_namespace_are_explained() {
     let pair = pair().await;
     let opts = DaemonOpts {
         primary_kubeconfig: Some(pair.primary.untrusted_kubeconfig().to_path_buf()),
+        // The API server checks a watch's grant when it starts: the revoked binding
+        // below shows when the standby's watches are resumed.
+        watch_timeout: Some(Duration::from_secs(5)),
         ..DaemonOpts::default()
     };
     let d = Daemon::start(&pair, &opts).await;

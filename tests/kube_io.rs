@@ -742,7 +742,12 @@ async fn cached_probes_follow_the_watches() {
     let (primary, standby) = (&pair.primary, &pair.standby);
     let g = group(primary, standby);
     let interval = Duration::from_secs(1);
-    let mut clusters = Clusters::new(ClientOptions::for_call_timeout(TIMEOUT), interval, TIMEOUT);
+    let mut clusters = Clusters::new(
+        ClientOptions::for_call_timeout(TIMEOUT),
+        interval,
+        TIMEOUT,
+        Duration::from_secs(240),
+    );
     let p = clusters.get(&g.primary, "primary").await.unwrap();
     let s = clusters.get(&g.standby, "standby").await.unwrap();
     let again = clusters.get(&g.primary, "primary").await.unwrap();

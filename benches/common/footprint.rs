@@ -1,7 +1,9 @@
 //! Measuring a watcher's footprint on a test-bed pair, shared by `benches/footprint.rs`
-//! and the report (`benches/report`): requests per tick from the API servers' own
-//! `apiserver_request_total`, API server CPU, and the daemon's RSS, CPU, tick duration
-//! and judgement with N groups.
+//! and the report (`benches/report`): requests per tick (per second: the interval is
+//! 1 s) from the API servers' own `apiserver_request_total`, by verb and resource, API
+//! server CPU, and each daemon instance's RSS, CPU, tick duration and judgement with N
+//! groups, in one of two shapes (every group in one namespace, or one namespace per
+//! group, as users run the agent) and with one or several instances.
 
 use crate::support::*;
 use kube_failover_testbed::{Cluster, ClusterPair};
@@ -16,11 +18,12 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a daemon runs before the window opens.
 pub const WARM_UP: Duration = Duration::from_secs(15);
 
-/// `apiserver_request_total` summed by verb.
+/// `apiserver_request_total` summed by verb and resource: keys like `WATCH pods`
+/// (`GET` alone for requests outside a resource, such as `/readyz`).
 pub async fn requests_by_verb(c: &Cluster) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = c.client().request_text(req).await.unwrap_or_default();
-    let mut by_verb = BTreeMap::new();
+    let mut by_key = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
             continue;
@@ -28,14 +31,65 @@ pub async fn requests_by_verb(c: &Cluster) -> BTreeMap<String, f64> {
         let Some((labels, value)) = rest.rsplit_once("} ") else {
             continue;
         };
-        let verb = labels
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("verb=\""))
-            .map(|v| v.trim_end_matches('"').to_string())
-            .unwrap_or_default();
-        *by_verb.entry(verb).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let (verb, resource) = (label("verb"), label("resource"));
+        let key = if resource.is_empty() {
+            verb
+        } else {
+            format!("{verb} {resource}")
+        };
+        *by_key.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
-    by_verb
+    by_key
+}
+
+/// Watches the API server holds open now (`apiserver_longrunning_requests`, verb
+/// `WATCH`): a watch request counts in `apiserver_request_total` only when it ends, so a
+/// window shorter than the watches' lifetime sees this instead.
+pub async fn watches_held(c: &Cluster) -> f64 {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = c.client().request_text(req).await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("apiserver_longrunning_requests{"))
+        .filter(|rest| rest.contains("verb=\"WATCH\""))
+        .filter_map(|rest| rest.rsplit_once("} ")?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sums `by_key` (keys `VERB resource`) by verb.
+pub fn by_verb(by_key: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut verbs = BTreeMap::new();
+    for (key, v) in by_key {
+        let verb = key.split(' ').next().unwrap_or_default().to_string();
+        *verbs.entry(verb).or_insert(0.0) += v;
+    }
+    verbs
+}
+
+/// The writes among `by_key`: creations, updates, patches and deletions.
+pub fn writes(by_key: &BTreeMap<String, f64>) -> f64 {
+    by_verb(by_key)
+        .iter()
+        .filter(|(verb, _)| {
+            [
+                "POST",
+                "PUT",
+                "PATCH",
+                "APPLY",
+                "DELETE",
+                "DELETECOLLECTION",
+            ]
+            .contains(&verb.as_str())
+        })
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + 0.0
 }
 
 fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -91,10 +145,13 @@ pub fn apiserver_pid(c: &Cluster) -> u32 {
 /// The test bed's own traffic and API server CPU, per second, with no watcher running.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Baseline {
-    /// Requests per second by verb: primary, standby.
+    /// Requests per second by verb and resource: primary, standby.
     pub per_sec: [BTreeMap<String, f64>; 2],
     /// API server CPU, % of one core: primary, standby.
     pub cpu: [f64; 2],
+    /// Watches held open: primary, standby.
+    #[serde(default)]
+    pub watches: [f64; 2],
 }
 
 impl Baseline {
@@ -103,13 +160,15 @@ impl Baseline {
         let zero = Baseline {
             per_sec: [BTreeMap::new(), BTreeMap::new()],
             cpu: [0.0, 0.0],
+            watches: [0.0, 0.0],
         };
         let w = Window::open(pair).await;
         tokio::time::sleep(window).await;
         let load = w.close(pair, &zero, Duration::from_secs(1), 0.0).await;
         Baseline {
-            per_sec: load.verbs,
+            per_sec: load.by_resource,
             cpu: load.apiserver_cpu,
+            watches: load.watches_held,
         }
     }
 
@@ -118,7 +177,7 @@ impl Baseline {
         format!(
             "baseline without the daemon: primary {:.1} req/s ({}), standby {:.1} req/s; API server CPU {:.1} % / {:.1} %",
             self.per_sec[0].values().sum::<f64>(),
-            verbs_text(&self.per_sec[0]),
+            verbs_text(&by_verb(&self.per_sec[0])),
             self.per_sec[1].values().sum::<f64>(),
             self.cpu[0],
             self.cpu[1],
@@ -140,8 +199,12 @@ pub struct ApiLoad {
     pub elapsed: f64,
     /// Requests per tick by verb (per second for the baseline): primary, standby.
     pub verbs: [BTreeMap<String, f64>; 2],
+    /// The same by verb and resource (`WATCH pods`).
+    pub by_resource: [BTreeMap<String, f64>; 2],
     /// API server CPU added, % of one core: primary, standby.
     pub apiserver_cpu: [f64; 2],
+    /// Watches held open at the end, above the baseline's: primary, standby.
+    pub watches_held: [f64; 2],
 }
 
 impl ApiLoad {
@@ -183,10 +246,10 @@ impl Window {
             requests_by_verb(clusters[1]).await,
         ];
         let ticks = elapsed / tick.as_secs_f64();
-        let verbs = [0, 1].map(|i| {
+        let by_resource = [0, 1].map(|i| {
             let mut d = diff(&after[i], &self.before[i]);
-            for (verb, base) in &baseline.per_sec[i] {
-                if let Some(v) = d.get_mut(verb) {
+            for (key, base) in &baseline.per_sec[i] {
+                if let Some(v) = d.get_mut(key) {
                     *v -= base * elapsed;
                 }
             }
@@ -194,13 +257,21 @@ impl Window {
             d.values_mut().for_each(|v| *v /= ticks);
             d
         });
+        let verbs = [0, 1].map(|i| by_verb(&by_resource[i]));
+        let held = [
+            watches_held(clusters[0]).await,
+            watches_held(clusters[1]).await,
+        ];
+        let watches_held = [0, 1].map(|i| (held[i] - baseline.watches[i]).max(0.0));
         let apiserver_cpu = [0, 1].map(|i| {
             ((api_cpu1[i] - self.api_cpu[i]) / elapsed * 100.0 - baseline.cpu[i]).max(0.0)
         });
         ApiLoad {
             elapsed,
             verbs,
+            by_resource,
             apiserver_cpu,
+            watches_held,
         }
     }
 }
@@ -277,46 +348,152 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(prev.0)
 }
 
-fn config(pair: &ClusterPair, admin: SocketAddr, groups: usize) -> String {
-    let opts = DaemonOpts {
-        interval: INTERVAL,
-        ..DaemonOpts::default()
-    };
-    let one = config_toml(pair, &opts, admin);
-    let at = one.find("[[groups]]").expect("a group in the config");
-    let (head, block) = one.split_at(at);
-    let mut text = head.to_string();
-    for i in 0..groups {
-        text.push_str(&block.replacen(
-            "name = \"env0\"",
-            &format!("name = \"env0-{i:03}\"\nrecord_name = \"kube-failover-env0-{i:03}\""),
-            1,
-        ));
-        text.push('\n');
-    }
-    text
+/// Where the groups' workloads live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Shape {
+    /// Every group in the pair's one namespace, watching the same Deployments.
+    #[default]
+    Shared,
+    /// One namespace per group (`agent-000`, …): one Helm release of the agent each, the
+    /// shape users run.
+    Namespaces,
 }
 
-/// The daemon's footprint with one number of groups.
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Shared => "one namespace",
+            Shape::Namespaces => "namespace per group",
+        }
+    }
+}
+
+/// What one measurement runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub groups: usize,
+    pub shape: Shape,
+    /// Daemon instances watching the same groups (observer quorum 2 with three).
+    pub instances: usize,
+}
+
+fn config(pair: &ClusterPair, admin: SocketAddr, setup: Setup, identity: String) -> String {
+    let mut opts = DaemonOpts {
+        interval: INTERVAL,
+        identity: Some(identity),
+        ..DaemonOpts::default()
+    };
+    if setup.instances > 1 {
+        opts.observer_quorum = (setup.instances as u32).div_ceil(2).max(2);
+        opts.observers_expected = Some(setup.instances as u32);
+    }
+    match setup.shape {
+        Shape::Namespaces => {
+            let namespaces: Vec<String> = (0..setup.groups).map(namespace).collect();
+            config_in_namespaces(pair, &opts, admin, &namespaces)
+        }
+        Shape::Shared => {
+            let one = config_toml(pair, &opts, admin);
+            let at = one.find("[[groups]]").expect("a group in the config");
+            let (head, block) = one.split_at(at);
+            let mut text = head.to_string();
+            for i in 0..setup.groups {
+                text.push_str(&block.replacen(
+                    "name = \"env0\"",
+                    &format!("name = \"env0-{i:03}\"\nrecord_name = \"kube-failover-env0-{i:03}\""),
+                    1,
+                ));
+                text.push('\n');
+            }
+            text
+        }
+    }
+}
+
+/// Creates `count` agent namespaces on both clusters ([`add_agent_namespaces`]) and
+/// waits until the test bed has settled: every Pod on the primary Ready (the controller
+/// manager and kwok create them, with their Events), then 10 s more, so that the
+/// baseline measured next is the test bed at rest.
+pub async fn add_namespaces_and_settle(pair: &ClusterPair, count: usize) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    if count == 0 {
+        return;
+    }
+    add_agent_namespaces(pair, count).await;
+    let pods: Api<Pod> = Api::all(pair.primary.client());
+    let want = 2 * (count + 1);
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let settled = wait_for(Duration::from_secs(300), Duration::from_secs(2), || async {
+        pods.list(&ListParams::default())
+            .await
+            .is_ok_and(|l| l.items.iter().filter(|p| ready(p)).count() >= want)
+    })
+    .await;
+    if settled.is_none() {
+        eprintln!("footprint: not every agent Pod Ready after 300 s; measuring anyway");
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
+/// The name of the `i`th agent namespace ([`add_agent_namespaces`] creates them).
+pub fn namespace(i: usize) -> String {
+    format!("agent-{i:03}")
+}
+
+/// The daemon's footprint with one setup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub groups: usize,
-    /// Requests per tick: primary, standby.
+    #[serde(default)]
+    pub shape: Shape,
+    #[serde(default = "one")]
+    pub instances: usize,
+    /// Requests per tick (per second): primary, standby.
     pub per_tick: [f64; 2],
     pub verbs: [BTreeMap<String, f64>; 2],
-    /// MiB.
+    /// Requests per tick by verb and resource: primary, standby.
+    #[serde(default)]
+    pub by_resource: [BTreeMap<String, f64>; 2],
+    /// Writes per tick: primary, standby.
+    #[serde(default)]
+    pub writes: [f64; 2],
+    /// Watches held open at the end, above the baseline: primary, standby. Each is
+    /// resumed once per watch timeout (264 s on average at the default 4 minutes), which
+    /// a window shorter than that does not see in `per_tick`.
+    #[serde(default)]
+    pub watches_held: [f64; 2],
+    /// MiB, the largest instance.
     pub rss: f64,
-    /// % of one core.
+    /// % of one core, the busiest instance.
     pub cpu: f64,
+    /// Each instance's RSS (MiB) and CPU (% of one core).
+    #[serde(default)]
+    pub each: Vec<(f64, f64)>,
     /// % of one core added: primary, standby.
     pub apiserver_cpu: [f64; 2],
     /// Tick duration quantiles, seconds (`None` without ticks in the window).
     pub p50: Option<f64>,
     pub p99: Option<f64>,
+    /// Groups some instance leads at the window's end.
+    #[serde(default)]
+    pub led: usize,
     pub left_active: usize,
+    /// The states they went to, with how many state changes went there.
+    #[serde(default)]
+    pub left_to: BTreeMap<String, usize>,
     pub failures: f64,
     pub metrics_bytes: usize,
     pub status_bytes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 async fn get(http: &reqwest::Client, admin: SocketAddr, path: &str) -> String {
@@ -326,66 +503,129 @@ async fn get(http: &reqwest::Client, admin: SocketAddr, path: &str) -> String {
     }
 }
 
-/// Runs the daemon with `groups` groups on `pair` and measures it over `window` after
-/// the warm-up.
+/// The groups an instance leads (`kube_failover_leader{group} 1`).
+fn led_groups(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("kube_failover_leader{group=\""))
+        .filter(|rest| rest.ends_with("} 1"))
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect()
+}
+
+/// One running instance.
+struct Instance {
+    child: tokio::process::Child,
+    pid: u32,
+    admin: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+/// Runs `setup` on `pair` and measures it over `window` after the warm-up. The shape
+/// [`Shape::Namespaces`] needs its namespaces created first ([`add_agent_namespaces`]).
 pub async fn measure(
     pair: &ClusterPair,
-    groups: usize,
+    setup: Setup,
     window: Duration,
     baseline: &Baseline,
 ) -> Row {
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let dir = pair.primary.dir().to_path_buf();
-    let path = dir.join(format!("footprint-{groups}.toml"));
-    std::fs::write(&path, config(pair, admin, groups)).unwrap();
-    let log = dir.join(format!("footprint-{groups}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let mut child = tokio::process::Command::new(daemon_bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn kube-failover");
-    let pid = child.id().unwrap_or(0);
+    let tag = format!(
+        "{}-{}x{}",
+        match setup.shape {
+            Shape::Shared => "shared",
+            Shape::Namespaces => "ns",
+        },
+        setup.groups,
+        setup.instances
+    );
+    let mut instances = Vec::new();
+    for k in 0..setup.instances {
+        let admin = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let path = dir.join(format!("footprint-{tag}-{k}.toml"));
+        // An identity per setup: the previous setup's Leases may still look alive.
+        let identity = format!("footprint-{tag}-{k}");
+        std::fs::write(&path, config(pair, admin, setup, identity)).unwrap();
+        let log = dir.join(format!("footprint-{tag}-{k}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(daemon_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kube-failover");
+        let pid = child.id().unwrap_or(0);
+        instances.push(Instance {
+            child,
+            pid,
+            admin,
+            log,
+        });
+    }
     let http = reqwest::Client::new();
     tokio::time::sleep(WARM_UP).await;
 
     let w = Window::open(pair).await;
-    let cpu0 = cpu_seconds(pid);
-    let m0 = get(&http, admin, "/metrics").await;
+    let cpu0: Vec<f64> = instances.iter().map(|i| cpu_seconds(i.pid)).collect();
+    let m0 = get(&http, instances[0].admin, "/metrics").await;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let m1 = get(&http, admin, "/metrics").await;
-    let cpu = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let m1 = get(&http, instances[0].admin, "/metrics").await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = instances
+        .iter()
+        .zip(&cpu0)
+        .map(|(i, c0)| (cpu_seconds(i.pid) - c0) / secs * 100.0)
+        .collect();
     let load = w.close(pair, baseline, INTERVAL, 0.5).await;
-    let rss = rss_mib(pid);
-    let status = get(&http, admin, "/status").await;
+    let rss: Vec<f64> = instances.iter().map(|i| rss_mib(i.pid)).collect();
+    let status = get(&http, instances[0].admin, "/status").await;
+    let mut led = std::collections::BTreeSet::new();
+    for i in &instances {
+        led.extend(led_groups(&get(&http, i.admin, "/metrics").await));
+    }
     let (b0, b1) = (tick_buckets(&m0), tick_buckets(&m1));
     let failures: f64 = m1
         .lines()
         .filter(|l| l.starts_with("kube_failover_probe_failures_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut left = std::collections::BTreeSet::new();
+    let mut left_to = BTreeMap::new();
+    for mut i in instances {
+        let _ = i.child.start_kill();
+        let _ = i.child.wait().await;
+        let text = std::fs::read_to_string(&i.log).unwrap_or_default();
+        left.extend(groups_that_left(&text, "primary_active"));
+        for (state, n) in states_left_to(&text, "primary_active") {
+            *left_to.entry(state).or_insert(0) += n;
+        }
+    }
     Row {
-        groups,
+        groups: setup.groups,
+        shape: setup.shape,
+        instances: setup.instances,
         per_tick: load.per_tick(),
+        writes: [writes(&load.by_resource[0]), writes(&load.by_resource[1])],
+        watches_held: load.watches_held,
         verbs: load.verbs,
-        rss,
-        cpu,
+        by_resource: load.by_resource,
+        rss: rss.iter().copied().fold(0.0, f64::max),
+        cpu: cpu.iter().copied().fold(0.0, f64::max),
+        each: rss.into_iter().zip(cpu).collect(),
         apiserver_cpu: load.apiserver_cpu,
         p50: quantile(&b0, &b1, 0.5),
         p99: quantile(&b0, &b1, 0.99),
-        left_active: groups_that_left(&text, "primary_active").len(),
+        led: led.len(),
+        left_active: left.len(),
+        left_to,
         failures,
         metrics_bytes: m1.len(),
         status_bytes: status.len(),
@@ -409,6 +649,23 @@ pub fn groups_that_left(log: &str, state: &str) -> std::collections::BTreeSet<St
     left
 }
 
+/// The states other than `state` that groups changed to in a daemon log, with how
+/// many changes went to each.
+pub fn states_left_to(log: &str, state: &str) -> BTreeMap<String, usize> {
+    let mut to = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("state changed")) {
+        let target = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("to="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        if target != state {
+            *to.entry(target).or_insert(0) += 1;
+        }
+    }
+    to
+}
+
 /// `GET 1.03, WATCH 0.40`.
 pub fn verbs_text(v: &BTreeMap<String, f64>) -> String {
     v.iter()
@@ -418,28 +675,60 @@ pub fn verbs_text(v: &BTreeMap<String, f64>) -> String {
 }
 
 /// The header of the footprint table (Markdown).
-pub const TABLE_HEADER: &str = "| groups | requests per tick: primary / standby | by verb (primary; standby) | daemon RSS | daemon CPU (one core) | API server CPU added (primary / standby) | tick p50 / p99 | groups that left primary_active | failed probes | /metrics | /status |\n|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| shape | instances | groups | requests per second: primary / standby | writes per second: primary / standby | watches held: primary / standby | by verb and resource, primary | by verb and resource, standby | each instance: RSS, CPU (one core) | API server CPU added (primary / standby) | tick p50 / p99 | groups led | groups that left primary_active | failed probes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 impl Row {
     /// One line of the footprint table (Markdown).
     pub fn table_line(&self) -> String {
+        let each = if self.each.is_empty() {
+            format!("{:.1} MiB, {:.2} %", self.rss, self.cpu)
+        } else {
+            self.each
+                .iter()
+                .map(|(rss, cpu)| format!("{rss:.1} MiB, {cpu:.2} %"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let resources = |i: usize| {
+            if self.by_resource[i].is_empty() {
+                verbs_text(&self.verbs[i])
+            } else {
+                verbs_text(&self.by_resource[i])
+            }
+        };
         format!(
-            "| {} | {:.2} / {:.2} | {}; {} | {:.1} MiB | {:.2} % | {:.1} % / {:.1} % | {:.1} / {:.1} ms | {} | {:.0} | {:.0} kB | {:.0} kB |",
+            "| {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} | {} | {:.1} % / {:.1} % | {:.1} / {:.1} ms | {} | {} | {:.0} |",
+            self.shape.name(),
+            self.instances,
             self.groups,
             self.per_tick[0],
             self.per_tick[1],
-            verbs_text(&self.verbs[0]),
-            verbs_text(&self.verbs[1]),
-            self.rss,
-            self.cpu,
+            self.writes[0],
+            self.writes[1],
+            self.watches_held[0],
+            self.watches_held[1],
+            resources(0),
+            resources(1),
+            each,
             self.apiserver_cpu[0],
             self.apiserver_cpu[1],
             self.p50.map_or(f64::NAN, |s| s * 1000.0),
             self.p99.map_or(f64::NAN, |s| s * 1000.0),
-            self.left_active,
+            self.led,
+            if self.left_to.is_empty() {
+                self.left_active.to_string()
+            } else {
+                format!(
+                    "{} (to {})",
+                    self.left_active,
+                    self.left_to
+                        .iter()
+                        .map(|(s, n)| format!("{s} ×{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
             self.failures,
-            self.metrics_bytes as f64 / 1000.0,
-            self.status_bytes as f64 / 1000.0,
         )
     }
 }

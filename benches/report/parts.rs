@@ -1,6 +1,7 @@
-//! The footprint part of the report: the daemon at 1, 10, 50, 200 groups (the same
-//! measurement as `cargo bench --bench footprint`), then the kubectl watchdog with one
-//! loop per group, on the same pair and baseline.
+//! The footprint part of the report: the daemon at 1, 10, 50, 200 groups, one namespace
+//! per group with one instance and with three, and all in one namespace with one
+//! instance (the same measurement as `cargo bench --bench footprint`), then the kubectl
+//! watchdog with one loop per group, on the same pair and baseline.
 
 use crate::footprint::{self, Baseline, Row, Window};
 use crate::naive::{Kubectl, Settings, Watchdog};
@@ -86,15 +87,30 @@ pub async fn footprint(
     meta: Meta,
 ) -> FootprintReport {
     let pair = pair().await;
+    footprint::add_namespaces_and_settle(&pair, groups.iter().copied().max().unwrap_or(0)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let baseline = Baseline::measure(&pair, window).await;
     println!("footprint: {}", baseline.describe());
     println!("{}", footprint::TABLE_HEADER);
     let mut rows = Vec::new();
-    for &n in groups {
-        let r = footprint::measure(&pair, n, window, &baseline).await;
-        println!("{}", r.table_line());
-        rows.push(r);
+    // The shape users run (one namespace per group) with one instance and with three,
+    // then every group in one namespace with one instance.
+    let setups = [
+        (footprint::Shape::Namespaces, 1),
+        (footprint::Shape::Namespaces, 3),
+        (footprint::Shape::Shared, 1),
+    ];
+    for (shape, instances) in setups {
+        for &n in groups {
+            let setup = footprint::Setup {
+                groups: n,
+                shape,
+                instances,
+            };
+            let r = footprint::measure(&pair, setup, window, &baseline).await;
+            println!("{}", r.table_line());
+            rows.push(r);
+        }
     }
     let mut naive = Vec::new();
     if let Some(k) = kubectl {

@@ -511,7 +511,12 @@ fn summary_section(
         }
     }
     if let Some(f) = fp {
-        let row = |g: usize| f.rows.iter().find(|r| r.groups == g);
+        // Compared in the shape users run, one instance (as one watchdog per group).
+        let row = |g: usize| {
+            f.rows.iter().find(|r| {
+                r.groups == g && r.shape == footprint::Shape::Namespaces && r.instances == 1
+            })
+        };
         for n in &f.naive {
             if let Some(r) = row(n.loops) {
                 let (g, l) = if n.loops == 1 {
@@ -614,7 +619,13 @@ pub fn render(out: &Output) {
         md = replace_section(&md, "outages", &outages_section(out, r));
     }
     if let Some(r) = &fp {
-        let rows: Vec<Row> = r.rows.clone();
+        // The plot follows the headline: one namespace per group, one instance.
+        let rows: Vec<Row> = r
+            .rows
+            .iter()
+            .filter(|r| r.shape == footprint::Shape::Namespaces && r.instances == 1)
+            .cloned()
+            .collect();
         plot(
             "footprint",
             crate::plots::footprint(&out.dir.join("footprint.png"), &rows, &r.naive),

@@ -112,6 +112,7 @@ pub(crate) struct Reloader {
     credential_wait: Duration,
     recheck_interval: Duration,
     exec_timeout: Duration,
+    read_timeout: Duration,
     state: Mutex<State>,
     /// One file comparison at a time.
     check: tokio::sync::Mutex<()>,
@@ -151,6 +152,7 @@ impl Reloader {
             credential_wait: options.credential_wait,
             recheck_interval: options.recheck_interval,
             exec_timeout: options.exec_timeout,
+            read_timeout: options.read_timeout,
             state: Mutex::new(State {
                 exec: loaded.exec.map(|plugin| ExecState::new(plugin, 0)),
                 config: loaded.config,
@@ -354,7 +356,7 @@ impl Reloader {
     }
 
     async fn reload(&self, fingerprint_before: u64, watched_before: &[PathBuf]) {
-        let loaded = match super::load(&self.cluster, &self.role).await {
+        let loaded = match super::load(&self.cluster, &self.role, self.read_timeout).await {
             Ok(loaded) => loaded,
             Err(err) => {
                 warn!(role = %self.role, kubeconfig = %self.source, error = %err,

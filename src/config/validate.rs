@@ -25,6 +25,10 @@ pub const MIN_TRACE_BYTES: u64 = 64 * 1024;
 pub const MAX_TRACE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Upper bound of `daemon.shutdown_timeout`.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Upper bound of `daemon.watch_timeout`: an API server ends a watch after at most
+/// this (kube's own limit is below 295 s).
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
 /// Upper bound of `daemon.leader.lease_duration` and `policy.observers.ttl`.
 pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 /// Upper bound of `policy.cooldown`.
@@ -88,6 +92,10 @@ impl Config {
                 ),
             );
         }
+        if d.watch_timeout < Duration::from_secs(1) {
+            p.add("daemon.watch_timeout", "must be at least 1s");
+        }
+        p.at_most("daemon.watch_timeout", d.watch_timeout, MAX_WATCH_TIMEOUT);
         p.at_most(
             "daemon.shutdown_timeout",
             d.shutdown_timeout,
@@ -753,6 +761,19 @@ mod tests {
         assert!(msg.contains("(got 1000)"), "{msg}");
         cfg.daemon.trace_max_bytes = MAX_TRACE_BYTES + 1;
         only_problem(&cfg, "daemon.trace_max_bytes");
+    }
+
+    #[test]
+    fn watch_timeout_between_one_second_and_290_seconds() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        cfg.daemon.watch_timeout = Duration::from_millis(500);
+        let msg = only_problem(&cfg, "daemon.watch_timeout");
+        assert!(msg.contains("at least 1s"), "{msg}");
+        cfg.daemon.watch_timeout = Duration::from_secs(291);
+        only_problem(&cfg, "daemon.watch_timeout");
+        cfg.daemon.watch_timeout = Duration::from_secs(290);
+        assert!(problems(&cfg).is_empty());
     }
 
     #[test]

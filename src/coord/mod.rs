@@ -1404,7 +1404,7 @@ mod tests {
         // again from the next view, so the take-over needs a whole lease duration of
         // established views.
         me.tick(&fake, true, Verdict::Up).await;
-        me.store.restart("test");
+        me.store.suspect("test");
         ticks_for(&me, &fake, false, LEASE).await;
         fake.mirror(&me.store);
         let took = ticks_until_leading(&me, &fake, false, 1, 3 * LEASE, Duration::from_millis(20))

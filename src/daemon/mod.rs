@@ -120,8 +120,12 @@ async fn run_with_listener(
     };
     // One client, one /readyz per interval and one set of watch caches per distinct
     // cluster, shared by every group on it (src/clusters.rs).
-    let mut clusters =
-        clusters::Clusters::new(client_options, daemon.probe_interval, daemon.probe_timeout);
+    let mut clusters = clusters::Clusters::new(
+        client_options,
+        daemon.probe_interval,
+        daemon.probe_timeout,
+        daemon.watch_timeout,
+    );
     let mut runners = Vec::new();
     for group in &config.groups {
         let mut handle = async |target, side| {

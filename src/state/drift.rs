@@ -669,7 +669,7 @@ mod tests {
         let [image, _] = drift.evaluate(&workloads(), &primary, &standby, true, None, 2.0);
         assert_eq!(image.result, CheckResult::Drift);
         // The primary goes down (its caches go away); the standby is fixed meanwhile.
-        primary.deployments.restart("the primary is down");
+        primary.deployments.suspect("the primary is down");
         standby.deployments.apply(Event::Apply(deployment(
             TRIGGER,
             "agent-trigger",
@@ -742,7 +742,7 @@ mod tests {
         let [_, settings] = step(&mut drift, false);
         assert_eq!(settings.result, CheckResult::Drift);
         assert_eq!(drift.comparisons, 4);
-        standby.pods.restart("the standby is relisting");
+        standby.pods.suspect("the standby is relisting");
         let [image, _] = step(&mut drift, false);
         assert_eq!(image.result, CheckResult::Unanswerable);
         standby.pods.apply(Event::Init);

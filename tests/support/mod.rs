@@ -58,6 +58,9 @@ pub struct DaemonOpts {
     pub mode: &'static str,
     pub interval: Duration,
     pub timeout: Duration,
+    /// `daemon.watch_timeout`, when not the default (4 minutes): a test that revokes a
+    /// grant sees it when a watch is resumed.
+    pub watch_timeout: Option<Duration>,
     pub failure_threshold: u32,
     pub startup_grace: Duration,
     pub promotion_timeout: Duration,
@@ -93,6 +96,7 @@ impl Default for DaemonOpts {
             mode: "auto",
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(800),
+            watch_timeout: None,
             failure_threshold: 3,
             startup_grace: Duration::from_secs(2),
             promotion_timeout: Duration::from_secs(60),
@@ -163,8 +167,12 @@ listen = "{admin}"
 mode = "{mode}"
 identity = "{identity}"
 shutdown_timeout = "5s"
-
+{watch_timeout}
 "#,
+        watch_timeout = opts
+            .watch_timeout
+            .map(|t| format!("watch_timeout = \"{}\"\n", dur(t)))
+            .unwrap_or_default(),
         interval = dur(opts.interval),
         timeout = dur(opts.timeout),
         mode = opts.mode,
@@ -715,4 +723,86 @@ pub async fn grant_mirror_roles(pair: &ClusterPair, prune: bool) {
             .await
             .expect("grant the prune Role in the standby");
     }
+}
+
+/// Creates `count` more agent namespaces on both clusters (`agent-000`, `agent-001`, …),
+/// the shape users run: one Helm release of the agent per namespace, its Deployments
+/// with each cluster's replicas. Returns their names. Does not wait for the Pods.
+pub async fn add_agent_namespaces(pair: &ClusterPair, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("agent-{i:03}")).collect();
+    for ns in &names {
+        pair.primary
+            .add_agent_namespace(ns)
+            .await
+            .expect("primary agent namespace");
+        pair.standby
+            .add_agent_namespace(ns)
+            .await
+            .expect("standby agent namespace");
+    }
+    names
+}
+
+/// The daemon's config as [`config_toml`] writes it, with one group per namespace of
+/// `namespaces` (the group named after it, its record in it) instead of the pair's one
+/// group; the instances coordinate in the standby's agent namespace
+/// (`[coordination] namespace`).
+pub fn config_in_namespaces(
+    pair: &ClusterPair,
+    opts: &DaemonOpts,
+    admin: SocketAddr,
+    namespaces: &[String],
+) -> String {
+    let one = config_toml(
+        pair,
+        &DaemonOpts {
+            extra_toml: String::new(),
+            ..opts.clone()
+        },
+        admin,
+    );
+    let at = one.find("[[groups]]").expect("a group in the config");
+    let (head, block) = one.split_at(at);
+    let mut text = head.to_string();
+    for ns in namespaces {
+        text.push_str(
+            &block
+                .replacen(
+                    &format!("name = \"{GROUP}\""),
+                    &format!("name = \"{ns}\""),
+                    1,
+                )
+                .replace(
+                    &format!("namespace = \"{}\"", pair.primary.namespace()),
+                    &format!("namespace = \"{ns}\""),
+                )
+                .replace(
+                    &format!("namespace = \"{}\"", pair.standby.namespace()),
+                    &format!("namespace = \"{ns}\""),
+                ),
+        );
+        text.push('\n');
+    }
+    text.push_str(&opts.extra_toml);
+    if !opts.extra_toml.contains("[coordination]") {
+        text.push_str(&format!(
+            "\n[coordination]\nnamespace = \"{}\"\n",
+            pair.standby.namespace()
+        ));
+    }
+    text
+}
+
+/// Starts the daemon with [`config_in_namespaces`].
+pub async fn start_in_namespaces(
+    pair: &ClusterPair,
+    opts: &DaemonOpts,
+    namespaces: &[String],
+) -> Daemon {
+    let admin = free_port();
+    let dir = pair.primary.dir().to_path_buf();
+    let config = dir.join(format!("kube-failover-{}.toml", admin.port()));
+    std::fs::write(&config, config_in_namespaces(pair, opts, admin, namespaces))
+        .expect("write daemon config");
+    Daemon::start_with_config(&config, admin, &dir).await
 }
