@@ -29,31 +29,9 @@ fn group_count() -> usize {
 
 /// `apiserver_request_total` of `c` by `(verb, resource)`.
 async fn requests(c: &Cluster) -> BTreeMap<(String, String), f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = c
-        .client()
-        .request_text(req)
+    apiserver_requests(c)
         .await
-        .expect("the API server's metrics");
-    let mut by = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        *by.entry((label("verb"), label("resource"))).or_insert(0.0) +=
-            value.parse::<f64>().unwrap_or(0.0);
-    }
-    by
+        .expect("the API server's metrics")
 }
 
 /// Requests per second by `(verb, resource)` over `window`.

@@ -14,34 +14,13 @@ use support::*;
 
 /// `apiserver_request_total{resource="leases"}` by verb.
 async fn lease_requests(c: &Cluster) -> BTreeMap<String, f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = c
-        .client()
-        .request_text(req)
+    let all = apiserver_requests(c)
         .await
         .expect("the API server's metrics");
-    let mut by_verb = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-        };
-        if label("resource").as_deref() != Some("leases") {
-            continue;
-        }
-        *by_verb
-            .entry(label("verb").unwrap_or_default())
-            .or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-    }
-    by_verb
+    all.into_iter()
+        .filter(|((_, resource), _)| resource == "leases")
+        .map(|((verb, _), value)| (verb, value))
+        .collect()
 }
 
 /// Every group led by `d`.

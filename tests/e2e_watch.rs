@@ -21,33 +21,14 @@ use support::*;
 /// `apiserver_request_total` summed by verb, for the resources the caches watch in the
 /// agent namespaces.
 async fn cache_requests(c: &Cluster) -> BTreeMap<String, f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = c
-        .client()
-        .request_text(req)
+    let mut by_verb = BTreeMap::new();
+    let all = apiserver_requests(c)
         .await
         .expect("the API server's metrics");
-    let mut by_verb = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-        };
-        let resource = label("resource").unwrap_or_default();
-        if !["deployments", "pods", "configmaps", "leases"].contains(&resource.as_str()) {
-            continue;
+    for ((verb, resource), value) in all {
+        if ["deployments", "pods", "configmaps", "leases"].contains(&resource.as_str()) {
+            *by_verb.entry(verb).or_insert(0.0) += value;
         }
-        *by_verb
-            .entry(label("verb").unwrap_or_default())
-            .or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     by_verb
 }

@@ -21,30 +21,14 @@ pub const WARM_UP: Duration = Duration::from_secs(15);
 /// `apiserver_request_total` summed by verb and resource: keys like `WATCH pods`
 /// (`GET` alone for requests outside a resource, such as `/readyz`).
 pub async fn requests_by_verb(c: &Cluster) -> BTreeMap<String, f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = c.client().request_text(req).await.unwrap_or_default();
     let mut by_key = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let (verb, resource) = (label("verb"), label("resource"));
+    for ((verb, resource), value) in apiserver_requests(c).await.unwrap_or_default() {
         let key = if resource.is_empty() {
             verb
         } else {
             format!("{verb} {resource}")
         };
-        *by_key.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        *by_key.entry(key).or_insert(0.0) += value;
     }
     by_key
 }

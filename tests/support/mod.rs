@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams};
 use kube_failover::status::{GroupStatus, StatusReport};
 use kube_failover_testbed::{Cluster, ClusterPair, FaultProxy, HttpFaultProxy};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -805,4 +806,31 @@ pub async fn start_in_namespaces(
     std::fs::write(&config, config_in_namespaces(pair, opts, admin, namespaces))
         .expect("write daemon config");
     Daemon::start_with_config(&config, admin, &dir).await
+}
+
+/// The API server's `apiserver_request_total`, summed by `(verb, resource)` (the
+/// resource is empty for requests outside one, such as `/readyz`); `None` when its
+/// metrics cannot be read.
+pub async fn apiserver_requests(c: &Cluster) -> Option<BTreeMap<(String, String), f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let text = c.client().request_text(req).await.ok()?;
+    let mut by = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        *by.entry((label("verb"), label("resource"))).or_insert(0.0) +=
+            value.parse::<f64>().unwrap_or(0.0);
+    }
+    Some(by)
 }
