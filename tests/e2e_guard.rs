@@ -253,18 +253,7 @@ async fn the_guard_stops_the_old_agent_while_the_primary_api_is_dead_and_restart
     .await
     .expect("primary fenced");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = tokio::process::Command::new(daemon_bin())
-        .args(["failback", "--wait", "--config"])
-        .arg(&d.config)
-        .args(["--group", GROUP])
-        .output()
-        .await
-        .expect("run failback");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(operator(&d.config, &["failback", "--wait"]).await, Some(0));
     wait_running(&primary, true, Duration::from_secs(10)).await;
     wait_running(&standby, false, Duration::from_secs(10)).await;
     assert_eq!(

@@ -338,26 +338,7 @@ async fn operator_promotion_and_failback_are_notified_and_a_stale_lock_is_only_n
     let d = Daemon::start(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
-    let op = |args: &'static [&'static str]| {
-        let config = d.config.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
-                .args(args)
-                .arg("--config")
-                .arg(&config)
-                .args(["--group", GROUP])
-                .output()
-                .await
-                .expect("run kube-failover");
-            eprintln!(
-                "$ kube-failover {}: {:?}\n{}",
-                args.join(" "),
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.status.code()
-        }
-    };
+    let op = |args: &'static [&'static str]| operator(&d.config, args);
     assert_eq!(op(&["promote", "--wait"]).await, Some(0));
     d.wait_state("promoted", Duration::from_secs(20)).await;
     let got = wait_delivered(&rx, "/oncall", 1, &d).await;
@@ -453,26 +434,7 @@ async fn notice_times_span_pods_that_become_available_seconds_late() {
     let d = Daemon::start(&pair, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
-    let op = |args: &'static [&'static str]| {
-        let config = d.config.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
-                .args(args)
-                .arg("--config")
-                .arg(&config)
-                .args(["--group", GROUP])
-                .output()
-                .await
-                .expect("run kube-failover");
-            eprintln!(
-                "$ kube-failover {}: {:?}\n{}",
-                args.join(" "),
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.status.code()
-        }
-    };
+    let op = |args: &'static [&'static str]| operator(&d.config, args);
     let late = f64::from(LATE);
 
     // The daemon records `promoted` once the standby is Ready (available), LATE seconds

@@ -544,11 +544,7 @@ impl GroupRunner {
 /// A stable offset within `interval` for the group named `name` (FNV-1a of the name):
 /// the same on every start, spread evenly over many groups.
 pub(super) fn phase(name: &str, interval: Duration) -> Duration {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = kube_failover_core::text::stable_hash(name);
     let nanos = u64::try_from(interval.as_nanos())
         .unwrap_or(u64::MAX)
         .max(1);

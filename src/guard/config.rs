@@ -223,10 +223,7 @@ impl GuardConfig {
         if name.len() <= 253 {
             return name;
         }
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in identity.bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let hash = kube_failover_core::text::stable_hash(&identity);
         format!("{prefix}-{hash:016x}")
     }
 }

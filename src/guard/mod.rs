@@ -17,7 +17,7 @@ pub mod heartbeat;
 mod serve;
 
 use crate::cluster::{ClientOptions, client_for_with};
-use crate::record::{RecordError, now_stamp};
+use crate::record::now_stamp;
 use agent::{Agent, Stopped};
 use config::GuardConfig;
 use decide::{GuardReason, GuardSide, Judge, Reading, Want};
@@ -313,7 +313,8 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         if changed {
             since = now_stamp().at;
         }
-        if reason != last_reason && want != Want::Keep {
+        // "Keep" proves nothing new: the heartbeat goes on naming the last real reason.
+        if want != Want::Keep {
             last_reason = reason;
         }
         let due = last_write.is_none_or(|t| t.elapsed() >= config.heartbeat_every);
@@ -343,14 +344,10 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
 }
 
 async fn read(client: &kube::Client, namespace: &str, name: &str, timeout: Duration) -> Reading {
-    let call = tokio::time::timeout(timeout, crate::record::read(client, namespace, name));
-    match call
-        .await
-        .map_err(|_| crate::kube_call::CallError::Timeout(timeout))
-    {
+    match tokio::time::timeout(timeout, crate::record::read(client, namespace, name)).await {
         Ok(Ok(Some(record))) => Reading::Found(Box::new(record)),
         Ok(Ok(None)) => Reading::Missing,
-        Ok(Err(e)) => Reading::Unreadable(RecordError::reason(&e)),
-        Err(e) => Reading::Unreadable(e.reason()),
+        Ok(Err(e)) => Reading::Unreadable(e.reason()),
+        Err(_) => Reading::Unreadable(crate::model::ProbeReason::Timeout),
     }
 }

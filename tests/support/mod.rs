@@ -808,6 +808,26 @@ pub async fn start_in_namespaces(
     Daemon::start_with_config(&config, admin, &dir).await
 }
 
+/// Runs `kube-failover <args> --config <config> --group env0` as an operator would,
+/// echoes its stderr into the test's output, and returns its exit code.
+pub async fn operator(config: &Path, args: &[&str]) -> Option<i32> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-failover"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--group", GROUP])
+        .output()
+        .await
+        .expect("run kube-failover");
+    eprintln!(
+        "$ kube-failover {}: {:?}\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.code()
+}
+
 /// The API server's `apiserver_request_total`, summed by `(verb, resource)` (the
 /// resource is empty for requests outside one, such as `/readyz`); `None` when its
 /// metrics cannot be read.

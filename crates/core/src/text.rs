@@ -1,6 +1,15 @@
 //! Quoting the user's text in messages: escaped like `{:?}`, cut to a bound, and the
 //! choice among named values with a message that lists the valid ones. Shared by the
-//! policy types here and the configuration loader of the daemon.
+//! policy types here and the configuration loader of the daemon. Also a stable hash of
+//! a name, for what must come out the same on every start and build.
+
+/// FNV-1a of `text`: the same on every start and build (unlike std's hasher), spread
+/// well over many short names.
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// Longest piece of the user's text (a value, a key, a line of the file) that a message
 /// quotes; the rest is cut, and the message says so.
