@@ -4,8 +4,6 @@
 use super::Cluster;
 use crate::error::Result;
 use crate::objects;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, PostParams};
 use std::path::Path;
 
 impl Cluster {
@@ -17,22 +15,7 @@ impl Cluster {
             .parent()
             .map(|dir| dir.join(path))
             .unwrap_or_else(|| path.to_path_buf());
-        let ns = self.namespace();
-        let pp = PostParams::default();
-        let roles: Api<Role> = Api::namespaced(self.client(), ns);
-        let bindings: Api<RoleBinding> = Api::namespaced(self.client(), ns);
-        for mut role in objects::roles_in(file)? {
-            role.metadata.namespace = Some(ns.to_string());
-            let name = role.metadata.name.clone().unwrap_or_default();
-            roles
-                .create(&pp, &role)
-                .await
-                .map_err(|e| self.kube_err(format!("creating role {name}"), e))?;
-            bindings
-                .create(&pp, &objects::daemon_binding(&name))
-                .await
-                .map_err(|e| self.kube_err(format!("creating rolebinding {name}"), e))?;
-        }
-        Ok(())
+        self.bind_roles(self.namespace(), objects::roles_in(file)?)
+            .await
     }
 }

@@ -46,7 +46,8 @@ impl Cluster {
         Ok(())
     }
 
-    async fn bind_roles(&self, ns: &str, roles: Vec<Role>) -> Result<()> {
+    /// Creates `roles` in `ns` and binds each to the daemon's user.
+    pub(super) async fn bind_roles(&self, ns: &str, roles: Vec<Role>) -> Result<()> {
         let pp = PostParams::default();
         let role_api: Api<Role> = Api::namespaced(self.client(), ns);
         let bindings: Api<RoleBinding> = Api::namespaced(self.client(), ns);
