@@ -2,7 +2,9 @@
 //! signal names come from the config, reasons and states from closed enums.
 
 use crate::engine::{Decision, GroupState};
-use crate::model::{Action, DeploymentView, ProbeOutcome, ProbeReason, SignalId};
+use crate::model::{
+    Action, DeploymentView, GuardsObservation, ProbeOutcome, ProbeReason, SignalId,
+};
 use prometheus::{
     CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -42,6 +44,9 @@ pub struct Metrics {
     dual_active: IntGaugeVec,
     dual_active_seconds: CounterVec,
     no_active_side: IntGaugeVec,
+    guards: IntGaugeVec,
+    guards_missing: IntGaugeVec,
+    guards_stopped_while_active: IntGaugeVec,
     record_restores: IntCounterVec,
     last_tick: Gauge,
     tick_duration: Histogram,
@@ -224,6 +229,30 @@ impl Metrics {
                 ),
                 &["group"],
             )?,
+            guards: IntGaugeVec::new(
+                opts(
+                    "guards",
+                    "Guards beside each side's agents by their heartbeat: running, stopped \
+                     (both fresh) or stale.",
+                ),
+                &["group", "side", "state"],
+            )?,
+            guards_missing: IntGaugeVec::new(
+                opts(
+                    "guards_missing",
+                    "Expected guards ([groups.guards]) of the side the record says is active \
+                     without a fresh heartbeat.",
+                ),
+                &["group", "side"],
+            )?,
+            guards_stopped_while_active: IntGaugeVec::new(
+                opts(
+                    "guards_stopped_while_active",
+                    "Guards saying they keep their agent stopped beside the side the record \
+                     says is active.",
+                ),
+                &["group", "side"],
+            )?,
             record_restores: IntCounterVec::new(
                 opts(
                     "record_restores_total",
@@ -276,6 +305,9 @@ impl Metrics {
         r.register(Box::new(m.dual_active.clone()))?;
         r.register(Box::new(m.dual_active_seconds.clone()))?;
         r.register(Box::new(m.no_active_side.clone()))?;
+        r.register(Box::new(m.guards.clone()))?;
+        r.register(Box::new(m.guards_missing.clone()))?;
+        r.register(Box::new(m.guards_stopped_while_active.clone()))?;
         r.register(Box::new(m.record_restores.clone()))?;
         r.register(Box::new(m.last_tick.clone()))?;
         r.register(Box::new(m.tick_duration.clone()))?;
@@ -406,6 +438,46 @@ impl Metrics {
         self.dual_active_seconds
             .with_label_values(&[group])
             .inc_by(seconds.max(0.0));
+    }
+
+    /// The guard series of a group that expects guards, at 0 until its first tick.
+    pub fn init_guards(&self, group: &str) {
+        for side in [Side::Primary, Side::Standby] {
+            for state in ["running", "stopped", "stale"] {
+                self.guards
+                    .with_label_values(&[group, side.as_str(), state]);
+            }
+            self.guards_missing
+                .with_label_values(&[group, side.as_str()]);
+            self.guards_stopped_while_active
+                .with_label_values(&[group, side.as_str()]);
+        }
+    }
+
+    /// The guards' heartbeats of a tick, with `active` the side the record says is
+    /// active; unreadable heartbeats leave the last values.
+    pub fn observe_guards(&self, group: &str, guards: &GuardsObservation, active: Side) {
+        if guards.beats.is_err() {
+            return;
+        }
+        for side in [Side::Primary, Side::Standby] {
+            let t = guards.tally(side, active);
+            for (state, n) in [
+                ("running", t.running),
+                ("stopped", t.stopped),
+                ("stale", t.stale),
+            ] {
+                self.guards
+                    .with_label_values(&[group, side.as_str(), state])
+                    .set(i64::from(n));
+            }
+            self.guards_missing
+                .with_label_values(&[group, side.as_str()])
+                .set(i64::from(t.missing));
+            self.guards_stopped_while_active
+                .with_label_values(&[group, side.as_str()])
+                .set(i64::from(t.stopped_while_active));
+        }
     }
 
     /// A lost failover record was written back.
@@ -545,6 +617,51 @@ mod tests {
     }
 
     #[test]
+    fn guards_are_counted_by_side_and_state_and_unreadable_ones_keep_the_last_values() {
+        use crate::model::{GuardBeat, GuardsObservation};
+        let m = Metrics::new().unwrap();
+        let beat = |side, running, age| GuardBeat {
+            identity: "g".into(),
+            side,
+            running,
+            standby_epoch: None,
+            reason: String::new(),
+            age_seconds: age,
+            ttl_seconds: 15.0,
+        };
+        let mut g = GuardsObservation {
+            expected_primary: 2,
+            expected_standby: 1,
+            beats: Ok(vec![
+                beat(Side::Primary, true, 1.0),
+                beat(Side::Primary, false, 99.0),
+                beat(Side::Standby, false, 1.0),
+            ]),
+        };
+        m.observe_guards("env0", &g, Side::Primary);
+        let t = text(&m);
+        for line in [
+            r#"kube_failover_guards{group="env0",side="primary",state="running"} 1"#,
+            r#"kube_failover_guards{group="env0",side="primary",state="stale"} 1"#,
+            r#"kube_failover_guards{group="env0",side="standby",state="stopped"} 1"#,
+            r#"kube_failover_guards_missing{group="env0",side="primary"} 1"#,
+            r#"kube_failover_guards_missing{group="env0",side="standby"} 0"#,
+            r#"kube_failover_guards_stopped_while_active{group="env0",side="standby"} 0"#,
+        ] {
+            assert!(t.contains(line), "{line}\n{t}");
+        }
+        g.beats = Err(ProbeOutcome::fail(
+            ProbeReason::Forbidden,
+            Duration::ZERO,
+            "",
+        ));
+        m.observe_guards("env0", &g, Side::Primary);
+        assert!(
+            text(&m).contains(r#"kube_failover_guards_missing{group="env0",side="primary"} 1"#)
+        );
+    }
+
+    #[test]
     fn replica_sum_does_not_overflow() {
         let m = Metrics::new().unwrap();
         let view = |name: &str| DeploymentView {
@@ -593,7 +710,10 @@ mod tests {
                 epoch: 1,
                 names: vec![],
             },
-            Action::RecordFenced { epoch: 1 },
+            Action::RecordFenced {
+                epoch: 1,
+                by: crate::model::FencedBy::Guard,
+            },
             Action::ScaleStandbyDown { epoch: 0 },
             Action::RestoreRecord {
                 record: Box::default(),

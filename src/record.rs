@@ -9,8 +9,8 @@
 
 use crate::kube_call::{classify, describe};
 use crate::model::{
-    DeploymentRef, FailbackStep, FailoverRecord, HISTORY_LEN, ProbeReason, ReasonCode, RecordPhase,
-    Transition,
+    DeploymentRef, FailbackStep, FailoverRecord, FencedBy, HISTORY_LEN, ProbeReason, ReasonCode,
+    RecordPhase, Transition,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -38,6 +38,8 @@ pub mod keys {
     pub const COMPLETED_AT: &str = "completed_at";
     /// RFC 3339 time the old primary was seen at 0 replicas.
     pub const FENCED_AT: &str = "fenced_at";
+    /// What proved it: `scale` (seen at 0) or `guard` (the guards stopped the agents).
+    pub const FENCED_BY: &str = "fenced_by";
     /// Identity of the daemon that wrote last.
     pub const HOLDER: &str = "holder";
     /// JSON list of `{name, uid}` of the primary Deployments active at the promotion.
@@ -266,8 +268,8 @@ pub(crate) enum Update {
     Promoted,
     /// The promotion did not complete, for this reason.
     Failed(ReasonCode),
-    /// The old primary was seen at 0 replicas.
-    Fenced,
+    /// The old primary was seen at 0 replicas, or its guards stopped its agents.
+    Fenced(FencedBy),
     /// The record was seen back in phase `primary`: stamp the failback time.
     Failback,
 }
@@ -277,7 +279,7 @@ impl Update {
         match self {
             Update::Promoted => "recording promoted",
             Update::Failed(_) => "recording failed",
-            Update::Fenced => "recording fenced",
+            Update::Fenced(_) => "recording fenced",
             Update::Failback => "recording the failback time",
         }
     }
@@ -307,11 +309,12 @@ pub(crate) fn transition(
             next.reason = reason.as_str().to_string();
             true
         }
-        (Update::Fenced, p) if p.standby_active() => {
+        (Update::Fenced(by), p) if p.standby_active() => {
             if current.fenced_at.is_some() {
                 false
             } else {
                 next.fenced_at = Some(now.at.clone());
+                next.fenced_by = Some(by);
                 true
             }
         }
@@ -348,11 +351,13 @@ pub fn to_config_map(
         data.insert(keys::PHASE.to_string(), phase.as_str().to_string());
     }
     data.insert(keys::EPOCH.to_string(), record.epoch.to_string());
+    let fenced_by = record.fenced_by.map(|b| b.as_str().to_string());
     let optional = [
         (keys::REASON, Some(&record.reason).filter(|r| !r.is_empty())),
         (keys::PROMOTED_AT, record.promoted_at.as_ref()),
         (keys::COMPLETED_AT, record.completed_at.as_ref()),
         (keys::FENCED_AT, record.fenced_at.as_ref()),
+        (keys::FENCED_BY, fenced_by.as_ref()),
         (keys::HOLDER, Some(&record.holder).filter(|h| !h.is_empty())),
         (keys::FAILBACK_AT, record.failback_at.as_ref()),
         (
@@ -526,6 +531,8 @@ pub fn from_config_map(cm: &ConfigMap) -> Result<FailoverRecord, RecordError> {
         promoted_at: text(keys::PROMOTED_AT),
         completed_at: text(keys::COMPLETED_AT),
         fenced_at: text(keys::FENCED_AT),
+        // Informational, like the times: a hand-edited value is dropped, not an error.
+        fenced_by: get(keys::FENCED_BY).and_then(FencedBy::parse),
         holder: text(keys::HOLDER).unwrap_or_default(),
         promoted_at_unix,
         primary_deployments,
@@ -583,6 +590,7 @@ mod tests {
             promoted_at: Some("2025-01-02T03:04:05Z".into()),
             completed_at: Some("2025-01-02T03:04:35Z".into()),
             fenced_at: None,
+            fenced_by: None,
             holder: "watcher-1".into(),
             promoted_at_unix: Some(1_735_787_045),
             primary_deployments: vec![DeploymentRef {
@@ -790,7 +798,12 @@ mod tests {
         let failed = Update::Failed(ReasonCode::PromotionTimeout);
         // The record starts without fenced_at or failback_at and with reason
         // primary_down_quorum, so `failed` is a new reason.
-        let updates = [Update::Promoted, failed, Update::Fenced, Update::Failback];
+        let updates = [
+            Update::Promoted,
+            failed,
+            Update::Fenced(FencedBy::Scale),
+            Update::Failback,
+        ];
         // Per phase, the outcome of each of `updates`, in that order.
         let table = [
             (None, [Refused, Refused, Refused, Writes]),
@@ -862,14 +875,26 @@ mod tests {
 
     #[test]
     fn fenced_is_stamped_once() {
-        let next = written(RecordPhase::Promoted, Update::Fenced);
+        let next = written(RecordPhase::Promoted, Update::Fenced(FencedBy::Guard));
         assert_eq!(next.phase, Some(RecordPhase::Promoted));
         assert_eq!(next.fenced_at.as_deref(), Some("2025-01-02T03:04:05Z"));
+        assert_eq!(next.fenced_by, Some(FencedBy::Guard));
+        // It survives the ConfigMap; a hand-edited value is dropped, not an error.
+        let mut cm = to_config_map("ns", "rec", "g", &next);
+        let back = from_config_map(&cm).expect("readable");
+        assert_eq!(back.fenced_by, Some(FencedBy::Guard));
+        cm.data
+            .get_or_insert_default()
+            .insert(keys::FENCED_BY.into(), "someone".into());
+        assert_eq!(from_config_map(&cm).expect("readable").fenced_by, None);
         let fenced = FailoverRecord {
             fenced_at: Some("earlier".into()),
             ..at_phase(Some(RecordPhase::Promoting))
         };
-        assert_eq!(transition(&fenced, Update::Fenced, &stamp()), Ok(None));
+        assert_eq!(
+            transition(&fenced, Update::Fenced(FencedBy::Scale), &stamp()),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -948,7 +973,7 @@ mod tests {
     fn refusal_names_phase_epoch_and_update() {
         let refusal = |phase, update| transition(&at_phase(Some(phase)), update, &stamp());
         assert_eq!(
-            refusal(RecordPhase::Primary, Update::Fenced),
+            refusal(RecordPhase::Primary, Update::Fenced(FencedBy::Scale)),
             Err("phase primary of epoch 3 does not allow recording fenced".to_string())
         );
         assert_eq!(

@@ -131,6 +131,53 @@ pub struct GroupStatus {
     /// The Terraform state mirror (`[groups.state.mirror]`), when configured.
     #[serde(default)]
     pub mirror: Option<MirrorStatus>,
+    /// The guards beside the agents (`[groups.guards]`), when any is expected.
+    #[serde(default)]
+    pub guards: Option<GuardsStatus>,
+}
+
+/// The guards beside the agents, as their heartbeats say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardsStatus {
+    /// Guards expected beside the primary's agents.
+    pub expected_primary: u32,
+    /// Guards expected beside the standby's agents.
+    pub expected_standby: u32,
+    /// Why the heartbeats could not be read this tick (`None`: read).
+    pub error: Option<String>,
+    /// Per side: `primary`, then `standby`.
+    pub sides: Vec<GuardSideStatus>,
+    /// Every heartbeat, stale ones included.
+    pub heartbeats: Vec<GuardHeartbeatStatus>,
+}
+
+/// The guards of one side, counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardSideStatus {
+    /// `primary` or `standby`.
+    pub side: Named<Side>,
+    /// The counts (fresh running / stopped, stale, missing, stopped while active).
+    #[serde(flatten)]
+    pub tally: crate::model::GuardTally,
+}
+
+/// One guard's heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardHeartbeatStatus {
+    /// The guard's identity.
+    pub identity: String,
+    /// The side it runs on.
+    pub side: Named<Side>,
+    /// `running` or `stopped` (what it last wrote).
+    pub state: String,
+    /// The guard's reason code.
+    pub reason: String,
+    /// The highest epoch at which it saw the standby active.
+    pub standby_epoch: Option<u64>,
+    /// Seconds since it was written.
+    pub age_seconds: f64,
+    /// Written within its Lease duration.
+    pub fresh: bool,
 }
 
 /// One state check's last outcome.
@@ -336,8 +383,11 @@ pub struct RecordStatus {
     pub promoted_at: Option<String>,
     /// RFC 3339 time the standby was Ready.
     pub completed_at: Option<String>,
-    /// RFC 3339 time the old primary was seen at 0.
+    /// RFC 3339 time the old primary was seen at 0, or its guards stopped its agents.
     pub fenced_at: Option<String>,
+    /// `scale` or `guard`: what proved it.
+    #[serde(default)]
+    pub fenced_by: Option<String>,
     /// The daemon that wrote last.
     pub holder: String,
     /// Primary Deployments active when the promotion started (fenced by name too).

@@ -305,6 +305,7 @@ mod tests {
                     ..FailoverRecord::default()
                 }),
                 state_checks: Vec::new(),
+                guards: None,
             },
             observers: vec![],
         }

@@ -44,6 +44,7 @@ fn group(c: &Cluster, kubeconfig: &Path) -> GroupConfig {
         record_name: None,
         state: Default::default(),
         drift: Default::default(),
+        guards: Default::default(),
     }
 }
 

@@ -155,12 +155,17 @@ async fn the_guard_stops_the_old_agent_while_the_primary_api_is_dead_and_restart
     let pair = pair().await;
     let opts = DaemonOpts {
         cooldown: Duration::from_secs(1),
+        group_toml: "\n[groups.guards]\nprimary = 1\nstandby = 1\n".into(),
         ..DaemonOpts::default()
     };
     grant_guard_role(&pair).await;
     let d = Daemon::start(&pair, &opts).await;
     d.wait_leading(Duration::from_secs(20)).await;
     d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    // No guard runs yet: the daemon says the primary's one is missing.
+    let missing = format!(r#"kube_failover_guards_missing{{group="{GROUP}",side="primary"}}"#);
+    d.wait_metric(&missing, Duration::from_secs(10), |v| v == 1.0)
         .await;
     let dir = pair.primary.dir().to_path_buf();
     let primary = Guard::start(&pair, "primary", &dir);
@@ -188,6 +193,13 @@ async fn the_guard_stops_the_old_agent_while_the_primary_api_is_dead_and_restart
             primary.log_text()
         )
     });
+    // The daemon sees it: nothing missing, one running beside the primary.
+    d.wait_metric(&missing, Duration::from_secs(10), |v| v == 0.0)
+        .await;
+    let running =
+        format!(r#"kube_failover_guards{{group="{GROUP}",side="primary",state="running"}}"#);
+    d.wait_metric(&running, Duration::from_secs(10), |v| v == 1.0)
+        .await;
 
     pair.primary.kill_apiserver().await.expect("kill primary");
     let promoting = wait_for(
@@ -231,6 +243,50 @@ async fn the_guard_stops_the_old_agent_while_the_primary_api_is_dead_and_restart
     )
     .await
     .expect("heartbeat: stopped at epoch 1");
+    // The daemon records the fence from the guard's heartbeat, the primary's API still
+    // dead: fenced_by = guard, in the record, /status and an Event.
+    wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { record_field(&pair, "fenced_by").await.as_deref() == Some("guard") },
+    )
+    .await
+    .unwrap_or_else(|| panic!("fenced by the guard\n{}", d.log_text()));
+    eprintln!(
+        "measured: fenced_by = guard recorded {:.2}s after the promoting record, the primary's API server still down",
+        unix_now() - recorded_at
+    );
+    assert!(record_field(&pair, "fenced_at").await.is_some());
+    // /status shows the record as read by the tick after the write.
+    let fenced_in_status = |s: &kube_failover::status::StatusReport| {
+        s.groups[0]
+            .record
+            .as_ref()
+            .and_then(|r| r.fenced_by.as_deref())
+            == Some("guard")
+    };
+    wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || async { d.status().await.is_some_and(|s| fenced_in_status(&s)) },
+    )
+    .await
+    .expect("/status: fenced by guard");
+    let status = d.status().await.expect("status");
+    let g = &status.groups[0];
+    let guards = g.guards.as_ref().expect("guards in /status");
+    assert!(
+        guards
+            .heartbeats
+            .iter()
+            .any(|b| b.identity == "primary-agent-0" && b.state == "stopped" && b.fresh),
+        "{guards:?}"
+    );
+    assert_eq!(
+        events_with_reason(&pair.standby, "KubeFailoverFencedByGuard").await,
+        1,
+        "the guard-fence Event"
+    );
     // The standby's agent runs now; the primary's stays stopped.
     wait_running(&standby, true, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

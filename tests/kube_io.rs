@@ -7,8 +7,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover::actuate::{ActuateError, Actuator};
 use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
 use kube_failover::model::{
-    Action, DeploymentRef, Evidence, FailoverRecord, Observation, ProbeReason, ReasonCode,
-    RecordPhase, SignalId, StandbyObservation,
+    Action, DeploymentRef, Evidence, FailoverRecord, FencedBy, Observation, ProbeReason,
+    ReasonCode, RecordPhase, SignalId, StandbyObservation,
 };
 use kube_failover::probe::{probe_primary, probe_standby};
 use kube_failover::record::{self, RecordError};
@@ -56,6 +56,7 @@ fn group(primary: &Cluster, standby: &Cluster) -> GroupConfig {
         record_name: None,
         state: Default::default(),
         drift: Default::default(),
+        guards: Default::default(),
     }
 }
 
@@ -409,7 +410,13 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert!(prim.deployments.unwrap().iter().all(|v| v.desired == 0));
 
     actuator
-        .execute(&Action::RecordFenced { epoch: 1 }, &obs)
+        .execute(
+            &Action::RecordFenced {
+                epoch: 1,
+                by: FencedBy::Scale,
+            },
+            &obs,
+        )
         .await
         .unwrap();
     let rec = record::read(&s, ns, &g.record_name())
@@ -417,9 +424,16 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         .unwrap()
         .unwrap();
     assert!(rec.fenced_at.is_some());
+    assert_eq!(rec.fenced_by, Some(FencedBy::Scale));
     assert_eq!(rec.phase, Some(RecordPhase::Promoted));
     let report = actuator
-        .execute(&Action::RecordFenced { epoch: 1 }, &obs)
+        .execute(
+            &Action::RecordFenced {
+                epoch: 1,
+                by: FencedBy::Guard,
+            },
+            &obs,
+        )
         .await
         .unwrap();
     assert!(!report.changed());

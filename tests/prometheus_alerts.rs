@@ -257,6 +257,9 @@ max_age = "15m"
 [groups.state.mirror]
 sync_interval = "5s"
 max_lag = "60s"
+
+[groups.guards]
+primary = 1
 "#,
         free_port()
     );

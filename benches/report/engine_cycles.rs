@@ -128,6 +128,7 @@ fn observation(wall_unix: f64, t: Tick, workload: &SignalId) -> Observation {
                 Err(outcome(t.standby))
             },
             state_checks: vec![],
+            guards: None,
         },
         observers: vec![],
     }

@@ -33,6 +33,16 @@ impl Actuator {
         self.record_event(event_reason, message).await;
     }
 
+    /// An Event on the record's ConfigMap: the guards beside the old primary's agents
+    /// stopped them at `epoch`, so it is fenced before its API can be asked.
+    pub(super) async fn announce_guard_fence(&self, epoch: u64) {
+        let message = guard_fence_message(&self.group.name, self.group.guards.primary, epoch);
+        tracing::info!(group = %self.group.name, epoch, reason = "primary_stopped_by_guards",
+            "old primary fenced by its guards: every expected guard stopped its agent");
+        self.record_event_of_type("Normal", "KubeFailoverFencedByGuard", message)
+            .await;
+    }
+
     /// Records an Event on a scaled Deployment. Failing to do so is logged, never
     /// fatal: the scaling already happened and is what matters.
     pub(super) async fn emit_event(
@@ -193,10 +203,43 @@ pub(super) fn new_event(
     }
 }
 
+/// The message of the guard-fence Event.
+fn guard_fence_message(group: &str, guards: u32, epoch: u64) -> String {
+    let (n, says) = if guards == 1 {
+        ("the guard".to_string(), "says it has")
+    } else {
+        (format!("all {guards} guards"), "say they have")
+    };
+    format!(
+        "group {group}: {n} beside the old primary's agents {says} stopped them at epoch \
+         {epoch}: fenced without the primary's API server (fenced_by = guard). Its \
+         Deployments are scaled to 0 when that API server answers again."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::actuate::Side;
+
+    #[test]
+    fn the_guard_fence_event_counts_the_guards_and_says_what_follows() {
+        let one = guard_fence_message("env0", 1, 3);
+        assert!(
+            one.contains("the guard beside") && one.contains("says it has"),
+            "{one}"
+        );
+        assert!(
+            one.contains("epoch 3") && one.contains("fenced_by = guard"),
+            "{one}"
+        );
+        let two = guard_fence_message("env0", 2, 3);
+        assert!(
+            two.contains("all 2 guards") && two.contains("say they have"),
+            "{two}"
+        );
+        assert!(two.contains("scaled to 0 when"), "{two}");
+    }
 
     fn deployment() -> Deployment {
         serde_json::from_value(serde_json::json!({

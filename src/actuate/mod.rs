@@ -22,7 +22,7 @@ pub use locks::{LockLease, held_lock};
 use crate::config::GroupConfig;
 use crate::kube_call::CallError;
 use crate::liveness::LazyClient;
-use crate::model::{Action, FailoverRecord, Observation, ProbeReason};
+use crate::model::{Action, FailoverRecord, FencedBy, Observation, ProbeReason};
 use crate::record::{RecordError, Update};
 use scale::Scaling;
 use serde::Serialize;
@@ -285,8 +285,14 @@ impl Actuator {
             Action::FencePrimary { epoch, names } => {
                 self.scale(action, Scaling::Fence, *epoch, names).await
             }
-            Action::RecordFenced { epoch } => {
-                self.update_record(action, *epoch, Update::Fenced).await
+            Action::RecordFenced { epoch, by } => {
+                let report = self
+                    .update_record(action, *epoch, Update::Fenced(*by))
+                    .await?;
+                if *by == FencedBy::Guard && report.record_written {
+                    self.announce_guard_fence(*epoch).await;
+                }
+                Ok(report)
             }
             Action::ScaleStandbyDown { epoch } => {
                 self.scale(action, Scaling::Correct, *epoch, &[]).await

@@ -236,6 +236,7 @@ mod tests {
                 deployments: None,
                 record,
                 state_checks: Vec::new(),
+                guards: None,
             },
             observers: vec![],
         }

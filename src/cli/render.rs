@@ -2,9 +2,10 @@
 //! a table of the primary's signals, the failover record, the state checks and drift,
 //! and the last decision.
 
+use kube_failover::model::Side;
 use kube_failover::status::{
-    DecisionStatus, DriftStatus, GroupStatus, RecordStatus, SignalStatus, StateCheckStatus,
-    StatusReport,
+    DecisionStatus, DriftStatus, GroupStatus, GuardsStatus, Named, RecordStatus, SignalStatus,
+    StateCheckStatus, StatusReport,
 };
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -47,6 +48,7 @@ fn group(out: &mut String, g: &GroupStatus, now: f64) {
     signals(out, &g.signals);
     out.push('\n');
     record(out, g.record.as_ref());
+    guards(out, g.guards.as_ref(), now);
     state_checks(out, &g.state_checks);
     drift(out, g.drift.as_ref(), now);
     decision(out, &g.last_decision, now);
@@ -311,6 +313,59 @@ fn drift(out: &mut String, drift: Option<&DriftStatus>, now: f64) {
     }
 }
 
+/// The guards beside the agents: per side the counts, then every heartbeat.
+fn guards(out: &mut String, guards: Option<&GuardsStatus>, now: f64) {
+    let Some(g) = guards else { return };
+    let sides: Vec<String> = g
+        .sides
+        .iter()
+        .map(|s| {
+            let expected = match s.side {
+                Named::Known(Side::Standby) => g.expected_standby,
+                _ => g.expected_primary,
+            };
+            let t = &s.tally;
+            let mut text = format!(
+                "{} {} expected: {} running, {} stopped, {} stale",
+                s.side, expected, t.running, t.stopped, t.stale
+            );
+            if t.missing > 0 {
+                text.push_str(&format!(", MISSING {}", t.missing));
+            }
+            if t.stopped_while_active > 0 {
+                text.push_str(&format!(
+                    ", {} STOPPED on the active side",
+                    t.stopped_while_active
+                ));
+            }
+            text
+        })
+        .collect();
+    let _ = writeln!(out, "  guards    {}", sides.join("; "));
+    if let Some(e) = &g.error {
+        let _ = writeln!(out, "            heartbeats unreadable: {e}");
+    }
+    for b in &g.heartbeats {
+        let epoch = b
+            .standby_epoch
+            .map_or_else(|| "-".to_string(), |e| e.to_string());
+        let age = if b.age_seconds < 0.0 {
+            "never renewed".to_string()
+        } else {
+            ago(now - b.age_seconds, now)
+        };
+        let _ = writeln!(
+            out,
+            "            {} ({}) {} {}  standby epoch {epoch}  written {age}{}",
+            b.identity,
+            b.side,
+            b.state,
+            b.reason,
+            if b.fresh { "" } else { "  STALE" }
+        );
+    }
+}
+
 /// The failover record: phase, epoch, holder, reason and the times of its steps.
 fn record(out: &mut String, record: Option<&RecordStatus>) {
     let Some(r) = record else {
@@ -327,10 +382,13 @@ fn record(out: &mut String, record: Option<&RecordStatus>) {
         ("completed", &r.completed_at),
         ("fenced", &r.fenced_at),
     ];
-    let times: Vec<String> = times
+    let mut times: Vec<String> = times
         .iter()
         .map(|(k, v)| format!("{k} {}", v.as_deref().unwrap_or("-")))
         .collect();
+    if let (Some(by), Some(fenced)) = (&r.fenced_by, times.last_mut()) {
+        fenced.push_str(&format!(" (by {by})"));
+    }
     let _ = writeln!(out, "            {}", times.join("  "));
     if let Some(age) = r.mirror_age_seconds {
         let _ = writeln!(
@@ -409,7 +467,7 @@ fn detail(d: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_failover::status::{Named, StandbyStatus};
+    use kube_failover::status::{GuardHeartbeatStatus, GuardSideStatus, StandbyStatus};
 
     const NOW: f64 = 1_767_323_045.0; // 2026-01-02T03:04:05Z
 
@@ -460,7 +518,8 @@ mod tests {
                     reason: "primary_down_quorum".into(),
                     promoted_at: Some("2026-01-02T03:00:00Z".into()),
                     completed_at: None,
-                    fenced_at: None,
+                    fenced_at: Some("2026-01-02T03:00:04Z".into()),
+                    fenced_by: Some("guard".into()),
                     holder: "watcher-1".into(),
                     primary_deployments: vec!["agent-trigger".into()],
                     failback_at: None,
@@ -517,6 +576,36 @@ mod tests {
                     not_compared: vec!["secret_data: not compared: the daemon may not read Secrets in the primary (forbidden)".into()],
                 }),
                 mirror: None,
+                guards: Some(GuardsStatus {
+                    expected_primary: 2,
+                    expected_standby: 1,
+                    error: None,
+                    sides: vec![
+                        GuardSideStatus {
+                            side: Named::parse("primary"),
+                            tally: Default::default(),
+                        },
+                        GuardSideStatus {
+                            side: Named::parse("standby"),
+                            tally: kube_failover::model::GuardTally {
+                                running: 0,
+                                stopped: 1,
+                                stale: 0,
+                                missing: 0,
+                                stopped_while_active: 1,
+                            },
+                        },
+                    ],
+                    heartbeats: vec![GuardHeartbeatStatus {
+                        identity: "standby-agent-0".into(),
+                        side: Named::parse("standby"),
+                        state: "stopped".into(),
+                        reason: "record_primary".into(),
+                        standby_epoch: Some(3),
+                        age_seconds: 2.0,
+                        fresh: true,
+                    }],
+                }),
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
@@ -540,7 +629,9 @@ mod tests {
             "  api                          down  4      0       timeout  1000ms   no answer within 1s",
             "  workload:env0=agent-trigger  up    0      12      ok       12ms",
             "  record    phase promoting  epoch 3  holder watcher-1  reason primary_down_quorum",
-            "            promoted 2026-01-02T03:00:00Z  completed -  fenced -",
+            "            promoted 2026-01-02T03:00:00Z  completed -  fenced 2026-01-02T03:00:04Z (by guard)",
+            "  guards    primary 2 expected: 0 running, 0 stopped, 0 stale; standby 1 expected: 0 running, 1 stopped, 0 stale, 1 STOPPED on the active side",
+            "            standby-agent-0 (standby) stopped record_primary  standby epoch 3  written 2s ago",
             "  decision  2026-01-02T03:04:04Z (1s ago)",
             "            reasons: primary_down_quorum, standby_unfit",
             "            warnings: standby_state_volume_unbound",

@@ -565,6 +565,7 @@ impl World {
                 ),
                 record: Ok(self.record.clone().unwrap_or_default()),
                 state_checks: Vec::new(),
+                guards: None,
             },
             observers: vec![],
         }
@@ -609,8 +610,9 @@ impl World {
                 phase: Some(RecordPhase::Failed),
                 ..current
             }),
-            Action::RecordFenced { epoch } if active_at(*epoch) => self.store(FailoverRecord {
+            Action::RecordFenced { epoch, by } if active_at(*epoch) => self.store(FailoverRecord {
                 fenced_at: Some(rfc3339(wall_unix)),
+                fenced_by: Some(*by),
                 ..current
             }),
             Action::FencePrimary { epoch, .. } if primary_reachable && active_at(*epoch) => {

@@ -224,6 +224,32 @@ pub struct GroupConfig {
     /// `[groups.drift]`: the standby's Deployments against their primary twins.
     #[serde(default)]
     pub drift: DriftConfig,
+    /// `[groups.guards]`: the guards expected beside the agents (`kube-failover guard`).
+    #[serde(default)]
+    pub guards: GuardsConfig,
+}
+
+/// `[groups.guards]`: how many `kube-failover guard` processes run beside each side's
+/// agents (one per agent Pod). Their heartbeat Leases are read from the standby
+/// namespace; with none expected (the default) nothing is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardsConfig {
+    /// Guards beside the primary's agents: all must say `stopped` at a promotion's
+    /// epoch to fence the old primary without its API.
+    pub primary: u32,
+    /// Guards beside the standby's agents (while the standby is active).
+    pub standby: u32,
+}
+
+impl GuardsConfig {
+    /// At most this many per side.
+    pub const MAX: u32 = 100;
+
+    /// Whether any guard is expected.
+    pub fn any(&self) -> bool {
+        self.primary > 0 || self.standby > 0
+    }
 }
 
 impl GroupConfig {
@@ -247,6 +273,7 @@ impl GroupConfig {
             record_name: None,
             state: Default::default(),
             drift: Default::default(),
+            guards: Default::default(),
         }
     }
 

@@ -292,6 +292,20 @@ impl Config {
                 p.add(format!("{g}.{role}.context"), "must not be empty");
             }
         }
+        for (side, n) in [
+            ("primary", group.guards.primary),
+            ("standby", group.guards.standby),
+        ] {
+            if n > super::GuardsConfig::MAX {
+                p.add(
+                    format!("{g}.guards.{side}"),
+                    format!(
+                        "is {n}: one guard runs beside each agent Pod; at most {}",
+                        super::GuardsConfig::MAX
+                    ),
+                );
+            }
+        }
         if same_cluster(&group.primary, &group.standby) {
             p.add(
                 format!("{g}.standby"),
@@ -964,6 +978,16 @@ mod tests {
         let mut cfg = f.good();
         cfg.groups[0].workloads[1].replicas = 0;
         only_problem(&cfg, "groups[env0].workloads[1].replicas");
+    }
+
+    #[test]
+    fn guards_are_bounded_naming_the_side() {
+        let f = Fixture::new();
+        let mut cfg = f.good();
+        cfg.groups[0].guards.primary = 2;
+        assert!(cfg.validate_offline().is_ok());
+        cfg.groups[0].guards.standby = 101;
+        only_problem(&cfg, "groups[env0].guards.standby");
     }
 
     #[test]

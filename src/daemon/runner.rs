@@ -75,6 +75,9 @@ impl GroupRunner {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
         metrics.init_event_ticks(&cfg.name, &Cause::ALL.map(Cause::as_str));
+        if cfg.guards.any() {
+            metrics.init_guards(&cfg.name);
+        }
         // The actuator's writes go through the cluster's shared client, wrapped so that
         // every call of this group that ends is progress, built on first use: a healthy
         // group may never write (src/liveness.rs).
@@ -386,6 +389,9 @@ impl GroupRunner {
                 Side::Primary
             };
             self.metrics.set_active(group, active);
+            if let Some(guards) = &obs.standby.guards {
+                self.metrics.observe_guards(group, guards, active);
+            }
         }
         self.metrics
             .set_replicas(group, Side::Primary, obs.primary.deployments.as_deref());

@@ -1,9 +1,10 @@
 //! `/status` for one group: built from the decision and the observation of a tick.
 
 use crate::engine::Decision;
-use crate::model::{FailoverRecord, Observation, Side};
+use crate::model::{FailoverRecord, GuardsObservation, Observation, Side};
 use crate::status::{
-    DecisionStatus, GroupStatus, Named, RecordStatus, SignalStatus, StandbyStatus, StateCheckStatus,
+    DecisionStatus, GroupStatus, GuardHeartbeatStatus, GuardSideStatus, GuardsStatus, Named,
+    RecordStatus, SignalStatus, StandbyStatus, StateCheckStatus,
 };
 
 /// The `/status` entry of a group after a tick at `wall` (Unix seconds): its state
@@ -98,6 +99,53 @@ pub(super) fn group_status(
             .collect(),
         drift: None,
         mirror: None,
+        guards: obs
+            .standby
+            .guards
+            .as_ref()
+            .map(|g| guards_status(g, &obs.standby.record)),
+    }
+}
+
+/// The guards' status; counted against the side the record says is active (the
+/// primary while the record cannot be read).
+fn guards_status(
+    g: &GuardsObservation,
+    record: &Result<FailoverRecord, crate::model::ProbeOutcome>,
+) -> GuardsStatus {
+    let active = match record {
+        Ok(r) if r.effective_phase().standby_active() => Side::Standby,
+        _ => Side::Primary,
+    };
+    GuardsStatus {
+        expected_primary: g.expected_primary,
+        expected_standby: g.expected_standby,
+        error: g.beats.as_ref().err().map(|o| o.detail.clone()),
+        sides: [Side::Primary, Side::Standby]
+            .into_iter()
+            .map(|side| GuardSideStatus {
+                side: Named::Known(side),
+                tally: g.tally(side, active),
+            })
+            .collect(),
+        heartbeats: g
+            .beats
+            .iter()
+            .flatten()
+            .map(|b| GuardHeartbeatStatus {
+                identity: b.identity.clone(),
+                side: Named::Known(b.side),
+                state: if b.running { "running" } else { "stopped" }.to_string(),
+                reason: b.reason.clone(),
+                standby_epoch: b.standby_epoch,
+                age_seconds: if b.age_seconds.is_finite() {
+                    b.age_seconds
+                } else {
+                    -1.0
+                },
+                fresh: b.fresh(),
+            })
+            .collect(),
     }
 }
 
@@ -109,6 +157,7 @@ fn record_status(r: &FailoverRecord) -> RecordStatus {
         promoted_at: r.promoted_at.clone(),
         completed_at: r.completed_at.clone(),
         fenced_at: r.fenced_at.clone(),
+        fenced_by: r.fenced_by.map(|b| b.as_str().to_string()),
         holder: r.holder.clone(),
         primary_deployments: r
             .primary_deployments
@@ -177,6 +226,7 @@ mod tests {
                 deployments: None,
                 record,
                 state_checks: Vec::new(),
+                guards: None,
             },
         }
     }

@@ -124,11 +124,21 @@ pub async fn probe_standby(
     let deployments = cluster.deployments(ns);
     let pods = cluster.pods(ns);
     let configmaps = cluster.configmaps(ns);
-    let (api, _, _, _) = tokio::join!(
+    let guards = group
+        .guards
+        .any()
+        .then(|| cluster.leases(ns, &super::guards::selector(group)));
+    let guards_started = async {
+        if let Some(g) = &guards {
+            g.wait_started(timeout).await;
+        }
+    };
+    let (api, _, _, _, _) = tokio::join!(
         cluster.readyz(shared_readyz),
         deployments.wait_started(timeout),
         pods.wait_started(timeout),
-        configmaps.wait_started(timeout)
+        configmaps.wait_started(timeout),
+        guards_started
     );
     let gate = untrusted(&api);
     let latency = start.elapsed();
@@ -151,12 +161,17 @@ pub async fn probe_standby(
         None => record(&configmaps, &group.record_name())
             .map_err(|(reason, detail)| ProbeOutcome::fail(reason, latency, detail)),
     };
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     StandbyObservation {
         api,
         workloads: outcome(failed, latency),
         deployments: all_views,
         record,
         state_checks: Vec::new(),
+        guards: guards
+            .and_then(|g| super::guards::observe(&g, group, gate.as_deref(), now_unix, latency)),
     }
 }
 

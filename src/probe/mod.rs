@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cached;
+pub mod guards;
 pub mod http;
 pub mod workload;
 
@@ -161,6 +162,8 @@ pub async fn probe_standby(
         deployments,
         record,
         state_checks: Vec::new(),
+        // The guards' heartbeats are read from the daemon's caches only.
+        guards: None,
     }
 }
 

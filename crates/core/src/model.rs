@@ -386,8 +386,11 @@ pub struct FailoverRecord {
     pub promoted_at: Option<String>,
     /// RFC 3339 time the standby was Ready.
     pub completed_at: Option<String>,
-    /// RFC 3339 time every recorded primary Deployment was seen at 0.
+    /// RFC 3339 time every recorded primary Deployment was seen at 0, or every
+    /// expected guard said it stopped the primary's agents.
     pub fenced_at: Option<String>,
+    /// Which of the two proved it (set with `fenced_at`).
+    pub fenced_by: Option<FencedBy>,
     /// Which daemon wrote the record last.
     pub holder: String,
     /// Seconds since the Unix epoch of the last promotion start, for the cooldown.
@@ -537,6 +540,115 @@ pub struct StandbyObservation {
     /// The configured state checks (`[groups.state]`, `[groups.drift]`), in config order.
     #[serde(default)]
     pub state_checks: Vec<crate::checks::StateCheck>,
+    /// The heartbeats of the guards beside the agents (`[groups.guards]`); `None` when
+    /// the group expects no guard.
+    #[serde(default)]
+    pub guards: Option<GuardsObservation>,
+}
+
+/// The guards' heartbeats as read from the standby, and how many the config expects.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct GuardsObservation {
+    /// Guards expected beside the primary's agents.
+    pub expected_primary: u32,
+    /// Guards expected beside the standby's agents.
+    pub expected_standby: u32,
+    /// The heartbeats of the group, or why they could not be read.
+    pub beats: Result<Vec<GuardBeat>, ProbeOutcome>,
+}
+
+/// One guard's heartbeat Lease, as the daemon read it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct GuardBeat {
+    /// The guard's identity (its Lease's holder).
+    pub identity: String,
+    /// The side whose agent it runs beside.
+    pub side: Side,
+    /// The agent runs.
+    pub running: bool,
+    /// The highest epoch at which the guard saw the standby active.
+    pub standby_epoch: Option<u64>,
+    /// The guard's reason code for its state.
+    pub reason: String,
+    /// Seconds since the guard last wrote it, by the daemon's clock.
+    pub age_seconds: f64,
+    /// Seconds after a write for which it counts (its Lease duration).
+    pub ttl_seconds: f64,
+}
+
+impl GuardBeat {
+    /// Written recently enough to count.
+    pub fn fresh(&self) -> bool {
+        self.age_seconds <= self.ttl_seconds
+    }
+}
+
+/// The guards of one side, counted for `/status`, metrics and alerts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GuardTally {
+    /// Fresh heartbeats saying the agent runs.
+    pub running: u32,
+    /// Fresh heartbeats saying the agent is stopped.
+    pub stopped: u32,
+    /// Heartbeats older than their duration: their guard is gone or cut off.
+    pub stale: u32,
+    /// Expected guards without a fresh heartbeat, counted only for the side the record
+    /// says is active (its agents run; the other side's are scaled to 0, guards and all).
+    pub missing: u32,
+    /// Fresh heartbeats saying `stopped` beside the side the record says is active: an
+    /// agent that should run does not.
+    pub stopped_while_active: u32,
+}
+
+impl GuardsObservation {
+    /// The guards of `side`, with `active` the side the record says is active.
+    pub fn tally(&self, side: Side, active: Side) -> GuardTally {
+        let mut t = GuardTally::default();
+        for beat in self.beats.iter().flatten().filter(|b| b.side == side) {
+            match (beat.fresh(), beat.running) {
+                (false, _) => t.stale += 1,
+                (true, true) => t.running += 1,
+                (true, false) => t.stopped += 1,
+            }
+        }
+        if side == active {
+            let expected = match side {
+                Side::Primary => self.expected_primary,
+                Side::Standby => self.expected_standby,
+            };
+            t.missing = expected.saturating_sub(t.running + t.stopped);
+            t.stopped_while_active = t.stopped;
+        }
+        t
+    }
+
+    /// The fresh heartbeats of `side`'s guards.
+    pub fn fresh(&self, side: Side) -> impl Iterator<Item = &GuardBeat> {
+        self.beats
+            .iter()
+            .flatten()
+            .filter(move |b| b.side == side && b.fresh())
+    }
+
+    /// The primary's agents are proven stopped for the promotion at `epoch`: the
+    /// heartbeats could be read, at least `expected_primary` (and at least one) fresh
+    /// primary guards say `stopped` at that epoch or later, and no fresh one says
+    /// `running`. A stale heartbeat proves nothing either way.
+    pub fn primary_stopped_at(&self, epoch: u64) -> bool {
+        if self.expected_primary == 0 || self.beats.is_err() {
+            return false;
+        }
+        let mut stopped = 0u32;
+        for beat in self.fresh(Side::Primary) {
+            if beat.running {
+                return false;
+            }
+            if beat.standby_epoch.is_some_and(|e| e >= epoch) {
+                stopped += 1;
+            }
+        }
+        stopped >= self.expected_primary
+    }
 }
 
 impl StandbyObservation {
@@ -668,10 +780,13 @@ pub enum Action {
         /// The primary Deployments named in the record.
         names: Vec<String>,
     },
-    /// Record that the primary is fenced (every recorded Deployment seen at 0).
+    /// Record that the primary is fenced: every recorded Deployment seen at 0, or every
+    /// expected guard beside the primary's agents stopped at this epoch.
     RecordFenced {
         /// The promotion's epoch.
         epoch: u64,
+        /// What proved it.
+        by: FencedBy,
     },
     /// Scale standby workloads back to 0 (unexpected replicas while the primary is
     /// active), if the record still says the primary is active at `epoch`.
@@ -736,6 +851,35 @@ impl Action {
                 | Action::FencePrimary { .. }
                 | Action::ScaleStandbyDown { .. }
         )
+    }
+}
+
+/// What proved the old primary fenced (the record's `fenced_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FencedBy {
+    /// Its API server showed every recorded Deployment at 0.
+    Scale,
+    /// Its guards said they stopped the agents, while its API may be unreachable.
+    Guard,
+}
+
+impl FencedBy {
+    /// The record and label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FencedBy::Scale => "scale",
+            FencedBy::Guard => "guard",
+        }
+    }
+
+    /// The value from its record text.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scale" => Some(FencedBy::Scale),
+            "guard" => Some(FencedBy::Guard),
+            _ => None,
+        }
     }
 }
 
@@ -898,6 +1042,10 @@ reason_codes! {
     FencingPrimary => "fencing_primary",
     /// The old primary's workloads are at 0.
     PrimaryFenced => "primary_fenced",
+    /// Every expected guard beside the old primary's agents says it stopped them at
+    /// this promotion's epoch: fenced without the primary's API (scaled to 0 when it
+    /// answers again).
+    PrimaryStoppedByGuards => "primary_stopped_by_guards",
     /// The old primary cannot be reached, so it cannot be fenced yet.
     PrimaryUnreachable => "primary_unreachable",
     /// Replicas appeared in the standby while the primary is active.

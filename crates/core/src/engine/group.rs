@@ -7,8 +7,8 @@ use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::checks::StateCheck;
 use crate::model::{
-    Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, Observation, ProbeReason,
-    RecordPhase, SignalId, Verdict,
+    Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, FencedBy, Observation,
+    ProbeReason, RecordPhase, SignalId, Verdict,
 };
 use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
@@ -279,6 +279,7 @@ impl Engine {
             match record_phase {
                 Some((phase @ (RecordPhase::Promoting | RecordPhase::Failed), epoch)) => {
                     self.fence(now, obs, epoch, &mut actions, &mut reasons);
+                    self.record_guard_fence(obs, epoch, &mut actions, &mut reasons);
                     self.drive_promotion(now, obs, phase, epoch, &mut actions, &mut reasons)
                 }
                 Some((RecordPhase::Promoted, epoch)) => {
@@ -287,7 +288,12 @@ impl Engine {
                         && self.primary_fenced(obs)
                         && matches!(&obs.standby.record, Ok(r) if r.fenced_at.is_none())
                     {
-                        actions.push(Action::RecordFenced { epoch });
+                        actions.push(Action::RecordFenced {
+                            epoch,
+                            by: FencedBy::Scale,
+                        });
+                    } else {
+                        self.record_guard_fence(obs, epoch, &mut actions, &mut reasons);
                     }
                     GroupState::Promoted
                 }
@@ -623,6 +629,33 @@ impl Engine {
             );
         } else {
             reasons.push(ReasonCode::RetryBackoff);
+        }
+    }
+
+    /// The guards beside the old primary's agents say every one of them stopped at
+    /// `epoch`: fenced, though its API may not answer (the scale to 0 follows when it
+    /// does). Recorded once, as `fenced_by = guard`.
+    fn record_guard_fence(
+        &self,
+        obs: &Observation,
+        epoch: u64,
+        actions: &mut Vec<Action>,
+        reasons: &mut Vec<ReasonCode>,
+    ) {
+        let stopped = obs
+            .standby
+            .guards
+            .as_ref()
+            .is_some_and(|g| g.primary_stopped_at(epoch));
+        if !self.settings.policy.fence || !stopped {
+            return;
+        }
+        reasons.push(ReasonCode::PrimaryStoppedByGuards);
+        if matches!(&obs.standby.record, Ok(r) if r.fenced_at.is_none()) {
+            actions.push(Action::RecordFenced {
+                epoch,
+                by: FencedBy::Guard,
+            });
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) struct World {
     pub(super) observers: Vec<ObserverReport>,
     /// The standby's state checks as the daemon would report them.
     pub(super) state_checks: Vec<crate::checks::StateCheck>,
+    /// The guards' heartbeats as the daemon would read them from the standby.
+    pub(super) guards: Option<GuardsObservation>,
 }
 
 impl World {
@@ -56,6 +58,7 @@ impl World {
             forbidden: Vec::new(),
             observers: Vec::new(),
             state_checks: Vec::new(),
+            guards: None,
         }
     }
 
@@ -155,6 +158,14 @@ impl World {
                     }))
                 },
                 state_checks: self.state_checks.clone(),
+                guards: self.guards.clone().map(|g| GuardsObservation {
+                    beats: if standby_reachable {
+                        g.beats
+                    } else {
+                        Err(outcome(self.standby_api))
+                    },
+                    ..g
+                }),
             },
             observers: self.observers.clone(),
         }
@@ -216,9 +227,10 @@ impl World {
                 r.phase = Some(RecordPhase::Failed);
                 self.store(r);
             }
-            Action::RecordFenced { epoch } if standby_ok && active_at(*epoch) => {
+            Action::RecordFenced { epoch, by } if standby_ok && active_at(*epoch) => {
                 let mut r = self.record.clone();
                 r.fenced_at = Some("now".into());
+                r.fenced_by = Some(*by);
                 self.store(r);
             }
             Action::FencePrimary { epoch, .. }
@@ -1117,6 +1129,161 @@ fn invariant3_a_recorded_deployment_is_fenced_by_name_and_must_be_seen_at_zero()
     obs.primary.absent = vec!["env0-agent-trigger-deployment".into()];
     let d = sim.engine.step(sim.now, &obs);
     assert!(d.reasons.contains(&ReasonCode::PrimaryFenced), "{d:?}");
+}
+
+/// A fresh heartbeat of one guard beside the primary's agent.
+fn primary_guard(identity: &str, running: bool, epoch: Option<u64>, age: f64) -> GuardBeat {
+    GuardBeat {
+        identity: identity.into(),
+        side: Side::Primary,
+        running,
+        standby_epoch: epoch,
+        reason: if running {
+            "record_primary"
+        } else {
+            "other_side_active"
+        }
+        .into(),
+        age_seconds: age,
+        ttl_seconds: 15.0,
+    }
+}
+
+fn guards(expected_primary: u32, beats: Vec<GuardBeat>) -> Option<GuardsObservation> {
+    Some(GuardsObservation {
+        expected_primary,
+        expected_standby: 0,
+        beats: Ok(beats),
+    })
+}
+
+#[test]
+fn guards_that_stopped_the_primary_agents_fence_it_while_its_api_is_dead() {
+    let mut sim = Sim::warmed_up();
+    sim.world.guards = guards(2, vec![]);
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    assert_eq!(sim.world.record.fenced_at, None, "nothing proves it yet");
+    // Both guards stop their agents at epoch 1; the primary's API stays dead.
+    sim.world.guards = guards(
+        2,
+        vec![
+            primary_guard("trigger-0", false, Some(1), 0.5),
+            primary_guard("proxy-0", false, Some(1), 2.0),
+        ],
+    );
+    let d = sim.tick().clone();
+    assert!(
+        d.reasons.contains(&ReasonCode::PrimaryStoppedByGuards),
+        "{d:?}"
+    );
+    assert!(d.reasons.contains(&ReasonCode::PrimaryUnreachable));
+    assert!(sim.world.record.fenced_at.is_some(), "{d:?}");
+    assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Guard));
+    // Recorded once.
+    let d = sim.tick().clone();
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordFenced { .. }))
+    );
+    // The API returns with the Deployment still at 1: it is scaled to 0 all the same.
+    sim.world.primary_up();
+    let d = sim.tick().clone();
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::FencePrimary { epoch: 1, .. })),
+        "{d:?}"
+    );
+    sim.run(2);
+    assert_eq!(sim.world.primary_desired, 0);
+    assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Guard), "kept");
+}
+
+#[test]
+fn guards_prove_nothing_when_one_is_missing_stale_running_behind_or_unreadable() {
+    let cases: Vec<(&str, Option<GuardsObservation>)> = vec![
+        (
+            "one of two expected",
+            guards(2, vec![primary_guard("a", false, Some(1), 0.5)]),
+        ),
+        (
+            "a stale stopped heartbeat",
+            guards(1, vec![primary_guard("a", false, Some(1), 16.0)]),
+        ),
+        (
+            "another guard still runs its agent",
+            guards(
+                1,
+                vec![
+                    primary_guard("a", false, Some(1), 0.5),
+                    primary_guard("b", true, None, 0.5),
+                ],
+            ),
+        ),
+        (
+            "stopped at an older epoch",
+            guards(1, vec![primary_guard("a", false, None, 0.5)]),
+        ),
+        (
+            "the heartbeats could not be read",
+            Some(GuardsObservation {
+                expected_primary: 1,
+                expected_standby: 0,
+                beats: Err(ProbeOutcome {
+                    reason: ProbeReason::Forbidden,
+                    latency: Duration::ZERO,
+                    detail: String::new(),
+                }),
+            }),
+        ),
+        (
+            "no guard expected",
+            guards(0, vec![primary_guard("a", false, Some(1), 0.5)]),
+        ),
+    ];
+    for (case, observed) in cases {
+        let mut sim = Sim::warmed_up();
+        sim.world.primary_down();
+        sim.run(5);
+        assert_eq!(sim.state(), GroupState::Promoted, "{case}");
+        sim.world.guards = observed;
+        for _ in 0..5 {
+            let d = sim.tick().clone();
+            assert!(
+                !d.reasons.contains(&ReasonCode::PrimaryStoppedByGuards),
+                "{case}: {d:?}"
+            );
+        }
+        assert_eq!(sim.world.record.fenced_at, None, "{case}");
+    }
+}
+
+#[test]
+fn guards_fence_a_promotion_still_in_progress_and_a_scale_down_records_scale() {
+    let mut sim = Sim::warmed_up();
+    sim.world.standby_ready_after = None; // never Ready: stays promoting
+    sim.world.primary_down();
+    sim.run(4);
+    assert_eq!(
+        sim.world.record.effective_phase(),
+        RecordPhase::Promoting,
+        "{:?}",
+        sim.world.record
+    );
+    sim.world.guards = guards(1, vec![primary_guard("a", false, Some(1), 0.5)]);
+    sim.tick();
+    assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Guard));
+
+    // Without guards, the scale down proves it (as before).
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    sim.world.primary_up();
+    sim.run(4);
+    assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Scale));
 }
 
 #[test]
@@ -2175,5 +2342,45 @@ fn a_real_outage_behind_a_cut_watch_still_promotes() {
         sim.log
             .iter()
             .all(|d| d.state != GroupState::PrimaryUnobservable)
+    );
+}
+
+#[test]
+fn guards_are_tallied_against_the_side_the_record_says_is_active() {
+    let mut standby_running = primary_guard("s", true, Some(1), 0.5);
+    standby_running.side = Side::Standby;
+    let g = guards(
+        2,
+        vec![
+            primary_guard("a", false, Some(1), 0.5),
+            primary_guard("b", true, None, 30.0),
+            standby_running,
+        ],
+    )
+    .expect("guards");
+    let g = GuardsObservation {
+        expected_standby: 1,
+        ..g
+    };
+    // The record says primary: one of two primary guards is fresh and stopped, one stale.
+    assert_eq!(
+        g.tally(Side::Primary, Side::Primary),
+        GuardTally {
+            running: 0,
+            stopped: 1,
+            stale: 1,
+            missing: 1,
+            stopped_while_active: 1
+        }
+    );
+    // The standby is active: a primary guard stopped is what it should be.
+    let t = g.tally(Side::Primary, Side::Standby);
+    assert_eq!((t.missing, t.stopped_while_active), (0, 0));
+    assert_eq!(
+        g.tally(Side::Standby, Side::Standby),
+        GuardTally {
+            running: 1,
+            ..GuardTally::default()
+        }
     );
 }
