@@ -15,6 +15,8 @@
 ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS build
+# `kube-failover --version` names this revision (the build context has no .git).
+ARG REVISION=unknown
 WORKDIR /src
 # The whole workspace (see .dockerignore): cargo loads every member and every declared
 # target (the testbed crate, benches) before it builds the one binary.
@@ -24,7 +26,7 @@ COPY . .
 # Cargo.toml, so local release builds keep them for profiling.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_PROFILE_RELEASE_STRIP=symbols \
+    CARGO_PROFILE_RELEASE_STRIP=symbols KUBE_FAILOVER_REVISION="${REVISION}" \
     cargo build --release --locked --bin kube-failover \
  && cp target/release/kube-failover /kube-failover
 
