@@ -244,6 +244,16 @@ helm_checks() {
   ignored_test helm_chart HELM="$helm" KUBE_FAILOVER_RENDERED="$work/rendered" \
     KUBE_FAILOVER_OPERATOR_CRDS="$operator_crds"
 }
+helm_servicemonitor() {
+  helm_paths || return 1
+  # Another release name: the scrape job must still be kube-failover.
+  "$helm" template kf-prod deploy/helm/kube-failover --namespace monitoring-apps \
+    >"$work/rendered/helm.yaml" 2>/dev/null || return 1
+  python3 ci/deploy_checks.py servicemonitor "$work/rendered/helm.yaml"
+}
+check "helm: ServiceMonitor -> Service -> Pod port, job kube-failover whatever the release" \
+  helm_servicemonitor
+
 check "helm: lint --strict, values files, bad values named, chart = kustomize base, dry-run, install and upgrade on a test-bed API server" \
   helm_checks
 
