@@ -473,7 +473,9 @@ def cmd_docker_context(_args):
     context = [p for p in files if dockerignore_included(p, rules) and os.path.exists(p)]
     ins = dockerfile_instructions()
     final = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
-    copies = [r.split() for w, r in ins[:final] if w == "COPY"]
+    # COPYs from the build context (not --from another stage), their flags dropped.
+    copies = [[a for a in r.split() if not a.startswith("--")]
+              for w, r in ins[:final] if w == "COPY" and "--from=" not in r]
     with tempfile.TemporaryDirectory() as tmp:
         for args in copies:
             *srcs, dest = args
