@@ -537,7 +537,7 @@ fn charts_lint_render_their_values_and_refuse_bad_ones() {
         (group(ok, "ten minutes", "2"), "cooldown"),
         (group(ok, "10m", "2.5"), "quorum"),
         (
-            group("/root/.kube/config", "10m", "2"),
+            group("/var/run/kube/config", "10m", "2"),
             "config.groups[0].primary.kubeconfig",
         ),
         (group("", "10m", "2"), "/config/groups/0/primary/kubeconfig"),
