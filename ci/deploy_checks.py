@@ -304,10 +304,14 @@ def cmd_servicemonitor(args):
     for p in svc["spec"]["ports"]:
         if p["targetPort"] not in cports:
             fail(f"Service targetPort {p['targetPort']} is no named container port")
-    # The job label is the Service name unless jobLabel says otherwise: the DaemonDown
-    # alert matches job="kube-failover".
-    if sm["spec"].get("jobLabel") or svc["metadata"]["name"] != "kube-failover":
-        fail("the scrape job would not be called kube-failover (see KubeFailoverDaemonDown)")
+    # The job label is the value of the Service's label that jobLabel names, or the
+    # Service's name without one: the DaemonDown alert matches job="kube-failover".
+    job_label = sm["spec"].get("jobLabel")
+    job = (svc["metadata"].get("labels", {}).get(job_label) if job_label
+           else svc["metadata"]["name"])
+    if job != "kube-failover":
+        fail(f"the scrape job would be called {job!r}, not kube-failover "
+             "(see KubeFailoverDaemonDown)")
     print(f"  ServiceMonitor -> Service {svc['metadata']['name']}:{ep['port']} -> "
           f"container port {cports[svc['spec']['ports'][0]['targetPort']]}, job kube-failover")
 
@@ -469,7 +473,9 @@ def cmd_docker_context(_args):
     context = [p for p in files if dockerignore_included(p, rules) and os.path.exists(p)]
     ins = dockerfile_instructions()
     final = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
-    copies = [r.split() for w, r in ins[:final] if w == "COPY"]
+    # COPYs from the build context (not --from another stage), their flags dropped.
+    copies = [[a for a in r.split() if not a.startswith("--")]
+              for w, r in ins[:final] if w == "COPY" and "--from=" not in r]
     with tempfile.TemporaryDirectory() as tmp:
         for args in copies:
             *srcs, dest = args

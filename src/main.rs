@@ -37,11 +37,22 @@ KUBE_FAILOVER__<SECTION>__<KEY>, e.g. KUBE_FAILOVER__DAEMON__MODE=observe or
 KUBE_FAILOVER__GROUPS__0__POLICY__FAILURE_THRESHOLD=5. Log level: RUST_LOG (default info;
 the Kubernetes client's per-request error lines only when it names kube_client).";
 
+/// What `--version` prints after the name: the crate's version, the git revision it was
+/// built from and the build date (build.rs; `unknown` revision outside a git work tree).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("KUBE_FAILOVER_REVISION"),
+    ", built ",
+    env!("KUBE_FAILOVER_BUILD_DATE"),
+    ")"
+);
+
 /// Keeps an active/passive Kubernetes workload alive across two clusters: probes the
 /// primary, promotes the standby when the primary is down, fences the old primary.
 #[derive(Debug, Parser)]
-#[command(name = "kube-failover", version, after_help = EXIT_CODES_HELP)]
-struct Cli {
+#[command(name = "kube-failover", version = VERSION, after_help = EXIT_CODES_HELP)]
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }

@@ -78,10 +78,32 @@ fn stderr(o: &Output) -> String {
 fn version_and_help() {
     let out = run(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        stdout(&out).trim(),
-        format!("kube-failover {}", env!("CARGO_PKG_VERSION"))
-    );
+    let version = stdout(&out);
+    let rest = version
+        .trim()
+        .strip_prefix(&format!(
+            "kube-failover {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{version}"));
+    let (revision, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{version}"));
+    // Built from this work tree: the commit checked out (build.rs follows HEAD).
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(revision, head, "{version}"),
+        None => assert_eq!(revision, "unknown", "{version}"),
+    }
+    assert!(is_date(date), "{version}");
+    assert_eq!(stdout(&run(&["-V"], &[])), version);
     let out = run(&["--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let help = stdout(&out);
@@ -96,6 +118,169 @@ fn version_and_help() {
     for cmd in ["run", "check-config", "status"] {
         assert!(help.contains(cmd), "{help}");
     }
+}
+
+/// `YYYY-MM-DD`.
+fn is_date(s: &str) -> bool {
+    s.len() == 10
+        && s.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+/// build.rs compiled on its own and run where cargo would run it, with `env`: the
+/// `cargo:rustc-env` values it prints.
+fn build_script(dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let exe = dir.join("build-script");
+    if !exe.exists() {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+        let out = Command::new(rustc)
+            .args(["--edition", "2024", "-o"])
+            .arg(&exe)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs"))
+            .output()
+            .expect("rustc");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut cmd = Command::new(&exe);
+    cmd.current_dir(dir)
+        .env_remove("KUBE_FAILOVER_REVISION")
+        .env_remove("SOURCE_DATE_EPOCH")
+        // No repository above the folder: git stops at it (a source tarball).
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().expect("parent"));
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("build script");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("cargo:rustc-env="))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn build_script_stamps_revision_and_date_and_falls_back_outside_git() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("src");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let pairs = |env: &[(&str, &str)]| build_script(&dir, env);
+    let get = |pairs: &[(String, String)], key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{key} not set: {pairs:?}"))
+    };
+    // A tarball: no git work tree, no override.
+    let plain = pairs(&[]);
+    assert_eq!(get(&plain, "KUBE_FAILOVER_REVISION"), "unknown");
+    assert!(
+        is_date(&get(&plain, "KUBE_FAILOVER_BUILD_DATE")),
+        "{plain:?}"
+    );
+    // The image build passes the revision in; SOURCE_DATE_EPOCH fixes the date.
+    for (epoch, date) in [
+        ("0", "1970-01-01"),
+        ("951782400", "2000-02-29"),
+        ("1700000000", "2023-11-14"),
+        ("4107542399", "2100-02-28"),
+    ] {
+        let set = pairs(&[
+            ("KUBE_FAILOVER_REVISION", "0123abc"),
+            ("SOURCE_DATE_EPOCH", epoch),
+        ]);
+        assert_eq!(get(&set, "KUBE_FAILOVER_REVISION"), "0123abc");
+        assert_eq!(get(&set, "KUBE_FAILOVER_BUILD_DATE"), date, "epoch {epoch}");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let commands = [
+        "run",
+        "check-config",
+        "status",
+        "pause",
+        "resume",
+        "promote",
+        "failback",
+        "fence",
+        "history",
+        "guard",
+        "simulate",
+        "completions",
+        "man",
+    ];
+    let out = run(&["completions", "bash"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("kube-failover.bash");
+    std::fs::write(&script, &out.stdout).expect("script");
+    // What bash offers after `kube-failover ` and after `kube-failover status --`.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let cword = words.len() - 1;
+        let prev = words[cword - 1];
+        let shell = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={cword}; _kube__failover kube-failover '{}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words[cword],
+        );
+        let out = Command::new("bash")
+            .args(["-c", &shell])
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().map(str::to_string).collect()
+    };
+    let offered = complete(&["kube-failover", ""]);
+    for cmd in commands {
+        assert!(
+            offered.iter().any(|o| o == cmd),
+            "{cmd} not offered: {offered:?}"
+        );
+    }
+    let offered = complete(&["kube-failover", "status", "--"]);
+    assert!(offered.iter().any(|o| o == "--json"), "{offered:?}");
+    assert!(offered.iter().any(|o| o == "--addr"), "{offered:?}");
+    let offered = complete(&["kube-failover", "check-config", "--c"]);
+    assert_eq!(offered, ["--config"]);
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("check-config"), "{shell}");
+    }
+    let out = run(&["completions", "tcsh"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tcsh"), "{}", stderr(&out));
+
+    let out = run(&["man"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie"), "{page}");
+    assert!(page.contains(".TH kube-failover 1"), "{page}");
+    for cmd in commands {
+        assert!(
+            page.contains(&format!("kube\\-failover\\-{}(1)", cmd.replace('-', "\\-"))),
+            "{cmd} missing: {page}"
+        );
+    }
+    let into = dir.path().join("man1");
+    let out = run(&["man", "--dir", into.to_str().expect("utf-8")], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = std::fs::read_to_string(into.join("kube-failover-status.1")).expect("status page");
+    assert!(status.contains(".TH kube-failover-status 1"), "{status}");
+    assert!(status.contains("\\-\\-json"), "{status}");
+    assert!(into.join("kube-failover.1").exists());
 }
 
 #[test]

@@ -5,11 +5,13 @@
 //! [`Command`]; the compiler then asks for its arm in [`Command::execute`].
 
 mod check_config;
+mod completions;
 mod failback;
 mod fence;
 mod guard;
 mod history;
 mod logging;
+mod man;
 mod ops;
 mod pause;
 mod promote;
@@ -53,6 +55,10 @@ pub(crate) enum Command {
     /// Replay a daemon's trace or a synthetic scenario through the decision engine with
     /// the configuration's policy (or `--set` overrides) and print the timeline.
     Simulate(simulate::Args),
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions(completions::Args),
+    /// Print the manual page (roff), or write every page into a folder with `--dir`.
+    Man(man::Args),
 }
 
 impl Command {
@@ -70,6 +76,8 @@ impl Command {
             Command::History(args) => args.execute(),
             Command::Simulate(args) => args.execute(),
             Command::Guard(args) => args.execute(),
+            Command::Completions(args) => args.execute(),
+            Command::Man(args) => args.execute(),
         }
     }
 }

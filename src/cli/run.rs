@@ -29,6 +29,7 @@ impl Args {
         tracing::info!(
             target: TARGET,
             version = env!("CARGO_PKG_VERSION"),
+            revision = env!("KUBE_FAILOVER_REVISION"),
             config = %self.config.path().display(),
             mode = config.daemon.mode.as_str(),
             "starting"
