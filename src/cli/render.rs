@@ -517,6 +517,7 @@ mod tests {
                     not_compared: vec!["secret_data: not compared: the daemon may not read Secrets in the primary (forbidden)".into()],
                 }),
                 mirror: None,
+                env0: None,
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,

@@ -98,6 +98,7 @@ pub(super) fn group_status(
             .collect(),
         drift: None,
         mirror: None,
+        env0: None,
     }
 }
 
