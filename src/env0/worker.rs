@@ -512,3 +512,121 @@ impl Env0Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Env0Config, GroupConfig, RedeployMode};
+    use crate::model::{FailbackStep, RecordPhase};
+    use kube_failover_testbed::Env0StandIn;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn stranded(id: &str) -> Stranded {
+        Stranded {
+            environment_id: id.into(),
+            environment: format!("{id}-name"),
+            project_id: "p".into(),
+            deployment_id: format!("d-{id}"),
+            status: super::super::WAITING_FOR_USER.into(),
+            started_at: Some("2025-01-02T03:00:00Z".into()),
+            link: String::new(),
+        }
+    }
+
+    fn promoted(epoch: u64) -> FailoverRecord {
+        FailoverRecord {
+            phase: Some(RecordPhase::Promoted),
+            epoch,
+            resource_version: Some("1".into()),
+            ..FailoverRecord::default()
+        }
+    }
+
+    /// Redeploys `e1` at epoch 3: must be skipped; returns why.
+    async fn skipped(worker: &Env0Worker, what: &str) -> String {
+        let r = worker.redeploy(3, &[stranded("e1")]).await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].result, "skipped", "{what}: {r:?}");
+        r[0].error.clone().unwrap_or_default()
+    }
+
+    /// Every condition that forbids a redeploy skips it without a call to env0 (nor to
+    /// the cluster: the claims' client points at a closed port).
+    #[tokio::test]
+    async fn redeploys_are_skipped_unless_leading_in_auto_mode_at_the_promotions_epoch() {
+        crate::tls::install_provider();
+        let env0 = Env0StandIn::start("id", "secret", "org").await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id"), "id").unwrap();
+        std::fs::write(dir.path().join("secret"), "secret").unwrap();
+        let config = Env0Config {
+            api_url: env0.url(),
+            key_id_file: dir.path().join("id"),
+            key_secret_file: dir.path().join("secret"),
+            organization_id: "org".into(),
+            project_ids: vec!["p".into()],
+            agent_id: None,
+            redeploy: RedeployMode::Waiting,
+            timeout: Duration::from_secs(1),
+            lookup_timeout: Duration::from_secs(5),
+        };
+        let closed =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let group = GroupConfig::for_test("env0", "a", "b");
+        let leading = Arc::new(AtomicBool::new(false));
+        let may = leading.clone();
+        let (record_tx, record) = watch::channel(None);
+        let (worker, _handle) = Env0Worker::new(
+            "env0",
+            "w",
+            Env0Client::new(&config, reqwest::Client::new(), Arc::new(|_, _| {})),
+            Claims::new(
+                closed.clone(),
+                "b",
+                "kube-failover-env0",
+                "env0",
+                Duration::from_secs(1),
+            ),
+            Actuator::new(&group, closed.clone(), closed, "w".into()),
+            Arc::new(move || may.load(Ordering::SeqCst)),
+            record,
+            Env0Metrics::new(&prometheus::Registry::new()).unwrap(),
+        );
+        // Observe mode or another leader: may_write is false.
+        record_tx.send_replace(Some(promoted(3)));
+        assert!(
+            skipped(&worker, "not leading")
+                .await
+                .contains("no longer leads")
+        );
+        leading.store(true, Ordering::SeqCst);
+        assert_eq!(worker.allowed(3), Ok(()), "the control: allowed");
+        // Another epoch, or failed back.
+        record_tx.send_replace(Some(promoted(4)));
+        assert!(
+            skipped(&worker, "other epoch")
+                .await
+                .contains("promotion is over")
+        );
+        let mut back = promoted(3);
+        back.phase = Some(RecordPhase::Primary);
+        record_tx.send_replace(Some(back));
+        assert!(
+            skipped(&worker, "failed back")
+                .await
+                .contains("promotion is over")
+        );
+        // A failback in progress.
+        let mut stepping = promoted(3);
+        stepping.failback_step = Some(FailbackStep::StandbyDown);
+        record_tx.send_replace(Some(stepping));
+        assert!(skipped(&worker, "failback").await.contains("failback"));
+        // Paused (until resumed).
+        let mut paused = promoted(3);
+        paused.paused_by = Some("alice".into());
+        record_tx.send_replace(Some(paused));
+        assert!(skipped(&worker, "paused").await.contains("paused"));
+        assert!(env0.requests().is_empty(), "{:?}", env0.requests());
+    }
+}
