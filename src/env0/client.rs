@@ -83,6 +83,8 @@ pub enum Env0Error {
         call: &'static str,
         /// What failed.
         why: String,
+        /// True when no connection was made: env0 never saw the request.
+        unsent: bool,
     },
     /// The answer is not what env0 documents.
     #[error("{call}: unreadable answer ({why})")]
@@ -134,7 +136,7 @@ impl Env0Error {
                 | Env0Error::Unauthorized { .. }
                 | Env0Error::Forbidden { .. }
                 | Env0Error::RateLimited { .. }
-        ) || matches!(self, Env0Error::Connect { why, .. } if why.starts_with("connect"))
+        ) || matches!(self, Env0Error::Connect { unsent: true, .. })
     }
 }
 
@@ -256,13 +258,17 @@ impl Env0Client {
             Ok(Err(e)) if e.is_timeout() => return Err(Env0Error::Timeout { call }),
             Ok(Err(e)) => {
                 let why = if e.is_connect() {
-                    "connect failed".to_string()
+                    "connect failed"
                 } else if e.is_decode() || e.is_body() {
-                    "the answer broke off".to_string()
+                    "the answer broke off"
                 } else {
-                    "request failed".to_string()
+                    "request failed"
                 };
-                return Err(Env0Error::Connect { call, why });
+                return Err(Env0Error::Connect {
+                    call,
+                    why: why.to_string(),
+                    unsent: e.is_connect(),
+                });
             }
             Ok(Ok(answer)) => answer,
         };
@@ -288,6 +294,7 @@ impl Env0Client {
             Env0Error::Connect {
                 call,
                 why: format!("env0.api_url: {e}"),
+                unsent: true,
             }
         })?;
         if !query.is_empty() {

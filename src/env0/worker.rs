@@ -65,6 +65,8 @@ pub struct Env0Worker {
     retry_min: Duration,
     /// The promotion epoch this task looked into last.
     handled: Option<u64>,
+    /// A job taken from the queue while retrying an older lookup.
+    next: Option<Job>,
 }
 
 /// What the task does next.
@@ -119,6 +121,7 @@ impl Env0Worker {
                 metrics,
                 retry_min: Duration::from_secs(2),
                 handled: None,
+                next: None,
             },
             Env0Handle { tx, status },
         )
@@ -130,6 +133,13 @@ impl Env0Worker {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut was_leading = false;
         loop {
+            if let Some(job) = self.next.take() {
+                tokio::select! {
+                    () = self.handle(Work::Job(Box::new(job))) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
             let work = tokio::select! {
                 job = self.rx.recv() => match job {
                     Some(job) => Some(Work::Job(Box::new(job))),
@@ -262,9 +272,8 @@ impl Env0Worker {
             .build();
         let mut last_reason = None;
         loop {
-            let attempt = tokio::time::timeout_at(deadline.into(), self.lookup(promoted_at));
             let result = if job.is_some() {
-                match attempt.await {
+                match tokio::time::timeout_at(deadline.into(), self.lookup(promoted_at)).await {
                     Ok(r) => r,
                     Err(_) => Err(Env0Error::Timeout {
                         call: "lookup (env0.lookup_timeout)",
@@ -370,7 +379,21 @@ impl Env0Worker {
             } else {
                 wait
             };
-            tokio::time::sleep(wait).await;
+            // A newer promotion's job ends the wait (and this lookup) at once.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                newer = self.rx.recv() => {
+                    if let Some(job) = job.take() {
+                        let report = Env0Report {
+                            error: Some("the lookup was given up for a newer promotion".into()),
+                            ..Env0Report::default()
+                        };
+                        self.deliver(job, &report).await;
+                    }
+                    self.next = newer;
+                    return;
+                }
+            }
         }
     }
 
@@ -542,33 +565,29 @@ mod tests {
         }
     }
 
-    /// Redeploys `e1` at epoch 3: must be skipped; returns why.
-    async fn skipped(worker: &Env0Worker, what: &str) -> String {
-        let r = worker.redeploy(3, &[stranded("e1")]).await;
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].result, "skipped", "{what}: {r:?}");
-        r[0].error.clone().unwrap_or_default()
-    }
+    type Setup = (
+        Env0Worker,
+        Env0Handle,
+        watch::Sender<Option<FailoverRecord>>,
+        Arc<AtomicBool>,
+    );
 
-    /// Every condition that forbids a redeploy skips it without a call to env0 (nor to
-    /// the cluster: the claims' client points at a closed port).
-    #[tokio::test]
-    async fn redeploys_are_skipped_unless_leading_in_auto_mode_at_the_promotions_epoch() {
+    /// A worker asking `env0`, its claims and Events going to a closed port (no
+    /// cluster), not leading until told.
+    fn setup(env0: &Env0StandIn, dir: &std::path::Path) -> Setup {
         crate::tls::install_provider();
-        let env0 = Env0StandIn::start("id", "secret", "org").await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("id"), "id").unwrap();
-        std::fs::write(dir.path().join("secret"), "secret").unwrap();
+        std::fs::write(dir.join("id"), "id").unwrap();
+        std::fs::write(dir.join("secret"), "secret").unwrap();
         let config = Env0Config {
             api_url: env0.url(),
-            key_id_file: dir.path().join("id"),
-            key_secret_file: dir.path().join("secret"),
+            key_id_file: dir.join("id"),
+            key_secret_file: dir.join("secret"),
             organization_id: "org".into(),
             project_ids: vec!["p".into()],
             agent_id: None,
             redeploy: RedeployMode::Waiting,
             timeout: Duration::from_secs(1),
-            lookup_timeout: Duration::from_secs(5),
+            lookup_timeout: Duration::from_secs(1),
         };
         let closed =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
@@ -577,7 +596,7 @@ mod tests {
         let leading = Arc::new(AtomicBool::new(false));
         let may = leading.clone();
         let (record_tx, record) = watch::channel(None);
-        let (worker, _handle) = Env0Worker::new(
+        let (worker, handle) = Env0Worker::new(
             "env0",
             "w",
             Env0Client::new(&config, reqwest::Client::new(), Arc::new(|_, _| {})),
@@ -593,6 +612,78 @@ mod tests {
             record,
             Env0Metrics::new(&prometheus::Registry::new()).unwrap(),
         );
+        (worker, handle, record_tx, leading)
+    }
+
+    fn job(epoch: u64) -> Job {
+        let mut notice = crate::notice::tests_support::promotion_notice();
+        notice.epoch = epoch;
+        Job {
+            notice,
+            locks_left: false,
+            promoted_at_unix: Some(1_735_787_045),
+            notifier: None,
+            event_message: String::new(),
+        }
+    }
+
+    /// A lookup retried in the background (env0 failing) gives way at once to a newer
+    /// promotion: its notice is not held for the older lookup's backoff.
+    #[tokio::test]
+    async fn a_newer_promotion_is_not_held_by_an_older_lookups_retries() {
+        let env0 = Env0StandIn::start("id", "secret", "org").await;
+        env0.script(
+            "/organizations",
+            &[kube_failover_testbed::Env0Fault::Status(500); 64],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (mut worker, handle, record_tx, leading) = setup(&env0, dir.path());
+        // The background retry of epoch 1 would wait an hour.
+        worker.retry_min = Duration::from_secs(3600);
+        leading.store(true, Ordering::SeqCst);
+        record_tx.send_replace(Some(promoted(1)));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(worker.run(stop));
+        use crate::notice::PromotionHandoff;
+        assert!(handle.hand_over(job(1)).is_ok());
+        // Epoch 1's notice went without names (env0 failing past lookup_timeout).
+        let failed = async {
+            while !(handle.status().epoch == Some(1) && handle.status().state == "failed") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), failed)
+            .await
+            .expect("epoch 1 fails");
+        record_tx.send_replace(Some(promoted(2)));
+        assert!(handle.hand_over(job(2)).is_ok());
+        let taken = async {
+            while handle.status().epoch != Some(2) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), taken)
+            .await
+            .expect("epoch 2 taken up within a minute, not after the hour of backoff");
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+    }
+
+    /// Redeploys `e1` at epoch 3: must be skipped; returns why.
+    async fn skipped(worker: &Env0Worker, what: &str) -> String {
+        let r = worker.redeploy(3, &[stranded("e1")]).await;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].result, "skipped", "{what}: {r:?}");
+        r[0].error.clone().unwrap_or_default()
+    }
+
+    /// Every condition that forbids a redeploy skips it without a call to env0 (nor to
+    /// the cluster: the claims' client points at a closed port).
+    #[tokio::test]
+    async fn redeploys_are_skipped_unless_leading_in_auto_mode_at_the_promotions_epoch() {
+        let env0 = Env0StandIn::start("id", "secret", "org").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, _handle, record_tx, leading) = setup(&env0, dir.path());
         // Observe mode or another leader: may_write is false.
         record_tx.send_replace(Some(promoted(3)));
         assert!(
