@@ -17,6 +17,7 @@ pub mod clusters;
 pub mod config;
 pub mod coord;
 pub mod daemon;
+pub mod env0;
 pub mod guard;
 pub mod kube_call;
 pub mod kubeconfig;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub mirror: crate::mirror::MirrorMetrics,
     /// Notices to webhooks (src/notice).
     pub notices: crate::notice::NoticeMetrics,
+    /// env0 lookups and redeploys (src/env0).
+    pub env0: crate::env0::Env0Metrics,
 }
 
 pub use crate::model::Side;
@@ -281,6 +283,7 @@ impl Metrics {
             state: crate::state::StateMetrics::new(&registry)?,
             mirror: crate::mirror::MirrorMetrics::new(&registry)?,
             notices: crate::notice::NoticeMetrics::new(&registry)?,
+            env0: crate::env0::Env0Metrics::new(&registry)?,
             registry,
             live,
         };

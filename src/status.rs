@@ -134,6 +134,9 @@ pub struct GroupStatus {
     /// The guards beside the agents (`[groups.guards]`), when any is expected.
     #[serde(default)]
     pub guards: Option<GuardsStatus>,
+    /// The env0 deployments the latest promotion stranded (`[env0]`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env0: Option<Env0Status>,
 }
 
 /// The guards beside the agents, as their heartbeats say.
@@ -419,6 +422,114 @@ pub struct DecisionStatus {
     /// Failing state checks whose gate only warns.
     #[serde(default)]
     pub warnings: Vec<Named<ReasonCode>>,
+}
+
+/// env0's part of `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Env0Status {
+    /// `idle` (no promotion looked into yet), `looking`, `done` or `failed` (retried).
+    pub state: String,
+    /// The promotion epoch looked into.
+    pub epoch: Option<u64>,
+    /// When the last lookup ended (RFC 3339).
+    pub checked_at: Option<String>,
+    /// The reason code of the last failure.
+    pub reason: Option<String>,
+    /// What env0 said (or why it could not be asked).
+    #[serde(flatten)]
+    pub report: Env0Report,
+}
+
+/// An environment whose latest deployment the promotion stranded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stranded {
+    /// The environment's id.
+    pub environment_id: String,
+    /// Its name.
+    pub environment: String,
+    /// Its project's id.
+    pub project_id: String,
+    /// The stranded deployment's id.
+    pub deployment_id: String,
+    /// Its status: `WAITING_FOR_USER`, `IN_PROGRESS` or `QUEUED`.
+    pub status: String,
+    /// When it began (RFC 3339); `null` when env0 did not say (it may have begun after
+    /// the promotion: never redeployed by the daemon).
+    pub started_at: Option<String>,
+    /// The deployment in env0's UI.
+    pub link: String,
+}
+
+impl Stranded {
+    /// `name (project P, deployment D, STATUS, link)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (project {}, deployment {}, {}{}, {})",
+            self.environment,
+            self.project_id,
+            self.deployment_id,
+            self.status,
+            if self.started_at.is_none() {
+                ", start time unknown"
+            } else {
+                ""
+            },
+            self.link
+        )
+    }
+}
+
+/// One redeploy the daemon asked for (or found asked for already).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redeploy {
+    /// The environment's id.
+    pub environment_id: String,
+    /// Its name.
+    pub environment: String,
+    /// The stranded deployment it replaces.
+    pub deployment_id: String,
+    /// `done` (env0 took it), `failed` (env0 refused or did not answer: redeploy by
+    /// hand), `claimed` (asked before by this or another instance; its outcome was not
+    /// recorded: look in env0), `skipped` (the daemon no longer leads, or the group is
+    /// paused or failing back).
+    pub result: String,
+    /// The new deployment's id, when env0 gave one.
+    pub new_deployment_id: Option<String>,
+    /// Who asked (`daemon.identity`).
+    pub by: String,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+}
+
+impl Redeploy {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let new = self
+            .new_deployment_id
+            .as_ref()
+            .map(|n| format!(", new deployment {n}"))
+            .unwrap_or_default();
+        let why = self
+            .error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        format!(
+            "{} (deployment {}): redeploy {} by {}{new}{why}",
+            self.environment, self.deployment_id, self.result, self.by
+        )
+    }
+}
+
+/// env0's part of a promotion notice.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Env0Report {
+    /// The environments whose latest deployment the promotion stranded.
+    pub stranded: Vec<Stranded>,
+    /// The redeploys (`env0.redeploy`).
+    pub redeploys: Vec<Redeploy>,
+    /// Why env0 could not be asked (then `stranded` is empty and means nothing).
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

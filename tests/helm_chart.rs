@@ -87,7 +87,7 @@ fn assert_durations(node: &Value, value: impl serde::Serialize, optional: &[&str
 fn values_schema_follows_the_configuration_types() {
     let schema = schema();
     let config = &schema["properties"]["config"];
-    let top: BTreeSet<String> = ["daemon", "notify", "coordination", "groups"]
+    let top: BTreeSet<String> = ["daemon", "notify", "coordination", "env0", "groups"]
         .map(String::from)
         .into();
     assert_eq!(schema_keys(config, "config"), top);

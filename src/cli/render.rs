@@ -136,7 +136,42 @@ fn summary(g: &GroupStatus, now: f64) -> Vec<(&'static str, String)> {
     if let Some(m) = &g.mirror {
         rows.push(("state mirror", mirror(m, now)));
     }
+    if let Some(e) = &g.env0 {
+        rows.push(("env0 stranded", env0(e)));
+    }
     rows
+}
+
+/// env0's stranded deployments in one line: the state of the lookup, each one by
+/// name and status, the redeploys, or why env0 could not be asked.
+fn env0(e: &kube_failover::status::Env0Status) -> String {
+    let mut line = match e.epoch {
+        Some(epoch) => format!("{} (epoch {epoch})", e.state),
+        None => e.state.clone(),
+    };
+    if let Some(why) = &e.report.error {
+        let _ = write!(line, "; error: {why}");
+    } else if e.state == "done" {
+        let names: Vec<String> = e
+            .report
+            .stranded
+            .iter()
+            .map(|s| format!("{} ({}, {})", s.environment, s.deployment_id, s.status))
+            .collect();
+        let _ = write!(
+            line,
+            "; {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        for r in &e.report.redeploys {
+            let _ = write!(line, "; {}: redeploy {}", r.environment, r.result);
+        }
+    }
+    line
 }
 
 /// The state mirror in one line: running or why not, what is in sync, how old, and the
@@ -606,6 +641,7 @@ mod tests {
                         fresh: true,
                     }],
                 }),
+                env0: None,
                 dual_active: false,
                 no_active_side: false,
                 last_action_error: None,
@@ -707,6 +743,50 @@ mod tests {
         let text = status(&r, NOW);
         let line = "  state mirror                 copying; 3 Secrets, 2048 bytes in sync; \
                     last sync 4s ago; 1 CONFLICTS: tfstate-dev-state (changed_since_copy)";
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+
+    #[test]
+    fn table_shows_the_env0_deployments_a_promotion_stranded() {
+        use kube_failover::status::{Env0Report, Env0Status, Redeploy, Stranded};
+        let mut r = report();
+        let s = |env: &str, status: &str| Stranded {
+            environment_id: format!("id-{env}"),
+            environment: env.into(),
+            project_id: "p".into(),
+            deployment_id: format!("d-{env}"),
+            status: status.into(),
+            started_at: None,
+            link: String::new(),
+        };
+        r.groups[0].env0 = Some(Env0Status {
+            state: "done".into(),
+            epoch: Some(3),
+            checked_at: None,
+            reason: None,
+            report: Env0Report {
+                stranded: vec![
+                    s("approve-me", "WAITING_FOR_USER"),
+                    s("running", "IN_PROGRESS"),
+                ],
+                redeploys: vec![Redeploy {
+                    environment_id: "id-approve-me".into(),
+                    environment: "approve-me".into(),
+                    deployment_id: "d-approve-me".into(),
+                    result: "done".into(),
+                    new_deployment_id: None,
+                    by: "w".into(),
+                    error: None,
+                }],
+                error: None,
+            },
+        });
+        let text = status(&r, NOW);
+        let line = "  env0 stranded                done (epoch 3); approve-me (d-approve-me, \
+                    WAITING_FOR_USER), running (d-running, IN_PROGRESS); approve-me: redeploy done";
         assert!(
             text.lines().any(|l| l == line),
             "missing {line:?} in:\n{text}"

@@ -3,6 +3,7 @@
 //! `KUBE_FAILOVER__…` overrides) is in `load`, the checks in `validate`, the Kubernetes
 //! name grammar in `names`, and the quoting of the user's text in messages in `quote`.
 
+mod env0;
 mod load;
 mod mirror;
 mod names;
@@ -11,6 +12,10 @@ mod quote;
 mod state;
 mod validate;
 
+pub use env0::{
+    DEFAULT_ENV0_API_URL, Env0Config, MAX_ENV0_LOOKUP_TIMEOUT, MAX_ENV0_TIMEOUT, RedeployMode,
+    is_env0_id, read_env0_key,
+};
 pub use kube_failover_core::policy::{Mode, PolicyConfig};
 use kube_failover_core::text::choose;
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
@@ -45,6 +50,9 @@ pub struct Config {
     /// `[notify]`: webhooks told about promotions, failures and failbacks.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[env0]`: which env0 deployments a promotion stranded, and redeploying them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env0: Option<Env0Config>,
     /// `[coordination]`: where several instances keep their Leases.
     #[serde(default)]
     pub coordination: CoordinationConfig,

@@ -325,11 +325,11 @@ pub fn read_secret_file(path: &Path) -> Result<http::HeaderValue, String> {
 }
 
 impl Config {
-    /// Reads every webhook's `secret_file` as a notice would: readable, not empty, a
-    /// valid header value. `check-config` and `run` report these; the operator's commands,
+    /// Reads every webhook's `secret_file` as a notice would, and `[env0]`'s key files:
+    /// readable, not empty, a valid header value. `check-config` and `run` report these; the operator's commands,
     /// which send no notice, do not read the files.
     pub fn check_secret_files(&self) -> Result<(), ConfigError> {
-        let problems: Vec<Problem> = self
+        let mut problems: Vec<Problem> = self
             .notify
             .webhooks
             .iter()
@@ -346,6 +346,7 @@ impl Config {
                 })
             })
             .collect();
+        problems.extend(self.env0_key_problems());
         if problems.is_empty() {
             Ok(())
         } else {

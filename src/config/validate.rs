@@ -175,6 +175,9 @@ impl Config {
             );
         }
         self.notify.problems(&mut p);
+        if let Some(env0) = &self.env0 {
+            env0.problems(&mut p);
+        }
         if self.groups.is_empty() {
             p.add("groups", "at least one [[groups]] entry is required");
         }

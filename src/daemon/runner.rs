@@ -58,6 +58,16 @@ pub(super) struct GroupRunner {
     state_checks: crate::state::StateChecks,
     /// Notices of promotions, failures and failbacks, and the stale-lock check.
     pub(super) notices: crate::notice::GroupNotices,
+    /// The env0 task (`[env0]`): its handle, the record it follows, and the task until
+    /// `run` starts it.
+    env0: Option<Env0Parts>,
+}
+
+/// A group's env0 task, its handle, and the record it follows.
+struct Env0Parts {
+    handle: crate::env0::Env0Handle,
+    record: watch::Sender<Option<crate::model::FailoverRecord>>,
+    task: Option<crate::env0::Env0Worker>,
 }
 
 impl GroupRunner {
@@ -135,7 +145,49 @@ impl GroupRunner {
             });
             (handle, task)
         });
-        let notices = crate::notice::GroupNotices::new(&cfg, &identity);
+        let mut notices = crate::notice::GroupNotices::new(&cfg, &identity);
+        // env0 (src/env0): its own task, its own actuator for its Events, and the
+        // claims ConfigMap beside the record; redeploys only while this instance leads
+        // in auto mode.
+        let env0 = config.env0.as_ref().map(|e| {
+            let counter = metrics.env0.clone();
+            let client = crate::env0::Env0Client::new(
+                e,
+                http.clone(),
+                Arc::new(move |call, result| counter.request(call, result)),
+            );
+            let claims = crate::env0::Claims::new(
+                (*standby_client).clone(),
+                &cfg.standby.namespace,
+                &cfg.record_name(),
+                &cfg.name,
+                Actuator::DEFAULT_CALL_TIMEOUT,
+            );
+            let (record, follow) = watch::channel(None);
+            let leader = coord.clone();
+            let auto = config.daemon.mode == Mode::Auto;
+            let (task, handle) = crate::env0::Env0Worker::new(
+                &cfg.name,
+                &identity,
+                client,
+                claims,
+                Actuator::new(
+                    &cfg,
+                    primary_client.clone(),
+                    standby_client.clone(),
+                    identity.clone(),
+                ),
+                Arc::new(move || auto && leader.may_write(Instant::now())),
+                follow,
+                metrics.env0.clone(),
+            );
+            notices.connect_env0(Arc::new(handle.clone()));
+            Env0Parts {
+                handle,
+                record,
+                task: Some(task),
+            }
+        });
         let mut actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
         if let Some((handle, Some(_))) = &mirror {
             actuator = actuator.with_before_promotion(Arc::new(handle.clone()));
@@ -149,6 +201,7 @@ impl GroupRunner {
         );
         GroupRunner {
             notices,
+            env0,
             state_checks,
             coord,
             mirror,
@@ -190,6 +243,11 @@ impl GroupRunner {
             .as_mut()
             .and_then(|(_, task)| task.take())
             .map(|task| tokio::spawn(task.run(stop.clone())));
+        let env0 = self
+            .env0
+            .as_mut()
+            .and_then(|e| e.task.take())
+            .map(|task| tokio::spawn(task.run(stop.clone())));
         loop {
             let due = schedule.next();
             let event = tokio::select! {
@@ -230,6 +288,14 @@ impl GroupRunner {
                 .is_err()
         {
             warn!(group = %self.cfg.name, "state mirror did not stop within 5s");
+        }
+        // A redeploy in flight ends within its bounds; its claim is already written.
+        if let Some(task) = env0
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            warn!(group = %self.cfg.name, "env0 task did not stop within 5s");
         }
         // Another instance takes over at once instead of after a lease duration.
         self.coord.release().await;
@@ -351,6 +417,9 @@ impl GroupRunner {
             self.since_unix = wall;
         }
         self.notices.observe(&obs);
+        if let (Some(e), Ok(record)) = (&self.env0, &obs.standby.record) {
+            e.record.send_replace(Some(record.clone()));
+        }
         if self.mode == Mode::Auto && leading {
             self.execute(&decision, &obs, started).await;
         } else if decision.would_promote() && decision.state_changed && leading {
@@ -413,6 +482,7 @@ impl GroupRunner {
             mirror.on_tick(&decision, leading);
             status.mirror = Some(mirror.status(now_unix()));
         }
+        status.env0 = self.env0.as_ref().map(|e| e.handle.status());
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());

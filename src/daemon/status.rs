@@ -104,6 +104,7 @@ pub(super) fn group_status(
             .guards
             .as_ref()
             .map(|g| guards_status(g, &obs.standby.record)),
+        env0: None,
     }
 }
 

@@ -65,7 +65,7 @@ pub struct NoticeContext<'a> {
 }
 
 /// Unix seconds of an RFC 3339 time.
-pub(super) fn unix_of(at: &str) -> Option<f64> {
+pub(crate) fn unix_of(at: &str) -> Option<f64> {
     at.parse::<k8s_openapi::jiff::Timestamp>()
         .ok()
         .map(|t| t.as_millisecond() as f64 / 1000.0)
@@ -390,11 +390,12 @@ pub fn build(ctx: NoticeContext<'_>) -> Notice {
         mirror_age_seconds: ctx.mirror_age_seconds,
         stale_locks,
         stale_locks_error,
+        env0: None,
     }
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::Transition;
     use crate::notice::StateCheckGate;
@@ -442,7 +443,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(in crate::notice) fn promotion_notice() -> Notice {
+    pub(crate) fn promotion_notice() -> Notice {
         let (p, s) = sides();
         let record = promoted_record();
         build(NoticeContext {

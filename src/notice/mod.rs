@@ -11,15 +11,24 @@
 
 mod content;
 mod deliver;
+mod env0;
 mod metrics;
 mod render;
 mod track;
 
+pub(crate) use content::unix_of;
 pub use content::{NoticeContext, SideInfo, build, reason_text};
 pub use deliver::{BACKOFF, DeliveryOutcome, MAX_ATTEMPTS, Notifier, backoff_schedule};
+pub use env0::{Env0Report, PendingPromotion, PromotionHandoff, Redeploy, Stranded};
 pub use metrics::NoticeMetrics;
 pub use render::{render, slack};
 pub use track::{GroupNotices, record_events};
+
+/// Notices built as the tests of other modules need them.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::content::tests::promotion_notice;
+}
 
 pub use crate::config::{NoticeEvent, NoticeFormat};
 use serde::{Deserialize, Serialize};
@@ -76,6 +85,10 @@ pub struct Notice {
     pub stale_locks_error: Option<String>,
     /// What people should do now, in order.
     pub actions: Vec<ActionItem>,
+    /// The env0 deployments the promotion stranded, and the redeploys (`[env0]`,
+    /// promotion only); `null` when not looked up.
+    #[serde(default)]
+    pub env0: Option<Env0Report>,
 }
 
 /// A reason code and what it means.
@@ -140,7 +153,8 @@ pub struct StaleLock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionItem {
     /// A stable identifier: `redeploy_waiting_runs`, `check_in_flight_runs`,
-    /// `clear_stale_locks`, `check_state_freshness`, `check_standby`, `plan_failback`.
+    /// `env0_redeploy`, `clear_stale_locks`, `check_state_freshness`, `check_standby`,
+    /// `plan_failback`.
     pub id: String,
     /// What to do, for people.
     pub text: String,

@@ -88,6 +88,8 @@ pub struct GroupNotices {
     start: Option<(u64, Vec<Reason>)>,
     /// The optional standby inputs of the latest tick.
     inputs: StandbyInputs,
+    /// The group's env0 task (`[env0]`): a promotion's Event and notice go through it.
+    env0: Option<std::sync::Arc<dyn super::PromotionHandoff>>,
 }
 
 /// What the standby's state checks and the state mirror tell a notice. Each is `None`
@@ -185,7 +187,14 @@ impl GroupNotices {
             failing: Vec::new(),
             start: None,
             inputs: StandbyInputs::default(),
+            env0: None,
         }
+    }
+
+    /// Hands each promotion's Event and notice to `env0`, which names the stranded
+    /// deployments in them before they go out.
+    pub fn connect_env0(&mut self, env0: std::sync::Arc<dyn super::PromotionHandoff>) {
+        self.env0 = Some(env0);
     }
 
     /// Sends this group's notices through `notifier`.
@@ -292,11 +301,37 @@ impl GroupNotices {
                 mirror_age_seconds: self.inputs.mirror_age_seconds,
                 stale_locks,
             });
+            let left = notice
+                .stale_locks
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|l| !l.deleted));
+            // With [env0] (and only when this instance may write), the env0 task names
+            // the stranded deployments, then writes the Event and sends the notice.
+            let notice = match (&self.env0, event == NoticeEvent::Promotion && writes) {
+                (Some(env0), true) => {
+                    let job = super::PendingPromotion {
+                        event_message: promotion_summary(&notice),
+                        notice,
+                        locks_left: left,
+                        promoted_at_unix: record.promoted_at_unix,
+                        notifier: self.notifier.clone(),
+                    };
+                    match env0.hand_over(job) {
+                        Ok(()) => {
+                            info!(group = %self.group, epoch = record.epoch,
+                                "promotion notice handed to the env0 lookup");
+                            continue;
+                        }
+                        Err(job) => {
+                            warn!(group = %self.group, epoch = record.epoch,
+                                "env0 task busy: the notice goes without env0's names");
+                            job.notice
+                        }
+                    }
+                }
+                _ => notice,
+            };
             if event == NoticeEvent::Promotion && writes {
-                let left = notice
-                    .stale_locks
-                    .as_ref()
-                    .is_some_and(|l| l.iter().any(|l| !l.deleted));
                 actuator
                     .promotion_complete_event(promotion_message(&notice), left)
                     .await;
@@ -378,6 +413,17 @@ impl GroupNotices {
 
 /// The promotion Event's message: the summary, the stale locks, what to do.
 fn promotion_message(notice: &super::Notice) -> String {
+    let mut out = promotion_summary(notice);
+    out.push_str(
+        ". Redeploy the env0 deployments that waited for approval (their working directory \
+         stayed in the old primary) and check the runs that were in flight.",
+    );
+    out
+}
+
+/// The promotion Event's message without what to do about env0's deployments: the
+/// summary and the stale locks.
+fn promotion_summary(notice: &super::Notice) -> String {
     let mut out = notice.summary.clone();
     match (&notice.stale_locks, &notice.stale_locks_error) {
         (Some(locks), _) if !locks.is_empty() => {
@@ -403,10 +449,6 @@ fn promotion_message(notice: &super::Notice) -> String {
         )),
         _ => {}
     }
-    out.push_str(
-        ". Redeploy the env0 deployments that waited for approval (their working directory \
-         stayed in the old primary) and check the runs that were in flight.",
-    );
     out
 }
 

@@ -5,7 +5,8 @@
 //! behind the daemon's back, a deleted namespace, a switchable TCP fault proxy, an HTTP
 //! fault proxy with rules per path, Deployments relabelled, renamed or deleted as a chart
 //! upgrade would, and the daemon's RoleBindings deleted and restored), and bearer-token
-//! identities that can be revoked and rotated ([`TokenCredentials`]).
+//! identities that can be revoked and rotated ([`TokenCredentials`]), and a stand-in
+//! for env0's API ([`Env0StandIn`]).
 //!
 //! ```no_run
 //! use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
@@ -27,6 +28,7 @@
 mod binaries;
 mod cluster;
 mod credentials;
+mod env0;
 mod error;
 mod http_proxy;
 mod objects;
@@ -41,6 +43,7 @@ pub use cluster::{
     DEFAULT_RELEASE, KEEP_ENV, REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION,
 };
 pub use credentials::TokenCredentials;
+pub use env0::{Env0Fault, Env0Request, Env0StandIn, env0_environment};
 pub use error::TestbedError;
 pub use http_proxy::{HttpAction, HttpFaultProxy, HttpRule, READYZ_FAILED_BODY};
 pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest, target_rbac_file};
