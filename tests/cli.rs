@@ -810,3 +810,54 @@ fn rust_log_can_enable_the_kube_client_lines() {
     assert!(text.contains("failed with error"), "{text}");
     assert!(!log.contains(&0x1b), "escape code in:\n{text:?}");
 }
+
+#[test]
+fn guard_install_copies_a_runnable_binary_and_guarding_still_needs_a_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("guard").join("kube-failover");
+    std::fs::create_dir(dest.parent().unwrap()).expect("mkdir");
+    let out = run(&["guard", "install", dest.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("installed"), "{}", stdout(&out));
+    // The copy is the same program: it runs and reports the same version.
+    let copy = Command::new(&dest)
+        .arg("--version")
+        .output()
+        .expect("run the copy");
+    assert_eq!(copy.status.code(), Some(0));
+    assert_eq!(stdout(&copy), stdout(&run(&["--version"], &[])));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+    // A destination that cannot be written: exit 1, the path named.
+    let out = run(&["guard", "install", "/nonexistent-dir/kube-failover"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent-dir"),
+        "{}",
+        stderr(&out)
+    );
+    // `guard` without a subcommand still wants the agent's command after `--`, and an
+    // agent called `install` after `--` is an agent, not the subcommand.
+    let out = run(&["guard", "--config", "/nonexistent.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(
+        &[
+            "guard",
+            "--config",
+            "/nonexistent.toml",
+            "--",
+            "install",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nonexistent.toml"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 
 /// The flags of `guard`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct Args {
+    /// Instead of guarding an agent.
+    #[command(subcommand)]
+    action: Option<Action>,
     /// The guard's configuration file (see guard.example.toml).
     #[arg(
         long,
@@ -27,6 +31,17 @@ pub(crate) struct Args {
     command: Vec<OsString>,
 }
 
+/// What `guard` does instead of guarding an agent.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Copy this executable to DEST (mode 0755) and exit: an init container's job, in an
+    /// image without a shell, to put the guard into an emptyDir beside the agent.
+    Install {
+        /// Where to put the copy, e.g. /guard/kube-failover.
+        dest: PathBuf,
+    },
+}
+
 /// The async runtime could not be started.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the async runtime")]
@@ -39,6 +54,11 @@ struct AgentFailed(std::process::ExitStatus);
 
 impl Args {
     pub(crate) fn execute(self) -> Result<(), Failure> {
+        if let Some(Action::Install { dest }) = self.action {
+            let bytes = kube_failover::guard::install::install(&dest).map_err(Failure::runtime)?;
+            println!("installed {} ({bytes} bytes, mode 0755)", dest.display());
+            return Ok(());
+        }
         let config = GuardConfig::load(&self.config).map_err(Failure::invalid)?;
         let format = if self.json_logs {
             LogFormat::Json

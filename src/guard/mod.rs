@@ -14,6 +14,7 @@ pub mod agent;
 pub mod config;
 pub mod decide;
 pub mod heartbeat;
+pub mod install;
 mod serve;
 
 use crate::cluster::{ClientOptions, client_for_with};
