@@ -178,9 +178,63 @@ build_target_rbac() {
   to_json "$work/rendered/target-rbac.yaml" "$work/rendered/target-rbac.json" || return 1
   grep '^kind:' "$work/rendered/target-rbac.yaml" | sort | uniq -c | tr -s ' ' | paste -sd, -
 }
+# The guard beside the env0 agent: the component over a rendered env0 agent (the test
+# fixture), through the Helm post-renderer, for each side; a chart whose first container
+# is not the agent's must fail the build.
+build_guard() {
+  local side out rc=0
+  to_json tests/fixtures/env0-agent/rendered.yaml "$work/rendered/env0-agent.json" || return 1
+  for side in primary standby; do
+    mkdir -p "$work/g" && cp -r deploy/kubernetes/guard "$work/g/" || return 1
+    echo "placeholder standby kubeconfig" >"$work/g/guard/$side/standby.kubeconfig"
+    KUSTOMIZE="$kustomize" "$work/g/guard/post-render.sh" "$work/g/guard/$side" \
+      <tests/fixtures/env0-agent/rendered.yaml >"$work/rendered/guard-$side.yaml" || return 1
+    to_json "$work/rendered/guard-$side.yaml" "$work/rendered/guard-$side.json" || return 1
+    python3 -c '
+import json, sys
+docs = json.load(open(sys.argv[1]))
+wrapped = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
+           and d["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["/guard/kube-failover", "guard"]]
+print(sys.argv[2] + ": wrapped " + ", ".join(wrapped))
+sys.exit(len(wrapped) != 2)' "$work/rendered/guard-$side.json" "$side" || rc=1
+  done
+  # A sidecar before the agent's container: the agent is wrapped, the sidecar is not.
+  # A container renamed by a new chart: the build fails instead of wrapping nothing.
+  python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] != "Deployment":
+        continue
+    containers = d["spec"]["template"]["spec"]["containers"]
+    if d["metadata"]["labels"]["env0"] == "agent-proxy":
+        containers.insert(0, {"name": "sidecar", "image": "sidecar", "command": ["sleep"]})
+    else:
+        containers[0]["name"] = "agent-trigger"
+    yaml.safe_dump_all([x for x in docs if x["kind"] != "Deployment" or x is d], open(sys.argv[2] + "-" + d["metadata"]["labels"]["env0"], "w"))
+' tests/fixtures/env0-agent/rendered.yaml "$work/changed" || return 1
+  out="$(KUSTOMIZE="$kustomize" "$work/g/guard/post-render.sh" "$work/g/guard/primary" \
+    <"$work/changed-agent-proxy")" || return 1
+  printf '%s' "$out" | python3 -c '
+import sys, yaml
+d = next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Deployment")
+by_name = {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]}
+assert by_name["sidecar"]["command"] == ["sleep"], by_name["sidecar"]
+assert by_name["env0-agent-proxy"]["command"][:2] == ["/guard/kube-failover", "guard"], by_name["env0-agent-proxy"]
+print("a sidecar first: the agent wrapped, the sidecar untouched")' || rc=1
+  if out="$(KUSTOMIZE="$kustomize" "$work/g/guard/post-render.sh" "$work/g/guard/primary" \
+    <"$work/changed-agent-trigger" 2>&1)"; then
+    echo "a trigger container of another name was not refused"
+    rc=1
+  else
+    echo "a renamed agent container: refused ($(printf '%s' "$out" | grep -o 'add operation does not apply[^\]*' | head -n 1))"
+  fi
+  return $rc
+}
 check "kubernetes: kustomize build (base)" build_base
 check "kubernetes: kustomize build (example overlay with the kubeconfig Secret)" build_example
 check "kubernetes: kustomize build (target-rbac)" build_target_rbac
+check "kubernetes: guard component over the env0 agent (post-renderer, both sides)" build_guard
 check "kubernetes: target-rbac follows a namespace override" \
   python3 ci/deploy_checks.py rbac-namespace "$kustomize"
 check "kubernetes: ServiceMonitor -> Service -> Pod port" \
@@ -211,10 +265,11 @@ ignored_test() {
 
 server_side() {
   [ -s "$work/rendered/base.json" ] && [ -s "$work/rendered/example.json" ] &&
-    [ -s "$work/rendered/target-rbac.json" ] || { echo "kustomize builds failed"; return 1; }
+    [ -s "$work/rendered/target-rbac.json" ] && [ -s "$work/rendered/guard-primary.json" ] &&
+    [ -s "$work/rendered/guard-standby.json" ] || { echo "kustomize builds failed"; return 1; }
   ignored_test deploy_manifests KUBE_FAILOVER_RENDERED="$work/rendered"
 }
-check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server" server_side
+check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server (base, target-rbac, the guard beside the agent)" server_side
 
 # --- Helm -------------------------------------------------------------------------------
 # helm_paths: sets $helm (built once, then cached) and $operator_crds (the Go module

@@ -4,10 +4,17 @@
 //! namespace's "restricted" Pod Security admission, and the target-cluster RBAC grants the
 //! daemon's ServiceAccount exactly role.yaml in the agent namespace and nothing else.
 //!
+//! The guard's component (deploy/kubernetes/guard) over a rendered env0 agent
+//! (tests/fixtures/env0-agent/rendered.yaml): the agent's command wrapped and nothing else
+//! of it changed, the init container, volumes and config, and the Pods admitted under
+//! "restricted" on the same API server.
+//!
 //! The manifests are rendered by `kustomize build` in ci/check-deploy.sh, which passes
 //! them as JSON in the folder named by `KUBE_FAILOVER_RENDERED` (base.json, example.json,
-//! target-rbac.json) and runs this test with `--ignored`: plain `cargo test` has no
-//! kustomize to render them with.
+//! target-rbac.json; env0-agent.json, the fixture, and guard-primary.json and
+//! guard-standby.json, the fixture through deploy/kubernetes/guard/post-render.sh) and
+//! runs these tests with `--ignored`: plain `cargo test` has no kustomize to render them
+//! with. The shipped guard configs are checked by plain `cargo test`.
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -18,7 +25,7 @@ use kube::discovery::{Discovery, Scope};
 use kube_failover_testbed::{Cluster, ClusterSpec};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const RENDERED_ENV: &str = "KUBE_FAILOVER_RENDERED";
 const FIELD_MANAGER: &str = "kube-failover-deploy-check";
@@ -333,4 +340,269 @@ async fn shipped_manifests_apply_admit_and_grant_exactly_the_role() {
             "{sa} may {attrs}"
         );
     }
+}
+
+// --- the guard beside the env0 agent --------------------------------------------------
+
+/// Where the component puts the guard's binary and config in the agent's container.
+const GUARD_BIN: &str = "/guard/kube-failover";
+const GUARD_CONFIG: &str = "/etc/kube-failover-guard/guard.toml";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The guard's config loaded as the guard loads it: Ok(side), or its complaint.
+fn load_guard_config(text: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("guard.toml");
+    std::fs::write(&path, text).expect("write");
+    kube_failover::guard::config::GuardConfig::load(&path)
+        .map(|c| {
+            assert_eq!(
+                c.standby.kubeconfig.as_deref(),
+                Some(Path::new("/etc/kube-failover-guard/standby.kubeconfig")),
+                "the kubeconfig is where the component mounts the Secret"
+            );
+            c.side.as_str().to_string()
+        })
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn shipped_guard_configs_load_with_their_side() {
+    for side in ["primary", "standby"] {
+        let path = repo()
+            .join("deploy/kubernetes/guard")
+            .join(side)
+            .join("guard.toml");
+        let text = std::fs::read_to_string(&path).expect("guard.toml");
+        assert_eq!(load_guard_config(&text).as_deref(), Ok(side), "{path:?}");
+    }
+}
+
+fn deployments(docs: &[Value]) -> Vec<&Value> {
+    docs.iter().filter(|d| d["kind"] == "Deployment").collect()
+}
+
+fn by_name<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+/// The guard's Pod-level and container-level additions, checked and then removed: what is
+/// left must equal the chart's Deployment.
+fn check_and_strip_guard(doc: &Value, original: &Value, side: &str, rendered: &[Value]) -> Value {
+    let name = doc["metadata"]["name"].as_str().unwrap();
+    let mut doc = doc.clone();
+    let spec = &mut doc["spec"]["template"]["spec"];
+
+    // The init container: the image's binary copies itself, as a non-root user, with
+    // nothing writable but the emptyDir.
+    let init = spec["initContainers"]
+        .as_array()
+        .expect("initContainers")
+        .clone();
+    assert_eq!(init.len(), 1, "{name}: one init container");
+    let init = &init[0];
+    assert!(
+        init["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-failover:"),
+        "{name}: {}",
+        init["image"]
+    );
+    assert_eq!(
+        init["command"],
+        Value::Null,
+        "{name}: the image's entrypoint"
+    );
+    assert_eq!(
+        init["args"],
+        json!(["guard", "install", GUARD_BIN]),
+        "{name}"
+    );
+    assert_eq!(
+        init["volumeMounts"],
+        json!([{"name": "kube-failover-guard-bin", "mountPath": "/guard"}])
+    );
+    let sc = &init["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{name}");
+    assert_eq!(sc["runAsUser"], 65532, "{name}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+    spec.as_object_mut().unwrap().remove("initContainers");
+
+    // The volumes: the binary's emptyDir and the config from the generated ConfigMap and
+    // Secret, which are in the same output.
+    let volumes = spec["volumes"].as_array_mut().expect("volumes");
+    let bin = volumes
+        .iter()
+        .position(|v| v["name"] == "kube-failover-guard-bin")
+        .expect("the binary's volume");
+    assert!(volumes[bin]["emptyDir"].is_object(), "{name}: an emptyDir");
+    volumes.remove(bin);
+    let cfg = volumes
+        .iter()
+        .position(|v| v["name"] == "kube-failover-guard-config")
+        .expect("the config volume");
+    let sources = volumes[cfg]["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .clone();
+    volumes.remove(cfg);
+    if volumes.is_empty() {
+        spec.as_object_mut().unwrap().remove("volumes");
+    }
+    let cm_name = sources[0]["configMap"]["name"]
+        .as_str()
+        .expect("a ConfigMap");
+    let secret_name = sources[1]["secret"]["name"].as_str().expect("a Secret");
+    assert!(cm_name.starts_with("kube-failover-guard-"), "{cm_name}");
+    assert!(
+        secret_name.starts_with("kube-failover-guard-standby-"),
+        "{secret_name}"
+    );
+    assert_eq!(
+        sources[0]["configMap"]["items"],
+        json!([{"key": "guard.toml", "path": "guard.toml"}])
+    );
+    assert_eq!(
+        sources[1]["secret"]["items"],
+        json!([{"key": "kubeconfig", "path": "standby.kubeconfig"}])
+    );
+    let toml = by_name(rendered, "ConfigMap", cm_name)["data"]["guard.toml"]
+        .as_str()
+        .expect("guard.toml");
+    assert_eq!(load_guard_config(toml).as_deref(), Ok(side), "{name}");
+    assert!(by_name(rendered, "Secret", secret_name)["data"]["kubeconfig"].is_string());
+
+    // The agent's container: the command wrapped, the chart's args after it unchanged.
+    let container = &mut spec["containers"][0];
+    let original_container = &original["spec"]["template"]["spec"]["containers"][0];
+    let mut wrapped = vec![
+        json!(GUARD_BIN),
+        json!("guard"),
+        json!("--config"),
+        json!(GUARD_CONFIG),
+        json!("--"),
+    ];
+    wrapped.extend(
+        original_container["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
+    assert_eq!(container["command"], Value::Array(wrapped), "{name}");
+    container["command"] = original_container["command"].clone();
+    let env = container["env"].as_array_mut().unwrap();
+    assert_eq!(
+        env[0],
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        "{name}: the guard's identity"
+    );
+    env.remove(0);
+    let mounts = container["volumeMounts"].as_array_mut().unwrap();
+    for (volume, path) in [
+        ("kube-failover-guard-bin", "/guard"),
+        ("kube-failover-guard-config", "/etc/kube-failover-guard"),
+    ] {
+        let i = mounts
+            .iter()
+            .position(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("{name}: no mount of {volume}"));
+        assert_eq!(mounts[i]["mountPath"], path);
+        assert_eq!(mounts[i]["readOnly"], true, "{name}: {volume} read-only");
+        mounts.remove(i);
+    }
+    if mounts.is_empty() {
+        container.as_object_mut().unwrap().remove("volumeMounts");
+    }
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by ci/check-deploy.sh, which renders the guard component with kustomize"]
+async fn guard_component_wraps_the_env0_agent_and_is_admitted() {
+    let original = rendered("env0-agent.json");
+    let sides = [
+        ("primary", rendered("guard-primary.json")),
+        ("standby", rendered("guard-standby.json")),
+    ];
+    for (side, docs) in &sides {
+        let wrapped = deployments(docs);
+        assert_eq!(wrapped.len(), 2, "{side}: the trigger and the proxy");
+        for doc in wrapped {
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let chart = by_name(&original, "Deployment", name);
+            // Everything the chart set (image, args, probes, resources, securityContext,
+            // env, the agent's own volumes) is as it was.
+            assert_eq!(
+                &check_and_strip_guard(doc, chart, side, docs),
+                chart,
+                "{side}: {name}"
+            );
+        }
+    }
+    // The trigger's liveness probe and the read-only root are the chart's (checked in
+    // full above; named here because the guard must not touch them).
+    let trigger = by_name(
+        &sides[0].1,
+        "Deployment",
+        "c0ffee12.agent-trigger-deployment",
+    );
+    let agent = &trigger["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        agent["livenessProbe"]["exec"]["command"],
+        json!(["rm", "/tmp/healthy"])
+    );
+    assert_eq!(agent["securityContext"]["readOnlyRootFilesystem"], true);
+
+    // On a real API server: every object applied with strict field validation in a
+    // namespace that enforces "restricted", and the Pods of both Deployments admitted.
+    let cluster = Cluster::start_with(
+        ClusterSpec::new("guard-deploy")
+            .namespace("testbed-agent")
+            .wait_ready(false),
+    )
+    .await
+    .expect("start a test-bed cluster");
+    let client = cluster.client();
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {
+            "name": AGENT_NS,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the agent namespace");
+    let mut docs = sides[0].1.clone();
+    for doc in &mut docs {
+        doc["metadata"]["namespace"] = json!(AGENT_NS);
+    }
+    assert_eq!(apply_all(&client, &discovery, &docs).await, BTreeSet::new());
+    for doc in deployments(&docs) {
+        dry_run_pod(&client, doc, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{}: the Pod is refused: {e}", doc["metadata"]["name"]));
+    }
+    // The enforcement is live: the same Pod with a privileged init container is refused.
+    let rejected = dry_run_pod(&client, deployments(&docs)[0], |pod| {
+        pod["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] =
+            json!(true);
+    })
+    .await
+    .expect_err("a Pod whose init container may escalate is refused");
+    assert!(rejected.to_string().contains("PodSecurity"), "{rejected}");
 }

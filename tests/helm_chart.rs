@@ -636,6 +636,84 @@ fn charts_lint_render_their_values_and_refuse_bad_ones() {
         .template("kube-failover-target-rbac", &["--set", "mirror.reed=true"])
         .expect_err("unknown key");
     assert!(err.contains("reed"), "{err}");
+
+    // The guard's config beside the agents: the ConfigMap and Secret the kustomize
+    // component mounts (same names, same keys), a guard.toml the guard accepts.
+    let component =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/guard/component/pod.yaml"))
+            .expect("the component's pod.yaml");
+    for (name, key) in [
+        ("kube-failover-guard", "guard.toml"),
+        ("kube-failover-guard-standby", "kubeconfig"),
+    ] {
+        assert!(
+            component.contains(&format!("name: {name}\n"))
+                && component.contains(&format!("key: {key}\n")),
+            "the component mounts {name} (key {key})"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("guard.kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").expect("write");
+    for side in ["primary", "standby"] {
+        let docs = helm
+            .template(
+                "kube-failover-target-rbac",
+                &[
+                    "--namespace",
+                    "env0-agent",
+                    "--set",
+                    &format!("guard.beside.enabled=true,guard.beside.side={side}"),
+                    "--set",
+                    "guard.beside.settings.stop_grace=20s,guard.beside.standby.namespace=failover",
+                    "--set-file",
+                    &format!("guard.beside.standby.kubeconfig={}", kubeconfig.display()),
+                ],
+            )
+            .expect("renders");
+        let text = find(&docs, "ConfigMap", "kube-failover-guard")["data"]["guard.toml"]
+            .as_str()
+            .expect("guard.toml")
+            .to_string();
+        let path = dir.path().join("guard.toml");
+        std::fs::write(&path, &text).expect("write");
+        let config = kube_failover::guard::config::GuardConfig::load(&path)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.side.as_str(), side);
+        assert_eq!(config.group, "env0");
+        assert_eq!(config.stop_grace, std::time::Duration::from_secs(20));
+        assert_eq!(config.standby.namespace, "failover");
+        assert_eq!(config.standby.context.as_deref(), Some("standby"));
+        assert_eq!(
+            config.standby.kubeconfig.as_deref(),
+            Some(Path::new("/etc/kube-failover-guard/standby.kubeconfig"))
+        );
+        let secret = find(&docs, "Secret", "kube-failover-guard-standby");
+        assert_eq!(secret["metadata"]["namespace"], "env0-agent");
+        assert!(secret["data"]["kubeconfig"].is_string());
+    }
+    // Without the kubeconfig value: the ConfigMap only (the Secret is the user's).
+    let docs = helm
+        .template(
+            "kube-failover-target-rbac",
+            &["--set", "guard.beside.enabled=true"],
+        )
+        .expect("renders");
+    find(&docs, "ConfigMap", "kube-failover-guard");
+    assert!(!kinds(&docs).contains("Secret/kube-failover-guard-standby"));
+    for (bad, named) in [
+        ("guard.beside.side=both", "side"),
+        ("guard.beside.settings.side=standby", "side"),
+        ("guard.beside.group=Not_A_Label", "group"),
+    ] {
+        let err = helm
+            .template(
+                "kube-failover-target-rbac",
+                &["--set", "guard.beside.enabled=true", "--set", bad],
+            )
+            .expect_err(bad);
+        assert!(err.contains(named), "{bad}: {err}");
+    }
 }
 
 /// Labels Helm adds and kustomize does not (and the other way round), the image, the
