@@ -309,6 +309,29 @@ helm_servicemonitor() {
 check "helm: ServiceMonitor -> Service -> Pod port, job kube-failover whatever the release" \
   helm_servicemonitor
 
+# The guard's post-renderer as Helm runs it, over a chart that renders the env0 agent
+# fixture: the agent's Deployments come out wrapped, with the guard's ConfigMap and Secret.
+helm_post_renderer() {
+  helm_paths || return 1
+  local dir="$work/post-render"
+  mkdir -p "$dir/chart/templates" && cp -r deploy/kubernetes/guard "$dir/" || return 1
+  printf 'apiVersion: v2\nname: env0-agent\nversion: 0.0.1\n' >"$dir/chart/Chart.yaml"
+  cp tests/fixtures/env0-agent/rendered.yaml "$dir/chart/templates/agent.yaml"
+  echo "placeholder standby kubeconfig" >"$dir/guard/primary/standby.kubeconfig"
+  KUSTOMIZE="$kustomize" "$helm" template env0-agent "$dir/chart" --namespace env0-agent \
+    --kubeconfig /dev/null --post-renderer "$dir/guard/post-render.sh" \
+    --post-renderer-args "$dir/guard/primary" >"$dir/out.yaml" || return 1
+  python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = sorted(d["kind"] for d in docs)
+wrapped = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
+           and d["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["/guard/kube-failover", "guard"]]
+print("helm template --post-renderer: " + ", ".join(kinds) + "; wrapped " + ", ".join(wrapped))
+sys.exit(not (len(wrapped) == 2 and "ConfigMap" in kinds and "Secret" in kinds))' "$dir/out.yaml"
+}
+check "helm: the guard's post-renderer over the env0 agent's chart" helm_post_renderer
+
 check "helm: lint --strict, values files, bad values named, chart = kustomize base, dry-run, install and upgrade on a test-bed API server" \
   helm_checks
 
