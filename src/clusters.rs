@@ -12,9 +12,9 @@
 //! service account): two groups naming the same ones share everything here.
 
 use crate::cluster::{self, ClientOptions, ClusterError};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, WatchScope};
 use crate::model::{ProbeOutcome, ProbeReason};
-use crate::watch_cache::{self, WatchStore};
+use crate::watch_cache::{self, Fanout, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -43,18 +43,21 @@ pub struct Clusters {
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
+    watch_scope: WatchScope,
     epoch: Instant,
 }
 
 impl Clusters {
     /// An empty set; clients get `options`, `/readyz` is bounded by `timeout` and asked
     /// at most once per `interval` per cluster; each watch request lasts at least
-    /// `watch_timeout`.
+    /// `watch_timeout`; Deployments, Pods and ConfigMaps are watched per namespace or
+    /// across the cluster as `watch_scope` says.
     pub fn new(
         options: ClientOptions,
         interval: Duration,
         timeout: Duration,
         watch_timeout: Duration,
+        watch_scope: WatchScope,
     ) -> Self {
         Clusters {
             by_key: HashMap::new(),
@@ -62,6 +65,7 @@ impl Clusters {
             interval,
             timeout,
             watch_timeout,
+            watch_scope,
             epoch: Instant::now(),
         }
     }
@@ -90,6 +94,7 @@ impl Clusters {
             interval: self.interval,
             timeout: self.timeout,
             watch_timeout: self.watch_timeout,
+            watch_scope: self.watch_scope,
             readyz: Mutex::new(Readyz {
                 anchor: self.epoch,
                 latest: None,
@@ -139,9 +144,19 @@ struct Stores {
     /// Keyed by namespace and label selector.
     secrets: HashMap<String, Arc<WatchStore<Secret>>>,
     leases: HashMap<String, Arc<WatchStore<Lease>>>,
+    /// With `watch_scope = "cluster"`: the cluster-wide watches of Deployments, Pods and
+    /// ConfigMaps, started with the first namespace.
+    fanouts: Fanouts,
     /// Distrusts every store of the cluster.
     suspecters: Vec<Suspecter>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Fanouts {
+    deployments: Option<Arc<Fanout<Deployment>>>,
+    pods: Option<Arc<Fanout<Pod>>>,
+    configmaps: Option<Arc<Fanout<ConfigMap>>>,
 }
 
 impl Drop for Stores {
@@ -179,6 +194,7 @@ pub struct ClusterHandle {
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
+    watch_scope: WatchScope,
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
     reanchored: Arc<Notify>,
@@ -334,17 +350,34 @@ impl ClusterHandle {
 
     /// The Deployments of `namespace`, watched from the first call on.
     pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
-        self.store(namespace, "Deployments", None, |s| &mut s.deployments)
+        match self.watch_scope {
+            WatchScope::Namespaces => {
+                self.store(namespace, "Deployments", None, |s| &mut s.deployments)
+            }
+            WatchScope::Cluster => {
+                self.fanned(namespace, "Deployments", |s| &mut s.fanouts.deployments)
+            }
+        }
     }
 
     /// The Pods of `namespace`, watched from the first call on.
     pub fn pods(&self, namespace: &str) -> Arc<WatchStore<Pod>> {
-        self.store(namespace, "Pods", None, |s| &mut s.pods)
+        match self.watch_scope {
+            WatchScope::Namespaces => self.store(namespace, "Pods", None, |s| &mut s.pods),
+            WatchScope::Cluster => self.fanned(namespace, "Pods", |s| &mut s.fanouts.pods),
+        }
     }
 
     /// The ConfigMaps of `namespace` (failover records), watched from the first call on.
     pub fn configmaps(&self, namespace: &str) -> Arc<WatchStore<ConfigMap>> {
-        self.store(namespace, "ConfigMaps", None, |s| &mut s.configmaps)
+        match self.watch_scope {
+            WatchScope::Namespaces => {
+                self.store(namespace, "ConfigMaps", None, |s| &mut s.configmaps)
+            }
+            WatchScope::Cluster => {
+                self.fanned(namespace, "ConfigMaps", |s| &mut s.fanouts.configmaps)
+            }
+        }
     }
 
     /// The Secrets of `namespace` matching `selector` (the state mirror's), watched from
@@ -402,6 +435,45 @@ impl ClusterHandle {
     /// instances, src/coord), watched from the first call on.
     pub fn leases(&self, namespace: &str, selector: &str) -> Arc<WatchStore<Lease>> {
         self.store(namespace, "Leases", Some(selector), |s| &mut s.leases)
+    }
+
+    /// The store of `namespace` kept by the cluster-wide watch of its kind, started with
+    /// the first namespace.
+    fn fanned<K>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        pick: impl Fn(&mut Stores) -> &mut Option<Arc<Fanout<K>>>,
+    ) -> Arc<WatchStore<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fanout) = pick(&mut stores) {
+            return fanout.store(namespace);
+        }
+        let fanout = Fanout::<K>::new(kind);
+        *pick(&mut stores) = Some(fanout.clone());
+        let store = fanout.store(namespace);
+        let suspect = fanout.clone();
+        stores
+            .suspecters
+            .push(Arc::new(move |why: &str| suspect.suspect(why)));
+        let api: Api<K> = Api::all(self.watch_client.clone());
+        stores.tasks.push(tokio::spawn(watch_cache::run_fanout(
+            fanout,
+            api,
+            watch_cache::Selection::default(),
+            self.upkeep(),
+        )));
+        store
     }
 
     fn store<K>(
@@ -491,6 +563,7 @@ mod tests {
             interval,
             interval / 2,
             Duration::from_secs(240),
+            WatchScope::Namespaces,
         );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
@@ -545,6 +618,7 @@ mod tests {
             interval,
             interval / 2,
             Duration::from_secs(240),
+            WatchScope::Namespaces,
         );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
