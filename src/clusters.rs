@@ -22,6 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -100,6 +101,7 @@ impl Clusters {
                 latest: None,
             }),
             reanchored: Arc::new(Notify::new()),
+            unreachable_answers: AtomicU32::new(0),
             scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
         });
@@ -131,6 +133,15 @@ type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 /// Lists and watch requests of one cluster waiting for their answer, at most: on a slow
 /// API server the caches' upkeep slows down with it instead of piling up requests.
 const STARTS_IN_FLIGHT: usize = 8;
+
+/// Consecutive `/readyz` answers saying the API server cannot be reached before every
+/// watch of the cluster must prove its connection again (one watch request each). One
+/// late answer is what an overloaded API server gives now and then: it makes that
+/// tick's cached signals unknown and holds the caches' upkeep, but restarting hundreds
+/// of watches for it would only add load. A partition lasts longer: from the third
+/// answer on, every store is unverified until its watch has been started again. The
+/// default `failure_threshold` of a signal is the same 3.
+pub const SUSPECT_AFTER: u32 = 3;
 
 #[derive(Default)]
 struct Stores {
@@ -198,6 +209,8 @@ pub struct ClusterHandle {
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
     reanchored: Arc<Notify>,
+    /// Consecutive `/readyz` answers saying the API server cannot be reached.
+    unreachable_answers: AtomicU32,
     /// Whether the task sending `/readyz` at each slot's start runs.
     scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
@@ -223,9 +236,10 @@ impl ClusterHandle {
     /// the cluster, so two answers are one interval apart. A group gets the answer of the
     /// slot it ticks in (waiting for it if it is still on its way), never one of an
     /// earlier slot; the answer is at most one interval old. An answer saying the API
-    /// server cannot be reached makes the cluster's watches unverified and holds their
-    /// upkeep until an answer passes (see [`crate::watch_cache`]). `fetch` sends the request (the probes' `/readyz` check),
-    /// given the cluster's client and the probe timeout.
+    /// server cannot be reached holds the upkeep of the cluster's watches until an answer
+    /// passes, and from the [`SUSPECT_AFTER`]th such answer in a row makes them
+    /// unverified (see [`crate::watch_cache`]). `fetch` sends the request (the probes'
+    /// `/readyz` check), given the cluster's client and the probe timeout.
     pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
         self.readyz_since(fetch, None).await.1
     }
@@ -307,18 +321,27 @@ impl ClusterHandle {
         let request = fetch(self.client.clone(), self.timeout);
         let answer = async move {
             let out = request.await;
-            let up = !unreachable(out.reason);
-            me.reachable
-                .send_if_modified(|was| std::mem::replace(was, up) != up);
-            if !up {
-                me.suspect_watches("the API server did not answer /readyz");
-            }
+            me.answered(out.reason);
             out
         }
         .boxed()
         .shared();
         readyz.latest = Some((now, answer.clone()));
         (now, answer)
+    }
+
+    /// Follows one `/readyz` answer: holds the caches' upkeep while the API server
+    /// cannot be reached, and distrusts every watch from the [`SUSPECT_AFTER`]th
+    /// such answer in a row.
+    fn answered(&self, reason: ProbeReason) {
+        let up = !unreachable(reason);
+        self.reachable
+            .send_if_modified(|was| std::mem::replace(was, up) != up);
+        if up {
+            self.unreachable_answers.store(0, Ordering::SeqCst);
+        } else if self.unreachable_answers.fetch_add(1, Ordering::SeqCst) + 1 == SUSPECT_AFTER {
+            self.suspect_watches("the API server did not answer /readyz");
+        }
     }
 
     fn suspect_watches(&self, why: &str) {
@@ -654,6 +677,58 @@ mod tests {
             "sent {late:?} after the slot's start"
         );
         assert_eq!(sent(), 3, "that answer was the slot's own");
+    }
+
+    #[tokio::test]
+    async fn watches_are_distrusted_from_the_third_unreachable_readyz_in_a_row_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clusters = Clusters::new(
+            ClientOptions::default(),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Duration::from_secs(240),
+            WatchScope::Namespaces,
+        );
+        let a = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        let suspected = Arc::new(AtomicUsize::new(0));
+        let count = suspected.clone();
+        a.stores
+            .lock()
+            .unwrap()
+            .suspecters
+            .push(Arc::new(move |_: &str| {
+                count.fetch_add(1, Ordering::SeqCst);
+            }));
+        let reachable = a.reachable.subscribe();
+        let times = || suspected.load(Ordering::SeqCst);
+        // Late answers now and then, each followed by a passing one: nothing restarted,
+        // the upkeep held only while the last answer was late.
+        for _ in 0..5 {
+            a.answered(ProbeReason::Timeout);
+            assert!(!*reachable.borrow());
+            a.answered(ProbeReason::Timeout);
+            a.answered(ProbeReason::Ok);
+            assert!(*reachable.borrow());
+        }
+        assert_eq!(times(), 0, "no watch restarted for a late answer");
+        // A partition: the third unreachable answer in a row distrusts every watch, once.
+        a.answered(ProbeReason::Timeout);
+        a.answered(ProbeReason::Refused);
+        assert_eq!(times(), 0);
+        a.answered(ProbeReason::Connect);
+        assert_eq!(times(), 1);
+        a.answered(ProbeReason::Timeout);
+        a.answered(ProbeReason::Timeout);
+        assert_eq!(times(), 1, "one suspicion per episode");
+        // An answer that is not about reachability (the server answered) ends it.
+        a.answered(ProbeReason::HttpStatus);
+        for _ in 0..3 {
+            a.answered(ProbeReason::Timeout);
+        }
+        assert_eq!(times(), 2);
     }
 
     #[test]
