@@ -359,12 +359,16 @@ pub struct Setup {
     pub shape: Shape,
     /// Daemon instances watching the same groups (observer quorum 2 with three).
     pub instances: usize,
+    /// `daemon.watch_scope = "cluster"`: one watch per kind and cluster (the daemon's
+    /// user granted the ClusterRole of `target-rbac/cluster-watch` first).
+    pub cluster_watch: bool,
 }
 
 fn config(pair: &ClusterPair, admin: SocketAddr, setup: Setup, identity: String) -> String {
     let mut opts = DaemonOpts {
         interval: INTERVAL,
         identity: Some(identity),
+        watch_scope: setup.cluster_watch.then_some("cluster"),
         ..DaemonOpts::default()
     };
     if setup.instances > 1 {
@@ -438,6 +442,9 @@ pub struct Row {
     pub shape: Shape,
     #[serde(default = "one")]
     pub instances: usize,
+    /// Watched with `watch_scope = "cluster"`.
+    #[serde(default)]
+    pub cluster_watch: bool,
     /// Requests per tick (per second): primary, standby.
     pub per_tick: [f64; 2],
     pub verbs: [BTreeMap<String, f64>; 2],
@@ -515,11 +522,12 @@ pub async fn measure(
 ) -> Row {
     let dir = pair.primary.dir().to_path_buf();
     let tag = format!(
-        "{}-{}x{}",
+        "{}{}-{}x{}",
         match setup.shape {
             Shape::Shared => "shared",
             Shape::Namespaces => "ns",
         },
+        if setup.cluster_watch { "-cw" } else { "" },
         setup.groups,
         setup.instances
     );
@@ -596,6 +604,7 @@ pub async fn measure(
         groups: setup.groups,
         shape: setup.shape,
         instances: setup.instances,
+        cluster_watch: setup.cluster_watch,
         per_tick: load.per_tick(),
         writes: [writes(&load.by_resource[0]), writes(&load.by_resource[1])],
         watches_held: load.watches_held,
@@ -682,7 +691,11 @@ impl Row {
         };
         format!(
             "| {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} | {} | {:.1} % / {:.1} % | {:.1} / {:.1} ms | {} | {} | {:.0} |",
-            self.shape.name(),
+            if self.cluster_watch {
+                format!("{}, cluster-wide watches", self.shape.name())
+            } else {
+                self.shape.name().to_string()
+            },
             self.instances,
             self.groups,
             self.per_tick[0],
