@@ -68,6 +68,12 @@ const RESUME_GRACE: Duration = Duration::from_secs(1);
 /// Pages of a list.
 const LIST_PAGE: u32 = 500;
 
+/// Pages of a cluster-wide list ([`Fanout`]): every object of the kind in the cluster
+/// comes through it, most of them dropped; a page is held whole while it is decoded, and
+/// the daemon's memory keeps the high-water mark, so smaller pages cost more requests
+/// per list and less resident memory (BENCHMARKS.md, "Watch scope").
+const FANOUT_LIST_PAGE: u32 = 100;
+
 /// A watch that ends this soon after it started without a word counts as a failure: the
 /// next one waits for the backoff rather than following at once.
 const SHORT_WATCH: Duration = Duration::from_secs(1);
@@ -353,6 +359,10 @@ trait Sink<K>: Send + Sync + 'static {
     fn what(&self) -> &str;
     /// Whether a listed object is kept (a cluster-wide list keeps the groups' namespaces).
     fn wants(&self, obj: &K) -> bool;
+    /// Objects per page of a list.
+    fn page(&self) -> u32 {
+        LIST_PAGE
+    }
     /// A list starts.
     fn relisting(&self, why: &str);
     /// A list completed with these objects.
@@ -502,6 +512,10 @@ impl<K: Resource + Send + Sync + 'static> Fanout<K> {
 impl<K: Resource + Send + Sync + 'static> Sink<K> for Fanout<K> {
     fn what(&self) -> &str {
         &self.what
+    }
+
+    fn page(&self) -> u32 {
+        FANOUT_LIST_PAGE
     }
 
     fn wants(&self, obj: &K) -> bool {
@@ -670,12 +684,13 @@ async fn list_all<K>(
     api: &Api<K>,
     selection: &Selection,
     upkeep: &Upkeep,
+    page: u32,
     keep: impl Fn(&K) -> bool,
 ) -> Result<(Vec<K>, String), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let mut params = ListParams::default().limit(LIST_PAGE);
+    let mut params = ListParams::default().limit(page);
     params.label_selector = selection.labels.clone();
     params.field_selector = selection.fields.clone();
     let mut items = Vec::new();
@@ -757,7 +772,7 @@ where
             Some(v) => v,
             None => {
                 store.relisting("listing");
-                match list_all(&api, &selection, &upkeep, |o| store.wants(o)).await {
+                match list_all(&api, &selection, &upkeep, store.page(), |o| store.wants(o)).await {
                     Ok((items, v)) => {
                         store.listed(items);
                         debug!(store = %store.what(), "watch listed");
