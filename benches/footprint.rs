@@ -26,7 +26,10 @@
 //!
 //! `cargo bench --bench footprint`; `KUBE_FAILOVER_BENCH_GROUPS=1,10` picks the group
 //! counts, `KUBE_FAILOVER_BENCH_SHAPES=namespaces,shared` the shapes,
-//! `KUBE_FAILOVER_BENCH_INSTANCES=1,3` the instance counts, `KUBE_FAILOVER_BENCH_SECS`
+//! `KUBE_FAILOVER_BENCH_INSTANCES=1,3` the instance counts,
+//! `KUBE_FAILOVER_BENCH_SCOPES=namespaces,cluster` the watch scopes (`namespaces` by
+//! default; `cluster` grants the daemon the ClusterRole of
+//! `deploy/kubernetes/target-rbac/cluster-watch` first), `KUBE_FAILOVER_BENCH_SECS`
 //! the window, `KUBE_FAILOVER_BENCH_BIN` another daemon binary (an older release, for
 //! comparison). Prints a Markdown table; asserts nothing. The report (`cargo bench
 //! --bench report`) runs the same measurement, writes it into BENCHMARKS.md and plots
@@ -62,6 +65,15 @@ fn main() {
             _ => None,
         })
         .collect();
+    let scopes: Vec<bool> = std::env::var("KUBE_FAILOVER_BENCH_SCOPES")
+        .unwrap_or_else(|_| "namespaces".to_string())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "namespaces" => Some(false),
+            "cluster" => Some(true),
+            _ => None,
+        })
+        .collect();
     let window = Duration::from_secs(
         std::env::var("KUBE_FAILOVER_BENCH_SECS")
             .ok()
@@ -83,16 +95,26 @@ fn main() {
         println!("{}", baseline.describe());
         println!();
         println!("{}", footprint::TABLE_HEADER);
-        for &shape in &shapes {
-            for &n in &instances {
-                for &g in &groups {
-                    let setup = footprint::Setup {
-                        groups: g,
-                        shape,
-                        instances: n,
-                    };
-                    let r = footprint::measure(&pair, setup, window, &baseline).await;
-                    println!("{}", r.table_line());
+        if scopes.contains(&true) {
+            for c in [&pair.primary, &pair.standby] {
+                c.grant_daemon_cluster_role(std::path::Path::new("cluster-watch/clusterrole.yaml"))
+                    .await
+                    .expect("grant the cluster-watch ClusterRole");
+            }
+        }
+        for &cluster_watch in &scopes {
+            for &shape in &shapes {
+                for &n in &instances {
+                    for &g in &groups {
+                        let setup = footprint::Setup {
+                            groups: g,
+                            shape,
+                            instances: n,
+                            cluster_watch,
+                        };
+                        let r = footprint::measure(&pair, setup, window, &baseline).await;
+                        println!("{}", r.table_line());
+                    }
                 }
             }
         }

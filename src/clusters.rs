@@ -12,9 +12,9 @@
 //! service account): two groups naming the same ones share everything here.
 
 use crate::cluster::{self, ClientOptions, ClusterError};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, WatchScope};
 use crate::model::{ProbeOutcome, ProbeReason};
-use crate::watch_cache::{self, WatchStore};
+use crate::watch_cache::{self, Fanout, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,6 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -43,18 +44,21 @@ pub struct Clusters {
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
+    watch_scope: WatchScope,
     epoch: Instant,
 }
 
 impl Clusters {
     /// An empty set; clients get `options`, `/readyz` is bounded by `timeout` and asked
     /// at most once per `interval` per cluster; each watch request lasts at least
-    /// `watch_timeout`.
+    /// `watch_timeout`; Deployments, Pods and ConfigMaps are watched per namespace or
+    /// across the cluster as `watch_scope` says.
     pub fn new(
         options: ClientOptions,
         interval: Duration,
         timeout: Duration,
         watch_timeout: Duration,
+        watch_scope: WatchScope,
     ) -> Self {
         Clusters {
             by_key: HashMap::new(),
@@ -62,6 +66,7 @@ impl Clusters {
             interval,
             timeout,
             watch_timeout,
+            watch_scope,
             epoch: Instant::now(),
         }
     }
@@ -90,11 +95,13 @@ impl Clusters {
             interval: self.interval,
             timeout: self.timeout,
             watch_timeout: self.watch_timeout,
+            watch_scope: self.watch_scope,
             readyz: Mutex::new(Readyz {
                 anchor: self.epoch,
                 latest: None,
             }),
             reanchored: Arc::new(Notify::new()),
+            unreachable_answers: AtomicU32::new(0),
             scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
         });
@@ -127,6 +134,15 @@ type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 /// API server the caches' upkeep slows down with it instead of piling up requests.
 const STARTS_IN_FLIGHT: usize = 8;
 
+/// Consecutive `/readyz` answers saying the API server cannot be reached before every
+/// watch of the cluster must prove its connection again (one watch request each). One
+/// late answer is what an overloaded API server gives now and then: it makes that
+/// tick's cached signals unknown and holds the caches' upkeep, but restarting hundreds
+/// of watches for it would only add load. A partition lasts longer: from the third
+/// answer on, every store is unverified until its watch has been started again. The
+/// default `failure_threshold` of a signal is the same 3.
+pub const SUSPECT_AFTER: u32 = 3;
+
 #[derive(Default)]
 struct Stores {
     deployments: HashMap<String, Arc<WatchStore<Deployment>>>,
@@ -139,9 +155,19 @@ struct Stores {
     /// Keyed by namespace and label selector.
     secrets: HashMap<String, Arc<WatchStore<Secret>>>,
     leases: HashMap<String, Arc<WatchStore<Lease>>>,
+    /// With `watch_scope = "cluster"`: the cluster-wide watches of Deployments, Pods and
+    /// ConfigMaps, started with the first namespace.
+    fanouts: Fanouts,
     /// Distrusts every store of the cluster.
     suspecters: Vec<Suspecter>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Fanouts {
+    deployments: Option<Arc<Fanout<Deployment>>>,
+    pods: Option<Arc<Fanout<Pod>>>,
+    configmaps: Option<Arc<Fanout<ConfigMap>>>,
 }
 
 impl Drop for Stores {
@@ -179,9 +205,12 @@ pub struct ClusterHandle {
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
+    watch_scope: WatchScope,
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
     reanchored: Arc<Notify>,
+    /// Consecutive `/readyz` answers saying the API server cannot be reached.
+    unreachable_answers: AtomicU32,
     /// Whether the task sending `/readyz` at each slot's start runs.
     scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
@@ -207,9 +236,10 @@ impl ClusterHandle {
     /// the cluster, so two answers are one interval apart. A group gets the answer of the
     /// slot it ticks in (waiting for it if it is still on its way), never one of an
     /// earlier slot; the answer is at most one interval old. An answer saying the API
-    /// server cannot be reached makes the cluster's watches unverified and holds their
-    /// upkeep until an answer passes (see [`crate::watch_cache`]). `fetch` sends the request (the probes' `/readyz` check),
-    /// given the cluster's client and the probe timeout.
+    /// server cannot be reached holds the upkeep of the cluster's watches until an answer
+    /// passes, and from the [`SUSPECT_AFTER`]th such answer in a row makes them
+    /// unverified (see [`crate::watch_cache`]). `fetch` sends the request (the probes'
+    /// `/readyz` check), given the cluster's client and the probe timeout.
     pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
         self.readyz_since(fetch, None).await.1
     }
@@ -291,18 +321,27 @@ impl ClusterHandle {
         let request = fetch(self.client.clone(), self.timeout);
         let answer = async move {
             let out = request.await;
-            let up = !unreachable(out.reason);
-            me.reachable
-                .send_if_modified(|was| std::mem::replace(was, up) != up);
-            if !up {
-                me.suspect_watches("the API server did not answer /readyz");
-            }
+            me.answered(out.reason);
             out
         }
         .boxed()
         .shared();
         readyz.latest = Some((now, answer.clone()));
         (now, answer)
+    }
+
+    /// Follows one `/readyz` answer: holds the caches' upkeep while the API server
+    /// cannot be reached, and distrusts every watch from the [`SUSPECT_AFTER`]th
+    /// such answer in a row.
+    fn answered(&self, reason: ProbeReason) {
+        let up = !unreachable(reason);
+        self.reachable
+            .send_if_modified(|was| std::mem::replace(was, up) != up);
+        if up {
+            self.unreachable_answers.store(0, Ordering::SeqCst);
+        } else if self.unreachable_answers.fetch_add(1, Ordering::SeqCst) + 1 == SUSPECT_AFTER {
+            self.suspect_watches("the API server did not answer /readyz");
+        }
     }
 
     fn suspect_watches(&self, why: &str) {
@@ -334,17 +373,34 @@ impl ClusterHandle {
 
     /// The Deployments of `namespace`, watched from the first call on.
     pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
-        self.store(namespace, "Deployments", None, |s| &mut s.deployments)
+        match self.watch_scope {
+            WatchScope::Namespaces => {
+                self.store(namespace, "Deployments", None, |s| &mut s.deployments)
+            }
+            WatchScope::Cluster => {
+                self.fanned(namespace, "Deployments", |s| &mut s.fanouts.deployments)
+            }
+        }
     }
 
     /// The Pods of `namespace`, watched from the first call on.
     pub fn pods(&self, namespace: &str) -> Arc<WatchStore<Pod>> {
-        self.store(namespace, "Pods", None, |s| &mut s.pods)
+        match self.watch_scope {
+            WatchScope::Namespaces => self.store(namespace, "Pods", None, |s| &mut s.pods),
+            WatchScope::Cluster => self.fanned(namespace, "Pods", |s| &mut s.fanouts.pods),
+        }
     }
 
     /// The ConfigMaps of `namespace` (failover records), watched from the first call on.
     pub fn configmaps(&self, namespace: &str) -> Arc<WatchStore<ConfigMap>> {
-        self.store(namespace, "ConfigMaps", None, |s| &mut s.configmaps)
+        match self.watch_scope {
+            WatchScope::Namespaces => {
+                self.store(namespace, "ConfigMaps", None, |s| &mut s.configmaps)
+            }
+            WatchScope::Cluster => {
+                self.fanned(namespace, "ConfigMaps", |s| &mut s.fanouts.configmaps)
+            }
+        }
     }
 
     /// The Secrets of `namespace` matching `selector` (the state mirror's), watched from
@@ -402,6 +458,45 @@ impl ClusterHandle {
     /// instances, src/coord), watched from the first call on.
     pub fn leases(&self, namespace: &str, selector: &str) -> Arc<WatchStore<Lease>> {
         self.store(namespace, "Leases", Some(selector), |s| &mut s.leases)
+    }
+
+    /// The store of `namespace` kept by the cluster-wide watch of its kind, started with
+    /// the first namespace.
+    fn fanned<K>(
+        &self,
+        namespace: &str,
+        kind: &str,
+        pick: impl Fn(&mut Stores) -> &mut Option<Arc<Fanout<K>>>,
+    ) -> Arc<WatchStore<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fanout) = pick(&mut stores) {
+            return fanout.store(namespace);
+        }
+        let fanout = Fanout::<K>::new(kind);
+        *pick(&mut stores) = Some(fanout.clone());
+        let store = fanout.store(namespace);
+        let suspect = fanout.clone();
+        stores
+            .suspecters
+            .push(Arc::new(move |why: &str| suspect.suspect(why)));
+        let api: Api<K> = Api::all(self.watch_client.clone());
+        stores.tasks.push(tokio::spawn(watch_cache::run_fanout(
+            fanout,
+            api,
+            watch_cache::Selection::default(),
+            self.upkeep(),
+        )));
+        store
     }
 
     fn store<K>(
@@ -491,6 +586,7 @@ mod tests {
             interval,
             interval / 2,
             Duration::from_secs(240),
+            WatchScope::Namespaces,
         );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
@@ -545,6 +641,7 @@ mod tests {
             interval,
             interval / 2,
             Duration::from_secs(240),
+            WatchScope::Namespaces,
         );
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
@@ -580,6 +677,58 @@ mod tests {
             "sent {late:?} after the slot's start"
         );
         assert_eq!(sent(), 3, "that answer was the slot's own");
+    }
+
+    #[tokio::test]
+    async fn watches_are_distrusted_from_the_third_unreachable_readyz_in_a_row_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clusters = Clusters::new(
+            ClientOptions::default(),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Duration::from_secs(240),
+            WatchScope::Namespaces,
+        );
+        let a = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        let suspected = Arc::new(AtomicUsize::new(0));
+        let count = suspected.clone();
+        a.stores
+            .lock()
+            .unwrap()
+            .suspecters
+            .push(Arc::new(move |_: &str| {
+                count.fetch_add(1, Ordering::SeqCst);
+            }));
+        let reachable = a.reachable.subscribe();
+        let times = || suspected.load(Ordering::SeqCst);
+        // Late answers now and then, each followed by a passing one: nothing restarted,
+        // the upkeep held only while the last answer was late.
+        for _ in 0..5 {
+            a.answered(ProbeReason::Timeout);
+            assert!(!*reachable.borrow());
+            a.answered(ProbeReason::Timeout);
+            a.answered(ProbeReason::Ok);
+            assert!(*reachable.borrow());
+        }
+        assert_eq!(times(), 0, "no watch restarted for a late answer");
+        // A partition: the third unreachable answer in a row distrusts every watch, once.
+        a.answered(ProbeReason::Timeout);
+        a.answered(ProbeReason::Refused);
+        assert_eq!(times(), 0);
+        a.answered(ProbeReason::Connect);
+        assert_eq!(times(), 1);
+        a.answered(ProbeReason::Timeout);
+        a.answered(ProbeReason::Timeout);
+        assert_eq!(times(), 1, "one suspicion per episode");
+        // An answer that is not about reachability (the server answered) ends it.
+        a.answered(ProbeReason::HttpStatus);
+        for _ in 0..3 {
+            a.answered(ProbeReason::Timeout);
+        }
+        assert_eq!(times(), 2);
     }
 
     #[test]

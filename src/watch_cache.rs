@@ -21,10 +21,12 @@
 //! - a stopped or restarted API server closes the connection: the watch's stream ends,
 //!   its resumption fails at once and the store is broken within milliseconds;
 //! - a connection that dies without a word: the cluster's `/readyz`, asked once per
-//!   probe interval, times out as well; every store of the cluster is then *unverified*
-//!   ([`WatchStore::suspect`]) and serves nothing (its signals are unknown) until its
-//!   watch has been started again and the API server answered that request, so the bound
-//!   that matters for judgement is the probe timeout. The objects are kept: a watch
+//!   probe interval, times out as well, which makes that tick's cached signals unknown;
+//!   from the [`crate::clusters::SUSPECT_AFTER`]th such answer in a row, every store of
+//!   the cluster is *unverified* ([`WatchStore::suspect`]) and serves nothing (its
+//!   signals are unknown) until its watch has been started again and the API server
+//!   answered that request, so the bound that matters for judgement is the probe
+//!   timeout. A single late answer (an overloaded server) restarts no watch. The objects are kept: a watch
 //!   resumed from the last resourceVersion delivers every change since, so proving the
 //!   connection costs one watch request, not a list. A watch connection that dies alone
 //!   while `/readyz` keeps passing goes silent and is dropped by the watch client's read
@@ -43,9 +45,10 @@ use kube::Resource;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, warn};
@@ -64,6 +67,12 @@ const RESUME_GRACE: Duration = Duration::from_secs(1);
 
 /// Pages of a list.
 const LIST_PAGE: u32 = 500;
+
+/// Pages of a cluster-wide list ([`Fanout`]): every object of the kind in the cluster
+/// comes through it, most of them dropped; a page is held whole while it is decoded, and
+/// the daemon's memory keeps the high-water mark, so smaller pages cost more requests
+/// per list and less resident memory (BENCHMARKS.md, "Watch scope").
+const FANOUT_LIST_PAGE: u32 = 100;
 
 /// A watch that ends this soon after it started without a word counts as a failure: the
 /// next one waits for the backoff rather than following at once.
@@ -343,6 +352,251 @@ impl<K: Resource> WatchStore<K> {
     }
 }
 
+/// Where one watch delivers what it hears: one store ([`WatchStore`]), or the stores of
+/// every namespace of a cluster-wide watch ([`Fanout`]).
+trait Sink<K>: Send + Sync + 'static {
+    /// For messages: `Pods in ns`.
+    fn what(&self) -> &str;
+    /// Whether a listed object is kept (a cluster-wide list keeps the groups' namespaces).
+    fn wants(&self, obj: &K) -> bool;
+    /// Objects per page of a list.
+    fn page(&self) -> u32 {
+        LIST_PAGE
+    }
+    /// A list starts.
+    fn relisting(&self, why: &str);
+    /// A list completed with these objects.
+    fn listed(&self, items: Vec<K>);
+    /// An object changed or went away.
+    fn deliver(&self, event: Event<K>);
+    /// The watch failed; true if it was live.
+    fn lost(&self, err: &watcher::Error) -> bool;
+    /// The API server answered a resumed watch.
+    fn established(&self);
+    /// The watch's answer is late: serve nothing until it comes.
+    fn unverified(&self, why: &str);
+    /// Asks the watch to start again (the cluster's `/readyz` went unanswered).
+    fn recheck(&self) -> &Notify;
+    /// Resolves when the watch must list again to serve a namespace added since.
+    fn added(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl<K: Resource + Send + Sync + 'static> Sink<K> for WatchStore<K> {
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn wants(&self, _: &K) -> bool {
+        true
+    }
+
+    fn relisting(&self, why: &str) {
+        WatchStore::relisting(self, why);
+    }
+
+    fn listed(&self, items: Vec<K>) {
+        self.apply(Event::Init);
+        for item in items {
+            self.apply(Event::InitApply(item));
+        }
+        self.apply(Event::InitDone);
+    }
+
+    fn deliver(&self, event: Event<K>) {
+        self.apply(event);
+    }
+
+    fn lost(&self, err: &watcher::Error) -> bool {
+        let was_live = self.freshness() == Freshness::Live;
+        self.fail(err);
+        was_live
+    }
+
+    fn established(&self) {
+        WatchStore::established(self);
+    }
+
+    fn unverified(&self, why: &str) {
+        WatchStore::unverified(self, why);
+    }
+
+    fn recheck(&self) -> &Notify {
+        &self.recheck
+    }
+
+    fn added(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+/// The stores of one kind, one per namespace, kept by a single watch across all
+/// namespaces of a cluster ([`run_fanout`]): each store serves, fails and wakes exactly
+/// as one with a watch of its own, and holds only its namespace's objects (the others
+/// are dropped as they arrive). A namespace added after a list makes the watch list
+/// again; the stores already live stay live meanwhile.
+pub struct Fanout<K> {
+    /// `Pods`, for the stores' names.
+    kind: String,
+    /// `Pods in every namespace`, for messages.
+    what: String,
+    inner: Mutex<FanoutInner<K>>,
+    /// Asks the watch to start again.
+    recheck: Notify,
+    /// A namespace was added after a list started.
+    added: Notify,
+    /// The next list is for an added namespace only: the live stores stay live.
+    quiet: AtomicBool,
+}
+
+struct FanoutInner<K> {
+    stores: HashMap<String, Arc<WatchStore<K>>>,
+    /// The namespaces the last list started for (none before the first).
+    listing: Option<HashSet<String>>,
+}
+
+impl<K: Resource + Send + Sync + 'static> Fanout<K> {
+    /// No namespace yet; `kind` reads like `Pods`.
+    pub fn new(kind: &str) -> Arc<Self> {
+        Arc::new(Fanout {
+            kind: kind.to_string(),
+            what: format!("{kind} in every namespace"),
+            inner: Mutex::new(FanoutInner {
+                stores: HashMap::new(),
+                listing: None,
+            }),
+            recheck: Notify::new(),
+            added: Notify::new(),
+            quiet: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FanoutInner<K>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store of `namespace`, served from the next list on (at once when the current
+    /// list started with it).
+    pub fn store(&self, namespace: &str) -> Arc<WatchStore<K>> {
+        let mut inner = self.lock();
+        if let Some(s) = inner.stores.get(namespace) {
+            return s.clone();
+        }
+        let store = WatchStore::new(format!("{} in {namespace} (cluster-wide)", self.kind));
+        inner.stores.insert(namespace.to_string(), store.clone());
+        if inner.listing.is_some() {
+            self.quiet.store(true, Ordering::SeqCst);
+            self.added.notify_one();
+        }
+        store
+    }
+
+    /// Distrusts the watch's connection (see [`WatchStore::suspect`]) for every store.
+    pub fn suspect(&self, why: &str) {
+        if self.each(|s| WatchStore::unverified(s, why)) {
+            self.recheck.notify_one();
+        }
+    }
+
+    /// Runs `f` on every store; true if it returned true for any.
+    fn each(&self, f: impl Fn(&WatchStore<K>) -> bool) -> bool {
+        let stores: Vec<_> = self.lock().stores.values().cloned().collect();
+        stores.iter().fold(false, |any, s| f(s) | any)
+    }
+
+    fn store_of(&self, obj: &K) -> Option<Arc<WatchStore<K>>> {
+        let ns = obj.meta().namespace.as_deref()?;
+        self.lock().stores.get(ns).cloned()
+    }
+}
+
+impl<K: Resource + Send + Sync + 'static> Sink<K> for Fanout<K> {
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn page(&self) -> u32 {
+        FANOUT_LIST_PAGE
+    }
+
+    fn wants(&self, obj: &K) -> bool {
+        let inner = self.lock();
+        obj.meta()
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| inner.listing.as_ref().is_some_and(|l| l.contains(ns)))
+    }
+
+    fn relisting(&self, why: &str) {
+        let mut inner = self.lock();
+        inner.listing = Some(inner.stores.keys().cloned().collect());
+        let stores: Vec<_> = inner.stores.values().cloned().collect();
+        drop(inner);
+        if !self.quiet.swap(false, Ordering::SeqCst) {
+            for s in stores {
+                WatchStore::relisting(&s, why);
+            }
+        }
+    }
+
+    fn listed(&self, items: Vec<K>) {
+        let inner = self.lock();
+        let listed: HashMap<&String, &Arc<WatchStore<K>>> = inner
+            .stores
+            .iter()
+            .filter(|(ns, _)| inner.listing.as_ref().is_some_and(|l| l.contains(*ns)))
+            .collect();
+        for s in listed.values() {
+            s.apply(Event::Init);
+        }
+        for item in items {
+            let ns = item.meta().namespace.clone();
+            if let Some(s) = ns.and_then(|ns| listed.get(&ns)) {
+                s.apply(Event::InitApply(item));
+            }
+        }
+        for s in listed.values() {
+            s.apply(Event::InitDone);
+        }
+    }
+
+    fn deliver(&self, event: Event<K>) {
+        let store = match &event {
+            Event::Apply(obj) | Event::Delete(obj) => self.store_of(obj),
+            _ => None,
+        };
+        if let Some(s) = store {
+            s.apply(event);
+        }
+    }
+
+    fn lost(&self, err: &watcher::Error) -> bool {
+        self.each(|s| {
+            let was_live = s.freshness() == Freshness::Live;
+            s.fail(err);
+            was_live
+        })
+    }
+
+    fn established(&self) {
+        self.each(|s| {
+            WatchStore::established(s);
+            false
+        });
+    }
+
+    fn unverified(&self, why: &str) {
+        self.each(|s| WatchStore::unverified(s, why));
+    }
+
+    fn recheck(&self) -> &Notify {
+        &self.recheck
+    }
+
+    fn added(&self) -> impl Future<Output = ()> + Send {
+        self.added.notified()
+    }
+}
+
 /// An object as the store keeps it: without its managedFields (who set which field,
 /// often the larger part of the metadata), which nothing here reads.
 fn kept<K: Resource>(mut obj: K) -> Arc<K> {
@@ -425,16 +679,18 @@ fn timed_out(what: &str) -> kube::Error {
     )))
 }
 
-/// Lists every page; returns the objects and the list's resourceVersion.
+/// Lists every page; returns the objects `keep` accepts and the list's resourceVersion.
 async fn list_all<K>(
     api: &Api<K>,
     selection: &Selection,
     upkeep: &Upkeep,
+    page: u32,
+    keep: impl Fn(&K) -> bool,
 ) -> Result<(Vec<K>, String), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let mut params = ListParams::default().limit(LIST_PAGE);
+    let mut params = ListParams::default().limit(page);
     params.label_selector = selection.labels.clone();
     params.field_selector = selection.fields.clone();
     let mut items = Vec::new();
@@ -445,7 +701,7 @@ where
                 .await
                 .map_err(|_| timed_out("list"))??
         };
-        items.extend(page.items);
+        items.extend(page.items.into_iter().filter(|o| keep(o)));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(next) => params = params.continue_token(&next),
             None => {
@@ -485,6 +741,28 @@ pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, selection: Selection
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    keep(store, api, selection, upkeep).await
+}
+
+/// As [`run`], for the stores of every namespace `fanout` holds, from one watch across
+/// all namespaces (`api` is [`Api::all`]); lists again when a namespace is added after
+/// a list.
+pub async fn run_fanout<K>(
+    fanout: Arc<Fanout<K>>,
+    api: Api<K>,
+    selection: Selection,
+    upkeep: Upkeep,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    keep(fanout, api, selection, upkeep).await
+}
+
+async fn keep<K, S>(store: Arc<S>, api: Api<K>, selection: Selection, upkeep: Upkeep)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    S: Sink<K>,
+{
     let mut upkeep = upkeep;
     let mut backoff = upkeep.backoff();
     let mut version: Option<String> = None;
@@ -494,18 +772,14 @@ where
             Some(v) => v,
             None => {
                 store.relisting("listing");
-                match list_all(&api, &selection, &upkeep).await {
+                match list_all(&api, &selection, &upkeep, store.page(), |o| store.wants(o)).await {
                     Ok((items, v)) => {
-                        store.apply(Event::Init);
-                        for item in items {
-                            store.apply(Event::InitApply(item));
-                        }
-                        store.apply(Event::InitDone);
-                        debug!(store = %store.what, "watch listed");
+                        store.listed(items);
+                        debug!(store = %store.what(), "watch listed");
                         v
                     }
                     Err(err) => {
-                        store.fail(&watcher::Error::InitialListFailed(err));
+                        store.lost(&watcher::Error::InitialListFailed(err));
                         tokio::time::sleep(backoff.next().unwrap_or(upkeep.max_backoff)).await;
                         continue;
                     }
@@ -513,7 +787,7 @@ where
             }
         };
         version = Some(from.clone());
-        match watch_once(&store, &api, &selection, &upkeep, &from, &mut version).await {
+        match watch_once(&*store, &api, &selection, &upkeep, &from, &mut version).await {
             Ended::Resume => {}
             Ended::Retry => {
                 tokio::time::sleep(backoff.next().unwrap_or(upkeep.max_backoff)).await;
@@ -532,8 +806,8 @@ where
 
 /// One watch request from `from`, followed until it ends; `version` follows the
 /// events.
-async fn watch_once<K>(
-    store: &WatchStore<K>,
+async fn watch_once<K, S>(
+    store: &S,
     api: &Api<K>,
     selection: &Selection,
     upkeep: &Upkeep,
@@ -542,6 +816,7 @@ async fn watch_once<K>(
 ) -> Ended
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    S: Sink<K>,
 {
     // Bookmarks are on by default.
     let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout));
@@ -582,19 +857,19 @@ where
                 Some(Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj))) => {
                     heard = true;
                     *version = version_of(&obj).or(version.take());
-                    store.apply(Event::Apply(obj));
+                    store.deliver(Event::Apply(obj));
                 }
                 Some(Ok(WatchEvent::Deleted(obj))) => {
                     heard = true;
                     *version = version_of(&obj).or(version.take());
-                    store.apply(Event::Delete(obj));
+                    store.deliver(Event::Delete(obj));
                 }
                 Some(Ok(WatchEvent::Bookmark(mark))) => {
                     heard = true;
                     *version = Some(mark.metadata.resource_version);
                 }
                 Some(Ok(WatchEvent::Error(status))) if status.code == 410 => {
-                    debug!(store = %store.what, "watch resourceVersion expired; listing again");
+                    debug!(store = %store.what(), "watch resourceVersion expired; listing again");
                     return Ended::Relist;
                 }
                 Some(Ok(WatchEvent::Error(status))) => {
@@ -604,9 +879,13 @@ where
                 None if !heard && started.elapsed() < SHORT_WATCH => return Ended::Retry,
                 None => return Ended::Resume,
             },
-            _ = store.recheck.notified() => {
-                debug!(store = %store.what, "watch started again: the API server did not answer /readyz");
+            _ = store.recheck().notified() => {
+                debug!(store = %store.what(), "watch started again: the API server did not answer /readyz");
                 return Ended::Recheck;
+            }
+            _ = store.added() => {
+                debug!(store = %store.what(), "a namespace was added; listing again");
+                return Ended::Relist;
             }
         }
     }
@@ -623,11 +902,9 @@ fn watch_seconds(least: Duration) -> u32 {
 }
 
 /// Marks the store broken by `err` (logging when it was live) and retries.
-fn lost<K: Resource>(store: &WatchStore<K>, err: watcher::Error) -> Ended {
-    let was_live = store.freshness() == Freshness::Live;
-    store.fail(&err);
-    if was_live {
-        warn!(store = %store.what, error = %describe_watch_error(&err).1, "watch lost; starting it again");
+fn lost<K: Resource, S: Sink<K>>(store: &S, err: watcher::Error) -> Ended {
+    if store.lost(&err) {
+        warn!(store = %store.what(), error = %describe_watch_error(&err).1, "watch lost; starting it again");
     }
     Ended::Retry
 }
@@ -702,6 +979,89 @@ mod tests {
         let b = s.read(|m| m["b"].clone()).unwrap();
         assert_eq!(b.metadata.managed_fields, None);
         assert_eq!(b.metadata.labels.as_ref().map(|l| l.len()), Some(1));
+    }
+
+    fn cm_in(ns: &str, name: &str) -> ConfigMap {
+        let mut c = cm(name);
+        c.metadata.namespace = Some(ns.to_string());
+        c
+    }
+
+    #[test]
+    fn a_cluster_wide_watch_serves_each_namespace_its_own_objects_and_nothing_else() {
+        let f = Fanout::<ConfigMap>::new("ConfigMaps");
+        let a = f.store("a");
+        let b = f.store("b");
+        assert!(Arc::ptr_eq(&a, &f.store("a")), "one store per namespace");
+        assert_eq!(a.what(), "ConfigMaps in a (cluster-wide)");
+        Sink::relisting(&*f, "listing");
+        assert!(f.wants(&cm_in("a", "x")) && f.wants(&cm_in("b", "y")));
+        assert!(
+            !f.wants(&cm_in("other", "z")),
+            "another namespace is dropped"
+        );
+        f.listed(vec![cm_in("a", "x"), cm_in("b", "y"), cm_in("other", "z")]);
+        assert_eq!(names(&a).unwrap(), ["x"]);
+        assert_eq!(names(&b).unwrap(), ["y"]);
+        let wakes = b.wakes();
+        f.deliver(Event::Apply(cm_in("b", "y2")));
+        f.deliver(Event::Apply(cm_in("other", "z2")));
+        f.deliver(Event::Delete(cm_in("a", "x")));
+        assert_eq!(names(&a).unwrap(), Vec::<String>::new());
+        assert_eq!(names(&b).unwrap(), ["y", "y2"]);
+        assert_eq!(wakes.borrow().changed, 1, "only b's change wakes b");
+
+        // A failed watch breaks every namespace's store (unknown, never down); the answer
+        // to the resumed watch makes them all live again.
+        let refused = watcher::Error::WatchFailed(kube::Error::Service(Box::new(
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+        )));
+        assert!(f.lost(&refused));
+        for s in [&a, &b] {
+            let (reason, detail) = names(s).unwrap_err();
+            assert_eq!(reason.evidence(), Evidence::Unknown);
+            assert!(detail.contains("broken"), "{detail}");
+        }
+        assert!(!f.lost(&refused), "already broken");
+        Sink::established(&*f);
+        assert_eq!(names(&b).unwrap(), ["y", "y2"]);
+
+        // Suspected on a late /readyz: every store unverified, the watch asked to start
+        // again.
+        f.suspect("test");
+        assert!(names(&a).unwrap_err().1.contains("unverified"));
+        assert!(names(&b).unwrap_err().1.contains("unverified"));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_added_after_a_list_is_listed_again_while_the_others_stay_live() {
+        let f = Fanout::<ConfigMap>::new("ConfigMaps");
+        let a = f.store("a");
+        // Before the first list: the list covers it, no second one.
+        let early = tokio::time::timeout(Duration::from_millis(20), f.added()).await;
+        assert!(early.is_err(), "no relist asked before the first list");
+        Sink::relisting(&*f, "listing");
+        // Added while the list is on its way: its objects are not kept by that list.
+        let b = f.store("b");
+        assert!(!f.wants(&cm_in("b", "y")));
+        f.listed(vec![cm_in("a", "x"), cm_in("b", "y")]);
+        assert_eq!(names(&a).unwrap(), ["x"]);
+        assert!(
+            names(&b).unwrap_err().1.contains("not established"),
+            "b is not served from a list that did not hold it"
+        );
+        // The watch is told to list again; the live store stays live meanwhile.
+        tokio::time::timeout(Duration::from_secs(1), f.added())
+            .await
+            .expect("a relist is asked");
+        Sink::relisting(&*f, "listing");
+        assert_eq!(names(&a).unwrap(), ["x"], "a stays live during b's list");
+        assert!(f.wants(&cm_in("b", "y")));
+        f.listed(vec![cm_in("a", "x"), cm_in("b", "y")]);
+        assert_eq!(names(&b).unwrap(), ["y"]);
+        // A relist for any other reason (410 Gone) serves nothing until it completes.
+        Sink::relisting(&*f, "listing");
+        assert!(names(&a).unwrap_err().1.contains("relisting"));
     }
 
     #[test]

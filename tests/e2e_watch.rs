@@ -173,6 +173,17 @@ async fn a_late_readyz_on_a_slow_api_server_adds_no_load_and_an_outage_is_still_
     )
     .await
     .expect("the standby's late /readyz is seen");
+    // From the third late answer in a row the watches are distrusted: each ends (the API
+    // server counts a watch when it ends) and waits for /readyz to pass to start again.
+    let late = late_readyz(&d, &first).await;
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async { late_readyz(&d, &first).await >= late + 2.0 },
+    )
+    .await
+    .expect("three late answers in a row");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = cache_requests(&pair.standby).await;
     let window = Duration::from_secs(15);
     tokio::time::sleep(window).await;
@@ -238,5 +249,80 @@ async fn a_late_readyz_on_a_slow_api_server_adds_no_load_and_an_outage_is_still_
     measured(
         "outage promoted on a slow standby",
         promoted.unwrap_or_default(),
+    );
+}
+
+/// The `/readyz` answers of the standby that timed out, as the daemon counted them for
+/// the group `group`.
+async fn late_readyz(d: &Daemon, group: &str) -> f64 {
+    let series = format!(
+        r#"kube_failover_probe_failures_total{{cluster="standby",group="{group}",reason="timeout",signal="api"}}"#
+    );
+    d.metric(&series).await.unwrap_or(0.0)
+}
+
+/// One late `/readyz` now and then (what an overloaded API server gives) restarts no
+/// watch: five single late answers of the standby, each followed by passing ones, cost
+/// no LIST and no WATCH of the 20 namespaces' watches, where each used to resume all of
+/// them (80 WATCH requests a time). Each late answer is seen by the daemon first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_readyz_now_and_then_restarts_no_watch() {
+    const NAMESPACES: usize = 20;
+    const BLIPS: usize = 5;
+    let pair = pair().await;
+    let namespaces = add_agent_namespaces(&pair, NAMESPACES).await;
+    let proxy = HttpFaultProxy::start_for(&pair.standby).await;
+    let opts = DaemonOpts {
+        standby_kubeconfig: Some(proxy.daemon_kubeconfig_for(&pair.standby)),
+        ..DaemonOpts::default()
+    };
+    let d = start_in_namespaces(&pair, &opts, &namespaces).await;
+    let fit = || async {
+        for ns in &namespaces {
+            if !d
+                .group_named(ns)
+                .await
+                .is_some_and(|g| g.state == "primary_active" && g.standby_fit)
+            {
+                return false;
+            }
+        }
+        true
+    };
+    wait_for(Duration::from_secs(60), Duration::from_millis(200), fit)
+        .await
+        .unwrap_or_else(|| panic!("every group primary_active, standby fit\n{}", d.log_text()));
+    let first = namespaces[0].clone();
+
+    let before = cache_requests(&pair.standby).await;
+    for blip in 0..BLIPS {
+        let seen = late_readyz(&d, &first).await;
+        // The next /readyz only is held beyond the probe timeout.
+        proxy.set_rules(vec![
+            HttpRule::delay("/readyz", Duration::from_secs(5)).times(1),
+        ]);
+        wait_for(
+            Duration::from_secs(15),
+            Duration::from_millis(50),
+            || async { late_readyz(&d, &first).await > seen },
+        )
+        .await
+        .unwrap_or_else(|| panic!("late /readyz {blip} not seen\n{}", d.log_text()));
+        wait_for(Duration::from_secs(15), Duration::from_millis(100), fit)
+            .await
+            .unwrap_or_else(|| panic!("the standby fit again after {blip}\n{}", d.log_text()));
+    }
+    let after = cache_requests(&pair.standby).await;
+    let (lists, watches) = (
+        increase(&after, &before, "LIST"),
+        increase(&after, &before, "WATCH"),
+    );
+    eprintln!("{BLIPS} single late /readyz answers: {lists} LIST, {watches} WATCH");
+    assert_eq!(lists, 0.0, "{before:?} -> {after:?}");
+    // The watches' own resumptions (one per 4 to 5 minutes each) may fall in the
+    // window; a restart of every watch would be 80 per late answer.
+    assert!(
+        watches < NAMESPACES as f64,
+        "watches restarted for single late answers: {before:?} -> {after:?}"
     );
 }

@@ -584,6 +584,8 @@ fn charts_lint_render_their_values_and_refuse_bad_ones() {
                 "clearStaleLocks.enabled=true,coordination.namespace=kube-failover,mirror.write=true",
                 "--set",
                 "guard.enabled=true,guard.subjects[0].kind=ServiceAccount,guard.subjects[0].name=guard",
+                "--set",
+                "clusterWatch.enabled=true",
             ],
         )
         .expect("renders");
@@ -629,6 +631,19 @@ fn charts_lint_render_their_values_and_refuse_bad_ones() {
     assert_eq!(
         find(&docs, "RoleBinding", "kube-failover-guard")["subjects"],
         json!([{"kind": "ServiceAccount", "name": "guard", "namespace": "env0-agent"}])
+    );
+    // The cluster-wide watches' ClusterRole, named after the release's namespace (one
+    // per agent namespace may be installed), with the rules of cluster-watch/.
+    let cluster_watch = "kube-failover-cluster-watch-env0-agent";
+    assert_eq!(
+        find(&docs, "ClusterRole", cluster_watch)["rules"],
+        file("cluster-watch/clusterrole.yaml")[0]["rules"]
+    );
+    let binding = find(&docs, "ClusterRoleBinding", cluster_watch);
+    assert_eq!(binding["roleRef"]["name"], cluster_watch);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "kube-failover", "namespace": "env0-agent"}])
     );
     assert!(!kinds(&docs).contains("Role/kube-failover-mirror-read"));
     find(&docs, "Secret", "kube-failover-token");

@@ -13,6 +13,7 @@ use kube_failover::model::{
 use kube_failover::probe::{probe_primary, probe_standby};
 use kube_failover::record::{self, RecordError};
 use kube_failover_testbed::{Cluster, ClusterPair, ClusterSpec, FaultProxy, ProxyMode};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -745,6 +746,17 @@ async fn faults_are_classified() {
 /// unknown while `/readyz` carries the down evidence; they recover when it returns.
 #[tokio::test]
 async fn cached_probes_follow_the_watches() {
+    cached_probes_follow_the_watches_in(kube_failover::config::WatchScope::Namespaces).await;
+}
+
+/// The same with one watch per kind across all namespaces (`watch_scope = "cluster"`),
+/// the daemon's user granted the shipped ClusterRole.
+#[tokio::test]
+async fn cached_probes_follow_cluster_wide_watches() {
+    cached_probes_follow_the_watches_in(kube_failover::config::WatchScope::Cluster).await;
+}
+
+async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::WatchScope) {
     use kube_failover::cluster::ClientOptions;
     use kube_failover::clusters::Clusters;
     use kube_failover::model::Evidence;
@@ -754,6 +766,13 @@ async fn cached_probes_follow_the_watches() {
     let _serial = SERIAL.lock().await;
     let pair = ClusterPair::start().await.expect("test bed starts");
     let (primary, standby) = (&pair.primary, &pair.standby);
+    if scope == kube_failover::config::WatchScope::Cluster {
+        for c in [primary, standby] {
+            c.grant_daemon_cluster_role(Path::new("cluster-watch/clusterrole.yaml"))
+                .await
+                .expect("cluster role granted");
+        }
+    }
     let g = group(primary, standby);
     let interval = Duration::from_secs(1);
     let mut clusters = Clusters::new(
@@ -761,6 +780,7 @@ async fn cached_probes_follow_the_watches() {
         interval,
         TIMEOUT,
         Duration::from_secs(240),
+        scope,
     );
     let p = clusters.get(&g.primary, "primary").await.unwrap();
     let s = clusters.get(&g.standby, "standby").await.unwrap();

@@ -359,12 +359,16 @@ pub struct Setup {
     pub shape: Shape,
     /// Daemon instances watching the same groups (observer quorum 2 with three).
     pub instances: usize,
+    /// `daemon.watch_scope = "cluster"`: one watch per kind and cluster (the daemon's
+    /// user granted the ClusterRole of `target-rbac/cluster-watch` first).
+    pub cluster_watch: bool,
 }
 
 fn config(pair: &ClusterPair, admin: SocketAddr, setup: Setup, identity: String) -> String {
     let mut opts = DaemonOpts {
         interval: INTERVAL,
         identity: Some(identity),
+        watch_scope: setup.cluster_watch.then_some("cluster"),
         ..DaemonOpts::default()
     };
     if setup.instances > 1 {
@@ -438,6 +442,9 @@ pub struct Row {
     pub shape: Shape,
     #[serde(default = "one")]
     pub instances: usize,
+    /// Watched with `watch_scope = "cluster"`.
+    #[serde(default)]
+    pub cluster_watch: bool,
     /// Requests per tick (per second): primary, standby.
     pub per_tick: [f64; 2],
     pub verbs: [BTreeMap<String, f64>; 2],
@@ -467,6 +474,10 @@ pub struct Row {
     /// Groups some instance leads at the window's end.
     #[serde(default)]
     pub led: usize,
+    /// Seconds from the instances' start until every group had a leader (polled every
+    /// 250 ms during the warm-up; `None` if not within it).
+    #[serde(default)]
+    pub all_led_secs: Option<f64>,
     pub left_active: usize,
     /// The states they went to, with how many state changes went there.
     #[serde(default)]
@@ -515,11 +526,12 @@ pub async fn measure(
 ) -> Row {
     let dir = pair.primary.dir().to_path_buf();
     let tag = format!(
-        "{}-{}x{}",
+        "{}{}-{}x{}",
         match setup.shape {
             Shape::Shared => "shared",
             Shape::Namespaces => "ns",
         },
+        if setup.cluster_watch { "-cw" } else { "" },
         setup.groups,
         setup.instances
     );
@@ -554,7 +566,22 @@ pub async fn measure(
         });
     }
     let http = reqwest::Client::new();
-    tokio::time::sleep(WARM_UP).await;
+    // During the warm-up: when every group first had a leader, from the start of the
+    // instances (a process start takes a few milliseconds of that).
+    let spawned = Instant::now();
+    let mut all_led = None;
+    while spawned.elapsed() < WARM_UP {
+        if all_led.is_none() {
+            let mut led = std::collections::BTreeSet::new();
+            for i in &instances {
+                led.extend(led_groups(&get(&http, i.admin, "/metrics").await));
+            }
+            if led.len() >= setup.groups {
+                all_led = Some(spawned.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let w = Window::open(pair).await;
     let cpu0: Vec<f64> = instances.iter().map(|i| cpu_seconds(i.pid)).collect();
@@ -596,6 +623,7 @@ pub async fn measure(
         groups: setup.groups,
         shape: setup.shape,
         instances: setup.instances,
+        cluster_watch: setup.cluster_watch,
         per_tick: load.per_tick(),
         writes: [writes(&load.by_resource[0]), writes(&load.by_resource[1])],
         watches_held: load.watches_held,
@@ -608,6 +636,7 @@ pub async fn measure(
         p50: quantile(&b0, &b1, 0.5),
         p99: quantile(&b0, &b1, 0.99),
         led: led.len(),
+        all_led_secs: all_led,
         left_active: left.len(),
         left_to,
         failures,
@@ -682,7 +711,11 @@ impl Row {
         };
         format!(
             "| {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} | {} | {:.1} % / {:.1} % | {:.1} / {:.1} ms | {} | {} | {:.0} |",
-            self.shape.name(),
+            if self.cluster_watch {
+                format!("{}, cluster-wide watches", self.shape.name())
+            } else {
+                self.shape.name().to_string()
+            },
             self.instances,
             self.groups,
             self.per_tick[0],
@@ -698,7 +731,10 @@ impl Row {
             self.apiserver_cpu[1],
             self.p50.map_or(f64::NAN, |s| s * 1000.0),
             self.p99.map_or(f64::NAN, |s| s * 1000.0),
-            self.led,
+            match self.all_led_secs {
+                Some(t) => format!("{} (all by {t:.1} s)", self.led),
+                None => self.led.to_string(),
+            },
             if self.left_to.is_empty() {
                 self.left_active.to_string()
             } else {

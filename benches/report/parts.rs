@@ -106,6 +106,7 @@ pub async fn footprint(
                 groups: n,
                 shape,
                 instances,
+                cluster_watch: false,
             };
             let r = footprint::measure(&pair, setup, window, &baseline).await;
             println!("{}", r.table_line());

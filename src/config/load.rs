@@ -380,7 +380,7 @@ fn value_message(err: &config::ConfigError) -> String {
 mod tests {
     use super::*;
     use crate::config::tests::{Fixture, GOOD, load_error, only_problem, problems};
-    use crate::config::{LogFormat, Mode};
+    use crate::config::{LogFormat, Mode, WatchScope};
     use std::time::Duration;
 
     // --- loading ------------------------------------------------------------------
@@ -726,6 +726,21 @@ mod tests {
                 ": daemon.log_format: unknown value \"xml\": use one of \"text\", \"json\""
             ),
             "{err}"
+        );
+        let err = load_error(
+            &f,
+            &GOOD.replace("[daemon]", "[daemon]\nwatch_scope = \"everywhere\""),
+        );
+        assert!(
+            err.ends_with(
+                ": daemon.watch_scope: unknown value \"everywhere\": use one of \"namespaces\", \"cluster\""
+            ),
+            "{err}"
+        );
+        let f2 = f.file(&GOOD.replace("[daemon]", "[daemon]\nwatch_scope = \"cluster\""));
+        assert_eq!(
+            Config::load(&f2).expect("loads").daemon.watch_scope,
+            WatchScope::Cluster
         );
         let err = f
             .load_env(&GOOD, &[("KUBE_FAILOVER__DAEMON__MODE", "\u{1b}[2J")])

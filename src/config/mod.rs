@@ -91,6 +91,39 @@ impl TryFrom<String> for LogFormat {
     }
 }
 
+/// How the Deployments, Pods and ConfigMaps of the groups' namespaces are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum WatchScope {
+    /// One watch per kind and namespace: a namespaced Role is enough.
+    #[default]
+    Namespaces,
+    /// One watch per kind and cluster, across all namespaces, filtered to the groups'
+    /// namespaces here: fewer connections and requests, but a ClusterRole.
+    Cluster,
+}
+
+impl WatchScope {
+    /// Every scope, in the order the documentation lists them.
+    pub const ALL: [WatchScope; 2] = [WatchScope::Namespaces, WatchScope::Cluster];
+
+    /// The config value: `namespaces` or `cluster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchScope::Namespaces => "namespaces",
+            WatchScope::Cluster => "cluster",
+        }
+    }
+}
+
+impl TryFrom<String> for WatchScope {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        choose(&value, &WatchScope::ALL, |f| f.as_str())
+    }
+}
+
 /// `[daemon]`: process-wide settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +139,8 @@ pub struct DaemonConfig {
     /// clusters less; a revoked grant shows when a watch is resumed.
     #[serde(with = "humantime_serde")]
     pub watch_timeout: Duration,
+    /// `namespaces` (default) or `cluster`: see [`WatchScope`].
+    pub watch_scope: WatchScope,
     /// Admin server (`/metrics`, `/healthz`, `/readyz`, `/status`).
     pub listen: SocketAddr,
     /// `text` or `json`; the level comes from `RUST_LOG` (default `info`).
@@ -192,6 +227,7 @@ impl Default for DaemonConfig {
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(3),
             watch_timeout: DEFAULT_WATCH_TIMEOUT,
+            watch_scope: WatchScope::Namespaces,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             log_format: LogFormat::Text,
             mode: Mode::Auto,

@@ -125,6 +125,7 @@ async fn run_with_listener(
         daemon.probe_interval,
         daemon.probe_timeout,
         daemon.watch_timeout,
+        daemon.watch_scope,
     );
     let mut runners = Vec::new();
     for group in &config.groups {

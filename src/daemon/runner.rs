@@ -119,6 +119,16 @@ impl GroupRunner {
             identity.clone(),
             metrics.coord.clone(),
         ));
+        // The mirror and env0 tasks write Events (and the mirror Secrets) through actuators
+        // of their own, with the same clients and identity.
+        let new_actuator = || {
+            Actuator::new(
+                &cfg,
+                primary_client.clone(),
+                standby_client.clone(),
+                identity.clone(),
+            )
+        };
         // The Terraform state mirror runs on its own task (started by `run`); the
         // actuator stops it before a promotion's record is written.
         let mirror = cfg.state.mirror.as_ref().map(|m| {
@@ -133,12 +143,7 @@ impl GroupRunner {
                     &primary,
                     &standby,
                     (*standby_client).clone(),
-                    Actuator::new(
-                        &cfg,
-                        primary_client.clone(),
-                        standby_client.clone(),
-                        identity.clone(),
-                    ),
+                    new_actuator(),
                     Arc::new(move || auto && leader.may_write(Instant::now())),
                     metrics.mirror.clone(),
                 )
@@ -171,12 +176,7 @@ impl GroupRunner {
                 &identity,
                 client,
                 claims,
-                Actuator::new(
-                    &cfg,
-                    primary_client.clone(),
-                    standby_client.clone(),
-                    identity.clone(),
-                ),
+                new_actuator(),
                 Arc::new(move || auto && leader.may_write(Instant::now())),
                 follow,
                 metrics.env0.clone(),
@@ -188,7 +188,7 @@ impl GroupRunner {
                 task: Some(task),
             }
         });
-        let mut actuator = Actuator::new(&cfg, primary_client, standby_client, identity);
+        let mut actuator = new_actuator();
         if let Some((handle, Some(_))) = &mirror {
             actuator = actuator.with_before_promotion(Arc::new(handle.clone()));
         }

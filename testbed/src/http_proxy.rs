@@ -97,6 +97,9 @@ pub struct HttpRule {
     pub method: Option<Method>,
     /// What a matching request gets.
     pub action: HttpAction,
+    /// How many more requests the rule applies to, when limited: it is used up then
+    /// (and removed), as a fault that hits exactly one request.
+    pub times: Option<u64>,
 }
 
 impl HttpRule {
@@ -133,7 +136,14 @@ impl HttpRule {
             path_prefix: path_prefix.to_string(),
             method: None,
             action,
+            times: None,
         }
+    }
+
+    /// Applies to the next `n` matching requests only.
+    pub fn times(mut self, n: u64) -> HttpRule {
+        self.times = Some(n);
+        self
     }
 
     /// Only requests with this method match.
@@ -452,11 +462,20 @@ async fn handle_request(
 ) -> std::result::Result<Response<ProxyBody>, std::convert::Infallible> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let rule = {
-        let rules = shared.rules.read().unwrap_or_else(|p| p.into_inner());
-        rules
+        let mut rules = shared.rules.write().unwrap_or_else(|p| p.into_inner());
+        let at = rules
             .iter()
-            .find(|r| r.matches(req.method(), req.uri().path()))
-            .map(|r| r.action.clone())
+            .position(|r| r.matches(req.method(), req.uri().path()));
+        at.map(|i| {
+            let action = rules[i].action.clone();
+            if let Some(n) = rules[i].times.as_mut() {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    rules.remove(i);
+                }
+            }
+            action
+        })
     };
     if rule.is_some() {
         shared.stats.faulted.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use crate::error::{Result, TestbedError};
 use crate::pki::DAEMON_USER;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -129,6 +129,29 @@ pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
         });
     }
     Ok(roles)
+}
+
+/// The one ClusterRole of the manifest at `path` (any other kind is an error).
+pub(crate) fn cluster_role_in(path: PathBuf) -> Result<ClusterRole> {
+    let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {
+            path: path.clone(),
+            message: format!("not valid YAML: {e}"),
+        })?;
+    let mut docs = docs.into_iter().filter(|d| !d.is_null());
+    match (docs.next(), docs.next()) {
+        (Some(doc), None) if doc.get("kind").and_then(|k| k.as_str()) == Some("ClusterRole") => {
+            serde_json::from_value(doc).map_err(|e| TestbedError::Manifest {
+                path,
+                message: format!("not a valid ClusterRole: {e}"),
+            })
+        }
+        _ => Err(TestbedError::Manifest {
+            path,
+            message: "must hold exactly one ClusterRole".to_string(),
+        }),
+    }
 }
 
 /// Binds a Role to the daemon's user.

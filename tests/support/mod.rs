@@ -62,6 +62,8 @@ pub struct DaemonOpts {
     /// `daemon.watch_timeout`, when not the default (4 minutes): a test that revokes a
     /// grant sees it when a watch is resumed.
     pub watch_timeout: Option<Duration>,
+    /// `daemon.watch_scope`, when not the default (`namespaces`).
+    pub watch_scope: Option<&'static str>,
     pub failure_threshold: u32,
     pub startup_grace: Duration,
     pub promotion_timeout: Duration,
@@ -98,6 +100,7 @@ impl Default for DaemonOpts {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(800),
             watch_timeout: None,
+            watch_scope: None,
             failure_threshold: 3,
             startup_grace: Duration::from_secs(2),
             promotion_timeout: Duration::from_secs(60),
@@ -168,11 +171,15 @@ listen = "{admin}"
 mode = "{mode}"
 identity = "{identity}"
 shutdown_timeout = "5s"
-{watch_timeout}
+{watch_timeout}{watch_scope}
 "#,
         watch_timeout = opts
             .watch_timeout
             .map(|t| format!("watch_timeout = \"{}\"\n", dur(t)))
+            .unwrap_or_default(),
+        watch_scope = opts
+            .watch_scope
+            .map(|s| format!("watch_scope = \"{s}\"\n"))
             .unwrap_or_default(),
         interval = dur(opts.interval),
         timeout = dur(opts.timeout),

@@ -9,8 +9,9 @@ use crate::pki::DAEMON_USER;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, PostParams};
+use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,52 @@ impl Cluster {
             resource: rule.resources.as_ref().and_then(|r| r.first().cloned()),
             ..ResourceAttributes::default()
         };
+        self.await_allowed(role, attributes).await
+    }
+
+    /// Creates the ClusterRole of `path` (relative to `deploy/kubernetes/target-rbac`,
+    /// e.g. `cluster-watch/clusterrole.yaml`), binds it to the daemon's user
+    /// cluster-wide, and waits until the API server allows that user the first rule's
+    /// first verb in every namespace.
+    pub async fn grant_daemon_cluster_role(&self, path: &Path) -> Result<()> {
+        let file = objects::rbac_manifest()
+            .parent()
+            .map(|dir| dir.join(path))
+            .unwrap_or_else(|| path.to_path_buf());
+        let role = objects::cluster_role_in(file)?;
+        let name = role.metadata.name.clone().unwrap_or_default();
+        let pp = PostParams::default();
+        Api::<ClusterRole>::all(self.client())
+            .create(&pp, &role)
+            .await
+            .map_err(|e| self.kube_err(format!("creating clusterrole {name}"), e))?;
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DAEMON_USER }],
+        }))
+        .expect("static ClusterRoleBinding manifest");
+        Api::<ClusterRoleBinding>::all(self.client())
+            .create(&pp, &binding)
+            .await
+            .map_err(|e| self.kube_err(format!("creating clusterrolebinding {name}"), e))?;
+        let rule = role
+            .rules
+            .as_ref()
+            .and_then(|r| r.first())
+            .cloned()
+            .unwrap_or_default();
+        let attributes = ResourceAttributes {
+            verb: rule.verbs.first().cloned(),
+            group: rule.api_groups.as_ref().and_then(|g| g.first().cloned()),
+            resource: rule.resources.as_ref().and_then(|r| r.first().cloned()),
+            ..ResourceAttributes::default()
+        };
+        self.await_allowed(&name, attributes).await
+    }
+
+    /// Waits until the API server allows the daemon's user `attributes`.
+    async fn await_allowed(&self, role: &str, attributes: ResourceAttributes) -> Result<()> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(DAEMON_USER.to_string()),
@@ -65,7 +112,7 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let answer = reviews
-                .create(&pp, &review)
+                .create(&PostParams::default(), &review)
                 .await
                 .map_err(|e| self.kube_err(format!("reviewing access of role {role}"), e))?;
             if answer.status.is_some_and(|s| s.allowed) {
