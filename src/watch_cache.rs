@@ -22,12 +22,13 @@
 //!   its resumption fails at once and the store is broken within milliseconds;
 //! - a connection that dies without a word: the cluster's `/readyz`, asked once per
 //!   probe interval, times out as well, which makes that tick's cached signals unknown;
-//!   from the [`crate::clusters::SUSPECT_AFTER`]th such answer in a row, every store of
-//!   the cluster is *unverified* ([`WatchStore::suspect`]) and serves nothing (its
-//!   signals are unknown) until its watch has been started again and the API server
+//!   from the third such answer in a row (the cluster handle's `SUSPECT_AFTER`), every
+//!   store of the cluster is *unverified* ([`WatchStore::suspect`]) and serves nothing
+//!   (its signals are unknown) until its watch has been started again and the API server
 //!   answered that request, so the bound that matters for judgement is the probe
-//!   timeout. A single late answer (an overloaded server) restarts no watch. The objects are kept: a watch
-//!   resumed from the last resourceVersion delivers every change since, so proving the
+//!   timeout. A single late answer (an overloaded server) restarts no watch. The objects
+//!   are kept: a watch resumed from the last resourceVersion delivers every change since,
+//!   so proving the
 //!   connection costs one watch request, not a list. A watch connection that dies alone
 //!   while `/readyz` keeps passing goes silent and is dropped by the watch client's read
 //!   timeout ([`crate::cluster::WATCH_READ_TIMEOUT`]), longer than the bookmarks' spacing.
