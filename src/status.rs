@@ -177,7 +177,7 @@ pub struct GuardHeartbeatStatus {
     pub reason: String,
     /// The highest epoch at which it saw the standby active.
     pub standby_epoch: Option<u64>,
-    /// Seconds since it was written.
+    /// Seconds since it was written (-1: it carries no renewal time or duration).
     pub age_seconds: f64,
     /// Written within its Lease duration.
     pub fresh: bool,

@@ -91,15 +91,19 @@ pub(crate) fn daemon_roles() -> Result<Vec<Role>> {
     roles_in(rbac_manifest())
 }
 
+/// The documents of a YAML manifest file.
+fn yaml_documents(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TestbedError::io("reading", path, e))?;
+    serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {
+        path: path.to_path_buf(),
+        message: format!("not valid YAML: {e}"),
+    })
+}
+
 /// The Roles in a manifest file (YAML, one or more documents; documents of other kinds
 /// are an error).
 pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
-    let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {
-            path: path.clone(),
-            message: format!("not valid YAML: {e}"),
-        })?;
+    let docs = yaml_documents(&path)?;
     let mut roles = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         match doc.get("kind").and_then(|k| k.as_str()) {
@@ -133,12 +137,7 @@ pub(crate) fn roles_in(path: PathBuf) -> Result<Vec<Role>> {
 
 /// The one ClusterRole of the manifest at `path` (any other kind is an error).
 pub(crate) fn cluster_role_in(path: PathBuf) -> Result<ClusterRole> {
-    let text = std::fs::read_to_string(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| TestbedError::Manifest {
-            path: path.clone(),
-            message: format!("not valid YAML: {e}"),
-        })?;
+    let docs = yaml_documents(&path)?;
     let mut docs = docs.into_iter().filter(|d| !d.is_null());
     match (docs.next(), docs.next()) {
         (Some(doc), None) if doc.get("kind").and_then(|k| k.as_str()) == Some("ClusterRole") => {

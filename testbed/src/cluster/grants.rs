@@ -9,7 +9,7 @@ use crate::pki::DAEMON_USER;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use std::path::Path;
@@ -41,19 +41,7 @@ impl Cluster {
             .create(&pp, &objects::daemon_binding(role))
             .await
             .map_err(|e| self.kube_err(format!("creating rolebinding {role}"), e))?;
-        let rule = found
-            .rules
-            .as_ref()
-            .and_then(|r| r.first())
-            .cloned()
-            .unwrap_or_default();
-        let attributes = ResourceAttributes {
-            namespace: Some(ns),
-            verb: rule.verbs.first().cloned(),
-            group: rule.api_groups.as_ref().and_then(|g| g.first().cloned()),
-            resource: rule.resources.as_ref().and_then(|r| r.first().cloned()),
-            ..ResourceAttributes::default()
-        };
+        let attributes = first_rule(found.rules.as_deref(), Some(ns));
         self.await_allowed(role, attributes).await
     }
 
@@ -83,18 +71,7 @@ impl Cluster {
             .create(&pp, &binding)
             .await
             .map_err(|e| self.kube_err(format!("creating clusterrolebinding {name}"), e))?;
-        let rule = role
-            .rules
-            .as_ref()
-            .and_then(|r| r.first())
-            .cloned()
-            .unwrap_or_default();
-        let attributes = ResourceAttributes {
-            verb: rule.verbs.first().cloned(),
-            group: rule.api_groups.as_ref().and_then(|g| g.first().cloned()),
-            resource: rule.resources.as_ref().and_then(|r| r.first().cloned()),
-            ..ResourceAttributes::default()
-        };
+        let attributes = first_rule(role.rules.as_deref(), None);
         self.await_allowed(&name, attributes).await
     }
 
@@ -125,5 +102,18 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// What the first rule of a Role allows first: its first verb on its first resource (in
+/// `namespace`, or in every namespace), the request a grant is awaited with.
+fn first_rule(rules: Option<&[PolicyRule]>, namespace: Option<String>) -> ResourceAttributes {
+    let rule = rules.and_then(|r| r.first()).cloned().unwrap_or_default();
+    ResourceAttributes {
+        namespace,
+        verb: rule.verbs.first().cloned(),
+        group: rule.api_groups.as_ref().and_then(|g| g.first().cloned()),
+        resource: rule.resources.as_ref().and_then(|r| r.first().cloned()),
+        ..ResourceAttributes::default()
     }
 }
