@@ -859,10 +859,20 @@ async fn dry_run_apply(client: &Client, discovery: &Discovery, doc: &Value) {
 
 /// Creates these objects (CRDs, Namespaces, Secrets) from YAML text.
 async fn create_all(client: &Client, text: &str) {
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("discovery");
+    // Discovery right after the API server (or a CRD) came up can meet a group not
+    // served yet (404): asked again for a while before it counts.
+    let mut tries = 0;
+    let discovery = loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(d) => break d,
+            Err(e) if tries < 30 => {
+                tries += 1;
+                eprintln!("discovery not ready yet ({e}); again in 1s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("discovery: {e}"),
+        }
+    };
     for doc in yaml_docs(text) {
         let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
             Some((g, v)) => (g, v),
