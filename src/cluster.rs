@@ -8,9 +8,11 @@
 //! credential plugin is run by this crate, bounded, off the runtime's worker threads,
 //! never by kube ([`exec`]).
 
+mod connect;
 mod exec;
 mod reload;
 
+pub use connect::{Http2, Pool};
 pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
@@ -127,6 +129,9 @@ pub struct ClientOptions {
     /// Bound on waiting for response bytes ([`READ_TIMEOUT`], or [`WATCH_READ_TIMEOUT`]
     /// for a client that holds watches).
     pub read_timeout: Duration,
+    /// HTTP/2 offered to the API server (HTTP/1.1 stays offered) and the PINGs of its
+    /// connections; `None`: HTTP/1.1 only, as kube's own client speaks.
+    pub http2: Option<Http2>,
 }
 
 impl ClientOptions {
@@ -140,6 +145,7 @@ impl ClientOptions {
             recheck_interval: RECHECK_INTERVAL,
             exec_timeout: EXEC_PLUGIN_TIMEOUT,
             read_timeout: READ_TIMEOUT,
+            http2: None,
         }
     }
 
@@ -150,6 +156,11 @@ impl ClientOptions {
             read_timeout: WATCH_READ_TIMEOUT,
             ..self
         }
+    }
+
+    /// The same, offering HTTP/2 with the keep-alive `http2` says (`None`: HTTP/1.1 only).
+    pub fn with_http2(self, http2: Option<Http2>) -> ClientOptions {
+        ClientOptions { http2, ..self }
     }
 
     /// The same, every request carrying `user_agent`.
