@@ -36,7 +36,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// The same bound for the clients that hold watches ([`ClientOptions::for_watches`]). An
 /// idle watch hears from the API server at least once a minute (a bookmark), so a watch
 /// connection silent this long is dead. A dead connection is noticed sooner when the
-/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]).
+/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]), and over HTTP/2 by
+/// its unanswered PING ([`Http2`]).
 pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(80);
 
 /// Bound on sending a request to an API server.
