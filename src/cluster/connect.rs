@@ -21,8 +21,8 @@
 //! often 100) and the client queues requests over that bound on the same connection, so
 //! a request may wait behind long watches. A client therefore holds several pools, each
 //! with its own connection, and a request names its pool with a [`Pool`] extension: the
-//! cluster handle spreads its watches over pools of at most
-//! [`crate::clusters::WATCHES_PER_CONNECTION`], and the short calls (`/readyz`, Leases,
+//! cluster handle spreads its watches over pools of at most 100 (its
+//! `WATCHES_PER_CONNECTION`), and the short calls (`/readyz`, Leases,
 //! scale and record writes) have a client of their own, so they never queue behind a
 //! watch.
 
