@@ -92,6 +92,7 @@ impl Clusters {
             watch_client,
             reachable: watch::channel(true).0,
             starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
+            watch_starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
             interval: self.interval,
             timeout: self.timeout,
             watch_timeout: self.watch_timeout,
@@ -130,8 +131,9 @@ pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 /// Distrusts one store's watch, saying why.
 type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Lists and watch requests of one cluster waiting for their answer, at most: on a slow
-/// API server the caches' upkeep slows down with it instead of piling up requests.
+/// Lists of one cluster waiting for their answer, at most, and as many watch requests
+/// (apart): on a slow API server the caches' upkeep slows down with it instead of piling
+/// up requests.
 const STARTS_IN_FLIGHT: usize = 8;
 
 /// Consecutive `/readyz` answers saying the API server cannot be reached before every
@@ -200,8 +202,10 @@ pub struct ClusterHandle {
     watch_client: kube::Client,
     /// False while the last `/readyz` answer said the API server cannot be reached.
     reachable: watch::Sender<bool>,
-    /// Lists and watch requests in flight (see [`STARTS_IN_FLIGHT`]).
+    /// Lists in flight (see [`STARTS_IN_FLIGHT`]).
     starts: Arc<Semaphore>,
+    /// Watch requests in flight (see [`STARTS_IN_FLIGHT`]).
+    watch_starts: Arc<Semaphore>,
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
@@ -368,6 +372,7 @@ impl ClusterHandle {
                 .clamp(Duration::from_secs(2), Duration::from_secs(60)),
             reachable: self.reachable.subscribe(),
             starts: self.starts.clone(),
+            watch_starts: self.watch_starts.clone(),
         }
     }
 
