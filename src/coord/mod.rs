@@ -600,7 +600,8 @@ impl GroupCoord {
             spread.set(&self.group, false);
             return None;
         }
-        let take = spread.take(&self.group, now, live);
+        let expected = self.expected.and_then(|e| usize::try_from(e).ok());
+        let take = spread.take(&self.group, now, live, expected);
         let mut plan = st.election.plan(now, view.leader.as_ref(), take);
         if plan == Plan::Follow {
             st.renew_failing = false;
