@@ -91,8 +91,8 @@ impl Clusters {
             client,
             watch_client,
             reachable: watch::channel(true).0,
-            starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
-            watch_starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
+            starts: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
+            watch_starts: Arc::new(Semaphore::new(WATCH_STARTS_IN_FLIGHT)),
             interval: self.interval,
             timeout: self.timeout,
             watch_timeout: self.watch_timeout,
@@ -132,10 +132,15 @@ pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 /// Distrusts one store's watch, saying why.
 type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Lists of one cluster waiting for their answer, at most, and as many watch requests
-/// (apart): on a slow API server the caches' upkeep slows down with it instead of piling
-/// up requests.
-const STARTS_IN_FLIGHT: usize = 8;
+/// Lists of one cluster waiting for their answer, at most: on a slow API server the
+/// caches' upkeep slows down with it instead of piling up requests. Watch requests have
+/// their own bound ([`WATCH_STARTS_IN_FLIGHT`]): 8 requests in flight per cluster in all.
+const LISTS_IN_FLIGHT: usize = 4;
+
+/// Watch requests of one cluster waiting for their answer, at most, apart from the lists
+/// so that a store that has just listed does not wait behind every other list to start
+/// its watch.
+const WATCH_STARTS_IN_FLIGHT: usize = 4;
 
 /// Consecutive `/readyz` answers saying the API server cannot be reached before every
 /// watch of the cluster must prove its connection again (one watch request each). One
@@ -203,9 +208,9 @@ pub struct ClusterHandle {
     watch_client: kube::Client,
     /// False while the last `/readyz` answer said the API server cannot be reached.
     reachable: watch::Sender<bool>,
-    /// Lists in flight (see [`STARTS_IN_FLIGHT`]).
+    /// Lists in flight (see [`LISTS_IN_FLIGHT`]).
     starts: Arc<Semaphore>,
-    /// Watch requests in flight (see [`STARTS_IN_FLIGHT`]).
+    /// Watch requests in flight (see [`WATCH_STARTS_IN_FLIGHT`]).
     watch_starts: Arc<Semaphore>,
     interval: Duration,
     timeout: Duration,
