@@ -94,7 +94,8 @@ impl Clusters {
             watches: AtomicUsize::new(0),
             watch_pools: Mutex::new(Vec::new()),
             reachable: watch::channel(true).0,
-            starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
+            starts: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
+            watch_starts: Arc::new(Semaphore::new(WATCH_STARTS_IN_FLIGHT)),
             interval: self.interval,
             timeout: self.timeout,
             watch_timeout: self.watch_timeout,
@@ -104,6 +105,7 @@ impl Clusters {
                 latest: None,
             }),
             reanchored: Arc::new(Notify::new()),
+            written: Arc::new(WriteProof::default()),
             unreachable_answers: AtomicU32::new(0),
             scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
@@ -140,9 +142,15 @@ type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 /// watch, minutes (src/cluster/connect.rs).
 pub const WATCHES_PER_CONNECTION: usize = 100;
 
-/// Lists and watch requests of one cluster waiting for their answer, at most: on a slow
-/// API server the caches' upkeep slows down with it instead of piling up requests.
-const STARTS_IN_FLIGHT: usize = 8;
+/// Lists of one cluster waiting for their answer, at most: on a slow API server the
+/// caches' upkeep slows down with it instead of piling up requests. Watch requests have
+/// their own bound ([`WATCH_STARTS_IN_FLIGHT`]): 8 requests in flight per cluster in all.
+const LISTS_IN_FLIGHT: usize = 4;
+
+/// Watch requests of one cluster waiting for their answer, at most, apart from the lists
+/// so that a store that has just listed does not wait behind every other list to start
+/// its watch.
+const WATCH_STARTS_IN_FLIGHT: usize = 4;
 
 /// Consecutive `/readyz` answers saying the API server cannot be reached before every
 /// watch of the cluster must prove its connection again (one watch request each). One
@@ -218,8 +226,10 @@ pub struct ClusterHandle {
     watch_pools: Mutex<Vec<kube::Client>>,
     /// False while the last `/readyz` answer said the API server cannot be reached.
     reachable: watch::Sender<bool>,
-    /// Lists and watch requests in flight (see [`STARTS_IN_FLIGHT`]).
+    /// Lists in flight (see [`LISTS_IN_FLIGHT`]).
     starts: Arc<Semaphore>,
+    /// Watch requests in flight (see [`WATCH_STARTS_IN_FLIGHT`]).
+    watch_starts: Arc<Semaphore>,
     interval: Duration,
     timeout: Duration,
     watch_timeout: Duration,
@@ -227,11 +237,39 @@ pub struct ClusterHandle {
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
     reanchored: Arc<Notify>,
+    /// The last write to this cluster that its API server accepted (see
+    /// [`ClusterHandle::write_proof`]).
+    written: Arc<WriteProof>,
     /// Consecutive `/readyz` answers saying the API server cannot be reached.
     unreachable_answers: AtomicU32,
     /// Whether the task sending `/readyz` at each slot's start runs.
     scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
+}
+
+/// The last write the cluster's API server accepted from this process: when it was sent
+/// and how long its answer took. A write that went through (authentication,
+/// authorization, admission and etcd) proves more than `/readyz` does, so a slot whose
+/// interval saw one sends no `/readyz` (see [`ClusterHandle::readyz`]).
+#[derive(Default)]
+pub struct WriteProof {
+    last: Mutex<Option<(Instant, Duration)>>,
+}
+
+impl WriteProof {
+    /// A write sent at `sent` was accepted at `answered`.
+    pub fn accepted(&self, sent: Instant, answered: Instant) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|(at, _)| at <= sent) {
+            *last = Some((sent, answered.saturating_duration_since(sent)));
+        }
+    }
+
+    /// The last accepted write, if one was sent at or after `since`.
+    pub(crate) fn since(&self, since: Instant) -> Option<(Instant, Duration)> {
+        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.filter(|(at, _)| *at >= since)
+    }
 }
 
 /// Reasons of a `/readyz` answer that say the API server could not be reached: the
@@ -249,9 +287,20 @@ impl ClusterHandle {
         &self.client
     }
 
+    /// Where the writes this process makes to the cluster (its observer Lease's
+    /// renewals) are reported once accepted: a slot whose last interval saw one sends
+    /// no `/readyz`.
+    pub fn write_proof(&self) -> Arc<WriteProof> {
+        self.written.clone()
+    }
+
     /// The cluster's `/readyz` for this probe interval, shared by every group on the
     /// cluster: one request per interval, sent at the start of each slot by a task of
-    /// the cluster, so two answers are one interval apart. A group gets the answer of the
+    /// the cluster, so two answers are one interval apart. A write the API server
+    /// accepted within the last interval ([`ClusterHandle::write_proof`]) stands for
+    /// the request: the answer is that write's, sent when it was (with three instances
+    /// renewing their observer Leases on the standby every interval, its `/readyz` is
+    /// then not asked at all). A group gets the answer of the
     /// slot it ticks in (waiting for it if it is still on its way), never one of an
     /// earlier slot; the answer is at most one interval old. An answer saying the API
     /// server cannot be reached holds the upkeep of the cluster's watches until an answer
@@ -331,6 +380,24 @@ impl ClusterHandle {
         {
             return (*sent, answer.clone());
         }
+        // A write accepted within the last interval before this slot (and after
+        // `not_before`) proves the API server serves: no request. Counted from the
+        // slot's start, not from when the slot's task got to run, so a renewal sent
+        // just after the previous slot started still counts. Events still get a fresh
+        // answer.
+        let last_interval = slot.checked_sub(self.interval).unwrap_or(slot);
+        let proof_since = not_before.map_or(last_interval, |at| at.max(last_interval));
+        if let Some((sent, latency)) = self.written.since(proof_since) {
+            let me = self.clone();
+            let answer = async move {
+                me.answered(ProbeReason::Ok);
+                ProbeOutcome::ok(latency)
+            }
+            .boxed()
+            .shared();
+            readyz.latest = Some((sent, answer.clone()));
+            return (sent, answer);
+        }
         if need > slot {
             readyz.anchor = now;
             self.reanchored.notify_one();
@@ -386,6 +453,7 @@ impl ClusterHandle {
                 .clamp(Duration::from_secs(2), Duration::from_secs(60)),
             reachable: self.reachable.subscribe(),
             starts: self.starts.clone(),
+            watch_starts: self.watch_starts.clone(),
         }
     }
 
@@ -815,6 +883,60 @@ mod tests {
             "sent {late:?} after the slot's start"
         );
         assert_eq!(sent(), 3, "that answer was the slot's own");
+    }
+
+    static ASKED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting_asked(_: kube::Client, _: Duration) -> BoxFuture<'static, ProbeOutcome> {
+        ASKED.fetch_add(1, Ordering::SeqCst);
+        async { ProbeOutcome::ok(Duration::from_millis(1)) }.boxed()
+    }
+
+    #[tokio::test]
+    async fn a_write_accepted_within_the_interval_stands_for_readyz() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_millis(400);
+        let mut clusters = Clusters::new(
+            ClientOptions::default(),
+            interval,
+            interval / 2,
+            Duration::from_secs(240),
+            WatchScope::Namespaces,
+        );
+        let a = clusters
+            .get(&cluster(&dir, "one"), "standby")
+            .await
+            .unwrap();
+        let asked = || ASKED.load(Ordering::SeqCst);
+        // No write yet: the request is sent.
+        assert!(a.readyz(counting_asked).await.passed());
+        assert_eq!(asked(), 1);
+
+        // Observer Lease renewals accepted every half interval: no /readyz while one
+        // came within the last interval, the slot task's included; the answer is the
+        // last write's.
+        let proof = a.write_proof();
+        let mut last = Instant::now();
+        for _ in 0..5 {
+            last = Instant::now();
+            proof.accepted(last, last + Duration::from_millis(7));
+            tokio::time::sleep(interval / 2).await;
+        }
+        let (at, out) = a.readyz_since(counting_asked, None).await;
+        assert_eq!((at, out.reason), (last, ProbeReason::Ok));
+        assert_eq!(out.latency, Duration::from_millis(7));
+        assert_eq!(asked(), 1, "two slots and more, no request");
+
+        // An event asks for an answer sent after it: the proof is older, a request goes.
+        let event = Instant::now();
+        let (fresh, _) = a.readyz_since(counting_asked, Some(event)).await;
+        assert!(fresh >= event);
+        assert_eq!(asked(), 2);
+
+        // No write for longer than an interval: /readyz again, every slot.
+        tokio::time::sleep(interval * 3).await;
+        assert!(a.readyz(counting_asked).await.passed());
+        assert!(asked() >= 4, "{} requests", asked());
     }
 
     #[tokio::test]

@@ -286,6 +286,7 @@ mod tests {
                 http: vec![],
                 deployments: None,
                 absent: vec![],
+                watches_starting: false,
             },
             standby: StandbyObservation {
                 api: ProbeOutcome::ok(Duration::from_millis(3)),

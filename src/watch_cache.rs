@@ -38,8 +38,10 @@
 //!   than the bookmarks' spacing.
 //! - an API server that is slow or overloaded is not made slower: no list or watch is
 //!   started while the cluster's last `/readyz` said it could not be reached, at most a
-//!   few of them are in flight per cluster at once ([`Upkeep::starts`]), and a failure is
-//!   retried after an exponential backoff with jitter. The permissions of a watch are
+//!   few lists and a few watch requests are in flight per cluster at once
+//!   ([`Upkeep::starts`], [`Upkeep::watch_starts`]: apart, so a listed store's watch does
+//!   not wait behind every other list), and a failure is retried after an exponential
+//!   backoff with jitter. The permissions of a watch are
 //!   checked when it starts: a revoked grant shows when the watch is resumed next.
 //!
 use crate::kube_call::{classify, describe};
@@ -121,6 +123,8 @@ struct Inner<K> {
     /// Objects of a list in progress, swapped in when it completes.
     pending: Option<BTreeMap<String, Arc<K>>>,
     freshness: Freshness,
+    /// A list has completed once: the store has been live.
+    listed_once: bool,
 }
 
 /// The objects of one kind in one namespace of one cluster, kept current by a watch.
@@ -146,6 +150,7 @@ impl<K> WatchStore<K> {
                 objects: BTreeMap::new(),
                 pending: None,
                 freshness: Freshness::Starting,
+                listed_once: false,
             }),
             changed: watch::channel(0).0,
             recheck: Notify::new(),
@@ -174,6 +179,20 @@ impl<K> WatchStore<K> {
     /// The watch's state now.
     pub fn freshness(&self) -> Freshness {
         self.lock_read().freshness.clone()
+    }
+
+    /// The first list has not completed yet and nothing on the watcher's side failed
+    /// it (no 401, 403, certificate or decoding error: only a list still on its way, or
+    /// one that timed out or failed on the server, is retried): what the store serves
+    /// is unknown because it was not read yet, not because the watcher is blind.
+    pub fn first_list_pending(&self) -> bool {
+        let inner = self.lock_read();
+        !inner.listed_once
+            && match &inner.freshness {
+                Freshness::Starting | Freshness::Relisting(_) => true,
+                Freshness::Broken { reason, .. } => *reason == ProbeReason::Error,
+                Freshness::Live | Freshness::Unverified(_) => false,
+            }
     }
 
     /// Runs `f` on the objects (by name) when the watch is established; otherwise the
@@ -310,6 +329,7 @@ impl<K: Resource> WatchStore<K> {
             }
             Event::InitDone => {
                 inner.objects = inner.pending.take().unwrap_or_default();
+                inner.listed_once = true;
                 self.set_freshness(inner, Freshness::Live);
                 self.changed.send_modify(|n| *n += 1);
                 true
@@ -645,8 +665,13 @@ pub struct Upkeep {
     /// False while the cluster's last `/readyz` said the API server cannot be reached:
     /// nothing is listed or started then.
     pub reachable: watch::Receiver<bool>,
-    /// Lists and watch requests of the cluster waiting for their answer, at most.
+    /// Lists of the cluster waiting for their answer (a page each), at most.
     pub starts: Arc<Semaphore>,
+    /// Watch requests of the cluster waiting for their answer, at most: apart from the
+    /// lists, so a store that has just listed (or whose watch ended) does not queue
+    /// behind the lists of hundreds of namespaces starting together, which would leave
+    /// it unverified for as long (no event reaches it meanwhile).
+    pub watch_starts: Arc<Semaphore>,
 }
 
 impl Upkeep {
@@ -829,7 +854,7 @@ where
     params.field_selector = selection.fields.clone();
     let started = Instant::now();
     let start = async {
-        let _permit = upkeep.starts.acquire().await;
+        let _permit = upkeep.watch_starts.acquire().await;
         tokio::time::timeout(upkeep.start_timeout, api.watch(&params, from)).await
     };
     let mut start = std::pin::pin!(start);
@@ -1119,6 +1144,38 @@ mod tests {
         );
         s.fail(&watcher::Error::InitialListFailed(forbidden));
         assert_eq!(names(&s).unwrap_err().0, ProbeReason::Forbidden);
+    }
+
+    #[test]
+    fn a_first_list_is_pending_until_it_completes_unless_the_watcher_is_refused() {
+        let s = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        assert!(s.first_list_pending(), "not listed yet");
+        s.fail(&watcher::Error::InitialListFailed(timed_out("list")));
+        assert!(
+            s.first_list_pending(),
+            "a list that timed out is tried again"
+        );
+        s.relisting("listing");
+        assert!(s.first_list_pending());
+        s.apply(Event::Init);
+        s.apply(Event::InitDone);
+        assert!(!s.first_list_pending());
+        // Listed once: a watch lost later is not a pending first list.
+        s.fail(&watcher::Error::WatchFailed(timed_out("watch")));
+        assert!(names(&s).is_err());
+        assert!(!s.first_list_pending());
+
+        let refused = WatchStore::<ConfigMap>::new("ConfigMaps in ns");
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("configmaps is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        refused.fail(&watcher::Error::InitialListFailed(forbidden));
+        assert!(
+            !refused.first_list_pending(),
+            "403 is the watcher's own problem"
+        );
     }
 
     #[test]

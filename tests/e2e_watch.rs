@@ -132,6 +132,9 @@ async fn a_silent_watch_connection_is_distrusted_at_once_and_proven_again_withou
     );
 }
 
+/// Where the coordination's Leases are written.
+const LEASES: &str = "/apis/coordination.k8s.io/";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_readyz_on_a_slow_api_server_adds_no_load_and_an_outage_is_still_promoted() {
     const NAMESPACES: usize = 20;
@@ -160,9 +163,11 @@ async fn a_late_readyz_on_a_slow_api_server_adds_no_load_and_an_outage_is_still_
 
     // The standby's API server turns slow (every request held 300 ms, the probe
     // timeout is 800 ms) and its `/readyz` late beyond the probe timeout: what an
-    // overloaded API server looks like.
+    // overloaded API server looks like. Its writes are late too (an accepted observer
+    // Lease renewal would stand for the `/readyz`).
     proxy.set_rules(vec![
         HttpRule::delay("/readyz", Duration::from_secs(5)),
+        HttpRule::delay(LEASES, Duration::from_secs(5)).method(http::Method::PUT),
         HttpRule::delay("/", Duration::from_millis(300)),
     ]);
     let slow = Instant::now();
@@ -204,6 +209,7 @@ async fn a_late_readyz_on_a_slow_api_server_adds_no_load_and_an_outage_is_still_
 
     // It answers again, still slowly: the watches are proven again, without a list.
     proxy.remove_rules("/readyz");
+    proxy.remove_rules(LEASES);
     wait_for(
         Duration::from_secs(60),
         Duration::from_millis(200),
@@ -297,8 +303,13 @@ async fn a_late_readyz_now_and_then_restarts_no_watch() {
     let before = cache_requests(&pair.standby).await;
     for blip in 0..BLIPS {
         let seen = late_readyz(&d, &first).await;
-        // The next /readyz only is held beyond the probe timeout.
+        // The next /readyz only is held beyond the probe timeout. An accepted observer
+        // Lease renewal stands for the standby's /readyz, so the renewal (and its early
+        // retry) is held too: the next slot has no proof and asks /readyz.
         proxy.set_rules(vec![
+            HttpRule::delay(LEASES, Duration::from_secs(5))
+                .method(http::Method::PUT)
+                .times(2),
             HttpRule::delay("/readyz", Duration::from_secs(5)).times(1),
         ]);
         wait_for(

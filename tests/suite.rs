@@ -23,6 +23,7 @@ mod e2e_mirror;
 mod e2e_notify;
 mod e2e_observers;
 mod e2e_ops;
+mod e2e_overload;
 mod e2e_safety;
 mod e2e_simulate;
 mod e2e_state;

@@ -117,6 +117,7 @@ fn observation(wall_unix: f64, t: Tick, workload: &SignalId) -> Observation {
             http: vec![],
             deployments: listable.then(|| vec![view("agent-trigger", 1)]),
             absent: vec![],
+            watches_starting: false,
         },
         standby: StandbyObservation {
             api: outcome(t.standby),

@@ -229,6 +229,7 @@ mod tests {
                 http: vec![],
                 deployments: None,
                 absent: vec![],
+                watches_starting: false,
             },
             standby: crate::model::StandbyObservation {
                 api: ok.clone(),

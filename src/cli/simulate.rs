@@ -550,6 +550,7 @@ impl World {
                         .collect()
                 }),
                 absent: vec![],
+                watches_starting: false,
             },
             standby: StandbyObservation {
                 api: ok.clone(),

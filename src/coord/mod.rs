@@ -317,6 +317,7 @@ impl GroupCoord {
             config.daemon.probe_timeout,
             leader_timing(&config.daemon),
         );
+        presence.prove_writes_to(standby.write_proof());
         let ttl = group
             .policy
             .observers
@@ -599,7 +600,8 @@ impl GroupCoord {
             spread.set(&self.group, false);
             return None;
         }
-        let take = spread.take(&self.group, now, live);
+        let expected = self.expected.and_then(|e| usize::try_from(e).ok());
+        let take = spread.take(&self.group, now, live, expected);
         let mut plan = st.election.plan(now, view.leader.as_ref(), take);
         if plan == Plan::Follow {
             st.renew_failing = false;
@@ -1451,6 +1453,33 @@ mod tests {
         fake.mirror(&me.store);
         ticks_for(&me, &fake, false, 4 * LEASE).await;
         assert_eq!(me.leading(), 1, "{:?}", fake.take_requests());
+    }
+
+    #[tokio::test]
+    async fn accepted_renewals_stand_for_the_standby_readyz_and_failed_ones_do_not() {
+        let fake = FakeLeases::new();
+        let cfg = config(2);
+        let me = instance(&fake, &cfg, "me");
+        let proof = Arc::new(crate::clusters::WriteProof::default());
+        me.presence.prove_writes_to(proof.clone());
+        let before = Instant::now();
+        ticks_for(&me, &fake, true, Duration::from_millis(300)).await;
+        let (sent, _) = proof.since(before).expect("a renewal reported");
+        let requests = fake.take_requests();
+        assert!(
+            count(
+                &requests,
+                &format!("PUT {}", presence::observer_lease_name("me"))
+            ) >= 2,
+            "{requests:?}"
+        );
+        // Failing writes prove nothing: the last accepted one stays the proof.
+        fake.fail_with(Some(503));
+        let cut = Instant::now();
+        ticks_for(&me, &fake, false, Duration::from_millis(300)).await;
+        assert!(!fake.take_requests().is_empty(), "renewals were tried");
+        assert_eq!(proof.since(cut), None);
+        assert!(proof.since(sent).is_some_and(|(at, _)| at < cut));
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ use super::{
     INSTANCE_ANNOTATION, IdentityClash, LEADING_ANNOTATION, LeaderTiming, ROLE_LABEL,
     VERDICTS_ANNOTATION, annotation, conflict, instance_id, micro_now, now_unix, seconds_i32,
 };
+use crate::clusters::WriteProof;
 use crate::kube_call::{CallError, bounded};
 use crate::record::APP_LABEL_VALUE;
 use crate::watch_cache::WatchStore;
@@ -154,6 +155,9 @@ pub struct Presence {
     identity_checked: tokio::sync::OnceCell<Result<(), IdentityClash>>,
     /// Decoded verdicts of the Leases read, by name, with the resourceVersion decoded.
     decoded: Mutex<HashMap<String, (String, Verdicts)>>,
+    /// Where an accepted write is reported: the cluster's `/readyz` is not asked in an
+    /// interval that saw one ([`crate::clusters::ClusterHandle::write_proof`]).
+    proof: OnceLock<Arc<WriteProof>>,
 }
 
 impl Presence {
@@ -199,7 +203,13 @@ impl Presence {
             leader_writes: Arc::new(tokio::sync::Semaphore::new(LEADER_WRITES_IN_FLIGHT)),
             identity_checked: tokio::sync::OnceCell::new(),
             decoded: Mutex::new(HashMap::new()),
+            proof: OnceLock::new(),
         })
+    }
+
+    /// Reports every accepted write to `proof` from now on (the first one given counts).
+    pub fn prove_writes_to(&self, proof: Arc<WriteProof>) {
+        let _ = self.proof.set(proof);
     }
 
     /// The one of this process for `store`'s namespace (created with the first group
@@ -527,6 +537,9 @@ impl Presence {
     }
 
     fn credit(&self, sent_at: Instant, answered_at: Instant) {
+        if let Some(proof) = self.proof.get() {
+            proof.accepted(sent_at, answered_at);
+        }
         let members: Vec<Arc<dyn Member>> = {
             let mut inner = self.lock();
             inner.members.retain(|(_, m)| m.strong_count() > 0);

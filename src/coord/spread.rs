@@ -10,10 +10,13 @@
 //!   leader Lease at once. At or above its share it leaves such a Lease to the others
 //!   for one more lease duration and takes it only if nobody did
 //!   ([`super::leader::Election::plan`]), so no group stays without a leader.
-//! - During its first observer ttl an instance takes nothing (and starts counting how
-//!   long a missing or released Lease has been free only afterwards): by then every
-//!   live instance has published its observer Lease, so instances started together
-//!   do not pile every group onto whichever ticks first.
+//! - During its first observer ttl an instance takes nothing beyond its share of the
+//!   instances meant to run (`observers.expected`: `ceil(groups ÷ max(live, expected))`,
+//!   nothing when it is not set), and starts counting how long a missing or released
+//!   Lease has been free only afterwards: by then every live instance has published its
+//!   observer Lease, so instances started together do not pile every group onto
+//!   whichever ticks first, and with `expected` set each takes its share at once, so
+//!   every group is led from the first ticks instead of after the warm-up.
 //! - An instance above its share **sheds**: it releases one quiet group's Lease (no
 //!   failover under way) per lease duration, and only while another fresh instance says
 //!   it leads less than the share, so a released Lease is taken at once.
@@ -59,13 +62,18 @@ impl Spread {
         self.leading.len()
     }
 
-    /// How readily `group`'s Lease is taken: held back during the warm-up, eagerly
-    /// while this process leads less than its share without `group`, patiently
-    /// otherwise.
-    pub fn take(&self, group: &str, now: Instant, live: usize) -> Take {
+    /// How readily `group`'s Lease is taken: during the warm-up, eagerly while this
+    /// process leads less than its share of the `expected` instances (or of the live
+    /// ones, if more) without `group`, held back otherwise (always without `expected`);
+    /// after it, eagerly while it leads less than its share of the live instances,
+    /// patiently otherwise.
+    pub fn take(&self, group: &str, now: Instant, live: usize, expected: Option<usize>) -> Take {
         let others = self.leading.iter().filter(|g| *g != group).count();
         if now < self.warm_from {
-            Take::Hold
+            match expected {
+                Some(e) if others < self.fair_share(live.max(e)) => Take::Eager,
+                _ => Take::Hold,
+            }
         } else if others < self.fair_share(live) {
             Take::Eager
         } else {
@@ -134,19 +142,27 @@ mod tests {
         assert_eq!(s.fair_share(3), 7);
         assert_eq!(s.fair_share(2), 10);
         assert_eq!(s.fair_share(0), 20);
-        assert_eq!(s.take("g0", t0, 3), Take::Hold, "not during the first ttl");
-        assert_eq!(s.take("g0", t0 + TTL, 3), Take::Eager);
+        assert_eq!(
+            s.take("g0", t0, 3, None),
+            Take::Hold,
+            "not during the first ttl"
+        );
+        assert_eq!(s.take("g0", t0 + TTL, 3, None), Take::Eager);
         for g in 0..7 {
             s.set(&format!("g{g}"), true);
         }
-        assert_eq!(s.take("g7", t0 + TTL, 3), Take::Patient, "at its share");
         assert_eq!(
-            s.take("g6", t0 + TTL, 3),
+            s.take("g7", t0 + TTL, 3, None),
+            Take::Patient,
+            "at its share"
+        );
+        assert_eq!(
+            s.take("g6", t0 + TTL, 3, None),
             Take::Eager,
             "a group it leads is not one more"
         );
         assert_eq!(
-            s.take("g7", t0 + TTL, 2),
+            s.take("g7", t0 + TTL, 2, None),
             Take::Eager,
             "one instance fewer: share 10"
         );
@@ -194,6 +210,8 @@ mod tests {
         elections: BTreeMap<String, Election>,
         /// When this instance last published (its observer Leases).
         published: Option<Instant>,
+        /// `observers.expected`.
+        expected: Option<usize>,
     }
 
     impl Sim {
@@ -251,7 +269,7 @@ mod tests {
                     });
                     let now = self.now;
                     let inst = &mut self.instances[i];
-                    let take = inst.spread.take(&g, now, live);
+                    let take = inst.spread.take(&g, now, live, inst.expected);
                     let e = inst.elections.get_mut(&g).unwrap();
                     let plan = e.plan(now, view.as_ref(), take);
                     let rv = view.as_ref().map(|v| v.resource_version.clone());
@@ -310,6 +328,7 @@ mod tests {
                     })
                     .collect(),
                 published: None,
+                expected: None,
             }
         }
     }
@@ -367,5 +386,60 @@ mod tests {
         assert_eq!(sim.led(), 0, "waiting for other instances to show");
         sim.run(3);
         assert_eq!(sim.led(), 5);
+    }
+
+    #[test]
+    fn with_the_expected_instances_known_each_takes_its_share_at_once() {
+        // The warm-up's own test: one share taken during it, no more, and nothing at
+        // all without `expected`.
+        let t0 = Instant::now();
+        let mut s = Spread::new(20, t0, TTL, TIMING.lease_duration);
+        assert_eq!(s.take("g0", t0, 1, Some(3)), Take::Eager, "alone so far");
+        for g in 0..7 {
+            s.set(&format!("g{g}"), true);
+        }
+        assert_eq!(
+            s.take("g7", t0, 1, Some(3)),
+            Take::Hold,
+            "its share of 3 is 7"
+        );
+        assert_eq!(
+            s.take("g7", t0, 4, Some(3)),
+            Take::Hold,
+            "more live: smaller share"
+        );
+        assert_eq!(
+            s.take("g7", t0, 2, Some(2)),
+            Take::Eager,
+            "share of 2 is 10"
+        );
+        assert_eq!(
+            s.take("g7", t0 + TTL, 1, Some(3)),
+            Take::Eager,
+            "after it, by live"
+        );
+
+        // 200 groups, three instances started together, each knowing three are meant
+        // to run: every group led after the first tick, none above its share.
+        let mut sim = Sim::new(200, 3);
+        for inst in &mut sim.instances {
+            inst.expected = Some(3);
+        }
+        sim.tick();
+        assert_eq!(sim.led(), 200);
+        let counts = sim.counts();
+        assert!(counts.iter().all(|c| (66..=67).contains(c)), "{counts:?}");
+        // Control: without `expected`, the same start leads nothing during the warm-up.
+        let mut held = Sim::new(200, 3);
+        held.run(2);
+        assert_eq!(held.led(), 0);
+        // And the spread holds afterwards, one dying as before.
+        sim.run(10);
+        let counts = sim.counts();
+        assert!(counts.iter().all(|c| (66..=67).contains(c)), "{counts:?}");
+        sim.instances[0].alive = false;
+        sim.run(10);
+        assert_eq!(sim.led(), 200);
+        assert_eq!(sim.counts()[1..].iter().sum::<usize>(), 200);
     }
 }

@@ -219,6 +219,7 @@ mod tests {
                 http: vec![],
                 deployments: None,
                 absent: vec![],
+                watches_starting: false,
             },
             observers: vec![],
             standby: StandbyObservation {

@@ -96,7 +96,8 @@ pub async fn probe_primary_since(
         (w, outcome(failure, latency), views)
     });
     let by_name = by_name(&deployments, recorded, gate.as_deref());
-    let observation = super::primary_observation(group, api, workloads, checks, by_name);
+    let mut observation = super::primary_observation(group, api, workloads, checks, by_name);
+    observation.watches_starting = deployments.first_list_pending() || pods.first_list_pending();
     (observation, sent)
 }
 

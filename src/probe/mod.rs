@@ -97,6 +97,7 @@ pub(super) fn primary_observation<'a>(
             .collect(),
         deployments,
         absent,
+        watches_starting: false,
     }
 }
 

@@ -303,6 +303,12 @@ pub struct PrimaryObservation {
     /// Deployments named in the record that the primary's API says do not exist
     /// (404 by name): they run nothing, so they count as fenced.
     pub absent: Vec<String>,
+    /// A watch feeding the workload signals has not completed its first list since the
+    /// daemon started, and nothing on the watcher's side (credentials, RBAC,
+    /// certificates) failed it: its signals are unknown because they were not read yet,
+    /// not because the watcher is blind.
+    #[serde(default)]
+    pub watches_starting: bool,
 }
 
 impl PrimaryObservation {
@@ -982,6 +988,9 @@ reason_codes! {
     PrimaryDownQuorum => "primary_down_quorum",
     /// Within startup grace.
     StartupGrace => "startup_grace",
+    /// Within startup grace, the watches feeding the primary's workload signals have not
+    /// completed their first list yet: not judged yet, neither healthy nor blind.
+    WatchesStarting => "watches_starting",
     /// The primary has not been seen healthy since the daemon started: nothing to fail
     /// over from yet (a wrong namespace or selector must not promote).
     PrimaryNeverHealthy => "primary_never_healthy",

@@ -757,9 +757,23 @@ impl Engine {
         // Once the group has left `starting`, the grace still blocks promotion but the
         // state says what is seen (suspect, blocked) instead of going back to starting.
         let still_starting = self.state == GroupState::Starting;
+        // Before the group's first complete observation, a workload signal that is
+        // unknown only because its watch has not listed yet (hundreds of watches start
+        // together) was not read, which is not blindness: the group stays `starting`
+        // for as long as the startup grace lasts, then such a signal is judged as any
+        // other. A watch that listed once and is lost later is unknown as always.
+        let syncing = still_starting
+            && !self.seen_healthy
+            && obs.primary.watches_starting
+            && now.saturating_duration_since(self.started) < policy.startup_grace;
         let blind: Vec<ReasonCode> = self
             .signals
             .iter()
+            .filter(|s| {
+                !(syncing
+                    && matches!(s.id(), SignalId::Workload(_))
+                    && s.unobservable() == Some(ProbeReason::Error))
+            })
             .filter_map(Signal::unobservable)
             .map(primary_blind_reason)
             .collect();
@@ -775,7 +789,14 @@ impl Engine {
                 return GroupState::PrimaryUnobservable;
             }
             if !self.seen_healthy && still_starting {
-                reasons.insert(0, ReasonCode::PrimaryNeverHealthy);
+                reasons.insert(
+                    0,
+                    if syncing {
+                        ReasonCode::WatchesStarting
+                    } else {
+                        ReasonCode::PrimaryNeverHealthy
+                    },
+                );
                 return GroupState::Starting;
             }
             if in_grace {

@@ -37,6 +37,8 @@ pub(super) struct World {
     pub(super) state_checks: Vec<crate::checks::StateCheck>,
     /// The guards' heartbeats as the daemon would read them from the standby.
     pub(super) guards: Option<GuardsObservation>,
+    /// The watches feeding the primary's workload signals have not listed yet.
+    pub(super) watches_starting: bool,
 }
 
 impl World {
@@ -59,6 +61,7 @@ impl World {
             observers: Vec::new(),
             state_checks: Vec::new(),
             guards: None,
+            watches_starting: false,
         }
     }
 
@@ -136,6 +139,7 @@ impl World {
                     }]
                 }),
                 absent: vec![],
+                watches_starting: self.watches_starting,
             },
             standby: StandbyObservation {
                 api: outcome(self.standby_api),
@@ -1025,6 +1029,93 @@ fn invariant1_forbidden_or_a_vanished_selection_is_unknown() {
         assert_eq!(sim.state(), GroupState::PrimaryUnobservable, "{reason:?}");
         assert_eq!(sim.log.last().unwrap().reasons[0], code);
     }
+}
+
+/// Hundreds of watches starting together: the workload signal answers `error` (its
+/// watch has not listed yet) for longer than `failure_threshold` ticks while the API
+/// answers.
+fn watches_listing_for(sim: &mut Sim, ticks: usize, flagged: bool) {
+    sim.world.primary_workload = ProbeReason::Error;
+    sim.world.watches_starting = flagged;
+    sim.run(ticks);
+    sim.world.primary_workload = ProbeReason::Ok;
+    sim.world.watches_starting = false;
+}
+
+#[test]
+fn invariant1_watches_still_listing_at_start_keep_the_group_starting() {
+    // Four ticks of unlisted watches, within the 5 s startup grace: not judged yet.
+    let mut sim = Sim::auto();
+    watches_listing_for(&mut sim, 4, true);
+    for d in &sim.log {
+        assert_eq!(d.state, GroupState::Starting, "{:?}", d.reasons);
+        assert_eq!(d.reasons[0], ReasonCode::WatchesStarting);
+        assert!(
+            d.actions
+                .iter()
+                .all(|a| !matches!(a, Action::Announce { .. }))
+        );
+    }
+    sim.run(10);
+    assert_eq!(sim.state(), GroupState::PrimaryActive);
+    // Nothing between the start and primary_active: the group never left it.
+    let states: Vec<GroupState> = sim.log.iter().map(|d| d.state).collect();
+    let first_active = states
+        .iter()
+        .position(|s| *s == GroupState::PrimaryActive)
+        .unwrap();
+    assert!(
+        states[..first_active]
+            .iter()
+            .all(|s| *s == GroupState::Starting)
+    );
+    assert!(
+        states[first_active..]
+            .iter()
+            .all(|s| *s == GroupState::PrimaryActive)
+    );
+    assert_eq!(sim.promotions(), 0);
+
+    // Control: the same answers without the mark (a watch failing for another reason)
+    // make the watcher blind after failure_threshold ticks, as before.
+    let mut control = Sim::auto();
+    watches_listing_for(&mut control, 4, false);
+    assert_eq!(control.log[2].state, GroupState::PrimaryUnobservable);
+}
+
+#[test]
+fn invariant1_watches_that_never_list_are_blind_after_the_startup_grace() {
+    let mut sim = Sim::auto();
+    sim.world.primary_workload = ProbeReason::Error;
+    sim.world.watches_starting = true;
+    sim.run(4);
+    assert_eq!(sim.state(), GroupState::Starting);
+    // The grace is 5 s: from then on the unlisted watch is a blind spot like any other.
+    sim.run(2);
+    assert_eq!(sim.state(), GroupState::PrimaryUnobservable);
+    assert_eq!(sim.log.last().unwrap().reasons[0], ReasonCode::PrimaryError);
+    assert_eq!(sim.promotions(), 0);
+}
+
+#[test]
+fn invariant1_only_a_plain_unlisted_watch_is_excused_at_start() {
+    // A cause on the watcher's side is loud even while other watches still list.
+    let mut sim = Sim::auto();
+    sim.world.primary_workload = ProbeReason::Forbidden;
+    sim.world.watches_starting = true;
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::PrimaryUnobservable);
+    assert_eq!(
+        sim.log.last().unwrap().reasons[0],
+        ReasonCode::PrimaryForbidden
+    );
+
+    // A watch that listed and is lost later is unknown as always, whatever the mark.
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_workload = ProbeReason::Error;
+    sim.world.watches_starting = true;
+    sim.run(3);
+    assert_eq!(sim.state(), GroupState::PrimaryUnobservable);
 }
 
 #[test]
