@@ -69,6 +69,14 @@ pub enum GuardReason {
     RecordEpochBehind,
     /// The record could not be read.
     RecordUnreadable,
+    /// `on_isolation = "stop"`: the record could not be read for `isolation_ttl` and
+    /// fewer than `daemons_needed` daemons vouch for the primary: the primary may be
+    /// replaced without this guard knowing, so its agent stops.
+    Isolated,
+    /// `on_isolation = "stop"`: the record could not be read for `isolation_ttl`, and
+    /// at least `daemons_needed` daemons say the primary is active and healthy (nobody
+    /// is promoting: e.g. the standby is down for maintenance).
+    Vouched,
 }
 
 impl GuardReason {
@@ -81,6 +89,8 @@ impl GuardReason {
             GuardReason::RecordMissing => "record_missing",
             GuardReason::RecordEpochBehind => "record_epoch_behind",
             GuardReason::RecordUnreadable => "record_unreadable",
+            GuardReason::Isolated => "isolated",
+            GuardReason::Vouched => "vouched",
         }
     }
 }
@@ -131,6 +141,19 @@ impl Judge {
             (false, Reading::Missing) => (Want::Stop, GuardReason::NoRecordYet),
             (false, _) => (Want::Stop, GuardReason::OtherSideActive),
         }
+    }
+}
+
+/// What a primary's guard with `on_isolation = "stop"` wants once the record could not
+/// be read for `isolation_ttl`: `vouches` of the daemons asked said the group is
+/// `primary_active`, `needed` must. Enough vouches run the agent (it goes on, or starts
+/// again after an isolation ended by the daemons coming back: they read the record and
+/// see the primary active and healthy); fewer stop it.
+pub fn when_isolated(vouches: u32, needed: u32) -> (Want, GuardReason) {
+    if vouches >= needed.max(1) {
+        (Want::Run, GuardReason::Vouched)
+    } else {
+        (Want::Stop, GuardReason::Isolated)
     }
 }
 
@@ -213,6 +236,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_isolated_guard_runs_only_on_a_quorum_of_vouches() {
+        assert_eq!(when_isolated(0, 2), (Want::Stop, GuardReason::Isolated));
+        assert_eq!(when_isolated(1, 2), (Want::Stop, GuardReason::Isolated));
+        assert_eq!(when_isolated(2, 2), (Want::Run, GuardReason::Vouched));
+        assert_eq!(when_isolated(3, 2), (Want::Run, GuardReason::Vouched));
+        // No daemon needed is no vouch: at least one must say the primary is active.
+        assert_eq!(when_isolated(0, 0), (Want::Stop, GuardReason::Isolated));
     }
 
     #[test]
