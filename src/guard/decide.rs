@@ -144,16 +144,24 @@ impl Judge {
     }
 }
 
-/// What a primary's guard with `on_isolation = "stop"` wants once the record could not
-/// be read for `isolation_ttl`: `vouches` of the daemons asked said the group is
-/// `primary_active`, `needed` must. Enough vouches run the agent (it goes on, or starts
-/// again after an isolation ended by the daemons coming back: they read the record and
-/// see the primary active and healthy); fewer stop it.
-pub fn when_isolated(vouches: u32, needed: u32) -> (Want, GuardReason) {
-    if vouches >= needed.max(1) {
-        (Want::Run, GuardReason::Vouched)
+/// What a primary's guard with `on_isolation = "stop"` wants while the record cannot
+/// be read: `vouched` when at least `daemons_needed` daemons just said the group is
+/// `primary_active`, `unconfirmed_for` the time since the last read of the record or
+/// quorum of vouches. A quorum runs the agent (it goes on, or starts again after an
+/// isolation ended by the daemons coming back: they read the record and see the
+/// primary active and healthy); nothing for `isolation_ttl` stops it; in between,
+/// `None`: the record's own answer (keep) stands.
+pub fn on_isolation(
+    vouched: bool,
+    unconfirmed_for: std::time::Duration,
+    isolation_ttl: std::time::Duration,
+) -> Option<(Want, GuardReason)> {
+    if vouched {
+        Some((Want::Run, GuardReason::Vouched))
+    } else if unconfirmed_for >= isolation_ttl {
+        Some((Want::Stop, GuardReason::Isolated))
     } else {
-        (Want::Stop, GuardReason::Isolated)
+        None
     }
 }
 
@@ -240,12 +248,18 @@ mod tests {
 
     #[test]
     fn an_isolated_guard_runs_only_on_a_quorum_of_vouches() {
-        assert_eq!(when_isolated(0, 2), (Want::Stop, GuardReason::Isolated));
-        assert_eq!(when_isolated(1, 2), (Want::Stop, GuardReason::Isolated));
-        assert_eq!(when_isolated(2, 2), (Want::Run, GuardReason::Vouched));
-        assert_eq!(when_isolated(3, 2), (Want::Run, GuardReason::Vouched));
-        // No daemon needed is no vouch: at least one must say the primary is active.
-        assert_eq!(when_isolated(0, 0), (Want::Stop, GuardReason::Isolated));
+        let s = std::time::Duration::from_secs;
+        let ttl = s(10);
+        assert_eq!(
+            on_isolation(true, s(0), ttl),
+            Some((Want::Run, GuardReason::Vouched))
+        );
+        // Asked before the ttl ran out, no quorum: the record's "keep" stands.
+        assert_eq!(on_isolation(false, s(5), ttl), None);
+        assert_eq!(
+            on_isolation(false, s(10), ttl),
+            Some((Want::Stop, GuardReason::Isolated))
+        );
     }
 
     #[test]

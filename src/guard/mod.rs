@@ -147,7 +147,7 @@ impl GuardMetrics {
             ),
             isolated: gauge(
                 "kube_failover_guard_isolated",
-                "1 while the record has not been read for isolation_ttl (on_isolation = stop)",
+                "1 while neither the record nor a quorum of daemons answered for isolation_ttl (on_isolation = stop)",
             ),
             vouches: gauge(
                 "kube_failover_guard_daemon_vouches",
@@ -314,14 +314,15 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 0
             }
         };
-        let unread_for = read_started.saturating_duration_since(last_read_at);
-        let isolated = matches!(reading, Reading::Unreadable(_))
-            && unread_for >= config.isolation_ttl
-            && asker.is_some();
-        metrics.isolated.set(i64::from(isolated));
-        if let (true, Some(asker)) = (isolated, &asker) {
-            // on_isolation = "stop": cut off from the record for isolation_ttl. Only a
-            // quorum of daemons saying the primary is active keeps the agent.
+        // on_isolation = "stop": from half the isolation_ttl without a read of the
+        // record, the daemons are asked every turn; a quorum of vouches counts as a
+        // read (the guard's isolation clock starts again), and nothing for the whole
+        // isolation_ttl stops the agent.
+        let mut isolated = false;
+        if let (Reading::Unreadable(_), Some(asker)) = (&reading, &asker)
+            && read_started.saturating_duration_since(last_read_at) >= config.isolation_ttl / 2
+        {
+            let ask_started = Instant::now();
             let answers = asker.ask().await;
             for a in &answers {
                 metrics.answers.with_label_values(&[a.as_str()]).inc();
@@ -332,26 +333,32 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 .count();
             let vouches = u32::try_from(vouches).unwrap_or(u32::MAX);
             metrics.vouches.set(i64::from(vouches));
-            (want, reason) = decide::when_isolated(vouches, needed);
-            if isolated_as != Some(reason) {
-                let answers: Vec<&str> = answers.iter().map(|a| a.as_str()).collect();
-                warn!(
-                    reason = reason.as_str(),
-                    unread_for = %humantime::format_duration(Duration::from_millis(
-                        u64::try_from(unread_for.as_millis()).unwrap_or(u64::MAX)
-                    )),
-                    vouches,
-                    needed,
-                    ?answers,
-                    "the record could not be read for isolation_ttl: asked the daemons"
-                );
+            let vouched = vouches >= needed.max(1);
+            if vouched {
+                last_read_at = ask_started;
             }
-            isolated_as = Some(reason);
-        } else {
-            if isolated_as.take().is_some() && !matches!(reading, Reading::Unreadable(_)) {
-                info!("the record is readable again: it decides");
+            let unconfirmed_for = ask_started.saturating_duration_since(last_read_at);
+            if let Some(decided) =
+                decide::on_isolation(vouched, unconfirmed_for, config.isolation_ttl)
+            {
+                (want, reason) = decided;
+                isolated = reason == GuardReason::Isolated;
+                if isolated_as != Some(reason) {
+                    let answers: Vec<&str> = answers.iter().map(|a| a.as_str()).collect();
+                    warn!(
+                        reason = reason.as_str(),
+                        vouches,
+                        needed,
+                        ?answers,
+                        "the record cannot be read: asked the daemons"
+                    );
+                }
+                isolated_as = Some(reason);
             }
+        } else if !matches!(reading, Reading::Unreadable(_)) && isolated_as.take().is_some() {
+            info!("the record is readable again: it decides");
         }
+        metrics.isolated.set(i64::from(isolated));
         // A primary's agent that has never run yet is started when the record stays
         // unreadable for three reads: an unreachable standby must not keep a healthy
         // primary without its agent (the agent would run there without a guard). With
