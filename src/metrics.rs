@@ -631,6 +631,8 @@ mod tests {
             reason: String::new(),
             age_seconds: age,
             ttl_seconds: 15.0,
+            isolation_ttl_seconds: None,
+            stop_within_seconds: 0.0,
         };
         let mut g = GuardsObservation {
             expected_primary: 2,

@@ -181,6 +181,10 @@ pub struct GuardHeartbeatStatus {
     pub age_seconds: f64,
     /// Written within its Lease duration.
     pub fresh: bool,
+    /// With `on_isolation = "stop"`: how long a promotion's scale-up waits for it at
+    /// most (its `isolation_ttl` plus margin, seconds); `None` with `keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation_bound_seconds: Option<f64>,
 }
 
 /// One state check's last outcome.

@@ -6,7 +6,7 @@ use crate::support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube_failover_testbed::ClusterPair;
+use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,18 +24,51 @@ struct Guard {
 
 const GUARD_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How a test wants a guard configured beyond the defaults of [`Guard::start`].
+#[derive(Default)]
+struct GuardOpts {
+    /// The identity (default `<side>-agent-0`).
+    identity: Option<String>,
+    /// The standby kubeconfig (default the daemon's).
+    kubeconfig: Option<PathBuf>,
+    /// Top-level keys added to the config (e.g. `on_isolation`).
+    toml: String,
+}
+
+/// `on_isolation = "stop"` with `isolation_ttl` and the daemon at `admin` as the only one
+/// asked.
+fn stop_mode(ttl: Duration, daemon: SocketAddr) -> String {
+    format!(
+        "on_isolation = \"stop\"\nisolation_ttl = \"{}ms\"\ndaemons = [\"http://{daemon}\"]\n",
+        ttl.as_millis()
+    )
+}
+
+/// What a stop-mode guard of these tests may take after its isolation ttl (its
+/// `stop_within`: interval + 4 × timeout + stop_grace), and the daemon's whole wait:
+/// ttl + that + max(1 s, 10 % of ttl).
+fn isolation_bound(ttl: Duration) -> Duration {
+    let within = GUARD_INTERVAL + Duration::from_millis(400) * 4 + Duration::from_secs(2);
+    ttl + within + (ttl / 10).max(Duration::from_secs(1))
+}
+
 impl Guard {
     /// Starts `kube-failover guard` for `side`, reading the standby with the daemon's
     /// kubeconfig, around an agent that writes a line every 100 ms.
     fn start(pair: &ClusterPair, side: &str, dir: &Path) -> Guard {
+        Guard::start_with(pair, side, dir, &GuardOpts::default())
+    }
+
+    /// As [`Guard::start`], configured by `opts`.
+    fn start_with(pair: &ClusterPair, side: &str, dir: &Path, opts: &GuardOpts) -> Guard {
         let admin = support::free_port();
         let config = dir.join(format!("guard-{side}-{}.toml", admin.port()));
         let beats = dir.join(format!("agent-{side}-{}.beats", admin.port()));
         let log = dir.join(format!("guard-{side}-{}.log", admin.port()));
         let toml = format!(
-            r#"group = "{GROUP}"
+            r#"{extra}group = "{GROUP}"
 side = "{side}"
-identity = "{side}-agent-0"
+identity = "{identity}"
 interval = "{interval}ms"
 timeout = "400ms"
 stop_grace = "2s"
@@ -47,8 +80,17 @@ kubeconfig = "{kubeconfig}"
 context = "{context}"
 namespace = "{namespace}"
 "#,
+            extra = opts.toml,
+            identity = opts
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("{side}-agent-0")),
             interval = GUARD_INTERVAL.as_millis(),
-            kubeconfig = pair.standby.daemon_kubeconfig().display(),
+            kubeconfig = opts
+                .kubeconfig
+                .as_deref()
+                .unwrap_or(pair.standby.daemon_kubeconfig())
+                .display(),
             context = pair.standby.context(),
             namespace = pair.standby.namespace(),
         );
@@ -376,4 +418,299 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
     );
     pair.standby.start_apiserver().await.expect("start standby");
     wait_running(&primary, true, Duration::from_secs(10)).await;
+}
+
+/// The guard's own metric `name` with the labels `group="env0"`, `side="primary"` and
+/// `labels` (in whatever order the registry writes them).
+async fn guard_metric(g: &Guard, name: &str, labels: &[&str]) -> Option<f64> {
+    let text = g.metrics().await;
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && [r#"group="env0""#, r#"side="primary""#]
+                    .iter()
+                    .chain(labels)
+                    .all(|label| l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// When the standby was scaled up, from below: the start of the last poll that still
+/// saw it at 0 replicas (polled every 50 ms for at most `timeout`).
+async fn scaled_up_after(pair: &ClusterPair, timeout: Duration) -> f64 {
+    let mut before = unix_now();
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let asked = unix_now();
+        if replicas(&pair.standby).await > 0 {
+            return before;
+        }
+        before = asked;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the standby was not scaled up within {timeout:?}");
+}
+
+/// Waits until the daemon's `/status` shows the primary guard in stop mode (so the
+/// engine knows to wait for it).
+async fn wait_stop_mode_seen(d: &Daemon) {
+    wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            d.status().await.is_some_and(|s| {
+                s.groups[0].guards.as_ref().is_some_and(|g| {
+                    g.heartbeats.iter().any(|b| {
+                        b.identity == "primary-agent-0"
+                            && b.state == "running"
+                            && b.isolation_bound_seconds.is_some()
+                    })
+                })
+            })
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("the daemon sees the stop-mode guard\n{}", d.log_text()));
+}
+
+/// `on_isolation = "stop"`, the primary completely isolated: the daemon's path to the
+/// primary's API and the guard's path to the standby's are cut by fault proxies (the
+/// guard never talks to the primary's API). The guard still reaches the daemon, which
+/// then says the primary is failing, down or being promoted: no vouch. The guard stops
+/// its agent once `isolation_ttl` has passed; the daemon records the promotion but holds
+/// the standby's scale-up until the guard's isolation bound has passed since the record
+/// (it cannot hear from the guard). Dual-active: 0 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_mode_an_isolated_primary_stops_its_agent_before_the_standby_is_scaled_up() {
+    let pair = pair().await;
+    grant_guard_role(&pair).await;
+    let opts = DaemonOpts {
+        cooldown: Duration::from_secs(1),
+        group_toml: "\n[groups.guards]\nprimary = 1\n".into(),
+        ..DaemonOpts::default()
+    };
+    let (d, daemon_to_primary) =
+        Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &opts).await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let guard_to_standby = FaultProxy::start(pair.standby.api_addr())
+        .await
+        .expect("proxy");
+    let ttl = Duration::from_secs(4);
+    let guard = Guard::start_with(
+        &pair,
+        "primary",
+        pair.primary.dir(),
+        &GuardOpts {
+            kubeconfig: Some(
+                pair.standby
+                    .daemon_kubeconfig_via(guard_to_standby.addr())
+                    .expect("kubeconfig"),
+            ),
+            toml: stop_mode(ttl, d.admin),
+            ..GuardOpts::default()
+        },
+    );
+    wait_running(&guard, true, Duration::from_secs(15)).await;
+    wait_stop_mode_seen(&d).await;
+
+    daemon_to_primary.set_mode(ProxyMode::Blackhole);
+    guard_to_standby.set_mode(ProxyMode::Blackhole);
+    let cut = unix_now();
+    let recorded = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async { record_field(&pair, "phase").await.is_some() },
+    )
+    .await
+    .unwrap_or_else(|| panic!("promotion recorded\n{}", d.log_text()));
+    let recorded_at = unix_now();
+    let scaled_after = scaled_up_after(&pair, Duration::from_secs(60)).await;
+    let last = guard.lines().last().copied().expect("the agent ran");
+    let delay = scaled_after - recorded_at;
+    let bound = isolation_bound(ttl).as_secs_f64();
+    eprintln!(
+        "measured: isolated primary: cut -> promoting recorded {:.2}s; agent's last line {:.2}s after the cut; standby scaled up {:.2}s after the record (isolation bound {bound:.1}s); dual-active {:.2}s",
+        recorded.as_secs_f64(),
+        last - cut,
+        delay,
+        (last - scaled_after).max(0.0)
+    );
+    assert!(
+        last < scaled_after,
+        "the agent wrote at {last:.2}, after the standby's scale-up (at or after {scaled_after:.2})\n{}\n{}",
+        guard.log_text(),
+        d.log_text()
+    );
+    // The scale-up waited for the bound (the record was seen after its write, and the
+    // scale-up before the poll that saw it: 1 s covers both), and not much longer.
+    assert!(
+        delay >= bound - 1.0,
+        "{delay:.2}s < {bound:.1}s\n{}",
+        d.log_text()
+    );
+    assert!(delay <= bound + 10.0, "{delay:.2}s\n{}", d.log_text());
+    let stops = guard_metric(
+        &guard,
+        "kube_failover_guard_agent_changes_total",
+        &[r#"action="stop""#, r#"reason="isolated""#],
+    )
+    .await;
+    assert_eq!(stops, Some(1.0), "{}", guard.metrics().await);
+    assert!(
+        d.log_text().contains("waiting_for_guard_stop"),
+        "the hold is logged\n{}",
+        d.log_text()
+    );
+}
+
+/// `on_isolation = "stop"`: connected, the guard reads the `promoting` record, stops its
+/// agent and says so in its heartbeat; the daemon scales the standby up at once then,
+/// long before the isolation bound. What stop mode adds to a promotion is about one
+/// guard interval plus the heartbeat's trip to the daemon.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_mode_a_connected_guard_adds_about_one_guard_interval_to_the_promotion() {
+    let pair = pair().await;
+    grant_guard_role(&pair).await;
+    let opts = DaemonOpts {
+        cooldown: Duration::from_secs(1),
+        group_toml: "\n[groups.guards]\nprimary = 1\n".into(),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start(&pair, &opts).await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let ttl = Duration::from_secs(20);
+    let guard = Guard::start_with(
+        &pair,
+        "primary",
+        pair.primary.dir(),
+        &GuardOpts {
+            toml: stop_mode(ttl, d.admin),
+            ..GuardOpts::default()
+        },
+    );
+    wait_running(&guard, true, Duration::from_secs(15)).await;
+    wait_stop_mode_seen(&d).await;
+
+    pair.primary.kill_apiserver().await.expect("kill primary");
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async { record_field(&pair, "phase").await.is_some() },
+    )
+    .await
+    .unwrap_or_else(|| panic!("promotion recorded\n{}", d.log_text()));
+    let recorded_at = unix_now();
+    let scaled_after = scaled_up_after(&pair, Duration::from_secs(60)).await;
+    let last = guard.lines().last().copied().expect("the agent ran");
+    let delay = scaled_after - recorded_at;
+    eprintln!(
+        "measured: connected stop-mode guard: agent's last line {:.2}s after the promoting record was seen; standby scaled up {:.2}s after it (guard interval {:.1}s, daemon interval 1s, isolation bound {:.1}s); dual-active {:.2}s",
+        last - recorded_at,
+        delay,
+        GUARD_INTERVAL.as_secs_f64(),
+        isolation_bound(ttl).as_secs_f64(),
+        (last - scaled_after).max(0.0)
+    );
+    assert!(last < scaled_after, "dual-active\n{}", guard.log_text());
+    // Released by the heartbeat, not by the bound (26 s).
+    assert!(
+        delay < isolation_bound(ttl).as_secs_f64() / 2.0,
+        "{delay:.2}s\n{}",
+        d.log_text()
+    );
+    let stops = guard_metric(
+        &guard,
+        "kube_failover_guard_agent_changes_total",
+        &[r#"action="stop""#, r#"reason="other_side_active""#],
+    )
+    .await;
+    assert_eq!(stops, Some(1.0), "{}", guard.metrics().await);
+}
+
+/// The standby's API server down for 60 s while the primary is healthy (a maintenance):
+/// nobody can promote. A guard in stop mode, cut off from the record, asks the daemon,
+/// which says `primary_active` and vouches: its agent never stops; one in keep mode
+/// never stops either. 60 s rather than the issue's 5 minutes: from the first vouch on,
+/// every turn is the same (the record unreadable, the daemon asked and vouching, every
+/// 500 ms: about 110 turns here), and the test bed's CI machine is shared.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_mode_a_standby_down_with_the_daemon_vouching_never_stops_the_agent() {
+    let pair = pair().await;
+    grant_guard_role(&pair).await;
+    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    let dir = pair.primary.dir().to_path_buf();
+    let stop = Guard::start_with(
+        &pair,
+        "primary",
+        &dir,
+        &GuardOpts {
+            toml: stop_mode(Duration::from_secs(5), d.admin),
+            ..GuardOpts::default()
+        },
+    );
+    let keep = Guard::start_with(
+        &pair,
+        "primary",
+        &dir,
+        &GuardOpts {
+            identity: Some("primary-agent-1".into()),
+            ..GuardOpts::default()
+        },
+    );
+    wait_running(&stop, true, Duration::from_secs(15)).await;
+    wait_running(&keep, true, Duration::from_secs(15)).await;
+
+    pair.standby.stop_apiserver().await.expect("stop standby");
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (mode, g) in [("stop", &stop), ("keep", &keep)] {
+            assert_eq!(
+                guard_metric(g, "kube_failover_guard_agent_running", &[]).await,
+                Some(1.0),
+                "{mode}: the agent was stopped\n{}",
+                g.log_text()
+            );
+        }
+    }
+    // The fault was in force: the stop-mode guard asked the daemon, which vouched.
+    let vouches = guard_metric(
+        &stop,
+        "kube_failover_guard_daemon_answers_total",
+        &[r#"result="vouch""#],
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(vouches >= 20.0, "vouches {vouches}\n{}", stop.log_text());
+    for (mode, g) in [("stop", &stop), ("keep", &keep)] {
+        let m = g.metrics().await;
+        let stops: Vec<&str> = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("kube_failover_guard_agent_changes_total")
+                    && l.contains(r#"action="stop""#)
+                    && !l.ends_with(" 0")
+            })
+            .collect();
+        assert!(stops.is_empty(), "{mode}: stops counted: {stops:?}");
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("kube_failover_guard_record_reads_total")
+                    && !l.contains(r#"result="ok""#)
+                    && !l.ends_with(" 0")),
+            "{mode}: failed reads counted\n{m}"
+        );
+    }
+    eprintln!(
+        "measured: standby API down 60 s: stop-mode guard vouched for {vouches} times, no stop in either mode"
+    );
+    pair.standby.start_apiserver().await.expect("start standby");
 }

@@ -391,12 +391,15 @@ fn guards(out: &mut String, guards: Option<&GuardsStatus>, now: f64) {
         };
         let _ = writeln!(
             out,
-            "            {} ({}) {} {}  standby epoch {epoch}  written {age}{}",
+            "            {} ({}) {} {}  standby epoch {epoch}  written {age}{}{}",
             b.identity,
             b.side,
             b.state,
             b.reason,
-            if b.fresh { "" } else { "  STALE" }
+            if b.fresh { "" } else { "  STALE" },
+            b.isolation_bound_seconds
+                .map(|s| format!("  on isolation: stop (waited for up to {s:.0}s)"))
+                .unwrap_or_default()
         );
     }
 }
@@ -639,6 +642,7 @@ mod tests {
                         standby_epoch: Some(3),
                         age_seconds: 2.0,
                         fresh: true,
+                        isolation_bound_seconds: None,
                     }],
                 }),
                 env0: None,

@@ -533,7 +533,9 @@ impl GroupRunner {
             match result {
                 Ok(report) => {
                     self.notices.written(&report);
-                    self.engine.handle_result(now, action, true);
+                    // As of the write's end: the guards' isolation bound runs from the
+                    // moment the `promoting` record is known written.
+                    self.engine.handle_result(Instant::now(), action, true);
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {
                         info!(group, action = kind, ?reasons, changes = %report, "action done");

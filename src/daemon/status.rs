@@ -145,6 +145,7 @@ fn guards_status(
                     -1.0
                 },
                 fresh: b.fresh(),
+                isolation_bound_seconds: b.isolation_bound().map(|d| d.as_secs_f64()),
             })
             .collect(),
     }

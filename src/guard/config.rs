@@ -11,6 +11,21 @@ use std::time::Duration;
 
 /// The largest guard configuration file read.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
+/// The longest `isolation_ttl` accepted.
+pub const MAX_ISOLATION_TTL: Duration = Duration::from_secs(3600);
+/// The most daemon instances a guard asks.
+const MAX_DAEMONS: usize = 16;
+
+/// What a primary's guard does when it cannot read the record for `isolation_ttl`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnIsolation {
+    /// Nothing: an unreadable record never stops the agent.
+    #[default]
+    Keep,
+    /// Ask the daemons; unless enough of them vouch for the primary, stop the agent.
+    Stop,
+}
 
 /// The guard's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,6 +57,21 @@ pub struct GuardConfig {
     /// The record's ConfigMap; default `kube-failover-<group>`.
     #[serde(default)]
     pub record_name: Option<String>,
+    /// `keep` (default) or `stop`: what a primary's guard does once it could not read
+    /// the record for `isolation_ttl`.
+    #[serde(default)]
+    pub on_isolation: OnIsolation,
+    /// With `stop`: how long the record may stay unreadable before the daemons are asked.
+    #[serde(default = "default_isolation_ttl", with = "humantime_serde")]
+    pub isolation_ttl: Duration,
+    /// With `stop`: the daemon instances' admin URLs (`http://host:port`), asked for
+    /// `GET <url>/status?group=<group>`.
+    #[serde(default)]
+    pub daemons: Vec<String>,
+    /// With `stop`: how many of `daemons` must vouch for the primary to keep the agent;
+    /// default a majority of them.
+    #[serde(default)]
+    pub daemons_needed: Option<u32>,
     /// `[standby]`: the standby cluster, where the record and the heartbeat live. Reached
     /// directly, never through the primary's API.
     pub standby: ClusterConfig,
@@ -58,6 +88,9 @@ fn default_stop_grace() -> Duration {
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(5)
+}
+fn default_isolation_ttl() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9095))
@@ -186,7 +219,89 @@ impl GuardConfig {
             self.interval,
             Duration::from_secs(300),
         )?;
+        for (i, url) in self.daemons.iter().enumerate() {
+            check_daemon_url(url).map_err(|why| {
+                bad(
+                    "daemons",
+                    format!("entry {} ({:?}): {why}", i + 1, printable(url, 80)),
+                )
+            })?;
+            if self.daemons[..i].contains(url) {
+                return Err(bad(
+                    "daemons",
+                    format!(
+                        "{:?} is listed twice: each daemon instance counts once",
+                        printable(url, 80)
+                    ),
+                ));
+            }
+        }
+        if self.daemons.len() > MAX_DAEMONS {
+            return Err(bad(
+                "daemons",
+                format!(
+                    "{} entries, more than the {MAX_DAEMONS} a guard asks",
+                    self.daemons.len()
+                ),
+            ));
+        }
+        if self.on_isolation == OnIsolation::Keep {
+            return Ok(());
+        }
+        if self.side != GuardSide::Primary {
+            return Err(bad(
+                "on_isolation",
+                "\"stop\" is for a primary's guard (side = \"primary\"): a standby's \
+                 agent runs only on a record that names the standby"
+                    .into(),
+            ));
+        }
+        if self.daemons.is_empty() {
+            return Err(bad(
+                "daemons",
+                "required with on_isolation = \"stop\": the daemon instances' admin URLs \
+                 (http://host:port), asked whether the primary is active"
+                    .into(),
+            ));
+        }
+        let least = self.interval + self.timeout;
+        if self.isolation_ttl <= least || self.isolation_ttl > MAX_ISOLATION_TTL {
+            return Err(bad(
+                "isolation_ttl",
+                format!(
+                    "{} must exceed interval + timeout ({}) and be at most {}",
+                    hs(self.isolation_ttl),
+                    hs(least),
+                    hs(MAX_ISOLATION_TTL)
+                ),
+            ));
+        }
+        if let Some(n) = self.daemons_needed
+            && (n == 0 || n as usize > self.daemons.len())
+        {
+            return Err(bad(
+                "daemons_needed",
+                format!(
+                    "{n} is outside 1 to {} (the number of daemons)",
+                    self.daemons.len()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// How many daemons must vouch: `daemons_needed`, else a majority of `daemons`.
+    pub fn daemons_needed(&self) -> u32 {
+        self.daemons_needed
+            .unwrap_or_else(|| u32::try_from(self.daemons.len() / 2 + 1).unwrap_or(u32::MAX))
+    }
+
+    /// What the guard may take, once `isolation_ttl` has passed, until its agent is gone:
+    /// the turn in progress and the next one's start (one interval and a timeout), that
+    /// turn's read of the record and the daemons' answers (a timeout each), a heartbeat
+    /// write (a timeout), then `stop_grace`.
+    pub fn stop_within(&self) -> Duration {
+        self.interval + self.timeout * 4 + self.stop_grace
     }
 
     /// The record's ConfigMap name.
@@ -226,6 +341,27 @@ impl GuardConfig {
         let hash = kube_failover_core::text::stable_hash(&identity);
         format!("{prefix}-{hash:016x}")
     }
+}
+
+/// A daemon's admin URL: `http` or `https`, a host, no user or password (it would show
+/// in logs), no query or fragment (`/status?group=` is appended to its path).
+fn check_daemon_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?}: use http or https", parsed.scheme()));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "a user or password in the URL is not allowed (the admin port needs none)".into(),
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("no query or fragment: give the admin server's base URL".into());
+    }
+    Ok(())
 }
 
 fn hs(d: Duration) -> String {
@@ -300,6 +436,56 @@ namespace = "env0-agent"
                 .starts_with("/nonexistent/guard.toml: cannot read"),
             "{absent}"
         );
+    }
+
+    #[test]
+    fn on_isolation_stop_needs_daemons_a_ttl_above_a_turn_and_a_primary_side() {
+        let keep = load(GOOD).unwrap();
+        assert_eq!(keep.on_isolation, OnIsolation::Keep);
+        assert_eq!(keep.isolation_ttl, Duration::from_secs(10));
+        let stop = |extra: &str| load(&format!("on_isolation = \"stop\"\n{extra}\n{GOOD}"));
+        let three = r#"daemons = ["http://10.0.0.1:9090", "http://10.0.0.2:9090/", "https://kf.example:9090"]"#;
+        let c = stop(three).unwrap();
+        assert_eq!(c.daemons_needed(), 2, "a majority of three");
+        // interval 1s + 4 x 800ms + stop_grace 10s.
+        assert_eq!(c.stop_within(), Duration::from_millis(14_200));
+        let c = stop(&format!("{three}\ndaemons_needed = 3")).unwrap();
+        assert_eq!(c.daemons_needed(), 3);
+        assert_eq!(
+            stop("").unwrap_err(),
+            "FILE: daemons: required with on_isolation = \"stop\": the daemon instances' admin URLs (http://host:port), asked whether the primary is active"
+        );
+        assert_eq!(
+            stop(&format!("{three}\ndaemons_needed = 4")).unwrap_err(),
+            "FILE: daemons_needed: 4 is outside 1 to 3 (the number of daemons)"
+        );
+        assert_eq!(
+            stop(&format!("{three}\nisolation_ttl = \"1800ms\"")).unwrap_err(),
+            "FILE: isolation_ttl: 1s 800ms must exceed interval + timeout (1s 800ms) and be at most 1h"
+        );
+        let twice = stop(r#"daemons = ["http://a:1", "http://a:1"]"#).unwrap_err();
+        assert!(
+            twice.starts_with("FILE: daemons: ") && twice.contains("twice"),
+            "{twice}"
+        );
+        for url in [
+            "ftp://a:1",
+            "http://user:secret@a:1",
+            "http://a:1/?x=1",
+            "a:1",
+        ] {
+            let e = stop(&format!("daemons = [{url:?}]")).unwrap_err();
+            assert!(e.starts_with("FILE: daemons: entry 1 "), "{url}: {e}");
+            assert!(!e.contains("secret") || e.contains("user:secret"), "{e}");
+        }
+        let standby = load(&format!(
+            "on_isolation = \"stop\"\n{three}\n{}",
+            GOOD.replace("\"primary\"", "\"standby\"")
+        ))
+        .unwrap_err();
+        assert!(standby.starts_with("FILE: on_isolation: "), "{standby}");
+        let typo = stop("on_isolation_ttl = \"5s\"").unwrap_err();
+        assert!(typo.contains("on_isolation_ttl"), "{typo}");
     }
 
     #[test]

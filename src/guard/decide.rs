@@ -69,6 +69,14 @@ pub enum GuardReason {
     RecordEpochBehind,
     /// The record could not be read.
     RecordUnreadable,
+    /// `on_isolation = "stop"`: the record could not be read for `isolation_ttl` and
+    /// fewer than `daemons_needed` daemons vouch for the primary: the primary may be
+    /// replaced without this guard knowing, so its agent stops.
+    Isolated,
+    /// `on_isolation = "stop"`: the record could not be read for `isolation_ttl`, and
+    /// at least `daemons_needed` daemons say the primary is active and healthy (nobody
+    /// is promoting: e.g. the standby is down for maintenance).
+    Vouched,
 }
 
 impl GuardReason {
@@ -81,6 +89,8 @@ impl GuardReason {
             GuardReason::RecordMissing => "record_missing",
             GuardReason::RecordEpochBehind => "record_epoch_behind",
             GuardReason::RecordUnreadable => "record_unreadable",
+            GuardReason::Isolated => "isolated",
+            GuardReason::Vouched => "vouched",
         }
     }
 }
@@ -131,6 +141,27 @@ impl Judge {
             (false, Reading::Missing) => (Want::Stop, GuardReason::NoRecordYet),
             (false, _) => (Want::Stop, GuardReason::OtherSideActive),
         }
+    }
+}
+
+/// What a primary's guard with `on_isolation = "stop"` wants while the record cannot
+/// be read: `vouched` when at least `daemons_needed` daemons just said the group is
+/// `primary_active`, `unconfirmed_for` the time since the last read of the record or
+/// quorum of vouches. A quorum runs the agent (it goes on, or starts again after an
+/// isolation ended by the daemons coming back: they read the record and see the
+/// primary active and healthy); nothing for `isolation_ttl` stops it; in between,
+/// `None`: the record's own answer (keep) stands.
+pub fn on_isolation(
+    vouched: bool,
+    unconfirmed_for: std::time::Duration,
+    isolation_ttl: std::time::Duration,
+) -> Option<(Want, GuardReason)> {
+    if vouched {
+        Some((Want::Run, GuardReason::Vouched))
+    } else if unconfirmed_for >= isolation_ttl {
+        Some((Want::Stop, GuardReason::Isolated))
+    } else {
+        None
     }
 }
 
@@ -213,6 +244,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_isolated_guard_runs_only_on_a_quorum_of_vouches() {
+        let s = std::time::Duration::from_secs;
+        let ttl = s(10);
+        assert_eq!(
+            on_isolation(true, s(0), ttl),
+            Some((Want::Run, GuardReason::Vouched))
+        );
+        // Asked before the ttl ran out, no quorum: the record's "keep" stands.
+        assert_eq!(on_isolation(false, s(5), ttl), None);
+        assert_eq!(
+            on_isolation(false, s(10), ttl),
+            Some((Want::Stop, GuardReason::Isolated))
+        );
     }
 
     #[test]

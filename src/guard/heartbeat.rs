@@ -24,6 +24,13 @@ pub const REASON: &str = "kube-failover/guard-reason";
 pub const STANDBY_EPOCH: &str = "kube-failover/guard-standby-epoch";
 /// Annotation: RFC 3339 time of the last change of state.
 pub const SINCE: &str = "kube-failover/guard-since";
+/// Annotation: the guard's `on_isolation`, `keep` or `stop`.
+pub const ON_ISOLATION: &str = "kube-failover/guard-on-isolation";
+/// Annotation (with `stop`): its `isolation_ttl`, e.g. `10s`.
+pub const ISOLATION_TTL: &str = "kube-failover/guard-isolation-ttl";
+/// Annotation (with `stop`): how long it may take, once `isolation_ttl` has passed,
+/// until its agent is gone (one interval, four bounded calls, `stop_grace`), e.g. `15s`.
+pub const STOP_WITHIN: &str = "kube-failover/guard-stop-within";
 /// The field manager of the guard's writes.
 const MANAGER: &str = "kube-failover-guard";
 
@@ -50,6 +57,7 @@ pub struct Heartbeat {
     side: GuardSide,
     ttl: Duration,
     timeout: Duration,
+    isolation: Option<(Duration, Duration)>,
 }
 
 impl Heartbeat {
@@ -70,7 +78,15 @@ impl Heartbeat {
             side,
             ttl,
             timeout,
+            isolation: None,
         }
+    }
+
+    /// Says `on_isolation = "stop"` with `isolation_ttl` and `stop_within` (see
+    /// [`STOP_WITHIN`]) in every write; without it, `keep`.
+    pub fn with_isolation(mut self, isolation_ttl: Duration, stop_within: Duration) -> Self {
+        self.isolation = Some((isolation_ttl, stop_within));
+        self
     }
 
     /// The Lease's name.
@@ -98,6 +114,17 @@ impl Heartbeat {
         ]);
         if let Some(epoch) = beat.standby_epoch {
             annotations.insert(STANDBY_EPOCH.to_string(), epoch.to_string());
+        }
+        let hs = |d: Duration| humantime::format_duration(d).to_string();
+        match self.isolation {
+            Some((ttl, within)) => {
+                annotations.insert(ON_ISOLATION.to_string(), "stop".to_string());
+                annotations.insert(ISOLATION_TTL.to_string(), hs(ttl));
+                annotations.insert(STOP_WITHIN.to_string(), hs(within));
+            }
+            None => {
+                annotations.insert(ON_ISOLATION.to_string(), "keep".to_string());
+            }
         }
         let lease = Lease {
             metadata: ObjectMeta {

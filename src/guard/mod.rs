@@ -15,12 +15,13 @@ pub mod config;
 pub mod decide;
 pub mod heartbeat;
 pub mod install;
+pub mod isolation;
 mod serve;
 
 use crate::cluster::{ClientOptions, client_for_with};
 use crate::record::now_stamp;
 use agent::{Agent, Stopped};
-use config::GuardConfig;
+use config::{GuardConfig, OnIsolation};
 use decide::{GuardReason, GuardSide, Judge, Reading, Want};
 use heartbeat::{Beat, Heartbeat};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -51,6 +52,9 @@ pub enum GuardError {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP client that asks the daemons (`on_isolation = "stop"`) could not be built.
+    #[error("the HTTP client for daemons (on_isolation = \"stop\")")]
+    Daemons(#[source] reqwest::Error),
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot listen for SIGTERM and SIGINT")]
     Signals(#[source] std::io::Error),
@@ -84,6 +88,9 @@ pub struct GuardMetrics {
     changes: IntCounterVec,
     heartbeats: IntCounterVec,
     last_read: IntGauge,
+    isolated: IntGauge,
+    vouches: IntGauge,
+    answers: IntCounterVec,
 }
 
 impl GuardMetrics {
@@ -136,6 +143,19 @@ impl GuardMetrics {
             heartbeats: counter(
                 "kube_failover_guard_heartbeat_writes_total",
                 "Heartbeat Lease writes by result (ok, or the probe reason)",
+                &["result"],
+            ),
+            isolated: gauge(
+                "kube_failover_guard_isolated",
+                "1 while neither the record nor a quorum of daemons answered for isolation_ttl (on_isolation = stop)",
+            ),
+            vouches: gauge(
+                "kube_failover_guard_daemon_vouches",
+                "Daemons that said primary_active when last asked (on_isolation = stop)",
+            ),
+            answers: counter(
+                "kube_failover_guard_daemon_answers_total",
+                "Daemon answers while isolated, by result (vouch, not_active, not_ready, unknown_group, stale, unreachable, bad_answer)",
                 &["result"],
             ),
             registry,
@@ -210,6 +230,29 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         (&config.group, side),
         (config.heartbeat_every * 3, config.timeout),
     );
+    let stop_on_isolation = config.on_isolation == OnIsolation::Stop;
+    let heartbeat = if stop_on_isolation {
+        heartbeat.with_isolation(config.isolation_ttl, config.stop_within())
+    } else {
+        heartbeat
+    };
+    let asker = if stop_on_isolation {
+        for a in isolation::Answer::ALL {
+            metrics.answers.with_label_values(&[a.as_str()]);
+        }
+        Some(
+            isolation::Asker::new(
+                &config.daemons,
+                &config.group,
+                config.timeout,
+                config.isolation_ttl,
+            )
+            .map_err(GuardError::Daemons)?,
+        )
+    } else {
+        None
+    };
+    let needed = config.daemons_needed();
     let remembered = heartbeat.remembered_epoch().await.unwrap_or(None);
     let mut judge = Judge::remembering(remembered);
     info!(
@@ -219,6 +262,7 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         agent = %agent.program(),
         heartbeat = %heartbeat.name(),
         remembered_standby_epoch = remembered,
+        on_isolation = if stop_on_isolation { "stop" } else { "keep" },
         "guard starting"
     );
     let record_name = config.record_name();
@@ -230,6 +274,10 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
     let mut last_reason = GuardReason::RecordUnreadable;
     let mut last_write: Option<Instant> = None;
     let mut unconfirmed_reads = 0u32;
+    // When the last successful read of the record started (the guard's start before
+    // the first): what it returned was written before then.
+    let mut last_read_at = Instant::now();
+    let mut isolated_as: Option<GuardReason> = None;
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,6 +295,7 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 return Ok(Ended::Signalled);
             }
         }
+        let read_started = Instant::now();
         let reading = read(&client, &namespace, &record_name, config.timeout).await;
         let result = match &reading {
             Reading::Found(_) => "ok",
@@ -260,12 +309,63 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         let (mut want, mut reason) = judge.judge(side, &reading);
         unconfirmed_reads = match reading {
             Reading::Unreadable(_) => unconfirmed_reads.saturating_add(1),
-            _ => 0,
+            _ => {
+                last_read_at = read_started;
+                0
+            }
         };
+        // on_isolation = "stop": from half the isolation_ttl without a read of the
+        // record, the daemons are asked every turn; a quorum of vouches counts as a
+        // read (the guard's isolation clock starts again), and nothing for the whole
+        // isolation_ttl stops the agent.
+        let mut isolated = false;
+        if let (Reading::Unreadable(_), Some(asker)) = (&reading, &asker)
+            && read_started.saturating_duration_since(last_read_at) >= config.isolation_ttl / 2
+        {
+            let ask_started = Instant::now();
+            let answers = asker.ask().await;
+            for a in &answers {
+                metrics.answers.with_label_values(&[a.as_str()]).inc();
+            }
+            let vouches = answers
+                .iter()
+                .filter(|a| **a == isolation::Answer::Vouch)
+                .count();
+            let vouches = u32::try_from(vouches).unwrap_or(u32::MAX);
+            metrics.vouches.set(i64::from(vouches));
+            let vouched = vouches >= needed.max(1);
+            if vouched {
+                last_read_at = ask_started;
+            }
+            let unconfirmed_for = ask_started.saturating_duration_since(last_read_at);
+            if let Some(decided) =
+                decide::on_isolation(vouched, unconfirmed_for, config.isolation_ttl)
+            {
+                (want, reason) = decided;
+                isolated = reason == GuardReason::Isolated;
+                if isolated_as != Some(reason) {
+                    let answers: Vec<&str> = answers.iter().map(|a| a.as_str()).collect();
+                    warn!(
+                        reason = reason.as_str(),
+                        vouches,
+                        needed,
+                        ?answers,
+                        "the record cannot be read: asked the daemons"
+                    );
+                }
+                isolated_as = Some(reason);
+            }
+        } else if !matches!(reading, Reading::Unreadable(_)) && isolated_as.take().is_some() {
+            info!("the record is readable again: it decides");
+        }
+        metrics.isolated.set(i64::from(isolated));
         // A primary's agent that has never run yet is started when the record stays
         // unreadable for three reads: an unreachable standby must not keep a healthy
-        // primary without its agent (the agent would run there without a guard).
+        // primary without its agent (the agent would run there without a guard). With
+        // on_isolation = "stop", the daemons' vouches decide that instead, once
+        // isolation_ttl has passed.
         if want == Want::Keep
+            && !stop_on_isolation
             && side == GuardSide::Primary
             && !agent.running()
             && last_write.is_none()
@@ -279,7 +379,12 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 warn!(
                     reason = reason.as_str(),
                     epoch = judge.standby_epoch(),
-                    "stopping the agent: the record says the other side is active"
+                    "stopping the agent: {}",
+                    if reason == GuardReason::Isolated {
+                        "the record cannot be read and too few daemons vouch for the primary"
+                    } else {
+                        "the record says the other side is active"
+                    }
                 );
                 let how = agent.stop(config.stop_grace).await;
                 metrics
@@ -301,7 +406,13 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 info!(
                     pid,
                     reason = reason.as_str(),
-                    "agent started: the record says this side is active"
+                    "agent started: {}",
+                    match reason {
+                        GuardReason::Vouched => "enough daemons vouch for the primary",
+                        GuardReason::RecordUnreadable =>
+                            "the record stays unreadable and the agent never ran",
+                        _ => "the record says this side is active",
+                    }
                 );
                 true
             }

@@ -5,7 +5,9 @@
 //! a heartbeat with no renewal time or duration counts as stale.
 
 use crate::config::GroupConfig;
-use crate::guard::heartbeat::{GROUP_LABEL, REASON, SIDE_LABEL, STANDBY_EPOCH, STATE};
+use crate::guard::heartbeat::{
+    GROUP_LABEL, ISOLATION_TTL, ON_ISOLATION, REASON, SIDE_LABEL, STANDBY_EPOCH, STATE, STOP_WITHIN,
+};
 use crate::model::{GuardBeat, GuardsObservation, ProbeOutcome, ProbeReason, Side};
 use crate::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -81,7 +83,28 @@ fn beat(lease: &Lease, now_unix: f64) -> Option<GuardBeat> {
         reason: annotations.get(REASON).cloned().unwrap_or_default(),
         age_seconds,
         ttl_seconds,
+        isolation_ttl_seconds: isolation_ttl(&annotations),
+        stop_within_seconds: annotations
+            .get(STOP_WITHIN)
+            .and_then(|d| humantime::parse_duration(d).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
     })
+}
+
+/// The isolation ttl of a guard in stop mode. A heartbeat that says `stop` with a ttl
+/// that cannot be read is waited for as long as the longest ttl a guard accepts: the
+/// guard may stop its agent by itself, and unknown is not "stopped".
+fn isolation_ttl(annotations: &std::collections::BTreeMap<String, String>) -> Option<f64> {
+    if annotations.get(ON_ISOLATION).map(String::as_str) != Some("stop") {
+        return None;
+    }
+    let longest = crate::guard::config::MAX_ISOLATION_TTL.as_secs_f64();
+    Some(
+        annotations
+            .get(ISOLATION_TTL)
+            .and_then(|d| humantime::parse_duration(d).ok())
+            .map_or(longest, |d| d.as_secs_f64().min(longest)),
+    )
 }
 
 #[cfg(test)]
@@ -147,6 +170,33 @@ mod tests {
             beat(&lease("standby", Some("running"), None, Some(1000)), 990.0).expect("a heartbeat");
         assert_eq!(ahead.age_seconds, 0.0);
         assert!(ahead.running && ahead.standby_epoch.is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_in_stop_mode_says_its_isolation_ttl_and_stop_time() {
+        let mut l = lease("primary", Some("running"), None, Some(1000));
+        let keep = beat(&l, 1001.0).expect("a heartbeat");
+        assert_eq!(keep.isolation_ttl_seconds, None, "no annotation: keep");
+        let a = l.metadata.annotations.as_mut().expect("annotations");
+        a.insert(ON_ISOLATION.to_string(), "stop".to_string());
+        a.insert(ISOLATION_TTL.to_string(), "10s".to_string());
+        a.insert(STOP_WITHIN.to_string(), "4s 200ms".to_string());
+        let stop = beat(&l, 1001.0).expect("a heartbeat");
+        assert_eq!(stop.isolation_ttl_seconds, Some(10.0));
+        assert!((stop.stop_within_seconds - 4.2).abs() < 1e-9);
+        // A ttl that cannot be read: the longest a guard accepts (unknown is not stopped).
+        let a = l.metadata.annotations.as_mut().expect("annotations");
+        a.insert(ISOLATION_TTL.to_string(), "soon".to_string());
+        assert_eq!(
+            beat(&l, 1001.0).expect("a heartbeat").isolation_ttl_seconds,
+            Some(3600.0)
+        );
+        let a = l.metadata.annotations.as_mut().expect("annotations");
+        a.insert(ON_ISOLATION.to_string(), "keep".to_string());
+        assert_eq!(
+            beat(&l, 1001.0).expect("a heartbeat").isolation_ttl_seconds,
+            None
+        );
     }
 
     #[test]

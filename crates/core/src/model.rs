@@ -580,12 +580,41 @@ pub struct GuardBeat {
     pub age_seconds: f64,
     /// Seconds after a write for which it counts (its Lease duration).
     pub ttl_seconds: f64,
+    /// The guard's `isolation_ttl` in seconds when its `on_isolation` is `stop` (it
+    /// stops its agent once it could not read the record for that long and too few
+    /// daemons vouch for the primary); `None` with `keep`.
+    #[serde(default)]
+    pub isolation_ttl_seconds: Option<f64>,
+    /// What the guard may take, once `isolation_ttl` has passed, until its agent is
+    /// gone: one interval, its bounded calls and `stop_grace` (0 when not said).
+    #[serde(default)]
+    pub stop_within_seconds: f64,
 }
 
 impl GuardBeat {
     /// Written recently enough to count.
     pub fn fresh(&self) -> bool {
         self.age_seconds <= self.ttl_seconds
+    }
+
+    /// For a guard with `on_isolation = "stop"`: how long after the `promoting` record
+    /// its agent is surely stopped, by the daemon's clock. A guard that reads the record
+    /// after it was written stops its agent on it; one that cannot read it last did
+    /// before it was written, so its isolation clock ran out by then. That is
+    /// `isolation_ttl + stop_within`, plus a margin for the two hosts' clock rates of
+    /// 10 % of `isolation_ttl`, at least 1 s. `None` with `on_isolation = "keep"`.
+    pub fn isolation_bound(&self) -> Option<std::time::Duration> {
+        let ttl = self
+            .isolation_ttl_seconds
+            .filter(|t| t.is_finite() && *t > 0.0)?;
+        let within = if self.stop_within_seconds.is_finite() {
+            self.stop_within_seconds.max(0.0)
+        } else {
+            0.0
+        };
+        let seconds = ttl + within + (ttl / 10.0).max(1.0);
+        // At most a day: a garbled annotation must not hold a promotion for ever.
+        Some(std::time::Duration::from_secs_f64(seconds.min(86_400.0)))
     }
 }
 
@@ -1057,6 +1086,11 @@ reason_codes! {
     PrimaryStoppedByGuards => "primary_stopped_by_guards",
     /// The old primary cannot be reached, so it cannot be fenced yet.
     PrimaryUnreachable => "primary_unreachable",
+    /// The standby's scale-up waits for the guards beside the primary's agents that
+    /// have `on_isolation = "stop"`: until each says it stopped at this epoch, or its
+    /// isolation bound (`isolation_ttl` + margin) has passed since the `promoting`
+    /// record, so that an isolated primary's agent is gone before the standby's starts.
+    WaitingForGuardStop => "waiting_for_guard_stop",
     /// Replicas appeared in the standby while the primary is active.
     StandbyUnexpectedReplicas => "standby_unexpected_replicas",
     /// Both sides want replicas: two agents may run at once.

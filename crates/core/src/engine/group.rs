@@ -7,8 +7,8 @@ use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::checks::StateCheck;
 use crate::model::{
-    Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, FencedBy, Observation,
-    ProbeReason, RecordPhase, SignalId, Verdict,
+    Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, FencedBy, GuardBeat,
+    Observation, ProbeReason, RecordPhase, Side, SignalId, Verdict,
 };
 use crate::policy::{Mode, PolicyConfig};
 use std::time::{Duration, Instant};
@@ -97,6 +97,12 @@ pub struct Engine {
     blind_announced: bool,
     /// The highest epoch found on standby Deployments: a new promotion goes above it.
     epoch_floor: u64,
+    /// The guards beside the primary's agents with `on_isolation = "stop"`, as last
+    /// read (identity, isolation bound): waited for while the heartbeats are unreadable.
+    stop_guards: Vec<(String, Duration)>,
+    /// The promotion epoch the guard wait counts for, and since when: the moment the
+    /// `promoting` record was known written (`None` until then).
+    guard_wait_from: Option<(u64, Option<Instant>)>,
 }
 
 impl Engine {
@@ -138,6 +144,8 @@ impl Engine {
             announced: Vec::new(),
             epoch_floor: 0,
             blind_announced: false,
+            stop_guards: Vec::new(),
+            guard_wait_from: None,
             settings,
         }
     }
@@ -152,6 +160,9 @@ impl Engine {
             (Action::RecordPromoting { epoch, .. }, true) => {
                 self.promotion_seen_at.get_or_insert(now);
                 self.known = Some((RecordPhase::Promoting, *epoch));
+                // The guards' isolation bound runs from the write: a guard that read
+                // the record before it still saw `primary`.
+                self.guard_wait_from = Some((*epoch, Some(now)));
             }
             (Action::RecordPromoted { epoch }, true) => {
                 self.known = Some((RecordPhase::Promoted, *epoch));
@@ -263,6 +274,7 @@ impl Engine {
         if std::mem::take(&mut self.resumed) {
             reasons.push(ReasonCode::ResumedFromRecord);
         }
+        self.remember_stop_guards(obs);
 
         let state = if let Some(record) = restore {
             // Invariant 2: a lost record is never a failback. Write it back first;
@@ -659,6 +671,71 @@ impl Engine {
         }
     }
 
+    /// Keeps the identities and isolation bounds of the primary's guards in stop mode
+    /// from every readable set of heartbeats (stale ones included: an isolated guard's
+    /// heartbeat is stale), for the ticks in which they cannot be read.
+    fn remember_stop_guards(&mut self, obs: &Observation) {
+        let Some(guards) = &obs.standby.guards else {
+            self.stop_guards.clear();
+            return;
+        };
+        if let Ok(beats) = &guards.beats {
+            self.stop_guards = beats
+                .iter()
+                .filter(|b| b.side == Side::Primary)
+                .filter_map(|b| Some((b.identity.clone(), b.isolation_bound()?)))
+                .collect();
+        }
+    }
+
+    /// Whether the standby's scale-up for the promotion at `epoch` waits for guards
+    /// beside the primary's agents with `on_isolation = "stop"`. Each is waited for
+    /// until its fresh heartbeat says `stopped` at `epoch` or later, or until its
+    /// isolation bound has passed since the `promoting` record was known written (by
+    /// then it has read that record and stopped its agent, or has been cut off long
+    /// enough to stop it by itself). The bound runs from the record, not from the
+    /// heartbeat's age: a guard reads the record more often than it writes its
+    /// heartbeat, so its last write says nothing of its last read. Heartbeats that
+    /// cannot be read prove no stop: every guard remembered in stop mode is waited
+    /// for. A guard never seen, or in `keep` mode, is not.
+    fn wait_for_guards(&mut self, now: Instant, obs: &Observation, epoch: u64) -> bool {
+        let Some(bound) = self.guards_to_wait_for(obs, epoch) else {
+            return false;
+        };
+        let from = match self.guard_wait_from {
+            Some((e, Some(from))) if e == epoch => from,
+            // Seen in the record but not written by this instance (a restart, another
+            // leader): counted from the next tick, which starts after the read that
+            // saw it, so never before the record was written.
+            Some((e, None)) if e == epoch => {
+                self.guard_wait_from = Some((epoch, Some(now)));
+                return true;
+            }
+            _ => {
+                self.guard_wait_from = Some((epoch, None));
+                return true;
+            }
+        };
+        now.saturating_duration_since(from) < bound
+    }
+
+    /// The longest isolation bound of the primary's guards in stop mode whose heartbeat
+    /// does not say `stopped` at `epoch` (fresh, at that epoch or later), or of every
+    /// one remembered while the heartbeats cannot be read; `None` when there is none to
+    /// wait for.
+    fn guards_to_wait_for(&self, obs: &Observation, epoch: u64) -> Option<Duration> {
+        let beats = match &obs.standby.guards.as_ref()?.beats {
+            Ok(beats) => beats,
+            Err(_) => return self.stop_guards.iter().map(|(_, bound)| *bound).max(),
+        };
+        beats
+            .iter()
+            .filter(|b| b.side == Side::Primary)
+            .filter(|b| !(b.fresh() && !b.running && b.standby_epoch.is_some_and(|e| e >= epoch)))
+            .filter_map(GuardBeat::isolation_bound)
+            .max()
+    }
+
     /// Every primary Deployment is seen at 0: at least one was seen, none wants
     /// replicas, and every Deployment named in the record was seen at 0 or is gone.
     /// An empty selection never counts (a relabelled Deployment may still run).
@@ -702,7 +779,9 @@ impl Engine {
         match phase {
             RecordPhase::Promoting => {
                 if !scaled {
-                    if self.promote_retry.ready(now) {
+                    if self.wait_for_guards(now, obs, epoch) {
+                        reasons.push(ReasonCode::WaitingForGuardStop);
+                    } else if self.promote_retry.ready(now) {
                         actions.push(Action::ScaleStandbyUp { epoch });
                     } else {
                         reasons.push(ReasonCode::RetryBackoff);
@@ -722,7 +801,9 @@ impl Engine {
             }
             _ => {
                 reasons.insert(0, ReasonCode::PromotionTimeout);
-                if self.promote_retry.ready(now) {
+                if !scaled && self.wait_for_guards(now, obs, epoch) {
+                    reasons.push(ReasonCode::WaitingForGuardStop);
+                } else if self.promote_retry.ready(now) {
                     actions.push(Action::ScaleStandbyUp { epoch });
                     self.promote_retry
                         .schedule(now, interval, MAX_RETRY_BACKOFF);
@@ -866,7 +947,13 @@ impl Engine {
                 names: self.active_primary.iter().map(|d| d.name.clone()).collect(),
             });
         }
-        actions.push(Action::ScaleStandbyUp { epoch });
+        // Guards in stop mode beside the primary's agents: the scale-up waits until they
+        // stopped them (a later tick), never in the tick that writes the record.
+        if self.guards_to_wait_for(obs, epoch).is_some() {
+            reasons.push(ReasonCode::WaitingForGuardStop);
+        } else {
+            actions.push(Action::ScaleStandbyUp { epoch });
+        }
         match self.settings.mode {
             Mode::Observe => {
                 // The same decision, reported and never carried out.

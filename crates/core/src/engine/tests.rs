@@ -1237,6 +1237,8 @@ fn primary_guard(identity: &str, running: bool, epoch: Option<u64>, age: f64) ->
         .into(),
         age_seconds: age,
         ttl_seconds: 15.0,
+        isolation_ttl_seconds: None,
+        stop_within_seconds: 0.0,
     }
 }
 
@@ -2473,5 +2475,231 @@ fn guards_are_tallied_against_the_side_the_record_says_is_active() {
             running: 1,
             ..GuardTally::default()
         }
+    );
+}
+
+/// A guard beside the primary's agent with `on_isolation = "stop"`, `isolation_ttl = 10s`
+/// and 3 s to stop after it: waited for at most 10 + 3 + max(1, 1) = 14 s.
+fn stop_guard(identity: &str, running: bool, epoch: Option<u64>, age: f64) -> GuardBeat {
+    GuardBeat {
+        isolation_ttl_seconds: Some(10.0),
+        stop_within_seconds: 3.0,
+        reason: if running { "side_active" } else { "isolated" }.into(),
+        ..primary_guard(identity, running, epoch, age)
+    }
+}
+
+const STOP_GUARD_BOUND: Duration = Duration::from_secs(14);
+
+/// The tick (index into `sim.log`) that wrote the `promoting` record, and the one that
+/// scaled the standby up.
+fn promotion_ticks(sim: &Sim) -> (Option<usize>, Option<usize>) {
+    let find =
+        |pred: &dyn Fn(&Action) -> bool| sim.log.iter().position(|d| d.actions.iter().any(pred));
+    (
+        find(&|a| matches!(a, Action::RecordPromoting { .. })),
+        find(&|a| matches!(a, Action::ScaleStandbyUp { .. })),
+    )
+}
+
+#[test]
+fn the_bound_of_a_stop_mode_guard_adds_its_stop_time_and_a_clock_margin() {
+    let g = stop_guard("a", true, None, 0.5);
+    assert_eq!(g.isolation_bound(), Some(STOP_GUARD_BOUND));
+    let long = GuardBeat {
+        isolation_ttl_seconds: Some(60.0),
+        ..g.clone()
+    };
+    // 60 + 3 + 10 % of 60.
+    assert_eq!(long.isolation_bound(), Some(Duration::from_secs(69)));
+    assert_eq!(
+        primary_guard("a", true, None, 0.5).isolation_bound(),
+        None,
+        "keep"
+    );
+    let garbled = GuardBeat {
+        isolation_ttl_seconds: Some(f64::NAN),
+        ..g
+    };
+    assert_eq!(garbled.isolation_bound(), None);
+}
+
+#[test]
+fn invariant10_a_connected_stop_mode_guard_holds_the_scale_up_until_it_says_stopped() {
+    let mut sim = Sim::warmed_up();
+    sim.world.standby_ready_after = None;
+    sim.world.guards = guards(1, vec![stop_guard("a", true, None, 0.5)]);
+    sim.world.primary_down();
+    sim.run(3);
+    let (recorded, scaled) = promotion_ticks(&sim);
+    let recorded = recorded.expect("the promotion is recorded");
+    assert_eq!(
+        scaled, None,
+        "no scale-up in the tick that writes the record"
+    );
+    assert_eq!(sim.world.record.effective_phase(), RecordPhase::Promoting);
+    let d = &sim.log[recorded];
+    assert!(
+        d.reasons.contains(&ReasonCode::WaitingForGuardStop),
+        "{d:?}"
+    );
+    assert_eq!(d.state, GroupState::Promoting);
+    // Still running: held, tick after tick, with the reason.
+    for _ in 0..5 {
+        let d = sim.tick().clone();
+        assert!(
+            d.reasons.contains(&ReasonCode::WaitingForGuardStop),
+            "{d:?}"
+        );
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaleStandbyUp { .. }))
+        );
+    }
+    assert_eq!(sim.world.standby_desired, 0);
+    // Stopped, but at an older epoch: not this promotion's stop.
+    sim.world.guards = guards(1, vec![stop_guard("a", false, Some(0), 0.5)]);
+    let d = sim.tick().clone();
+    assert!(
+        d.reasons.contains(&ReasonCode::WaitingForGuardStop),
+        "{d:?}"
+    );
+    // Its heartbeat says stopped at epoch 1: the scale-up follows in the same tick.
+    sim.world.guards = guards(1, vec![stop_guard("a", false, Some(1), 0.5)]);
+    let d = sim.tick().clone();
+    assert!(
+        !d.reasons.contains(&ReasonCode::WaitingForGuardStop),
+        "{d:?}"
+    );
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleStandbyUp { epoch: 1 })),
+        "{d:?}"
+    );
+    assert_eq!(sim.world.standby_desired, 1);
+}
+
+#[test]
+fn invariant10_an_isolated_stop_mode_guard_is_waited_for_its_bound_from_the_record() {
+    // Its heartbeat is stale (it is cut off from the standby); however old, the wait
+    // counts from the record: it last read the record before the record was written.
+    for age in [20.0, 3600.0] {
+        let mut sim = Sim::warmed_up();
+        sim.world.guards = guards(1, vec![stop_guard("a", true, None, age)]);
+        sim.world.primary_down();
+        sim.run(30);
+        let (recorded, scaled) = promotion_ticks(&sim);
+        let (recorded, scaled) = (recorded.expect("recorded"), scaled.expect("scaled"));
+        // One tick per second: the scale-up is the first tick at or past the bound.
+        assert_eq!(
+            Duration::from_secs((scaled - recorded) as u64),
+            STOP_GUARD_BOUND,
+            "age {age}"
+        );
+        for d in &sim.log[recorded..scaled] {
+            assert!(
+                d.reasons.contains(&ReasonCode::WaitingForGuardStop),
+                "{d:?}"
+            );
+        }
+        assert_eq!(sim.state(), GroupState::Promoted, "then it completes");
+    }
+}
+
+#[test]
+fn unreadable_heartbeats_hold_for_the_remembered_guards_and_never_seen_ones_are_not_waited_for() {
+    let unreadable = |expected_primary| {
+        Some(GuardsObservation {
+            expected_primary,
+            expected_standby: 0,
+            beats: Err(ProbeOutcome {
+                reason: ProbeReason::Forbidden,
+                latency: Duration::ZERO,
+                detail: String::new(),
+            }),
+        })
+    };
+    // Seen in stop mode, then unreadable: waited for its bound (unknown is not stopped).
+    let mut sim = Sim::warmed_up();
+    sim.world.guards = guards(1, vec![stop_guard("a", true, None, 0.5)]);
+    sim.tick();
+    sim.world.guards = unreadable(1);
+    sim.world.primary_down();
+    sim.run(30);
+    let (recorded, scaled) = promotion_ticks(&sim);
+    let (recorded, scaled) = (recorded.expect("recorded"), scaled.expect("scaled"));
+    assert_eq!(
+        Duration::from_secs((scaled - recorded) as u64),
+        STOP_GUARD_BOUND
+    );
+    // Never seen: nothing to wait for (the missing-guard alert covers it).
+    let mut sim = Sim::warmed_up();
+    sim.world.guards = unreadable(1);
+    sim.world.primary_down();
+    sim.run(5);
+    let (recorded, scaled) = promotion_ticks(&sim);
+    assert_eq!(recorded, scaled);
+}
+
+#[test]
+fn guards_in_keep_mode_and_groups_without_guards_scale_up_with_the_record() {
+    for observed in [
+        None,
+        guards(1, vec![primary_guard("a", true, None, 0.5)]),
+        // A stop-mode guard beside the standby's agent is no primary's guard.
+        guards(
+            1,
+            vec![GuardBeat {
+                side: Side::Standby,
+                ..stop_guard("s", false, None, 0.5)
+            }],
+        ),
+    ] {
+        let mut sim = Sim::warmed_up();
+        sim.world.guards = observed.clone();
+        sim.world.primary_down();
+        sim.run(5);
+        let (recorded, scaled) = promotion_ticks(&sim);
+        assert!(recorded.is_some(), "{observed:?}");
+        assert_eq!(recorded, scaled, "{observed:?}");
+        assert!(
+            sim.log
+                .iter()
+                .all(|d| !d.reasons.contains(&ReasonCode::WaitingForGuardStop))
+        );
+    }
+}
+
+#[test]
+fn invariant10_a_promotion_seen_in_the_record_counts_the_wait_from_the_next_tick() {
+    // Another instance wrote the record; this one starts with it (a restart, a new
+    // leader): the read that saw it may have come just after the write, so the bound
+    // runs from the next tick.
+    let mut sim = Sim::warmed_up();
+    sim.world.standby_ready_after = None;
+    sim.world.guards = guards(1, vec![stop_guard("a", true, None, 30.0)]);
+    sim.world.store(FailoverRecord {
+        phase: Some(RecordPhase::Promoting),
+        epoch: 1,
+        promoted_at_unix: Some(sim.wall as i64),
+        ..FailoverRecord::default()
+    });
+    sim.world.primary_down();
+    let first = sim.log.len();
+    sim.run(20);
+    let scaled = sim
+        .log
+        .iter()
+        .position(|d| {
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaleStandbyUp { .. }))
+        })
+        .expect("scaled");
+    assert_eq!(
+        Duration::from_secs((scaled - first) as u64),
+        STOP_GUARD_BOUND + INTERVAL
     );
 }
