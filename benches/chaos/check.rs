@@ -140,6 +140,10 @@ pub struct Checker {
     pub rss_max_kib: Vec<u64>,
     pub rss_last_kib: Vec<u64>,
     pub violations: Vec<Violation>,
+    /// Samples with neither side serving, by what excused the daemon.
+    pub none_excused: BTreeMap<&'static str, u64>,
+    /// Every change of the record's phase, epoch, pause or failback step.
+    pub record_changes: Vec<(Duration, String)>,
     last_primary: Option<SideView>,
     last_standby: Option<SideView>,
     last_record: Option<Option<RecordView>>,
@@ -279,6 +283,25 @@ impl Checker {
             self.last_standby = standby;
         }
         if let Some(r) = &record {
+            let summary = |r: &Option<RecordView>| {
+                r.as_ref().map(|r| {
+                    format!(
+                        "{} epoch {}{}{}",
+                        r.phase,
+                        r.epoch,
+                        if r.paused { ", paused" } else { "" },
+                        r.failback_step
+                            .as_ref()
+                            .map(|s| format!(", failback step {s}"))
+                            .unwrap_or_default()
+                    )
+                })
+            };
+            let now = summary(r);
+            if self.last_record.as_ref().map(summary) != Some(now.clone()) {
+                self.record_changes
+                    .push((t, now.unwrap_or_else(|| "missing".to_string())));
+            }
             self.check_record(world, t, r.as_ref());
             self.last_record = Some(r.clone());
         }
@@ -357,13 +380,22 @@ impl Checker {
                 .max(r.failback_at_unix.unwrap_or(0.0));
             unix_now() < last + COOLDOWN.as_secs_f64() + 2.0
         });
-        let promised = none
-            && standby_reachable
-            && !held
-            && !cooling
-            && !has(Effect::Rbac)
-            && !has(Effect::Relabel)
-            && fit >= QUORUM;
+        let blockers = [
+            ("standby unreadable", !standby_reachable),
+            ("paused or failback step", held),
+            ("cooldown", cooling),
+            ("primary RBAC revoked", has(Effect::Rbac)),
+            ("primary relabelled", has(Effect::Relabel)),
+            ("fewer than a quorum of fit instances", fit < QUORUM),
+        ];
+        let promised = none && blockers.iter().all(|(_, b)| !b);
+        if none {
+            for (name, blocking) in blockers {
+                if blocking {
+                    *self.none_excused.entry(name).or_default() += 1;
+                }
+            }
+        }
         if let Some((from, to)) = self.none.feed(t, promised)
             && to - from > NO_ACTIVE_BUDGET
         {

@@ -88,6 +88,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn write(world: &World, c: &Checker, begin: Duration) {
     let plan = &world.plan;
     let faults = world.faults();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let mut md = String::new();
     let _ = writeln!(md, "# Fault campaign, seed {}\n", plan.seed);
     let _ = writeln!(
@@ -248,6 +251,20 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         window_text(&c.dual_raw),
         window_text(&c.none_raw)
     );
+    let excused: Vec<String> = c
+        .none_excused
+        .iter()
+        .map(|(k, n)| format!("{k} {:.1}s", *n as f64 / 10.0))
+        .collect();
+    let _ = writeln!(
+        md,
+        "Neither side serving, excused (samples × 100 ms, a sample can have several): {}.",
+        if excused.is_empty() {
+            "none".to_string()
+        } else {
+            excused.join(", ")
+        }
+    );
     let _ = writeln!(
         md,
         "Checker: {} samples, interval p50 {} ms, p99 {} ms, max {} ms; primary unreadable in {}, standby in {}.",
@@ -294,6 +311,11 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         }
     }
 
+    let _ = writeln!(md, "\n## Record changes\n");
+    for (t, what) in &c.record_changes {
+        let _ = writeln!(md, "- {}: {what}", secs(t.saturating_sub(begin)));
+    }
+
     let _ = writeln!(md, "\n## Fault history\n");
     let _ = writeln!(md, "Times from the campaign's start.\n");
     let _ = writeln!(md, "| # | start | end | kind | injected | detail |");
@@ -302,10 +324,21 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         let _ = writeln!(md, "{}", fault_line(f, begin));
     }
 
+    let logs = target.join(format!("chaos-{}-logs", plan.seed));
+    let _ = std::fs::create_dir_all(&logs);
+    for inst in &world.instances {
+        for (n, log) in inst
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .enumerate()
+        {
+            let _ = std::fs::copy(log, logs.join(format!("{}-{n}.log", inst.identity)));
+        }
+    }
+    let _ = writeln!(md, "\nThe instances' logs: {}.", logs.display());
     println!("{md}");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let file = target.join(format!("chaos-{}.md", plan.seed));
     match std::fs::write(&file, &md) {
         Ok(()) => println!("chaos: report written to {}", file.display()),
