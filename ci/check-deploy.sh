@@ -244,8 +244,9 @@ check "kubernetes: NetworkPolicy admits only the monitoring namespace to the adm
 check "kubernetes: image user, port and command match the Deployment" \
   python3 ci/deploy_checks.py image-contract "$work/rendered/base.yaml"
 
-# ignored_test NAME [ENV=VALUE...]: runs one of the #[ignore]d integration tests that need
-# what this script provides (rendered manifests, Prometheus) on the test bed.
+# ignored_test MODULE [ENV=VALUE...]: runs the #[ignore]d tests of one module of the integration-test
+# binary (tests/suite.rs) that need what this script provides (rendered manifests, Prometheus)
+# on the test bed.
 ignored_test() {
   local name="$1" rc=0
   shift
@@ -254,7 +255,7 @@ ignored_test() {
     export KUBE_FAILOVER_TESTBED_BIN
   fi
   env "$@" RUST_BACKTRACE=0 \
-    cargo test -q --locked --test "$name" -- --ignored --test-threads=1 --nocapture \
+    cargo test -q --locked --test suite "$name::" -- --ignored --test-threads=1 --nocapture \
     >"$work/$name.log" 2>&1 || rc=$?
   # The assertion that failed (and the log tails below it), measurements, the verdict.
   grep -A12 'panicked at' "$work/$name.log"

@@ -91,7 +91,7 @@ run() {
   # the hybrid cgroup hierarchy of some hosts), with limits below the host's hard ones.
   KUBE_FAILOVER_TESTBED_BIN="${KUBE_FAILOVER_TESTBED_BIN:-$(testbed/build.sh | tail -n 1)}" \
     KUBE_FAILOVER_IMAGE="$image" \
-    cargo test --locked --test e2e_image -- --ignored --nocapture --test-threads=1
+    cargo test --locked --test suite e2e_image:: -- --ignored --nocapture --test-threads=1
 }
 
 tools

@@ -2,7 +2,7 @@
 //! key path, the resolved configuration, and `status` against a missing and a fake daemon.
 //! No cluster is needed.
 
-mod fixtures;
+use crate::support::fixtures;
 
 use fixtures::KUBECONFIG;
 use std::io::{BufRead, BufReader, Write};

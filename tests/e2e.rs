@@ -1,7 +1,7 @@
 //! End-to-end scenarios: the real daemon binary against real API servers (the test bed),
 //! with the restricted identity. Each test asserts what happened in the clusters.
 
-mod support;
+use crate::support;
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover_testbed::{FaultProxy, NODE_NAME, ProxyMode};

@@ -9,7 +9,7 @@
 //! `KUBE_FAILOVER_E2E_NAMESPACES` sets the number of groups (default 20, each in its own
 //! namespace on both sides; about 40 s).
 
-mod support;
+use crate::support;
 
 use kube_failover_testbed::{Cluster, ClusterPair};
 use std::collections::BTreeMap;

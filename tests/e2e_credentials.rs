@@ -1,7 +1,7 @@
 //! End-to-end: the daemon binary with a bearer-token kubeconfig for the primary, whose
 //! token is rotated on disk (and the old one revoked) while the group is active.
 
-mod support;
+use crate::support;
 
 use kube_failover_testbed::TokenCredentials;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! `/status`, and with `redeploy = "waiting"` redeploys the one that waited for approval
 //! exactly once, across a change of leader and a restart.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams};

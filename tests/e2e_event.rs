@@ -4,7 +4,7 @@
 //! daemon's trace (`daemon.trace_file`), which records every tick's observation, its
 //! time and what made it.
 
-mod support;
+use crate::support;
 
 use kube_failover::model::{ProbeReason, SignalId};
 use kube_failover::trace::TraceLine;

@@ -2,7 +2,7 @@
 //! (kwok Pods run no containers) that appends a timestamp line every 100 ms, so the test
 //! reads when it ran. The guard reads the record from the standby directly.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;

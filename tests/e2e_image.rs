@@ -9,7 +9,7 @@
 //! Needs podman and the image: ci/image.sh builds it and runs this test with
 //! `KUBE_FAILOVER_IMAGE` set (`--ignored`: plain `cargo test` has no image).
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! plus the resumptions of one watch, where every group used to list its Leases and
 //! write two of them at every tick (60 requests per tick for 20 groups).
 
-mod support;
+use crate::support;
 
 use kube_failover_testbed::{Cluster, ClusterPair};
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! `app.kubernetes.io/managed-by=terraform`, annotated `encoding: gzip`; the lock is a
 //! Lease `lock-tfstate-<workspace>-<suffix>`.
 
-mod support;
+use crate::support;
 
 use flate2::Compression;
 use flate2::read::GzDecoder;

@@ -3,7 +3,7 @@
 //! stale Terraform lock Leases of the standby, and (with `clear_stale_locks`) deletes
 //! them.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;

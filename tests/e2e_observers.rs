@@ -2,7 +2,7 @@
 //! leader writes; promotion needs a quorum of observers; a lost leader is replaced; two
 //! processes with one identity are refused.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};

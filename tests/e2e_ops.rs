@@ -5,7 +5,7 @@
 //! refused while the primary is active and fences a primary scaled back up after a
 //! promotion.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! cannot tell (unknown) never promote, a lost record is restored and never read as a
 //! failback, and the cooldown holds across a failback and a restart.
 
-mod support;
+use crate::support;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::RoleBinding;

@@ -2,7 +2,7 @@
 //! primary's API server is stopped until it promotes; `kube-failover simulate --trace`
 //! replays that trace and predicts the promotion in the tick the daemon took it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::*;

@@ -7,7 +7,7 @@
 //! promotion goes ahead and the failing checks are listed, metered and recorded in an
 //! Event.
 
-mod support;
+use crate::support;
 
 use kube_failover::status::{GroupStatus, StateCheckStatus};
 use kube_failover_testbed::{ClusterPair, VOLSYNC_GROUP};

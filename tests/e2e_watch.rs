@@ -11,7 +11,7 @@
 //!
 //! Requests are counted by the API servers themselves (`apiserver_request_total`).
 
-mod support;
+use crate::support;
 
 use kube_failover_testbed::{Cluster, FaultProxy, HttpFaultProxy, HttpRule, ProxyMode};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! the shipped ClusterRole (deploy/kubernetes/target-rbac/cluster-watch) refuses the
 //! watches: every workload signal is unknown, never down, until the grant comes.
 
-mod support;
+use crate::support;
 
 use kube_failover_testbed::{AuditEvent, ClusterPair, ClusterSpec, DAEMON_USER};
 use std::path::Path;

@@ -18,7 +18,7 @@
 //! Needs a `prometheus` binary (Debian's package; `PROMETHEUS` names another one), so it
 //! is `#[ignore]`d and run by ci/check-deploy.sh, which installs it.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -4,7 +4,7 @@
 //! READY=1 must come only once the first tick is done, WATCHDOG=1 must keep coming well
 //! within the watchdog timeout, and SIGTERM must announce STOPPING=1 before a clean exit.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;

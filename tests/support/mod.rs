@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 #[path = "../fixtures/mod.rs"]
-mod fixtures;
+pub mod fixtures;
 pub mod receiver;
 
 use fixtures::Side;
