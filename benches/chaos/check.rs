@@ -142,6 +142,9 @@ pub struct Checker {
     pub violations: Vec<Violation>,
     /// Samples with neither side serving, by what excused the daemon.
     pub none_excused: BTreeMap<&'static str, u64>,
+    /// Windows with neither side serving longer than the budget, and what excused them.
+    pub long_excused: Vec<(Duration, Duration, Vec<&'static str>)>,
+    window_excuses: std::collections::BTreeSet<&'static str>,
     /// Every change of the record's phase, epoch, pause or failback step.
     pub record_changes: Vec<(Duration, String)>,
     last_primary: Option<SideView>,
@@ -286,9 +289,13 @@ impl Checker {
             let summary = |r: &Option<RecordView>| {
                 r.as_ref().map(|r| {
                     format!(
-                        "{} epoch {}{}{}",
+                        "{} epoch {}{}{}{}",
                         r.phase,
                         r.epoch,
+                        r.failback_at
+                            .as_ref()
+                            .map(|f| format!(", failback_at {f}"))
+                            .unwrap_or_default(),
                         if r.paused { ", paused" } else { "" },
                         r.failback_step
                             .as_ref()
@@ -372,7 +379,13 @@ impl Checker {
 
         // No side active while a promotion is promised.
         let none = !primary_serving && s.replicas == 0;
-        self.none_raw.feed(t, none);
+        if let Some((from, to)) = self.none_raw.feed(t, none) {
+            let excuses = std::mem::take(&mut self.window_excuses);
+            if to - from > NO_ACTIVE_BUDGET {
+                self.long_excused
+                    .push((from, to, excuses.into_iter().collect()));
+            }
+        }
         let cooling = rec.as_ref().is_some_and(|r| {
             let last = r
                 .promoted_at_unix
@@ -393,6 +406,7 @@ impl Checker {
             for (name, blocking) in blockers {
                 if blocking {
                     *self.none_excused.entry(name).or_default() += 1;
+                    self.window_excuses.insert(name);
                 }
             }
         }

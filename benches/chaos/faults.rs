@@ -32,6 +32,9 @@ pub enum Kind {
     Pause,
     Failback,
     PodsUnready,
+    /// Not a fault: `kube-failover promote --force` with no outage, which the checker
+    /// must report as an unjustified promotion (the control that proves it can).
+    ControlPromote,
 }
 
 impl Kind {
@@ -74,11 +77,15 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Failback => "failback",
             Kind::PodsUnready => "pods-unready",
+            Kind::ControlPromote => "control-promote",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
+        Kind::ALL
+            .into_iter()
+            .chain([Kind::ControlPromote])
+            .find(|k| k.name() == name)
     }
 
     /// How long a fault of this kind lasts, drawn in seconds (instantaneous ones: 0).
@@ -97,7 +104,7 @@ impl Kind {
             Kind::Relabel => rng.u64(5..=20),
             Kind::Pause => rng.u64(5..=30),
             Kind::PodsUnready => rng.u64(3..=20),
-            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback => 0,
+            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
         };
         Duration::from_millis(secs * 1000 + rng.u64(0..1000))
     }
@@ -179,7 +186,7 @@ impl Drawn {
             Kind::Relabel => vec![Resource::Labels],
             Kind::RecordDelete | Kind::RecordEdit => vec![Resource::Record],
             Kind::Pause => vec![Resource::Pause],
-            Kind::Failback => vec![Resource::Failback],
+            Kind::Failback | Kind::ControlPromote => vec![Resource::Failback],
             Kind::PodsUnready => vec![Resource::Pods],
         }
     }
@@ -216,7 +223,7 @@ impl Drawn {
             Kind::Relabel => vec![Effect::Relabel],
             Kind::RecordDelete | Kind::RecordEdit => vec![Effect::RecordTouched],
             Kind::Pause => vec![Effect::Paused],
-            Kind::Failback => vec![Effect::Failback],
+            Kind::Failback | Kind::ControlPromote => vec![Effect::Failback],
             Kind::PodsUnready => vec![Effect::PodsUnready],
         }
     }
@@ -255,7 +262,9 @@ impl Drawn {
             },
             Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
             Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
-            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback => String::new(),
+            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => {
+                String::new()
+            }
             _ => format!("{secs:.1}s"),
         }
     }
@@ -646,6 +655,13 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
                 other => format!("exit {other:?}: {last}"),
             }));
         }
+        Kind::ControlPromote => {
+            let (code, last) = operator(world, &["promote", "--force"]).await;
+            return Ok(Some(match code {
+                Some(0) => "done".to_string(),
+                other => format!("exit {other:?}: {last}"),
+            }));
+        }
         Kind::PodsUnready => {
             let mut changed = 0;
             for name in pair.primary.deployment_names() {
@@ -728,6 +744,6 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
             }
             Ok(())
         }
-        Kind::RecordDelete | Kind::RecordEdit | Kind::Failback => Ok(()),
+        Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => Ok(()),
     }
 }

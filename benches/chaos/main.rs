@@ -39,7 +39,9 @@ pub struct Plan {
 
 fn usage() -> String {
     format!(
-        "usage: chaos [--seed N] [--duration 10m] [--faults kind,kind]\nkinds: {}",
+        "usage: chaos [--seed N] [--duration 10m] [--faults kind,kind]\nkinds: {} (all by default); \
+         control-promote is the checker's control: an operator's promotion with no outage, \
+         which it must report",
         Kind::ALL
             .iter()
             .map(|k| k.name())

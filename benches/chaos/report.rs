@@ -117,7 +117,7 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
     );
     let _ = writeln!(md, "|---|---|---|---|");
     let mut pairs: BTreeMap<(Kind, Kind), usize> = BTreeMap::new();
-    for kind in Kind::ALL {
+    for kind in Kind::ALL.into_iter().chain([Kind::ControlPromote]) {
         let of: Vec<&FaultRecord> = faults.iter().filter(|f| f.kind == kind).collect();
         if of.is_empty() && !plan.kinds.contains(&kind) {
             continue;
@@ -265,6 +265,20 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
             excused.join(", ")
         }
     );
+    for (from, to, excuses) in &c.long_excused {
+        let _ = writeln!(
+            md,
+            "- neither side serving {}..{} ({}), excused by: {}",
+            secs(from.saturating_sub(begin)),
+            secs(to.saturating_sub(begin)),
+            secs(*to - *from),
+            if excuses.is_empty() {
+                "nothing (a violation)".to_string()
+            } else {
+                excuses.join(", ")
+            }
+        );
+    }
     let _ = writeln!(
         md,
         "Checker: {} samples, interval p50 {} ms, p99 {} ms, max {} ms; primary unreadable in {}, standby in {}.",
