@@ -17,9 +17,14 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-fn window_text(w: &Window) -> String {
+fn window_text(w: &Window, begin: Duration) -> String {
     match w.worst_at {
-        Some((from, to)) => format!("{} (at {}..{})", secs(w.worst), secs(from), secs(to)),
+        Some((from, to)) => format!(
+            "{} (at {}..{})",
+            secs(w.worst),
+            secs(from.saturating_sub(begin)),
+            secs(to.saturating_sub(begin))
+        ),
         None => "never".to_string(),
     }
 }
@@ -187,14 +192,14 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
     let _ = writeln!(
         md,
         "| both sides active, primary API answering, an instance able to fence | {} | {} | {} |",
-        window_text(&c.dual),
+        window_text(&c.dual, begin),
         secs(FENCE_BUDGET),
         count("dual_active")
     );
     let _ = writeln!(
         md,
         "| neither side serving while a promotion is due | {} | {} | {} |",
-        window_text(&c.none),
+        window_text(&c.none, begin),
         secs(NO_ACTIVE_BUDGET),
         count("no_active_side")
     );
@@ -248,8 +253,8 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         "\nFor information: both sides with replicas at all (the primary's API down or \
          unanswered included) {}; neither side serving at all (cooldown, pauses, faults \
          included) {}.",
-        window_text(&c.dual_raw),
-        window_text(&c.none_raw)
+        window_text(&c.dual_raw, begin),
+        window_text(&c.none_raw, begin)
     );
     let excused: Vec<String> = c
         .none_excused
