@@ -1,5 +1,5 @@
 //! The admin server: `/metrics`, `/healthz`, `/readyz`, `/status`. Read-only by design
-//! (safety invariant 7): GET and HEAD only, small buffers, and no request body is ever
+//! (safety invariant 8): GET and HEAD only, small buffers, and no request body is ever
 //! read.
 //!
 //! It must stay answerable whatever clients do, because `/healthz` is the liveness probe:

@@ -8,9 +8,11 @@
 //! credential plugin is run by this crate, bounded, off the runtime's worker threads,
 //! never by kube ([`exec`]).
 
+mod connect;
 mod exec;
 mod reload;
 
+pub use connect::{Http2, Pool};
 pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
@@ -34,7 +36,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// The same bound for the clients that hold watches ([`ClientOptions::for_watches`]). An
 /// idle watch hears from the API server at least once a minute (a bookmark), so a watch
 /// connection silent this long is dead. A dead connection is noticed sooner when the
-/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]).
+/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]), and over HTTP/2 by
+/// its unanswered PING ([`Http2`]).
 pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(80);
 
 /// Bound on sending a request to an API server.
@@ -127,6 +130,9 @@ pub struct ClientOptions {
     /// Bound on waiting for response bytes ([`READ_TIMEOUT`], or [`WATCH_READ_TIMEOUT`]
     /// for a client that holds watches).
     pub read_timeout: Duration,
+    /// HTTP/2 offered to the API server (HTTP/1.1 stays offered) and the PINGs of its
+    /// connections; `None`: HTTP/1.1 only, as kube's own client speaks.
+    pub http2: Option<Http2>,
 }
 
 impl ClientOptions {
@@ -140,6 +146,7 @@ impl ClientOptions {
             recheck_interval: RECHECK_INTERVAL,
             exec_timeout: EXEC_PLUGIN_TIMEOUT,
             read_timeout: READ_TIMEOUT,
+            http2: None,
         }
     }
 
@@ -150,6 +157,11 @@ impl ClientOptions {
             read_timeout: WATCH_READ_TIMEOUT,
             ..self
         }
+    }
+
+    /// The same, offering HTTP/2 with the keep-alive `http2` says (`None`: HTTP/1.1 only).
+    pub fn with_http2(self, http2: Option<Http2>) -> ClientOptions {
+        ClientOptions { http2, ..self }
     }
 
     /// The same, every request carrying `user_agent`.

@@ -22,7 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -90,6 +90,9 @@ impl Clusters {
         let handle = Arc::new(ClusterHandle {
             client,
             watch_client,
+            spread_watches: self.options.http2.is_some(),
+            watches: AtomicUsize::new(0),
+            watch_pools: Mutex::new(Vec::new()),
             reachable: watch::channel(true).0,
             starts: Arc::new(Semaphore::new(STARTS_IN_FLIGHT)),
             interval: self.interval,
@@ -129,6 +132,13 @@ pub type Fetch = fn(kube::Client, Duration) -> BoxFuture<'static, ProbeOutcome>;
 
 /// Distrusts one store's watch, saying why.
 type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Watches of one cluster carried by one connection pool, at most, when the client speaks
+/// HTTP/2 (one connection per pool): below the streams an API server or a proxy in front
+/// of it allows on one connection (kube-apiserver 250 by default, proxies and load
+/// balancers often 100), over which requests would wait for a stream to end — for a
+/// watch, minutes (src/cluster/connect.rs).
+pub const WATCHES_PER_CONNECTION: usize = 100;
 
 /// Lists and watch requests of one cluster waiting for their answer, at most: on a slow
 /// API server the caches' upkeep slows down with it instead of piling up requests.
@@ -196,8 +206,16 @@ fn slot_start(anchor: Instant, interval: Duration, now: Instant) -> Instant {
 /// One cluster: its client, its shared `/readyz` and its caches.
 pub struct ClusterHandle {
     client: kube::Client,
-    /// The same credentials, for watches (a longer read timeout).
+    /// The same credentials, for watches (a longer read timeout); its first connection
+    /// pool.
     watch_client: kube::Client,
+    /// With HTTP/2: the watches are spread over connection pools of at most
+    /// [`WATCHES_PER_CONNECTION`].
+    spread_watches: bool,
+    /// Watches started so far.
+    watches: AtomicUsize,
+    /// The watch client on its second pool, its third, ... made when first needed.
+    watch_pools: Mutex<Vec<kube::Client>>,
     /// False while the last `/readyz` answer said the API server cannot be reached.
     reachable: watch::Sender<bool>,
     /// Lists and watch requests in flight (see [`STARTS_IN_FLIGHT`]).
@@ -371,6 +389,27 @@ impl ClusterHandle {
         }
     }
 
+    /// The client for one more watch: with HTTP/2, the watches fill one connection pool
+    /// after the other, [`WATCHES_PER_CONNECTION`] each (a store lists and watches through
+    /// the same pool all its life).
+    fn next_watch_client(&self) -> kube::Client {
+        if !self.spread_watches {
+            return self.watch_client.clone();
+        }
+        let pool = self.watches.fetch_add(1, Ordering::Relaxed) / WATCHES_PER_CONNECTION;
+        if pool == 0 {
+            return self.watch_client.clone();
+        }
+        let mut pools = self.watch_pools.lock().unwrap_or_else(|e| e.into_inner());
+        while pools.len() < pool {
+            let client = self.watch_client.clone();
+            let namespace = client.default_namespace().to_string();
+            let pool = cluster::Pool(pools.len() + 1);
+            pools.push(kube::Client::new(InPool { client, pool }, namespace));
+        }
+        pools[pool - 1].clone()
+    }
+
     /// The Deployments of `namespace`, watched from the first call on.
     pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
         match self.watch_scope {
@@ -440,7 +479,7 @@ impl ClusterHandle {
             .suspecters
             .push(Arc::new(move |why: &str| suspect.suspect(why)));
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.watch_client.clone(), namespace, resource);
+            Api::namespaced_with(self.next_watch_client(), namespace, resource);
         let selection = watch_cache::Selection {
             labels: None,
             fields: Some(format!("metadata.name={name}")),
@@ -489,7 +528,7 @@ impl ClusterHandle {
         stores
             .suspecters
             .push(Arc::new(move |why: &str| suspect.suspect(why)));
-        let api: Api<K> = Api::all(self.watch_client.clone());
+        let api: Api<K> = Api::all(self.next_watch_client());
         stores.tasks.push(tokio::spawn(watch_cache::run_fanout(
             fanout,
             api,
@@ -534,7 +573,7 @@ impl ClusterHandle {
         stores
             .suspecters
             .push(Arc::new(move |why: &str| suspect.suspect(why)));
-        let api: Api<K> = Api::namespaced(self.watch_client.clone(), namespace);
+        let api: Api<K> = Api::namespaced(self.next_watch_client(), namespace);
         let selection = watch_cache::Selection {
             labels: selector.map(str::to_string),
             fields: None,
@@ -546,6 +585,35 @@ impl ClusterHandle {
             self.upkeep(),
         )));
         store
+    }
+}
+
+/// Sends each request through `client` in connection pool `pool`.
+#[derive(Clone)]
+struct InPool {
+    client: kube::Client,
+    pool: cluster::Pool,
+}
+
+type KubeResponse = http::Response<kube::client::Body>;
+
+impl tower_service::Service<http::Request<kube::client::Body>> for InPool {
+    type Response = KubeResponse;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<KubeResponse, kube::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), kube::Error>> {
+        // The inner client has its own buffer and readiness.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<kube::client::Body>) -> Self::Future {
+        request.extensions_mut().insert(self.pool);
+        let client = self.client.clone();
+        Box::pin(async move { client.send(request).await })
     }
 }
 
@@ -623,6 +691,76 @@ mod tests {
             (2..=5).contains(&sent),
             "{sent} requests in about four intervals"
         );
+    }
+
+    /// An API that answers every request at once and records the connection pool it
+    /// was sent through.
+    #[derive(Clone)]
+    struct RecordingPools(Arc<Mutex<Vec<usize>>>);
+
+    impl tower_service::Service<http::Request<kube::client::Body>> for RecordingPools {
+        type Response = http::Response<http_body_util::Full<bytes::Bytes>>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+            let pool = request.extensions().get::<cluster::Pool>().copied();
+            self.0.lock().unwrap().push(pool.unwrap_or_default().0);
+            std::future::ready(Ok(http::Response::new(Default::default())))
+        }
+    }
+
+    /// The pools `watches` successive watches of a cluster go through.
+    async fn pools_of_watches(http2: Option<cluster::Http2>, watches: usize) -> Vec<usize> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clusters = Clusters::new(
+            ClientOptions::default().with_http2(http2),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Duration::from_secs(240),
+            WatchScope::Namespaces,
+        );
+        let handle = clusters
+            .get(&cluster(&dir, "one"), "primary")
+            .await
+            .unwrap();
+        drop(clusters);
+        let mut handle = Arc::try_unwrap(handle).ok().expect("the only handle");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        handle.watch_client = kube::Client::new(RecordingPools(seen.clone()), "ns");
+        for _ in 0..watches {
+            let request = http::Request::get("/api").body(Vec::new()).unwrap();
+            handle
+                .next_watch_client()
+                .request_text(request)
+                .await
+                .unwrap();
+        }
+        seen.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn with_http2_the_watches_fill_connection_pools_of_at_most_a_hundred() {
+        let http2 = cluster::Http2 {
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_millis(500),
+        };
+        let pools = pools_of_watches(Some(http2), 250).await;
+        let count = |p: usize| pools.iter().filter(|&&q| q == p).count();
+        assert_eq!(
+            (count(0), count(1), count(2)),
+            (WATCHES_PER_CONNECTION, WATCHES_PER_CONNECTION, 50),
+            "{pools:?}"
+        );
+        // HTTP/1.1: one connection per watch anyway, every watch in the first pool.
+        assert!(pools_of_watches(None, 150).await.iter().all(|&p| p == 0));
     }
 
     static FRESH: AtomicUsize = AtomicUsize::new(0);

@@ -28,10 +28,14 @@
 //!   answered that request, so the bound that matters for judgement is the probe
 //!   timeout. A single late answer (an overloaded server) restarts no watch. The objects
 //!   are kept: a watch resumed from the last resourceVersion delivers every change since,
-//!   so proving the
-//!   connection costs one watch request, not a list. A watch connection that dies alone
-//!   while `/readyz` keeps passing goes silent and is dropped by the watch client's read
-//!   timeout ([`crate::cluster::WATCH_READ_TIMEOUT`]), longer than the bookmarks' spacing.
+//!   so proving the connection costs one watch request, not a list.
+//! - a watch connection that dies alone while `/readyz` keeps passing: over HTTP/2 it is
+//!   PINGed after a probe interval of silence and closed when the PING is not answered
+//!   within the probe timeout ([`crate::cluster::Http2`]); its watches end (with an
+//!   error, or with the end of stream kube makes of a cut connection) and are resumed on
+//!   a new connection like any other. Over HTTP/1.1 it goes silent and is dropped by
+//!   the watch client's read timeout ([`crate::cluster::WATCH_READ_TIMEOUT`]), longer
+//!   than the bookmarks' spacing.
 //! - an API server that is slow or overloaded is not made slower: no list or watch is
 //!   started while the cluster's last `/readyz` said it could not be reached, at most a
 //!   few of them are in flight per cluster at once ([`Upkeep::starts`]), and a failure is

@@ -593,6 +593,33 @@ fn missing_config_file_is_named() {
     );
 }
 
+/// The whole message, pinned: the cause is named once even though the error that says
+/// it also carries it as its source (a doubled `: No such file…` was printed before).
+#[test]
+fn an_error_names_its_cause_once() {
+    let f = Fixture::new();
+    let config = f.config(&GOOD);
+    let absent = f.dir.path().join("absent.trace");
+    let out = run(
+        &[
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--trace",
+            absent.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kube-failover: cannot read trace {}: No such file or directory (os error 2)\n",
+            absent.display()
+        )
+    );
+}
+
 #[test]
 fn run_refuses_an_invalid_configuration_before_starting() {
     let f = Fixture::new();

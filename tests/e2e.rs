@@ -109,6 +109,8 @@ async fn flapping_below_the_threshold_never_promotes() {
     let (d, proxy) = Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
+    // Only a leader would promote: prove it leads, or the test proves nothing.
+    d.wait_leading(Duration::from_secs(20)).await;
     // 2 s of resets fail at most 3 one-second probes, below the threshold of 4.
     for _ in 0..8 {
         proxy.set_mode(ProxyMode::Reset);

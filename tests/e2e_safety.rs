@@ -19,8 +19,11 @@ fn fast() -> DaemonOpts {
     }
 }
 
-/// Samples the daemon for `ticks` intervals and asserts nothing was promoted.
+/// Samples the daemon for `how_long` and asserts nothing was promoted. Only a leader
+/// writes, so the daemon must lead the group before and after the window: a follower
+/// (leader election broken) would pass the check without proving anything.
 async fn never_promotes(d: &Daemon, pair: &ClusterPair, how_long: Duration) {
+    d.wait_leading(Duration::from_secs(20)).await;
     let until = std::time::Instant::now() + how_long;
     while std::time::Instant::now() < until {
         assert_eq!(replicas(&pair.standby).await, 0, "standby scaled up");
@@ -28,6 +31,12 @@ async fn never_promotes(d: &Daemon, pair: &ClusterPair, how_long: Duration) {
     }
     assert_eq!(d.metric(STARTED).await, Some(0.0));
     assert_eq!(record_field(pair, "phase").await, None, "no record written");
+    let g = d.group().await.expect("status");
+    assert_eq!(
+        g.coordination.as_ref().map(|c| c.role.as_str()),
+        Some("leader"),
+        "the daemon stopped leading during the window: {g:#?}"
+    );
 }
 
 /// The daemon's RoleBinding in the primary is deleted while the group is healthy and the

@@ -1,7 +1,7 @@
 //! The shape of the code, checked: the decision core has no I/O dependency (the compiler
 //! keeps it pure only if nothing brings one in), and the daemon crate's top-level
 //! modules import each other without a cycle. A new cycle or a new I/O dependency of the
-//! core fails here, naming it.
+//! core fails here, naming it; so does a test file its suite.rs does not name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -186,4 +186,32 @@ fn top_level_modules_have_no_import_cycle() {
     }
     // A control: the edges the search walks are real (the probes use the call plumbing).
     assert!(edges["probe"].contains("kube_call"), "{edges:?}");
+}
+
+/// Integration tests are one binary per package (`autotests = false`): a test file that
+/// its `suite.rs` does not name would never be compiled or run, silently.
+#[test]
+fn every_test_file_is_a_module_of_its_suite() {
+    for dir in ["tests", "testbed/tests"] {
+        let dir = Path::new(ROOT).join(dir);
+        let suite = std::fs::read_to_string(dir.join("suite.rs")).expect("suite.rs");
+        let mut unlisted = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("tests folder") {
+            let path = entry.expect("entry").path();
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "rs")
+                && name != "suite"
+                && !suite.lines().any(|l| l.trim() == format!("mod {name};"))
+            {
+                unlisted.push(path.display().to_string());
+            }
+        }
+        assert!(
+            unlisted.is_empty(),
+            "not in {}/suite.rs, so never run: {unlisted:?}",
+            dir.display()
+        );
+    }
 }

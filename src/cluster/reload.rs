@@ -113,6 +113,8 @@ pub(crate) struct Reloader {
     recheck_interval: Duration,
     exec_timeout: Duration,
     read_timeout: Duration,
+    /// HTTP/2 offered to the API server, and its keep-alive (src/cluster/connect.rs).
+    http2: Option<super::connect::Http2>,
     state: Mutex<State>,
     /// One file comparison at a time.
     check: tokio::sync::Mutex<()>,
@@ -137,9 +139,11 @@ impl Reloader {
         let client = match &loaded.exec {
             Some(_) => None,
             None => Some(
-                build(&loaded.config, None).map_err(|source| ClusterError::Client {
-                    role: role.to_string(),
-                    source,
+                build(&loaded.config, None, options.http2).map_err(|source| {
+                    ClusterError::Client {
+                        role: role.to_string(),
+                        source,
+                    }
                 })?,
             ),
         };
@@ -153,6 +157,7 @@ impl Reloader {
             recheck_interval: options.recheck_interval,
             exec_timeout: options.exec_timeout,
             read_timeout: options.read_timeout,
+            http2: options.http2,
             state: Mutex::new(State {
                 exec: loaded.exec.map(|plugin| ExecState::new(plugin, 0)),
                 config: loaded.config,
@@ -281,7 +286,7 @@ impl Reloader {
                         exec.plugin.command()
                     ));
                 }
-                build(&state.config, Some(&credential))
+                build(&state.config, Some(&credential), self.http2)
                     .map(|client| (client, credential))
                     .map_err(|e| {
                         format!(
@@ -390,7 +395,7 @@ impl Reloader {
             .map(|o| &o.credential);
         let client = match (&exec, credential) {
             (Some(_), None) => Ok(None),
-            (_, credential) => build(&loaded.config, credential).map(Some),
+            (_, credential) => build(&loaded.config, credential, self.http2).map(Some),
         };
         match client {
             Ok(client) => {
@@ -444,10 +449,12 @@ impl ExecState {
 }
 
 /// Builds kube's client from `config`, with the exec plugin's credential in place of the
-/// plugin. Never runs a plugin (the config has none), so it never blocks.
+/// plugin, offering HTTP/2 when `http2` says so (src/cluster/connect.rs). Never runs a
+/// plugin (the config has none), so it never blocks.
 fn build(
     config: &kube::Config,
     credential: Option<&ExecCredential>,
+    http2: Option<super::connect::Http2>,
 ) -> Result<kube::Client, kube::Error> {
     let mut config = config.clone();
     if let Some(credential) = credential {
@@ -465,7 +472,7 @@ fn build(
             auth.client_key = None;
         }
     }
-    kube::Client::try_from(config)
+    super::connect::client(&config, http2)
 }
 
 /// A hash of the content of every file in `paths`, an unreadable file counting by its

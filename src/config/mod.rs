@@ -141,6 +141,11 @@ pub struct DaemonConfig {
     pub watch_timeout: Duration,
     /// `namespaces` (default) or `cluster`: see [`WatchScope`].
     pub watch_scope: WatchScope,
+    /// Offer HTTP/2 to the API servers (default): one connection carries many watches,
+    /// and each connection is PINGed every `probe_interval` it is silent, so one that
+    /// dies without a word is closed after `probe_timeout` more. `false`: HTTP/1.1
+    /// only, one connection per watch (for a load balancer that breaks HTTP/2).
+    pub http2: bool,
     /// Admin server (`/metrics`, `/healthz`, `/readyz`, `/status`).
     pub listen: SocketAddr,
     /// `text` or `json`; the level comes from `RUST_LOG` (default `info`).
@@ -228,6 +233,7 @@ impl Default for DaemonConfig {
             probe_timeout: Duration::from_secs(3),
             watch_timeout: DEFAULT_WATCH_TIMEOUT,
             watch_scope: WatchScope::Namespaces,
+            http2: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             log_format: LogFormat::Text,
             mode: Mode::Auto,

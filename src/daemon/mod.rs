@@ -107,8 +107,15 @@ async fn run_with_listener(
 
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
-    let client_options =
-        cluster::ClientOptions::for_call_timeout(daemon.probe_timeout).with_user_agent(user_agent);
+    // With HTTP/2, a connection silent for an interval is PINGed and closed when the PING
+    // is not answered within the probe timeout: a dead watch connection is noticed as
+    // fast as a dead API server (src/cluster/connect.rs).
+    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout)
+        .with_user_agent(user_agent)
+        .with_http2(daemon.http2.then_some(cluster::Http2 {
+            ping_interval: daemon.probe_interval,
+            ping_timeout: daemon.probe_timeout,
+        }));
     // Opened before the engines start: a line's offset is from here.
     let trace = match &daemon.trace_file {
         Some(path) => Some(crate::trace::TraceSink::open(

@@ -17,7 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// What the proxy does with traffic. Applies to new and existing connections alike, from
-/// the moment it is set.
+/// the moment it is set, except [`ProxyMode::BlackholeExisting`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
     /// Forward everything.
@@ -26,6 +26,11 @@ pub enum ProxyMode {
     /// packets: existing connections stall, new ones hang after the TCP handshake. When
     /// the mode changes back, held traffic flows again, as after a healed partition.
     Blackhole,
+    /// [`ProxyMode::Blackhole`] for the connections accepted before the mode was set,
+    /// while new ones pass: a flow that dies without a word (a NAT entry dropped, a
+    /// stateful firewall forgetting it) while the network itself is fine. When the mode
+    /// changes, held traffic flows again.
+    BlackholeExisting,
     /// Reset every connection, existing and new (TCP RST).
     Reset,
     /// Forward with an added delay per direction (to the API server, back to the client).
@@ -41,6 +46,8 @@ pub enum ProxyMode {
 struct Stats {
     accepted: AtomicU64,
     open: AtomicU64,
+    /// Connections accepted when the mode was last set.
+    cutoff: AtomicU64,
 }
 
 /// A running fault proxy; dropping it closes the listener and every connection.
@@ -51,6 +58,16 @@ pub struct FaultProxy {
     mode: watch::Sender<ProxyMode>,
     stats: Arc<Stats>,
     task: JoinHandle<()>,
+}
+
+/// Whether a connection holds its traffic: `index` is its place in accept order and
+/// `cutoff` the number of connections accepted when the mode was last set.
+fn stalls(mode: ProxyMode, index: u64, cutoff: &AtomicU64) -> bool {
+    match mode {
+        ProxyMode::Blackhole => true,
+        ProxyMode::BlackholeExisting => index < cutoff.load(Ordering::SeqCst),
+        _ => false,
+    }
 }
 
 impl FaultProxy {
@@ -96,7 +113,11 @@ impl FaultProxy {
 
     /// Switches the mode; new and open connections follow it.
     pub fn set_mode(&self, mode: ProxyMode) {
-        self.mode.send_replace(mode);
+        self.mode.send_modify(|m| {
+            let accepted = self.stats.accepted.load(Ordering::SeqCst);
+            self.stats.cutoff.store(accepted, Ordering::SeqCst);
+            *m = mode;
+        });
     }
 
     /// The mode in force.
@@ -106,7 +127,7 @@ impl FaultProxy {
 
     /// Connections accepted since start.
     pub fn accepted(&self) -> u64 {
-        self.stats.accepted.load(Ordering::Relaxed)
+        self.stats.accepted.load(Ordering::SeqCst)
     }
 
     /// Connections currently open on the client side: accepted and not closed yet by
@@ -139,9 +160,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let index = stats.accepted.fetch_add(1, Ordering::SeqCst);
         conns.spawn(connection(
             client,
+            index,
             upstream,
             mode.subscribe(),
             stats.clone(),
@@ -182,11 +204,13 @@ impl Drop for ClientOpen {
 
 async fn connection(
     client: TcpStream,
+    index: u64,
     upstream: SocketAddr,
     mut mode: watch::Receiver<ProxyMode>,
     stats: Arc<Stats>,
 ) {
-    let open = ClientOpen::new(stats);
+    let open = ClientOpen::new(stats.clone());
+    let stalled = move |m: ProxyMode| stalls(m, index, &stats.cutoff);
     let _ = client.set_nodelay(true);
     let (mut client_r, mut client_w) = client.into_split();
     // Hold a new connection while blackholed. What the client sends is kept, to be
@@ -196,7 +220,7 @@ async fn connection(
     let mut client_done = false;
     let now = loop {
         let m = *mode.borrow_and_update();
-        if m != ProxyMode::Blackhole {
+        if !stalled(m) {
             break m;
         }
         let mut buf = [0u8; 16 * 1024];
@@ -238,6 +262,7 @@ async fn connection(
             &mut server_w,
             Direction::ToUpstream,
             mode.clone(),
+            &stalled,
             || open.closed(),
         );
         let down = pump(
@@ -245,6 +270,7 @@ async fn connection(
             &mut client_w,
             Direction::ToClient,
             mode.clone(),
+            &stalled,
             || {},
         );
         let both = async { tokio::try_join!(up, down) };
@@ -271,7 +297,7 @@ enum Direction {
 }
 
 /// Copies one direction, each chunk held for the delay in force when it was read, and
-/// for as long as the proxy is blackholed. Reading and writing run concurrently, so a
+/// for as long as `stalled` says the connection is blackholed. Reading and writing run concurrently, so a
 /// delay adds latency without cutting throughput. `ended` is called when the reading
 /// side closes or fails (even while what it sent is still held).
 async fn pump(
@@ -279,6 +305,7 @@ async fn pump(
     to: &mut OwnedWriteHalf,
     direction: Direction,
     mode: watch::Receiver<ProxyMode>,
+    stalled: &impl Fn(ProxyMode) -> bool,
     ended: impl FnOnce(),
 ) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
@@ -315,11 +342,7 @@ async fn pump(
     let write = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            if write_mode
-                .wait_for(|m| *m != ProxyMode::Blackhole)
-                .await
-                .is_err()
-            {
+            if write_mode.wait_for(|m| !stalled(*m)).await.is_err() {
                 return Ok(());
             }
             to.write_all(&chunk).await?;
@@ -403,6 +426,36 @@ mod tests {
             .expect("new connection resumes")
             .unwrap();
         assert_eq!(&buf, b"new");
+    }
+
+    #[tokio::test]
+    async fn blackhole_existing_stalls_only_the_connections_open_before_it() {
+        let proxy = FaultProxy::start(echo_server().await).await.unwrap();
+        let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(roundtrip(&mut old, b"before").await.unwrap(), b"before");
+
+        proxy.set_mode(ProxyMode::BlackholeExisting);
+        let stalled = tokio::time::timeout(SHORT, roundtrip(&mut old, b"during")).await;
+        assert!(
+            stalled.is_err(),
+            "existing connection must stall: {stalled:?}"
+        );
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(SHORT, roundtrip(&mut new, b"new"))
+                .await
+                .expect("a new connection passes")
+                .unwrap(),
+            b"new"
+        );
+
+        proxy.set_mode(ProxyMode::Pass);
+        let mut buf = [0u8; 6];
+        tokio::time::timeout(SHORT, old.read_exact(&mut buf))
+            .await
+            .expect("old connection resumes")
+            .unwrap();
+        assert_eq!(&buf, b"during");
     }
 
     #[tokio::test]

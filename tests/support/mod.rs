@@ -64,6 +64,8 @@ pub struct DaemonOpts {
     pub watch_timeout: Option<Duration>,
     /// `daemon.watch_scope`, when not the default (`namespaces`).
     pub watch_scope: Option<&'static str>,
+    /// `daemon.http2`, when not the default (`true`).
+    pub http2: Option<bool>,
     pub failure_threshold: u32,
     pub startup_grace: Duration,
     pub promotion_timeout: Duration,
@@ -101,6 +103,7 @@ impl Default for DaemonOpts {
             timeout: Duration::from_millis(800),
             watch_timeout: None,
             watch_scope: None,
+            http2: None,
             failure_threshold: 3,
             startup_grace: Duration::from_secs(2),
             promotion_timeout: Duration::from_secs(60),
@@ -171,7 +174,7 @@ listen = "{admin}"
 mode = "{mode}"
 identity = "{identity}"
 shutdown_timeout = "5s"
-{watch_timeout}{watch_scope}
+{watch_timeout}{watch_scope}{http2}
 "#,
         watch_timeout = opts
             .watch_timeout
@@ -180,6 +183,10 @@ shutdown_timeout = "5s"
         watch_scope = opts
             .watch_scope
             .map(|s| format!("watch_scope = \"{s}\"\n"))
+            .unwrap_or_default(),
+        http2 = opts
+            .http2
+            .map(|h| format!("http2 = {h}\n"))
             .unwrap_or_default(),
         interval = dur(opts.interval),
         timeout = dur(opts.timeout),
@@ -492,6 +499,11 @@ impl Daemon {
             .await
             .expect("daemon exits within 20s of SIGTERM")
             .expect("wait for daemon")
+    }
+
+    /// The daemon's whole log so far.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {
