@@ -1,0 +1,749 @@
+//! The fault scheduler: bursts of random, overlapping faults drawn with the plan's seed,
+//! each undone at its end, and quiet periods in between in which the system settles
+//! (and, when the standby was left active, an operator fails back).
+
+use crate::support::{GROUP, daemon_bin};
+use crate::world::{FaultRecord, Side, World};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use kube_failover_testbed::ProxyMode;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The kinds of fault the campaign draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    PrimaryApiKill,
+    PrimaryApiStop,
+    StandbyApiDown,
+    PartitionPrimary,
+    PartitionStandby,
+    PartitionBoth,
+    Latency,
+    Resets,
+    DaemonKill,
+    LeaderStop,
+    RbacRevoke,
+    Relabel,
+    RecordDelete,
+    RecordEdit,
+    Pause,
+    Failback,
+    PodsUnready,
+    /// Not a fault: `kube-failover promote --force` with no outage, which the checker
+    /// must report as an unjustified promotion (the control that proves it can).
+    ControlPromote,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 17] = [
+        Kind::PrimaryApiKill,
+        Kind::PrimaryApiStop,
+        Kind::StandbyApiDown,
+        Kind::PartitionPrimary,
+        Kind::PartitionStandby,
+        Kind::PartitionBoth,
+        Kind::Latency,
+        Kind::Resets,
+        Kind::DaemonKill,
+        Kind::LeaderStop,
+        Kind::RbacRevoke,
+        Kind::Relabel,
+        Kind::RecordDelete,
+        Kind::RecordEdit,
+        Kind::Pause,
+        Kind::Failback,
+        Kind::PodsUnready,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PrimaryApiKill => "primary-api-kill",
+            Kind::PrimaryApiStop => "primary-api-stop",
+            Kind::StandbyApiDown => "standby-api-down",
+            Kind::PartitionPrimary => "partition-primary",
+            Kind::PartitionStandby => "partition-standby",
+            Kind::PartitionBoth => "partition-both",
+            Kind::Latency => "latency",
+            Kind::Resets => "resets",
+            Kind::DaemonKill => "daemon-kill",
+            Kind::LeaderStop => "leader-stop",
+            Kind::RbacRevoke => "rbac-revoke",
+            Kind::Relabel => "relabel",
+            Kind::RecordDelete => "record-delete",
+            Kind::RecordEdit => "record-edit",
+            Kind::Pause => "pause",
+            Kind::Failback => "failback",
+            Kind::PodsUnready => "pods-unready",
+            Kind::ControlPromote => "control-promote",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .chain([Kind::ControlPromote])
+            .find(|k| k.name() == name)
+    }
+
+    /// How long a fault of this kind lasts, drawn in seconds (instantaneous ones: 0).
+    fn duration(self, rng: &mut fastrand::Rng) -> Duration {
+        let secs = match self {
+            Kind::PrimaryApiKill | Kind::PrimaryApiStop => rng.u64(3..=25),
+            Kind::StandbyApiDown => rng.u64(3..=20),
+            Kind::PartitionPrimary | Kind::PartitionStandby | Kind::PartitionBoth => {
+                rng.u64(2..=20)
+            }
+            Kind::Latency => rng.u64(5..=20),
+            Kind::Resets => rng.u64(2..=10),
+            Kind::DaemonKill => rng.u64(0..=8),
+            Kind::LeaderStop => rng.u64(4..=10),
+            Kind::RbacRevoke => rng.u64(5..=25),
+            Kind::Relabel => rng.u64(5..=20),
+            Kind::Pause => rng.u64(5..=30),
+            Kind::PodsUnready => rng.u64(3..=20),
+            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
+        };
+        Duration::from_millis(secs * 1000 + rng.u64(0..1000))
+    }
+}
+
+/// What a fault does to the world while it is in force, as the checker reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    PrimaryApiDown,
+    StandbyApiDown,
+    /// Instance `i`'s path to the primary is cut, slowed or reset.
+    PrimaryPath(usize),
+    /// Instance `i`'s path to the standby is cut, slowed or reset.
+    StandbyPath(usize),
+    /// Instance `i`'s process is gone (killed, not restarted yet).
+    DaemonDown(usize),
+    /// Instance `i`'s process is stopped (SIGSTOP).
+    DaemonStopped(usize),
+    /// The daemon's RoleBindings in the primary are deleted.
+    Rbac,
+    /// The primary's trigger Deployment is relabelled.
+    Relabel,
+    /// An operator's pause holds.
+    Paused,
+    /// An operator's failback command runs.
+    Failback,
+    /// The primary's Pods are unready.
+    PodsUnready,
+    /// The record was deleted or edited by hand.
+    RecordTouched,
+}
+
+/// What two faults cannot hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Resource {
+    PrimaryApi,
+    StandbyApi,
+    Path(usize, Side),
+    Daemon(usize),
+    Rbac,
+    Labels,
+    Record,
+    Pause,
+    Failback,
+    Pods,
+}
+
+/// A fault drawn, with its targets.
+#[derive(Debug, Clone)]
+struct Drawn {
+    kind: Kind,
+    duration: Duration,
+    /// Instances it targets (partitions, path faults, kills).
+    instances: Vec<usize>,
+    sides: Vec<Side>,
+    mode: ProxyMode,
+}
+
+impl Drawn {
+    fn resources(&self) -> Vec<Resource> {
+        match self.kind {
+            Kind::PrimaryApiKill | Kind::PrimaryApiStop => vec![Resource::PrimaryApi],
+            Kind::StandbyApiDown => vec![Resource::StandbyApi],
+            Kind::PartitionPrimary
+            | Kind::PartitionStandby
+            | Kind::PartitionBoth
+            | Kind::Latency
+            | Kind::Resets => self
+                .instances
+                .iter()
+                .flat_map(|i| self.sides.iter().map(move |s| Resource::Path(*i, *s)))
+                .collect(),
+            Kind::DaemonKill | Kind::LeaderStop => self
+                .instances
+                .iter()
+                .map(|i| Resource::Daemon(*i))
+                .collect(),
+            Kind::RbacRevoke => vec![Resource::Rbac],
+            Kind::Relabel => vec![Resource::Labels],
+            Kind::RecordDelete | Kind::RecordEdit => vec![Resource::Record],
+            Kind::Pause => vec![Resource::Pause],
+            Kind::Failback | Kind::ControlPromote => vec![Resource::Failback],
+            Kind::PodsUnready => vec![Resource::Pods],
+        }
+    }
+
+    fn effects(&self) -> Vec<Effect> {
+        match self.kind {
+            Kind::PrimaryApiKill | Kind::PrimaryApiStop => vec![Effect::PrimaryApiDown],
+            Kind::StandbyApiDown => vec![Effect::StandbyApiDown],
+            Kind::PartitionPrimary
+            | Kind::PartitionStandby
+            | Kind::PartitionBoth
+            | Kind::Latency
+            | Kind::Resets => self
+                .instances
+                .iter()
+                .flat_map(|i| {
+                    self.sides.iter().map(move |s| match s {
+                        Side::Primary => Effect::PrimaryPath(*i),
+                        Side::Standby => Effect::StandbyPath(*i),
+                    })
+                })
+                .collect(),
+            Kind::DaemonKill => self
+                .instances
+                .iter()
+                .map(|i| Effect::DaemonDown(*i))
+                .collect(),
+            Kind::LeaderStop => self
+                .instances
+                .iter()
+                .map(|i| Effect::DaemonStopped(*i))
+                .collect(),
+            Kind::RbacRevoke => vec![Effect::Rbac],
+            Kind::Relabel => vec![Effect::Relabel],
+            Kind::RecordDelete | Kind::RecordEdit => vec![Effect::RecordTouched],
+            Kind::Pause => vec![Effect::Paused],
+            Kind::Failback | Kind::ControlPromote => vec![Effect::Failback],
+            Kind::PodsUnready => vec![Effect::PodsUnready],
+        }
+    }
+
+    fn describe(&self, world: &World) -> String {
+        let who = self
+            .instances
+            .iter()
+            .map(|i| world.instances[*i].identity.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let sides = self
+            .sides
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join("+");
+        let secs = self.duration.as_secs_f64();
+        match self.kind {
+            Kind::PartitionPrimary
+            | Kind::PartitionStandby
+            | Kind::PartitionBoth
+            | Kind::Resets => {
+                format!("{who} from {sides}, {secs:.1}s")
+            }
+            Kind::Latency => match self.mode {
+                ProxyMode::Latency {
+                    to_upstream,
+                    to_client,
+                } => format!(
+                    "{who} to {sides}: +{}ms up, +{}ms down, {secs:.1}s",
+                    to_upstream.as_millis(),
+                    to_client.as_millis()
+                ),
+                _ => String::new(),
+            },
+            Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
+            Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
+            Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => {
+                String::new()
+            }
+            _ => format!("{secs:.1}s"),
+        }
+    }
+}
+
+/// At most this many faults in force at once.
+const MAX_ACTIVE: usize = 3;
+
+/// Runs bursts of faults and quiet periods until `until` (campaign time), then ends every
+/// fault still in force and returns once all are undone.
+pub async fn campaign(world: Arc<World>, until: Duration) {
+    let mut rng = fastrand::Rng::with_seed(world.plan.seed);
+    let busy: Arc<Mutex<HashSet<Resource>>> = Arc::default();
+    let (ending_tx, ending) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    while world.now() < until {
+        let burst_end = world.now() + Duration::from_secs(rng.u64(40..=120));
+        while world.now() < burst_end.min(until) {
+            tokio::time::sleep(Duration::from_millis(rng.u64(500..=3000))).await;
+            while tasks.try_join_next().is_some() {}
+            if tasks.len() >= MAX_ACTIVE {
+                continue;
+            }
+            let kind = world.plan.kinds[rng.usize(..world.plan.kinds.len())];
+            let Some(drawn) = draw(&world, kind, &mut rng).await else {
+                continue;
+            };
+            let resources = drawn.resources();
+            {
+                let mut held = busy.lock().unwrap_or_else(|p| p.into_inner());
+                if resources.iter().any(|r| held.contains(r)) {
+                    continue;
+                }
+                held.extend(resources.iter().copied());
+            }
+            tasks.spawn(run_fault(
+                world.clone(),
+                drawn,
+                ending.clone(),
+                busy.clone(),
+                resources,
+            ));
+        }
+        if world.now() >= until {
+            break;
+        }
+        // A quiet period: the faults in force run out, nothing new starts.
+        let quiet = Duration::from_secs(rng.u64(15..=40));
+        let quiet_end = world.now() + quiet;
+        while tasks.join_next().await.is_some() {}
+        if rng.f32() < 0.7 && standby_left_active(&world).await {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let drawn = Drawn {
+                kind: Kind::Failback,
+                duration: Duration::ZERO,
+                instances: Vec::new(),
+                sides: Vec::new(),
+                mode: ProxyMode::Pass,
+            };
+            let resources = drawn.resources();
+            busy.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(resources.iter().copied());
+            run_fault(
+                world.clone(),
+                drawn,
+                ending.clone(),
+                busy.clone(),
+                resources,
+            )
+            .await;
+        }
+        let left = quiet_end.saturating_sub(world.now());
+        tokio::time::sleep(left.min(until.saturating_sub(world.now()))).await;
+    }
+    let _ = ending_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Whether the record says the standby is active (promoted), so that a failback can
+/// bring the primary back.
+async fn standby_left_active(world: &World) -> bool {
+    let api: Api<ConfigMap> =
+        Api::namespaced(world.pair.standby.client(), world.pair.standby.namespace());
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        api.get_opt(&format!("kube-failover-{GROUP}")),
+    )
+    .await;
+    matches!(read, Ok(Ok(Some(cm))) if cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("phase"))
+        .is_some_and(|p| p == "promoted"))
+}
+
+/// Draws the targets of a fault of `kind`; `None` when it cannot apply now (no leader to
+/// stop).
+async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Drawn> {
+    let duration = kind.duration(rng);
+    let n = world.instances.len();
+    let some_instances = |rng: &mut fastrand::Rng, count: usize| {
+        let mut all: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut all);
+        all.truncate(count);
+        all.sort();
+        all
+    };
+    let side = |rng: &mut fastrand::Rng| {
+        if rng.bool() {
+            Side::Primary
+        } else {
+            Side::Standby
+        }
+    };
+    let mut drawn = Drawn {
+        kind,
+        duration,
+        instances: Vec::new(),
+        sides: Vec::new(),
+        mode: ProxyMode::Pass,
+    };
+    match kind {
+        Kind::PartitionPrimary | Kind::PartitionStandby | Kind::PartitionBoth => {
+            let count = rng.usize(1..=2);
+            drawn.instances = some_instances(rng, count);
+            drawn.sides = match kind {
+                Kind::PartitionPrimary => vec![Side::Primary],
+                Kind::PartitionStandby => vec![Side::Standby],
+                _ => vec![Side::Primary, Side::Standby],
+            };
+            drawn.mode = ProxyMode::Blackhole;
+        }
+        Kind::Latency => {
+            drawn.instances = some_instances(rng, 1);
+            drawn.sides = vec![side(rng)];
+            let delay = Duration::from_millis(rng.u64(50..=700));
+            drawn.mode = match rng.u8(0..3) {
+                0 => ProxyMode::Latency {
+                    to_upstream: delay,
+                    to_client: Duration::ZERO,
+                },
+                1 => ProxyMode::Latency {
+                    to_upstream: Duration::ZERO,
+                    to_client: delay,
+                },
+                _ => ProxyMode::Latency {
+                    to_upstream: delay,
+                    to_client: delay,
+                },
+            };
+        }
+        Kind::Resets => {
+            drawn.instances = some_instances(rng, 1);
+            drawn.sides = vec![side(rng)];
+            drawn.mode = ProxyMode::Reset;
+        }
+        Kind::DaemonKill => drawn.instances = some_instances(rng, 1),
+        Kind::LeaderStop => {
+            let mut leader = None;
+            for (i, inst) in world.instances.iter().enumerate() {
+                if inst.leads(&world.http).await {
+                    leader = Some(i);
+                }
+            }
+            drawn.instances = vec![leader?];
+        }
+        _ => {}
+    }
+    Some(drawn)
+}
+
+/// Injects one fault, records it, waits for its end (or the campaign's), undoes it.
+async fn run_fault(
+    world: Arc<World>,
+    drawn: Drawn,
+    mut ending: watch::Receiver<bool>,
+    busy: Arc<Mutex<HashSet<Resource>>>,
+    resources: Vec<Resource>,
+) {
+    let id = {
+        let mut history = world.history.lock().unwrap_or_else(|p| p.into_inner());
+        let now = world.now();
+        let overlapping = history
+            .iter()
+            .filter(|f| f.in_force_at(now))
+            .map(|f| f.kind)
+            .collect();
+        let id = history.len();
+        history.push(FaultRecord {
+            id,
+            kind: drawn.kind,
+            detail: drawn.describe(&world),
+            start: now,
+            end: None,
+            injected: true,
+            effects: drawn.effects(),
+            overlapping,
+        });
+        history.len() - 1
+    };
+    let set = |end: bool, injected: Option<bool>, note: Option<String>| {
+        let mut history = world.history.lock().unwrap_or_else(|p| p.into_inner());
+        let f = &mut history[id];
+        if end {
+            f.end = Some(world.now());
+        }
+        if let Some(i) = injected {
+            f.injected = i;
+        }
+        if let Some(n) = note {
+            if f.detail.is_empty() {
+                f.detail = n;
+            } else {
+                f.detail = format!("{}; {n}", f.detail);
+            }
+        }
+    };
+    match inject(&world, &drawn).await {
+        Ok(note) => {
+            if note.is_some() {
+                set(false, None, note);
+            }
+            let wait = tokio::time::sleep(drawn.duration);
+            tokio::pin!(wait);
+            if !*ending.borrow() {
+                tokio::select! {
+                    _ = &mut wait => {}
+                    _ = ending.changed() => {}
+                }
+            }
+            let mut tries = 0;
+            loop {
+                match heal(&world, &drawn).await {
+                    Ok(()) => break,
+                    Err(e) if tries >= 120 => {
+                        set(false, None, Some(format!("NOT UNDONE: {e}")));
+                        break;
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            set(true, None, None);
+        }
+        Err(e) => set(true, Some(false), Some(format!("not injected: {e}"))),
+    }
+    let mut held = busy.lock().unwrap_or_else(|p| p.into_inner());
+    for r in &resources {
+        held.remove(r);
+    }
+}
+
+/// Runs an operator command with the operator's config; returns its exit code and the
+/// last line it printed on stderr.
+async fn operator(world: &World, args: &[&str]) -> (Option<i32>, String) {
+    let run = tokio::process::Command::new(daemon_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&world.operator_config)
+        .args(["--group", GROUP])
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(120), run).await {
+        Ok(Ok(out)) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            (out.status.code(), last)
+        }
+        Ok(Err(e)) => (None, format!("could not run: {e}")),
+        Err(_) => (None, "timed out after 120 s".to_string()),
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("kill {sig}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill {sig} {pid}: {status}"))
+    }
+}
+
+fn records(world: &World) -> Api<ConfigMap> {
+    Api::namespaced(world.pair.standby.client(), world.pair.standby.namespace())
+}
+
+/// Puts the fault in force. `Ok(Some(note))` adds to its description.
+async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
+    let pair = &world.pair;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    match d.kind {
+        Kind::PrimaryApiKill => pair.primary.kill_apiserver().await.map_err(|x| e(&x))?,
+        Kind::PrimaryApiStop => pair.primary.stop_apiserver().await.map_err(|x| e(&x))?,
+        Kind::StandbyApiDown => {
+            if d.duration.subsec_millis().is_multiple_of(2) {
+                pair.standby.kill_apiserver().await.map_err(|x| e(&x))?;
+                return Ok(Some("SIGKILL".into()));
+            }
+            pair.standby.stop_apiserver().await.map_err(|x| e(&x))?;
+            return Ok(Some("SIGTERM".into()));
+        }
+        Kind::PartitionPrimary
+        | Kind::PartitionStandby
+        | Kind::PartitionBoth
+        | Kind::Latency
+        | Kind::Resets => {
+            for i in &d.instances {
+                for s in &d.sides {
+                    world.instances[*i].proxy(*s).set_mode(d.mode);
+                }
+            }
+        }
+        Kind::DaemonKill => {
+            let inst = &world.instances[d.instances[0]];
+            *inst.exit_expected.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            if let Some(mut daemon) = inst.process.lock().await.take() {
+                daemon.kill().await;
+            }
+            *inst.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Kind::LeaderStop => {
+            let inst = &world.instances[d.instances[0]];
+            let pid = (*inst.pid.lock().unwrap_or_else(|p| p.into_inner())).ok_or("no process")?;
+            signal(pid, "-STOP")?;
+        }
+        Kind::RbacRevoke => {
+            let took = pair
+                .primary
+                .delete_daemon_role_bindings()
+                .await
+                .map_err(|x| e(&x))?;
+            return Ok(Some(format!("403 after {:.1}s", took.as_secs_f64())));
+        }
+        Kind::Relabel => {
+            pair.primary
+                .set_deployment_label(
+                    &pair.primary.trigger_deployment(),
+                    "env0",
+                    Some("agent-trigger-chaos"),
+                )
+                .await
+                .map_err(|x| e(&x))?;
+        }
+        Kind::RecordDelete => {
+            let existed = pair
+                .standby
+                .delete_configmap(&format!("kube-failover-{GROUP}"))
+                .await
+                .map_err(|x| e(&x))?;
+            if !existed {
+                return Err("no record".into());
+            }
+        }
+        Kind::RecordEdit => {
+            let patch = serde_json::json!({"data": {"reason": "edited_by_hand", "history": null}});
+            records(world)
+                .patch(
+                    &format!("kube-failover-{GROUP}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|x| e(&x))?;
+            return Ok(Some("reason and history edited".into()));
+        }
+        Kind::Pause => {
+            let (code, last) = operator(world, &["pause", "--reason", "chaos"]).await;
+            if code != Some(0) {
+                return Err(format!("pause exit {code:?}: {last}"));
+            }
+        }
+        Kind::Failback => {
+            let (code, last) = operator(world, &["failback", "--wait"]).await;
+            return Ok(Some(match code {
+                Some(0) => "done".to_string(),
+                other => format!("exit {other:?}: {last}"),
+            }));
+        }
+        Kind::ControlPromote => {
+            let (code, last) = operator(world, &["promote", "--force"]).await;
+            return Ok(Some(match code {
+                Some(0) => "done".to_string(),
+                other => format!("exit {other:?}: {last}"),
+            }));
+        }
+        Kind::PodsUnready => {
+            let mut changed = 0;
+            for name in pair.primary.deployment_names() {
+                changed += pair
+                    .primary
+                    .set_pods_ready(&name, false)
+                    .await
+                    .map_err(|x| e(&x))?;
+            }
+            return Ok(Some(format!("{changed} pods")));
+        }
+    }
+    Ok(None)
+}
+
+/// Undoes the fault.
+async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
+    let pair = &world.pair;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    match d.kind {
+        Kind::PrimaryApiKill | Kind::PrimaryApiStop => {
+            pair.primary.start_apiserver().await.map_err(|x| e(&x))
+        }
+        Kind::StandbyApiDown => pair.standby.start_apiserver().await.map_err(|x| e(&x)),
+        Kind::PartitionPrimary
+        | Kind::PartitionStandby
+        | Kind::PartitionBoth
+        | Kind::Latency
+        | Kind::Resets => {
+            for i in &d.instances {
+                for s in &d.sides {
+                    world.instances[*i].proxy(*s).set_mode(ProxyMode::Pass);
+                }
+            }
+            Ok(())
+        }
+        Kind::DaemonKill => {
+            let inst = &world.instances[d.instances[0]];
+            inst.spawn(pair.primary.dir()).await;
+            *inst.exit_expected.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            Ok(())
+        }
+        Kind::LeaderStop => {
+            let inst = &world.instances[d.instances[0]];
+            match *inst.pid.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(pid) => signal(pid, "-CONT"),
+                None => Ok(()),
+            }
+        }
+        Kind::RbacRevoke => pair
+            .primary
+            .restore_daemon_role_bindings()
+            .await
+            .map(|_| ())
+            .map_err(|x| e(&x)),
+        Kind::Relabel => pair
+            .primary
+            .set_deployment_label(
+                &pair.primary.trigger_deployment(),
+                "env0",
+                Some("agent-trigger"),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|x| e(&x)),
+        Kind::Pause => {
+            let (code, last) = operator(world, &["resume"]).await;
+            if code == Some(0) {
+                Ok(())
+            } else {
+                Err(format!("resume exit {code:?}: {last}"))
+            }
+        }
+        Kind::PodsUnready => {
+            for name in pair.primary.deployment_names() {
+                pair.primary
+                    .set_pods_ready(&name, true)
+                    .await
+                    .map_err(|x| e(&x))?;
+            }
+            Ok(())
+        }
+        Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => Ok(()),
+    }
+}

@@ -1,0 +1,359 @@
+//! The campaign's world: the cluster pair, three daemon instances each behind a fault
+//! proxy per side, the operator's config, and the history of every fault injected.
+
+use crate::Plan;
+use crate::check::{self, Checker};
+use crate::faults::{self, Effect, Kind};
+use crate::report;
+use crate::support::{self, Daemon, DaemonOpts, GROUP};
+use kube_failover::status::StatusReport;
+use kube_failover_testbed::{ClusterPair, FaultProxy};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Instances, as `observers.expected`.
+pub const INSTANCES: usize = 3;
+/// `policy.observers.quorum`.
+pub const QUORUM: usize = 2;
+/// `policy.cooldown`: short, so that a campaign sees several promotions.
+pub const COOLDOWN: Duration = Duration::from_secs(20);
+/// `policy.startup_grace`.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(2);
+/// `daemon.probe_interval`.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// `policy.failure_threshold`.
+pub const FAILURE_THRESHOLD: u32 = 3;
+
+/// Which side of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Primary,
+    Standby,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Primary => "primary",
+            Side::Standby => "standby",
+        }
+    }
+}
+
+/// One daemon instance: its identity, its two proxies and its current process.
+pub struct Instance {
+    pub identity: String,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub primary_proxy: FaultProxy,
+    pub standby_proxy: FaultProxy,
+    pub process: tokio::sync::Mutex<Option<Daemon>>,
+    /// Every log file of this instance (one per process).
+    pub logs: Mutex<Vec<PathBuf>>,
+    /// The pid of the running process, for RSS samples and signals.
+    pub pid: Mutex<Option<u32>>,
+    /// Set while the campaign itself stops or kills the process.
+    pub exit_expected: Mutex<bool>,
+}
+
+impl Instance {
+    pub fn proxy(&self, side: Side) -> &FaultProxy {
+        match side {
+            Side::Primary => &self.primary_proxy,
+            Side::Standby => &self.standby_proxy,
+        }
+    }
+
+    /// Starts a process on this instance's config (a restart after a kill or a crash).
+    pub async fn spawn(&self, dir: &std::path::Path) {
+        let d = Daemon::spawn_with_config(&self.config, self.admin, dir);
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d.log.clone());
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = d.pid();
+        *self.process.lock().await = Some(d);
+    }
+
+    /// This instance's `/status`, if it answers.
+    pub async fn status(&self, http: &reqwest::Client) -> Option<StatusReport> {
+        let r = http
+            .get(format!("http://{}/status", self.admin))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Whether this instance says it leads the group.
+    pub async fn leads(&self, http: &reqwest::Client) -> bool {
+        self.status(http).await.is_some_and(|s| {
+            s.groups.iter().any(|g| {
+                g.name == GROUP && g.coordination.as_ref().is_some_and(|c| c.role == "leader")
+            })
+        })
+    }
+}
+
+/// One fault as injected: what, on whom, from when to when (since the campaign's start).
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    pub id: usize,
+    pub kind: Kind,
+    pub detail: String,
+    pub start: Duration,
+    /// When it was undone (`None`: still in force).
+    pub end: Option<Duration>,
+    /// False when the injection itself failed (the fault never was in force).
+    pub injected: bool,
+    pub effects: Vec<Effect>,
+    /// Kinds of the faults in force when this one started.
+    pub overlapping: Vec<Kind>,
+}
+
+impl FaultRecord {
+    pub fn in_force_at(&self, t: Duration) -> bool {
+        self.injected && self.start <= t && self.end.is_none_or(|e| e >= t)
+    }
+
+    pub fn overlaps(&self, from: Duration, to: Duration) -> bool {
+        self.injected && self.start <= to && self.end.is_none_or(|e| e >= from)
+    }
+}
+
+pub struct World {
+    pub pair: ClusterPair,
+    pub plan: Plan,
+    pub started: Instant,
+    pub wall_started: SystemTime,
+    pub instances: Vec<Instance>,
+    pub history: Mutex<Vec<FaultRecord>>,
+    pub operator_config: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl World {
+    /// Time since the campaign started.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The wall-clock time of a campaign instant.
+    pub fn wall(&self, t: Duration) -> SystemTime {
+        self.wall_started + t
+    }
+
+    /// The effects in force at `t`, with the id of their fault.
+    pub fn effects_at(&self, t: Duration) -> Vec<Effect> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|f| f.in_force_at(t))
+            .flat_map(|f| f.effects.iter().copied())
+            .collect()
+    }
+
+    /// Whether an effect matching `pred` was in force at some time in `[from, to]`.
+    pub fn any_effect_between(
+        &self,
+        from: Duration,
+        to: Duration,
+        pred: impl Fn(&Effect) -> bool,
+    ) -> bool {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|f| f.overlaps(from, to))
+            .any(|f| f.effects.iter().any(&pred))
+    }
+
+    /// When instance `i` last came up (its latest restart, or the campaign's start).
+    pub fn running_since(&self, i: usize, t: Duration) -> Duration {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|f| f.injected && f.effects.contains(&Effect::DaemonDown(i)))
+            .filter_map(|f| f.end)
+            .filter(|e| *e <= t)
+            .max()
+            .unwrap_or_default()
+    }
+
+    pub fn faults(&self) -> Vec<FaultRecord> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn daemon_opts(identity: &str) -> DaemonOpts {
+    DaemonOpts {
+        identity: Some(identity.to_string()),
+        interval: INTERVAL,
+        timeout: Duration::from_millis(800),
+        failure_threshold: FAILURE_THRESHOLD,
+        startup_grace: STARTUP_GRACE,
+        promotion_timeout: Duration::from_secs(30),
+        freeze_for: Duration::from_secs(10),
+        cooldown: COOLDOWN,
+        correct_standby: true,
+        observer_quorum: QUORUM as u32,
+        observers_expected: Some(INSTANCES as u32),
+        // A revoked grant shows when a watch is resumed.
+        watch_timeout: Some(Duration::from_secs(30)),
+        ..DaemonOpts::default()
+    }
+}
+
+/// What a campaign found, for the exit code.
+pub struct Outcome {
+    pub violations: usize,
+}
+
+/// Starts the world, runs the plan's faults and the checker side by side, heals, settles,
+/// and reports.
+pub async fn run(plan: Plan) -> Outcome {
+    kube_failover::tls::install_provider();
+    println!(
+        "chaos: seed {} duration {} faults {}",
+        plan.seed,
+        humantime::format_duration(plan.duration),
+        plan.kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let pair = support::pair().await;
+    let dir = pair.primary.dir().to_path_buf();
+    let mut instances = Vec::new();
+    for name in ["chaos-a", "chaos-b", "chaos-c"] {
+        let mut opts = daemon_opts(name);
+        let primary_proxy = FaultProxy::start(pair.primary.api_addr())
+            .await
+            .expect("start a proxy to the primary");
+        let standby_proxy = FaultProxy::start(pair.standby.api_addr())
+            .await
+            .expect("start a proxy to the standby");
+        opts.primary_kubeconfig = Some(
+            pair.primary
+                .daemon_kubeconfig_via(primary_proxy.addr())
+                .expect("kubeconfig via proxy"),
+        );
+        opts.standby_kubeconfig = Some(
+            pair.standby
+                .daemon_kubeconfig_via(standby_proxy.addr())
+                .expect("kubeconfig via proxy"),
+        );
+        let admin = support::free_port();
+        let config = dir.join(format!("chaos-{name}.toml"));
+        std::fs::write(&config, support::config_toml(&pair, &opts, admin))
+            .expect("write a daemon config");
+        instances.push(Instance {
+            identity: name.to_string(),
+            admin,
+            config,
+            primary_proxy,
+            standby_proxy,
+            process: tokio::sync::Mutex::new(None),
+            logs: Mutex::new(Vec::new()),
+            pid: Mutex::new(None),
+            exit_expected: Mutex::new(false),
+        });
+    }
+    // The operator acts with the clusters' own restricted kubeconfigs, not through the
+    // instances' proxies.
+    let operator_config = dir.join("chaos-operator.toml");
+    std::fs::write(
+        &operator_config,
+        support::config_toml(&pair, &daemon_opts("chaos-operator"), support::free_port()),
+    )
+    .expect("write the operator's config");
+
+    let world = Arc::new(World {
+        pair,
+        plan: plan.clone(),
+        started: Instant::now(),
+        wall_started: SystemTime::now(),
+        instances,
+        history: Mutex::new(Vec::new()),
+        operator_config,
+        http: support::admin_client(),
+    });
+    for inst in &world.instances {
+        inst.spawn(&dir).await;
+    }
+    // Settled: every instance sees the primary active and one of them leads.
+    let settled = support::wait_for(Duration::from_secs(90), Duration::from_millis(500), || {
+        let world = world.clone();
+        async move {
+            let mut leaders = 0;
+            for inst in &world.instances {
+                match inst.status(&world.http).await {
+                    Some(s)
+                        if s.groups
+                            .iter()
+                            .any(|g| g.name == GROUP && g.state == "primary_active") => {}
+                    _ => return false,
+                }
+                leaders += usize::from(inst.leads(&world.http).await);
+            }
+            leaders == 1
+        }
+    })
+    .await;
+    if settled.is_none() {
+        eprintln!("chaos: the three instances did not settle in 90 s; see their logs:");
+        for inst in &world.instances {
+            for log in inst.logs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                eprintln!("  {}", log.display());
+            }
+        }
+        std::process::exit(2);
+    }
+    println!(
+        "chaos: settled after {:.1}s; campaign of {} starts",
+        world.now().as_secs_f64(),
+        humantime::format_duration(plan.duration)
+    );
+    let begin = world.now();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let checker = tokio::spawn(check::run(world.clone(), stop_rx.clone()));
+    faults::campaign(world.clone(), begin + plan.duration).await;
+    // Every fault is undone by now; the system settles under the checker's eyes.
+    let settle = Duration::from_secs(30);
+    println!(
+        "chaos: faults over at {:.0}s; settling for {}s",
+        world.now().as_secs_f64(),
+        settle.as_secs()
+    );
+    tokio::time::sleep(settle).await;
+    let _ = stop_tx.send(true);
+    let checker: Checker = checker.await.expect("the checker task");
+    let mut checker = checker;
+    check::scan_logs(&world, &mut checker);
+    let outcome = Outcome {
+        violations: checker.violations.len(),
+    };
+    report::write(&world, &checker, begin);
+    // Stop the instances before the clusters go.
+    for inst in &world.instances {
+        *inst.exit_expected.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let Some(pid) = *inst.pid.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+        if let Some(mut d) = inst.process.lock().await.take() {
+            d.kill().await;
+        }
+    }
+    outcome
+}
