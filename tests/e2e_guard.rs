@@ -374,23 +374,34 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
     // A stop would show in the guard's own accounting (the running gauge at 0, a stop
     // counted) whatever the load on the machine; the longest pause between the agent's
     // lines is reported, not asserted (a starved host delays a 100 ms `sleep` too).
+    // A /metrics answer lost to a starved host proves nothing either way; most must come.
     let mut gaps = 0.0f64;
+    let (mut samples, mut read) = (0, 0);
     while down.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        samples += 1;
         let m = primary.metrics().await;
-        assert_eq!(
-            metric_value(
-                &m,
-                r#"kube_failover_guard_agent_running{group="env0",side="primary"}"#
-            ),
-            Some(1.0),
-            "the agent was stopped\n{}",
-            primary.log_text()
+        let running = metric_value(
+            &m,
+            r#"kube_failover_guard_agent_running{group="env0",side="primary"}"#,
         );
+        if let Some(running) = running {
+            read += 1;
+            assert_eq!(
+                running,
+                1.0,
+                "the agent was stopped\n{}",
+                primary.log_text()
+            );
+        }
         if let Some(last) = primary.lines().last() {
             gaps = gaps.max(unix_now() - last);
         }
     }
+    assert!(
+        read * 2 >= samples,
+        "the guard's /metrics answered {read} of {samples} times"
+    );
     let m = primary.metrics().await;
     assert!(
         m.lines()
