@@ -717,13 +717,7 @@ mod tests {
     async fn one_handle_per_cluster_and_one_readyz_per_interval() {
         let dir = tempfile::tempdir().unwrap();
         let interval = Duration::from_millis(300);
-        let mut clusters = Clusters::new(
-            ClientOptions::default(),
-            interval,
-            interval / 2,
-            Duration::from_secs(240),
-            WatchScope::Namespaces,
-        );
+        let mut clusters = test_clusters(interval);
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
             .await
@@ -831,6 +825,18 @@ mod tests {
         assert!(pools_of_watches(None, 150).await.iter().all(|&p| p == 0));
     }
 
+    /// A cluster set as the daemon makes it, probing every `interval` with half of it as
+    /// the timeout, namespaced watches.
+    fn test_clusters(interval: Duration) -> Clusters {
+        Clusters::new(
+            ClientOptions::default(),
+            interval,
+            interval / 2,
+            Duration::from_secs(240),
+            WatchScope::Namespaces,
+        )
+    }
+
     static FRESH: AtomicUsize = AtomicUsize::new(0);
 
     fn counting_fresh(_: kube::Client, _: Duration) -> BoxFuture<'static, ProbeOutcome> {
@@ -842,13 +848,7 @@ mod tests {
     async fn a_fresh_answer_moves_the_slots_and_is_never_given_twice() {
         let dir = tempfile::tempdir().unwrap();
         let interval = Duration::from_millis(400);
-        let mut clusters = Clusters::new(
-            ClientOptions::default(),
-            interval,
-            interval / 2,
-            Duration::from_secs(240),
-            WatchScope::Namespaces,
-        );
+        let mut clusters = test_clusters(interval);
         let a = clusters
             .get(&cluster(&dir, "one"), "primary")
             .await
@@ -896,13 +896,7 @@ mod tests {
     async fn a_write_accepted_within_the_interval_stands_for_readyz() {
         let dir = tempfile::tempdir().unwrap();
         let interval = Duration::from_millis(400);
-        let mut clusters = Clusters::new(
-            ClientOptions::default(),
-            interval,
-            interval / 2,
-            Duration::from_secs(240),
-            WatchScope::Namespaces,
-        );
+        let mut clusters = test_clusters(interval);
         let a = clusters
             .get(&cluster(&dir, "one"), "standby")
             .await
