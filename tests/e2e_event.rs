@@ -90,9 +90,10 @@ fn event_ticks(cause: &str) -> String {
     format!(r#"kube_failover_event_ticks_total{{cause="{cause}",group="{GROUP}"}}"#)
 }
 
-/// The primary's API server stops: its watches end at once, the daemon ticks then and
-/// sees `/readyz` fail, keeps one interval between the ticks that follow, and promotes
-/// two intervals after the event (1 s × 3), not before.
+/// The primary's API server stops: its watches end, the daemon ticks then (or at its own
+/// turn when that comes first) and sees `/readyz` fail within one interval, keeps one
+/// interval between the ticks that follow, and promotes two intervals after the first
+/// failure (1 s × 3), not before.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_api_server_is_seen_at_the_event_and_the_run_keeps_the_interval() {
     let pair = pair().await;
@@ -117,14 +118,21 @@ async fn a_stopped_api_server_is_seen_at_the_event_and_the_run_keeps_the_interva
         "primary stopped -> first failed observation",
         Duration::from_secs_f64(seen_after),
     );
-    assert_eq!(
-        first.trigger.as_deref(),
-        Some("watch_broken"),
-        "the first failure is seen by a tick the lost watch made: {first:#?}"
-    );
-    // Without the event it is seen at the group's next turn, up to one interval later.
+    // Usually the lost watch makes the tick at once. The group's own turn may come
+    // first: an API server that stops refuses new connections (the `/readyz`) before it
+    // has ended every watch stream of a connection it still holds (over HTTP/2 the
+    // streams end when it closes the connection). Either way the stop is seen within
+    // one interval, and an event tick follows only a quiet tick.
+    match first.trigger.as_deref() {
+        Some("watch_broken") => {
+            assert_eq!(d.metric(&event_ticks("watch_broken")).await, Some(1.0));
+        }
+        None => {
+            assert_eq!(d.metric(&event_ticks("watch_broken")).await, Some(0.0));
+        }
+        other => panic!("the first failure came from {other:?}: {first:#?}"),
+    }
     assert!(seen_after < opts.interval.as_secs_f64(), "{seen_after}s");
-    assert_eq!(d.metric(&event_ticks("watch_broken")).await, Some(1.0));
 
     // The ticks that follow are on the schedule anchored at the event: one interval
     // apart, never sooner (generous upper bound), each failing.
