@@ -51,3 +51,10 @@ pub use http_server::serve_http;
 pub use objects::{AGENT_COMPONENTS, NODE_NAME, deployment_name, rbac_manifest, target_rbac_file};
 pub use pki::DAEMON_USER;
 pub use proxy::{FaultProxy, ProxyMode};
+
+/// A port on 127.0.0.1 that was free a moment ago, outside the kernel's ephemeral range
+/// (so no outgoing connection takes it before its listener binds it), from the same
+/// per-process sequence as the control planes' ports: `what` names it in an error.
+pub fn free_loopback_port(what: &str) -> error::Result<u16> {
+    process::free_port(what)
+}

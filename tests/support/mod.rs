@@ -15,7 +15,7 @@ use kube_failover::status::{GroupStatus, StatusReport};
 use kube_failover_testbed::{Cluster, ClusterPair, FaultProxy, HttpFaultProxy};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -133,8 +133,11 @@ pub struct Daemon {
 }
 
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    // Outside the ephemeral range: a port from it can be taken by any outgoing
+    // connection of the many tests of this process before the listener binds it.
+    let port = kube_failover_testbed::free_loopback_port("a test's listener")
+        .expect("a free port on 127.0.0.1");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn dur(d: Duration) -> String {
