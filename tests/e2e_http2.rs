@@ -30,21 +30,6 @@ fn watches_lost(d: &Daemon, store: &str) -> usize {
         .count()
 }
 
-/// The group's workload signals all passed at its last tick.
-async fn workloads_pass(d: &Daemon) -> bool {
-    d.group().await.is_some_and(|g| {
-        let workloads: Vec<_> = g
-            .signals
-            .iter()
-            .filter(|s| s.name.to_string().starts_with("workload"))
-            .collect();
-        !workloads.is_empty()
-            && workloads
-                .iter()
-                .all(|s| s.last_reason.as_ref().is_some_and(|r| *r == "ok"))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_connection_dead_without_a_word_is_closed_by_a_ping_and_resumed_never_promoted() {
     let pair = pair().await;
@@ -55,7 +40,7 @@ async fn a_watch_connection_dead_without_a_word_is_closed_by_a_ping_and_resumed_
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
-        workloads_pass(&d)
+        d.workloads_pass()
     })
     .await
     .expect("the workload signals pass from the caches");
@@ -98,7 +83,7 @@ async fn a_watch_connection_dead_without_a_word_is_closed_by_a_ping_and_resumed_
     let resumed = wait_for(
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || async { proxy.accepted() > accepted_before && workloads_pass(&d).await },
+        || async { proxy.accepted() > accepted_before && d.workloads_pass().await },
     )
     .await;
     assert!(

@@ -37,21 +37,6 @@ fn increase(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, verb:
     after.get(verb).copied().unwrap_or(0.0) - before.get(verb).copied().unwrap_or(0.0)
 }
 
-/// The group's workload signals all passed at its last tick.
-async fn workloads_pass(d: &Daemon) -> bool {
-    d.group().await.is_some_and(|g| {
-        let workloads: Vec<_> = g
-            .signals
-            .iter()
-            .filter(|s| s.name.to_string().starts_with("workload"))
-            .collect();
-        !workloads.is_empty()
-            && workloads
-                .iter()
-                .all(|s| s.last_reason.as_ref().is_some_and(|r| *r == "ok"))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_watch_connection_is_distrusted_at_once_and_proven_again_without_a_list() {
     let pair = pair().await;
@@ -65,7 +50,7 @@ async fn a_silent_watch_connection_is_distrusted_at_once_and_proven_again_withou
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
-        workloads_pass(&d)
+        d.workloads_pass()
     })
     .await
     .expect("the workload signals pass from the caches");
@@ -102,7 +87,7 @@ async fn a_silent_watch_connection_is_distrusted_at_once_and_proven_again_withou
         "distrusted after {took:?}"
     );
     assert!(
-        !workloads_pass(&d).await,
+        !d.workloads_pass().await,
         "a silent watch is never a stale pass"
     );
 
@@ -110,7 +95,7 @@ async fn a_silent_watch_connection_is_distrusted_at_once_and_proven_again_withou
     let healed = Instant::now();
     proxy.set_mode(ProxyMode::Pass);
     let trusted = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
-        workloads_pass(&d)
+        d.workloads_pass()
     })
     .await;
     assert!(

@@ -470,6 +470,21 @@ impl Daemon {
         }
     }
 
+    /// The group's workload signals all passed at its last tick.
+    pub async fn workloads_pass(&self) -> bool {
+        self.group().await.is_some_and(|g| {
+            let workloads: Vec<_> = g
+                .signals
+                .iter()
+                .filter(|s| s.name.to_string().starts_with("workload"))
+                .collect();
+            !workloads.is_empty()
+                && workloads
+                    .iter()
+                    .all(|s| s.last_reason.as_ref().is_some_and(|r| *r == "ok"))
+        })
+    }
+
     /// Waits until the group is in `state`; returns how long that took.
     pub async fn wait_state(&self, state: &str, timeout: Duration) -> Duration {
         self.wait_group(&format!("state {state}"), timeout, |g| g.state == state)
