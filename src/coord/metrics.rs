@@ -4,7 +4,8 @@
 //! set at the end of a tick: a leader whose tick waits on an unreachable standby shows 0
 //! from the instant its renew deadline passes (and a warning in the log).
 
-use super::{Role, State};
+use super::group::State;
+use super::{Clock, Role};
 use crate::model::Verdict;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -24,8 +25,8 @@ pub struct Roles {
     groups: Arc<RwLock<Vec<Joined>>>,
 }
 
-/// A group and its coordination state (gone with the group).
-type Joined = (String, Weak<Mutex<State>>);
+/// A group, its coordination state (gone with the group) and its clock.
+type Joined = (String, Weak<Mutex<State>>, Clock);
 
 /// One group's role at an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +40,16 @@ pub struct RoleNow {
 impl Roles {
     /// `group`'s coordination state is `state` from now on (a group joined again
     /// replaces its previous entry).
-    pub(super) fn join(&self, group: &str, state: &Arc<Mutex<State>>) {
+    pub(super) fn join(&self, group: &str, state: &Arc<Mutex<State>>, clock: Clock) {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
-        groups.retain(|(g, s)| g != group && s.strong_count() > 0);
-        groups.push((group.to_string(), Arc::downgrade(state)));
+        groups.retain(|(g, s, _)| g != group && s.strong_count() > 0);
+        groups.push((group.to_string(), Arc::downgrade(state), clock));
     }
 
     /// The role of `group` at `now` (`None`: no such group in this process).
     pub fn of(&self, group: &str, now: Instant) -> Option<RoleNow> {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
-        let state = groups.iter().find(|(g, _)| g == group)?.1.upgrade()?;
+        let state = groups.iter().find(|(g, _, _)| g == group)?.1.upgrade()?;
         drop(groups);
         let st = state.lock().unwrap_or_else(|p| p.into_inner());
         Some(st.role_now(now))
@@ -60,7 +61,7 @@ impl Roles {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
         groups
             .iter()
-            .map(|(_, s)| {
+            .map(|(_, s, _)| {
                 s.upgrade().map_or(Role::Follower, |state| {
                     state.lock().unwrap_or_else(|p| p.into_inner()).role_at(now)
                 })
@@ -70,13 +71,22 @@ impl Roles {
 
     /// Every group's role at `now`, in the order the groups joined.
     pub fn all(&self, now: Instant) -> Vec<(String, RoleNow)> {
+        self.each(|_| now)
+    }
+
+    /// Every group's role as of its own clock's now.
+    fn all_now(&self) -> Vec<(String, RoleNow)> {
+        self.each(Clock::now)
+    }
+
+    fn each(&self, now: impl Fn(&Clock) -> Instant) -> Vec<(String, RoleNow)> {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
         groups
             .iter()
-            .filter_map(|(g, s)| {
+            .filter_map(|(g, s, clock)| {
                 let state = s.upgrade()?;
                 let st = state.lock().unwrap_or_else(|p| p.into_inner());
-                Some((g.clone(), st.role_now(now)))
+                Some((g.clone(), st.role_now(now(clock))))
             })
             .collect()
     }
@@ -94,7 +104,7 @@ impl Collector for LeaderGauge {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for (group, now) in self.roles.all(Instant::now()) {
+        for (group, now) in self.roles.all_now() {
             self.gauge
                 .with_label_values(&[&group])
                 .set(i64::from(now.role == Role::Leader));

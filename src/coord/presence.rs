@@ -27,11 +27,12 @@
 //! within the renew deadline ([`Member::renewed`]): a group whose loop is stuck loses its
 //! leadership as it did when every group renewed its own Lease.
 
-use super::observer::{GroupVerdict, decode_verdicts, encode_verdicts, name_part, urgent};
-use super::{
-    INSTANCE_ANNOTATION, IdentityClash, LEADING_ANNOTATION, LeaderTiming, ROLE_LABEL,
-    VERDICTS_ANNOTATION, annotation, conflict, instance_id, micro_now, now_unix, seconds_i32,
+use super::lease::{
+    INSTANCE_ANNOTATION, LEADING_ANNOTATION, ROLE_LABEL, VERDICTS_ANNOTATION, annotation,
+    seconds_i32,
 };
+use super::observer::{GroupVerdict, decode_verdicts, encode_verdicts, name_part, urgent};
+use super::{Coordination, IdentityClash, LeaderTiming, conflict};
 use crate::clusters::WriteProof;
 use crate::kube_call::{CallError, bounded};
 use crate::record::APP_LABEL_VALUE;
@@ -158,19 +159,22 @@ pub struct Presence {
     /// Where an accepted write is reported: the cluster's `/readyz` is not asked in an
     /// interval that saw one ([`crate::clusters::ClusterHandle::write_proof`]).
     proof: OnceLock<Arc<WriteProof>>,
+    /// The process this Lease speaks for: its instance id and clock.
+    process: Arc<Coordination>,
 }
 
 impl Presence {
     /// The observer Lease of `identity` in `namespace`, written through `client` (the
     /// cluster's own, not a group's: its renewals are no group's progress) and read from
-    /// `store`, the namespace's Lease cache.
+    /// `store`, the namespace's Lease cache; each call bounded by `timeout`. One per
+    /// process and namespace: see [`Coordination::presence`].
     pub fn new(
         client: kube::Client,
         store: Arc<WatchStore<Lease>>,
         namespace: &str,
         identity: &str,
-        timeout: Duration,
-        timing: LeaderTiming,
+        (timeout, timing): (Duration, LeaderTiming),
+        process: Arc<Coordination>,
     ) -> Arc<Self> {
         Arc::new(Presence {
             api: Api::namespaced(client, namespace),
@@ -204,37 +208,18 @@ impl Presence {
             identity_checked: tokio::sync::OnceCell::new(),
             decoded: Mutex::new(HashMap::new()),
             proof: OnceLock::new(),
+            process,
         })
+    }
+
+    /// The process this Lease speaks for.
+    pub fn process(&self) -> &Arc<Coordination> {
+        &self.process
     }
 
     /// Reports every accepted write to `proof` from now on (the first one given counts).
     pub fn prove_writes_to(&self, proof: Arc<WriteProof>) {
         let _ = self.proof.set(proof);
-    }
-
-    /// The one of this process for `store`'s namespace (created with the first group
-    /// there).
-    pub fn shared(
-        client: kube::Client,
-        store: &Arc<WatchStore<Lease>>,
-        namespace: &str,
-        identity: &str,
-        timeout: Duration,
-        timing: LeaderTiming,
-    ) -> Arc<Self> {
-        static ALL: OnceLock<Mutex<HashMap<usize, Weak<Presence>>>> = OnceLock::new();
-        let mut all = ALL
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // One store per cluster and namespace; it lives as long as its Presence.
-        let key = Arc::as_ptr(store) as usize;
-        if let Some(p) = all.get(&key).and_then(Weak::upgrade) {
-            return p;
-        }
-        let p = Presence::new(client, store.clone(), namespace, identity, timeout, timing);
-        all.insert(key, Arc::downgrade(&p));
-        p
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -366,7 +351,10 @@ impl Presence {
 
     fn lease(&self, inner: &Inner, withdraw: bool) -> Lease {
         let annotations = BTreeMap::from([
-            (INSTANCE_ANNOTATION.to_string(), instance_id().to_string()),
+            (
+                INSTANCE_ANNOTATION.to_string(),
+                self.process.instance().to_string(),
+            ),
             (
                 VERDICTS_ANNOTATION.to_string(),
                 encode_verdicts(&inner.verdicts),
@@ -391,7 +379,7 @@ impl Presence {
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.identity.clone()),
                 lease_duration_seconds: Some(seconds_i32(inner.ttl)),
-                renew_time: (!withdraw).then(micro_now),
+                renew_time: (!withdraw).then(|| self.process.clock().micro()),
                 ..LeaseSpec::default()
             }),
         }
@@ -424,7 +412,7 @@ impl Presence {
             Ok(Some(lease)) => {
                 let rv = lease.metadata.resource_version.clone();
                 let foreign = annotation(&lease, INSTANCE_ANNOTATION).map(String::as_str)
-                    != Some(instance_id());
+                    != Some(self.process.instance());
                 // Written by another process since this one last wrote or read it. (A
                 // Lease left by a previous process, seen first, is taken over.)
                 if foreign && inner.rv.is_some() && inner.rv != rv {
@@ -461,12 +449,14 @@ impl Presence {
             }
             match need {
                 Need::Change(generation) if inner.sent >= generation => return,
-                Need::Renewal if inner.due_in(Instant::now()) > Duration::ZERO => return,
+                Need::Renewal if inner.due_in(self.process.clock().now()) > Duration::ZERO => {
+                    return;
+                }
                 _ => {}
             }
         }
         if self.lock().exists.is_none() && !self.read_fresh().await {
-            self.attempted(Instant::now(), None, "cannot read it");
+            self.attempted(self.process.clock().now(), None, "cannot read it");
             return;
         }
         for first in [true, false] {
@@ -481,9 +471,9 @@ impl Presence {
                     inner.wanted,
                 )
             };
-            let sent_at = Instant::now();
+            let sent_at = self.process.clock().now();
             let result = self.store_lease(lease, create).await;
-            let answered_at = Instant::now();
+            let answered_at = self.process.clock().now();
             match result {
                 Ok(rv) => {
                     {
@@ -570,7 +560,7 @@ impl Presence {
             .as_ref()
             .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
             .map(|t| t.0.as_millisecond() as f64 / 1000.0);
-        if renewed.is_none_or(|t| now_unix() - t > ttl) {
+        if renewed.is_none_or(|t| self.process.clock().unix() - t > ttl) {
             let mut inner = self.lock();
             inner.clash = false;
             // Read it fresh before the next write.
@@ -592,7 +582,7 @@ impl Presence {
     }
 
     async fn check_identity_once(&self, poll: Duration, group: &str) -> Result<(), IdentityClash> {
-        let started = Instant::now();
+        let started = self.process.clock().now();
         let ttl = self.lock().ttl;
         let mut first_rv: Option<String> = None;
         let result = loop {
@@ -602,7 +592,9 @@ impl Presence {
                 Err(_) => break Ok(()),
             };
             let Some(lease) = lease else { break Ok(()) };
-            if annotation(&lease, INSTANCE_ANNOTATION).map(String::as_str) == Some(instance_id()) {
+            if annotation(&lease, INSTANCE_ANNOTATION).map(String::as_str)
+                == Some(self.process.instance())
+            {
                 break Ok(());
             }
             let rv = lease.metadata.resource_version.clone().unwrap_or_default();
@@ -611,7 +603,7 @@ impl Presence {
                 .as_ref()
                 .and_then(|s| s.renew_time.as_ref())
                 .map(|t| t.0.as_millisecond() as f64 / 1000.0);
-            let wall_age = renewed.map(|t| now_unix() - t);
+            let wall_age = renewed.map(|t| self.process.clock().unix() - t);
             if wall_age.is_none_or(|a| a > ttl.as_secs_f64()) && first_rv.is_none() {
                 break Ok(());
             }
@@ -627,7 +619,7 @@ impl Presence {
                 }
                 Some(_) => {}
             }
-            if started.elapsed() > ttl {
+            if self.process.clock().now() - started > ttl {
                 break Ok(());
             }
             tokio::time::sleep(poll).await;
@@ -687,7 +679,7 @@ fn jittered(d: Duration) -> Duration {
 async fn renew(presence: Weak<Presence>) {
     loop {
         let wait = match presence.upgrade() {
-            Some(p) => p.until_due(Instant::now()),
+            Some(p) => p.until_due(p.process.clock().now()),
             None => return,
         };
         tokio::time::sleep(wait).await;

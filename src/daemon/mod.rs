@@ -134,6 +134,8 @@ async fn run_with_listener(
         daemon.watch_timeout,
         daemon.watch_scope,
     );
+    // What the groups' coordination shares in this process (src/coord).
+    let coordination = crate::coord::Coordination::new(&config);
     let mut runners = Vec::new();
     for group in &config.groups {
         let mut handle = async |target, side| {
@@ -156,6 +158,7 @@ async fn run_with_listener(
             identity.clone(),
             metrics.clone(),
             admin.clone(),
+            &coordination,
         );
         runner.trace = trace.clone();
         runner.notices.connect(notifier.clone());

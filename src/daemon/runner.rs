@@ -81,6 +81,7 @@ impl GroupRunner {
         identity: String,
         metrics: Metrics,
         admin: Arc<AdminState>,
+        coordination: &Arc<crate::coord::Coordination>,
     ) -> Self {
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
@@ -118,6 +119,7 @@ impl GroupRunner {
             standby.client().clone(),
             identity.clone(),
             metrics.coord.clone(),
+            coordination,
         ));
         // The mirror and env0 tasks write Events (and the mirror Secrets) through actuators
         // of their own, with the same clients and identity.
