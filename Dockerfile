@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
 #
 # kube-failover container image: build with the same `cargo build --release --locked` as
-# CI, run on a root filesystem assembled from Debian 12 packages the way distroless
-# images are (glibc, libgcc, CA certificates, tzdata, the nonroot user 65532; no shell,
-# no package manager): deploy/image/rootfs.sh, the same script ci/image.sh builds the
-# image with (buildah, no Docker daemon), so both give the same layout.
+# ci/image.sh does for a release, run on a root filesystem assembled from Debian 12
+# packages the way distroless images are (glibc, libgcc, CA certificates, tzdata, the
+# nonroot user 65532; no shell, no package manager): deploy/image/rootfs.sh, the same
+# script ci/image.sh builds the image with (buildah, no Docker daemon), so both give the
+# same layout.
 #
 # Why glibc and not static: the binary is an ordinary glibc build (TLS is rustls, so no
 # OpenSSL), the one CI tests. Building it in Debian 12 and taking the libraries from

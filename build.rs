@@ -5,6 +5,7 @@
 //! uncommitted changes are not marked), else `unknown` (a source tarball, no
 //! git). The date: `SOURCE_DATE_EPOCH` when set (reproducible builds), else today, UTC.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,15 +42,28 @@ fn git_revision() -> Option<String> {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let revision = git(&["rev-parse", "HEAD"]).filter(|r| !r.is_empty())?;
-    for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={p}");
+    // Only paths that exist: cargo reruns a build script whose watched path is missing
+    // at every command, and so recompiles the crate each time (a repository may have no
+    // packed-refs until git packs its refs; a packed branch has no file of its own).
+    let watch = |path: &Path| {
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    };
+    for name in ["HEAD", "packed-refs"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", name]) {
+            watch(Path::new(&p));
         }
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(p) = git(&["rev-parse", "--git-path", &branch])
     {
-        println!("cargo:rerun-if-changed={p}");
+        let path = Path::new(&p);
+        match path.parent() {
+            // A packed branch has no file: its next commit writes one in this folder.
+            Some(folder) if !path.exists() => watch(folder),
+            _ => watch(path),
+        }
     }
     Some(revision)
 }

@@ -146,6 +146,30 @@ mod tests {
         );
     }
 
+    /// build.rs watches the git files the revision comes from; a watched path that does
+    /// not exist makes cargo rerun it, and recompile the crate, at every cargo command.
+    #[test]
+    fn build_script_watches_only_paths_that_exist() {
+        let output = std::path::Path::new(env!("OUT_DIR")).with_file_name("output");
+        let text = std::fs::read_to_string(&output)
+            .unwrap_or_else(|e| panic!("build.rs output {}: {e}", output.display()));
+        let watched: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("cargo:rerun-if-changed=")
+                    .or_else(|| l.strip_prefix("cargo::rerun-if-changed="))
+            })
+            .collect();
+        assert!(watched.contains(&"build.rs"), "{text}");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for path in watched {
+            assert!(
+                root.join(path).exists(),
+                "build.rs watches {path}, which does not exist: cargo reruns it at every command"
+            );
+        }
+    }
+
     #[test]
     fn cli_parses_and_documents_exit_codes() {
         use clap::CommandFactory;

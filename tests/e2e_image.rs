@@ -7,7 +7,8 @@
 //! SIGTERM.
 //!
 //! Needs podman and the image: ci/image.sh builds it and runs this test with
-//! `KUBE_FAILOVER_IMAGE` set (`--ignored`: plain `cargo test` has no image).
+//! `KUBE_FAILOVER_IMAGE` set (`--ignored`: plain `cargo test` has no image); ci/test.sh
+//! runs it once, on the image of the debug binary (`ci/image.sh --debug`).
 
 use crate::support;
 
