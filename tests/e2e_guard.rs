@@ -249,11 +249,7 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         samples += 1;
         let m = primary.metrics().await;
-        let running = metric_value(
-            &m,
-            r#"kube_failover_guard_agent_running{group="env0",side="primary"}"#,
-        );
-        if let Some(running) = running {
+        if let Some(running) = guard_series(&m, "kube_failover_guard_agent_running", &[]) {
             read += 1;
             assert_eq!(
                 running,
@@ -486,8 +482,7 @@ impl Seen {
         if !m.is_empty() {
             self.answered += 1;
         }
-        let series =
-            |name: &str| metric_value(&m, &format!(r#"{name}{{group="env0",side="primary"}}"#));
+        let series = |name: &str| guard_series(&m, name, &[]);
         if let Some(v) = series("kube_failover_guard_agent_running") {
             self.read += 1;
             self.running.insert(v as u8);

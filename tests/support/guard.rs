@@ -154,20 +154,26 @@ namespace = "{namespace}"
     }
 
     /// The guard's own metric `name` with the labels `group="env0"`, `side="primary"` and
-    /// `labels` (in whatever order the registry writes them).
+    /// `labels` ([`guard_series`]).
     pub async fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
-        let text = self.metrics().await;
-        text.lines()
-            .find(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{'))
-                    && [r#"group="env0""#, r#"side="primary""#]
-                        .iter()
-                        .chain(labels)
-                        .all(|label| l.contains(label))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        guard_series(&self.metrics().await, name, labels)
     }
+}
+
+/// A guard's metric `name` in its exposition `text`, with the labels `group="env0"`,
+/// `side="primary"` and `labels`, in any order: the guard's registry adds its `group` and
+/// `side` labels in an order that changes from one process to the next.
+pub fn guard_series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && [r#"group="env0""#, r#"side="primary""#]
+                    .iter()
+                    .chain(labels)
+                    .all(|label| l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 pub fn unix_now() -> f64 {
