@@ -1,47 +1,60 @@
 //! The guard beside the agent, on real API servers: the agent is a process on this host
 //! (kwok Pods run no containers) that appends a timestamp line every 100 ms, so the test
-//! reads when it ran. The guard reads the record from the standby directly.
+//! reads when it ran (`support::guard`). The guard reads the record from the standby
+//! directly.
 
 use crate::support;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use kube_failover_testbed::{ClusterPair, FaultProxy, ProxyMode};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use support::guard::*;
 use support::*;
 
-/// A guard process and the agent it runs.
-struct Guard {
-    /// Killed when the test ends.
-    _child: tokio::process::Child,
-    beats: PathBuf,
-    log: PathBuf,
-    admin: SocketAddr,
+/// A daemon started with `opts` for a pair where the guards' Role is granted, leading
+/// and saying `primary_active`.
+async fn ready_daemon(pair: &ClusterPair, opts: &DaemonOpts) -> Daemon {
+    grant_guard_role(pair).await;
+    let d = Daemon::start(pair, opts).await;
+    wait_ready(&d).await;
+    d
 }
 
-const GUARD_INTERVAL: Duration = Duration::from_millis(500);
-
-/// How a test wants a guard configured beyond the defaults of [`Guard::start`].
-#[derive(Default)]
-struct GuardOpts {
-    /// The identity (default `<side>-agent-0`).
-    identity: Option<String>,
-    /// The standby kubeconfig (default the daemon's).
-    kubeconfig: Option<PathBuf>,
-    /// Top-level keys added to the config (e.g. `on_isolation`).
-    toml: String,
+async fn wait_ready(d: &Daemon) {
+    d.wait_leading(Duration::from_secs(20)).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
 }
 
-/// `on_isolation = "stop"` with `isolation_ttl` and the daemon at `admin` as the only one
-/// asked.
-fn stop_mode(ttl: Duration, daemon: SocketAddr) -> String {
-    format!(
-        "on_isolation = \"stop\"\nisolation_ttl = \"{}ms\"\ndaemons = [\"http://{daemon}\"]\n",
-        ttl.as_millis()
-    )
+/// A promotion after a fault, as seen from the test: when the record appeared, when
+/// the standby was scaled up and the agent's last line.
+struct Promotion {
+    /// From the fault to the `phase` field in the record.
+    recorded: Duration,
+    recorded_at: f64,
+    /// At or after this the standby was scaled up ([`scaled_up_after`]).
+    scaled_after: f64,
+    last: f64,
+}
+
+impl Promotion {
+    async fn wait(pair: &ClusterPair, d: &Daemon, guard: &Guard) -> Promotion {
+        let recorded = wait_for(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || async { record_field(pair, "phase").await.is_some() },
+        )
+        .await
+        .unwrap_or_else(|| panic!("promotion recorded\n{}", d.log_text()));
+        let recorded_at = unix_now();
+        let scaled_after = scaled_up_after(pair, Duration::from_secs(60)).await;
+        let last = guard.lines().last().copied().expect("the agent ran");
+        Promotion {
+            recorded,
+            recorded_at,
+            scaled_after,
+            last,
+        }
+    }
 }
 
 /// What a stop-mode guard of these tests may take after its isolation ttl (its
@@ -52,142 +65,6 @@ fn isolation_bound(ttl: Duration) -> Duration {
     ttl + within + (ttl / 10).max(Duration::from_secs(1))
 }
 
-impl Guard {
-    /// Starts `kube-failover guard` for `side`, reading the standby with the daemon's
-    /// kubeconfig, around an agent that writes a line every 100 ms.
-    fn start(pair: &ClusterPair, side: &str, dir: &Path) -> Guard {
-        Guard::start_with(pair, side, dir, &GuardOpts::default())
-    }
-
-    /// As [`Guard::start`], configured by `opts`.
-    fn start_with(pair: &ClusterPair, side: &str, dir: &Path, opts: &GuardOpts) -> Guard {
-        let admin = support::free_port();
-        let config = dir.join(format!("guard-{side}-{}.toml", admin.port()));
-        let beats = dir.join(format!("agent-{side}-{}.beats", admin.port()));
-        let log = dir.join(format!("guard-{side}-{}.log", admin.port()));
-        let toml = format!(
-            r#"{extra}group = "{GROUP}"
-side = "{side}"
-identity = "{identity}"
-interval = "{interval}ms"
-timeout = "400ms"
-stop_grace = "2s"
-heartbeat_every = "1s"
-listen = "{admin}"
-
-[standby]
-kubeconfig = "{kubeconfig}"
-context = "{context}"
-namespace = "{namespace}"
-"#,
-            extra = opts.toml,
-            identity = opts
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("{side}-agent-0")),
-            interval = GUARD_INTERVAL.as_millis(),
-            kubeconfig = opts
-                .kubeconfig
-                .as_deref()
-                .unwrap_or(pair.standby.daemon_kubeconfig())
-                .display(),
-            context = pair.standby.context(),
-            namespace = pair.standby.namespace(),
-        );
-        std::fs::write(&config, toml).expect("write guard config");
-        let out = std::fs::File::create(&log).expect("guard log");
-        let err = out.try_clone().expect("clone");
-        let script = format!(
-            "while :; do date +%s.%N >> '{}'; sleep 0.1; done",
-            beats.display()
-        );
-        let child = tokio::process::Command::new(daemon_bin())
-            .args(["guard", "--config"])
-            .arg(&config)
-            .args(["--", "/bin/sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn guard");
-        Guard {
-            _child: child,
-            beats,
-            log,
-            admin,
-        }
-    }
-
-    /// The agent's lines, as Unix seconds.
-    fn lines(&self) -> Vec<f64> {
-        std::fs::read_to_string(&self.beats)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-
-    /// The agent wrote a line within the last `within`.
-    fn running(&self, within: Duration) -> bool {
-        self.lines()
-            .last()
-            .is_some_and(|t| unix_now() - t < within.as_secs_f64())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.admin);
-        match admin_client().get(url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-async fn wait_running(g: &Guard, yes: bool, timeout: Duration) -> Duration {
-    wait_for(timeout, Duration::from_millis(50), || async {
-        g.running(Duration::from_millis(400)) == yes
-    })
-    .await
-    .unwrap_or_else(|| panic!("agent running = {yes} within {timeout:?}\n{}", g.log_text()))
-}
-
-/// The guard's Role (deploy/kubernetes/target-rbac/guard-role.yaml) in the standby, for
-/// the identity the guards here use.
-async fn grant_guard_role(pair: &ClusterPair) {
-    let file = kube_failover_testbed::target_rbac_file("guard-role.yaml");
-    pair.standby
-        .grant_daemon_role(&file, "kube-failover-guard")
-        .await
-        .expect("grant the guard's Role in the standby");
-}
-
-/// The guard's heartbeat Lease in the standby, by its annotations.
-async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option<String>)> {
-    let api: Api<Lease> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
-    let lease = api
-        .get_opt(&format!(
-            "kube-failover-guard-{GROUP}-{side}-{side}-agent-0"
-        ))
-        .await
-        .ok()??;
-    let a = lease.metadata.annotations?;
-    Some((
-        a.get("kube-failover/guard-state")?.clone(),
-        a.get("kube-failover/guard-standby-epoch").cloned(),
-    ))
-}
-
 /// The primary's API server dies: the daemon promotes, and the guard, reading the
 /// record from the standby, stops the primary's agent within an interval of the
 /// `promoting` record, long before that API server returns. Then the primary is back
@@ -195,16 +72,7 @@ async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option<Str
 #[tokio::test(flavor = "multi_thread")]
 async fn the_guard_stops_the_old_agent_while_the_primary_api_is_dead_and_restarts_it_on_failback() {
     let pair = pair().await;
-    let opts = DaemonOpts {
-        cooldown: Duration::from_secs(1),
-        group_toml: "\n[groups.guards]\nprimary = 1\nstandby = 1\n".into(),
-        ..DaemonOpts::default()
-    };
-    grant_guard_role(&pair).await;
-    let d = Daemon::start(&pair, &opts).await;
-    d.wait_leading(Duration::from_secs(20)).await;
-    d.wait_state("primary_active", Duration::from_secs(20))
-        .await;
+    let d = ready_daemon(&pair, &guarded_daemon(1, 1)).await;
     // No guard runs yet: the daemon says the primary's one is missing.
     let missing = format!(r#"kube_failover_guards_missing{{group="{GROUP}",side="primary"}}"#);
     d.wait_metric(&missing, Duration::from_secs(10), |v| v == 1.0)
@@ -381,11 +249,7 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         samples += 1;
         let m = primary.metrics().await;
-        let running = metric_value(
-            &m,
-            r#"kube_failover_guard_agent_running{group="env0",side="primary"}"#,
-        );
-        if let Some(running) = running {
+        if let Some(running) = guard_series(&m, "kube_failover_guard_agent_running", &[]) {
             read += 1;
             assert_eq!(
                 running,
@@ -406,21 +270,10 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
     );
     let m = primary.metrics().await;
     assert!(
-        m.is_empty()
-            || m.lines()
-                .any(|l| l.starts_with("kube_failover_guard_record_reads_total")
-                    && !l.contains(r#"result="ok""#)
-                    && !l.ends_with(" 0")),
+        m.is_empty() || failed_reads_counted(&m),
         "the fault was in force: failed reads counted\n{m}"
     );
-    let stops: Vec<&str> = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("kube_failover_guard_agent_changes_total")
-                && l.contains(r#"action="stop""#)
-                && !l.ends_with(" 0")
-        })
-        .collect();
+    let stops = stops_counted(&m);
     assert!(
         stops.is_empty(),
         "stops counted: {stops:?}\n{}",
@@ -434,20 +287,25 @@ async fn an_unreachable_standby_never_stops_the_primary_agent() {
     wait_running(&primary, true, Duration::from_secs(10)).await;
 }
 
-/// The guard's own metric `name` with the labels `group="env0"`, `side="primary"` and
-/// `labels` (in whatever order the registry writes them).
-async fn guard_metric(g: &Guard, name: &str, labels: &[&str]) -> Option<f64> {
-    let text = g.metrics().await;
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-                && [r#"group="env0""#, r#"side="primary""#]
-                    .iter()
-                    .chain(labels)
-                    .all(|label| l.contains(label))
+/// The guard's counted stops of its agent (non-zero `agent_changes_total` with
+/// `action="stop"`), in its exposition `m`.
+fn stops_counted(m: &str) -> Vec<&str> {
+    m.lines()
+        .filter(|l| {
+            l.starts_with("kube_failover_guard_agent_changes_total")
+                && l.contains(r#"action="stop""#)
+                && !l.ends_with(" 0")
         })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// The guard counted record reads that failed, in its exposition `m`.
+fn failed_reads_counted(m: &str) -> bool {
+    m.lines().any(|l| {
+        l.starts_with("kube_failover_guard_record_reads_total")
+            && !l.contains(r#"result="ok""#)
+            && !l.ends_with(" 0")
+    })
 }
 
 /// When the standby was scaled up, from below: the start of the last poll that still
@@ -466,28 +324,6 @@ async fn scaled_up_after(pair: &ClusterPair, timeout: Duration) -> f64 {
     panic!("the standby was not scaled up within {timeout:?}");
 }
 
-/// Waits until the daemon's `/status` shows the primary guard in stop mode (so the
-/// engine knows to wait for it).
-async fn wait_stop_mode_seen(d: &Daemon) {
-    wait_for(
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || async {
-            d.status().await.is_some_and(|s| {
-                s.groups[0].guards.as_ref().is_some_and(|g| {
-                    g.heartbeats.iter().any(|b| {
-                        b.identity == "primary-agent-0"
-                            && b.state == "running"
-                            && b.isolation_bound_seconds.is_some()
-                    })
-                })
-            })
-        },
-    )
-    .await
-    .unwrap_or_else(|| panic!("the daemon sees the stop-mode guard\n{}", d.log_text()));
-}
-
 /// `on_isolation = "stop"`, the primary completely isolated: the daemon's path to the
 /// primary's API and the guard's path to the standby's are cut by fault proxies (the
 /// guard never talks to the primary's API). The guard still reaches the daemon, which
@@ -499,16 +335,9 @@ async fn wait_stop_mode_seen(d: &Daemon) {
 async fn stop_mode_an_isolated_primary_stops_its_agent_before_the_standby_is_scaled_up() {
     let pair = pair().await;
     grant_guard_role(&pair).await;
-    let opts = DaemonOpts {
-        cooldown: Duration::from_secs(1),
-        group_toml: "\n[groups.guards]\nprimary = 1\n".into(),
-        ..DaemonOpts::default()
-    };
     let (d, daemon_to_primary) =
-        Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &opts).await;
-    d.wait_leading(Duration::from_secs(20)).await;
-    d.wait_state("primary_active", Duration::from_secs(20))
-        .await;
+        Daemon::start_via_proxy::<FaultProxy>(&pair, Via::Primary, &guarded_daemon(1, 0)).await;
+    wait_ready(&d).await;
     let guard_to_standby = FaultProxy::start(pair.standby.api_addr())
         .await
         .expect("proxy");
@@ -533,16 +362,12 @@ async fn stop_mode_an_isolated_primary_stops_its_agent_before_the_standby_is_sca
     daemon_to_primary.set_mode(ProxyMode::Blackhole);
     guard_to_standby.set_mode(ProxyMode::Blackhole);
     let cut = unix_now();
-    let recorded = wait_for(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async { record_field(&pair, "phase").await.is_some() },
-    )
-    .await
-    .unwrap_or_else(|| panic!("promotion recorded\n{}", d.log_text()));
-    let recorded_at = unix_now();
-    let scaled_after = scaled_up_after(&pair, Duration::from_secs(60)).await;
-    let last = guard.lines().last().copied().expect("the agent ran");
+    let Promotion {
+        recorded,
+        recorded_at,
+        scaled_after,
+        last,
+    } = Promotion::wait(&pair, &d, &guard).await;
     let delay = scaled_after - recorded_at;
     let bound = isolation_bound(ttl).as_secs_f64();
     eprintln!(
@@ -566,12 +391,12 @@ async fn stop_mode_an_isolated_primary_stops_its_agent_before_the_standby_is_sca
         d.log_text()
     );
     assert!(delay <= bound + 10.0, "{delay:.2}s\n{}", d.log_text());
-    let stops = guard_metric(
-        &guard,
-        "kube_failover_guard_agent_changes_total",
-        &[r#"action="stop""#, r#"reason="isolated""#],
-    )
-    .await;
+    let stops = guard
+        .metric(
+            "kube_failover_guard_agent_changes_total",
+            &[r#"action="stop""#, r#"reason="isolated""#],
+        )
+        .await;
     assert_eq!(stops, Some(1.0), "{}", guard.metrics().await);
     assert!(
         d.log_text().contains("waiting_for_guard_stop"),
@@ -587,16 +412,7 @@ async fn stop_mode_an_isolated_primary_stops_its_agent_before_the_standby_is_sca
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_mode_a_connected_guard_adds_about_one_guard_interval_to_the_promotion() {
     let pair = pair().await;
-    grant_guard_role(&pair).await;
-    let opts = DaemonOpts {
-        cooldown: Duration::from_secs(1),
-        group_toml: "\n[groups.guards]\nprimary = 1\n".into(),
-        ..DaemonOpts::default()
-    };
-    let d = Daemon::start(&pair, &opts).await;
-    d.wait_leading(Duration::from_secs(20)).await;
-    d.wait_state("primary_active", Duration::from_secs(20))
-        .await;
+    let d = ready_daemon(&pair, &guarded_daemon(1, 0)).await;
     let ttl = Duration::from_secs(20);
     let guard = Guard::start_with(
         &pair,
@@ -611,16 +427,12 @@ async fn stop_mode_a_connected_guard_adds_about_one_guard_interval_to_the_promot
     wait_stop_mode_seen(&d).await;
 
     pair.primary.kill_apiserver().await.expect("kill primary");
-    wait_for(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async { record_field(&pair, "phase").await.is_some() },
-    )
-    .await
-    .unwrap_or_else(|| panic!("promotion recorded\n{}", d.log_text()));
-    let recorded_at = unix_now();
-    let scaled_after = scaled_up_after(&pair, Duration::from_secs(60)).await;
-    let last = guard.lines().last().copied().expect("the agent ran");
+    let Promotion {
+        recorded_at,
+        scaled_after,
+        last,
+        ..
+    } = Promotion::wait(&pair, &d, &guard).await;
     let delay = scaled_after - recorded_at;
     eprintln!(
         "measured: connected stop-mode guard: agent's last line {:.2}s after the promoting record was seen; standby scaled up {:.2}s after it (guard interval {:.1}s, daemon interval 1s, isolation bound {:.1}s); dual-active {:.2}s",
@@ -637,36 +449,85 @@ async fn stop_mode_a_connected_guard_adds_about_one_guard_interval_to_the_promot
         "{delay:.2}s\n{}",
         d.log_text()
     );
-    let stops = guard_metric(
-        &guard,
-        "kube_failover_guard_agent_changes_total",
-        &[r#"action="stop""#, r#"reason="other_side_active""#],
-    )
-    .await;
+    let stops = guard
+        .metric(
+            "kube_failover_guard_agent_changes_total",
+            &[r#"action="stop""#, r#"reason="other_side_active""#],
+        )
+        .await;
     assert_eq!(stops, Some(1.0), "{}", guard.metrics().await);
 }
 
-/// The standby's API server down for 60 s while the primary is healthy (a maintenance):
-/// nobody can promote. A guard in stop mode, cut off from the record, asks the daemon,
-/// which says `primary_active` and vouches: its agent never stops; one in keep mode
-/// never stops either. 60 s rather than the issue's 5 minutes: from the first vouch on,
-/// every turn is the same (the record unreadable, the daemon asked and vouching, every
-/// 500 ms: about 110 turns here), and the test bed's CI machine is shared.
+/// How long [`stop_mode_a_standby_down_with_the_daemon_vouching_never_stops_the_agent`]
+/// keeps the standby's API server down: `KUBE_FAILOVER_STANDBY_DOWN_SECS`, default 60.
+fn standby_down_for() -> Duration {
+    let secs = std::env::var("KUBE_FAILOVER_STANDBY_DOWN_SECS").map_or(60, |v| {
+        v.trim().parse().unwrap_or_else(|e| {
+            panic!("KUBE_FAILOVER_STANDBY_DOWN_SECS={v:?}: {e} (whole seconds)")
+        })
+    });
+    Duration::from_secs(secs)
+}
+
+/// What one guard showed while the standby was down, sampled every 500 ms.
+#[derive(Debug, Default)]
+struct Seen {
+    samples: u32,
+    /// Samples whose `/metrics` answered.
+    answered: u32,
+    /// Samples whose `/metrics` held the agent's running gauge.
+    read: u32,
+    /// `kube_failover_guard_agent_running` values seen.
+    running: std::collections::BTreeSet<u8>,
+    /// `kube_failover_guard_isolated` values seen (stop mode only).
+    isolated: std::collections::BTreeSet<u8>,
+    /// The longest pause between the agent's lines, seconds.
+    gap: f64,
+}
+
+impl Seen {
+    async fn sample(&mut self, g: &Guard) {
+        self.samples += 1;
+        let m = g.metrics().await;
+        if !m.is_empty() {
+            self.answered += 1;
+        }
+        let series = |name: &str| guard_series(&m, name, &[]);
+        if let Some(v) = series("kube_failover_guard_agent_running") {
+            self.read += 1;
+            self.running.insert(v as u8);
+        }
+        if let Some(v) = series("kube_failover_guard_isolated") {
+            self.isolated.insert(v as u8);
+        }
+        if let Some(last) = g.lines().last() {
+            self.gap = self.gap.max(unix_now() - last);
+        }
+    }
+}
+
+/// The standby's API server down while the primary is healthy (a maintenance): nobody
+/// can promote. A guard in stop mode, cut off from the record, asks the daemon, which
+/// says `primary_active` and vouches: its agent never stops; one in keep mode never
+/// stops either. 60 s by default (from the first vouch on, every turn is the same: the
+/// record unreadable, the daemon asked and vouching every half ttl); the issue's
+/// 5 minutes with `KUBE_FAILOVER_STANDBY_DOWN_SECS=300` (BENCHMARKS.md, "The guard"): on
+/// 2 shared cores, the agents' longest pauses 0.14 s (stop) and 0.13 s (keep), the
+/// running gauge 1 and the stop-mode guard not isolated in all 462 samples of each, the
+/// first vouch 0.82 s after the stop and 108 in all, no stop counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_mode_a_standby_down_with_the_daemon_vouching_never_stops_the_agent() {
+    let down_for = standby_down_for();
     let pair = pair().await;
-    grant_guard_role(&pair).await;
-    let d = Daemon::start(&pair, &DaemonOpts::default()).await;
-    d.wait_leading(Duration::from_secs(20)).await;
-    d.wait_state("primary_active", Duration::from_secs(20))
-        .await;
+    let d = ready_daemon(&pair, &guarded_daemon(2, 0)).await;
     let dir = pair.primary.dir().to_path_buf();
+    let ttl = Duration::from_secs(5);
     let stop = Guard::start_with(
         &pair,
         "primary",
         &dir,
         &GuardOpts {
-            toml: stop_mode(Duration::from_secs(5), d.admin),
+            toml: stop_mode(ttl, d.admin),
             ..GuardOpts::default()
         },
     );
@@ -681,50 +542,96 @@ async fn stop_mode_a_standby_down_with_the_daemon_vouching_never_stops_the_agent
     );
     wait_running(&stop, true, Duration::from_secs(15)).await;
     wait_running(&keep, true, Duration::from_secs(15)).await;
+    // The daemon knows the guard is in stop mode (its heartbeat says so).
+    wait_stop_mode_seen(&d).await;
 
     pair.standby.stop_apiserver().await.expect("stop standby");
     let down = std::time::Instant::now();
-    while down.elapsed() < Duration::from_secs(60) {
+    // The fault is in force: the standby does not answer, and the stop-mode guard,
+    // unable to read the record, asks the daemon, which vouches.
+    let readyz = http::Request::get("/readyz").body(Vec::new()).unwrap();
+    assert!(
+        pair.standby.client().request_text(readyz).await.is_err(),
+        "the standby's API server still answers"
+    );
+    let vouch = [r#"result="vouch""#];
+    wait_for(
+        ttl + Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            stop.metric("kube_failover_guard_daemon_answers_total", &vouch)
+                .await
+                .is_some_and(|v| v >= 1.0)
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("the stop-mode guard is vouched for\n{}", stop.log_text()));
+    let first_vouch = down.elapsed();
+
+    // A stop would show in the guard's own accounting (the running gauge at 0, a stop
+    // counted) whatever the load; the pauses between the agent's lines are reported.
+    let (mut seen_stop, mut seen_keep) = (Seen::default(), Seen::default());
+    while down.elapsed() < down_for {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for (mode, g) in [("stop", &stop), ("keep", &keep)] {
-            assert_eq!(
-                guard_metric(g, "kube_failover_guard_agent_running", &[]).await,
-                Some(1.0),
+        seen_stop.sample(&stop).await;
+        seen_keep.sample(&keep).await;
+        for (mode, seen, g) in [("stop", &seen_stop, &stop), ("keep", &seen_keep, &keep)] {
+            assert!(
+                !seen.running.contains(&0),
                 "{mode}: the agent was stopped\n{}",
                 g.log_text()
             );
         }
+        assert!(
+            !seen_stop.isolated.contains(&1),
+            "stop: the guard said isolated\n{}",
+            stop.log_text()
+        );
     }
-    // The fault was in force: the stop-mode guard asked the daemon, which vouched.
-    let vouches = guard_metric(
-        &stop,
-        "kube_failover_guard_daemon_answers_total",
-        &[r#"result="vouch""#],
-    )
-    .await
-    .unwrap_or(0.0);
-    assert!(vouches >= 20.0, "vouches {vouches}\n{}", stop.log_text());
-    for (mode, g) in [("stop", &stop), ("keep", &keep)] {
+    let vouches = stop
+        .metric("kube_failover_guard_daemon_answers_total", &vouch)
+        .await
+        .unwrap_or(0.0);
+    // Vouches went on through the outage. The guard asks from half the ttl after its last
+    // read or vouch (about every 3 s here); at least one per ttl on average, even on a
+    // starved host.
+    assert!(
+        vouches >= down_for.as_secs_f64() / ttl.as_secs_f64(),
+        "vouches {vouches}\n{}",
+        stop.log_text()
+    );
+    for (mode, seen, g) in [("stop", &seen_stop, &stop), ("keep", &seen_keep, &keep)] {
+        // A /metrics answer lost to a starved host proves nothing either way; when most
+        // did not come, the agent's own lines are the proof (a stopped agent writes none).
+        assert!(
+            seen.read * 2 >= seen.samples || seen.gap < 5.0,
+            "{mode}: /metrics answered {} of {} times and the agent paused {:.2}s",
+            seen.read,
+            seen.samples,
+            seen.gap
+        );
         let m = g.metrics().await;
-        let stops: Vec<&str> = m
-            .lines()
-            .filter(|l| {
-                l.starts_with("kube_failover_guard_agent_changes_total")
-                    && l.contains(r#"action="stop""#)
-                    && !l.ends_with(" 0")
-            })
-            .collect();
+        let stops = stops_counted(&m);
         assert!(stops.is_empty(), "{mode}: stops counted: {stops:?}");
         assert!(
-            m.lines()
-                .any(|l| l.starts_with("kube_failover_guard_record_reads_total")
-                    && !l.contains(r#"result="ok""#)
-                    && !l.ends_with(" 0")),
+            failed_reads_counted(&m),
             "{mode}: failed reads counted\n{m}"
+        );
+        eprintln!(
+            "measured: standby API down {}s, {mode} mode: agent's longest pause {:.2}s; agent_running seen {:?}, isolated seen {:?} ({} of {} samples answered, {} with the running gauge)",
+            down_for.as_secs(),
+            seen.gap,
+            seen.running,
+            seen.isolated,
+            seen.answered,
+            seen.samples,
+            seen.read
         );
     }
     eprintln!(
-        "measured: standby API down 60 s: stop-mode guard vouched for {vouches} times, no stop in either mode"
+        "measured: standby API down {}s: first vouch {:.2}s after the stop, {vouches} vouches, no stop in either mode",
+        down_for.as_secs(),
+        first_vouch.as_secs_f64()
     );
     pair.standby.start_apiserver().await.expect("start standby");
 }

@@ -11,13 +11,16 @@
 //!   just under the probe timeout, counting promotions (goal 0);
 //! - **engine**: 10,000 random fault schedules under the blip tolerance through the pure
 //!   engine (goal: no promotion), and as many with a real outage (goal: all promote);
+//! - **guard**: dual-active seconds per outage (the primary's API server down 10 s) over
+//!   20 outages without the guard, with it in `keep` mode and in `stop` mode, each
+//!   followed by a failback;
 //!
 //! then writes each part's results (JSON) and PNG plots into `docs/bench/` and its
 //! sections into BENCHMARKS.md. It asserts nothing.
 //!
 //! Settings (environment):
 //! - `KUBE_FAILOVER_REPORT_PARTS`: the parts to run, comma-separated, of `outages`,
-//!   `footprint`, `soak`, `engine` (default all); `render` alone only rewrites the report
+//!   `footprint`, `soak`, `engine`, `guard` (default all); `render` alone only rewrites the report
 //!   from the results already saved. Parts run separately (even at the same time, in two
 //!   processes: they share CPU, which shows in the timings) and the report takes each
 //!   part's latest results.
@@ -29,6 +32,8 @@
 //!   `kubectl` on PATH), `KUBE_FAILOVER_REPORT_SOAK` (`30m`),
 //!   `KUBE_FAILOVER_REPORT_CYCLES` (10000), `KUBE_FAILOVER_REPORT_GROUPS` (`1,10,50,200`),
 //!   `KUBE_FAILOVER_REPORT_LOOPS` (`1,10`), `KUBE_FAILOVER_REPORT_WINDOW` (`30s`),
+//!   `KUBE_FAILOVER_REPORT_GUARD_OUTAGES` (20; smoke 3), `KUBE_FAILOVER_REPORT_GUARD_OUTAGE`
+//!   (`10s`), `KUBE_FAILOVER_REPORT_GUARD_MODES` (`none,keep,stop`),
 //!   `KUBE_FAILOVER_REPORT_SEED` (1), `KUBE_FAILOVER_REPORT_OUT` (the folder for results
 //!   and plots), `KUBE_FAILOVER_REPORT_MD` (the Markdown file), `KUBE_FAILOVER_BENCH_BIN`
 //!   (another daemon binary; by default the report builds and measures the release
@@ -43,6 +48,7 @@ mod footprint;
 
 mod bed;
 mod engine_cycles;
+mod guard;
 mod naive;
 mod outages;
 mod parts;
@@ -56,7 +62,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const PARTS: [&str; 4] = ["engine", "footprint", "outages", "soak"];
+const PARTS: [&str; 5] = ["engine", "footprint", "guard", "outages", "soak"];
 
 fn list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T>
 where
@@ -98,6 +104,22 @@ fn release_binary(root: &std::path::Path) -> PathBuf {
     target.join("release/kube-failover")
 }
 
+/// Which build `bin` is, for the report: `release build` or `debug build` by the
+/// target folder it lies in, else its file name.
+fn build_of(bin: &std::path::Path) -> String {
+    let parent = bin
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    match parent {
+        Some("release") => "release build".into(),
+        Some("debug") => "debug build".into(),
+        _ => bin
+            .file_name()
+            .map_or("unknown build".into(), |n| n.to_string_lossy().into_owned()),
+    }
+}
+
 fn main() {
     let smoke = env_or("KUBE_FAILOVER_REPORT_SMOKE", 0u8) == 1;
     let parts: BTreeSet<String> = list::<String>("KUBE_FAILOVER_REPORT_PARTS", &PARTS.join(","))
@@ -134,6 +156,15 @@ fn main() {
         Duration::from_secs(if smoke { 10 } else { 30 }),
     );
     let seed = env_or("KUBE_FAILOVER_REPORT_SEED", 1u64);
+    let guard_outages = env_or(
+        "KUBE_FAILOVER_REPORT_GUARD_OUTAGES",
+        if smoke { 3 } else { 20 },
+    );
+    let guard_modes = guard::Mode::parse_list(
+        &std::env::var("KUBE_FAILOVER_REPORT_GUARD_MODES")
+            .unwrap_or_else(|_| "none,keep,stop".into()),
+    );
+    let guard_outage = env_duration("KUBE_FAILOVER_REPORT_GUARD_OUTAGE", Duration::from_secs(10));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let default_dir = if smoke {
         std::env::temp_dir().join("kube-failover-report-smoke")
@@ -156,7 +187,7 @@ fn main() {
     };
     let out = render::Output { dir, markdown };
 
-    let runs_daemon = ["outages", "footprint", "soak"]
+    let runs_daemon = ["outages", "footprint", "soak", "guard"]
         .iter()
         .any(|p| parts.contains(*p));
     if runs_daemon && std::env::var_os("KUBE_FAILOVER_BENCH_BIN").is_none() {
@@ -236,6 +267,21 @@ fn main() {
                 profiles: results,
             },
         );
+    }
+    if parts.contains("guard") {
+        let t0 = Instant::now();
+        let mut rng = Rng::new(seed.wrapping_add(0x6a4d));
+        let mut r = rt.block_on(guard::run(
+            &guard_modes,
+            guard_outages,
+            guard_outage,
+            build_of(&support::daemon_bin()),
+            Meta::now(smoke),
+            &mut rng,
+        ));
+        r.meta.elapsed_secs = t0.elapsed().as_secs_f64();
+        println!("guard: {:.0} s", r.meta.elapsed_secs);
+        out.save("guard", &r);
     }
     if parts.contains("soak") {
         let t0 = Instant::now();

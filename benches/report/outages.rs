@@ -108,7 +108,7 @@ pub struct OutagesReport {
 }
 
 /// Stops the primary's API server and times the standby: (exited, scaled, ready).
-async fn stop_and_time(
+pub async fn stop_and_time(
     pair: &ClusterPair,
     standby: &DeploymentsWatch,
 ) -> (f64, Option<f64>, Option<f64>) {
@@ -135,6 +135,16 @@ async fn stop_and_time(
 /// Starts the primary's API server again; returns the seconds from its `/readyz`
 /// passing to its Deployments all at 0, or `None` if they are not within `wait`.
 async fn restart_and_time_fence(pair: &ClusterPair, wait: Duration) -> Option<f64> {
+    let (up, fenced) = restart_and_wait_fence(pair, wait).await;
+    fenced.map(|t| t.duration_since(up).as_secs_f64())
+}
+
+/// Starts the primary's API server again; returns when its `/readyz` passed and when
+/// its Deployments were all seen at 0 (`None` if not within `wait` of the first).
+pub async fn restart_and_wait_fence(
+    pair: &ClusterPair,
+    wait: Duration,
+) -> (Instant, Option<Instant>) {
     let starting = async {
         pair.primary
             .start_apiserver()
@@ -161,15 +171,15 @@ async fn restart_and_time_fence(pair: &ClusterPair, wait: Duration) -> Option<f6
                 }
             }
             if ok && total == 0 {
-                fenced = Some(up.elapsed().as_secs_f64());
+                fenced = Some(Instant::now());
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        fenced
+        (up, fenced)
     };
-    let ((), fenced) = tokio::join!(starting, timing);
-    fenced
+    let ((), timed) = tokio::join!(starting, timing);
+    timed
 }
 
 async fn primary_wants_replicas(pair: &ClusterPair) -> bool {

@@ -5,6 +5,7 @@
 
 use crate::engine_cycles::EngineReport;
 use crate::footprint::{self, Row};
+use crate::guard::GuardReport;
 use crate::outages::{Outage, OutagesReport, ProfileResult};
 use crate::parts::FootprintReport;
 use crate::soak::{KINDS, SoakReport};
@@ -565,6 +566,66 @@ fn summary_section(
     s.trim_end().to_string()
 }
 
+fn guard_section(r: &GuardReport) -> String {
+    let mut s = String::new();
+    s.push_str(smoke_banner(&r.meta));
+    let _ = writeln!(
+        s,
+        "{} outages per mode on one test-bed pair, the primary's API server down {:.0} s in \
+         each (SIGTERM to start); daemon probe interval {} s × {}, guard interval {} s, \
+         `isolation_ttl` {} s; measured {} on {} ({}; kube-failover `{}`, commit `{}`), in {}.\n",
+        r.outages_per_mode,
+        r.outage_s,
+        r.daemon_interval_s,
+        r.failure_threshold,
+        r.guard_interval_s,
+        r.isolation_ttl_s,
+        r.meta.date,
+        r.meta.machine.describe(),
+        r.build,
+        r.meta.daemon,
+        r.meta.commit,
+        took(r.meta.elapsed_secs),
+    );
+    s.push_str(
+        "| mode | outages | promoted | time to promote (stop → scaled): median / p95 / max | \
+         dual-active: median | p95 | max | fenced by the guard |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let secs = |v: f64| format!("{v:.2} s");
+    for m in &r.modes {
+        let promote = m.summary(|o| o.scaled).map_or("–".into(), |p| {
+            format!("{} / {} / {}", secs(p.median), secs(p.p95), secs(p.max))
+        });
+        let dual = m.summary(|o| o.dual_active);
+        let q = |f: fn(&Summary) -> f64| dual.as_ref().map_or("–".into(), |d| secs(f(d)));
+        let by_guard = m
+            .outages
+            .iter()
+            .filter(|o| o.fenced_by.as_deref() == Some("guard"))
+            .count();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {promote} | {} | {} | {} | {by_guard} of {} |",
+            m.mode.name(),
+            m.outages.len(),
+            m.outages.iter().filter(|o| o.scaled.is_some()).count(),
+            q(|d| d.median),
+            q(|d| d.p95),
+            q(|d| d.max),
+            m.outages.len(),
+        );
+    }
+    let restarts: usize = r.modes.iter().map(|m| m.restarts).sum();
+    if restarts > 0 {
+        let _ = writeln!(
+            s,
+            "\n{restarts} times the pair was not back at `primary` after an outage and the \
+             mode was set up again (printed in the run's output)."
+        );
+    }
+    s
+}
+
 fn replace_section(md: &str, name: &str, body: &str) -> String {
     let begin = format!("<!-- report:{name}:begin -->");
     let end = format!("<!-- report:{name}:end -->");
@@ -588,6 +649,7 @@ pub fn render(out: &Output) {
     let fp: Option<FootprintReport> = out.load("footprint");
     let soak: Option<SoakReport> = out.load("soak");
     let engine: Option<EngineReport> = out.load("engine");
+    let guard: Option<GuardReport> = out.load("guard");
     let mut md = std::fs::read_to_string(&out.markdown).unwrap_or_else(|e| {
         panic!("{}: {e}", out.markdown.display());
     });
@@ -641,6 +703,9 @@ pub fn render(out: &Output) {
     }
     if let Some(r) = &engine {
         md = replace_section(&md, "engine", &engine_section(r));
+    }
+    if let Some(r) = &guard {
+        md = replace_section(&md, "guard", &guard_section(r));
     }
     std::fs::write(&out.markdown, md).expect("write the report");
     println!("wrote {}", out.markdown.display());

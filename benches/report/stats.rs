@@ -61,6 +61,9 @@ pub struct Summary {
     pub min: f64,
     pub median: f64,
     pub p90: f64,
+    /// Nearest rank: with 20 samples, the 19th.
+    #[serde(default)]
+    pub p95: f64,
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
@@ -84,6 +87,7 @@ impl Summary {
             min: v[0],
             median,
             p90: rank(0.90),
+            p95: rank(0.95),
             p99: rank(0.99),
             max: v[v.len() - 1],
             mean: v.iter().sum::<f64>() / v.len() as f64,

@@ -6,6 +6,7 @@
 
 #[path = "../fixtures/mod.rs"]
 pub mod fixtures;
+pub mod guard;
 pub mod receiver;
 
 use fixtures::Side;
