@@ -198,6 +198,21 @@ wrapped = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
 print(sys.argv[2] + ": wrapped " + ", ".join(wrapped))
 sys.exit(len(wrapped) != 2)' "$work/rendered/guard-$side.json" "$side" || rc=1
   done
+  # The sidecar form: a guard container after the agent's, the agent's probes asking it.
+  echo "placeholder standby kubeconfig" >"$work/g/guard/primary-sidecar/standby.kubeconfig"
+  KUSTOMIZE="$kustomize" "$work/g/guard/post-render.sh" "$work/g/guard/primary-sidecar" \
+    <tests/fixtures/env0-agent/rendered.yaml >"$work/rendered/guard-primary-sidecar.yaml" || return 1
+  to_json "$work/rendered/guard-primary-sidecar.yaml" "$work/rendered/guard-primary-sidecar.json" || return 1
+  python3 -c '
+import json, sys
+docs = json.load(open(sys.argv[1]))
+check = ["/guard/kube-failover", "guard", "check"]
+guarded = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"
+           and [c["name"] for c in d["spec"]["template"]["spec"]["containers"]][1:] == ["kube-failover-guard"]
+           and d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"]["command"][:3] == check
+           and d["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["exec"]["command"][:3] == check]
+print("primary-sidecar: guard container and probes beside " + ", ".join(guarded))
+sys.exit(len(guarded) != 2)' "$work/rendered/guard-primary-sidecar.json" || rc=1
   # A sidecar before the agent's container: the agent is wrapped, the sidecar is not.
   # A container renamed by a new chart: the build fails instead of wrapping nothing.
   python3 -c '
@@ -234,7 +249,7 @@ print("a sidecar first: the agent wrapped, the sidecar untouched")' || rc=1
 check "kubernetes: kustomize build (base)" build_base
 check "kubernetes: kustomize build (example overlay with the kubeconfig Secret)" build_example
 check "kubernetes: kustomize build (target-rbac)" build_target_rbac
-check "kubernetes: guard component over the env0 agent (post-renderer, both sides)" build_guard
+check "kubernetes: guard component over the env0 agent (post-renderer, both sides, the sidecar form)" build_guard
 check "kubernetes: target-rbac follows a namespace override" \
   python3 ci/deploy_checks.py rbac-namespace "$kustomize"
 check "kubernetes: ServiceMonitor -> Service -> Pod port" \
@@ -267,7 +282,8 @@ ignored_test() {
 server_side() {
   [ -s "$work/rendered/base.json" ] && [ -s "$work/rendered/example.json" ] &&
     [ -s "$work/rendered/target-rbac.json" ] && [ -s "$work/rendered/guard-primary.json" ] &&
-    [ -s "$work/rendered/guard-standby.json" ] || { echo "kustomize builds failed"; return 1; }
+    [ -s "$work/rendered/guard-standby.json" ] && [ -s "$work/rendered/guard-primary-sidecar.json" ] ||
+    { echo "kustomize builds failed"; return 1; }
   ignored_test deploy_manifests KUBE_FAILOVER_RENDERED="$work/rendered"
 }
 check "kubernetes: server-side apply, Pod Security and RBAC on a test-bed API server (base, target-rbac, the guard beside the agent)" server_side

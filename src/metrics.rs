@@ -235,7 +235,7 @@ impl Metrics {
                 opts(
                     "guards",
                     "Guards beside each side's agents by their heartbeat: running, stopped \
-                     (both fresh) or stale.",
+                     (both fresh; a sidecar guard's refusing counts as stopped) or stale.",
                 ),
                 &["group", "side", "state"],
             )?,
@@ -633,6 +633,7 @@ mod tests {
             ttl_seconds: 15.0,
             isolation_ttl_seconds: None,
             stop_within_seconds: 0.0,
+            form: Default::default(),
         };
         let mut g = GuardsObservation {
             expected_primary: 2,

@@ -171,8 +171,12 @@ pub struct GuardHeartbeatStatus {
     pub identity: String,
     /// The side it runs on.
     pub side: Named<Side>,
-    /// `running` or `stopped` (what it last wrote).
+    /// `running` or `stopped` (what it last wrote); `refusing` for a sidecar guard
+    /// whose verdict makes the agent's liveness probe fail.
     pub state: String,
+    /// `wrapper` or `sidecar` (a sidecar's heartbeat never proves a stop).
+    #[serde(default = "wrapper")]
+    pub form: String,
     /// The guard's reason code.
     pub reason: String,
     /// The highest epoch at which it saw the standby active.
@@ -185,6 +189,10 @@ pub struct GuardHeartbeatStatus {
     /// most (its `isolation_ttl` plus margin, seconds); `None` with `keep`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation_bound_seconds: Option<f64>,
+}
+
+fn wrapper() -> String {
+    "wrapper".to_string()
 }
 
 /// One state check's last outcome.

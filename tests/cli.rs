@@ -839,6 +839,61 @@ fn rust_log_can_enable_the_kube_client_lines() {
 }
 
 #[test]
+fn guard_forms_want_their_command_and_check_fails_without_a_sidecar() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("guard.toml");
+    let config_arg = config.to_str().unwrap();
+    let base = "group = \"env0\"\nside = \"primary\"\n[standby]\nkubeconfig = \"/nonexistent/kubeconfig\"\nnamespace = \"env0-agent\"\n";
+    let both = |o: &Output| format!("{}{}", stdout(o), stderr(o));
+    // A sidecar starts no agent: a command after `--` is a mistake, said before anything
+    // else is tried.
+    std::fs::write(&config, format!("form = \"sidecar\"\n{base}")).unwrap();
+    let out = run(&["guard", "--config", config_arg, "--", "/bin/true"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    // (The log line quotes the message: its inner quotes come escaped.)
+    assert!(
+        both(&out).contains(r#"form = \"sidecar\" runs no agent"#),
+        "{}",
+        both(&out)
+    );
+    // A wrapper without its agent's command.
+    std::fs::write(&config, base).unwrap();
+    let out = run(&["guard", "--config", config_arg], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(both(&out).contains("no agent command"), "{}", both(&out));
+    // The probe beside no sidecar fails (and never runs the agent's own probe).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let marker = dir.path().join("probe-ran");
+    let url = format!("http://127.0.0.1:{port}/agent");
+    let out = run(
+        &[
+            "guard",
+            "check",
+            "--url",
+            &url,
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(
+        stderr(&out).contains(&format!("the sidecar guard does not answer at {url}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !marker.exists(),
+        "the agent's probe ran without the guard's answer"
+    );
+}
+
+#[test]
 fn guard_install_copies_a_runnable_binary_and_guarding_still_needs_a_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("guard").join("kube-failover");
@@ -866,8 +921,9 @@ fn guard_install_copies_a_runnable_binary_and_guarding_still_needs_a_command() {
         "{}",
         stderr(&out)
     );
-    // `guard` without a subcommand still wants the agent's command after `--`, and an
-    // agent called `install` after `--` is an agent, not the subcommand.
+    // `guard` without a subcommand and a command is refused (its config cannot be read;
+    // a wrapper's would want the command after `--`), and an agent called `install`
+    // after `--` is an agent, not the subcommand.
     let out = run(&["guard", "--config", "/nonexistent.toml"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = run(

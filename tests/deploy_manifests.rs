@@ -7,7 +7,9 @@
 //! The guard's component (deploy/kubernetes/guard) over a rendered env0 agent
 //! (tests/fixtures/env0-agent/rendered.yaml): the agent's command wrapped and nothing else
 //! of it changed, the init container, volumes and config, and the Pods admitted under
-//! "restricted" on the same API server.
+//! "restricted" on the same API server. Its sidecar form (deploy/kubernetes/guard/sidecar,
+//! guard-primary-sidecar.json): a guard container after the agent's, the agent's probes
+//! asking its verdict, and nothing else of the agent changed, admitted the same way.
 //!
 //! The manifests are rendered by `kustomize build` in ci/check-deploy.sh, which passes
 //! them as JSON in the folder named by `KUBE_FAILOVER_RENDERED` (base.json, example.json,
@@ -379,6 +381,21 @@ fn shipped_guard_configs_load_with_their_side() {
         let text = std::fs::read_to_string(&path).expect("guard.toml");
         assert_eq!(load_guard_config(&text).as_deref(), Ok(side), "{path:?}");
     }
+    let path = repo().join("deploy/kubernetes/guard/primary-sidecar/guard.toml");
+    let text = std::fs::read_to_string(&path).expect("guard.toml");
+    assert_eq!(load_guard_config(&text).as_deref(), Ok("primary"));
+    assert_eq!(guard_form(&text), "sidecar", "{path:?}");
+}
+
+/// The `form` of a guard config that loads.
+fn guard_form(text: &str) -> &'static str {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("guard.toml");
+    std::fs::write(&path, text).expect("write");
+    kube_failover::guard::config::GuardConfig::load(&path)
+        .expect("loads")
+        .form
+        .as_str()
 }
 
 fn deployments(docs: &[Value]) -> Vec<&Value> {
@@ -604,5 +621,171 @@ async fn guard_component_wraps_the_env0_agent_and_is_admitted() {
     })
     .await
     .expect_err("a Pod whose init container may escalate is refused");
+    assert!(rejected.to_string().contains("PodSecurity"), "{rejected}");
+}
+
+/// What the sidecar form's probes run: the guard's verdict, from the emptyDir.
+fn guard_check() -> Vec<Value> {
+    vec![
+        json!(GUARD_BIN),
+        json!("guard"),
+        json!("check"),
+        json!("--url"),
+        json!("http://127.0.0.1:9095/agent"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by ci/check-deploy.sh, which renders the guard component with kustomize"]
+async fn guard_sidecar_component_adds_a_guard_container_and_probes_and_is_admitted() {
+    let original = rendered("env0-agent.json");
+    let docs = rendered("guard-primary-sidecar.json");
+    let guarded = deployments(&docs);
+    assert_eq!(guarded.len(), 2, "the trigger and the proxy");
+    for doc in guarded {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let chart = by_name(&original, "Deployment", name);
+        let spec = &doc["spec"]["template"]["spec"];
+        let chart_agent = &chart["spec"]["template"]["spec"]["containers"][0];
+        let containers = spec["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 2, "{name}: the agent and the guard");
+        // The guard: after the agent's container, the image's entrypoint, its config,
+        // its identity, no port, restricted.
+        let guard = &containers[1];
+        assert_eq!(guard["name"], "kube-failover-guard", "{name}");
+        assert!(
+            guard["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("kube-failover:")
+        );
+        assert_eq!(
+            guard["command"],
+            Value::Null,
+            "{name}: the image's entrypoint"
+        );
+        assert_eq!(
+            guard["args"],
+            json!(["guard", "--config", GUARD_CONFIG]),
+            "{name}: no agent command (form = sidecar)"
+        );
+        assert_eq!(
+            guard["ports"],
+            Value::Null,
+            "{name}: no port on the Pod's IP"
+        );
+        assert_eq!(guard["env"][0]["name"], "POD_NAME");
+        assert_eq!(guard["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(guard["securityContext"]["readOnlyRootFilesystem"], true);
+        let cm_name = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "kube-failover-guard-config")
+            .expect("the config volume")["projected"]["sources"][0]["configMap"]["name"]
+            .as_str()
+            .unwrap();
+        let toml = by_name(&docs, "ConfigMap", cm_name)["data"]["guard.toml"]
+            .as_str()
+            .expect("guard.toml");
+        assert_eq!(load_guard_config(toml).as_deref(), Ok("primary"));
+        assert_eq!(guard_form(toml), "sidecar", "{name}");
+        assert_eq!(
+            spec["initContainers"][0]["args"],
+            json!(["guard", "install", GUARD_BIN])
+        );
+
+        // The agent: first, its command untouched, its probes asking the verdict.
+        let mut agent = containers[0].clone();
+        assert_eq!(
+            agent["name"], chart_agent["name"],
+            "{name}: the agent first"
+        );
+        assert_eq!(
+            agent["command"], chart_agent["command"],
+            "{name}: not wrapped"
+        );
+        assert_eq!(
+            agent["startupProbe"]["exec"]["command"],
+            Value::Array(guard_check())
+        );
+        let liveness = &agent["livenessProbe"];
+        match chart_agent["livenessProbe"]["exec"]["command"].as_array() {
+            // The chart's own probe runs after the check, its timing unchanged.
+            Some(own) => {
+                let mut want = guard_check();
+                want.push(json!("--"));
+                want.extend(own.iter().cloned());
+                assert_eq!(liveness["exec"]["command"], Value::Array(want), "{name}");
+                assert_eq!(
+                    liveness["periodSeconds"],
+                    chart_agent["livenessProbe"]["periodSeconds"]
+                );
+            }
+            None => {
+                assert_eq!(liveness["exec"]["command"], Value::Array(guard_check()));
+                assert_eq!(liveness["periodSeconds"], 5, "{name}");
+                assert_eq!(liveness["failureThreshold"], 2, "{name}");
+            }
+        }
+        // Nothing else of the agent's container changed but the binary's mount.
+        let a = agent.as_object_mut().unwrap();
+        a.remove("startupProbe");
+        a.remove("livenessProbe");
+        let mounts = a["volumeMounts"].as_array_mut().unwrap();
+        let i = mounts
+            .iter()
+            .position(|m| m["name"] == "kube-failover-guard-bin")
+            .expect("the binary's mount");
+        assert_eq!(mounts[i]["readOnly"], true);
+        mounts.remove(i);
+        if mounts.is_empty() {
+            a.remove("volumeMounts");
+        }
+        let mut chart_agent = chart_agent.clone();
+        chart_agent.as_object_mut().unwrap().remove("livenessProbe");
+        assert_eq!(agent, chart_agent, "{name}");
+    }
+
+    // Admitted under "restricted" on a real API server.
+    let cluster = Cluster::start_with(
+        ClusterSpec::new("guard-sidecar-deploy")
+            .namespace("testbed-agent")
+            .wait_ready(false),
+    )
+    .await
+    .expect("start a test-bed cluster");
+    let client = cluster.client();
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {
+            "name": AGENT_NS,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the agent namespace");
+    let mut docs = docs;
+    for doc in &mut docs {
+        doc["metadata"]["namespace"] = json!(AGENT_NS);
+    }
+    assert_eq!(apply_all(&client, &discovery, &docs).await, BTreeSet::new());
+    for doc in deployments(&docs) {
+        dry_run_pod(&client, doc, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{}: the Pod is refused: {e}", doc["metadata"]["name"]));
+    }
+    // The enforcement is live: the guard container allowed to escalate is refused.
+    let rejected = dry_run_pod(&client, deployments(&docs)[0], |pod| {
+        pod["spec"]["containers"][1]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
+    })
+    .await
+    .expect_err("a Pod whose guard container may escalate is refused");
     assert!(rejected.to_string().contains("PodSecurity"), "{rejected}");
 }

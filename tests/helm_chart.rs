@@ -655,8 +655,8 @@ fn charts_lint_render_their_values_and_refuse_bad_ones() {
     // The guard's config beside the agents: the ConfigMap and Secret the kustomize
     // component mounts (same names, same keys), a guard.toml the guard accepts.
     let component =
-        std::fs::read_to_string(repo().join("deploy/kubernetes/guard/component/pod.yaml"))
-            .expect("the component's pod.yaml");
+        std::fs::read_to_string(repo().join("deploy/kubernetes/guard/install/pod.yaml"))
+            .expect("the components' pod.yaml");
     for (name, key) in [
         ("kube-failover-guard", "guard.toml"),
         ("kube-failover-guard-standby", "kubeconfig"),

@@ -16,6 +16,7 @@ mod e2e_credentials;
 mod e2e_env0;
 mod e2e_event;
 mod e2e_guard;
+mod e2e_guard_sidecar;
 mod e2e_http2;
 mod e2e_image;
 mod e2e_lease_load;

@@ -391,9 +391,10 @@ fn guards(out: &mut String, guards: Option<&GuardsStatus>, now: f64) {
         };
         let _ = writeln!(
             out,
-            "            {} ({}) {} {}  standby epoch {epoch}  written {age}{}{}",
+            "            {} ({}{}) {} {}  standby epoch {epoch}  written {age}{}{}",
             b.identity,
             b.side,
+            if b.form == "sidecar" { ", sidecar" } else { "" },
             b.state,
             b.reason,
             if b.fresh { "" } else { "  STALE" },
@@ -638,6 +639,7 @@ mod tests {
                         identity: "standby-agent-0".into(),
                         side: Named::parse("standby"),
                         state: "stopped".into(),
+                        form: "wrapper".into(),
                         reason: "record_primary".into(),
                         standby_epoch: Some(3),
                         age_seconds: 2.0,

@@ -1,7 +1,7 @@
 //! `/status` for one group: built from the decision and the observation of a tick.
 
 use crate::engine::Decision;
-use crate::model::{FailoverRecord, GuardsObservation, Observation, Side};
+use crate::model::{FailoverRecord, GuardForm, GuardsObservation, Observation, Side};
 use crate::status::{
     DecisionStatus, GroupStatus, GuardHeartbeatStatus, GuardSideStatus, GuardsStatus, Named,
     RecordStatus, SignalStatus, StandbyStatus, StateCheckStatus,
@@ -136,7 +136,13 @@ fn guards_status(
             .map(|b| GuardHeartbeatStatus {
                 identity: b.identity.clone(),
                 side: Named::Known(b.side),
-                state: if b.running { "running" } else { "stopped" }.to_string(),
+                state: match (b.running, b.form) {
+                    (true, _) => "running",
+                    (false, GuardForm::Wrapper) => "stopped",
+                    (false, GuardForm::Sidecar) => "refusing",
+                }
+                .to_string(),
+                form: b.form.as_str().to_string(),
                 reason: b.reason.clone(),
                 standby_epoch: b.standby_epoch,
                 age_seconds: if b.age_seconds.is_finite() {

@@ -4,6 +4,7 @@
 
 use super::decide::GuardSide;
 use crate::config::{ClusterConfig, is_dns_label, is_dns_subdomain, printable};
+pub use crate::model::GuardForm;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,11 @@ pub struct GuardConfig {
     pub group: String,
     /// Which side's agent this guard runs beside.
     pub side: GuardSide,
+    /// `wrapper` (default): the agent's command follows `--` and runs as the guard's
+    /// child. `sidecar`: no command; the guard serves its verdict at `GET /agent` on
+    /// `listen` for the agent container's liveness probe (`kube-failover guard check`).
+    #[serde(default)]
+    pub form: GuardForm,
     /// Names this guard in its heartbeat Lease; default `$POD_NAME`, else the host name.
     #[serde(default)]
     pub identity: Option<String>,
@@ -247,6 +253,15 @@ impl GuardConfig {
         }
         if self.on_isolation == OnIsolation::Keep {
             return Ok(());
+        }
+        if self.form == GuardForm::Sidecar {
+            return Err(bad(
+                "on_isolation",
+                "\"stop\" needs form = \"wrapper\": a sidecar's refusal makes kubelet \
+                 kill the agent's container and restart it, so the daemon could not count \
+                 on the agent staying stopped while the guard is cut off"
+                    .into(),
+            ));
         }
         if self.side != GuardSide::Primary {
             return Err(bad(
@@ -486,6 +501,23 @@ namespace = "env0-agent"
         assert!(standby.starts_with("FILE: on_isolation: "), "{standby}");
         let typo = stop("on_isolation_ttl = \"5s\"").unwrap_err();
         assert!(typo.contains("on_isolation_ttl"), "{typo}");
+        let sidecar = stop(&format!("{three}\nform = \"sidecar\"")).unwrap_err();
+        assert!(
+            sidecar.starts_with("FILE: on_isolation: \"stop\" needs form = \"wrapper\""),
+            "{sidecar}"
+        );
+    }
+
+    #[test]
+    fn form_is_wrapper_unless_it_says_sidecar() {
+        assert_eq!(load(GOOD).unwrap().form, GuardForm::Wrapper);
+        let c = load(&format!("form = \"sidecar\"\n{GOOD}")).unwrap();
+        assert_eq!(c.form, GuardForm::Sidecar);
+        let bad = load(&format!("form = \"side-car\"\n{GOOD}")).unwrap_err();
+        assert!(
+            bad.starts_with("FILE: ") && bad.contains("form") && bad.contains("sidecar"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use super::decide::{GuardReason, GuardSide};
 use crate::kube_call::{CallError, bounded};
+use crate::model::GuardForm;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -16,8 +17,13 @@ use std::time::Duration;
 pub const GROUP_LABEL: &str = "kube-failover/guard";
 /// Label: the side the guard runs on.
 pub const SIDE_LABEL: &str = "kube-failover/guard-side";
-/// Annotation: `running` or `stopped`.
+/// Annotation: `running` or `stopped`; a sidecar guard (see [`FORM`]) says `running`
+/// while its verdict lets the agent run and `refusing` once it makes the agent's
+/// liveness probe fail (never `stopped`: kubelet restarts the agent's container).
 pub const STATE: &str = "kube-failover/guard-state";
+/// Annotation: the guard's form, `wrapper` or `sidecar` (absent: `wrapper`). The
+/// daemon never counts a sidecar's heartbeat as proof that the agent stopped.
+pub const FORM: &str = "kube-failover/guard-form";
 /// Annotation: the reason code of the state.
 pub const REASON: &str = "kube-failover/guard-reason";
 /// Annotation: the highest epoch seen with the standby active (absent: none).
@@ -58,6 +64,7 @@ pub struct Heartbeat {
     ttl: Duration,
     timeout: Duration,
     isolation: Option<(Duration, Duration)>,
+    form: GuardForm,
 }
 
 impl Heartbeat {
@@ -79,7 +86,14 @@ impl Heartbeat {
             ttl,
             timeout,
             isolation: None,
+            form: GuardForm::Wrapper,
         }
+    }
+
+    /// Says `form` in every write (default `wrapper`).
+    pub fn with_form(mut self, form: GuardForm) -> Self {
+        self.form = form;
+        self
     }
 
     /// Says `on_isolation = "stop"` with `isolation_ttl` and `stop_within` (see
@@ -107,8 +121,9 @@ impl Heartbeat {
         let mut annotations = BTreeMap::from([
             (
                 STATE.to_string(),
-                if beat.running { "running" } else { "stopped" }.to_string(),
+                state(beat.running, self.form).to_string(),
             ),
+            (FORM.to_string(), self.form.as_str().to_string()),
             (REASON.to_string(), beat.reason.as_str().to_string()),
             (SINCE.to_string(), beat.since.clone()),
         ]);
@@ -161,5 +176,27 @@ impl Heartbeat {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// The [`STATE`] a guard of `form` writes.
+fn state(running: bool, form: GuardForm) -> &'static str {
+    match (running, form) {
+        (true, _) => "running",
+        (false, GuardForm::Wrapper) => "stopped",
+        (false, GuardForm::Sidecar) => "refusing",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sidecar_never_says_stopped() {
+        assert_eq!(state(false, GuardForm::Wrapper), "stopped");
+        assert_eq!(state(false, GuardForm::Sidecar), "refusing");
+        assert_eq!(state(true, GuardForm::Sidecar), "running");
+        assert_eq!(state(true, GuardForm::Wrapper), "running");
     }
 }

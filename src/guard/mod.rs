@@ -9,19 +9,29 @@
 //! record that cannot be read never stops or starts anything. The agent exiting by
 //! itself ends the guard with the agent's exit code, so its supervisor restarts both
 //! as it would restart the agent alone.
+//!
+//! With `form = "sidecar"` the guard starts nothing: it runs in a container of its own
+//! beside the agent's and serves its verdict at `GET /agent` (200 while the agent may
+//! run, 503 with the reason once it must stop), which the agent container's liveness
+//! probe asks through `kube-failover guard check`. A refusal makes kubelet kill the
+//! agent's container, and kubelet restarts it (with back-off), so the agent runs again
+//! briefly after each restart: its heartbeat says `refusing`, never `stopped`, and the
+//! daemon never counts it as a fence.
 
 pub mod agent;
+pub mod check;
 pub mod config;
 pub mod decide;
 pub mod heartbeat;
 pub mod install;
 pub mod isolation;
 mod serve;
+pub mod verdict;
 
 use crate::cluster::{ClientOptions, client_for_with};
 use crate::record::now_stamp;
 use agent::{Agent, Stopped};
-use config::{GuardConfig, OnIsolation};
+use config::{GuardConfig, GuardForm, OnIsolation};
 use decide::{GuardReason, GuardSide, Judge, Reading, Want};
 use heartbeat::{Beat, Heartbeat};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -31,6 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
+use verdict::Verdict;
 
 /// Why the guard stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +51,11 @@ pub enum GuardError {
         "no agent command: give it after `--`, e.g. `kube-failover guard --config guard.toml -- /agent/run`"
     )]
     NoCommand,
+    /// `form = "sidecar"` with an agent command: a sidecar starts nothing.
+    #[error(
+        "form = \"sidecar\" runs no agent: drop the command after `--`, or set form = \"wrapper\""
+    )]
+    CommandInSidecar,
     /// The standby client could not be built (kubeconfig, context, credentials files).
     #[error("the standby cluster's client")]
     Client(#[source] crate::cluster::ClusterError),
@@ -91,10 +107,11 @@ pub struct GuardMetrics {
     isolated: IntGauge,
     vouches: IntGauge,
     answers: IntCounterVec,
+    verdicts: IntCounterVec,
 }
 
 impl GuardMetrics {
-    fn new(group: &str, side: GuardSide) -> Self {
+    fn new(group: &str, side: GuardSide, form: GuardForm) -> Self {
         let registry = Registry::new_custom(
             None,
             Some(
@@ -117,11 +134,35 @@ impl GuardMetrics {
             let _ = registry.register(Box::new(c.clone()));
             c
         };
-        GuardMetrics {
-            running: gauge(
+        // A sidecar runs no agent: it says whether its verdict lets the agent run, and
+        // counts the probes that asked (none: the agent's probe is not set up).
+        let verdicts = IntCounterVec::new(
+            Opts::new(
+                "kube_failover_guard_verdict_requests_total",
+                "Requests for the sidecar guard's verdict (GET /agent) by answer (allowed, refused)",
+            ),
+            &["answer"],
+        )
+        .unwrap_or_else(|_| unreachable!("valid metric"));
+        let running = match form {
+            GuardForm::Wrapper => gauge(
                 "kube_failover_guard_agent_running",
                 "1 while the guard's agent process runs",
             ),
+            GuardForm::Sidecar => {
+                let _ = registry.register(Box::new(verdicts.clone()));
+                for answer in ["allowed", "refused"] {
+                    verdicts.with_label_values(&[answer]);
+                }
+                gauge(
+                    "kube_failover_guard_agent_allowed",
+                    "1 while the sidecar guard's verdict (GET /agent) lets the agent run",
+                )
+            }
+        };
+        GuardMetrics {
+            running,
+            verdicts,
             standby_epoch: gauge(
                 "kube_failover_guard_standby_epoch",
                 "The highest record epoch the guard saw with the standby active (0: none)",
@@ -170,6 +211,37 @@ impl GuardMetrics {
     }
 }
 
+/// What the guard keeps running or stopped: its child process, or (a sidecar) the
+/// verdict the agent's liveness probe asks for.
+enum Subject {
+    Child(Box<Agent>),
+    Verdict(Arc<Verdict>),
+}
+
+impl Subject {
+    fn running(&self) -> bool {
+        match self {
+            Subject::Child(a) => a.running(),
+            Subject::Verdict(v) => v.allowed(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Subject::Child(a) => a.program(),
+            Subject::Verdict(_) => "the sidecar's verdict (GET /agent)".to_string(),
+        }
+    }
+
+    /// The agent's own exit; never for a sidecar.
+    async fn wait(&mut self) -> ExitStatus {
+        match self {
+            Subject::Child(a) => a.wait().await,
+            Subject::Verdict(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// What `/healthz` reads: when the loop last finished a turn.
 #[derive(Default)]
 pub struct Progress {
@@ -197,7 +269,17 @@ impl Progress {
 
 /// Runs the guard until SIGTERM/SIGINT or the agent's own exit.
 pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, GuardError> {
-    let mut agent = Agent::new(command).ok_or(GuardError::NoCommand)?;
+    let mut agent = match config.form {
+        GuardForm::Wrapper => {
+            Subject::Child(Box::new(Agent::new(command).ok_or(GuardError::NoCommand)?))
+        }
+        GuardForm::Sidecar if !command.is_empty() => return Err(GuardError::CommandInSidecar),
+        GuardForm::Sidecar => Subject::Verdict(Arc::new(Verdict::default())),
+    };
+    let verdict = match &agent {
+        Subject::Verdict(v) => Some(v.clone()),
+        Subject::Child(_) => None,
+    };
     crate::tls::install_provider();
     let options = ClientOptions::for_call_timeout(config.timeout);
     let client = client_for_with(&config.standby, "standby", options)
@@ -205,7 +287,7 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         .map_err(GuardError::Client)?;
     let side = config.side;
     let identity = config.identity();
-    let metrics = GuardMetrics::new(&config.group, side);
+    let metrics = GuardMetrics::new(&config.group, side, config.form);
     let progress = Arc::new(Progress {
         started: Some(Instant::now()),
         last_turn_ms: AtomicU64::new(0),
@@ -218,9 +300,12 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         })?;
     tokio::spawn(serve::serve(
         listener,
-        metrics.clone(),
-        progress.clone(),
-        config.interval * 3 + config.timeout,
+        serve::Admin {
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            stall: config.interval * 3 + config.timeout,
+            verdict,
+        },
     ));
     let heartbeat = Heartbeat::new(
         client.clone(),
@@ -229,7 +314,8 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         identity.clone(),
         (&config.group, side),
         (config.heartbeat_every * 3, config.timeout),
-    );
+    )
+    .with_form(config.form);
     let stop_on_isolation = config.on_isolation == OnIsolation::Stop;
     let heartbeat = if stop_on_isolation {
         heartbeat.with_isolation(config.isolation_ttl, config.stop_within())
@@ -259,7 +345,8 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         group = %config.group,
         side = side.as_str(),
         identity = %identity,
-        agent = %agent.program(),
+        form = config.form.as_str(),
+        agent = %agent.describe(),
         heartbeat = %heartbeat.name(),
         remembered_standby_epoch = remembered,
         on_isolation = if stop_on_isolation { "stop" } else { "keep" },
@@ -289,9 +376,13 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 return Ok(Ended::AgentExited(status));
             }
             _ = async { tokio::select! { _ = sigterm.recv() => {}, _ = sigint.recv() => {} } } => {
-                let how = agent.stop(config.stop_grace).await;
-                metrics.running.set(0);
-                info!(stop = ?how, "guard stopping: SIGTERM or SIGINT");
+                if let Subject::Child(child) = &mut agent {
+                    let how = child.stop(config.stop_grace).await;
+                    metrics.running.set(0);
+                    info!(stop = ?how, "guard stopping: SIGTERM or SIGINT");
+                } else {
+                    info!("guard stopping: SIGTERM or SIGINT");
+                }
                 return Ok(Ended::Signalled);
             }
         }
@@ -374,19 +465,24 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         {
             (want, reason) = (Want::Run, GuardReason::RecordUnreadable);
         }
-        let changed = match (want, agent.running()) {
-            (Want::Stop, true) => {
+        let why_run = match reason {
+            GuardReason::Vouched => "enough daemons vouch for the primary",
+            GuardReason::RecordUnreadable => "the record stays unreadable and the agent never ran",
+            _ => "the record says this side is active",
+        };
+        let why_stop = if reason == GuardReason::Isolated {
+            "the record cannot be read and too few daemons vouch for the primary"
+        } else {
+            "the record says the other side is active"
+        };
+        let changed = match (want, &mut agent) {
+            (Want::Stop, Subject::Child(child)) if child.running() => {
                 warn!(
                     reason = reason.as_str(),
                     epoch = judge.standby_epoch(),
-                    "stopping the agent: {}",
-                    if reason == GuardReason::Isolated {
-                        "the record cannot be read and too few daemons vouch for the primary"
-                    } else {
-                        "the record says the other side is active"
-                    }
+                    "stopping the agent: {why_stop}"
                 );
-                let how = agent.stop(config.stop_grace).await;
+                let how = child.stop(config.stop_grace).await;
                 metrics
                     .changes
                     .with_label_values(&["stop", reason.as_str()])
@@ -394,27 +490,49 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
                 info!(stop = ?how, killed = how == Stopped::Killed, "agent stopped");
                 true
             }
-            (Want::Run, false) => {
-                let pid = agent.start().map_err(|source| GuardError::Start {
-                    program: agent.program(),
+            (Want::Run, Subject::Child(child)) if !child.running() => {
+                let pid = child.start().map_err(|source| GuardError::Start {
+                    program: child.program(),
                     source,
                 })?;
                 metrics
                     .changes
                     .with_label_values(&["start", reason.as_str()])
                     .inc();
-                info!(
-                    pid,
-                    reason = reason.as_str(),
-                    "agent started: {}",
-                    match reason {
-                        GuardReason::Vouched => "enough daemons vouch for the primary",
-                        GuardReason::RecordUnreadable =>
-                            "the record stays unreadable and the agent never ran",
-                        _ => "the record says this side is active",
-                    }
-                );
+                info!(pid, reason = reason.as_str(), "agent started: {why_run}");
                 true
+            }
+            (Want::Stop, Subject::Verdict(v)) => {
+                let was_allowed = v.allowed();
+                v.refuse(reason, judge.standby_epoch());
+                if was_allowed {
+                    metrics
+                        .changes
+                        .with_label_values(&["refuse", reason.as_str()])
+                        .inc();
+                    warn!(
+                        reason = reason.as_str(),
+                        epoch = judge.standby_epoch(),
+                        "refusing the agent (GET /agent answers 503: its liveness probe fails and \
+                         kubelet kills its container): {why_stop}"
+                    );
+                }
+                was_allowed
+            }
+            (Want::Run, Subject::Verdict(v)) => {
+                let was_allowed = v.allowed();
+                v.allow(reason);
+                if !was_allowed {
+                    metrics
+                        .changes
+                        .with_label_values(&["allow", reason.as_str()])
+                        .inc();
+                    info!(
+                        reason = reason.as_str(),
+                        "allowing the agent (GET /agent answers 200): {why_run}"
+                    );
+                }
+                !was_allowed
             }
             _ => false,
         };

@@ -6,9 +6,10 @@
 
 use crate::config::GroupConfig;
 use crate::guard::heartbeat::{
-    GROUP_LABEL, ISOLATION_TTL, ON_ISOLATION, REASON, SIDE_LABEL, STANDBY_EPOCH, STATE, STOP_WITHIN,
+    FORM, GROUP_LABEL, ISOLATION_TTL, ON_ISOLATION, REASON, SIDE_LABEL, STANDBY_EPOCH, STATE,
+    STOP_WITHIN,
 };
-use crate::model::{GuardBeat, GuardsObservation, ProbeOutcome, ProbeReason, Side};
+use crate::model::{GuardBeat, GuardForm, GuardsObservation, ProbeOutcome, ProbeReason, Side};
 use crate::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::Lease;
 use std::time::Duration;
@@ -63,6 +64,16 @@ fn beat(lease: &Lease, now_unix: f64) -> Option<GuardBeat> {
         _ => return None,
     };
     let annotations = meta.annotations.clone().unwrap_or_default();
+    let state = annotations.get(STATE).map(String::as_str);
+    // A sidecar's heartbeat, or one that says `refusing` (only a sidecar does): never
+    // proof of a stop, and never waited for as a stop-mode guard.
+    let form = if annotations.get(FORM).map(String::as_str) == Some("sidecar")
+        || state == Some("refusing")
+    {
+        GuardForm::Sidecar
+    } else {
+        GuardForm::Wrapper
+    };
     let spec = lease.spec.clone().unwrap_or_default();
     let renewed = spec
         .renew_time
@@ -78,16 +89,17 @@ fn beat(lease: &Lease, now_unix: f64) -> Option<GuardBeat> {
             .or_else(|| meta.name.clone())
             .unwrap_or_default(),
         side,
-        running: annotations.get(STATE).map(String::as_str) == Some("running"),
+        running: state == Some("running"),
         standby_epoch: annotations.get(STANDBY_EPOCH).and_then(|e| e.parse().ok()),
         reason: annotations.get(REASON).cloned().unwrap_or_default(),
         age_seconds,
         ttl_seconds,
-        isolation_ttl_seconds: isolation_ttl(&annotations),
+        isolation_ttl_seconds: isolation_ttl(&annotations).filter(|_| form == GuardForm::Wrapper),
         stop_within_seconds: annotations
             .get(STOP_WITHIN)
             .and_then(|d| humantime::parse_duration(d).ok())
             .map_or(0.0, |d| d.as_secs_f64()),
+        form,
     })
 }
 
@@ -197,6 +209,40 @@ mod tests {
             beat(&l, 1001.0).expect("a heartbeat").isolation_ttl_seconds,
             None
         );
+    }
+
+    #[test]
+    fn a_sidecar_heartbeat_says_its_form_and_never_its_isolation_ttl() {
+        let mut l = lease("primary", Some("refusing"), Some("3"), Some(1000));
+        let b = beat(&l, 1001.0).expect("a heartbeat");
+        assert_eq!(
+            b.form,
+            GuardForm::Sidecar,
+            "refusing: only a sidecar says it"
+        );
+        assert!(!b.running && !b.proves_stop_at(3));
+        let a = l.metadata.annotations.as_mut().expect("annotations");
+        a.insert(STATE.to_string(), "running".to_string());
+        a.insert(FORM.to_string(), "sidecar".to_string());
+        a.insert(ON_ISOLATION.to_string(), "stop".to_string());
+        a.insert(ISOLATION_TTL.to_string(), "10s".to_string());
+        let b = beat(&l, 1001.0).expect("a heartbeat");
+        assert_eq!((b.form, b.running), (GuardForm::Sidecar, true));
+        assert_eq!(
+            b.isolation_ttl_seconds, None,
+            "a sidecar is no stop-mode guard"
+        );
+        let stopped = beat(
+            &lease("primary", Some("stopped"), Some("3"), Some(1000)),
+            1001.0,
+        )
+        .expect("a heartbeat");
+        assert_eq!(
+            stopped.form,
+            GuardForm::Wrapper,
+            "no form annotation: a wrapper"
+        );
+        assert!(stopped.proves_stop_at(3));
     }
 
     #[test]

@@ -589,12 +589,50 @@ pub struct GuardBeat {
     /// gone: one interval, its bounded calls and `stop_grace` (0 when not said).
     #[serde(default)]
     pub stop_within_seconds: f64,
+    /// How the guard keeps its agent stopped: as its parent process (`wrapper`), or as
+    /// a sidecar whose verdict the agent's liveness probe asks (`sidecar`).
+    #[serde(default)]
+    pub form: GuardForm,
+}
+
+/// How a guard runs beside its agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardForm {
+    /// The agent's parent process: a stop is a stop (SIGTERM, then SIGKILL), and the
+    /// agent stays stopped.
+    #[default]
+    Wrapper,
+    /// A sidecar the agent's liveness probe asks: a refusal makes kubelet kill the
+    /// agent's container, which it then restarts (with back-off), so the agent runs
+    /// again briefly after each restart. Its heartbeat never proves a stop.
+    Sidecar,
+}
+
+impl GuardForm {
+    /// The config, annotation and label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardForm::Wrapper => "wrapper",
+            GuardForm::Sidecar => "sidecar",
+        }
+    }
 }
 
 impl GuardBeat {
     /// Written recently enough to count.
     pub fn fresh(&self) -> bool {
         self.age_seconds <= self.ttl_seconds
+    }
+
+    /// This heartbeat proves the agent beside it stopped for the promotion at `epoch`:
+    /// fresh, not running, at that epoch or later, and written by a wrapper (a
+    /// sidecar's refusal is no stop: kubelet restarts the agent's container).
+    pub fn proves_stop_at(&self, epoch: u64) -> bool {
+        self.form == GuardForm::Wrapper
+            && self.fresh()
+            && !self.running
+            && self.standby_epoch.is_some_and(|e| e >= epoch)
     }
 
     /// For a guard with `on_isolation = "stop"`: how long after the `promoting` record
@@ -667,18 +705,20 @@ impl GuardsObservation {
 
     /// The primary's agents are proven stopped for the promotion at `epoch`: the
     /// heartbeats could be read, at least `expected_primary` (and at least one) fresh
-    /// primary guards say `stopped` at that epoch or later, and no fresh one says
-    /// `running`. A stale heartbeat proves nothing either way.
+    /// primary wrapper guards say `stopped` at that epoch or later, and no fresh one
+    /// says `running` or is a sidecar (an agent beside a sidecar guard is restarted by
+    /// kubelet after each kill, so it is never proven stopped). A stale heartbeat
+    /// proves nothing either way.
     pub fn primary_stopped_at(&self, epoch: u64) -> bool {
         if self.expected_primary == 0 || self.beats.is_err() {
             return false;
         }
         let mut stopped = 0u32;
         for beat in self.fresh(Side::Primary) {
-            if beat.running {
+            if beat.running || beat.form == GuardForm::Sidecar {
                 return false;
             }
-            if beat.standby_epoch.is_some_and(|e| e >= epoch) {
+            if beat.proves_stop_at(epoch) {
                 stopped += 1;
             }
         }

@@ -731,7 +731,7 @@ impl Engine {
         beats
             .iter()
             .filter(|b| b.side == Side::Primary)
-            .filter(|b| !(b.fresh() && !b.running && b.standby_epoch.is_some_and(|e| e >= epoch)))
+            .filter(|b| !b.proves_stop_at(epoch))
             .filter_map(GuardBeat::isolation_bound)
             .max()
     }

@@ -1239,6 +1239,7 @@ fn primary_guard(identity: &str, running: bool, epoch: Option<u64>, age: f64) ->
         ttl_seconds: 15.0,
         isolation_ttl_seconds: None,
         stop_within_seconds: 0.0,
+        form: GuardForm::Wrapper,
     }
 }
 
@@ -1293,6 +1294,64 @@ fn guards_that_stopped_the_primary_agents_fence_it_while_its_api_is_dead() {
     sim.run(2);
     assert_eq!(sim.world.primary_desired, 0);
     assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Guard), "kept");
+}
+
+#[test]
+fn invariant10_sidecar_guards_never_fence_even_when_every_one_refuses_at_the_epoch() {
+    // A sidecar guard's refusal makes kubelet kill the agent's container, which it then
+    // restarts: the agent runs again until the next failed probe. Its heartbeat is no
+    // proof of a stop, alone or beside wrapper guards that did stop.
+    let sidecar = |identity: &str| GuardBeat {
+        form: GuardForm::Sidecar,
+        ..primary_guard(identity, false, Some(1), 0.5)
+    };
+    for beats in [
+        vec![sidecar("trigger-0"), sidecar("proxy-0")],
+        vec![
+            primary_guard("trigger-0", false, Some(1), 0.5),
+            sidecar("proxy-0"),
+        ],
+        vec![
+            primary_guard("trigger-0", false, Some(1), 0.5),
+            primary_guard("proxy-0", false, Some(1), 0.5),
+            sidecar("proxy-1"),
+        ],
+    ] {
+        let mut sim = Sim::warmed_up();
+        sim.world.guards = guards(2, vec![]);
+        sim.world.primary_down();
+        sim.run(5);
+        assert_eq!(sim.state(), GroupState::Promoted, "the promotion is done");
+        sim.world.guards = guards(2, beats.clone());
+        assert!(
+            sim.world
+                .guards
+                .as_ref()
+                .is_some_and(|g| g.fresh(Side::Primary).count() >= 2)
+        );
+        sim.run(5);
+        assert_eq!(sim.world.record.fenced_at, None, "{beats:?}");
+        assert!(
+            sim.log
+                .iter()
+                .all(|d| !d.reasons.contains(&ReasonCode::PrimaryStoppedByGuards)),
+            "{beats:?}"
+        );
+    }
+    // The control: the same two beats from wrappers fence it.
+    let mut sim = Sim::warmed_up();
+    sim.world.guards = guards(2, vec![]);
+    sim.world.primary_down();
+    sim.run(5);
+    sim.world.guards = guards(
+        2,
+        vec![
+            primary_guard("trigger-0", false, Some(1), 0.5),
+            primary_guard("proxy-0", false, Some(1), 0.5),
+        ],
+    );
+    sim.tick();
+    assert_eq!(sim.world.record.fenced_by, Some(FencedBy::Guard));
 }
 
 #[test]
@@ -2484,6 +2543,7 @@ fn stop_guard(identity: &str, running: bool, epoch: Option<u64>, age: f64) -> Gu
     GuardBeat {
         isolation_ttl_seconds: Some(10.0),
         stop_within_seconds: 3.0,
+        form: GuardForm::Wrapper,
         reason: if running { "side_active" } else { "isolated" }.into(),
         ..primary_guard(identity, running, epoch, age)
     }
