@@ -112,24 +112,23 @@ pub struct GuardMetrics {
 
 impl GuardMetrics {
     fn new(group: &str, side: GuardSide, form: GuardForm) -> Self {
-        let registry = Registry::new_custom(
-            None,
-            Some(
-                [
-                    ("group".to_string(), group.to_string()),
-                    ("side".to_string(), side.as_str().to_string()),
-                ]
-                .into(),
-            ),
-        )
-        .unwrap_or_default();
+        // Every metric carries group and side as its own labels (sorted with the others
+        // when written), not as the registry's common labels, which are appended in a
+        // hash map's order that changes from one process to the next.
+        let registry = Registry::new();
+        let opts = |name: &str, help: &str| {
+            Opts::new(name, help)
+                .const_label("group", group)
+                .const_label("side", side.as_str())
+        };
         let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable!("valid metric"));
+            let g = IntGauge::with_opts(opts(name, help))
+                .unwrap_or_else(|_| unreachable!("valid metric"));
             let _ = registry.register(Box::new(g.clone()));
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
+            let c = IntCounterVec::new(opts(name, help), labels)
                 .unwrap_or_else(|_| unreachable!("valid metric"));
             let _ = registry.register(Box::new(c.clone()));
             c
@@ -137,7 +136,7 @@ impl GuardMetrics {
         // A sidecar runs no agent: it says whether its verdict lets the agent run, and
         // counts the probes that asked (none: the agent's probe is not set up).
         let verdicts = IntCounterVec::new(
-            Opts::new(
+            opts(
                 "kube_failover_guard_verdict_requests_total",
                 "Requests for the sidecar guard's verdict (GET /agent) by answer (allowed, refused)",
             ),
