@@ -11,11 +11,13 @@
 //! How a watch is kept, and what it costs (one namespace per group is the usual shape, so
 //! a cluster holds hundreds of watches):
 //! - a watch lasts: each request asks the API server to end it after a time drawn
-//!   between `daemon.watch_timeout` (4 minutes by default) and a fifth more, at most
-//!   [`WATCH_TIMEOUT_MAX_SECS`] (so the watches of a cluster do not end together) and
-//!   asks for bookmarks, which an idle watch receives about once a minute; it is then
-//!   resumed from its last resourceVersion: one cheap request per watch every four to
-//!   five minutes by default, and no list;
+//!   between `daemon.watch_timeout` and a fifth more (so the watches of a cluster do not
+//!   end together) and asks for bookmarks, which an idle watch receives about once a
+//!   minute; it is then resumed from its last resourceVersion, without a list. Unset,
+//!   that time is 30 minutes while the cluster's watch connections speak HTTP/2 (each
+//!   connection is PINGed, so how long a watch lasts plays no part in noticing a dead
+//!   one: one request per watch every 30 to 36 minutes) and 4 minutes over HTTP/1.1
+//!   ([`WatchTimeout`]);
 //! - a list is made only at the start and when a resumed watch is told its
 //!   resourceVersion is too old (410 Gone), never to prove anything;
 //! - a stopped or restarted API server closes the connection: the watch's stream ends,
@@ -59,9 +61,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, warn};
-
-/// Greatest server-side bound on one watch request (kube accepts less than 295 s).
-pub const WATCH_TIMEOUT_MAX_SECS: u32 = 290;
 
 /// First delay before a failed list or watch is tried again; doubles (with jitter) up to
 /// the cap.
@@ -652,12 +651,38 @@ fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
     }
 }
 
+/// How long a cluster's watch requests last before the API server ends them: the least
+/// of the time drawn for one request (see [`watch_seconds`]).
+#[derive(Debug, Clone, Default)]
+pub struct WatchTimeout {
+    /// `daemon.watch_timeout`: when set, every watch request lasts this, whatever the
+    /// protocol.
+    pub configured: Option<Duration>,
+    /// Whether the last answer to the cluster's watch client came over HTTP/2 (set by
+    /// the client itself, see `crate::clusters`): its connections are PINGed then.
+    pub http2: Arc<AtomicBool>,
+}
+
+impl WatchTimeout {
+    /// The least time the next watch request lasts: the configured one, or
+    /// [`crate::config::DEFAULT_WATCH_TIMEOUT`] over HTTP/2 and
+    /// [`crate::config::DEFAULT_WATCH_TIMEOUT_HTTP1`] otherwise (before any answer too).
+    pub fn least(&self) -> Duration {
+        self.configured
+            .unwrap_or(if self.http2.load(Ordering::Relaxed) {
+                crate::config::DEFAULT_WATCH_TIMEOUT
+            } else {
+                crate::config::DEFAULT_WATCH_TIMEOUT_HTTP1
+            })
+    }
+}
+
 /// What the stores of one cluster share to keep their watches: bounds, the cluster's
 /// reachability and a limit on requests in flight.
 #[derive(Clone)]
 pub struct Upkeep {
-    /// The least time each watch request lasts (see the module documentation).
-    pub watch_timeout: Duration,
+    /// How long each watch request lasts (see the module documentation).
+    pub watch_timeout: WatchTimeout,
     /// Bound on one list page and on the answer to a watch request.
     pub start_timeout: Duration,
     /// Longest delay between two attempts while failures repeat.
@@ -849,7 +874,7 @@ where
     S: Sink<K>,
 {
     // Bookmarks are on by default.
-    let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout));
+    let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout.least()));
     params.label_selector = selection.labels.clone();
     params.field_selector = selection.fields.clone();
     let started = Instant::now();
@@ -921,13 +946,15 @@ where
     }
 }
 
-/// A watch request's `timeoutSeconds`: between `least` and a fifth more, within 1 s and
-/// [`WATCH_TIMEOUT_MAX_SECS`].
+/// A watch request's `timeoutSeconds`: between `least` (at least 1 s) and a fifth more,
+/// drawn so that watches started together do not end together. kube-apiserver ends a
+/// watch after what the request asks, however long, and sends its bookmarks about once
+/// a minute meanwhile.
 fn watch_seconds(least: Duration) -> u32 {
     let lo = u32::try_from(least.as_secs())
-        .unwrap_or(u32::MAX)
-        .clamp(1, WATCH_TIMEOUT_MAX_SECS);
-    let hi = (lo + lo / 5).min(WATCH_TIMEOUT_MAX_SECS);
+        .unwrap_or(u32::MAX / 2)
+        .max(1);
+    let hi = lo.saturating_add(lo / 5);
     fastrand::u32(lo..=hi)
 }
 
@@ -1095,14 +1122,28 @@ mod tests {
     }
 
     #[test]
-    fn watch_requests_last_between_the_timeout_and_a_fifth_more_within_kubes_limit() {
+    fn watch_requests_last_between_the_timeout_and_a_fifth_more() {
         for _ in 0..200 {
             assert!((240..=288).contains(&watch_seconds(Duration::from_secs(240))));
             assert!((5..=6).contains(&watch_seconds(Duration::from_secs(5))));
-            assert!((280..=290).contains(&watch_seconds(Duration::from_secs(280))));
+            assert!((1_800..=2_160).contains(&watch_seconds(Duration::from_secs(1_800))));
         }
         assert_eq!(watch_seconds(Duration::from_millis(10)), 1);
-        assert_eq!(watch_seconds(Duration::from_secs(3_600)), 290);
+    }
+
+    #[test]
+    fn watches_last_thirty_minutes_over_http2_four_over_http1_or_what_is_configured() {
+        let t = WatchTimeout::default();
+        assert_eq!(t.least(), Duration::from_secs(240), "before any answer");
+        t.http2.store(true, Ordering::Relaxed);
+        assert_eq!(t.least(), Duration::from_secs(1_800));
+        t.http2.store(false, Ordering::Relaxed);
+        assert_eq!(t.least(), Duration::from_secs(240));
+        let set = WatchTimeout {
+            configured: Some(Duration::from_secs(5)),
+            http2: Arc::new(AtomicBool::new(true)),
+        };
+        assert_eq!(set.least(), Duration::from_secs(5));
     }
 
     #[test]
