@@ -22,7 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -43,7 +43,7 @@ pub struct Clusters {
     options: ClientOptions,
     interval: Duration,
     timeout: Duration,
-    watch_timeout: Duration,
+    watch_timeout: Option<Duration>,
     watch_scope: WatchScope,
     epoch: Instant,
 }
@@ -51,13 +51,14 @@ pub struct Clusters {
 impl Clusters {
     /// An empty set; clients get `options`, `/readyz` is bounded by `timeout` and asked
     /// at most once per `interval` per cluster; each watch request lasts at least
-    /// `watch_timeout`; Deployments, Pods and ConfigMaps are watched per namespace or
+    /// `watch_timeout` (unset: by protocol, see [`watch_cache::WatchTimeout`]);
+    /// Deployments, Pods and ConfigMaps are watched per namespace or
     /// across the cluster as `watch_scope` says.
     pub fn new(
         options: ClientOptions,
         interval: Duration,
         timeout: Duration,
-        watch_timeout: Duration,
+        watch_timeout: Option<Duration>,
         watch_scope: WatchScope,
     ) -> Self {
         Clusters {
@@ -87,6 +88,18 @@ impl Clusters {
         // outlasts the bookmarks' spacing, with the same credentials.
         let watch_client =
             cluster::client_for_with(cluster, role, self.options.clone().for_watches()).await?;
+        let watch_timeout = watch_cache::WatchTimeout {
+            configured: self.watch_timeout,
+            http2: Arc::new(AtomicBool::new(false)),
+        };
+        let namespace = watch_client.default_namespace().to_string();
+        let watch_client = kube::Client::new(
+            NotesHttp2 {
+                client: watch_client,
+                http2: watch_timeout.http2.clone(),
+            },
+            namespace,
+        );
         let handle = Arc::new(ClusterHandle {
             client,
             watch_client,
@@ -98,7 +111,7 @@ impl Clusters {
             watch_starts: Arc::new(Semaphore::new(WATCH_STARTS_IN_FLIGHT)),
             interval: self.interval,
             timeout: self.timeout,
-            watch_timeout: self.watch_timeout,
+            watch_timeout,
             watch_scope: self.watch_scope,
             readyz: Mutex::new(Readyz {
                 anchor: self.epoch,
@@ -215,7 +228,7 @@ fn slot_start(anchor: Instant, interval: Duration, now: Instant) -> Instant {
 pub struct ClusterHandle {
     client: kube::Client,
     /// The same credentials, for watches (a longer read timeout); its first connection
-    /// pool.
+    /// pool. It notes whether its answers come over HTTP/2 ([`NotesHttp2`]).
     watch_client: kube::Client,
     /// With HTTP/2: the watches are spread over connection pools of at most
     /// [`WATCHES_PER_CONNECTION`].
@@ -232,7 +245,8 @@ pub struct ClusterHandle {
     watch_starts: Arc<Semaphore>,
     interval: Duration,
     timeout: Duration,
-    watch_timeout: Duration,
+    /// How long watch requests last, by protocol.
+    watch_timeout: watch_cache::WatchTimeout,
     watch_scope: WatchScope,
     readyz: Mutex<Readyz>,
     /// Tells the slot task that the slots moved.
@@ -447,7 +461,7 @@ impl ClusterHandle {
     /// a backoff growing to ten intervals.
     fn upkeep(&self) -> watch_cache::Upkeep {
         watch_cache::Upkeep {
-            watch_timeout: self.watch_timeout,
+            watch_timeout: self.watch_timeout.clone(),
             start_timeout: self.timeout.max(Duration::from_secs(10)),
             max_backoff: (self.interval * 10)
                 .clamp(Duration::from_secs(2), Duration::from_secs(60)),
@@ -656,6 +670,42 @@ impl ClusterHandle {
     }
 }
 
+/// Sends each request through `client` and notes whether its answer came over HTTP/2
+/// (the API server and whatever stands between may or may not speak it): the watches'
+/// length follows ([`watch_cache::WatchTimeout`]).
+#[derive(Clone)]
+struct NotesHttp2 {
+    client: kube::Client,
+    http2: Arc<AtomicBool>,
+}
+
+impl tower_service::Service<http::Request<kube::client::Body>> for NotesHttp2 {
+    type Response = KubeResponse;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<KubeResponse, kube::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), kube::Error>> {
+        // The inner client has its own buffer and readiness.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let client = self.client.clone();
+        let http2 = self.http2.clone();
+        Box::pin(async move {
+            let response = client.send(request).await?;
+            http2.store(
+                response.version() == http::Version::HTTP_2,
+                Ordering::Relaxed,
+            );
+            Ok(response)
+        })
+    }
+}
+
 /// Sends each request through `client` in connection pool `pool`.
 #[derive(Clone)]
 struct InPool {
@@ -755,6 +805,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_watch_client_notes_whether_its_last_answer_came_over_http2() {
+        let answer_in = Arc::new(Mutex::new(http::Version::HTTP_2));
+        let version = answer_in.clone();
+        let api = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+            let mut response =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from("{}")));
+            *response.version_mut() = *version.lock().unwrap();
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        let http2 = Arc::new(AtomicBool::new(false));
+        let client = kube::Client::new(
+            NotesHttp2 {
+                client: kube::Client::new(api, "default"),
+                http2: http2.clone(),
+            },
+            "default",
+        );
+        let get = || client.request_text(http::Request::get("/readyz").body(Vec::new()).unwrap());
+        get().await.unwrap();
+        assert!(http2.load(Ordering::Relaxed), "an answer over HTTP/2");
+        *answer_in.lock().unwrap() = http::Version::HTTP_11;
+        get().await.unwrap();
+        assert!(!http2.load(Ordering::Relaxed), "an answer over HTTP/1.1");
+    }
+
     /// An API that answers every request at once and records the connection pool it
     /// was sent through.
     #[derive(Clone)]
@@ -786,7 +862,7 @@ mod tests {
             ClientOptions::default().with_http2(http2),
             Duration::from_secs(1),
             Duration::from_millis(500),
-            Duration::from_secs(240),
+            None,
             WatchScope::Namespaces,
         );
         let handle = clusters
@@ -832,7 +908,7 @@ mod tests {
             ClientOptions::default(),
             interval,
             interval / 2,
-            Duration::from_secs(240),
+            None,
             WatchScope::Namespaces,
         )
     }
@@ -940,7 +1016,7 @@ mod tests {
             ClientOptions::default(),
             Duration::from_secs(1),
             Duration::from_millis(500),
-            Duration::from_secs(240),
+            None,
             WatchScope::Namespaces,
         );
         let a = clusters

@@ -11,11 +11,13 @@
 //! How a watch is kept, and what it costs (one namespace per group is the usual shape, so
 //! a cluster holds hundreds of watches):
 //! - a watch lasts: each request asks the API server to end it after a time drawn
-//!   between `daemon.watch_timeout` (4 minutes by default) and a fifth more, at most
-//!   [`WATCH_TIMEOUT_MAX_SECS`] (so the watches of a cluster do not end together) and
-//!   asks for bookmarks, which an idle watch receives about once a minute; it is then
-//!   resumed from its last resourceVersion: one cheap request per watch every four to
-//!   five minutes by default, and no list;
+//!   between `daemon.watch_timeout` and a fifth more (so the watches of a cluster do not
+//!   end together) and asks for bookmarks, which an idle watch receives about once a
+//!   minute; it is then resumed from its last resourceVersion, without a list. Unset,
+//!   that time is 30 minutes while the cluster's watch connections speak HTTP/2 (each
+//!   connection is PINGed, so how long a watch lasts plays no part in noticing a dead
+//!   one: one request per watch every 30 to 36 minutes) and 4 minutes over HTTP/1.1
+//!   ([`WatchTimeout`]);
 //! - a list is made only at the start and when a resumed watch is told its
 //!   resourceVersion is too old (410 Gone), never to prove anything;
 //! - a stopped or restarted API server closes the connection: the watch's stream ends,
@@ -59,9 +61,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, warn};
-
-/// Greatest server-side bound on one watch request (kube accepts less than 295 s).
-pub const WATCH_TIMEOUT_MAX_SECS: u32 = 290;
 
 /// First delay before a failed list or watch is tried again; doubles (with jitter) up to
 /// the cap.
@@ -652,12 +651,38 @@ fn describe_watch_error(err: &watcher::Error) -> (ProbeReason, String) {
     }
 }
 
+/// How long a cluster's watch requests last before the API server ends them: the least
+/// of the time drawn for one request (see [`watch_seconds`]).
+#[derive(Debug, Clone, Default)]
+pub struct WatchTimeout {
+    /// `daemon.watch_timeout`: when set, every watch request lasts this, whatever the
+    /// protocol.
+    pub configured: Option<Duration>,
+    /// Whether the last answer to the cluster's watch client came over HTTP/2 (set by
+    /// the client itself, see `crate::clusters`): its connections are PINGed then.
+    pub http2: Arc<AtomicBool>,
+}
+
+impl WatchTimeout {
+    /// The least time the next watch request lasts: the configured one, or
+    /// [`crate::config::DEFAULT_WATCH_TIMEOUT`] over HTTP/2 and
+    /// [`crate::config::DEFAULT_WATCH_TIMEOUT_HTTP1`] otherwise (before any answer too).
+    pub fn least(&self) -> Duration {
+        self.configured
+            .unwrap_or(if self.http2.load(Ordering::Relaxed) {
+                crate::config::DEFAULT_WATCH_TIMEOUT
+            } else {
+                crate::config::DEFAULT_WATCH_TIMEOUT_HTTP1
+            })
+    }
+}
+
 /// What the stores of one cluster share to keep their watches: bounds, the cluster's
 /// reachability and a limit on requests in flight.
 #[derive(Clone)]
 pub struct Upkeep {
-    /// The least time each watch request lasts (see the module documentation).
-    pub watch_timeout: Duration,
+    /// How long each watch request lasts (see the module documentation).
+    pub watch_timeout: WatchTimeout,
     /// Bound on one list page and on the answer to a watch request.
     pub start_timeout: Duration,
     /// Longest delay between two attempts while failures repeat.
@@ -849,13 +874,13 @@ where
     S: Sink<K>,
 {
     // Bookmarks are on by default.
-    let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout));
+    let mut params = WatchParams::default().timeout(watch_seconds(upkeep.watch_timeout.least()));
     params.label_selector = selection.labels.clone();
     params.field_selector = selection.fields.clone();
     let started = Instant::now();
     let start = async {
         let _permit = upkeep.watch_starts.acquire().await;
-        tokio::time::timeout(upkeep.start_timeout, api.watch(&params, from)).await
+        tokio::time::timeout(upkeep.start_timeout, watch_events(api, &params, from)).await
     };
     let mut start = std::pin::pin!(start);
     // A live store whose watch ended stays live while it is resumed, but not for long:
@@ -921,14 +946,157 @@ where
     }
 }
 
-/// A watch request's `timeoutSeconds`: between `least` and a fifth more, within 1 s and
-/// [`WATCH_TIMEOUT_MAX_SECS`].
+/// A watch request's `timeoutSeconds`: between `least` (at least 1 s) and a fifth more,
+/// drawn so that watches started together do not end together. kube-apiserver ends a
+/// watch after what the request asks, however long, and sends its bookmarks about once
+/// a minute meanwhile.
 fn watch_seconds(least: Duration) -> u32 {
     let lo = u32::try_from(least.as_secs())
-        .unwrap_or(u32::MAX)
-        .clamp(1, WATCH_TIMEOUT_MAX_SECS);
-    let hi = (lo + lo / 5).min(WATCH_TIMEOUT_MAX_SECS);
+        .unwrap_or(u32::MAX / 2)
+        .max(1);
+    let hi = lo.saturating_add(lo / 5);
     fastrand::u32(lo..=hi)
+}
+
+/// The events of one watch request, as `Api::watch` gives them (the same request, the same
+/// errors, the same end of stream), read through a line buffer that holds memory only
+/// while an event is incomplete. kube's own reader keeps a buffer of 8 KiB per watch for
+/// the watch's whole life: with hundreds of namespaces, several watches each, that was
+/// the largest part of the daemon's heap (BENCHMARKS.md, "Memory").
+async fn watch_events<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+    from: &str,
+) -> Result<impl futures::Stream<Item = Result<WatchEvent<K>, kube::Error>> + use<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned,
+{
+    let mut request = kube::core::Request::new(api.resource_url())
+        .watch(params, from)
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("watch");
+    // Uncompressed, as kube asks for its watches.
+    request.headers_mut().insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
+    let client = api.clone().into_client();
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        return Err(refusal(status, response.into_body()).await);
+    }
+    let lines = Lines {
+        body: http_body_util::BodyExt::into_data_stream(response.into_body()),
+        buffer: Vec::new(),
+        ended: false,
+    };
+    Ok(futures::stream::unfold(lines, |mut lines| async move {
+        let event = lines.next_event::<K>().await?;
+        Some((event, lines))
+    }))
+}
+
+/// An API server's refusal of a watch request, as kube reports it.
+async fn refusal(status: http::StatusCode, body: kube::client::Body) -> kube::Error {
+    let text = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(err) => return err,
+    };
+    match serde_json::from_str::<kube::core::Status>(&text) {
+        Ok(parsed) => kube::Error::Api(Box::new(parsed)),
+        Err(_) => kube::Error::Api(Box::new(
+            kube::core::Status::failure(text.trim(), "Failed to parse error data")
+                .with_code(status.as_u16()),
+        )),
+    }
+}
+
+/// A watch response's body cut into lines, one event each.
+struct Lines<S> {
+    body: S,
+    /// The start of an event whose end has not come yet; empty (no memory) between
+    /// events.
+    buffer: Vec<u8>,
+    ended: bool,
+}
+
+impl<S> Lines<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, kube::Error>> + Unpin,
+{
+    /// The next event, `None` at the end of the stream. A connection cut in the middle
+    /// of the body (an unexpected EOF) ends the stream, so the watch is resumed; any
+    /// other read error is the last item.
+    async fn next_event<K: DeserializeOwned>(
+        &mut self,
+    ) -> Option<Result<WatchEvent<K>, kube::Error>> {
+        loop {
+            if let Some(at) = self.buffer.iter().position(|b| *b == b'\n') {
+                let event = parse_event(&self.buffer[..at]);
+                self.buffer.drain(..=at);
+                if self.buffer.is_empty() {
+                    self.buffer = Vec::new();
+                }
+                match event {
+                    Some(event) => return Some(event),
+                    None => continue,
+                }
+            }
+            if self.ended {
+                let rest = std::mem::take(&mut self.buffer);
+                return (!rest.is_empty()).then(|| parse_event(&rest)).flatten();
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Err(err)) if unexpected_eof(&err) => self.ended = true,
+                Some(Err(err)) => {
+                    self.ended = true;
+                    self.buffer = Vec::new();
+                    return Some(Err(kube::Error::ReadEvents(std::io::Error::other(err))));
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// One line of a watch response: an event, an error status, or nothing (an incomplete
+/// line at the end of a cut stream, or an empty one).
+fn parse_event<K: DeserializeOwned>(line: &[u8]) -> Option<Result<WatchEvent<K>, kube::Error>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    match serde_json::from_slice::<WatchEvent<K>>(line) {
+        Ok(event) => Some(Ok(event)),
+        Err(err) if err.is_eof() => None,
+        Err(err) => Some(Err(
+            match serde_json::from_slice::<kube::core::Status>(line) {
+                Ok(status) => kube::Error::Api(Box::new(status)),
+                Err(_) => kube::Error::SerdeError(err),
+            },
+        )),
+    }
+}
+
+/// Whether a read error is a connection closed in the middle of the body (as kube tells
+/// them: an `UnexpectedEof` anywhere in the chain, or a chunk decoder's "unexpected EOF
+/// during chunk").
+fn unexpected_eof(err: &kube::Error) -> bool {
+    if err.to_string().contains("unexpected EOF during chunk") {
+        return true;
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    for _ in 0..16 {
+        let Some(e) = current else { return false };
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Marks the store broken by `err` (logging when it was live) and retries.
@@ -1095,14 +1263,103 @@ mod tests {
     }
 
     #[test]
-    fn watch_requests_last_between_the_timeout_and_a_fifth_more_within_kubes_limit() {
+    fn watch_requests_last_between_the_timeout_and_a_fifth_more() {
         for _ in 0..200 {
             assert!((240..=288).contains(&watch_seconds(Duration::from_secs(240))));
             assert!((5..=6).contains(&watch_seconds(Duration::from_secs(5))));
-            assert!((280..=290).contains(&watch_seconds(Duration::from_secs(280))));
+            assert!((1_800..=2_160).contains(&watch_seconds(Duration::from_secs(1_800))));
         }
         assert_eq!(watch_seconds(Duration::from_millis(10)), 1);
-        assert_eq!(watch_seconds(Duration::from_secs(3_600)), 290);
+    }
+
+    #[test]
+    fn watches_last_thirty_minutes_over_http2_four_over_http1_or_what_is_configured() {
+        let t = WatchTimeout::default();
+        assert_eq!(t.least(), Duration::from_secs(240), "before any answer");
+        t.http2.store(true, Ordering::Relaxed);
+        assert_eq!(t.least(), Duration::from_secs(1_800));
+        t.http2.store(false, Ordering::Relaxed);
+        assert_eq!(t.least(), Duration::from_secs(240));
+        let set = WatchTimeout {
+            configured: Some(Duration::from_secs(5)),
+            http2: Arc::new(AtomicBool::new(true)),
+        };
+        assert_eq!(set.least(), Duration::from_secs(5));
+    }
+
+    fn chunks(
+        parts: Vec<Result<&'static str, kube::Error>>,
+    ) -> Lines<impl futures::Stream<Item = Result<bytes::Bytes, kube::Error>> + Unpin> {
+        Lines {
+            body: futures::stream::iter(
+                parts
+                    .into_iter()
+                    .map(|p| p.map(|s| bytes::Bytes::from_static(s.as_bytes())))
+                    .collect::<Vec<_>>(),
+            ),
+            buffer: Vec::new(),
+            ended: false,
+        }
+    }
+
+    const ADDED_A: &str = r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"1"}}}"#;
+    const BOOKMARK: &str = r#"{"type":"BOOKMARK","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"resourceVersion":"7"}}}"#;
+
+    #[tokio::test]
+    async fn watch_lines_hold_no_buffer_between_events_however_the_body_is_cut() {
+        let (a1, a2) = ADDED_A.split_at(40);
+        let a2 = Box::leak(format!("{a2}\n").into_boxed_str());
+        let bookmark = Box::leak(format!("{BOOKMARK}\n").into_boxed_str());
+        let two = Box::leak(format!("{ADDED_A}\n\n{BOOKMARK}\n").into_boxed_str());
+        let mut lines = chunks(vec![Ok(a1), Ok(a2), Ok(bookmark), Ok(two)]);
+        let mut seen = Vec::new();
+        while let Some(event) = lines.next_event::<ConfigMap>().await {
+            match event.unwrap() {
+                WatchEvent::Added(cm) => seen.push(cm.metadata.name.unwrap()),
+                WatchEvent::Bookmark(b) => seen.push(b.metadata.resource_version),
+                other => panic!("{other:?}"),
+            }
+            // Nothing incomplete left, nothing held: a quiet watch costs no buffer (kube's
+            // reader keeps 8 KiB each).
+            if lines.buffer.is_empty() {
+                assert_eq!(lines.buffer.capacity(), 0, "after {seen:?}");
+            }
+        }
+        assert_eq!(seen, ["a", "7", "a", "7"]);
+        assert_eq!(lines.buffer.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cut_body_ends_the_watch_other_read_errors_fail_it_and_error_lines_are_errors() {
+        let eof = || {
+            kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            )))
+        };
+        let half = &ADDED_A[..30];
+        let mut lines = chunks(vec![Ok(half), Err(eof()), Ok("never read\n")]);
+        assert!(
+            lines.next_event::<ConfigMap>().await.is_none(),
+            "cut: resumed"
+        );
+
+        let reset = kube::Error::Service(Box::new(std::io::Error::other("PING not answered")));
+        let mut lines = chunks(vec![Err(reset)]);
+        let err = lines.next_event::<ConfigMap>().await.unwrap().unwrap_err();
+        assert!(matches!(err, kube::Error::ReadEvents(_)), "{err:?}");
+        assert!(lines.next_event::<ConfigMap>().await.is_none());
+
+        let gone = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old","reason":"Expired","code":410}}"#;
+        let not_json = "<html>bad gateway</html>\n";
+        let text = Box::leak(format!("{gone}\n{not_json}").into_boxed_str());
+        let mut lines = chunks(vec![Ok(text)]);
+        match lines.next_event::<ConfigMap>().await.unwrap().unwrap() {
+            WatchEvent::Error(status) => assert_eq!(status.code, 410),
+            other => panic!("{other:?}"),
+        }
+        let err = lines.next_event::<ConfigMap>().await.unwrap().unwrap_err();
+        assert!(matches!(err, kube::Error::SerdeError(_)), "{err:?}");
     }
 
     #[test]

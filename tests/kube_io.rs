@@ -779,7 +779,7 @@ async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::Watch
         ClientOptions::for_call_timeout(TIMEOUT),
         interval,
         TIMEOUT,
-        Duration::from_secs(240),
+        None,
         scope,
     );
     let p = clusters.get(&g.primary, "primary").await.unwrap();

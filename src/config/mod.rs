@@ -135,10 +135,12 @@ pub struct DaemonConfig {
     #[serde(with = "humantime_serde")]
     pub probe_timeout: Duration,
     /// How long each watch request lasts before the API server ends it and it is resumed
-    /// (each draws between this and a fifth more, at most 290 s). Longer costs the
+    /// (each draws between this and a fifth more). Unset: [`DEFAULT_WATCH_TIMEOUT`] on a
+    /// connection that speaks HTTP/2 (PINGed, so a dead one is noticed whatever the
+    /// watch's length), [`DEFAULT_WATCH_TIMEOUT_HTTP1`] over HTTP/1.1. Longer costs the
     /// clusters less; a revoked grant shows when a watch is resumed.
     #[serde(with = "humantime_serde")]
-    pub watch_timeout: Duration,
+    pub watch_timeout: Option<Duration>,
     /// `namespaces` (default) or `cluster`: see [`WatchScope`].
     pub watch_scope: WatchScope,
     /// Offer HTTP/2 to the API servers (default): one connection carries many watches,
@@ -167,8 +169,14 @@ pub struct DaemonConfig {
     pub trace_max_bytes: u64,
 }
 
-/// Default of `daemon.watch_timeout`: 4 minutes.
-pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(240);
+/// Default of `daemon.watch_timeout` for a watch whose connection speaks HTTP/2: 30
+/// minutes (kube-apiserver's own default for a watch that names no timeout is
+/// `--min-request-timeout`, 30 minutes, to twice that).
+pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Default of `daemon.watch_timeout` for a watch whose connection speaks HTTP/1.1 (no
+/// PING vouches for it): 4 minutes.
+pub const DEFAULT_WATCH_TIMEOUT_HTTP1: Duration = Duration::from_secs(240);
 
 /// `[coordination]`: the namespace of every standby cluster where the instances keep
 /// their Leases (one leader Lease per group, one observer Lease per instance).
@@ -231,7 +239,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(3),
-            watch_timeout: DEFAULT_WATCH_TIMEOUT,
+            watch_timeout: None,
             watch_scope: WatchScope::Namespaces,
             http2: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),

@@ -26,9 +26,9 @@ pub const MAX_TRACE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Upper bound of `daemon.shutdown_timeout`.
 pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
-/// Upper bound of `daemon.watch_timeout`: an API server ends a watch after at most
-/// this (kube's own limit is below 295 s).
-pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+/// Upper bound of `daemon.watch_timeout` (a revoked grant shows when a watch is resumed,
+/// so it should not wait for hours).
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Upper bound of `daemon.leader.lease_duration` and `policy.observers.ttl`.
 pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 /// Upper bound of `policy.cooldown`.
@@ -92,10 +92,12 @@ impl Config {
                 ),
             );
         }
-        if d.watch_timeout < Duration::from_secs(1) {
-            p.add("daemon.watch_timeout", "must be at least 1s");
+        if let Some(watch_timeout) = d.watch_timeout {
+            if watch_timeout < Duration::from_secs(1) {
+                p.add("daemon.watch_timeout", "must be at least 1s");
+            }
+            p.at_most("daemon.watch_timeout", watch_timeout, MAX_WATCH_TIMEOUT);
         }
-        p.at_most("daemon.watch_timeout", d.watch_timeout, MAX_WATCH_TIMEOUT);
         p.at_most(
             "daemon.shutdown_timeout",
             d.shutdown_timeout,
@@ -781,15 +783,16 @@ mod tests {
     }
 
     #[test]
-    fn watch_timeout_between_one_second_and_290_seconds() {
+    fn watch_timeout_unset_or_between_one_second_and_an_hour() {
         let f = Fixture::new();
         let mut cfg = f.good();
-        cfg.daemon.watch_timeout = Duration::from_millis(500);
+        assert_eq!(cfg.daemon.watch_timeout, None);
+        cfg.daemon.watch_timeout = Some(Duration::from_millis(500));
         let msg = only_problem(&cfg, "daemon.watch_timeout");
         assert!(msg.contains("at least 1s"), "{msg}");
-        cfg.daemon.watch_timeout = Duration::from_secs(291);
+        cfg.daemon.watch_timeout = Some(Duration::from_secs(3601));
         only_problem(&cfg, "daemon.watch_timeout");
-        cfg.daemon.watch_timeout = Duration::from_secs(290);
+        cfg.daemon.watch_timeout = Some(Duration::from_secs(3600));
         assert!(problems(&cfg).is_empty());
     }
 

@@ -60,8 +60,8 @@ pub struct DaemonOpts {
     pub mode: &'static str,
     pub interval: Duration,
     pub timeout: Duration,
-    /// `daemon.watch_timeout`, when not the default (4 minutes): a test that revokes a
-    /// grant sees it when a watch is resumed.
+    /// `daemon.watch_timeout`, when not the default (30 minutes over HTTP/2, 4 over
+    /// HTTP/1.1): a test that revokes a grant sees it when a watch is resumed.
     pub watch_timeout: Option<Duration>,
     /// `daemon.watch_scope`, when not the default (`namespaces`).
     pub watch_scope: Option<&'static str>,
