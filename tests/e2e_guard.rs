@@ -635,3 +635,45 @@ async fn stop_mode_a_standby_down_with_the_daemon_vouching_never_stops_the_agent
     );
     pair.standby.start_apiserver().await.expect("start standby");
 }
+
+/// The guard SIGKILLed (a crash, an OOM kill): its agent, in a process group of its
+/// own, keeps running; in a container or a systemd unit, the supervisor ends and starts
+/// both again (README, "The guard killed outright"), here nobody does. The daemon
+/// reports the guard missing once its heartbeat is older than its Lease duration, and
+/// never promotes on that.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_guard_is_reported_missing_and_its_agent_keeps_running() {
+    let pair = pair().await;
+    let d = ready_daemon(&pair, &guarded_daemon(1, 0)).await;
+    let dir = pair.primary.dir().to_path_buf();
+    let mut primary = Guard::start(&pair, "primary", &dir);
+    wait_running(&primary, true, Duration::from_secs(15)).await;
+    let missing = format!(r#"kube_failover_guards_missing{{group="{GROUP}",side="primary"}}"#);
+    d.wait_metric(&missing, Duration::from_secs(15), |v| v == 0.0)
+        .await;
+    let agent = primary
+        .agent_pid()
+        .unwrap_or_else(|| panic!("the agent's pid in the log\n{}", primary.log_text()));
+    primary.kill().await;
+    let killed = std::time::Instant::now();
+    d.wait_metric(&missing, Duration::from_secs(20), |v| v == 1.0)
+        .await;
+    let reported = killed.elapsed();
+    // The guard's heartbeat Lease lasts 3 s (heartbeat_every 1 s × 3), then it is stale.
+    assert!(
+        reported >= Duration::from_secs(1),
+        "reported missing {reported:?} after the kill: before its heartbeat went stale?"
+    );
+    assert!(
+        primary.running(Duration::from_secs(1)),
+        "the agent keeps running after its guard was killed"
+    );
+    d.wait_state("primary_active", Duration::from_secs(1)).await;
+    assert_eq!(record_field(&pair, "phase").await, None, "no promotion");
+    measured("guard SIGKILLed -> reported missing", reported);
+    // The orphaned agent is this test's to end.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}

@@ -6,77 +6,32 @@
 
 use crate::support;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use kube_failover_testbed::ClusterPair;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use support::guard::*;
 use support::*;
 
-const GUARD_INTERVAL: Duration = Duration::from_millis(500);
-const IDENTITY: &str = "primary-agent-0";
-
 /// A sidecar guard process (killed when the test ends).
-struct Sidecar {
-    _child: tokio::process::Child,
-    log: std::path::PathBuf,
-    admin: SocketAddr,
-}
+struct Sidecar(Guard);
 
 impl Sidecar {
     fn start(pair: &ClusterPair, dir: &Path) -> Sidecar {
-        let admin = support::free_port();
-        let config = dir.join(format!("guard-sidecar-{}.toml", admin.port()));
-        let log = dir.join(format!("guard-sidecar-{}.log", admin.port()));
-        let toml = format!(
-            r#"group = "{GROUP}"
-side = "primary"
-form = "sidecar"
-identity = "{IDENTITY}"
-interval = "{interval}ms"
-timeout = "400ms"
-heartbeat_every = "1s"
-listen = "{admin}"
-
-[standby]
-kubeconfig = "{kubeconfig}"
-context = "{context}"
-namespace = "{namespace}"
-"#,
-            interval = GUARD_INTERVAL.as_millis(),
-            kubeconfig = pair.standby.daemon_kubeconfig().display(),
-            context = pair.standby.context(),
-            namespace = pair.standby.namespace(),
-        );
-        std::fs::write(&config, toml).expect("write guard config");
-        let out = std::fs::File::create(&log).expect("guard log");
-        let err = out.try_clone().expect("clone");
-        let child = tokio::process::Command::new(daemon_bin())
-            .args(["guard", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn guard");
-        Sidecar {
-            _child: child,
-            log,
-            admin,
-        }
+        let opts = GuardOpts {
+            sidecar: true,
+            ..GuardOpts::default()
+        };
+        Sidecar(Guard::start_with(pair, "primary", dir, &opts))
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log_text()
     }
 
     /// `GET /agent`: the status and the body, or `None` when it does not answer.
     async fn verdict(&self) -> Option<(u16, String)> {
         let r = admin_client()
-            .get(format!("http://{}/agent", self.admin))
+            .get(format!("http://{}/agent", self.0.admin))
             .send()
             .await
             .ok()?;
@@ -102,7 +57,7 @@ namespace = "{namespace}"
     async fn check(&self, probe: &[&str]) -> (Option<i32>, String) {
         let out = tokio::process::Command::new(daemon_bin())
             .args(["guard", "check", "--url"])
-            .arg(format!("http://{}/agent", self.admin))
+            .arg(format!("http://{}/agent", self.0.admin))
             .arg("--")
             .args(probe)
             .output()
@@ -117,31 +72,13 @@ namespace = "{namespace}"
     }
 
     async fn metrics(&self) -> String {
-        match admin_client()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        self.0.metrics().await
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The sidecar's heartbeat Lease: its state, standby epoch and form annotations.
 async fn heartbeat(pair: &ClusterPair) -> Option<(String, Option<String>, Option<String>)> {
-    let api: Api<Lease> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
-    let lease = api
-        .get_opt(&format!("kube-failover-guard-{GROUP}-primary-{IDENTITY}"))
-        .await
-        .ok()??;
-    let a = lease.metadata.annotations?;
+    let a = heartbeat_annotations(pair, "primary").await?;
     Some((
         a.get("kube-failover/guard-state")?.clone(),
         a.get("kube-failover/guard-standby-epoch").cloned(),
@@ -157,17 +94,8 @@ async fn heartbeat(pair: &ClusterPair) -> Option<(String, Option<String>, Option
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sidecar_guard_refuses_the_old_agent_on_the_record_and_never_fences() {
     let pair = pair().await;
-    let opts = DaemonOpts {
-        cooldown: Duration::from_secs(1),
-        group_toml: "\n[groups.guards]\nprimary = 1\n".into(),
-        ..DaemonOpts::default()
-    };
-    let file = kube_failover_testbed::target_rbac_file("guard-role.yaml");
-    pair.standby
-        .grant_daemon_role(&file, "kube-failover-guard")
-        .await
-        .expect("grant the guard's Role in the standby");
-    let d = Daemon::start(&pair, &opts).await;
+    grant_guard_role(&pair).await;
+    let d = Daemon::start(&pair, &guarded_daemon(1, 0)).await;
     d.wait_leading(Duration::from_secs(20)).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
@@ -243,7 +171,7 @@ async fn a_sidecar_guard_refuses_the_old_agent_on_the_record_and_never_fences() 
             d.status().await.is_some_and(|s| {
                 s.groups[0].guards.as_ref().is_some_and(|g| {
                     g.heartbeats.iter().any(|b| {
-                        b.identity == IDENTITY
+                        b.identity == "primary-agent-0"
                             && b.state == "refusing"
                             && b.form == "sidecar"
                             && b.standby_epoch == Some(1)

@@ -97,7 +97,13 @@ fn values_schema_follows_the_configuration_types() {
         schema_keys(daemon, "config.daemon"),
         keys_of(DaemonConfig::default())
     );
-    assert_durations(daemon, DaemonConfig::default(), &[], "config.daemon");
+    // watch_timeout is unset by default: it then follows the protocol.
+    assert_durations(
+        daemon,
+        DaemonConfig::default(),
+        &["watch_timeout"],
+        "config.daemon",
+    );
     let leader = &daemon["properties"]["leader"];
     assert_eq!(
         schema_keys(leader, "config.daemon.leader"),

@@ -18,7 +18,7 @@ pub const GUARD_INTERVAL: Duration = Duration::from_millis(500);
 /// A guard process and the agent it runs.
 pub struct Guard {
     /// Killed when the caller drops the guard.
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     pub beats: PathBuf,
     pub log: PathBuf,
     pub admin: SocketAddr,
@@ -35,6 +35,8 @@ pub struct GuardOpts {
     pub interval: Option<Duration>,
     /// Top-level keys added to the config (e.g. `on_isolation`).
     pub toml: String,
+    /// The sidecar form: no agent, the verdict served at `GET /agent`.
+    pub sidecar: bool,
 }
 
 /// `on_isolation = "stop"` with `isolation_ttl` and the daemon at `admin` as the only one
@@ -85,7 +87,15 @@ kubeconfig = "{kubeconfig}"
 context = "{context}"
 namespace = "{namespace}"
 "#,
-            extra = opts.toml,
+            extra = format!(
+                "{}{}",
+                if opts.sidecar {
+                    "form = \"sidecar\"\n"
+                } else {
+                    ""
+                },
+                opts.toml
+            ),
             identity = opts
                 .identity
                 .clone()
@@ -106,10 +116,12 @@ namespace = "{namespace}"
             "while :; do date +%s.%N >> '{}'; sleep 0.1; done",
             beats.display()
         );
-        let child = tokio::process::Command::new(daemon_bin())
-            .args(["guard", "--config"])
-            .arg(&config)
-            .args(["--", "/bin/sh", "-c", &script])
+        let mut command = tokio::process::Command::new(daemon_bin());
+        command.args(["guard", "--config"]).arg(&config);
+        if !opts.sidecar {
+            command.args(["--", "/bin/sh", "-c", &script]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -117,7 +129,7 @@ namespace = "{namespace}"
             .spawn()
             .expect("spawn guard");
         Guard {
-            _child: child,
+            child,
             beats,
             log,
             admin,
@@ -142,6 +154,23 @@ namespace = "{namespace}"
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id of the agent the guard last started, from its log line.
+    pub fn agent_pid(&self) -> Option<i32> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("agent started"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+            })
+            .last()
+    }
+
+    /// SIGKILLs the guard (not its agent) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL the guard");
     }
 
     /// The guard's `/metrics` (empty when it does not answer).
@@ -201,9 +230,11 @@ pub async fn grant_guard_role(pair: &ClusterPair) {
         .expect("grant the guard's Role in the standby");
 }
 
-/// The heartbeat Lease of `<side>-agent-0`'s guard in the standby, by its annotations:
-/// state and standby epoch.
-pub async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option<String>)> {
+/// The annotations of `<side>-agent-0`'s guard's heartbeat Lease in the standby.
+pub async fn heartbeat_annotations(
+    pair: &ClusterPair,
+    side: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
     let api: Api<Lease> = Api::namespaced(pair.standby.client(), pair.standby.namespace());
     let lease = api
         .get_opt(&format!(
@@ -211,7 +242,13 @@ pub async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option
         ))
         .await
         .ok()??;
-    let a = lease.metadata.annotations?;
+    lease.metadata.annotations
+}
+
+/// The heartbeat Lease of `<side>-agent-0`'s guard in the standby, by its annotations:
+/// state and standby epoch.
+pub async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option<String>)> {
+    let a = heartbeat_annotations(pair, side).await?;
     Some((
         a.get("kube-failover/guard-state")?.clone(),
         a.get("kube-failover/guard-standby-epoch").cloned(),
