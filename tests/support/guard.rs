@@ -73,7 +73,7 @@ impl Guard {
         let beats = dir.join(format!("agent-{side}-{}.beats", admin.port()));
         let log = dir.join(format!("guard-{side}-{}.log", admin.port()));
         let toml = format!(
-            r#"{extra}group = "{GROUP}"
+            r#"{form}{extra}group = "{GROUP}"
 side = "{side}"
 identity = "{identity}"
 interval = "{interval}ms"
@@ -87,15 +87,12 @@ kubeconfig = "{kubeconfig}"
 context = "{context}"
 namespace = "{namespace}"
 "#,
-            extra = format!(
-                "{}{}",
-                if opts.sidecar {
-                    "form = \"sidecar\"\n"
-                } else {
-                    ""
-                },
-                opts.toml
-            ),
+            form = if opts.sidecar {
+                "form = \"sidecar\"\n"
+            } else {
+                ""
+            },
+            extra = opts.toml,
             identity = opts
                 .identity
                 .clone()
@@ -160,12 +157,12 @@ namespace = "{namespace}"
     pub fn agent_pid(&self) -> Option<i32> {
         self.log_text()
             .lines()
+            .rev()
             .filter(|l| l.contains("agent started"))
-            .filter_map(|l| {
+            .find_map(|l| {
                 l.split_whitespace()
                     .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
             })
-            .last()
     }
 
     /// SIGKILLs the guard (not its agent) and waits until it is gone.
