@@ -94,9 +94,10 @@ impl Clusters {
         };
         let namespace = watch_client.default_namespace().to_string();
         let watch_client = kube::Client::new(
-            NotesHttp2 {
+            Relay {
                 client: watch_client,
-                http2: watch_timeout.http2.clone(),
+                pool: None,
+                http2: Some(watch_timeout.http2.clone()),
             },
             namespace,
         );
@@ -228,7 +229,7 @@ fn slot_start(anchor: Instant, interval: Duration, now: Instant) -> Instant {
 pub struct ClusterHandle {
     client: kube::Client,
     /// The same credentials, for watches (a longer read timeout); its first connection
-    /// pool. It notes whether its answers come over HTTP/2 ([`NotesHttp2`]).
+    /// pool. It notes whether its answers come over HTTP/2 ([`Relay`]).
     watch_client: kube::Client,
     /// With HTTP/2: the watches are spread over connection pools of at most
     /// [`WATCHES_PER_CONNECTION`].
@@ -487,7 +488,12 @@ impl ClusterHandle {
             let client = self.watch_client.clone();
             let namespace = client.default_namespace().to_string();
             let pool = cluster::Pool(pools.len() + 1);
-            pools.push(kube::Client::new(InPool { client, pool }, namespace));
+            let relay = Relay {
+                client,
+                pool: Some(pool),
+                http2: None,
+            };
+            pools.push(kube::Client::new(relay, namespace));
         }
         pools[pool - 1].clone()
     }
@@ -670,52 +676,20 @@ impl ClusterHandle {
     }
 }
 
-/// Sends each request through `client` and notes whether its answer came over HTTP/2
-/// (the API server and whatever stands between may or may not speak it): the watches'
-/// length follows ([`watch_cache::WatchTimeout`]).
+/// Sends each request through `client`: in connection pool `pool` when given, noting in
+/// `http2` whether its answer came over HTTP/2 when given (the API server and whatever
+/// stands between may or may not speak it: the watches' length follows,
+/// [`watch_cache::WatchTimeout`]).
 #[derive(Clone)]
-struct NotesHttp2 {
+struct Relay {
     client: kube::Client,
-    http2: Arc<AtomicBool>,
-}
-
-impl tower_service::Service<http::Request<kube::client::Body>> for NotesHttp2 {
-    type Response = KubeResponse;
-    type Error = kube::Error;
-    type Future = BoxFuture<'static, Result<KubeResponse, kube::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), kube::Error>> {
-        // The inner client has its own buffer and readiness.
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
-        let client = self.client.clone();
-        let http2 = self.http2.clone();
-        Box::pin(async move {
-            let response = client.send(request).await?;
-            http2.store(
-                response.version() == http::Version::HTTP_2,
-                Ordering::Relaxed,
-            );
-            Ok(response)
-        })
-    }
-}
-
-/// Sends each request through `client` in connection pool `pool`.
-#[derive(Clone)]
-struct InPool {
-    client: kube::Client,
-    pool: cluster::Pool,
+    pool: Option<cluster::Pool>,
+    http2: Option<Arc<AtomicBool>>,
 }
 
 type KubeResponse = http::Response<kube::client::Body>;
 
-impl tower_service::Service<http::Request<kube::client::Body>> for InPool {
+impl tower_service::Service<http::Request<kube::client::Body>> for Relay {
     type Response = KubeResponse;
     type Error = kube::Error;
     type Future = BoxFuture<'static, Result<KubeResponse, kube::Error>>;
@@ -729,9 +703,21 @@ impl tower_service::Service<http::Request<kube::client::Body>> for InPool {
     }
 
     fn call(&mut self, mut request: http::Request<kube::client::Body>) -> Self::Future {
-        request.extensions_mut().insert(self.pool);
+        if let Some(pool) = self.pool {
+            request.extensions_mut().insert(pool);
+        }
         let client = self.client.clone();
-        Box::pin(async move { client.send(request).await })
+        let http2 = self.http2.clone();
+        Box::pin(async move {
+            let response = client.send(request).await?;
+            if let Some(http2) = http2 {
+                http2.store(
+                    response.version() == http::Version::HTTP_2,
+                    Ordering::Relaxed,
+                );
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -817,9 +803,10 @@ mod tests {
         });
         let http2 = Arc::new(AtomicBool::new(false));
         let client = kube::Client::new(
-            NotesHttp2 {
+            Relay {
                 client: kube::Client::new(api, "default"),
-                http2: http2.clone(),
+                pool: None,
+                http2: Some(http2.clone()),
             },
             "default",
         );

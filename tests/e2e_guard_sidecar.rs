@@ -164,29 +164,11 @@ async fn a_sidecar_guard_refuses_the_old_agent_on_the_record_and_never_fences() 
     // The daemon reads it (fresh, refusing, a sidecar) with the primary's API still dead
     // and the promotion done, over several of its ticks, and records no fence.
     d.wait_state("promoted", Duration::from_secs(30)).await;
-    let seen = wait_for(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async {
-            d.status().await.is_some_and(|s| {
-                s.groups[0].guards.as_ref().is_some_and(|g| {
-                    g.heartbeats.iter().any(|b| {
-                        b.identity == "primary-agent-0"
-                            && b.state == "refusing"
-                            && b.form == "sidecar"
-                            && b.standby_epoch == Some(1)
-                            && b.fresh
-                    })
-                })
-            })
-        },
-    )
+    let seen = daemon_sees_heartbeat(&d, Duration::from_secs(10), |b| {
+        b.state == "refusing" && b.form == "sidecar" && b.standby_epoch == Some(1) && b.fresh
+    })
     .await;
-    assert!(
-        seen.is_some(),
-        "/status: the sidecar refusing\n{}",
-        d.log_text()
-    );
+    assert!(seen, "/status: the sidecar refusing\n{}", d.log_text());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         !pair.primary.apiserver_running(),

@@ -349,13 +349,8 @@ impl GroupCoord {
         } else if let Some(plan) = plan {
             self.write_plan(&plan, view.acquired.clone()).await;
         }
-        self.check_deadline(self.clock().now());
-        let st = self.lock();
-        self.spread()
-            .set(&self.group, st.election.may_write(self.clock().now()));
-        self.metrics
-            .set_observers(&self.group, &self.fresh_verdicts(&st));
-        st.reports.clone()
+        self.settle();
+        self.lock().reports.clone()
     }
 
     /// Writes the leader Lease as `plan` says (a create or a replace; nothing for the
@@ -429,6 +424,12 @@ impl GroupCoord {
                 debug!(group = %self.group, why, "Leases not seen current: no take-over, no other observer counts");
             }
         }
+        self.settle();
+    }
+
+    /// The end of a sync: a lapsed term ended, the spread and the observers' metrics
+    /// told where this instance stands now.
+    fn settle(&self) {
         self.check_deadline(self.clock().now());
         let st = self.lock();
         self.spread()

@@ -252,24 +252,36 @@ pub async fn heartbeat(pair: &ClusterPair, side: &str) -> Option<(String, Option
     ))
 }
 
+/// Whether the daemon's `/status` shows, within `timeout`, a heartbeat of
+/// `primary-agent-0`'s guard that satisfies `pred`.
+pub async fn daemon_sees_heartbeat(
+    d: &Daemon,
+    timeout: Duration,
+    pred: impl Fn(&kube_failover::status::GuardHeartbeatStatus) -> bool,
+) -> bool {
+    wait_for(timeout, Duration::from_millis(100), || async {
+        d.status().await.is_some_and(|s| {
+            s.groups[0].guards.as_ref().is_some_and(|g| {
+                g.heartbeats
+                    .iter()
+                    .any(|b| b.identity == "primary-agent-0" && pred(b))
+            })
+        })
+    })
+    .await
+    .is_some()
+}
+
 /// Waits until the daemon's `/status` shows the primary guard in stop mode (so the
 /// engine knows to wait for it).
 pub async fn wait_stop_mode_seen(d: &Daemon) {
-    wait_for(
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || async {
-            d.status().await.is_some_and(|s| {
-                s.groups[0].guards.as_ref().is_some_and(|g| {
-                    g.heartbeats.iter().any(|b| {
-                        b.identity == "primary-agent-0"
-                            && b.state == "running"
-                            && b.isolation_bound_seconds.is_some()
-                    })
-                })
-            })
-        },
-    )
-    .await
-    .unwrap_or_else(|| panic!("the daemon sees the stop-mode guard\n{}", d.log_text()));
+    let seen = daemon_sees_heartbeat(d, Duration::from_secs(15), |b| {
+        b.state == "running" && b.isolation_bound_seconds.is_some()
+    })
+    .await;
+    assert!(
+        seen,
+        "the daemon sees the stop-mode guard\n{}",
+        d.log_text()
+    );
 }
