@@ -40,8 +40,9 @@ pub mod sandbox;
 
 pub use binaries::{BIN_ENV, Binaries};
 pub use cluster::{
-    AuditEvent, AuditObject, AuditUser, Cluster, ClusterPair, ClusterSpec, DEFAULT_NAMESPACE,
-    DEFAULT_RELEASE, KEEP_ENV, REPLICATION_DESTINATION, VOLSYNC_GROUP, VOLSYNC_VERSION,
+    AuditEvent, AuditObject, AuditStatus, AuditUser, Cluster, ClusterPair, ClusterSpec,
+    DEFAULT_NAMESPACE, DEFAULT_RELEASE, KEEP_ENV, REPLICATION_DESTINATION, VOLSYNC_GROUP,
+    VOLSYNC_VERSION,
 };
 pub use credentials::TokenCredentials;
 pub use env0::{Env0Fault, Env0Request, Env0StandIn, env0_environment};

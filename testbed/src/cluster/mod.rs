@@ -22,7 +22,7 @@ mod start;
 mod state;
 mod workload;
 
-pub use audit::{AuditEvent, AuditObject, AuditUser};
+pub use audit::{AuditEvent, AuditObject, AuditStatus, AuditUser};
 pub use pair::ClusterPair;
 pub use spec::{ClusterSpec, DEFAULT_NAMESPACE, DEFAULT_RELEASE};
 pub use start::KEEP_ENV;
