@@ -7,6 +7,11 @@
 
 mod support;
 
+// The fault campaign's check of leader-only writes against the audit logs: pure, so its
+// unit tests run here (the campaign is a bench without a test harness).
+#[path = "../benches/chaos/audit.rs"]
+mod chaos_audit;
+
 mod cli;
 mod credentials;
 mod deploy_manifests;

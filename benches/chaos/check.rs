@@ -158,6 +158,8 @@ pub struct Checker {
     last_failback: Option<(u64, String)>,
     seen_healthy: Vec<bool>,
     seen_since: Vec<Duration>,
+    /// The leader-only writes of the audit logs ([`scan_audit`]).
+    pub audit: Option<crate::audit::Findings>,
 }
 
 async fn read_side(c: &Cluster) -> Option<SideView> {
@@ -646,4 +648,101 @@ pub fn scan_logs(world: &World, c: &mut Checker) {
             }
         }
     }
+}
+
+/// The leader-only writes of every instance, from both API servers' audit logs
+/// ([`crate::audit`]): one reaching a server more than the lease duration after the
+/// instance's last renewal, or after another instance took the Lease over, is a
+/// violation; so is a campaign with promotions in which no such write was checked.
+pub fn scan_audit(world: &World, c: &mut Checker) {
+    let daemon = kube_failover::config::DaemonConfig {
+        probe_interval: crate::world::INTERVAL,
+        ..kube_failover::config::DaemonConfig::default()
+    };
+    let pair = &world.pair;
+    let spec = crate::audit::Spec {
+        identities: world.instances.iter().map(|i| i.identity.clone()).collect(),
+        coordination_cluster: pair.standby.name().to_string(),
+        namespace: pair.standby.namespace().to_string(),
+        leader_lease: kube_failover::coord::leader_lease_name(GROUP),
+        observer_lease: kube_failover::coord::presence::observer_lease_name,
+        lease_duration: daemon.lease_duration(),
+        renew_deadline: daemon.renew_deadline(),
+    };
+    let end = world.now();
+    let mut events = Vec::new();
+    for cluster in [&pair.primary, &pair.standby] {
+        match cluster.audit_events_where(|e| e.is_successful_write()) {
+            Ok(got) => events.extend(got.into_iter().map(|e| (cluster.name().to_string(), e))),
+            Err(e) => {
+                c.violate(
+                    "leader_writes",
+                    Duration::ZERO,
+                    end,
+                    format!("the audit log could not be read: {e}"),
+                );
+                return;
+            }
+        }
+    }
+    let found = crate::audit::check(&spec, events);
+    let offset = |t: SystemTime| t.duration_since(world.wall_started).unwrap_or_default();
+    for late in &found.late {
+        let at = offset(late.received);
+        let renewal = match &late.renewal {
+            Some(r) => format!(
+                "its last renewal ({}) received {:.3}s before, landed {:.3}s before (lease duration {}s)",
+                if r.leader_lease {
+                    "leader Lease"
+                } else {
+                    "heartbeat"
+                },
+                late.received
+                    .duration_since(r.received)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                late.received
+                    .duration_since(r.landed)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                spec.lease_duration.as_secs_f64()
+            ),
+            None => "it had never written the leader Lease".to_string(),
+        };
+        let taken = match &late.taken_over {
+            Some((by, t)) => format!(
+                "; {by} had taken the leader Lease over {:.3}s before",
+                late.received
+                    .duration_since(*t)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        c.violate(
+            "leader_writes",
+            late.renewal
+                .map(|r| offset(r.received))
+                .unwrap_or(at.saturating_sub(spec.lease_duration)),
+            at,
+            format!(
+                "{} wrote {} at {} (received): {renewal}{taken}",
+                late.identity,
+                late.write,
+                humantime::format_rfc3339_micros(late.received)
+            ),
+        );
+    }
+    if !c.promotions.is_empty() && found.checked() == 0 {
+        c.violate(
+            "leader_writes",
+            Duration::ZERO,
+            end,
+            format!(
+                "{} promotions, but no leader-only write of an instance in the audit logs: the check saw nothing",
+                c.promotions.len()
+            ),
+        );
+    }
+    c.audit = Some(found);
 }

@@ -21,6 +21,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod audit;
 mod check;
 mod faults;
 mod report;

@@ -231,6 +231,7 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         c.panics,
         count("no_crash") + count("no_panic")
     );
+    audit_row(&mut md, c);
     let rss: Vec<String> = (0..c.rss_max_kib.len())
         .map(|i| {
             format!(
@@ -294,6 +295,8 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         c.unread_primary,
         c.unread_standby
     );
+
+    audit_detail(&mut md, c);
 
     if !c.violations.is_empty() {
         let _ = writeln!(md, "\n## Violations\n");
@@ -363,4 +366,93 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
         Ok(()) => println!("chaos: report written to {}", file.display()),
         Err(e) => eprintln!("chaos: cannot write {}: {e}", file.display()),
     }
+}
+
+/// The invariant row of [`crate::check::scan_audit`].
+fn audit_row(md: &mut String, c: &Checker) {
+    let count = c
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "leader_writes")
+        .count();
+    let what = "no leader-only write after the leadership deadline (audit logs)";
+    let Some(a) = &c.audit else {
+        let _ = writeln!(md, "| {what} | not checked | lease duration | {count} |");
+        return;
+    };
+    let worst = match a.worst() {
+        Some((id, d, write)) => format!(
+            "{} from the last renewal to a write ({id}: {write}; renew deadline {})",
+            secs3(d),
+            secs(a.renew_deadline)
+        ),
+        None => "no write in a term".to_string(),
+    };
+    let _ = writeln!(
+        md,
+        "| {what} | {worst}; {} writes checked, {} late | {} | {count} |",
+        a.checked(),
+        a.late.len(),
+        secs(a.lease_duration)
+    );
+}
+
+/// What the audit check counted, per instance and for the other clients.
+fn audit_detail(md: &mut String, c: &Checker) {
+    let Some(a) = &c.audit else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "
+Audit logs (successful writes): a write received more than {} after its instance's \
+         last renewal (leader Lease or heartbeat) landed, or after another instance took the \
+         Lease over, is late.",
+        secs(a.lease_duration)
+    );
+    for (id, i) in &a.instances {
+        let kinds: Vec<String> = i.writes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            md,
+            "- {id}: {} leader-only writes checked ({}), worst {} after the last renewal; {} leader Lease writes, {} heartbeats",
+            i.checked(),
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
+            i.worst
+                .as_ref()
+                .map(|(d, _)| secs3(*d))
+                .unwrap_or_else(|| "-".into()),
+            i.leader_lease_writes,
+            i.heartbeats
+        );
+    }
+    let others: Vec<String> = a
+        .other_writes
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        md,
+        "- not instances, not checked: the operator's commands {} writes; other users (user, agent) {}; \
+         the daemon's user with no instance's agent {}{}; without timestamps {}",
+        a.operator_writes,
+        if others.is_empty() {
+            "none".to_string()
+        } else {
+            others.join(", ")
+        },
+        a.unattributed.len(),
+        a.unattributed
+            .first()
+            .map(|u| format!(" (first: {u})"))
+            .unwrap_or_default(),
+        a.untimed
+    );
+}
+
+fn secs3(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
 }

@@ -7,7 +7,7 @@ use crate::faults::{self, Effect, Kind};
 use crate::report;
 use crate::support::{self, Daemon, DaemonOpts, GROUP};
 use kube_failover::status::StatusReport;
-use kube_failover_testbed::{ClusterPair, FaultProxy};
+use kube_failover_testbed::{ClusterPair, ClusterSpec, FaultProxy};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -230,7 +230,13 @@ pub async fn run(plan: Plan) -> Outcome {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let pair = support::pair().await;
+    // Audited: the check of leader-only writes reads both API servers' logs.
+    let pair = ClusterPair::start_with(
+        ClusterSpec::new("primary").replicas(1).audit(true),
+        ClusterSpec::new("standby").replicas(0).audit(true),
+    )
+    .await
+    .expect("start the audited cluster pair");
     let dir = pair.primary.dir().to_path_buf();
     let mut instances = Vec::new();
     for name in ["chaos-a", "chaos-b", "chaos-c"] {
@@ -339,6 +345,7 @@ pub async fn run(plan: Plan) -> Outcome {
     let checker: Checker = checker.await.expect("the checker task");
     let mut checker = checker;
     check::scan_logs(&world, &mut checker);
+    check::scan_audit(&world, &mut checker);
     let outcome = Outcome {
         violations: checker.violations.len(),
     };
