@@ -12,7 +12,8 @@
 //! another instance may already lead: a violation. So is a write after another
 //! instance's successful write of the leader Lease, which means a take-over (a holder
 //! only ever writes its own Lease, against its resourceVersion). A heartbeat that landed
-//! after such a take-over renews nothing. The daemon's own rule is stricter (it stops
+//! after such a take-over, or after a silence longer than the lease duration (a paused
+//! process), renews nothing: only a write of the leader Lease starts a term again. The daemon's own rule is stricter (it stops
 //! `renew_deadline` after its last renewal was sent); how close each instance came to it
 //! is measured, not judged: a write checked just before the deadline reaches the server
 //! later by the time the request took on its way.
@@ -265,7 +266,16 @@ pub fn check(spec: &Spec, events: impl IntoIterator<Item = (String, AuditEvent)>
             }
             Write::Heartbeat => {
                 audit.heartbeats += 1;
-                if last[i].is_some() && deposed[i].is_none() {
+                // A heartbeat renews a running term only: one that lands after a
+                // silence longer than the lease duration (a paused process) revives
+                // nothing, as in the daemon, where only a write of the leader Lease
+                // starts a term again.
+                let running = last[i].is_some_and(|r| {
+                    received
+                        .duration_since(r.landed)
+                        .map_or(true, |d| d <= spec.lease_duration)
+                });
+                if running && deposed[i].is_none() {
                     last[i] = Some(Renewal {
                         leader_lease: false,
                         received,
@@ -479,6 +489,34 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(f.instances[0].1.heartbeats, 2);
+        assert_eq!(f.checked(), 2);
+    }
+
+    #[test]
+    fn a_heartbeat_after_a_silence_longer_than_the_lease_duration_revives_nothing() {
+        let f = check(
+            &spec(),
+            [
+                acquire(A, 1.0),
+                heartbeat(A, "chaos-a", 2.0),
+                // Paused 5 s: the first heartbeat after it, then a write at once.
+                heartbeat(A, "chaos-a", 7.0),
+                scale(A, 7.1),
+                // The Lease written anew: a new term, in which writes are in time.
+                acquire(A, 8.0),
+                heartbeat(A, "chaos-a", 9.0),
+                scale(A, 9.5),
+            ],
+        );
+        assert_eq!(f.late.len(), 1, "{:?}", f.late);
+        let late = &f.late[0];
+        assert!(late.taken_over.is_none());
+        let r = late.renewal.expect("the renewal before the pause");
+        assert_eq!(
+            late.received.duration_since(r.received).unwrap(),
+            Duration::from_millis(5100)
+        );
+        assert_eq!(f.instances[0].1.heartbeats, 3);
         assert_eq!(f.checked(), 2);
     }
 

@@ -13,9 +13,9 @@
 //! cluster through a TCP fault proxy of its own, so a partition can cut one instance from
 //! one side. The checker reads both API servers (the agent's Deployments, the failover
 //! record) every 100 ms with the test bed's admin identity, each instance's process and
-//! RSS every second, and every log at the end. The report goes to stdout and to
-//! `target/chaos-<seed>.md`; the process exits 1 when an invariant was violated, 2 when
-//! the campaign could not run. README, section "Fault campaign", states the invariants and
+//! RSS every second, and every log and both API servers' audit logs at the end. The
+//! report goes to stdout and to `target/chaos-<seed>.md`; the process exits 1 when an
+//! invariant was violated, 2 when the campaign could not run. README, section "Fault campaign", states the invariants and
 //! their budgets.
 
 #[path = "../../tests/support/mod.rs"]
