@@ -391,7 +391,7 @@ async fn a_leader_cut_from_the_standby_stops_writing_and_is_replaced() {
     assert!(stopped.is_some(), "obs-c still leads:\n{}", c.log_text());
     let stopped = cut.elapsed();
     measured("leader cut from the standby -> stopped leading", stopped);
-    // Writing stops at the deadline (checked before every action) and the metric says so
+    // Writing stops at the deadline (checked before every write) and the metric says so
     // then; the log at the first tick after it, whose reads time out first (ticks of
     // interval + timeout while cut off).
     assert!(

@@ -363,9 +363,14 @@ async fn primary_credentials_revoked_never_promote() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scale_that_loses_a_race_is_read_again_not_failed() {
     let pair = pair().await;
-    let (d, proxy) =
-        Daemon::start_via_proxy::<HttpFaultProxy>(&pair, Via::Standby, &DaemonOpts::default())
-            .await;
+    // The daemon's loop waits on the held write: a renew deadline beyond the hold keeps
+    // it the leader meanwhile (a loop stalled past its deadline stops writing, a retry
+    // included: e2e_leader_pause).
+    let opts = DaemonOpts {
+        extra_toml: "[daemon.leader]\nlease_duration = \"15s\"\nrenew_deadline = \"10s\"\n".into(),
+        ..DaemonOpts::default()
+    };
+    let (d, proxy) = Daemon::start_via_proxy::<HttpFaultProxy>(&pair, Via::Standby, &opts).await;
     d.wait_state("primary_active", Duration::from_secs(20))
         .await;
     d.wait_leading(Duration::from_secs(20)).await;

@@ -24,6 +24,7 @@ mod e2e_guard;
 mod e2e_guard_sidecar;
 mod e2e_http2;
 mod e2e_image;
+mod e2e_leader_pause;
 mod e2e_lease_load;
 mod e2e_mirror;
 mod e2e_notify;

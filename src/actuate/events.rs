@@ -90,6 +90,15 @@ impl Actuator {
     }
 
     pub(super) async fn create_event(&self, client: &kube::Client, namespace: &str, event: Event) {
+        if !self.may_write() {
+            tracing::warn!(
+                group = %self.group.name,
+                object = ?event.involved_object.name,
+                event_reason = ?event.reason,
+                "no longer the leader: Event not recorded"
+            );
+            return;
+        }
         let events: Api<Event> = Api::namespaced(client.clone(), namespace);
         let params = PostParams {
             field_manager: Some(COMPONENT.to_string()),

@@ -156,6 +156,9 @@ impl Actuator {
         epoch: u64,
         promoted_at: &str,
     ) -> Result<bool, ActuateError> {
+        if let Some(err) = self.refused(|| format!("delete of the lock Lease {}", lock.name)) {
+            return Err(err);
+        }
         let ns = self.standby_ns();
         let leases: Api<Lease> = Api::namespaced((*self.standby).clone(), ns);
         let params = DeleteParams {

@@ -158,6 +158,13 @@ pub enum ActuateError {
         /// What the read said.
         detail: String,
     },
+    /// This instance no longer leads the group (its renew deadline passed, as during a
+    /// pause of the process inside an action): the write was not sent.
+    #[error("no longer the leader: {write} not sent")]
+    NotLeading {
+        /// The write not sent, e.g. `scale Deployment agent-trigger`.
+        write: String,
+    },
     /// The record is not in the state the action expects (another epoch, or a phase
     /// the action must not overwrite): someone else moved it on.
     #[error("standby cluster, namespace {namespace}: ConfigMap {name}: {detail}")]
@@ -190,7 +197,7 @@ impl ActuateError {
                 RecordError::Api { .. } => label(source.reason()),
             },
             ActuateError::RecordUnknown { reason, .. } => label(*reason),
-            ActuateError::Stale { .. } => "conflict",
+            ActuateError::Stale { .. } | ActuateError::NotLeading { .. } => "conflict",
         }
     }
 }
@@ -221,7 +228,11 @@ pub struct Actuator {
     identity: String,
     call_timeout: Duration,
     before_promotion: Option<std::sync::Arc<dyn BeforePromotion>>,
+    leader_gate: Option<LeaderGate>,
 }
+
+/// Whether this instance may write now (it leads the group within its renew deadline).
+pub type LeaderGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Actuator {
     /// The default bound on each Kubernetes call.
@@ -242,7 +253,26 @@ impl Actuator {
             identity,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
             before_promotion: None,
+            leader_gate: None,
         }
+    }
+
+    /// Asks `gate` just before each write: an action that outlives the leadership (the
+    /// process paused, a slow call) stops there instead of writing as a deposed leader.
+    /// The runner checks before each action; an action has several writes.
+    pub fn with_leader_gate(mut self, gate: LeaderGate) -> Self {
+        self.leader_gate = Some(gate);
+        self
+    }
+
+    /// Whether a write may be sent now (always, without a gate: the operator's commands).
+    fn may_write(&self) -> bool {
+        self.leader_gate.as_ref().is_none_or(|gate| gate())
+    }
+
+    /// The error naming a write not sent, when [`Actuator::may_write`] says no.
+    fn refused(&self, write: impl FnOnce() -> String) -> Option<ActuateError> {
+        (!self.may_write()).then(|| ActuateError::NotLeading { write: write() })
     }
 
     /// Calls `hook` before each `promoting` record write.

@@ -161,6 +161,9 @@ impl Actuator {
         expected: Option<&str>,
         mut report: ActionReport,
     ) -> Result<ActionReport, ActuateError> {
+        if let Some(err) = self.refused(|| format!("write of the record {name}")) {
+            return Err(err);
+        }
         let ns = self.standby_ns();
         let stored = bounded_record(self.call_timeout, ns, name, "write", async {
             record::write(&self.standby, ns, name, &self.group.name, next, expected).await

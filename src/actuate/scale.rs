@@ -228,6 +228,10 @@ impl Actuator {
                 continue;
             }
             let name = facts.name.clone();
+            if let Some(err) = self.refused(|| format!("{side} scale of Deployment {name}")) {
+                first_error.get_or_insert(err);
+                break;
+            }
             let written = match self.scale_one(&api, &facts, scaling, epoch, target).await {
                 Ok(()) => Ok(Some((deployment, facts))),
                 Err(err) if err.status_code() == Some(409) => {
@@ -305,6 +309,10 @@ impl Actuator {
                 scaling.what()
             );
             return Ok(None);
+        }
+        if !self.may_write() {
+            // No longer the leader after the read: the conflict stands, not retried.
+            return Err(conflict);
         }
         self.scale_one(api, &facts, scaling, epoch, target).await?;
         Ok(Some((deployment, facts)))

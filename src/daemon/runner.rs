@@ -123,6 +123,12 @@ impl GroupRunner {
         ));
         // The mirror and env0 tasks write Events (and the mirror Secrets) through actuators
         // of their own, with the same clients and identity.
+        // Each write asks again whether this instance leads: an action outlives the
+        // check before it when the process pauses or a call is slow.
+        let gate: crate::actuate::LeaderGate = {
+            let leader = coord.clone();
+            Arc::new(move || leader.may_write(Instant::now()))
+        };
         let new_actuator = || {
             Actuator::new(
                 &cfg,
@@ -130,6 +136,7 @@ impl GroupRunner {
                 standby_client.clone(),
                 identity.clone(),
             )
+            .with_leader_gate(gate.clone())
         };
         // The Terraform state mirror runs on its own task (started by `run`); the
         // actuator stops it before a promotion's record is written.
