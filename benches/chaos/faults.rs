@@ -32,13 +32,15 @@ pub enum Kind {
     Pause,
     Failback,
     PodsUnready,
+    GuardKill,
+    GuardPartition,
     /// Not a fault: `kube-failover promote --force` with no outage, which the checker
     /// must report as an unjustified promotion (the control that proves it can).
     ControlPromote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::PrimaryApiKill,
         Kind::PrimaryApiStop,
         Kind::StandbyApiDown,
@@ -56,6 +58,8 @@ impl Kind {
         Kind::Pause,
         Kind::Failback,
         Kind::PodsUnready,
+        Kind::GuardKill,
+        Kind::GuardPartition,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +81,8 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Failback => "failback",
             Kind::PodsUnready => "pods-unready",
+            Kind::GuardKill => "guard-kill",
+            Kind::GuardPartition => "guard-partition",
             Kind::ControlPromote => "control-promote",
         }
     }
@@ -104,6 +110,8 @@ impl Kind {
             Kind::Relabel => rng.u64(5..=20),
             Kind::Pause => rng.u64(5..=30),
             Kind::PodsUnready => rng.u64(3..=20),
+            Kind::GuardKill => rng.u64(0..=8),
+            Kind::GuardPartition => rng.u64(2..=20),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
         };
         Duration::from_millis(secs * 1000 + rng.u64(0..1000))
@@ -135,6 +143,11 @@ pub enum Effect {
     PodsUnready,
     /// The record was deleted or edited by hand.
     RecordTouched,
+    /// Guard `g` (0 the primary's, 1 the standby's) and its agent are gone (killed, not
+    /// restarted yet).
+    GuardDown(usize),
+    /// Guard `g`'s path to the standby is cut.
+    GuardCut(usize),
 }
 
 /// What two faults cannot hold at once.
@@ -150,6 +163,7 @@ enum Resource {
     Pause,
     Failback,
     Pods,
+    Guard(usize),
 }
 
 /// A fault drawn, with its targets.
@@ -188,6 +202,9 @@ impl Drawn {
             Kind::Pause => vec![Resource::Pause],
             Kind::Failback | Kind::ControlPromote => vec![Resource::Failback],
             Kind::PodsUnready => vec![Resource::Pods],
+            Kind::GuardKill | Kind::GuardPartition => {
+                self.instances.iter().map(|g| Resource::Guard(*g)).collect()
+            }
         }
     }
 
@@ -225,6 +242,16 @@ impl Drawn {
             Kind::Pause => vec![Effect::Paused],
             Kind::Failback | Kind::ControlPromote => vec![Effect::Failback],
             Kind::PodsUnready => vec![Effect::PodsUnready],
+            Kind::GuardKill => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardDown(*g))
+                .collect(),
+            Kind::GuardPartition => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardCut(*g))
+                .collect(),
         }
     }
 
@@ -260,12 +287,33 @@ impl Drawn {
                 ),
                 _ => String::new(),
             },
+            Kind::GuardKill => format!(
+                "{}'s guard and agent SIGKILLed, restarted after {secs:.1}s",
+                self.guard_side().name()
+            ),
+            Kind::GuardPartition => {
+                format!(
+                    "{}'s guard from the standby, {secs:.1}s",
+                    self.guard_side().name()
+                )
+            }
             Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
             Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => {
                 String::new()
             }
             _ => format!("{secs:.1}s"),
+        }
+    }
+}
+
+impl Drawn {
+    /// The side of a guard fault's guard (its index in `instances`: 0 the primary's).
+    fn guard_side(&self) -> Side {
+        if self.instances.first() == Some(&0) {
+            Side::Primary
+        } else {
+            Side::Standby
         }
     }
 }
@@ -423,6 +471,8 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
             drawn.mode = ProxyMode::Reset;
         }
         Kind::DaemonKill => drawn.instances = some_instances(rng, 1),
+        // The guard's index: 0 the primary's, 1 the standby's.
+        Kind::GuardKill | Kind::GuardPartition => drawn.instances = vec![rng.usize(0..2)],
         Kind::LeaderStop => {
             let mut leader = None;
             for (i, inst) in world.instances.iter().enumerate() {
@@ -662,6 +712,10 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
                 other => format!("exit {other:?}: {last}"),
             }));
         }
+        Kind::GuardKill => world.guards[d.instances[0]].kill().await,
+        Kind::GuardPartition => world.guards[d.instances[0]]
+            .proxy
+            .set_mode(ProxyMode::Blackhole),
         Kind::PodsUnready => {
             let mut changed = 0;
             for name in pair.primary.deployment_names() {
@@ -742,6 +796,14 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
                     .await
                     .map_err(|x| e(&x))?;
             }
+            Ok(())
+        }
+        Kind::GuardKill => {
+            world.guards[d.instances[0]].spawn(pair).await;
+            Ok(())
+        }
+        Kind::GuardPartition => {
+            world.guards[d.instances[0]].proxy.set_mode(ProxyMode::Pass);
             Ok(())
         }
         Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => Ok(()),
