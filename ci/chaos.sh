@@ -3,8 +3,8 @@
 # instances on the test bed under random, overlapping faults for 3 minutes, the safety
 # invariants checked from outside. Exits non-zero on a violation; the report is in
 # target/chaos-<seed>.md. About 4 minutes on 2 cores with a warm debug build (the
-# campaign, 30 s of settling, the clusters' start; 250 s measured). Not part of
-# ci/test.sh.
+# campaign, 30 s of settling, the clusters' start; 250 s measured). ci/test.sh runs it
+# beside the packaging checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
