@@ -34,13 +34,14 @@ pub enum Kind {
     PodsUnready,
     GuardKill,
     GuardPartition,
+    ClockRate,
     /// Not a fault: `kube-failover promote --force` with no outage, which the checker
     /// must report as an unjustified promotion (the control that proves it can).
     ControlPromote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::PrimaryApiKill,
         Kind::PrimaryApiStop,
         Kind::StandbyApiDown,
@@ -60,6 +61,7 @@ impl Kind {
         Kind::PodsUnready,
         Kind::GuardKill,
         Kind::GuardPartition,
+        Kind::ClockRate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +85,7 @@ impl Kind {
             Kind::PodsUnready => "pods-unready",
             Kind::GuardKill => "guard-kill",
             Kind::GuardPartition => "guard-partition",
+            Kind::ClockRate => "clock-rate",
             Kind::ControlPromote => "control-promote",
         }
     }
@@ -112,6 +115,7 @@ impl Kind {
             Kind::PodsUnready => rng.u64(3..=20),
             Kind::GuardKill => rng.u64(0..=8),
             Kind::GuardPartition => rng.u64(2..=20),
+            Kind::ClockRate => rng.u64(20..=60),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
         };
         Duration::from_millis(secs * 1000 + rng.u64(0..1000))
@@ -148,6 +152,8 @@ pub enum Effect {
     GuardDown(usize),
     /// Guard `g`'s path to the standby is cut.
     GuardCut(usize),
+    /// Instance `i` runs with its clocks (monotonic and wall) at another rate.
+    ClockRate(usize),
 }
 
 /// What two faults cannot hold at once.
@@ -175,6 +181,8 @@ struct Drawn {
     instances: Vec<usize>,
     sides: Vec<Side>,
     mode: ProxyMode,
+    /// A clock fault's rate.
+    rate: f64,
 }
 
 impl Drawn {
@@ -191,7 +199,7 @@ impl Drawn {
                 .iter()
                 .flat_map(|i| self.sides.iter().map(move |s| Resource::Path(*i, *s)))
                 .collect(),
-            Kind::DaemonKill | Kind::LeaderStop => self
+            Kind::DaemonKill | Kind::LeaderStop | Kind::ClockRate => self
                 .instances
                 .iter()
                 .map(|i| Resource::Daemon(*i))
@@ -252,6 +260,11 @@ impl Drawn {
                 .iter()
                 .map(|g| Effect::GuardCut(*g))
                 .collect(),
+            Kind::ClockRate => self
+                .instances
+                .iter()
+                .map(|i| Effect::ClockRate(*i))
+                .collect(),
         }
     }
 
@@ -298,6 +311,10 @@ impl Drawn {
                 )
             }
             Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
+            Kind::ClockRate => format!(
+                "{who} restarted with its clocks at x{:.3} for {secs:.1}s, then on the real clock",
+                self.rate
+            ),
             Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => {
                 String::new()
@@ -371,6 +388,7 @@ pub async fn campaign(world: Arc<World>, until: Duration) {
                 instances: Vec::new(),
                 sides: Vec::new(),
                 mode: ProxyMode::Pass,
+                rate: 1.0,
             };
             let resources = drawn.resources();
             busy.lock()
@@ -434,6 +452,7 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
         instances: Vec::new(),
         sides: Vec::new(),
         mode: ProxyMode::Pass,
+        rate: 1.0,
     };
     match kind {
         Kind::PartitionPrimary | Kind::PartitionStandby | Kind::PartitionBoth => {
@@ -471,6 +490,12 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
             drawn.mode = ProxyMode::Reset;
         }
         Kind::DaemonKill => drawn.instances = some_instances(rng, 1),
+        // 3–10 % fast or slow: a broken clock source, far beyond what NTP lets through.
+        Kind::ClockRate => {
+            drawn.instances = some_instances(rng, 1);
+            let off = 0.03 + rng.f64() * 0.07;
+            drawn.rate = if rng.bool() { 1.0 + off } else { 1.0 - off };
+        }
         // The guard's index: 0 the primary's, 1 the standby's.
         Kind::GuardKill | Kind::GuardPartition => drawn.instances = vec![rng.usize(0..2)],
         Kind::LeaderStop => {
@@ -712,6 +737,18 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
                 other => format!("exit {other:?}: {last}"),
             }));
         }
+        Kind::ClockRate => {
+            let lib = crate::world::faketime_lib().ok_or("libfaketime not found")?;
+            world.instances[d.instances[0]]
+                .restart(
+                    pair.primary.dir(),
+                    &[
+                        ("LD_PRELOAD", lib.display().to_string()),
+                        ("FAKETIME", format!("+0 x{:.3}", d.rate)),
+                    ],
+                )
+                .await;
+        }
         Kind::GuardKill => world.guards[d.instances[0]].kill().await,
         Kind::GuardPartition => world.guards[d.instances[0]]
             .proxy
@@ -796,6 +833,12 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
                     .await
                     .map_err(|x| e(&x))?;
             }
+            Ok(())
+        }
+        Kind::ClockRate => {
+            world.instances[d.instances[0]]
+                .restart(pair.primary.dir(), &[])
+                .await;
             Ok(())
         }
         Kind::GuardKill => {

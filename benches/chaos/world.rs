@@ -80,6 +80,23 @@ impl Instance {
         *self.process.lock().await = Some(d);
     }
 
+    /// Replaces the process by a new one on the same config with `env` added (a clock
+    /// fault's start and end): the old one is SIGKILLed first.
+    pub async fn restart(&self, dir: &std::path::Path, env: &[(&str, String)]) {
+        *self.exit_expected.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let Some(mut daemon) = self.process.lock().await.take() {
+            daemon.kill().await;
+        }
+        let d = Daemon::spawn_with_config_env(&self.config, self.admin, dir, env);
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d.log.clone());
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = d.pid();
+        *self.process.lock().await = Some(d);
+        *self.exit_expected.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
     /// This instance's `/status`, if it answers.
     pub async fn status(&self, http: &reqwest::Client) -> Option<StatusReport> {
         let r = http
@@ -253,14 +270,24 @@ impl World {
             .any(|f| f.effects.iter().any(&pred))
     }
 
-    /// When instance `i` last came up (its latest restart, or the campaign's start).
+    /// When instance `i` last came up (its latest restart, or the campaign's start): the
+    /// end of a kill, the start and the end of a clock fault (each a restart).
     pub fn running_since(&self, i: usize, t: Duration) -> Duration {
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|f| f.injected && f.effects.contains(&Effect::DaemonDown(i)))
-            .filter_map(|f| f.end)
+            .filter(|f| f.injected)
+            .flat_map(|f| {
+                if f.effects.contains(&Effect::DaemonDown(i)) {
+                    vec![f.end]
+                } else if f.effects.contains(&Effect::ClockRate(i)) {
+                    vec![Some(f.start), f.end]
+                } else {
+                    Vec::new()
+                }
+            })
+            .flatten()
             .filter(|e| *e <= t)
             .max()
             .unwrap_or_default()
@@ -272,6 +299,23 @@ impl World {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// libfaketime, for the clock-rate fault: `KUBE_FAILOVER_FAKETIME_LIB`, else where
+/// Debian's `faketime` package puts it.
+pub fn faketime_lib() -> Option<PathBuf> {
+    if let Some(lib) = std::env::var_os("KUBE_FAILOVER_FAKETIME_LIB") {
+        return Some(PathBuf::from(lib)).filter(|p| p.is_file());
+    }
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+        "/usr/local/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
 }
 
 fn daemon_opts(identity: &str) -> DaemonOpts {
