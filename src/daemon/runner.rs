@@ -538,6 +538,9 @@ impl GroupRunner {
                     // As of the write's end: the guards' isolation bound runs from the
                     // moment the `promoting` record is known written.
                     self.engine.handle_result(Instant::now(), action, true);
+                    if let Some(stored) = &report.record {
+                        self.engine.record_stored(stored);
+                    }
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {
                         info!(group, action = kind, ?reasons, changes = %report, "action done");

@@ -191,6 +191,22 @@ impl Engine {
         }
     }
 
+    /// The record as a record action left it stored (written by it or found already
+    /// so): from now on the last copy seen. A record lost right after this daemon wrote
+    /// it (a `promoting` whose scale-up has not annotated anything yet) is written back
+    /// as this, never as the older copy read before the write, whose epoch the next
+    /// promotion would reuse.
+    pub fn record_stored(&mut self, stored: &FailoverRecord) {
+        if stored.exists()
+            && self
+                .last_record
+                .as_ref()
+                .is_none_or(|last| stored.epoch >= last.epoch)
+        {
+            self.last_record = Some(stored.clone());
+        }
+    }
+
     /// Switches between acting and only deciding: a daemon instance that does not lead
     /// the group decides in observe mode.
     pub fn set_mode(&mut self, mode: Mode) {

@@ -364,6 +364,12 @@ impl Sim {
         if self.carry_out {
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
+                // As the runner does with the actuator's report of a record action.
+                let record_action = action.kind().starts_with("record")
+                    || matches!(action, Action::RestoreRecord { .. });
+                if ok && record_action && self.world.record_exists {
+                    self.engine.record_stored(&self.world.record);
+                }
             }
         }
         if self.world.standby_desired >= 1 {
@@ -1510,6 +1516,42 @@ fn invariant2_a_restarted_daemon_finds_a_promotion_by_its_epoch_annotation() {
     assert!(sim.world.record_exists);
     assert_eq!(sim.world.record.epoch, 1);
     assert!(sim.world.record.effective_phase().standby_active());
+}
+
+/// Found by the fault campaign: the record is deleted right after the `promoting` write,
+/// before the scale-up annotated anything (here it fails). It comes back at the epoch
+/// just written, never as the older copy read before the write: the next promotion would
+/// have reused that epoch.
+#[test]
+fn invariant2_a_record_lost_right_after_its_promoting_write_comes_back_at_its_epoch() {
+    let mut sim = Sim::warmed_up();
+    sim.world.forbidden = vec!["scale_standby_up"];
+    sim.world.primary_down();
+    for _ in 0..10 {
+        sim.tick();
+        if sim.world.record.phase == Some(RecordPhase::Promoting) {
+            break;
+        }
+    }
+    assert_eq!(sim.world.record.phase, Some(RecordPhase::Promoting));
+    let epoch = sim.world.record.epoch;
+    assert_eq!(sim.world.standby_epoch, None, "nothing annotated");
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    let d = sim.tick().clone();
+    assert!(
+        d.reasons.contains(&ReasonCode::RecordLost),
+        "{:?}",
+        d.reasons
+    );
+    assert!(sim.world.record_exists);
+    assert_eq!(sim.world.record.epoch, epoch, "written back at its epoch");
+    assert!(sim.world.record.effective_phase().standby_active());
+    sim.world.forbidden.clear();
+    sim.run(5);
+    assert_eq!(sim.promotions(), 1, "never promoted again");
+    assert_eq!(sim.world.record.epoch, epoch);
+    assert_eq!(sim.world.standby_desired, 1);
 }
 
 /// The same with a daemon that restarted while the record was gone: it never saw the
