@@ -207,19 +207,20 @@ impl TokenCredentials {
         self.written_at
     }
 
-    /// Whether the current token was revoked ([`TokenCredentials::revoke`]) and no new
-    /// one written since.
+    /// Whether the current token was revoked, or its revocation tried
+    /// ([`TokenCredentials::revoke`]), and no new one written since.
     pub fn revoked(&self) -> bool {
         self.revoked.load(Ordering::Relaxed)
     }
 
     /// Deletes the current ServiceAccount and waits until the API server rejects its
     /// token with 401. Returns how long the rejection took to take effect.
+    /// [`TokenCredentials::revoked`] holds from the call on, even when it fails (the
+    /// deletion may have happened without its 401 seen yet).
     pub async fn revoke(&self) -> Result<Duration> {
         let token = self.token()?;
-        let took = self.revoke_account(&self.service_account, &token).await?;
         self.revoked.store(true, Ordering::Relaxed);
-        Ok(took)
+        self.revoke_account(&self.service_account, &token).await
     }
 
     /// Deletes the current ServiceAccount's RoleBindings and waits until the API server
