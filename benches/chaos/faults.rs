@@ -36,13 +36,16 @@ pub enum Kind {
     Failback,
     PodsUnready,
     CredentialsRotate,
+    GuardKill,
+    GuardPartition,
+    ClockRate,
     /// Not a fault: `kube-failover promote --force` with no outage, which the checker
     /// must report as an unjustified promotion (the control that proves it can).
     ControlPromote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 21] = [
         Kind::PrimaryApiKill,
         Kind::PrimaryApiStop,
         Kind::StandbyApiDown,
@@ -61,6 +64,9 @@ impl Kind {
         Kind::Failback,
         Kind::PodsUnready,
         Kind::CredentialsRotate,
+        Kind::GuardKill,
+        Kind::GuardPartition,
+        Kind::ClockRate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +89,9 @@ impl Kind {
             Kind::Failback => "failback",
             Kind::PodsUnready => "pods-unready",
             Kind::CredentialsRotate => "credentials-rotate",
+            Kind::GuardKill => "guard-kill",
+            Kind::GuardPartition => "guard-partition",
+            Kind::ClockRate => "clock-rate",
             Kind::ControlPromote => "control-promote",
         }
     }
@@ -112,6 +121,9 @@ impl Kind {
             Kind::PodsUnready => rng.u64(3..=20),
             // With the old token revoked first: how long until the new one is on disk.
             Kind::CredentialsRotate => rng.u64(0..=8),
+            Kind::GuardKill => rng.u64(0..=8),
+            Kind::GuardPartition => rng.u64(2..=20),
+            Kind::ClockRate => rng.u64(20..=60),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
         };
         Duration::from_millis(secs * 1000 + rng.u64(0..1000))
@@ -147,6 +159,13 @@ pub enum Effect {
     /// with the new one is accepted: meanwhile its requests there may get 401 (unknown,
     /// never down).
     Credentials(usize, Side),
+    /// Guard `g` (0 the primary's, 1 the standby's) and its agent are gone (killed, not
+    /// restarted yet).
+    GuardDown(usize),
+    /// Guard `g`'s path to the standby is cut.
+    GuardCut(usize),
+    /// Instance `i` runs with its clocks (monotonic and wall) at another rate.
+    ClockRate(usize),
 }
 
 /// What two faults cannot hold at once.
@@ -162,6 +181,7 @@ enum Resource {
     Pause,
     Failback,
     Pods,
+    Guard(usize),
     Credentials(usize, Side),
 }
 
@@ -187,6 +207,8 @@ struct Drawn {
     sides: Vec<Side>,
     mode: ProxyMode,
     knob: Knob,
+    /// A clock fault's rate.
+    rate: f64,
 }
 
 impl Drawn {
@@ -203,7 +225,7 @@ impl Drawn {
                 .iter()
                 .flat_map(|i| self.sides.iter().map(move |s| Resource::Path(*i, *s)))
                 .collect(),
-            Kind::DaemonKill | Kind::LeaderStop => self
+            Kind::DaemonKill | Kind::LeaderStop | Kind::ClockRate => self
                 .instances
                 .iter()
                 .map(|i| Resource::Daemon(*i))
@@ -230,6 +252,9 @@ impl Drawn {
                         .then_some(Resource::Rbac),
                 )
                 .collect(),
+            Kind::GuardKill | Kind::GuardPartition => {
+                self.instances.iter().map(|g| Resource::Guard(*g)).collect()
+            }
         }
     }
 
@@ -272,6 +297,21 @@ impl Drawn {
                 .iter()
                 .flat_map(|i| self.sides.iter().map(move |s| Effect::Credentials(*i, *s)))
                 .collect(),
+            Kind::GuardKill => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardDown(*g))
+                .collect(),
+            Kind::GuardPartition => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardCut(*g))
+                .collect(),
+            Kind::ClockRate => self
+                .instances
+                .iter()
+                .map(|i| Effect::ClockRate(*i))
+                .collect(),
         }
     }
 
@@ -307,7 +347,21 @@ impl Drawn {
                 ),
                 _ => String::new(),
             },
+            Kind::GuardKill => format!(
+                "{}'s guard and agent SIGKILLed, restarted after {secs:.1}s",
+                self.guard_side().name()
+            ),
+            Kind::GuardPartition => {
+                format!(
+                    "{}'s guard from the standby, {secs:.1}s",
+                    self.guard_side().name()
+                )
+            }
             Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
+            Kind::ClockRate => format!(
+                "{who} restarted with its clocks at x{:.3} for {secs:.1}s, then on the real clock",
+                self.rate
+            ),
             Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
             Kind::PrimaryApiKill | Kind::PrimaryApiStop => {
                 let next = match self.knob {
@@ -328,6 +382,17 @@ impl Drawn {
                 String::new()
             }
             _ => format!("{secs:.1}s"),
+        }
+    }
+}
+
+impl Drawn {
+    /// The side of a guard fault's guard (its index in `instances`: 0 the primary's).
+    fn guard_side(&self) -> Side {
+        if self.instances.first() == Some(&0) {
+            Side::Primary
+        } else {
+            Side::Standby
         }
     }
 }
@@ -386,6 +451,7 @@ pub async fn campaign(world: Arc<World>, until: Duration) {
                 sides: Vec::new(),
                 mode: ProxyMode::Pass,
                 knob: Knob::None,
+                rate: 1.0,
             };
             let resources = drawn.resources();
             busy.lock()
@@ -450,6 +516,7 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
         sides: Vec::new(),
         mode: ProxyMode::Pass,
         knob: Knob::None,
+        rate: 1.0,
     };
     match kind {
         Kind::PartitionPrimary | Kind::PartitionStandby | Kind::PartitionBoth => {
@@ -487,6 +554,14 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
             drawn.mode = ProxyMode::Reset;
         }
         Kind::DaemonKill => drawn.instances = some_instances(rng, 1),
+        // 3–10 % fast or slow: a broken clock source, far beyond what NTP lets through.
+        Kind::ClockRate => {
+            drawn.instances = some_instances(rng, 1);
+            let off = 0.03 + rng.f64() * 0.07;
+            drawn.rate = if rng.bool() { 1.0 + off } else { 1.0 - off };
+        }
+        // The guard's index: 0 the primary's, 1 the standby's.
+        Kind::GuardKill | Kind::GuardPartition => drawn.instances = vec![rng.usize(0..2)],
         Kind::LeaderStop => {
             let mut leader = None;
             for (i, inst) in world.instances.iter().enumerate() {
@@ -792,6 +867,22 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
                 other => format!("exit {other:?}: {last}"),
             }));
         }
+        Kind::ClockRate => {
+            let lib = crate::world::faketime_lib().ok_or("libfaketime not found")?;
+            world.instances[d.instances[0]]
+                .restart(
+                    pair.primary.dir(),
+                    &[
+                        ("LD_PRELOAD", lib.display().to_string()),
+                        ("FAKETIME", format!("+0 x{:.3}", d.rate)),
+                    ],
+                )
+                .await;
+        }
+        Kind::GuardKill => world.guards[d.instances[0]].kill().await,
+        Kind::GuardPartition => world.guards[d.instances[0]]
+            .proxy
+            .set_mode(ProxyMode::Blackhole),
         Kind::PodsUnready => {
             let mut changed = 0;
             for name in pair.primary.deployment_names() {
@@ -891,6 +982,20 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
                     .await
                     .map_err(|x| e(&x))?;
             }
+            Ok(())
+        }
+        Kind::ClockRate => {
+            world.instances[d.instances[0]]
+                .restart(pair.primary.dir(), &[])
+                .await;
+            Ok(())
+        }
+        Kind::GuardKill => {
+            world.guards[d.instances[0]].spawn(pair).await;
+            Ok(())
+        }
+        Kind::GuardPartition => {
+            world.guards[d.instances[0]].proxy.set_mode(ProxyMode::Pass);
             Ok(())
         }
         Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => Ok(()),
