@@ -4,7 +4,7 @@
 
 use crate::faults::Effect;
 use crate::support::GROUP;
-use crate::world::{COOLDOWN, INSTANCES, QUORUM, STARTUP_GRACE, World};
+use crate::world::{COOLDOWN, INSTANCES, QUORUM, STARTUP_GRACE, Side, World};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
@@ -343,20 +343,35 @@ impl Checker {
                 self.seen_healthy[i] = false;
             }
             let up = !has(Effect::DaemonDown(i)) && !has(Effect::DaemonStopped(i));
+            // A token being rotated: 401 there, which the instance cannot tell from
+            // anything (unknown, never down).
+            let unknown_primary = has(Effect::Credentials(i, Side::Primary));
+            let unknown_standby = has(Effect::Credentials(i, Side::Standby));
             if up
                 && !self.seen_healthy[i]
                 && t >= since + STARTUP_GRACE + Duration::from_secs(10)
                 && primary_serving
                 && !has(Effect::PrimaryPath(i))
+                && !unknown_primary
                 && !has(Effect::Rbac)
                 && !has(Effect::Relabel)
             {
                 self.seen_healthy[i] = true;
             }
-            if up && !has(Effect::StandbyPath(i)) && self.seen_healthy[i] {
+            if up
+                && !has(Effect::StandbyPath(i))
+                && !unknown_primary
+                && !unknown_standby
+                && self.seen_healthy[i]
+            {
                 fit += 1;
             }
-            if up && !has(Effect::StandbyPath(i)) && !has(Effect::PrimaryPath(i)) {
+            if up
+                && !has(Effect::StandbyPath(i))
+                && !has(Effect::PrimaryPath(i))
+                && !unknown_primary
+                && !unknown_standby
+            {
                 able_to_fence = true;
             }
         }

@@ -1,5 +1,6 @@
 //! The campaign's world: the cluster pair, three daemon instances each behind a fault
-//! proxy per side, the operator's config, and the history of every fault injected.
+//! proxy per side with a token identity of its own per side, the operator's config, and
+//! the history of every fault injected.
 
 use crate::Plan;
 use crate::check::{self, Checker};
@@ -8,7 +9,7 @@ use crate::report;
 use crate::support::guard::{Guard, GuardOpts};
 use crate::support::{self, Daemon, DaemonOpts, GROUP};
 use kube_failover::status::StatusReport;
-use kube_failover_testbed::{ClusterPair, FaultProxy};
+use kube_failover_testbed::{ClusterPair, ClusterSpec, FaultProxy, TokenCredentials};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,13 +46,25 @@ impl Side {
     }
 }
 
-/// One daemon instance: its identity, its two proxies and its current process.
+/// An instance's token identity on one side, and where the requests made with a token
+/// just rotated begin in that side's audit log.
+pub struct Token {
+    pub creds: TokenCredentials,
+    /// While a rotation waits for the instance's first accepted request with the new
+    /// token: a byte offset of the side's audit log taken before it was written.
+    pub rotated_from: Option<u64>,
+}
+
+/// One daemon instance: its identity, its two proxies, its token identities and its
+/// current process.
 pub struct Instance {
     pub identity: String,
     pub admin: SocketAddr,
     pub config: PathBuf,
     pub primary_proxy: FaultProxy,
     pub standby_proxy: FaultProxy,
+    /// Its token identities, primary then standby; its kubeconfigs name its proxies.
+    pub tokens: [tokio::sync::Mutex<Token>; 2],
     pub process: tokio::sync::Mutex<Option<Daemon>>,
     /// Every log file of this instance (one per process).
     pub logs: Mutex<Vec<PathBuf>>,
@@ -66,6 +79,13 @@ impl Instance {
         match side {
             Side::Primary => &self.primary_proxy,
             Side::Standby => &self.standby_proxy,
+        }
+    }
+
+    pub fn token(&self, side: Side) -> &tokio::sync::Mutex<Token> {
+        match side {
+            Side::Primary => &self.tokens[0],
+            Side::Standby => &self.tokens[1],
         }
     }
 
@@ -359,7 +379,14 @@ pub async fn run(plan: Plan) -> Outcome {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let pair = support::pair().await;
+    // Audit logs on: they show when an instance's first request with a rotated token was
+    // accepted.
+    let pair = ClusterPair::start_with(
+        ClusterSpec::new("primary").replicas(1).audit(true),
+        ClusterSpec::new("standby").replicas(0).audit(true),
+    )
+    .await
+    .expect("start the test-bed cluster pair");
     let dir = pair.primary.dir().to_path_buf();
     let mut instances = Vec::new();
     for name in ["chaos-a", "chaos-b", "chaos-c"] {
@@ -370,16 +397,15 @@ pub async fn run(plan: Plan) -> Outcome {
         let standby_proxy = FaultProxy::start(pair.standby.api_addr())
             .await
             .expect("start a proxy to the standby");
-        opts.primary_kubeconfig = Some(
-            pair.primary
-                .daemon_kubeconfig_via(primary_proxy.addr())
-                .expect("kubeconfig via proxy"),
-        );
-        opts.standby_kubeconfig = Some(
-            pair.standby
-                .daemon_kubeconfig_via(standby_proxy.addr())
-                .expect("kubeconfig via proxy"),
-        );
+        // A ServiceAccount token per side, the daemon's Role(s) bound to it, in a
+        // kubeconfig that names this instance's proxy: `credentials-rotate` rotates it.
+        let (primary_creds, standby_creds) = tokio::try_join!(
+            TokenCredentials::create_via(&pair.primary, name, primary_proxy.addr()),
+            TokenCredentials::create_via(&pair.standby, name, standby_proxy.addr()),
+        )
+        .expect("token identities via the proxies");
+        opts.primary_kubeconfig = Some(primary_creds.kubeconfig().to_path_buf());
+        opts.standby_kubeconfig = Some(standby_creds.kubeconfig().to_path_buf());
         let admin = support::free_port();
         let config = dir.join(format!("chaos-{name}.toml"));
         std::fs::write(&config, support::config_toml(&pair, &opts, admin))
@@ -390,6 +416,12 @@ pub async fn run(plan: Plan) -> Outcome {
             config,
             primary_proxy,
             standby_proxy,
+            tokens: [primary_creds, standby_creds].map(|creds| {
+                tokio::sync::Mutex::new(Token {
+                    creds,
+                    rotated_from: None,
+                })
+            }),
             process: tokio::sync::Mutex::new(None),
             logs: Mutex::new(Vec::new()),
             pid: Mutex::new(None),
