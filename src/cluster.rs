@@ -47,7 +47,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Error)]
 pub enum ClusterError {
     /// The kubeconfig or its context is unusable.
-    #[error("{role} cluster: {source}")]
+    #[error("{role} cluster")]
     Kubeconfig {
         /// `primary` or `standby`.
         role: String,
@@ -57,7 +57,7 @@ pub enum ClusterError {
     },
     /// The kubeconfig parsed and the context exists, but kube could not turn it into a
     /// client configuration (missing server URL, unreadable certificate file, …).
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {source}")]
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
     Config {
         /// `primary` or `standby`.
         role: String,
@@ -72,7 +72,7 @@ pub enum ClusterError {
     /// Neither `kubeconfig` nor `context` was given and the in-cluster service account
     /// is not available.
     #[error(
-        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable: {source}"
+        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable"
     )]
     InCluster {
         /// `primary` or `standby`.
@@ -94,7 +94,7 @@ pub enum ClusterError {
         detail: String,
     },
     /// The client could not be constructed (TLS setup).
-    #[error("{role} cluster: cannot build a Kubernetes client: {source}")]
+    #[error("{role} cluster: cannot build a Kubernetes client")]
     Client {
         /// `primary` or `standby`.
         role: String,
@@ -334,6 +334,7 @@ fn certificate_authority(resolved: &ResolvedKubeconfig) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::chain;
     use std::io::Write;
 
     const TOKEN: &str = "s3cr3t-token-value";
@@ -441,7 +442,7 @@ users:
         else {
             panic!("a missing context must fail");
         };
-        let msg = err.to_string();
+        let msg = chain(&err).to_string();
         assert!(matches!(
             err,
             ClusterError::Kubeconfig {
@@ -506,14 +507,9 @@ users:
         let path = write(&dir, "kc", &text);
         let err = resolve_kubeconfig(&cluster(Some(path.clone()), None)).unwrap_err();
         assert!(matches!(err, KubeconfigProblem::Parse { .. }), "{err}");
-        let mut chain = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
-        assert!(!chain.contains(TOKEN), "{chain}");
-        assert!(chain.contains(&path.display().to_string()), "{chain}");
+        let shown = chain(&err).to_string();
+        assert!(!shown.contains(TOKEN), "{shown}");
+        assert!(shown.contains(&path.display().to_string()), "{shown}");
     }
 
     #[tokio::test]
@@ -525,7 +521,10 @@ users:
             else {
                 panic!("context {context} must fail");
             };
-            assert!(!format!("{err} {err:?}").contains(TOKEN), "{err:?}");
+            assert!(
+                !format!("{} {err:?}", chain(&err)).contains(TOKEN),
+                "{err:?}"
+            );
         }
     }
 }

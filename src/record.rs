@@ -94,7 +94,7 @@ pub enum RecordError {
         problem: String,
     },
     /// The API call failed.
-    #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(source))]
+    #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(error))]
     Api {
         /// Namespace of the ConfigMap.
         namespace: String,
@@ -103,9 +103,9 @@ pub enum RecordError {
         /// `get`, `create` or `replace`.
         op: &'static str,
         // Boxed: kube's error is large, and this one travels in every `Result` here.
-        #[source]
-        /// The client's error.
-        source: Box<kube::Error>,
+        /// The client's error, shown only as [`describe`] says it: not a source, as
+        /// kube's own text may carry the server's message or a URL.
+        error: Box<kube::Error>,
     },
 }
 
@@ -115,7 +115,7 @@ impl RecordError {
         match self {
             RecordError::Conflict { .. } => ProbeReason::HttpStatus,
             RecordError::Invalid { .. } => ProbeReason::Decode,
-            RecordError::Api { source, .. } => classify(source),
+            RecordError::Api { error, .. } => classify(error),
         }
     }
 
@@ -132,11 +132,11 @@ pub async fn read(
     name: &str,
 ) -> Result<Option<FailoverRecord>, RecordError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|source| RecordError::Api {
+    let found = api.get_opt(name).await.map_err(|error| RecordError::Api {
         namespace: namespace.to_string(),
         name: name.to_string(),
         op: "get",
-        source: Box::new(source),
+        error: Box::new(error),
     })?;
     found.map(|cm| from_config_map(&cm)).transpose()
 }
@@ -183,11 +183,11 @@ pub async fn write(
                 name: name.to_string(),
             })
         }
-        Err(source) => Err(RecordError::Api {
+        Err(error) => Err(RecordError::Api {
             namespace: namespace.to_string(),
             name: name.to_string(),
             op,
-            source: Box::new(source),
+            error: Box::new(error),
         }),
     }
 }

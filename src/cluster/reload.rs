@@ -15,6 +15,7 @@
 use super::exec::{ExecCredential, ExecPlugin};
 use super::{ClientOptions, ClusterError, Loaded};
 use crate::config::ClusterConfig;
+use crate::error_chain::chain;
 use base64::Engine as _;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::hash_map::DefaultHasher;
@@ -364,7 +365,7 @@ impl Reloader {
         let loaded = match super::load(&self.cluster, &self.role, self.read_timeout).await {
             Ok(loaded) => loaded,
             Err(err) => {
-                warn!(role = %self.role, kubeconfig = %self.source, error = %err,
+                warn!(role = %self.role, kubeconfig = %self.source, error = %chain(&err),
                     "credentials changed on disk but cannot be used; keeping the previous client");
                 // Not retried until the files change again.
                 self.lock().fingerprint = fingerprint_before;
