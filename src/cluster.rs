@@ -13,6 +13,7 @@ mod exec;
 mod reload;
 
 pub use connect::{Http2, Pool};
+pub use exec::ExecConfigError;
 pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
@@ -82,7 +83,7 @@ pub enum ClusterError {
         source: InClusterError,
     },
     /// The user entry's exec credential plugin cannot be run as configured.
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {detail}")]
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
     ExecPlugin {
         /// `primary` or `standby`.
         role: String,
@@ -90,8 +91,8 @@ pub enum ClusterError {
         file: KubeconfigSource,
         /// The context concerned.
         context: String,
-        /// What is wrong (never the plugin's output).
-        detail: String,
+        /// What is wrong.
+        source: ExecConfigError,
     },
     /// The client could not be constructed (TLS setup).
     #[error("{role} cluster: cannot build a Kubernetes client")]
@@ -266,13 +267,13 @@ async fn load(
     );
     let exec = match auth.exec.take() {
         None => None,
-        Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|detail| {
+        Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|source| {
             let (file, context) = context.unwrap_or((KubeconfigSource::Default, String::new()));
             ClusterError::ExecPlugin {
                 role: role.to_string(),
                 file,
                 context,
-                detail,
+                source,
             }
         })?),
     };

@@ -285,6 +285,18 @@ impl Update {
     }
 }
 
+/// An update that the record's phase does not allow: someone else moved the record on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("phase {} of epoch {epoch} does not allow {}", .phase.as_str(), .update.what())]
+pub(crate) struct PhaseRefuses {
+    /// The phase recorded.
+    phase: RecordPhase,
+    /// The epoch recorded.
+    epoch: u64,
+    /// The update refused.
+    update: Update,
+}
+
 /// The record after `update`, decided from the phase of `current` alone: `Ok(None)`
 /// when the record already says so (nothing to write), `Err` naming the phase when the
 /// phase does not allow the update (someone else moved the record on). The caller
@@ -293,7 +305,7 @@ pub(crate) fn transition(
     current: &FailoverRecord,
     update: Update,
     now: &Stamp,
-) -> Result<Option<FailoverRecord>, String> {
+) -> Result<Option<FailoverRecord>, PhaseRefuses> {
     let phase = current.effective_phase();
     let mut next = current.clone();
     let changed = match (update, phase) {
@@ -328,12 +340,11 @@ pub(crate) fn transition(
             }
         }
         (update, phase) => {
-            return Err(format!(
-                "phase {} of epoch {} does not allow {}",
-                phase.as_str(),
-                current.epoch,
-                update.what()
-            ));
+            return Err(PhaseRefuses {
+                phase,
+                epoch: current.epoch,
+                update,
+            });
         }
     };
     Ok(changed.then_some(next))
@@ -835,7 +846,8 @@ mod tests {
                     Writes
                 }
                 Ok(None) => Unchanged,
-                Err(detail) => {
+                Err(refused) => {
+                    let detail = refused.to_string();
                     let shown = phase.unwrap_or(Primary).as_str();
                     assert!(
                         detail.starts_with(&format!("phase {shown} of epoch 3 does not allow")),
@@ -971,7 +983,9 @@ mod tests {
 
     #[test]
     fn refusal_names_phase_epoch_and_update() {
-        let refusal = |phase, update| transition(&at_phase(Some(phase)), update, &stamp());
+        let refusal = |phase, update| {
+            transition(&at_phase(Some(phase)), update, &stamp()).map_err(|e| e.to_string())
+        };
         assert_eq!(
             refusal(RecordPhase::Primary, Update::Fenced(FencedBy::Scale)),
             Err("phase primary of epoch 3 does not allow recording fenced".to_string())
