@@ -106,7 +106,7 @@ impl Actuator {
             ));
         }
         let next = record::transition(&current, update, &record::now_stamp())
-            .map_err(|detail| self.stale(&name, detail))?;
+            .map_err(|refused| self.stale(&name, refused.to_string()))?;
         let mut report = ActionReport::new(action);
         let Some(mut next) = next else {
             report.record = Some(current);

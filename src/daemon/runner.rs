@@ -8,6 +8,7 @@ use crate::admin::AdminState;
 use crate::clusters::ClusterHandle;
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
+use crate::error_chain::chain;
 use crate::metrics::{Metrics, Side};
 use crate::model::{Action, Observation, ProbeOutcome, ProbeReason};
 use crate::probe;
@@ -562,7 +563,7 @@ impl GroupRunner {
                     self.engine.handle_result(now, action, false);
                     self.metrics.observe_action(group, kind, false);
                     let label = e.reason();
-                    let message = e.to_string();
+                    let message = chain(&e).to_string();
                     let repeats = match self.failing.get_mut(kind) {
                         Some((last, n)) if *last == message => {
                             *n += 1;
@@ -574,7 +575,7 @@ impl GroupRunner {
                         }
                     };
                     if repeats == 1 {
-                        error!(group, action = kind, reason = label, error = %e, ?reasons, "action failed");
+                        error!(group, action = kind, reason = label, error = %message, ?reasons, "action failed");
                     }
                     failed = Some(format!("{kind}: {message}"));
                     if matches!(action, Action::RecordPromoting { .. }) {
