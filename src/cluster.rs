@@ -13,6 +13,7 @@ mod exec;
 mod reload;
 
 pub use connect::{Http2, Pool};
+pub use exec::ExecConfigError;
 pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
@@ -47,7 +48,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Error)]
 pub enum ClusterError {
     /// The kubeconfig or its context is unusable.
-    #[error("{role} cluster: {source}")]
+    #[error("{role} cluster")]
     Kubeconfig {
         /// `primary` or `standby`.
         role: String,
@@ -57,7 +58,7 @@ pub enum ClusterError {
     },
     /// The kubeconfig parsed and the context exists, but kube could not turn it into a
     /// client configuration (missing server URL, unreadable certificate file, …).
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {source}")]
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
     Config {
         /// `primary` or `standby`.
         role: String,
@@ -72,7 +73,7 @@ pub enum ClusterError {
     /// Neither `kubeconfig` nor `context` was given and the in-cluster service account
     /// is not available.
     #[error(
-        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable: {source}"
+        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable"
     )]
     InCluster {
         /// `primary` or `standby`.
@@ -82,7 +83,7 @@ pub enum ClusterError {
         source: InClusterError,
     },
     /// The user entry's exec credential plugin cannot be run as configured.
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}: {detail}")]
+    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
     ExecPlugin {
         /// `primary` or `standby`.
         role: String,
@@ -90,11 +91,11 @@ pub enum ClusterError {
         file: KubeconfigSource,
         /// The context concerned.
         context: String,
-        /// What is wrong (never the plugin's output).
-        detail: String,
+        /// What is wrong.
+        source: ExecConfigError,
     },
     /// The client could not be constructed (TLS setup).
-    #[error("{role} cluster: cannot build a Kubernetes client: {source}")]
+    #[error("{role} cluster: cannot build a Kubernetes client")]
     Client {
         /// `primary` or `standby`.
         role: String,
@@ -266,13 +267,13 @@ async fn load(
     );
     let exec = match auth.exec.take() {
         None => None,
-        Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|detail| {
+        Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|source| {
             let (file, context) = context.unwrap_or((KubeconfigSource::Default, String::new()));
             ClusterError::ExecPlugin {
                 role: role.to_string(),
                 file,
                 context,
-                detail,
+                source,
             }
         })?),
     };
@@ -334,6 +335,7 @@ fn certificate_authority(resolved: &ResolvedKubeconfig) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::chain;
     use std::io::Write;
 
     const TOKEN: &str = "s3cr3t-token-value";
@@ -441,7 +443,7 @@ users:
         else {
             panic!("a missing context must fail");
         };
-        let msg = err.to_string();
+        let msg = chain(&err).to_string();
         assert!(matches!(
             err,
             ClusterError::Kubeconfig {
@@ -506,14 +508,9 @@ users:
         let path = write(&dir, "kc", &text);
         let err = resolve_kubeconfig(&cluster(Some(path.clone()), None)).unwrap_err();
         assert!(matches!(err, KubeconfigProblem::Parse { .. }), "{err}");
-        let mut chain = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
-        assert!(!chain.contains(TOKEN), "{chain}");
-        assert!(chain.contains(&path.display().to_string()), "{chain}");
+        let shown = chain(&err).to_string();
+        assert!(!shown.contains(TOKEN), "{shown}");
+        assert!(shown.contains(&path.display().to_string()), "{shown}");
     }
 
     #[tokio::test]
@@ -525,7 +522,10 @@ users:
             else {
                 panic!("context {context} must fail");
             };
-            assert!(!format!("{err} {err:?}").contains(TOKEN), "{err:?}");
+            assert!(
+                !format!("{} {err:?}", chain(&err)).contains(TOKEN),
+                "{err:?}"
+            );
         }
     }
 }

@@ -15,9 +15,10 @@ pub enum CallError {
     /// No answer within the bound.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The client or the API server reported an error.
+    /// The client or the API server reported an error. Shown only as [`describe`] says
+    /// it, and not a source: kube's own text may carry the server's message or a URL.
     #[error("{}", describe(.0))]
-    Kube(#[source] kube::Error),
+    Kube(kube::Error),
 }
 
 impl CallError {

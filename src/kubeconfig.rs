@@ -31,7 +31,7 @@ impl fmt::Display for KubeconfigSource {
 #[derive(Debug, Error)]
 pub enum KubeconfigProblem {
     /// The file could not be read.
-    #[error("cannot read kubeconfig {file}: {source}")]
+    #[error("cannot read kubeconfig {file}")]
     Read {
         /// The kubeconfig concerned.
         file: KubeconfigSource,
@@ -52,7 +52,7 @@ pub enum KubeconfigProblem {
     },
     /// Any other failure to load the file (merging several `$KUBECONFIG` files, no home
     /// directory to find the default one).
-    #[error("cannot load kubeconfig {file}: {source}")]
+    #[error("cannot load kubeconfig {file}")]
     Load {
         /// The kubeconfig concerned.
         file: KubeconfigSource,

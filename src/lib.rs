@@ -18,6 +18,7 @@ pub mod config;
 pub mod coord;
 pub mod daemon;
 pub mod env0;
+pub mod error_chain;
 pub mod guard;
 pub mod kube_call;
 pub mod kubeconfig;

@@ -76,7 +76,7 @@ fn report(failure: Failure) -> u8 {
         error,
     } = failure;
     let error = anyhow::Error::from_boxed(error);
-    let text = chain_text(error.as_ref());
+    let text = kube_failover::error_chain::chain(error.as_ref()).to_string();
     match report {
         Report::Stderr => eprintln!("kube-failover: {text}"),
         Report::Log(message) => tracing::error!(error = text, "{message}"),
@@ -89,62 +89,9 @@ fn report(failure: Failure) -> u8 {
     }
 }
 
-/// The error and each of its sources joined by `: `, a source left out when the text so
-/// far already says it: many of the crate's errors name their cause in their own message
-/// (`cannot read trace x: No such file…`) and also give it as their source, and the
-/// operator should read each cause once.
-fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        next = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot read trace {path}: {source}")]
-    struct SaysItsCause {
-        path: &'static str,
-        source: std::io::Error,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("simulate")]
-    struct Outer {
-        #[source]
-        inner: SaysItsCause,
-    }
-
-    #[test]
-    fn each_cause_is_printed_once() {
-        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let doubled = SaysItsCause {
-            path: "/t",
-            source: io(),
-        };
-        assert_eq!(chain_text(&doubled), "cannot read trace /t: no such file");
-        let nested = Outer {
-            inner: SaysItsCause {
-                path: "/t",
-                source: io(),
-            },
-        };
-        // A source its message does not name (`simulate`) is printed.
-        assert_eq!(
-            chain_text(&nested),
-            "simulate: cannot read trace /t: no such file"
-        );
-    }
 
     /// build.rs watches the git files the revision comes from; a watched path that does
     /// not exist makes cargo rerun it, and recompile the crate, at every cargo command.

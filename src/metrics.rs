@@ -258,7 +258,7 @@ impl Metrics {
             record_restores: IntCounterVec::new(
                 opts(
                     "record_restores_total",
-                    "Failover records written back after they were found missing.",
+                    "Failover records written back after they were found missing or their epoch had gone back.",
                 ),
                 &["group"],
             )?,

@@ -94,7 +94,7 @@ pub enum RecordError {
         problem: String,
     },
     /// The API call failed.
-    #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(source))]
+    #[error("ConfigMap {namespace}/{name}: {op}: {}", describe(error))]
     Api {
         /// Namespace of the ConfigMap.
         namespace: String,
@@ -103,9 +103,9 @@ pub enum RecordError {
         /// `get`, `create` or `replace`.
         op: &'static str,
         // Boxed: kube's error is large, and this one travels in every `Result` here.
-        #[source]
-        /// The client's error.
-        source: Box<kube::Error>,
+        /// The client's error, shown only as [`describe`] says it: not a source, as
+        /// kube's own text may carry the server's message or a URL.
+        error: Box<kube::Error>,
     },
 }
 
@@ -115,7 +115,7 @@ impl RecordError {
         match self {
             RecordError::Conflict { .. } => ProbeReason::HttpStatus,
             RecordError::Invalid { .. } => ProbeReason::Decode,
-            RecordError::Api { source, .. } => classify(source),
+            RecordError::Api { error, .. } => classify(error),
         }
     }
 
@@ -132,11 +132,11 @@ pub async fn read(
     name: &str,
 ) -> Result<Option<FailoverRecord>, RecordError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|source| RecordError::Api {
+    let found = api.get_opt(name).await.map_err(|error| RecordError::Api {
         namespace: namespace.to_string(),
         name: name.to_string(),
         op: "get",
-        source: Box::new(source),
+        error: Box::new(error),
     })?;
     found.map(|cm| from_config_map(&cm)).transpose()
 }
@@ -183,11 +183,11 @@ pub async fn write(
                 name: name.to_string(),
             })
         }
-        Err(source) => Err(RecordError::Api {
+        Err(error) => Err(RecordError::Api {
             namespace: namespace.to_string(),
             name: name.to_string(),
             op,
-            source: Box::new(source),
+            error: Box::new(error),
         }),
     }
 }
@@ -285,6 +285,18 @@ impl Update {
     }
 }
 
+/// An update that the record's phase does not allow: someone else moved the record on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("phase {} of epoch {epoch} does not allow {}", .phase.as_str(), .update.what())]
+pub(crate) struct PhaseRefuses {
+    /// The phase recorded.
+    phase: RecordPhase,
+    /// The epoch recorded.
+    epoch: u64,
+    /// The update refused.
+    update: Update,
+}
+
 /// The record after `update`, decided from the phase of `current` alone: `Ok(None)`
 /// when the record already says so (nothing to write), `Err` naming the phase when the
 /// phase does not allow the update (someone else moved the record on). The caller
@@ -293,7 +305,7 @@ pub(crate) fn transition(
     current: &FailoverRecord,
     update: Update,
     now: &Stamp,
-) -> Result<Option<FailoverRecord>, String> {
+) -> Result<Option<FailoverRecord>, PhaseRefuses> {
     let phase = current.effective_phase();
     let mut next = current.clone();
     let changed = match (update, phase) {
@@ -328,12 +340,11 @@ pub(crate) fn transition(
             }
         }
         (update, phase) => {
-            return Err(format!(
-                "phase {} of epoch {} does not allow {}",
-                phase.as_str(),
-                current.epoch,
-                update.what()
-            ));
+            return Err(PhaseRefuses {
+                phase,
+                epoch: current.epoch,
+                update,
+            });
         }
     };
     Ok(changed.then_some(next))
@@ -835,7 +846,8 @@ mod tests {
                     Writes
                 }
                 Ok(None) => Unchanged,
-                Err(detail) => {
+                Err(refused) => {
+                    let detail = refused.to_string();
                     let shown = phase.unwrap_or(Primary).as_str();
                     assert!(
                         detail.starts_with(&format!("phase {shown} of epoch 3 does not allow")),
@@ -971,7 +983,9 @@ mod tests {
 
     #[test]
     fn refusal_names_phase_epoch_and_update() {
-        let refusal = |phase, update| transition(&at_phase(Some(phase)), update, &stamp());
+        let refusal = |phase, update| {
+            transition(&at_phase(Some(phase)), update, &stamp()).map_err(|e| e.to_string())
+        };
         assert_eq!(
             refusal(RecordPhase::Primary, Update::Fenced(FencedBy::Scale)),
             Err("phase primary of epoch 3 does not allow recording fenced".to_string())

@@ -48,7 +48,7 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// The file could not be opened or created.
-    #[error("daemon.trace_file: cannot open {path}: {source}")]
+    #[error("daemon.trace_file: cannot open {path}")]
     Open {
         /// The file as given.
         path: String,
@@ -57,7 +57,7 @@ pub enum TraceError {
         source: std::io::Error,
     },
     /// The file could not be read.
-    #[error("cannot read trace {path}: {source}")]
+    #[error("cannot read trace {path}")]
     Read {
         /// The file as given.
         path: String,
@@ -422,10 +422,19 @@ mod tests {
     #[test]
     fn an_unwritable_path_is_an_error_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let err = TraceSink::open(&dir.path().join("missing/t.jsonl"), 1 << 20, Instant::now())
-            .unwrap_err()
+        let path = dir.path().join("missing/t.jsonl");
+        let err = TraceSink::open(&path, 1 << 20, Instant::now()).unwrap_err();
+        let own = format!("daemon.trace_file: cannot open {}", path.display());
+        assert_eq!(err.to_string(), own, "its own context only");
+        let shown = crate::error_chain::chain(&err).to_string();
+        let cause = std::error::Error::source(&err)
+            .expect("the cause")
             .to_string();
-        assert!(err.starts_with("daemon.trace_file: cannot open "), "{err}");
+        assert_eq!(
+            shown,
+            format!("{own}: {cause}"),
+            "the cause once, from the chain"
+        );
     }
 
     #[test]

@@ -593,8 +593,8 @@ fn missing_config_file_is_named() {
     );
 }
 
-/// The whole message, pinned: the cause is named once even though the error that says
-/// it also carries it as its source (a doubled `: No such file…` was printed before).
+/// The whole message, pinned: the cause (the error's source) is named once, after the
+/// context the error itself says.
 #[test]
 fn an_error_names_its_cause_once() {
     let f = Fixture::new();
@@ -617,6 +617,63 @@ fn an_error_names_its_cause_once() {
             "kube-failover: cannot read trace {}: No such file or directory (os error 2)\n",
             absent.display()
         )
+    );
+}
+
+/// A cause given as an error's source is printed once, after the context that says
+/// where it happened: the whole message of `check-config` for a kubeconfig that does not
+/// exist, pinned, so that a message which also says its source's text cannot return.
+#[test]
+fn an_unreadable_kubeconfig_is_named_with_its_cause_once() {
+    let f = Fixture::new();
+    let config =
+        f.config(&GOOD.replacen("kubeconfig = \"{kc}\"", "kubeconfig = \"{kc}.missing\"", 1));
+    let kubeconfig = f.dir.path().join("clusters.kubeconfig.missing");
+    let out = check_config(&config, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "kube-failover: {}: invalid configuration (1 problem):\n  \
+             groups[env0].primary.kubeconfig: cannot read kubeconfig {}: \
+             No such file or directory (os error 2)\n",
+            config.display(),
+            kubeconfig.display()
+        )
+    );
+}
+
+/// An operator's command against an API server that refuses connections: the whole
+/// message, pinned. The Kubernetes client's error is said once, the way every report of
+/// the crate says it (secret-free), not followed by kube's own wrapping of the same cause
+/// (`ServiceError: client error (Connect): tcp connect error: Connection refused…`).
+#[test]
+fn a_refused_api_server_is_named_once_in_the_message_of_a_command() {
+    let f = Fixture::new();
+    // Two ports that were just free (a group needs two API servers): nothing listens.
+    let bound = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    let [primary, standby] = bound.map(|l| l.local_addr().unwrap().port());
+    let kubeconfig = f.dir.path().join("clusters.kubeconfig");
+    let text = KUBECONFIG
+        .replace("127.0.0.1:6443", &format!("127.0.0.1:{primary}"))
+        .replace("127.0.0.1:7443", &format!("127.0.0.1:{standby}"));
+    std::fs::write(&kubeconfig, text).unwrap();
+    let config = f.config(&GOOD);
+    let out = run(
+        &[
+            "history",
+            "--group",
+            "env0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "kube-failover: group env0: cannot read the failover record: ConfigMap \
+         env0-agent/kube-failover-env0: get: connection refused\n"
     );
 }
 

@@ -5,6 +5,7 @@
 use crate::support;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube_failover_testbed::{ClusterPair, HttpFaultProxy, HttpRule, TokenCredentials};
@@ -194,6 +195,140 @@ async fn a_deleted_record_is_restored_and_the_primary_fenced_again() {
     assert!(events_with_reason(&pair.standby, "KubeFailoverRecordRestored").await >= 1);
     let g = d.group().await.expect("status");
     assert_eq!(g.state, "promoted");
+}
+
+/// The record's data as the default record an operator's command writes when there is
+/// none (no phase, no epoch: `primary` at epoch 0), paused by `alice`.
+fn recreated_paused_record() -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": format!("kube-failover-{GROUP}"),
+            "labels": {"app.kubernetes.io/name": "kube-failover"}
+        },
+        "data": {"paused_by": "alice", "pause_reason": "maintenance"}
+    }))
+    .expect("a ConfigMap")
+}
+
+/// Found by the fault campaign: after a promotion the record is deleted, and before the
+/// daemon writes it back something creates it again knowing nothing of the promotion (an
+/// operator's `pause` did: it wrote the default record, `primary` at epoch 0). The epoch
+/// went back: the daemon writes its last copy over it, the pause kept, and the standby
+/// stays active. An operator's command now refuses to create the record while a
+/// promotion is in force (`record_missing`), and a daemon started afresh finds the
+/// promotion by the standby's epoch annotation and writes it over the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_recreated_at_a_lower_epoch_is_written_over_and_the_pause_kept() {
+    let pair = pair().await;
+    let mut d = Daemon::start(&pair, &fast()).await;
+    d.wait_state("primary_active", Duration::from_secs(20))
+        .await;
+    d.wait_leading(Duration::from_secs(20)).await;
+    pair.primary.stop_apiserver().await.expect("stop primary");
+    d.wait_state("promoted", Duration::from_secs(30)).await;
+    assert_eq!(record_field(&pair, "epoch").await.as_deref(), Some("1"));
+    let standby = replicas(&pair.standby).await;
+    assert!(standby > 0);
+
+    // Deleted and created again at once (the daemon may write it back in between: then
+    // again).
+    let name = format!("kube-failover-{GROUP}");
+    let created = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        || async {
+            let _ = records(&pair).delete(&name, &Default::default()).await;
+            records(&pair)
+                .create(&PostParams::default(), &recreated_paused_record())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    assert!(created.is_some(), "could not re-create the record");
+    let written_over = wait_for(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            record_field(&pair, "epoch").await.as_deref() == Some("1")
+                && record_field(&pair, "restored_at").await.is_some()
+        },
+    )
+    .await;
+    assert!(written_over.is_some(), "{}", d.log_text());
+    assert_eq!(
+        record_field(&pair, "phase").await.as_deref(),
+        Some("promoted")
+    );
+    assert_eq!(
+        record_field(&pair, "paused_by").await.as_deref(),
+        Some("alice"),
+        "the pause is kept"
+    );
+    assert_eq!(
+        replicas(&pair.standby).await,
+        standby,
+        "the standby stays active"
+    );
+    assert!(
+        d.log_text().contains("record_regressed"),
+        "{}",
+        d.log_text()
+    );
+
+    // With no daemon running, an operator's command refuses to create the record.
+    d.kill().await;
+    records(&pair)
+        .delete(&name, &Default::default())
+        .await
+        .expect("delete the record");
+    let out = op(&d.config, &["pause", "--reason", "maintenance"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("record_missing"), "{stderr}");
+    assert!(
+        stderr.contains("want replicas under promotion epoch 1"),
+        "{stderr}"
+    );
+    assert!(record(&pair).await.is_none(), "nothing written");
+
+    // Created again by hand; a daemon started afresh (no copy of its own) writes the
+    // promotion found on the standby's Deployments over it.
+    records(&pair)
+        .create(&PostParams::default(), &recreated_paused_record())
+        .await
+        .expect("create the record");
+    let d = Daemon::start(&pair, &fast()).await;
+    let written_over = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async { record_field(&pair, "epoch").await.as_deref() == Some("1") },
+    )
+    .await;
+    assert!(written_over.is_some(), "{}", d.log_text());
+    assert_eq!(
+        record_field(&pair, "paused_by").await.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        replicas(&pair.standby).await,
+        standby,
+        "the standby stays active"
+    );
+}
+
+/// Runs an operator command with `config` on the group.
+async fn op(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(daemon_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--group", GROUP])
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the command ends within 60 s")
+        .expect("run kube-failover")
 }
 
 /// A failback by hand, then the daemon restarts and the primary fails again inside the

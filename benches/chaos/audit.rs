@@ -102,11 +102,11 @@ pub struct Findings {
     pub late: Vec<Late>,
     /// Successful writes of the operator's commands (`kube-failover-cli/…`), not checked.
     pub operator_writes: usize,
-    /// Successful writes of other users (the test bed's admin: the campaign's faults,
-    /// the controller manager, kwok), not checked, by `user agent-product`.
+    /// Successful writes of other clients (the test bed's admin: the campaign's faults,
+    /// the controller manager, kwok; the guards), not checked, by `user agent-product`.
     pub other_writes: BTreeMap<String, usize>,
     /// Successful writes of the daemon's user with an agent naming no instance of the
-    /// campaign: a misnamed or unknown client.
+    /// campaign, nor the CLI or a guard: a misnamed or unknown client.
     pub unattributed: Vec<String>,
     /// Audit events with a write verb, a 2xx code and no timestamp (not checkable).
     pub untimed: usize,
@@ -212,22 +212,22 @@ pub fn check(spec: &Spec, events: impl IntoIterator<Item = (String, AuditEvent)>
     let mut last: Vec<Option<Renewal>> = vec![None; spec.identities.len()];
     let mut deposed: Vec<Option<(String, SystemTime)>> = vec![None; spec.identities.len()];
     for (received, landed, cluster, e) in writes {
-        if e.user.username != DAEMON_USER {
+        // Told apart by their user agent: an instance may use the daemon's user or a
+        // token of its own (a ServiceAccount).
+        let Some(id) = instance_of(spec, &e.user_agent) else {
             let product = match e.user_agent.split('/').next() {
                 Some(p) if !p.is_empty() => p,
                 _ => "(no agent)",
             };
-            *f.other_writes
-                .entry(format!("{} {product}", e.user.username))
-                .or_default() += 1;
-            continue;
-        }
-        let Some(id) = instance_of(spec, &e.user_agent) else {
-            if e.user_agent.starts_with("kube-failover-cli/") {
+            if product == "kube-failover-cli" {
                 f.operator_writes += 1;
-            } else {
+            } else if e.user.username == DAEMON_USER && product != "kube-failover-guard" {
                 f.unattributed
                     .push(format!("{} by {:?}", describe(&cluster, &e), e.user_agent));
+            } else {
+                *f.other_writes
+                    .entry(format!("{} {product}", e.user.username))
+                    .or_default() += 1;
             }
             continue;
         };
@@ -518,6 +518,16 @@ mod tests {
         );
         assert_eq!(f.instances[0].1.heartbeats, 3);
         assert_eq!(f.checked(), 2);
+    }
+
+    #[test]
+    fn an_instance_is_known_by_its_agent_whatever_its_user() {
+        let mut write = scale(B, 2.0);
+        write.1.user.username = "system:serviceaccount:env0-agent:chaos-b".into();
+        let f = check(&spec(), [acquire(B, 1.0), write]);
+        assert!(f.late.is_empty(), "{:?}", f.late);
+        assert_eq!(f.instances[1].1.checked(), 1);
+        assert!(f.other_writes.is_empty(), "{:?}", f.other_writes);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::faults::Effect;
 use crate::support::GROUP;
-use crate::world::{COOLDOWN, INSTANCES, QUORUM, STARTUP_GRACE, World};
+use crate::world::{COOLDOWN, INSTANCES, QUORUM, STARTUP_GRACE, Side, World};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
@@ -25,6 +25,12 @@ pub const NO_ACTIVE_BUDGET: Duration = Duration::from_secs(15);
 /// A promotion must follow, within this, a primary outage (API down, Pods unready)
 /// or a cut of the primary's path for a quorum of instances.
 pub const PROMOTION_LOOKBACK: Duration = Duration::from_secs(20);
+/// Both agents running (each guard's agent alive where its side's Deployments want
+/// replicas): the primary's guard reads the promoting record within its interval (500 ms)
+/// and stops its agent, and the promotion's scale-up waits for that stop; when that guard
+/// cannot read the record it stops the agent after `isolation_ttl` unless a quorum of
+/// daemons vouch for the primary. The budget is the sampling's and the guards' jitter.
+pub const AGENTS_BUDGET: Duration = Duration::from_secs(1);
 /// Resident memory of an instance.
 pub const RSS_BUDGET_KIB: u64 = 256 * 1024;
 /// Reads of the checker.
@@ -127,6 +133,10 @@ pub struct Checker {
     pub unread_standby: u64,
     pub dual: Window,
     pub dual_raw: Window,
+    /// Both agents running ([`AGENTS_BUDGET`]).
+    pub agents_dual: Window,
+    /// Samples with each side's agent running (primary, standby).
+    pub agent_samples: [u64; 2],
     pub none: Window,
     pub none_raw: Window,
     pub promotions: Vec<Promotion>,
@@ -241,6 +251,7 @@ pub async fn run(world: Arc<World>, mut stop: watch::Receiver<bool>) -> Checker 
         c.sample(&world, t, primary, standby, record);
         if c.samples % 10 == 1 {
             c.processes(&world, t).await;
+            c.guard_processes(&world, t).await;
         }
     }
     let end = world.now();
@@ -334,22 +345,62 @@ impl Checker {
                 self.seen_healthy[i] = false;
             }
             let up = !has(Effect::DaemonDown(i)) && !has(Effect::DaemonStopped(i));
+            // A token being rotated: 401 there, which the instance cannot tell from
+            // anything (unknown, never down).
+            let unknown_primary = has(Effect::Credentials(i, Side::Primary));
+            let unknown_standby = has(Effect::Credentials(i, Side::Standby));
             if up
                 && !self.seen_healthy[i]
                 && t >= since + STARTUP_GRACE + Duration::from_secs(10)
                 && primary_serving
                 && !has(Effect::PrimaryPath(i))
+                && !unknown_primary
                 && !has(Effect::Rbac)
                 && !has(Effect::Relabel)
             {
                 self.seen_healthy[i] = true;
             }
-            if up && !has(Effect::StandbyPath(i)) && self.seen_healthy[i] {
+            if up
+                && !has(Effect::StandbyPath(i))
+                && !unknown_primary
+                && !unknown_standby
+                && self.seen_healthy[i]
+            {
                 fit += 1;
             }
-            if up && !has(Effect::StandbyPath(i)) && !has(Effect::PrimaryPath(i)) {
+            if up
+                && !has(Effect::StandbyPath(i))
+                && !has(Effect::PrimaryPath(i))
+                && !unknown_primary
+                && !unknown_standby
+            {
                 able_to_fence = true;
             }
+        }
+
+        // Both agents running: a guard's agent runs where its side's Deployments want
+        // replicas (kwok's Pods run nothing: the guards' agents are processes here; the
+        // primary's last answer stands while its API is down, as its kubelets keep Pods).
+        let agents = [
+            world.guards[0].agent_alive() && p.replicas > 0,
+            world.guards[1].agent_alive() && s.replicas > 0,
+        ];
+        for (n, running) in agents.iter().enumerate() {
+            self.agent_samples[n] += u64::from(*running);
+        }
+        if let Some((from, to)) = self.agents_dual.feed(t, agents[0] && agents[1])
+            && to - from > AGENTS_BUDGET
+        {
+            self.violate(
+                "agents_dual",
+                from,
+                to,
+                format!(
+                    "both agents ran for {:.1}s (budget {:.1}s)",
+                    (to - from).as_secs_f64(),
+                    AGENTS_BUDGET.as_secs_f64()
+                ),
+            );
         }
 
         // Both sides active.
@@ -585,6 +636,28 @@ impl Checker {
         }
     }
 
+    /// Guards: an exit the campaign did not cause is a crash (the guard is started again).
+    async fn guard_processes(&mut self, world: &World, t: Duration) {
+        for g in &world.guards {
+            let exited = {
+                let Ok(mut slot) = g.current.try_lock() else {
+                    continue;
+                };
+                slot.as_mut().and_then(|g| g.exited())
+            };
+            if let Some(status) = exited {
+                self.crashes += 1;
+                self.violate(
+                    "no_crash",
+                    t,
+                    t,
+                    format!("the {}'s guard exited by itself: {status}", g.side.name()),
+                );
+                g.spawn(&world.pair).await;
+            }
+        }
+    }
+
     fn close(&mut self, end: Duration) {
         if let Some((from, to)) = self.dual.feed(end, false)
             && to - from > FENCE_BUDGET
@@ -612,6 +685,19 @@ impl Checker {
                 ),
             );
         }
+        if let Some((from, to)) = self.agents_dual.feed(end, false)
+            && to - from > AGENTS_BUDGET
+        {
+            self.violate(
+                "agents_dual",
+                from,
+                to,
+                format!(
+                    "both agents ran for {:.1}s at the end",
+                    (to - from).as_secs_f64()
+                ),
+            );
+        }
         self.dual_raw.feed(end, false);
         self.none_raw.feed(end, false);
         for i in 0..INSTANCES {
@@ -630,10 +716,15 @@ impl Checker {
     }
 }
 
-/// Every log of every instance: a `panicked` line is a violation.
+/// Every log of every instance and guard: a `panicked` line is a violation.
 pub fn scan_logs(world: &World, c: &mut Checker) {
-    for inst in &world.instances {
-        let logs = inst.logs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let named_logs = world
+        .instances
+        .iter()
+        .map(|i| (i.identity.clone(), &i.logs))
+        .chain(world.guards.iter().map(|g| (g.identity(), &g.logs)));
+    for (identity, logs) in named_logs {
+        let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for log in logs {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             for line in text.lines().filter(|l| l.contains("panicked")) {
@@ -643,7 +734,7 @@ pub fn scan_logs(world: &World, c: &mut Checker) {
                     "no_panic",
                     Duration::ZERO,
                     end,
-                    format!("{} ({}): {line}", inst.identity, log.display()),
+                    format!("{identity} ({}): {line}", log.display()),
                 );
             }
         }

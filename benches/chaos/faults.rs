@@ -4,12 +4,15 @@
 
 use crate::support::{GROUP, daemon_bin};
 use crate::world::{FaultRecord, Side, World};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
-use kube_failover_testbed::ProxyMode;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_failover_testbed::{Cluster, ProxyMode};
 use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// The kinds of fault the campaign draws from.
@@ -32,13 +35,17 @@ pub enum Kind {
     Pause,
     Failback,
     PodsUnready,
+    CredentialsRotate,
+    GuardKill,
+    GuardPartition,
+    ClockRate,
     /// Not a fault: `kube-failover promote --force` with no outage, which the checker
     /// must report as an unjustified promotion (the control that proves it can).
     ControlPromote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 21] = [
         Kind::PrimaryApiKill,
         Kind::PrimaryApiStop,
         Kind::StandbyApiDown,
@@ -56,6 +63,10 @@ impl Kind {
         Kind::Pause,
         Kind::Failback,
         Kind::PodsUnready,
+        Kind::CredentialsRotate,
+        Kind::GuardKill,
+        Kind::GuardPartition,
+        Kind::ClockRate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +88,10 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Failback => "failback",
             Kind::PodsUnready => "pods-unready",
+            Kind::CredentialsRotate => "credentials-rotate",
+            Kind::GuardKill => "guard-kill",
+            Kind::GuardPartition => "guard-partition",
+            Kind::ClockRate => "clock-rate",
             Kind::ControlPromote => "control-promote",
         }
     }
@@ -104,6 +119,11 @@ impl Kind {
             Kind::Relabel => rng.u64(5..=20),
             Kind::Pause => rng.u64(5..=30),
             Kind::PodsUnready => rng.u64(3..=20),
+            // With the old token revoked first: how long until the new one is on disk.
+            Kind::CredentialsRotate => rng.u64(0..=8),
+            Kind::GuardKill => rng.u64(0..=8),
+            Kind::GuardPartition => rng.u64(2..=20),
+            Kind::ClockRate => rng.u64(20..=60),
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => 0,
         };
         Duration::from_millis(secs * 1000 + rng.u64(0..1000))
@@ -135,6 +155,17 @@ pub enum Effect {
     PodsUnready,
     /// The record was deleted or edited by hand.
     RecordTouched,
+    /// Instance `i`'s token for a side is being rotated on disk, until its first request
+    /// with the new one is accepted: meanwhile its requests there may get 401 (unknown,
+    /// never down).
+    Credentials(usize, Side),
+    /// Guard `g` (0 the primary's, 1 the standby's) and its agent are gone (killed, not
+    /// restarted yet).
+    GuardDown(usize),
+    /// Guard `g`'s path to the standby is cut.
+    GuardCut(usize),
+    /// Instance `i` runs with its clocks (monotonic and wall) at another rate.
+    ClockRate(usize),
 }
 
 /// What two faults cannot hold at once.
@@ -150,6 +181,20 @@ enum Resource {
     Pause,
     Failback,
     Pods,
+    Guard(usize),
+    Credentials(usize, Side),
+}
+
+/// What a fault draws beyond its targets and duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Knob {
+    None,
+    /// `primary-api-kill`, `primary-api-stop`: the shutdown delay of the API server the
+    /// heal starts.
+    NextShutdownDelay(Option<Duration>),
+    /// `credentials-rotate`: the old token revoked before the new one is on disk (for the
+    /// fault's duration), or the new one written first (as a careful tool does).
+    RevokeFirst(bool),
 }
 
 /// A fault drawn, with its targets.
@@ -161,6 +206,9 @@ struct Drawn {
     instances: Vec<usize>,
     sides: Vec<Side>,
     mode: ProxyMode,
+    knob: Knob,
+    /// A clock fault's rate.
+    rate: f64,
 }
 
 impl Drawn {
@@ -177,7 +225,7 @@ impl Drawn {
                 .iter()
                 .flat_map(|i| self.sides.iter().map(move |s| Resource::Path(*i, *s)))
                 .collect(),
-            Kind::DaemonKill | Kind::LeaderStop => self
+            Kind::DaemonKill | Kind::LeaderStop | Kind::ClockRate => self
                 .instances
                 .iter()
                 .map(|i| Resource::Daemon(*i))
@@ -188,6 +236,25 @@ impl Drawn {
             Kind::Pause => vec![Resource::Pause],
             Kind::Failback | Kind::ControlPromote => vec![Resource::Failback],
             Kind::PodsUnready => vec![Resource::Pods],
+            // A new primary token is bound to the Roles that `rbac-revoke` removes: the two
+            // never at once.
+            Kind::CredentialsRotate => self
+                .instances
+                .iter()
+                .flat_map(|i| {
+                    self.sides
+                        .iter()
+                        .map(move |s| Resource::Credentials(*i, *s))
+                })
+                .chain(
+                    self.sides
+                        .contains(&Side::Primary)
+                        .then_some(Resource::Rbac),
+                )
+                .collect(),
+            Kind::GuardKill | Kind::GuardPartition => {
+                self.instances.iter().map(|g| Resource::Guard(*g)).collect()
+            }
         }
     }
 
@@ -225,6 +292,26 @@ impl Drawn {
             Kind::Pause => vec![Effect::Paused],
             Kind::Failback | Kind::ControlPromote => vec![Effect::Failback],
             Kind::PodsUnready => vec![Effect::PodsUnready],
+            Kind::CredentialsRotate => self
+                .instances
+                .iter()
+                .flat_map(|i| self.sides.iter().map(move |s| Effect::Credentials(*i, *s)))
+                .collect(),
+            Kind::GuardKill => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardDown(*g))
+                .collect(),
+            Kind::GuardPartition => self
+                .instances
+                .iter()
+                .map(|g| Effect::GuardCut(*g))
+                .collect(),
+            Kind::ClockRate => self
+                .instances
+                .iter()
+                .map(|i| Effect::ClockRate(*i))
+                .collect(),
         }
     }
 
@@ -260,12 +347,52 @@ impl Drawn {
                 ),
                 _ => String::new(),
             },
+            Kind::GuardKill => format!(
+                "{}'s guard and agent SIGKILLed, restarted after {secs:.1}s",
+                self.guard_side().name()
+            ),
+            Kind::GuardPartition => {
+                format!(
+                    "{}'s guard from the standby, {secs:.1}s",
+                    self.guard_side().name()
+                )
+            }
             Kind::DaemonKill => format!("{who} SIGKILL, restarted after {secs:.1}s"),
+            Kind::ClockRate => format!(
+                "{who} restarted with its clocks at x{:.3} for {secs:.1}s, then on the real clock",
+                self.rate
+            ),
             Kind::LeaderStop => format!("leader {who} SIGSTOP for {secs:.1}s"),
+            Kind::PrimaryApiKill | Kind::PrimaryApiStop => {
+                let next = match self.knob {
+                    Knob::NextShutdownDelay(Some(d)) => {
+                        format!("shutdown delay {} s", d.as_secs())
+                    }
+                    _ => "no shutdown delay".to_string(),
+                };
+                format!("{secs:.1}s, started again with {next}")
+            }
+            Kind::CredentialsRotate => match self.knob {
+                Knob::RevokeFirst(true) => format!(
+                    "{who} for {sides}: the old token revoked first, the new one on disk {secs:.1}s after the 401"
+                ),
+                _ => format!("{who} for {sides}: a new token on disk, then the old one revoked"),
+            },
             Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => {
                 String::new()
             }
             _ => format!("{secs:.1}s"),
+        }
+    }
+}
+
+impl Drawn {
+    /// The side of a guard fault's guard (its index in `instances`: 0 the primary's).
+    fn guard_side(&self) -> Side {
+        if self.instances.first() == Some(&0) {
+            Side::Primary
+        } else {
+            Side::Standby
         }
     }
 }
@@ -323,6 +450,8 @@ pub async fn campaign(world: Arc<World>, until: Duration) {
                 instances: Vec::new(),
                 sides: Vec::new(),
                 mode: ProxyMode::Pass,
+                knob: Knob::None,
+                rate: 1.0,
             };
             let resources = drawn.resources();
             busy.lock()
@@ -386,6 +515,8 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
         instances: Vec::new(),
         sides: Vec::new(),
         mode: ProxyMode::Pass,
+        knob: Knob::None,
+        rate: 1.0,
     };
     match kind {
         Kind::PartitionPrimary | Kind::PartitionStandby | Kind::PartitionBoth => {
@@ -423,6 +554,14 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
             drawn.mode = ProxyMode::Reset;
         }
         Kind::DaemonKill => drawn.instances = some_instances(rng, 1),
+        // 3–10 % fast or slow: a broken clock source, far beyond what NTP lets through.
+        Kind::ClockRate => {
+            drawn.instances = some_instances(rng, 1);
+            let off = 0.03 + rng.f64() * 0.07;
+            drawn.rate = if rng.bool() { 1.0 + off } else { 1.0 - off };
+        }
+        // The guard's index: 0 the primary's, 1 the standby's.
+        Kind::GuardKill | Kind::GuardPartition => drawn.instances = vec![rng.usize(0..2)],
         Kind::LeaderStop => {
             let mut leader = None;
             for (i, inst) in world.instances.iter().enumerate() {
@@ -431,6 +570,24 @@ async fn draw(world: &World, kind: Kind, rng: &mut fastrand::Rng) -> Option<Draw
                 }
             }
             drawn.instances = vec![leader?];
+        }
+        Kind::PrimaryApiKill | Kind::PrimaryApiStop => {
+            // Half the restarts drain for 2-8 s at their next SIGTERM.
+            drawn.knob =
+                Knob::NextShutdownDelay(rng.bool().then(|| Duration::from_secs(rng.u64(2..=8))));
+        }
+        Kind::CredentialsRotate => {
+            drawn.instances = some_instances(rng, 1);
+            drawn.sides = match rng.u8(0..3) {
+                0 => vec![Side::Primary],
+                1 => vec![Side::Standby],
+                _ => vec![Side::Primary, Side::Standby],
+            };
+            let revoke_first = rng.bool();
+            drawn.knob = Knob::RevokeFirst(revoke_first);
+            if !revoke_first {
+                drawn.duration = Duration::ZERO;
+            }
         }
         _ => {}
     }
@@ -510,6 +667,9 @@ async fn run_fault(
                     }
                 }
             }
+            if let Some(note) = settled(&world, &drawn).await {
+                set(false, None, Some(note));
+            }
             set(true, None, None);
         }
         Err(e) => set(true, Some(false), Some(format!("not injected: {e}"))),
@@ -569,7 +729,7 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     match d.kind {
         Kind::PrimaryApiKill => pair.primary.kill_apiserver().await.map_err(|x| e(&x))?,
-        Kind::PrimaryApiStop => pair.primary.stop_apiserver().await.map_err(|x| e(&x))?,
+        Kind::PrimaryApiStop => return stop_observed(&pair.primary).await.map(Some),
         Kind::StandbyApiDown => {
             if d.duration.subsec_millis().is_multiple_of(2) {
                 pair.standby.kill_apiserver().await.map_err(|x| e(&x))?;
@@ -603,12 +763,57 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
             signal(pid, "-STOP")?;
         }
         Kind::RbacRevoke => {
+            // The operator's user, and the token each instance uses on the primary.
             let took = pair
                 .primary
                 .delete_daemon_role_bindings()
                 .await
                 .map_err(|x| e(&x))?;
-            return Ok(Some(format!("403 after {:.1}s", took.as_secs_f64())));
+            let mut tokens = Vec::new();
+            for inst in &world.instances {
+                let token = inst.token(Side::Primary).lock().await;
+                let took = token.creds.unbind().await.map_err(|x| e(&x))?;
+                tokens.push(format!("{} {:.1}s", inst.identity, took.as_secs_f64()));
+            }
+            return Ok(Some(format!(
+                "403 after {:.1}s for the operator's user; for the instances' tokens after {}",
+                took.as_secs_f64(),
+                tokens.join(", ")
+            )));
+        }
+        Kind::CredentialsRotate => {
+            let inst = &world.instances[d.instances[0]];
+            let mut notes = Vec::new();
+            let mut changed = false;
+            for side in &d.sides {
+                let mut token = inst.token(*side).lock().await;
+                let done = if d.knob == Knob::RevokeFirst(true) {
+                    token.creds.revoke().await.map(|took| {
+                        notes.push(format!(
+                            "{}: the old token answered 401 {:.1}s after its ServiceAccount was deleted",
+                            side.name(),
+                            took.as_secs_f64()
+                        ))
+                    })
+                } else {
+                    token.rotated_from = Some(audit_len(cluster(world, *side)));
+                    token.creds.rotate().await
+                };
+                if done.is_err() {
+                    // No first request with a new token to wait for.
+                    token.rotated_from = None;
+                }
+                match done {
+                    Ok(()) => changed = true,
+                    // Partly in force: the heal puts a new token where one was revoked.
+                    Err(x) if changed || token.creds.revoked() => {
+                        notes.push(format!("{}: partly injected: {x}", side.name()));
+                        break;
+                    }
+                    Err(x) => return Err(e(&x)),
+                }
+            }
+            return Ok((!notes.is_empty()).then(|| notes.join("; ")));
         }
         Kind::Relabel => {
             pair.primary
@@ -662,6 +867,22 @@ async fn inject(world: &World, d: &Drawn) -> Result<Option<String>, String> {
                 other => format!("exit {other:?}: {last}"),
             }));
         }
+        Kind::ClockRate => {
+            let lib = crate::world::faketime_lib().ok_or("libfaketime not found")?;
+            world.instances[d.instances[0]]
+                .restart(
+                    pair.primary.dir(),
+                    &[
+                        ("LD_PRELOAD", lib.display().to_string()),
+                        ("FAKETIME", format!("+0 x{:.3}", d.rate)),
+                    ],
+                )
+                .await;
+        }
+        Kind::GuardKill => world.guards[d.instances[0]].kill().await,
+        Kind::GuardPartition => world.guards[d.instances[0]]
+            .proxy
+            .set_mode(ProxyMode::Blackhole),
         Kind::PodsUnready => {
             let mut changed = 0;
             for name in pair.primary.deployment_names() {
@@ -683,6 +904,9 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     match d.kind {
         Kind::PrimaryApiKill | Kind::PrimaryApiStop => {
+            if let Knob::NextShutdownDelay(delay) = d.knob {
+                pair.primary.set_shutdown_delay(delay);
+            }
             pair.primary.start_apiserver().await.map_err(|x| e(&x))
         }
         Kind::StandbyApiDown => pair.standby.start_apiserver().await.map_err(|x| e(&x)),
@@ -711,12 +935,28 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
                 None => Ok(()),
             }
         }
-        Kind::RbacRevoke => pair
-            .primary
-            .restore_daemon_role_bindings()
-            .await
-            .map(|_| ())
-            .map_err(|x| e(&x)),
+        Kind::RbacRevoke => {
+            for inst in &world.instances {
+                let token = inst.token(Side::Primary).lock().await;
+                token.creds.bind().await.map_err(|x| e(&x))?;
+            }
+            pair.primary
+                .restore_daemon_role_bindings()
+                .await
+                .map(|_| ())
+                .map_err(|x| e(&x))
+        }
+        Kind::CredentialsRotate => {
+            let inst = &world.instances[d.instances[0]];
+            for side in &d.sides {
+                let mut token = inst.token(*side).lock().await;
+                if token.creds.revoked() {
+                    token.rotated_from = Some(audit_len(cluster(world, *side)));
+                    token.creds.rotate().await.map_err(|x| e(&x))?;
+                }
+            }
+            Ok(())
+        }
         Kind::Relabel => pair
             .primary
             .set_deployment_label(
@@ -744,6 +984,152 @@ async fn heal(world: &World, d: &Drawn) -> Result<(), String> {
             }
             Ok(())
         }
+        Kind::ClockRate => {
+            world.instances[d.instances[0]]
+                .restart(pair.primary.dir(), &[])
+                .await;
+            Ok(())
+        }
+        Kind::GuardKill => {
+            world.guards[d.instances[0]].spawn(pair).await;
+            Ok(())
+        }
+        Kind::GuardPartition => {
+            world.guards[d.instances[0]].proxy.set_mode(ProxyMode::Pass);
+            Ok(())
+        }
         Kind::RecordDelete | Kind::RecordEdit | Kind::Failback | Kind::ControlPromote => Ok(()),
     }
+}
+
+fn cluster(world: &World, side: Side) -> &Cluster {
+    match side {
+        Side::Primary => &world.pair.primary,
+        Side::Standby => &world.pair.standby,
+    }
+}
+
+/// SIGTERM to the primary's API server, which exits after the shutdown delay it was
+/// started with; meanwhile the test bed's admin asks `/readyz` and LISTs Deployments
+/// every 200 ms. Says which delay was in force and how long the API answered while
+/// `/readyz` failed: the proof that the delay was in force.
+async fn stop_observed(primary: &Cluster) -> Result<String, String> {
+    let delay = primary.shutdown_delay_in_force();
+    let client = primary.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), primary.namespace());
+    let one = ListParams::default().limit(1);
+    let sigterm = Instant::now();
+    let observe = async {
+        let mut unready = false;
+        let mut last_served: Option<Duration> = None;
+        loop {
+            let readyz = client.request_text(
+                http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .expect("static request"),
+            );
+            match tokio::time::timeout(Duration::from_secs(1), readyz).await {
+                Ok(Err(kube::Error::Api(_))) => unready = true,
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+            let list = deployments.list_metadata(&one);
+            match tokio::time::timeout(Duration::from_secs(1), list).await {
+                Ok(Ok(_)) if unready => last_served = Some(sigterm.elapsed()),
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        last_served
+    };
+    let (stopped, served) = tokio::join!(primary.stop_apiserver(), observe);
+    stopped.map_err(|x| x.to_string())?;
+    let gone = sigterm.elapsed().as_secs_f64();
+    Ok(match (delay, served) {
+        (Some(d), Some(s)) => format!(
+            "SIGTERM, shutdown delay {} s: served with /readyz failing for {:.1}s, gone after {gone:.1}s",
+            d.as_secs(),
+            s.as_secs_f64()
+        ),
+        (Some(d), None) => format!(
+            "SIGTERM, shutdown delay {} s: nothing served with /readyz failing (!), gone after {gone:.1}s",
+            d.as_secs()
+        ),
+        (None, _) => format!("SIGTERM, no shutdown delay: gone after {gone:.1}s"),
+    })
+}
+
+/// How far a fault's effect reaches past its heal, said in its detail; `None` for most.
+/// `credentials-rotate` lasts until the instance's first request with the new token is
+/// accepted, read from the side's audit log (at most a minute).
+async fn settled(world: &World, d: &Drawn) -> Option<String> {
+    if d.kind != Kind::CredentialsRotate {
+        return None;
+    }
+    let inst = &world.instances[d.instances[0]];
+    let mut notes = Vec::new();
+    for side in &d.sides {
+        let (path, from, user, written) = {
+            let mut token = inst.token(*side).lock().await;
+            // Not rotated (the injection failed on this side).
+            let Some(from) = token.rotated_from.take() else {
+                continue;
+            };
+            (
+                cluster(world, *side).audit_log_path(),
+                from,
+                token.creds.username(),
+                token.creds.written_at(),
+            )
+        };
+        let start = Instant::now();
+        let accepted = loop {
+            if let Some(at) = first_accepted(&path, from, &user, &inst.identity) {
+                break Some(at);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        notes.push(match (accepted, written) {
+            (Some(at), Some(w)) => format!(
+                "{}: the instance's first request with the new token accepted {:.1}s after it was written",
+                side.name(),
+                at.duration_since(w).unwrap_or_default().as_secs_f64()
+            ),
+            _ => format!(
+                "{}: NO request with the new token accepted within 60 s",
+                side.name()
+            ),
+        });
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+/// The size of a cluster's audit log now.
+fn audit_len(cluster: &Cluster) -> u64 {
+    std::fs::metadata(cluster.audit_log_path()).map_or(0, |m| m.len())
+}
+
+/// When the API server received the first request it accepted (2xx) from `user` with a
+/// user agent naming `identity`, in its audit log from byte `from`.
+fn first_accepted(path: &Path, from: u64, user: &str, identity: &str) -> Option<SystemTime> {
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let agent = format!("({identity})");
+    text.lines()
+        .filter(|l| l.contains(user))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["user"]["username"] == user
+                && e["userAgent"].as_str().is_some_and(|a| a.contains(&agent))
+                && e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| (200..300).contains(&c))
+        })
+        .and_then(|e| humantime::parse_rfc3339(e["requestReceivedTimestamp"].as_str()?).ok())
 }

@@ -126,6 +126,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if plan.kinds.contains(&Kind::ClockRate) && world::faketime_lib().is_none() {
+        eprintln!(
+            "chaos: the clock-rate fault needs libfaketime (Debian: apt-get install faketime; \
+             or KUBE_FAILOVER_FAKETIME_LIB=/path/to/libfaketimeMT.so.1), or leave it out with \
+             --faults"
+        );
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

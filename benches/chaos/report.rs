@@ -4,7 +4,8 @@
 //! written to `target/chaos-<seed>.md`.
 
 use crate::check::{
-    Checker, FENCE_BUDGET, NO_ACTIVE_BUDGET, PROMOTION_LOOKBACK, RSS_BUDGET_KIB, Window,
+    AGENTS_BUDGET, Checker, FENCE_BUDGET, NO_ACTIVE_BUDGET, PROMOTION_LOOKBACK, RSS_BUDGET_KIB,
+    Window,
 };
 use crate::faults::Kind;
 use crate::support::daemon_bin;
@@ -198,6 +199,13 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
     );
     let _ = writeln!(
         md,
+        "| both agents running (the guards) | {} | {} | {} |",
+        window_text(&c.agents_dual, begin),
+        secs(AGENTS_BUDGET),
+        count("agents_dual")
+    );
+    let _ = writeln!(
+        md,
         "| neither side serving while a promotion is due | {} | {} | {} |",
         window_text(&c.none, begin),
         secs(NO_ACTIVE_BUDGET),
@@ -256,6 +264,12 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
          included) {}.",
         window_text(&c.dual_raw, begin),
         window_text(&c.none_raw, begin)
+    );
+    let _ = writeln!(
+        md,
+        "Agents (samples × 100 ms): the primary's ran {:.1}s, the standby's {:.1}s.",
+        c.agent_samples[0] as f64 / 10.0,
+        c.agent_samples[1] as f64 / 10.0
     );
     let excused: Vec<String> = c
         .none_excused
@@ -359,7 +373,18 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
             let _ = std::fs::copy(log, logs.join(format!("{}-{n}.log", inst.identity)));
         }
     }
-    let _ = writeln!(md, "\nThe instances' logs: {}.", logs.display());
+    for g in &world.guards {
+        for (n, log) in g
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .enumerate()
+        {
+            let _ = std::fs::copy(log, logs.join(format!("guard-{}-{n}.log", g.side.name())));
+        }
+    }
+    let _ = writeln!(md, "\nThe instances' and guards' logs: {}.", logs.display());
     println!("{md}");
     let file = target.join(format!("chaos-{}.md", plan.seed));
     match std::fs::write(&file, &md) {
@@ -436,7 +461,7 @@ Audit logs (successful writes): a write received more than {} after its instance
         .collect();
     let _ = writeln!(
         md,
-        "- not instances, not checked: the operator's commands {} writes; other users (user, agent) {}; \
+        "- not instances, not checked: the operator's commands {} writes; other clients (user, agent) {}; \
          the daemon's user with no instance's agent {}{}; without timestamps {}",
         a.operator_writes,
         if others.is_empty() {

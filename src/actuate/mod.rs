@@ -110,7 +110,7 @@ impl fmt::Display for ActionReport {
 #[derive(Debug, thiserror::Error)]
 pub enum ActuateError {
     /// A Kubernetes call failed or timed out.
-    #[error("{side} cluster, namespace {namespace}: {op} {object}: {source}")]
+    #[error("{side} cluster, namespace {namespace}: {op} {object}")]
     Call {
         /// The cluster called.
         side: Side,
@@ -135,7 +135,7 @@ pub enum ActuateError {
         detail: String,
     },
     /// Reading or writing the failover record failed.
-    #[error("standby cluster, namespace {namespace}: {source}")]
+    #[error("standby cluster, namespace {namespace}")]
     Record {
         /// The standby namespace.
         namespace: String,
@@ -354,6 +354,7 @@ impl Actuator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::chain;
     use kube::core::Status;
 
     #[test]
@@ -381,6 +382,11 @@ mod tests {
         let err = call(api(403, "Forbidden"));
         assert_eq!(
             err.to_string(),
+            "primary cluster, namespace agents: scale Deployment agent-trigger",
+            "its own context only"
+        );
+        assert_eq!(
+            chain(&err).to_string(),
             "primary cluster, namespace agents: scale Deployment agent-trigger: HTTP 403 Forbidden"
         );
         let conflict = ActuateError::Record {
@@ -392,7 +398,7 @@ mod tests {
         };
         assert_eq!(conflict.reason(), "conflict");
         assert_eq!(
-            conflict.to_string(),
+            chain(&conflict).to_string(),
             "standby cluster, namespace agents: ConfigMap agents/kube-failover-env0 \
              changed since it was read"
         );

@@ -106,7 +106,7 @@ impl Actuator {
             ));
         }
         let next = record::transition(&current, update, &record::now_stamp())
-            .map_err(|detail| self.stale(&name, detail))?;
+            .map_err(|refused| self.stale(&name, refused.to_string()))?;
         let mut report = ActionReport::new(action);
         let Some(mut next) = next else {
             report.record = Some(current);
@@ -117,14 +117,17 @@ impl Actuator {
             .await
     }
 
-    /// Writes back a record that disappeared: created (never replaced), so if someone
-    /// else restored it first this write loses and the next tick reads theirs.
+    /// Writes back a record that disappeared, or one whose epoch went back. A missing
+    /// one is created (never replaced), so if someone else restored it first this write
+    /// loses and the next tick reads theirs; one that went back is replaced on condition
+    /// of the resourceVersion it was read with (the engine keeps its pause).
     pub(super) async fn restore_record(
         &self,
         action: &Action,
         lost: &FailoverRecord,
     ) -> Result<ActionReport, ActuateError> {
         let name = self.group.record_name();
+        let over = lost.resource_version.clone();
         let next = FailoverRecord {
             restored_at: Some(record::now_stamp().at),
             holder: self.identity.clone(),
@@ -132,12 +135,18 @@ impl Actuator {
             ..lost.clone()
         };
         let report = self
-            .write_record(&name, &next, None, ActionReport::new(action))
+            .write_record(&name, &next, over.as_deref(), ActionReport::new(action))
             .await?;
+        let what = if over.is_some() {
+            "had gone back to an older epoch (written again without knowledge of the last \
+             promotion)"
+        } else {
+            "was missing"
+        };
         let message = format!(
-            "group {}: the failover record {name} was missing; written back as last seen \
+            "group {}: the failover record {name} {what}; written back as last seen \
              (phase {}, epoch {}); nothing is scaled until it is back. Fail back with \
-             phase: primary, never by deleting the record",
+             phase: primary, never by deleting or re-creating the record",
             self.group.name,
             next.effective_phase().as_str(),
             next.epoch
@@ -147,7 +156,7 @@ impl Actuator {
             record = %name,
             phase = next.effective_phase().as_str(),
             epoch = next.epoch,
-            "failover record was missing: restored from the last copy seen"
+            "failover record {what}: restored from the last copy seen"
         );
         self.record_event("KubeFailoverRecordRestored", message)
             .await;

@@ -4,6 +4,7 @@
 
 use super::{ActionReport, ActuateError, Actuator, COMPONENT, ScaleChange, Side};
 use crate::config::WorkloadConfig;
+use crate::error_chain::chain;
 use crate::kube_call::{CallError, bounded};
 use crate::model::{Action, EPOCH_ANNOTATION, FailbackStep, FailoverRecord, RecordPhase};
 use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
@@ -273,7 +274,7 @@ impl Actuator {
                     tracing::warn!(
                         group = %self.group.name,
                         changed = %report,
-                        error = %err,
+                        error = %chain(&err),
                         "action partly carried out"
                     );
                 }

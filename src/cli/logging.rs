@@ -11,8 +11,8 @@ const QUIET_KUBE_CLIENT: &str = "kube_client::client::builder=off";
 
 /// Logging could not be installed (a global subscriber was already set).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up logging: {0}")]
-pub(crate) struct LoggingError(Box<dyn std::error::Error + Send + Sync + 'static>);
+#[error("cannot set up logging")]
+pub(crate) struct LoggingError(#[source] Box<dyn std::error::Error + Send + Sync + 'static>);
 
 /// The log filter: `RUST_LOG` (default `info`) with kube's per-request error lines off,
 /// unless `RUST_LOG` names `kube_client` itself.

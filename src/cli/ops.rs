@@ -199,6 +199,45 @@ impl Session {
         }
     }
 
+    /// A missing record is written as the default one (phase `primary`, epoch 0) only
+    /// when no promotion is in force: when the standby's Deployments want replicas under
+    /// a promotion's epoch annotation, the record was lost (deleted) and the daemons
+    /// write it back from their last copy. A record created now would say `primary` at
+    /// epoch 0 over it.
+    async fn refuse_if_promoted_without_record(&self) -> Result<(), Failure> {
+        let ns = &self.group.standby.namespace;
+        let name = self.group.record_name();
+        let standby = probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT).await;
+        let Some(views) = standby.deployments.as_deref() else {
+            return Err(self.fail(
+                "cannot tell whether a promotion is in force",
+                format!(
+                    "the failover record {ns}/{name} is missing and the standby's Deployments \
+                     could not be read ({}); the record is not written blind",
+                    standby.api.reason.as_str()
+                ),
+            ));
+        };
+        let epoch = views
+            .iter()
+            .filter(|d| d.desired > 0)
+            .filter_map(|d| d.epoch)
+            .max();
+        match epoch {
+            Some(epoch) => Err(refuse(
+                "record_missing",
+                format!(
+                    "the failover record {ns}/{name} is missing while the standby's \
+                     Deployments want replicas under promotion epoch {epoch}: it was lost, \
+                     not failed back; a running daemon writes it back from its last copy \
+                     within a tick (record_lost). Run the command again once \
+                     `kubectl -n {ns} get configmap {name}` finds it"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Reads the record, lets `change` decide what to write (`Ok(None)`: nothing), and
     /// writes it on condition of the resourceVersion read; a lost race reads again and
     /// decides again. Returns the record as stored (or as read, when nothing changed).
@@ -210,6 +249,9 @@ impl Session {
         let name = self.group.record_name();
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.read_record().await?;
+            if !current.exists() {
+                self.refuse_if_promoted_without_record().await?;
+            }
             let Some(mut next) = change(&current)? else {
                 return Ok(current);
             };

@@ -6,6 +6,7 @@
 
 use super::Failure;
 use super::ops::{POLL, Target, refuse};
+use kube_failover::error_chain::chain;
 use kube_failover::model::{Action, DeploymentRef, ProbeReason, ReasonCode};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,10 @@ impl Args {
                 Err(e) if e.reason() == "conflict" => {
                     return Err(refuse(
                         "record_changed",
-                        format!("someone else wrote the record first ({e}); nothing was scaled"),
+                        format!(
+                            "someone else wrote the record first ({}); nothing was scaled",
+                            chain(&e)
+                        ),
                     ));
                 }
                 Err(e) => return Err(s.fail("cannot record the promotion", e)),
@@ -140,8 +144,9 @@ impl Args {
                 match s.actuator.execute(&fence, &obs).await {
                     Ok(report) => println!("{report}"),
                     Err(e) => eprintln!(
-                        "warning: cannot fence the primary now ({e}); the daemon fences it \
-                         when it is reachable"
+                        "warning: cannot fence the primary now ({}); the daemon fences it \
+                         when it is reachable",
+                        chain(&e)
                     ),
                 }
             } else {

@@ -462,6 +462,7 @@ pub(crate) fn run_scenario(
             for action in &decision.actions {
                 let ok = world.apply(action, fault.is_none(), wall);
                 rec.engine.handle_result(now, action, ok);
+                world.report_stored(&mut rec.engine, action, ok);
                 if !ok && matches!(action, Action::RecordPromoting { .. }) {
                     break;
                 }
@@ -569,6 +570,19 @@ impl World {
                 guards: None,
             },
             observers: vec![],
+        }
+    }
+
+    /// As the daemon's runner does with the actuator's report of a record action: the
+    /// record as stored is the engine's last copy.
+    fn report_stored(&self, engine: &mut Engine, action: &Action, ok: bool) {
+        let record_action =
+            action.kind().starts_with("record") || matches!(action, Action::RestoreRecord { .. });
+        if ok
+            && record_action
+            && let Some(stored) = &self.record
+        {
+            engine.record_stored(stored);
         }
     }
 
@@ -953,6 +967,7 @@ startup_grace = "10s"
             for a in &d.actions {
                 let ok = world.apply(a, fault.is_none(), wall);
                 engine.handle_result(base + offset, a, ok);
+                world.report_stored(&mut engine, a, ok);
             }
             world.standby_ticks += u32::from(world.standby_desired > 0);
         }

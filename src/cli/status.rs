@@ -23,8 +23,8 @@ pub(crate) struct Args {
 /// Why `status` printed nothing.
 #[derive(Debug, thiserror::Error)]
 enum StatusError {
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     /// No connection, or no answer in time.
     #[error("cannot reach the daemon at {addr}")]
     Unreachable {

@@ -51,15 +51,122 @@ pub(crate) struct ExecPlugin {
 
 const DEFAULT_API_VERSION: &str = "client.authentication.k8s.io/v1";
 
+/// Why an exec plugin cannot be run as configured: found while the client is built.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecConfigError {
+    /// The user entry names no command.
+    #[error("the user's exec credential plugin names no command")]
+    NoCommand,
+    /// `provideClusterInfo` is set, but the context's cluster has nothing to provide.
+    #[error(
+        "exec credential plugin asks for cluster information (provideClusterInfo) but the \
+         context's cluster has none"
+    )]
+    NoClusterInfo,
+    /// The cluster information cannot be written as JSON (serde's message withheld: it
+    /// may quote the value).
+    #[error("cannot serialize the cluster information for the exec plugin")]
+    ClusterInfo,
+}
+
+/// Why a run of an exec plugin gave no credential. Never carries what the plugin
+/// printed: a message names the command and what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExecError {
+    /// The plugin could not be started.
+    #[error("cannot start exec credential plugin {command}")]
+    Start {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its output could not be read.
+    #[error("exec credential plugin {command}: reading its output failed")]
+    Read {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It did not answer in time and was killed.
+    #[error("exec credential plugin {command} did not answer within {timeout:?} (killed)")]
+    Timeout {
+        /// The command.
+        command: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// It exited with a failure; its stderr may explain, but it may also echo secrets.
+    #[error("exec credential plugin {command} failed ({status}); its output is not logged")]
+    Failed {
+        /// The command.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// What it printed is not a usable `ExecCredential`.
+    #[error("exec credential plugin {command}")]
+    Output {
+        /// The command.
+        command: String,
+        /// What is wrong with the output.
+        source: OutputError,
+    },
+    /// It printed a credential whose expiry has passed.
+    #[error("exec credential plugin {command} printed a credential that has already expired")]
+    Expired {
+        /// The command.
+        command: String,
+    },
+    /// Its credential cannot be made into a client (a certificate that does not load).
+    #[error("exec credential plugin {command}: its credential cannot be used: {detail}")]
+    Unusable {
+        /// The command.
+        command: String,
+        /// kube's error as [`crate::kube_call::describe`] says it (never the credential).
+        detail: String,
+    },
+}
+
+/// What is wrong with a plugin's output; parser messages are reduced to a position, as
+/// they can quote the offending value, and that may be the token.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutputError {
+    /// Not JSON, or not an `ExecCredential`.
+    #[error(
+        "printed no valid ExecCredential JSON (error at line {line} column {column}; output \
+         withheld)"
+    )]
+    Json {
+        /// 1-based line of the parser error.
+        line: usize,
+        /// 1-based column of the parser error.
+        column: usize,
+    },
+    /// No `status`.
+    #[error("printed an ExecCredential without a status")]
+    NoStatus,
+    /// `status.expirationTimestamp` is not an RFC 3339 time.
+    #[error("printed a malformed status.expirationTimestamp")]
+    Expiry,
+    /// A certificate without its key, or a key without its certificate.
+    #[error("printed only one of clientCertificateData and clientKeyData")]
+    HalfCertificate,
+    /// Nothing to authenticate with.
+    #[error("printed an ExecCredential with neither a token nor a certificate")]
+    Empty,
+}
+
 impl ExecPlugin {
     /// The plugin of a user entry; an error (secret-free) when it names no command or its
     /// cluster information cannot be serialized.
-    pub fn from_config(exec: &ExecConfig) -> Result<ExecPlugin, String> {
+    pub fn from_config(exec: &ExecConfig) -> Result<ExecPlugin, ExecConfigError> {
         let command = exec
             .command
             .clone()
             .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| "the user's exec credential plugin names no command".to_string())?;
+            .ok_or(ExecConfigError::NoCommand)?;
         let env = exec
             .env
             .iter()
@@ -68,11 +175,7 @@ impl ExecPlugin {
             .collect();
         let cluster = match (exec.provide_cluster_info, &exec.cluster) {
             (true, Some(cluster)) => Some(cluster_info(cluster)?),
-            (true, None) => {
-                return Err(
-                    "exec credential plugin asks for cluster information (provideClusterInfo) but the context's cluster has none".to_string(),
-                );
-            }
+            (true, None) => return Err(ExecConfigError::NoClusterInfo),
             (false, _) => None,
         };
         Ok(ExecPlugin {
@@ -94,7 +197,7 @@ impl ExecPlugin {
 
     /// Runs the plugin once. The child gets no stdin and is killed when the returned
     /// future is dropped (an abandoned run leaves no process behind), or after `timeout`.
-    pub async fn run(&self, timeout: Duration) -> Result<ExecCredential, String> {
+    pub async fn run(&self, timeout: Duration) -> Result<ExecCredential, ExecError> {
         let mut spec = serde_json::json!({ "interactive": false });
         if let Some(cluster) = &self.cluster {
             spec["cluster"] = cluster.clone();
@@ -112,37 +215,41 @@ impl ExecPlugin {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let command = &self.command;
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start exec credential plugin {command}: {e}"))?;
+        let command = || self.command.clone();
+        let child = cmd.spawn().map_err(|source| ExecError::Start {
+            command: command(),
+            source,
+        })?;
         let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => output,
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "exec credential plugin {command}: reading its output failed: {e}"
-                ));
+            Ok(Err(source)) => {
+                return Err(ExecError::Read {
+                    command: command(),
+                    source,
+                });
             }
             Err(_) => {
-                return Err(format!(
-                    "exec credential plugin {command} did not answer within {timeout:?} (killed)"
-                ));
+                return Err(ExecError::Timeout {
+                    command: command(),
+                    timeout,
+                });
             }
         };
         if !output.status.success() {
-            // Its stderr may explain, but it may also echo secrets: withheld.
-            return Err(format!(
-                "exec credential plugin {command} failed ({}); its output is not logged",
-                output.status
-            ));
+            return Err(ExecError::Failed {
+                command: command(),
+                status: output.status,
+            });
         }
-        parse(&output.stdout).map_err(|e| format!("exec credential plugin {command}: {e}"))
+        parse(&output.stdout).map_err(|source| ExecError::Output {
+            command: command(),
+            source,
+        })
     }
 }
 
-fn cluster_info(cluster: &ExecAuthCluster) -> Result<serde_json::Value, String> {
-    serde_json::to_value(cluster)
-        .map_err(|_| "cannot serialize the cluster information for the exec plugin".to_string())
+fn cluster_info(cluster: &ExecAuthCluster) -> Result<serde_json::Value, ExecConfigError> {
+    serde_json::to_value(cluster).map_err(|_| ExecConfigError::ClusterInfo)
 }
 
 #[derive(Deserialize)]
@@ -159,34 +266,26 @@ struct Status {
     client_key_data: Option<String>,
 }
 
-/// Parses an `ExecCredential` as printed by a plugin. Parser messages are reduced to a
-/// position: they can quote the offending value, and that may be the token.
-pub(crate) fn parse(stdout: &[u8]) -> Result<ExecCredential, String> {
-    let out: Output = serde_json::from_slice(stdout).map_err(|e| {
-        format!(
-            "printed no valid ExecCredential JSON (error at line {} column {}; output withheld)",
-            e.line(),
-            e.column()
-        )
+/// Parses an `ExecCredential` as printed by a plugin (see [`OutputError`]).
+pub(crate) fn parse(stdout: &[u8]) -> Result<ExecCredential, OutputError> {
+    let out: Output = serde_json::from_slice(stdout).map_err(|e| OutputError::Json {
+        line: e.line(),
+        column: e.column(),
     })?;
-    let status = out
-        .status
-        .ok_or_else(|| "printed an ExecCredential without a status".to_string())?;
+    let status = out.status.ok_or(OutputError::NoStatus)?;
     let expires = status
         .expiration_timestamp
         .map(|ts| ts.parse::<Timestamp>())
         .transpose()
-        .map_err(|_| "printed a malformed status.expirationTimestamp".to_string())?;
+        .map_err(|_| OutputError::Expiry)?;
     let token = status.token.filter(|t| !t.is_empty());
     let certificate = match (status.client_certificate_data, status.client_key_data) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
-        _ => {
-            return Err("printed only one of clientCertificateData and clientKeyData".to_string());
-        }
+        _ => return Err(OutputError::HalfCertificate),
     };
     if token.is_none() && certificate.is_none() {
-        return Err("printed an ExecCredential with neither a token nor a certificate".to_string());
+        return Err(OutputError::Empty);
     }
     Ok(ExecCredential {
         token,
@@ -247,7 +346,7 @@ mod tests {
             r#"{"status":{}}"#.to_string(),
             r#"{"kind":"ExecCredential"}"#.to_string(),
         ] {
-            let err = parse(bad.as_bytes()).unwrap_err();
+            let err = parse(bad.as_bytes()).unwrap_err().to_string();
             assert!(!err.contains(TOKEN), "{err}");
         }
     }
@@ -267,6 +366,8 @@ printf '{"kind":"ExecCredential","status":{"token":"%s"}}' "$PLUGIN_TOKEN""#,
     async fn a_failing_plugin_is_reported_without_its_output() {
         let (_dir, plugin) = plugin(r#"echo "$PLUGIN_TOKEN"; echo "$PLUGIN_TOKEN" >&2; exit 7"#);
         let err = plugin.run(Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(err, ExecError::Failed { .. }), "{err}");
+        let err = crate::error_chain::chain(&err).to_string();
         assert!(err.contains("plugin.sh failed"), "{err}");
         assert!(err.contains('7'), "{err}");
         assert!(!err.contains(TOKEN), "{err}");
@@ -278,6 +379,7 @@ printf '{"kind":"ExecCredential","status":{"token":"%s"}}' "$PLUGIN_TOKEN""#,
 
         let start = Instant::now();
         let err = plugin.run(Duration::from_millis(500)).await.unwrap_err();
+        let err = crate::error_chain::chain(&err).to_string();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -303,6 +405,7 @@ printf '{"kind":"ExecCredential","status":{"token":"%s"}}' "$PLUGIN_TOKEN""#,
     #[test]
     fn a_plugin_without_a_command_is_rejected() {
         let err = ExecPlugin::from_config(&ExecConfig::default()).unwrap_err();
-        assert!(err.contains("names no command"), "{err}");
+        assert!(matches!(err, ExecConfigError::NoCommand), "{err}");
+        assert!(err.to_string().contains("names no command"), "{err}");
     }
 }

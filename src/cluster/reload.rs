@@ -12,9 +12,10 @@
 //! until its `expirationTimestamp` or until the server rejects it, and a call that needs
 //! a credential waits at most `credential_wait` for it, then fails as `unauthorized`.
 
-use super::exec::{ExecCredential, ExecPlugin};
+use super::exec::{ExecCredential, ExecError, ExecPlugin};
 use super::{ClientOptions, ClusterError, Loaded};
 use crate::config::ClusterConfig;
+use crate::error_chain::chain;
 use base64::Engine as _;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::hash_map::DefaultHasher;
@@ -269,7 +270,7 @@ impl Reloader {
         });
     }
 
-    fn exec_finished(&self, epoch: u64, result: Result<ExecCredential, String>) {
+    fn exec_finished(&self, epoch: u64, result: Result<ExecCredential, ExecError>) {
         {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -279,24 +280,19 @@ impl Reloader {
             exec.running = false;
             exec.completed += 1;
             let now = Timestamp::now();
+            let command = || exec.plugin.command().to_string();
             let built = result.and_then(|credential| {
                 if credential.expires.is_some_and(|e| e <= now) {
-                    return Err(format!(
-                        "exec credential plugin {} printed a credential that has already expired",
-                        exec.plugin.command()
-                    ));
+                    return Err(ExecError::Expired { command: command() });
                 }
                 build(&state.config, Some(&credential), self.http2)
                     .map(|client| (client, credential))
-                    .map_err(|e| {
-                        format!(
-                            "exec credential plugin {}: its credential cannot be used: {}",
-                            exec.plugin.command(),
-                            crate::kube_call::describe(&e)
-                        )
+                    .map_err(|e| ExecError::Unusable {
+                        command: command(),
+                        detail: crate::kube_call::describe(&e),
                     })
             });
-            match built {
+            match built.map_err(|e| chain(&e).to_string()) {
                 Ok((client, credential)) => {
                     debug!(role = %self.role, kubeconfig = %self.source,
                         expires = ?credential.expires, "exec credential obtained");
@@ -364,7 +360,7 @@ impl Reloader {
         let loaded = match super::load(&self.cluster, &self.role, self.read_timeout).await {
             Ok(loaded) => loaded,
             Err(err) => {
-                warn!(role = %self.role, kubeconfig = %self.source, error = %err,
+                warn!(role = %self.role, kubeconfig = %self.source, error = %chain(&err),
                     "credentials changed on disk but cannot be used; keeping the previous client");
                 // Not retried until the files change again.
                 self.lock().fingerprint = fingerprint_before;

@@ -6,6 +6,7 @@ use super::names::check_url;
 use super::notify::read_secret_file;
 use super::validate::{Problems, fmt_duration};
 use super::{Config, ConfigError, Problem};
+use crate::error_chain::chain;
 use kube_failover_core::text::{choose, shown};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -199,7 +200,7 @@ impl Env0Config {
         .filter_map(|(key, path)| {
             read_secret_file(path).err().map(|why| Problem {
                 key: key.to_string(),
-                message: why,
+                message: chain(&why).to_string(),
             })
         })
         .collect()

@@ -22,8 +22,8 @@ pub use load::{ENV_PREFIX, ENV_SEPARATOR, MAX_FILE_BYTES};
 pub use mirror::{DEFAULT_MIRROR_SELECTOR, MirrorConfig};
 pub use names::{check_label_selector, is_dns_label, is_dns_subdomain};
 pub use notify::{
-    MAX_NOTICE_QUEUE, MAX_NOTICE_TIMEOUT, NoticeEvent, NoticeFormat, NotifyConfig, WebhookConfig,
-    read_secret_file,
+    MAX_NOTICE_QUEUE, MAX_NOTICE_TIMEOUT, NoticeEvent, NoticeFormat, NotifyConfig, SecretFileError,
+    WebhookConfig, read_secret_file,
 };
 pub use quote::printable;
 use serde::{Deserialize, Serialize};

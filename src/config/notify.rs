@@ -4,6 +4,7 @@
 use super::names::check_url;
 use super::validate::{Problems, fmt_duration};
 use super::{Config, ConfigError, Problem, printable};
+use crate::error_chain::chain;
 use kube_failover_core::text::{choose, shown};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -294,32 +295,66 @@ impl NotifyConfig {
     }
 }
 
+/// Why a secret file cannot be used. Names the file (as [`printable`] shows it) and
+/// what is wrong, never the content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {file}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Larger than [`MAX_SECRET_FILE_BYTES`].
+    #[error("{file} is larger than {MAX_SECRET_FILE_BYTES} bytes: not a header value")]
+    TooLarge {
+        /// The file.
+        file: String,
+    },
+    /// Nothing but whitespace.
+    #[error("{file} is empty")]
+    Empty {
+        /// The file.
+        file: String,
+    },
+    /// Bytes an HTTP header value cannot carry.
+    #[error(
+        "{file} holds characters a header value cannot carry (control characters or line \
+         breaks inside the value)"
+    )]
+    NotAHeaderValue {
+        /// The file.
+        file: String,
+    },
+}
+
 /// Reads a webhook's secret file: the header value, surrounding whitespace (the file's
-/// final newline) removed. Errors name the file and what is wrong, never the content.
-pub fn read_secret_file(path: &Path) -> Result<http::HeaderValue, String> {
+/// final newline) removed.
+pub fn read_secret_file(path: &Path) -> Result<http::HeaderValue, SecretFileError> {
     use std::io::Read;
 
-    let shown_path = printable(&path.display().to_string(), usize::MAX);
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown_path}: {e}"))?;
+    let file = || printable(&path.display().to_string(), usize::MAX);
+    let read = |source| SecretFileError::Read {
+        file: file(),
+        source,
+    };
     let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown_path}: {e}"))?;
+        .map_err(read)?;
     if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!(
-            "{shown_path} is larger than {MAX_SECRET_FILE_BYTES} bytes: not a header value"
-        ));
+        return Err(SecretFileError::TooLarge { file: file() });
     }
     let value = bytes.trim_ascii();
     if value.is_empty() {
-        return Err(format!("{shown_path} is empty"));
+        return Err(SecretFileError::Empty { file: file() });
     }
-    let mut header = http::HeaderValue::from_bytes(value).map_err(|_| {
-        format!(
-            "{shown_path} holds characters a header value cannot carry (control characters \
-             or line breaks inside the value)"
-        )
-    })?;
+    let mut header = http::HeaderValue::from_bytes(value)
+        .map_err(|_| SecretFileError::NotAHeaderValue { file: file() })?;
     header.set_sensitive(true);
     Ok(header)
 }
@@ -342,7 +377,7 @@ impl Config {
                 let why = read_secret_file(path).err()?;
                 Some(Problem {
                     key: format!("{}.secret_file", webhook_label(&self.notify.webhooks, i)),
-                    message: why,
+                    message: chain(&why).to_string(),
                 })
             })
             .collect();
@@ -523,6 +558,13 @@ mod tests {
         };
         assert_eq!(problem.key, "notify.webhooks[oncall].secret_file");
         assert!(problem.message.contains("cannot read"), "{problem}");
+        // The cause, from the error's source.
+        assert!(
+            problem
+                .message
+                .ends_with(": No such file or directory (os error 2)"),
+            "{problem}"
+        );
 
         let empty = f.dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();

@@ -517,6 +517,7 @@ impl Config {
     /// Reads each kubeconfig and checks its context; `known` are the offline problems,
     /// so a same-cluster finding is not reported twice.
     fn kubeconfig_problems(&self, known: &[Problem]) -> Vec<Problem> {
+        use crate::error_chain::chain;
         use crate::kubeconfig::{KubeconfigProblem, resolve};
 
         let mut p = Problems::default();
@@ -534,7 +535,7 @@ impl Config {
                             | KubeconfigProblem::NoCurrentContext { .. }
                             | KubeconfigProblem::ClusterNotFound { .. } => "context",
                         };
-                        p.add(format!("{g}.{role}.{field}"), problem.to_string());
+                        p.add(format!("{g}.{role}.{field}"), chain(&problem).to_string());
                     }
                 }
             }

@@ -32,7 +32,7 @@ pub enum DaemonError {
     #[error(transparent)]
     /// The admin server could not start.
     Admin(#[from] AdminError),
-    #[error("group {group}: {source}")]
+    #[error("group {group}")]
     /// A group's client could not be built.
     Cluster {
         /// The group.

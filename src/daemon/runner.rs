@@ -8,6 +8,7 @@ use crate::admin::AdminState;
 use crate::clusters::ClusterHandle;
 use crate::config::{Config, GroupConfig, Mode};
 use crate::engine::{Decision, Engine, EngineSettings, GroupState};
+use crate::error_chain::chain;
 use crate::metrics::{Metrics, Side};
 use crate::model::{Action, Observation, ProbeOutcome, ProbeReason};
 use crate::probe;
@@ -545,6 +546,9 @@ impl GroupRunner {
                     // As of the write's end: the guards' isolation bound runs from the
                     // moment the `promoting` record is known written.
                     self.engine.handle_result(Instant::now(), action, true);
+                    if let Some(stored) = &report.record {
+                        self.engine.record_stored(stored);
+                    }
                     self.metrics.observe_action(group, kind, true);
                     if report.changed() {
                         info!(group, action = kind, ?reasons, changes = %report, "action done");
@@ -566,7 +570,7 @@ impl GroupRunner {
                     self.engine.handle_result(now, action, false);
                     self.metrics.observe_action(group, kind, false);
                     let label = e.reason();
-                    let message = e.to_string();
+                    let message = chain(&e).to_string();
                     let repeats = match self.failing.get_mut(kind) {
                         Some((last, n)) if *last == message => {
                             *n += 1;
@@ -578,7 +582,7 @@ impl GroupRunner {
                         }
                     };
                     if repeats == 1 {
-                        error!(group, action = kind, reason = label, error = %e, ?reasons, "action failed");
+                        error!(group, action = kind, reason = label, error = %message, ?reasons, "action failed");
                     }
                     failed = Some(format!("{kind}: {message}"));
                     if matches!(action, Action::RecordPromoting { .. }) {

@@ -388,24 +388,15 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<GuardConfig, String> {
-        let dir = std::env::temp_dir().join(format!("guard-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!(
-            "{:x}.toml",
-            text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
-        ));
+        // A directory per call: tests that load the same text run in parallel.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("guard.toml");
         std::fs::write(&file, text).unwrap();
-        let out = GuardConfig::load(&file).map_err(|e| {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(c) = src {
-                s.push_str(&format!(": {c}"));
-                src = c.source();
-            }
-            s.replace(&file.display().to_string(), "FILE")
-        });
-        let _ = std::fs::remove_file(&file);
-        out
+        GuardConfig::load(&file).map_err(|e| {
+            crate::error_chain::chain(&e)
+                .to_string()
+                .replace(&file.display().to_string(), "FILE")
+        })
     }
 
     const GOOD: &str = r#"

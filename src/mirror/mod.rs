@@ -36,6 +36,7 @@ use crate::actuate::{Actuator, BeforePromotion};
 use crate::clusters::ClusterHandle;
 use crate::config::{GroupConfig, MirrorConfig};
 use crate::engine::Decision;
+use crate::error_chain::chain;
 use crate::kube_call::{CallError, bounded};
 use crate::model::FailoverRecord;
 use crate::status::{MirrorConflictStatus, MirrorStatus};
@@ -48,6 +49,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
+
+/// A write of the state mirror that failed; shown in `/status` with its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} Secret {namespace}/{name} in the standby")]
+struct WriteFailed {
+    /// `create`, `replace` or `delete`.
+    op: &'static str,
+    /// The standby namespace.
+    namespace: String,
+    /// The Secret.
+    name: String,
+    /// Why.
+    source: CallError,
+}
 
 /// After a change is seen, how long the mirror waits for more before it copies: the
 /// backend writes a split state one Secret after the other, and a copy taken between
@@ -409,9 +424,11 @@ impl Mirror {
                                 found.bytes += bytes;
                             }
                         }
-                        Err(message) => {
+                        Err(failed) => {
                             found.pending.push(name);
-                            found.error.get_or_insert(message);
+                            found
+                                .error
+                                .get_or_insert_with(|| chain(&failed).to_string());
                         }
                     }
                 }
@@ -425,8 +442,8 @@ impl Mirror {
         self.shared.lock().gate.interrupted()
     }
 
-    /// Carries out one write; `Err` is the message for `/status` and the log.
-    async fn write(&self, step: &Step) -> Result<(), String> {
+    /// Carries out one write.
+    async fn write(&self, step: &Step) -> Result<(), WriteFailed> {
         let group = self.shared.group.as_str();
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -492,12 +509,13 @@ impl Mirror {
                     e.reason().as_str()
                 };
                 self.metrics.error(group, reason);
-                let message = format!(
-                    "{op} Secret {}/{name} in the standby: {e}",
-                    self.shared.standby_ns
-                );
                 warn!(group, secret = %name, op, reason, error = %e, "state mirror: write failed");
-                Err(message)
+                Err(WriteFailed {
+                    op,
+                    namespace: self.shared.standby_ns.clone(),
+                    name,
+                    source: e,
+                })
             }
         }
     }

@@ -7,6 +7,7 @@
 use super::metrics::NoticeResult;
 use super::{Notice, NoticeEvent, NoticeMetrics, render};
 use crate::config::{NotifyConfig, WebhookConfig, read_secret_file};
+use crate::error_chain::chain;
 use crate::kube_call::describe_reqwest;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -342,7 +343,9 @@ impl Worker {
         if let (Some(header), Some(file)) = (&cfg.secret_header, &cfg.secret_file) {
             match read_secret_file(file) {
                 Ok(value) => request = request.header(header.as_str(), value),
-                Err(why) => return DeliveryOutcome::Retry(format!("secret_file: {why}"), None),
+                Err(why) => {
+                    return DeliveryOutcome::Retry(format!("secret_file: {}", chain(&why)), None);
+                }
             }
         }
         // reqwest's timeout starts after name resolution; the outer bound covers it too.

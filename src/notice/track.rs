@@ -12,6 +12,7 @@ use super::content::{NoticeContext, SideInfo, build};
 use super::{Notifier, Reason, StaleLock, StateCheck, StateCheckGate};
 use crate::actuate::{ActionReport, Actuator, LockLease};
 use crate::config::{ClusterConfig, GroupConfig, NoticeEvent};
+use crate::error_chain::chain;
 use crate::model::{Evidence, FailoverRecord, Observation, RecordPhase, Side};
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -357,8 +358,9 @@ impl GroupNotices {
         writes: bool,
     ) -> Result<Vec<StaleLock>, String> {
         let locks = actuator.held_locks().await.map_err(|e| {
-            warn!(group = %self.group, error = %e, "could not list the standby's Terraform lock Leases");
-            e.to_string()
+            let error = chain(&e).to_string();
+            warn!(group = %self.group, %error, "could not list the standby's Terraform lock Leases");
+            error
         })?;
         let start = record.promoted_at_unix;
         let stale: Vec<LockLease> = locks
@@ -382,7 +384,7 @@ impl GroupNotices {
                     Err(e) => {
                         deleted_one(false);
                         warn!(group = %self.group, lease = %lock.name, reason = e.reason(),
-                            error = %e, "could not delete a stale Terraform lock");
+                            error = %chain(&e), "could not delete a stale Terraform lock");
                     }
                 }
             }

@@ -90,6 +90,16 @@ pub struct Versions {
     secrets: u64,
 }
 
+/// A side's caches cannot tell (not listed yet, a lost watch, a refused list).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail} ({reason})")]
+struct CachesUnanswered {
+    /// The cache's reason.
+    reason: ProbeReason,
+    /// The cache's detail.
+    detail: String,
+}
+
 /// What a reading of the primary's side was made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PrimaryReading {
@@ -137,14 +147,14 @@ impl SideStores {
 
     /// The side's facts: the selected Deployments and those named in `also` (the twins
     /// of the other side's), the ConfigMaps they read and the Secret hashes of
-    /// `secrets`. `Err` says why the caches cannot tell.
+    /// `secrets`.
     fn read(
         &self,
         workloads: &[WorkloadConfig],
         also: &BTreeSet<String>,
         secrets: &SecretHashes,
-    ) -> Result<SideFacts, String> {
-        let fail = |(reason, detail): (ProbeReason, String)| format!("{detail} ({reason})");
+    ) -> Result<SideFacts, CachesUnanswered> {
+        let fail = |(reason, detail)| CachesUnanswered { reason, detail };
         let deployments: Vec<Arc<Deployment>> = self
             .deployments
             .read(|all| {

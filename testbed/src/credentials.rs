@@ -7,7 +7,10 @@
 //! [`TokenCredentials::revoke`] deletes the ServiceAccount, so the API server itself
 //! rejects the token with 401; [`TokenCredentials::rotate`] issues a new one into the
 //! same files (written to a temporary file and renamed over, as credential tools do) and
-//! then revokes the old one.
+//! then revokes the old one. [`TokenCredentials::unbind`] deletes the ServiceAccount's
+//! RoleBindings (403) and [`TokenCredentials::bind`] puts them back.
+//! [`TokenCredentials::create_via`] writes kubeconfigs whose server is a proxy in front
+//! of the API server, while the test bed's own checks of the token go to the API server.
 
 use crate::cluster::Cluster;
 use crate::error::{Result, TestbedError};
@@ -23,8 +26,10 @@ use kube::config::{
 };
 use kube::{Client, Config};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long a new token may take to be accepted, or a revoked one to be rejected: the
 /// API server authenticates from caches.
@@ -52,14 +57,42 @@ pub struct TokenCredentials {
     admin: Client,
     cluster: String,
     namespace: String,
+    /// The API server, for the test bed's own checks of a token.
     server: String,
+    /// The server the kubeconfigs name (the API server, or a proxy in front of it).
+    kubeconfig_server: String,
     ca: PathBuf,
     dir: PathBuf,
     name: String,
     serial: u32,
     service_account: String,
+    /// Whether `service_account` was deleted and no other issued since.
+    revoked: AtomicBool,
+    /// When the current token was written to the files.
+    written_at: Option<SystemTime>,
     kubeconfig: PathBuf,
     exec_kubeconfig: PathBuf,
+}
+
+/// What a request with a token gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// 200: authenticated and allowed.
+    Allowed,
+    /// 403: authenticated, not allowed.
+    Forbidden,
+    /// 401: not authenticated.
+    Unauthorized,
+}
+
+impl Answer {
+    fn code(self) -> u16 {
+        match self {
+            Answer::Allowed => 200,
+            Answer::Forbidden => 403,
+            Answer::Unauthorized => 401,
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenCredentials {
@@ -77,6 +110,27 @@ impl TokenCredentials {
     /// waits until its token is accepted, and writes the kubeconfigs. `name` keeps
     /// several identities of one cluster apart.
     pub async fn create(cluster: &Cluster, name: &str) -> Result<TokenCredentials> {
+        TokenCredentials::create_with_server(cluster, name, cluster.server_url()).await
+    }
+
+    /// As [`TokenCredentials::create`], but the kubeconfigs name `addr` as the server (a
+    /// [`crate::FaultProxy`] in front of the cluster's API server: certificates stay
+    /// valid, it listens on 127.0.0.1 too). The test bed's own checks (a new token
+    /// accepted, an old one rejected) still go straight to the API server, so they hold
+    /// whatever the proxy does.
+    pub async fn create_via(
+        cluster: &Cluster,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<TokenCredentials> {
+        TokenCredentials::create_with_server(cluster, name, format!("https://{addr}")).await
+    }
+
+    async fn create_with_server(
+        cluster: &Cluster,
+        name: &str,
+        kubeconfig_server: String,
+    ) -> Result<TokenCredentials> {
         let dir = cluster.dir().join(format!("credentials-{name}"));
         std::fs::create_dir_all(&dir).map_err(|e| TestbedError::io("creating", &dir, e))?;
         let mut creds = TokenCredentials {
@@ -84,6 +138,7 @@ impl TokenCredentials {
             cluster: cluster.name().to_string(),
             namespace: cluster.namespace().to_string(),
             server: cluster.server_url(),
+            kubeconfig_server,
             ca: cluster.server_ca().to_path_buf(),
             kubeconfig: dir.join("token.kubeconfig"),
             exec_kubeconfig: dir.join("exec.kubeconfig"),
@@ -91,6 +146,8 @@ impl TokenCredentials {
             name: name.to_string(),
             serial: 0,
             service_account: String::new(),
+            revoked: AtomicBool::new(false),
+            written_at: None,
         };
         let plugin = creds.exec_plugin();
         write_atomically(&plugin, PLUGIN)?;
@@ -136,11 +193,69 @@ impl TokenCredentials {
         &self.service_account
     }
 
+    /// The user name the API server gives the current token
+    /// (`system:serviceaccount:<namespace>:<account>`), as its audit log records it.
+    pub fn username(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    /// When the current token was written to the files.
+    pub fn written_at(&self) -> Option<SystemTime> {
+        self.written_at
+    }
+
+    /// Whether the current token was revoked, or its revocation tried
+    /// ([`TokenCredentials::revoke`]), and no new one written since.
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
     /// Deletes the current ServiceAccount and waits until the API server rejects its
     /// token with 401. Returns how long the rejection took to take effect.
+    /// [`TokenCredentials::revoked`] holds from the call on, even when it fails (the
+    /// deletion may have happened without its 401 seen yet).
     pub async fn revoke(&self) -> Result<Duration> {
         let token = self.token()?;
+        self.revoked.store(true, Ordering::Relaxed);
         self.revoke_account(&self.service_account, &token).await
+    }
+
+    /// Deletes the current ServiceAccount's RoleBindings and waits until the API server
+    /// answers its token 403 (listing Deployments in the agent namespace). Returns how
+    /// long the 403 took to appear.
+    pub async fn unbind(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let bindings: Api<RoleBinding> = Api::namespaced(self.admin.clone(), &self.namespace);
+        for role in objects::daemon_roles()? {
+            let name = binding_name(
+                &self.service_account,
+                &role.metadata.name.unwrap_or_default(),
+            );
+            match bindings.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(self.kube_err(format!("deleting rolebinding {name}"), e)),
+            }
+        }
+        let token = self.token()?;
+        let what = format!("token of {} answered 403", self.service_account);
+        self.wait_token(&token, Answer::Forbidden, &what).await?;
+        Ok(start.elapsed())
+    }
+
+    /// Re-creates the current ServiceAccount's RoleBindings (existing ones are left
+    /// alone) and waits until its token may list Deployments again. Returns how long
+    /// that took.
+    pub async fn bind(&self) -> Result<Duration> {
+        let start = Instant::now();
+        self.create_bindings(&self.service_account, true).await?;
+        let token = self.token()?;
+        let what = format!("token of {} allowed again", self.service_account);
+        self.wait_token(&token, Answer::Allowed, &what).await?;
+        Ok(start.elapsed())
     }
 
     /// Issues a token for a new ServiceAccount, waits until it is accepted, writes it
@@ -152,6 +267,7 @@ impl TokenCredentials {
         let token = self.issue().await?;
         self.write(&token)?;
         self.revoke_account(&old_account, &old_token).await?;
+        self.revoked.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -192,20 +308,7 @@ impl TokenCredentials {
             .create(&pp, &sa)
             .await
             .map_err(|e| self.kube_err(format!("creating serviceaccount {account}"), e))?;
-        let bindings: Api<RoleBinding> = Api::namespaced(self.admin.clone(), &self.namespace);
-        for role in objects::daemon_roles()? {
-            let role = role.metadata.name.unwrap_or_default();
-            let binding: RoleBinding = serde_json::from_value(json!({
-                "metadata": { "name": format!("{account}-{role}") },
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
-                "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": self.namespace }],
-            }))
-            .expect("static RoleBinding manifest");
-            bindings
-                .create(&pp, &binding)
-                .await
-                .map_err(|e| self.kube_err(format!("binding role {role} to {account}"), e))?;
-        }
+        self.create_bindings(&account, false).await?;
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: Vec::new(),
@@ -226,10 +329,37 @@ impl TokenCredentials {
                 cluster: self.cluster.clone(),
                 message: format!("TokenRequest for {account} returned no token"),
             })?;
-        self.wait_token(&token, true, &format!("token of {account} accepted"))
-            .await?;
+        self.wait_token(
+            &token,
+            Answer::Allowed,
+            &format!("token of {account} accepted"),
+        )
+        .await?;
         self.service_account = account;
         Ok(token)
+    }
+
+    /// Binds `account` to the daemon's Role(s); with `existing_ok`, a binding already
+    /// there is left alone.
+    async fn create_bindings(&self, account: &str, existing_ok: bool) -> Result<()> {
+        let bindings: Api<RoleBinding> = Api::namespaced(self.admin.clone(), &self.namespace);
+        for role in objects::daemon_roles()? {
+            let role = role.metadata.name.unwrap_or_default();
+            let binding: RoleBinding = serde_json::from_value(json!({
+                "metadata": { "name": binding_name(account, &role) },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
+                "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": self.namespace }],
+            }))
+            .expect("static RoleBinding manifest");
+            match bindings.create(&PostParams::default(), &binding).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 && existing_ok => {}
+                Err(e) => {
+                    return Err(self.kube_err(format!("binding role {role} to {account}"), e));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn revoke_account(&self, account: &str, token: &str) -> Result<Duration> {
@@ -242,24 +372,24 @@ impl TokenCredentials {
         }
         self.wait_token(
             token,
-            false,
+            Answer::Unauthorized,
             &format!("token of {account} rejected with 401"),
         )
         .await?;
         Ok(start.elapsed())
     }
 
-    /// Waits until a request with `token` is accepted (`accepted`) or gets 401.
-    async fn wait_token(&self, token: &str, accepted: bool, what: &str) -> Result<()> {
+    /// Waits until a request with `token` (listing Deployments) gets `want`.
+    async fn wait_token(&self, token: &str, want: Answer, what: &str) -> Result<()> {
         let client = self.token_client(token).await?;
         let deployments: Api<Deployment> = Api::namespaced(client, &self.namespace);
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < SETTLE {
             match deployments.list(&ListParams::default().limit(1)).await {
-                Ok(_) if accepted => return Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 401 && !accepted => return Ok(()),
-                Ok(_) => last = "still accepted".to_string(),
+                Ok(_) if want == Answer::Allowed => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == want.code() => return Ok(()),
+                Ok(_) => last = "HTTP 200".to_string(),
                 Err(kube::Error::Api(s)) => last = format!("HTTP {}", s.code),
                 Err(e) => last = e.to_string(),
             }
@@ -274,10 +404,13 @@ impl TokenCredentials {
     }
 
     async fn token_client(&self, token: &str) -> Result<Client> {
-        let kubeconfig = self.kubeconfig_struct(AuthInfo {
-            token: Some(token.to_string().into()),
-            ..Default::default()
-        });
+        let kubeconfig = self.kubeconfig_struct(
+            AuthInfo {
+                token: Some(token.to_string().into()),
+                ..Default::default()
+            },
+            &self.server,
+        );
         let options = KubeConfigOptions {
             context: Some(self.cluster.clone()),
             ..Default::default()
@@ -294,16 +427,18 @@ impl TokenCredentials {
     }
 
     /// Writes `token` into the inline kubeconfig and the exec plugin's source.
-    fn write(&self, token: &str) -> Result<()> {
+    fn write(&mut self, token: &str) -> Result<()> {
         let user = AuthInfo {
             token: Some(token.to_string().into()),
             ..Default::default()
         };
         write_atomically(&self.kubeconfig, &self.kubeconfig_text(user)?)?;
-        write_atomically(&self.dir.join("exec-token"), token)
+        write_atomically(&self.dir.join("exec-token"), token)?;
+        self.written_at = Some(SystemTime::now());
+        Ok(())
     }
 
-    fn kubeconfig_struct(&self, user: AuthInfo) -> Kubeconfig {
+    fn kubeconfig_struct(&self, user: AuthInfo, server: &str) -> Kubeconfig {
         let name = &self.cluster;
         Kubeconfig {
             api_version: Some("v1".into()),
@@ -311,7 +446,7 @@ impl TokenCredentials {
             clusters: vec![NamedCluster {
                 name: name.clone(),
                 cluster: Some(kube::config::Cluster {
-                    server: Some(self.server.clone()),
+                    server: Some(server.to_string()),
                     certificate_authority: Some(self.ca.display().to_string()),
                     ..Default::default()
                 }),
@@ -338,15 +473,22 @@ impl TokenCredentials {
     }
 
     fn kubeconfig_text(&self, user: AuthInfo) -> Result<String> {
-        serde_saphyr::to_string(&self.kubeconfig_struct(user)).map_err(|e| TestbedError::Manifest {
-            path: self.kubeconfig.clone(),
-            message: format!("cannot serialize kubeconfig: {e}"),
-        })
+        serde_saphyr::to_string(&self.kubeconfig_struct(user, &self.kubeconfig_server)).map_err(
+            |e| TestbedError::Manifest {
+                path: self.kubeconfig.clone(),
+                message: format!("cannot serialize kubeconfig: {e}"),
+            },
+        )
     }
 
     fn kube_err(&self, action: String, e: kube::Error) -> TestbedError {
         TestbedError::kube(&self.cluster, action, e)
     }
+}
+
+/// The RoleBinding that gives `account` the daemon's Role `role`.
+fn binding_name(account: &str, role: &str) -> String {
+    format!("{account}-{role}")
 }
 
 /// Writes a temporary file next to `path` and renames it over `path`: a reader sees the

@@ -244,20 +244,24 @@ async fn http_proxy_fails_readyz_while_every_other_request_is_served() {
     assert_eq!(code(&err), None, "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn shutdown_delay_fails_readyz_while_requests_are_served() {
-    const DELAY: Duration = Duration::from_secs(8);
-    let cluster = Cluster::start_with(ClusterSpec::new("shutdown-delay").shutdown_delay(DELAY))
-        .await
-        .expect("cluster starts");
-    let client = cluster.daemon_client().await.unwrap();
-    let deps = deployments(&cluster, client.clone());
-    assert_eq!(readyz(&client, "/readyz").await.unwrap(), "ok");
+/// What a client saw while the API server shut down: when `/readyz` first failed with
+/// 500 (and its body), how many LISTs were served after that, the last one, and when the
+/// process had exited, all from the SIGTERM.
+struct Shutdown {
+    unready: Option<(Duration, String)>,
+    served_while_unready: u32,
+    last_served: Duration,
+    exited: Duration,
+}
 
+/// SIGTERM to the API server; asks `/readyz` and LISTs Deployments every 200 ms until it
+/// stops answering.
+async fn stop_observed(cluster: &Cluster) -> Shutdown {
+    let client = cluster.daemon_client().await.unwrap();
+    let deps = deployments(cluster, client.clone());
+    assert_eq!(readyz(&client, "/readyz").await.unwrap(), "ok");
     let sigterm = Instant::now();
     let observe = async {
-        // Until the API server stops answering: when /readyz first failed, with what, and
-        // how many LISTs succeeded after that.
         let mut unready: Option<(Duration, String)> = None;
         let mut served_while_unready = 0u32;
         let mut last_served = Duration::ZERO;
@@ -287,19 +291,82 @@ async fn shutdown_delay_fails_readyz_while_requests_are_served() {
         }
         (unready, served_while_unready, last_served)
     };
-    let (stopped, (unready, served, last_served)) = tokio::join!(cluster.stop_apiserver(), observe);
+    let (stopped, (unready, served_while_unready, last_served)) =
+        tokio::join!(cluster.stop_apiserver(), observe);
     stopped.expect("stops");
-    let exited = sigterm.elapsed();
-    let (unready_after, body) = unready.expect("/readyz failed with 500 during the delay");
+    Shutdown {
+        unready,
+        served_while_unready,
+        last_served,
+        exited: sigterm.elapsed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_delay_fails_readyz_while_requests_are_served() {
+    const DELAY: Duration = Duration::from_secs(8);
+    let cluster = Cluster::start_with(ClusterSpec::new("shutdown-delay").shutdown_delay(DELAY))
+        .await
+        .expect("cluster starts");
+    assert_eq!(cluster.shutdown_delay_in_force(), Some(DELAY));
+    // The knob is for the next start: the running API server keeps the spec's delay.
+    cluster.set_shutdown_delay(None);
+    assert_eq!(cluster.shutdown_delay_in_force(), Some(DELAY));
+
+    let seen = stop_observed(&cluster).await;
+    assert_eq!(cluster.shutdown_delay_in_force(), None, "not running");
+    let (unready_after, body) = seen
+        .unready
+        .expect("/readyz failed with 500 during the delay");
     eprintln!(
-        "shutdown delay {DELAY:?}: /readyz 500 after {unready_after:?}, {served} LISTs served \
-         while unready, last at {last_served:?}, exited after {exited:?}; body:\n{body}"
+        "shutdown delay {DELAY:?}: /readyz 500 after {unready_after:?}, {} LISTs served \
+         while unready, last at {:?}, exited after {:?}; body:\n{body}",
+        seen.served_while_unready, seen.last_served, seen.exited
     );
     assert!(body.contains("[-]shutdown failed"), "{body}");
-    assert!(served >= 3, "requests must be served while /readyz fails");
     assert!(
-        last_served >= DELAY / 2,
-        "served only until {last_served:?} of a {DELAY:?} delay"
+        seen.served_while_unready >= 3,
+        "requests must be served while /readyz fails"
+    );
+    assert!(
+        seen.last_served >= DELAY / 2,
+        "served only until {:?} of a {DELAY:?} delay",
+        seen.last_served
+    );
+
+    // Started again with the knob's `None`: no delay, nothing served once SIGTERMed.
+    cluster.start_apiserver().await.expect("starts again");
+    assert_eq!(cluster.shutdown_delay_in_force(), None);
+    let seen = stop_observed(&cluster).await;
+    eprintln!(
+        "no shutdown delay: /readyz 500 seen: {}, {} LISTs served while unready, last at {:?}, \
+         exited after {:?}",
+        seen.unready.is_some(),
+        seen.served_while_unready,
+        seen.last_served,
+        seen.exited
+    );
+    // A request already on its way may still be answered; nothing after that.
+    const KNOB: Duration = Duration::from_secs(6);
+    assert!(
+        seen.last_served < KNOB / 2,
+        "no delay, yet served until {:?} after SIGTERM",
+        seen.last_served
+    );
+
+    // And with a delay set by the knob (rounded up to whole seconds).
+    cluster.set_shutdown_delay(Some(KNOB - Duration::from_millis(500)));
+    cluster.start_apiserver().await.expect("starts again");
+    assert_eq!(cluster.shutdown_delay_in_force(), Some(KNOB));
+    let seen = stop_observed(&cluster).await;
+    eprintln!(
+        "knob's shutdown delay {KNOB:?}: {} LISTs served while unready, last at {:?}, exited after {:?}",
+        seen.served_while_unready, seen.last_served, seen.exited
+    );
+    assert!(
+        seen.unready.is_some() && seen.last_served >= KNOB / 2,
+        "the knob's delay is in force: served while /readyz fails, until {:?}",
+        seen.last_served
     );
 }
 

@@ -1,12 +1,13 @@
 //! Token identities on a real API server: the token works for what the daemon's Role
 //! allows and nothing more, revocation is a real 401, rotation rewrites the same files,
-//! and the exec plugin prints the token or hangs on demand.
+//! the exec plugin prints the token or hangs on demand, and an identity whose kubeconfig
+//! names a proxy is unbound (403), bound again and rotated while the proxy is cut.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use kube_failover_testbed::{Cluster, ClusterSpec, TokenCredentials};
+use kube_failover_testbed::{Cluster, ClusterSpec, FaultProxy, ProxyMode, TokenCredentials};
 use std::time::{Duration, Instant};
 
 fn status_code(e: &kube::Error) -> Option<u16> {
@@ -116,4 +117,58 @@ async fn the_exec_plugin_hangs_on_demand() {
             .success()
     );
     assert_eq!(creds.exec_runs(), 3);
+}
+
+#[tokio::test]
+async fn token_identities_via_a_proxy_are_unbound_rebound_and_rotated_around_it() {
+    let cluster = Cluster::start_with(ClusterSpec::new("creds-via").wait_ready(false))
+        .await
+        .expect("cluster starts");
+    let ns = cluster.namespace().to_string();
+    let proxy = FaultProxy::start(cluster.api_addr()).await.unwrap();
+    let mut creds = TokenCredentials::create_via(&cluster, "via", proxy.addr())
+        .await
+        .expect("token identity via the proxy");
+    assert_eq!(
+        creds.username(),
+        format!("system:serviceaccount:{ns}:{}", creds.service_account())
+    );
+    assert!(!creds.revoked());
+    let first_written = creds.written_at().expect("written");
+
+    // The kubeconfig names the proxy; requests through it authenticate with the token.
+    let text = std::fs::read_to_string(creds.kubeconfig()).unwrap();
+    assert!(
+        text.contains(&format!("https://{}", proxy.addr())),
+        "{text}"
+    );
+    let before = proxy.accepted();
+    let client = cluster.client_from(creds.kubeconfig()).await.unwrap();
+    assert_eq!(list_deployments(client.clone(), &ns).await.unwrap(), 2);
+    assert!(
+        proxy.accepted() > before,
+        "the request went through the proxy"
+    );
+
+    // Unbound: 403 for this token only, through the proxy too; bound again: 200.
+    creds.unbind().await.expect("unbind");
+    let err = list_deployments(client.clone(), &ns).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(403), "{err}");
+    assert!(cluster.daemon_can_list_deployments().await.unwrap());
+    creds.bind().await.expect("bind");
+    assert_eq!(list_deployments(client.clone(), &ns).await.unwrap(), 2);
+
+    // The test bed's own checks go straight to the API server: a rotation completes with
+    // the proxy cut.
+    proxy.set_mode(ProxyMode::Blackhole);
+    creds.revoke().await.expect("revoke");
+    assert!(creds.revoked());
+    creds.rotate().await.expect("rotate with the proxy cut");
+    assert!(!creds.revoked());
+    assert!(creds.written_at().expect("written") > first_written);
+    proxy.set_mode(ProxyMode::Pass);
+    let fresh = cluster.client_from(creds.kubeconfig()).await.unwrap();
+    assert_eq!(list_deployments(fresh, &ns).await.unwrap(), 2);
+    let err = list_deployments(client, &ns).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(401), "{err}");
 }

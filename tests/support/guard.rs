@@ -133,6 +133,16 @@ namespace = "{namespace}"
         }
     }
 
+    /// The guard's own process id (`None` once it has been waited for).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The guard's exit status once it has ended by itself (`None` while it runs).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The agent's lines, as Unix seconds.
     pub fn lines(&self) -> Vec<f64> {
         std::fs::read_to_string(&self.beats)

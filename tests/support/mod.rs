@@ -298,6 +298,16 @@ impl Daemon {
 
     /// Starts the daemon process, not waiting for it.
     pub fn spawn_with_config(config: &Path, admin: SocketAddr, dir: &Path) -> Daemon {
+        Daemon::spawn_with_config_env(config, admin, dir, &[])
+    }
+
+    /// As [`Daemon::spawn_with_config`], with these environment variables added.
+    pub fn spawn_with_config_env(
+        config: &Path,
+        admin: SocketAddr,
+        dir: &Path,
+        env: &[(&str, String)],
+    ) -> Daemon {
         let log = dir.join(format!(
             "kube-failover-{}-{}.log",
             admin.port(),
@@ -309,6 +319,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info,kube_failover=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -1093,6 +1093,10 @@ reason_codes! {
     /// The failover record disappeared after it was seen: it is written back before
     /// anything is scaled; never read as a failback.
     RecordLost => "record_lost",
+    /// The failover record was written with an epoch below one seen before (created
+    /// again while it was missing, or put back from an old copy): the last copy is
+    /// written over it, keeping its pause, before anything is scaled.
+    RecordRegressed => "record_regressed",
     /// A promotion (or failback) happened less than `cooldown` ago.
     Cooldown => "cooldown",
     /// Ticks arrived more than twice the interval apart.

@@ -50,6 +50,8 @@ pub struct Cluster {
     pki: Pki,
     ports: Ports,
     procs: Mutex<Procs>,
+    /// The shutdown delay of the API server's next start ([`Cluster::set_shutdown_delay`]).
+    next_shutdown_delay: Mutex<Option<Duration>>,
     kubeconfigs: Kubeconfigs,
     client: Client,
 }

@@ -11,11 +11,38 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 impl Cluster {
     /// SIGTERM to the API server; returns once it has exited (SIGKILL after 20 s plus
-    /// the spec's `shutdown_delay`, during which it still serves while `/readyz` fails).
+    /// the shutdown delay it was started with, during which it still serves while
+    /// `/readyz` fails: [`Cluster::shutdown_delay_in_force`]).
     pub async fn stop_apiserver(&self) -> Result<()> {
-        let grace = STOP_GRACE + self.spec.shutdown_delay.unwrap_or_default();
+        let grace = STOP_GRACE + self.shutdown_delay_in_force().unwrap_or_default();
         self.take(Component::Apiserver)?.terminate(grace).await?;
         Ok(())
+    }
+
+    /// Sets kube-apiserver's `--shutdown-delay-duration` for the API server's next start
+    /// ([`Cluster::start_apiserver`]), in place of [`ClusterSpec::shutdown_delay`](super::ClusterSpec::shutdown_delay): after
+    /// SIGTERM it keeps serving requests this long (whole seconds, rounded up) while
+    /// `/readyz` fails; `None`: it stops serving at once. The running API server keeps
+    /// the delay it was started with.
+    pub fn set_shutdown_delay(&self, delay: Option<Duration>) {
+        *self
+            .next_shutdown_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// The shutdown delay the running API server was started with (whole seconds); `None`
+    /// when it has none or is not running.
+    pub fn shutdown_delay_in_force(&self) -> Option<Duration> {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        procs.apiserver.as_ref().and(procs.apiserver_shutdown_delay)
+    }
+
+    pub(super) fn next_shutdown_delay(&self) -> Option<Duration> {
+        *self
+            .next_shutdown_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// SIGKILL to the API server; returns once it is gone.

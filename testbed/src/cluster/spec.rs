@@ -25,7 +25,8 @@ pub struct ClusterSpec {
     /// `replicas` Ready Pods.
     pub wait_ready: bool,
     /// kube-apiserver's `--shutdown-delay-duration`: after SIGTERM it keeps serving
-    /// requests this long while `/readyz` fails. `None`: it stops serving at once.
+    /// requests this long while `/readyz` fails. `None`: it stops serving at once. For
+    /// the first start; [`crate::Cluster::set_shutdown_delay`] sets it for later ones.
     pub shutdown_delay: Option<Duration>,
     /// Whether kube-apiserver writes an audit log (`audit.log` in the cluster's
     /// directory, every request at level `Metadata`: user, verb, object, user agent):

@@ -47,6 +47,8 @@ pub(super) struct Procs {
     pub(super) apiserver: Option<Proc>,
     pub(super) controller_manager: Option<Proc>,
     pub(super) kwok: Option<Proc>,
+    /// The `--shutdown-delay-duration` the running API server was started with.
+    pub(super) apiserver_shutdown_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,19 +165,22 @@ impl Cluster {
             pki,
             ports,
             procs: Mutex::new(Procs::default()),
+            next_shutdown_delay: Mutex::new(spec.shutdown_delay),
             kubeconfigs,
             client,
         })
     }
 
     pub(super) fn spawn(&self, component: Component) -> Result<()> {
-        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        let delay = self.next_shutdown_delay();
+        let mut guard = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        let procs = &mut *guard;
         let (slot, program, args) = match component {
             Component::Etcd => (&mut procs.etcd, &self.bins.etcd, self.etcd_args()),
             Component::Apiserver => (
                 &mut procs.apiserver,
                 &self.bins.kube_apiserver,
-                self.apiserver_args(),
+                self.apiserver_args(delay),
             ),
         };
         if let Some(running) = slot.as_mut()
@@ -184,6 +189,9 @@ impl Cluster {
             return Err(self.state_err(format!("{} is already running", component.name())));
         }
         *slot = Some(self.spawn_proc(component.name(), program, &args)?);
+        if component == Component::Apiserver {
+            procs.apiserver_shutdown_delay = delay.map(whole_seconds);
+        }
         Ok(())
     }
 
@@ -253,12 +261,11 @@ impl Cluster {
         ]
     }
 
-    fn apiserver_args(&self) -> Vec<String> {
+    /// kube-apiserver's arguments, with `--shutdown-delay-duration` when `shutdown_delay`
+    /// is set.
+    fn apiserver_args(&self, shutdown_delay: Option<Duration>) -> Vec<String> {
         let p = &self.pki;
-        let shutdown_delay = self.spec.shutdown_delay.map(|d| {
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            format!("--shutdown-delay-duration={secs}s")
-        });
+        let shutdown_delay = shutdown_delay_arg(shutdown_delay);
         let args = vec![
             format!("--etcd-servers=http://127.0.0.1:{}", self.ports.etcd_client),
             "--bind-address=127.0.0.1".into(),
@@ -430,6 +437,17 @@ impl Cluster {
     }
 }
 
+/// A delay in whole seconds, rounded up: what `--shutdown-delay-duration` is given.
+pub(super) fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+/// `--shutdown-delay-duration=<s>s` for a delay (whole seconds, rounded up); none for
+/// `None`.
+fn shutdown_delay_arg(delay: Option<Duration>) -> Option<String> {
+    delay.map(|d| format!("--shutdown-delay-duration={}s", whole_seconds(d).as_secs()))
+}
+
 fn is_port_clash(e: &TestbedError) -> bool {
     match e {
         TestbedError::Exited { log_tail, .. } => log_tail.contains("address already in use"),
@@ -451,4 +469,26 @@ async fn etcd_healthy(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(2), probe).await,
         Ok(Ok(true))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shutdown_delay_is_given_in_whole_seconds_rounded_up() {
+        assert_eq!(shutdown_delay_arg(None), None);
+        assert_eq!(
+            shutdown_delay_arg(Some(Duration::from_secs(5))).as_deref(),
+            Some("--shutdown-delay-duration=5s")
+        );
+        assert_eq!(
+            shutdown_delay_arg(Some(Duration::from_millis(2_100))).as_deref(),
+            Some("--shutdown-delay-duration=3s")
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_millis(7_999)),
+            Duration::from_secs(8)
+        );
+    }
 }

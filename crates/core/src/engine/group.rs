@@ -191,6 +191,22 @@ impl Engine {
         }
     }
 
+    /// The record as a record action left it stored (written by it or found already
+    /// so): from now on the last copy seen. A record lost right after this daemon wrote
+    /// it (a `promoting` whose scale-up has not annotated anything yet) is written back
+    /// as this, never as the older copy read before the write, whose epoch the next
+    /// promotion would reuse.
+    pub fn record_stored(&mut self, stored: &FailoverRecord) {
+        if stored.exists()
+            && self
+                .last_record
+                .as_ref()
+                .is_none_or(|last| stored.epoch >= last.epoch)
+        {
+            self.last_record = Some(stored.clone());
+        }
+    }
+
     /// Switches between acting and only deciding: a daemon instance that does not lead
     /// the group decides in observe mode.
     pub fn set_mode(&mut self, mode: Mode) {
@@ -277,9 +293,14 @@ impl Engine {
         self.remember_stop_guards(obs);
 
         let state = if let Some(record) = restore {
-            // Invariant 2: a lost record is never a failback. Write it back first;
-            // nothing is scaled in either direction until that succeeded.
-            reasons.push(ReasonCode::RecordLost);
+            // Invariant 2: a lost record is never a failback, nor is one whose epoch went
+            // back. Write it back first; nothing is scaled in either direction until
+            // that succeeded.
+            reasons.push(if record.resource_version.is_some() {
+                ReasonCode::RecordRegressed
+            } else {
+                ReasonCode::RecordLost
+            });
             actions.push(Action::RestoreRecord {
                 record: Box::new(record),
             });
@@ -523,38 +544,66 @@ impl Engine {
 
     /// The record to write back when it is missing although it existed: the last copy
     /// seen (when it recorded a promotion, or holds a pause or a failback: a pause
-    /// cannot be known once its record is gone, so it is written back with it), or, when this daemon never saw one, a promotion proven by the epoch
-    /// annotation on standby Deployments that still want replicas.
+    /// cannot be known once its record is gone, so it is written back with it), or, when
+    /// this daemon never saw one, a promotion proven by the epoch annotation on standby
+    /// Deployments that still want replicas.
+    ///
+    /// Also the record to write over one that exists with an epoch below the last one
+    /// seen, or below the epoch a promotion in force annotated on the standby's
+    /// Deployments: it was written without knowledge of that promotion (created again
+    /// by hand or by a command while it was missing, or put back from an old copy).
+    /// Epochs never go back (the guards and the fencing rely on it), so it is written
+    /// over, on condition of its resourceVersion, keeping the pause it holds (an
+    /// operator's pause stands).
     fn lost_record(&self, obs: &Observation) -> Option<FailoverRecord> {
         let Ok(observed) = &obs.standby.record else {
             return None;
         };
-        if observed.exists() {
-            return None;
-        }
-        if let Some(last) = &self.last_record
-            && (last.epoch > 0
-                || last.effective_phase().standby_active()
-                || last.hold_at(obs.wall_unix).is_some())
-        {
-            return Some(FailoverRecord {
+        let exists = observed.exists();
+        let from_last = self.last_record.as_ref().filter(|last| {
+            if exists {
+                observed.epoch < last.epoch
+            } else {
+                last.epoch > 0
+                    || last.effective_phase().standby_active()
+                    || last.hold_at(obs.wall_unix).is_some()
+            }
+        });
+        let lost = match from_last {
+            Some(last) => last.clone(),
+            None => {
+                let views = obs.standby.deployments.as_deref()?;
+                let epoch = views
+                    .iter()
+                    .filter(|d| d.desired > 0)
+                    .filter_map(|d| d.epoch)
+                    .max()?;
+                if exists && epoch <= observed.epoch {
+                    return None;
+                }
+                FailoverRecord {
+                    phase: Some(RecordPhase::Promoting),
+                    epoch,
+                    reason: ReasonCode::RecordLost.as_str().to_string(),
+                    // Unknown start: the cooldown runs from now, the safe side.
+                    promoted_at_unix: Some(obs.wall_unix as i64),
+                    ..FailoverRecord::default()
+                }
+            }
+        };
+        Some(if exists {
+            FailoverRecord {
+                resource_version: observed.resource_version.clone(),
+                paused_by: observed.paused_by.clone(),
+                paused_until_unix: observed.paused_until_unix,
+                pause_reason: observed.pause_reason.clone(),
+                ..lost
+            }
+        } else {
+            FailoverRecord {
                 resource_version: None,
-                ..last.clone()
-            });
-        }
-        let views = obs.standby.deployments.as_deref()?;
-        let epoch = views
-            .iter()
-            .filter(|d| d.desired > 0)
-            .filter_map(|d| d.epoch)
-            .max()?;
-        Some(FailoverRecord {
-            phase: Some(RecordPhase::Promoting),
-            epoch,
-            reason: ReasonCode::RecordLost.as_str().to_string(),
-            // Unknown start: the cooldown runs from now, the safe side.
-            promoted_at_unix: Some(obs.wall_unix as i64),
-            ..FailoverRecord::default()
+                ..lost
+            }
         })
     }
 

@@ -252,7 +252,18 @@ impl World {
             {
                 self.standby_desired = 0
             }
-            Action::RestoreRecord { record } if standby_ok && !self.record_exists => {
+            // Created when missing; written over a record on condition of its
+            // resourceVersion.
+            Action::RestoreRecord { record }
+                if standby_ok
+                    && match &record.resource_version {
+                        None => !self.record_exists,
+                        Some(rv) => {
+                            self.record_exists
+                                && self.record.resource_version.as_deref() == Some(rv)
+                        }
+                    } =>
+            {
                 self.store(FailoverRecord {
                     restored_at: Some("now".into()),
                     ..(**record).clone()
@@ -353,6 +364,12 @@ impl Sim {
         if self.carry_out {
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
+                // As the runner does with the actuator's report of a record action.
+                let record_action = action.kind().starts_with("record")
+                    || matches!(action, Action::RestoreRecord { .. });
+                if ok && record_action && self.world.record_exists {
+                    self.engine.record_stored(&self.world.record);
+                }
             }
         }
         if self.world.standby_desired >= 1 {
@@ -1501,6 +1518,69 @@ fn invariant2_a_restarted_daemon_finds_a_promotion_by_its_epoch_annotation() {
     assert!(sim.world.record.effective_phase().standby_active());
 }
 
+/// Found by the fault campaign: the record is deleted right after the `promoting` write,
+/// before the scale-up annotated anything (here it fails). It comes back at the epoch
+/// just written, never as the older copy read before the write: the next promotion would
+/// have reused that epoch.
+#[test]
+fn invariant2_a_record_lost_right_after_its_promoting_write_comes_back_at_its_epoch() {
+    let mut sim = Sim::warmed_up();
+    sim.world.forbidden = vec!["scale_standby_up"];
+    sim.world.primary_down();
+    for _ in 0..10 {
+        sim.tick();
+        if sim.world.record.phase == Some(RecordPhase::Promoting) {
+            break;
+        }
+    }
+    assert_eq!(sim.world.record.phase, Some(RecordPhase::Promoting));
+    let epoch = sim.world.record.epoch;
+    assert_eq!(sim.world.standby_epoch, None, "nothing annotated");
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    let d = sim.tick().clone();
+    assert!(
+        d.reasons.contains(&ReasonCode::RecordLost),
+        "{:?}",
+        d.reasons
+    );
+    assert!(sim.world.record_exists);
+    assert_eq!(sim.world.record.epoch, epoch, "written back at its epoch");
+    assert!(sim.world.record.effective_phase().standby_active());
+    sim.world.forbidden.clear();
+    sim.run(5);
+    assert_eq!(sim.promotions(), 1, "never promoted again");
+    assert_eq!(sim.world.record.epoch, epoch);
+    assert_eq!(sim.world.standby_desired, 1);
+}
+
+/// The same with a daemon that restarted while the record was gone: it never saw the
+/// promotion's record, and finds it by the epoch annotation of the standby's Deployments
+/// that still want replicas.
+#[test]
+fn invariant2_a_restarted_daemon_writes_over_a_record_recreated_below_the_annotation() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.world.standby_epoch, Some(1));
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    sim.world.store(FailoverRecord {
+        paused_by: Some("alice".into()),
+        ..FailoverRecord::default()
+    });
+    sim.engine = Engine::new(sim.engine.settings().clone(), sim.now);
+    sim.run(5);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::ScaleStandbyDown { .. })),
+        0
+    );
+    assert_eq!(sim.world.standby_desired, 1);
+    assert_eq!(sim.world.record.epoch, 1);
+    assert!(sim.world.record.effective_phase().standby_active());
+    assert_eq!(sim.world.record.paused_by.as_deref(), Some("alice"));
+}
+
 #[test]
 fn invariant2_epochs_never_repeat_after_a_record_is_recreated() {
     let mut sim = Sim::warmed_up();
@@ -1952,6 +2032,54 @@ fn a_lost_record_while_paused_is_restored_pause_included_and_nothing_scales() {
     assert_eq!(sim.world.record.paused_by.as_deref(), Some("alice"));
     sim.run(20);
     assert_eq!(sim.promotions(), 0);
+}
+
+/// Found by the fault campaign: the record deleted after a promotion, and an operator's
+/// `pause` (which writes the default record when none exists) creates it again at epoch 0,
+/// phase `primary`, before the daemon restores it. The record's epoch went back: the
+/// daemon writes its last copy over it, the pause kept, and scales nothing meanwhile (the
+/// standby is not corrected down on a `primary` it never saw a failback to).
+#[test]
+fn invariant2_a_record_recreated_at_a_lower_epoch_is_written_over_pause_kept() {
+    let mut sim = Sim::warmed_up();
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoted);
+    let before = sim.world.record.clone();
+    assert!(before.epoch >= 1);
+    // Deleted, then created again by a command that knew nothing of the promotion.
+    sim.world.record_exists = false;
+    sim.world.record = FailoverRecord::default();
+    sim.world.store(FailoverRecord {
+        paused_by: Some("alice".into()),
+        pause_reason: "maintenance".into(),
+        ..FailoverRecord::default()
+    });
+    let d = sim.tick().clone();
+    assert!(
+        d.reasons.contains(&ReasonCode::RecordRegressed),
+        "{:?}",
+        d.reasons
+    );
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, Action::RestoreRecord { .. } | Action::Announce { .. })),
+        "nothing is scaled until the record is back: {:?}",
+        d.actions
+    );
+    assert_eq!(sim.world.record.epoch, before.epoch, "the epoch is back");
+    assert_eq!(sim.world.record.phase, before.phase, "and the phase");
+    assert_eq!(
+        sim.world.record.paused_by.as_deref(),
+        Some("alice"),
+        "pause kept"
+    );
+    assert_eq!(sim.world.record.pause_reason, "maintenance");
+    sim.run(5);
+    assert_eq!(sim.world.standby_desired, 1, "the standby stays active");
+    assert_eq!(sim.world.record.epoch, before.epoch);
+    assert_eq!(sim.promotions(), 1);
 }
 
 fn state_check(
