@@ -360,6 +360,17 @@ fn daemon_opts(identity: &str) -> DaemonOpts {
     }
 }
 
+/// The guards' heartbeat Leases in the standby (the daemon counts them).
+async fn heartbeats(world: &World) -> usize {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(world.pair.standby.client(), world.pair.standby.namespace());
+    let selector = format!("kube-failover/guard={GROUP}");
+    api.list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
 /// What a campaign found, for the exit code.
 pub struct Outcome {
     pub violations: usize,
@@ -488,6 +499,10 @@ pub async fn run(plan: Plan) -> Outcome {
     for inst in &world.instances {
         inst.spawn(&dir).await;
     }
+    // The guards' identity (the daemon's user here) needs the guard's Role in the
+    // standby to write its heartbeats: without them the daemon cannot tell a stopped
+    // agent from a running one, and never waits for a guard it has not seen.
+    support::guard::grant_guard_role(&world.pair).await;
     for g in &world.guards {
         g.spawn(&world.pair).await;
     }
@@ -507,13 +522,16 @@ pub async fn run(plan: Plan) -> Outcome {
                 }
                 leaders += usize::from(inst.leads(&world.http).await);
             }
-            leaders == 1 && world.guards[0].agent_alive() && !world.guards[1].agent_alive()
+            leaders == 1
+                && world.guards[0].agent_alive()
+                && !world.guards[1].agent_alive()
+                && heartbeats(&world).await == 2
         }
     })
     .await;
     if settled.is_none() {
         eprintln!(
-            "chaos: the three instances and the two guards did not settle in 90 s; see their logs:"
+            "chaos: the three instances and the two guards (their heartbeats written) did not settle in 90 s; see their logs:"
         );
         for logs in world
             .instances
