@@ -11,7 +11,7 @@ use crate::support;
 use kube_failover::config::DaemonConfig;
 use kube_failover::coord::leader_lease_name;
 use kube_failover::coord::presence::observer_lease_name;
-use kube_failover_testbed::{ClusterPair, ClusterSpec, HttpFaultProxy, HttpRule};
+use kube_failover_testbed::{ClusterPair, HttpFaultProxy, HttpRule};
 use std::time::Duration;
 use support::*;
 
@@ -33,12 +33,9 @@ fn signal(pid: u32, sig: &str) {
 /// and carries the correction out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_paused_inside_an_action_writes_nothing_on_resuming() {
-    let pair = ClusterPair::start_with(
-        ClusterSpec::new("primary").replicas(1).audit(true),
-        ClusterSpec::new("standby").replicas(0).audit(true),
-    )
-    .await
-    .expect("start the audited cluster pair");
+    let pair = ClusterPair::start_audited()
+        .await
+        .expect("start the audited cluster pair");
     let opts = DaemonOpts {
         identity: Some(IDENTITY.into()),
         ..DaemonOpts::default()

@@ -264,13 +264,10 @@ async fn fence_is_refused_while_the_primary_is_active_and_fences_after_a_promoti
 /// the promotion's scale, the CLI's record write.
 #[tokio::test]
 async fn the_audit_log_names_the_daemon_and_the_cli() {
-    use kube_failover_testbed::{AuditEvent, ClusterPair, ClusterSpec, DAEMON_USER};
-    let pair = ClusterPair::start_with(
-        ClusterSpec::new("primary").replicas(1).audit(true),
-        ClusterSpec::new("standby").replicas(0).audit(true),
-    )
-    .await
-    .expect("start the audited cluster pair");
+    use kube_failover_testbed::{AuditEvent, ClusterPair, DAEMON_USER};
+    let pair = ClusterPair::start_audited()
+        .await
+        .expect("start the audited cluster pair");
     let opts = DaemonOpts {
         identity: Some("audited-1".into()),
         ..fast()

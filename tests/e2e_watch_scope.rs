@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use kube_failover_testbed::{AuditEvent, ClusterPair, ClusterSpec, DAEMON_USER};
+use kube_failover_testbed::{AuditEvent, ClusterPair, DAEMON_USER};
 use std::path::Path;
 use std::time::Duration;
 use support::*;
@@ -82,12 +82,9 @@ async fn a_refused_cluster_wide_watch_is_unknown_never_down() {
 /// Its Leases stay in their namespace.
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_wide_watches_serve_groups_in_namespaces_of_their_own() {
-    let pair = ClusterPair::start_with(
-        ClusterSpec::new("primary").replicas(1).audit(true),
-        ClusterSpec::new("standby").replicas(0).audit(true),
-    )
-    .await
-    .expect("start the audited cluster pair");
+    let pair = ClusterPair::start_audited()
+        .await
+        .expect("start the audited cluster pair");
     let extra: Vec<String> = (1..3).map(|i| format!("agent-{i:03}")).collect();
     for ns in &extra {
         pair.primary

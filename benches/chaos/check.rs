@@ -271,6 +271,31 @@ impl Checker {
         });
     }
 
+    /// A window of `invariant` that just closed, `(from, to)`, against its budget: a
+    /// violation when longer, said as `what` and how long.
+    fn judge(
+        &mut self,
+        invariant: &'static str,
+        closed: Option<(Duration, Duration)>,
+        budget: Duration,
+        what: &str,
+    ) {
+        if let Some((from, to)) = closed
+            && to - from > budget
+        {
+            self.violate(
+                invariant,
+                from,
+                to,
+                format!(
+                    "{what} for {:.1}s (budget {:.1}s)",
+                    (to - from).as_secs_f64(),
+                    budget.as_secs_f64()
+                ),
+            );
+        }
+    }
+
     fn sample(
         &mut self,
         world: &World,
@@ -388,20 +413,8 @@ impl Checker {
         for (n, running) in agents.iter().enumerate() {
             self.agent_samples[n] += u64::from(*running);
         }
-        if let Some((from, to)) = self.agents_dual.feed(t, agents[0] && agents[1])
-            && to - from > AGENTS_BUDGET
-        {
-            self.violate(
-                "agents_dual",
-                from,
-                to,
-                format!(
-                    "both agents ran for {:.1}s (budget {:.1}s)",
-                    (to - from).as_secs_f64(),
-                    AGENTS_BUDGET.as_secs_f64()
-                ),
-            );
-        }
+        let closed = self.agents_dual.feed(t, agents[0] && agents[1]);
+        self.judge("agents_dual", closed, AGENTS_BUDGET, "both agents ran");
 
         // Both sides active.
         let dual = p.replicas > 0 && s.replicas > 0;
@@ -659,45 +672,27 @@ impl Checker {
     }
 
     fn close(&mut self, end: Duration) {
-        if let Some((from, to)) = self.dual.feed(end, false)
-            && to - from > FENCE_BUDGET
-        {
-            self.violate(
-                "dual_active",
-                from,
-                to,
-                format!(
-                    "both sides had replicas for {:.1}s at the end",
-                    (to - from).as_secs_f64()
-                ),
-            );
-        }
-        if let Some((from, to)) = self.none.feed(end, false)
-            && to - from > NO_ACTIVE_BUDGET
-        {
-            self.violate(
-                "no_active_side",
-                from,
-                to,
-                format!(
-                    "neither side served for {:.1}s at the end",
-                    (to - from).as_secs_f64()
-                ),
-            );
-        }
-        if let Some((from, to)) = self.agents_dual.feed(end, false)
-            && to - from > AGENTS_BUDGET
-        {
-            self.violate(
-                "agents_dual",
-                from,
-                to,
-                format!(
-                    "both agents ran for {:.1}s at the end",
-                    (to - from).as_secs_f64()
-                ),
-            );
-        }
+        let closed = self.dual.feed(end, false);
+        self.judge(
+            "dual_active",
+            closed,
+            FENCE_BUDGET,
+            "both sides had replicas at the end",
+        );
+        let closed = self.none.feed(end, false);
+        self.judge(
+            "no_active_side",
+            closed,
+            NO_ACTIVE_BUDGET,
+            "neither side served at the end",
+        );
+        let closed = self.agents_dual.feed(end, false);
+        self.judge(
+            "agents_dual",
+            closed,
+            AGENTS_BUDGET,
+            "both agents ran at the end",
+        );
         self.dual_raw.feed(end, false);
         self.none_raw.feed(end, false);
         for i in 0..INSTANCES {
@@ -718,12 +713,7 @@ impl Checker {
 
 /// Every log of every instance and guard: a `panicked` line is a violation.
 pub fn scan_logs(world: &World, c: &mut Checker) {
-    let named_logs = world
-        .instances
-        .iter()
-        .map(|i| (i.identity.clone(), &i.logs))
-        .chain(world.guards.iter().map(|g| (g.identity(), &g.logs)));
-    for (identity, logs) in named_logs {
+    for (identity, logs) in world.log_sets() {
         let logs = logs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for log in logs {
             let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -362,26 +362,14 @@ pub fn write(world: &World, c: &Checker, begin: Duration) {
 
     let logs = target.join(format!("chaos-{}-logs", plan.seed));
     let _ = std::fs::create_dir_all(&logs);
-    for inst in &world.instances {
-        for (n, log) in inst
-            .logs
+    for (name, sets) in world.log_sets() {
+        for (n, log) in sets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .enumerate()
         {
-            let _ = std::fs::copy(log, logs.join(format!("{}-{n}.log", inst.identity)));
-        }
-    }
-    for g in &world.guards {
-        for (n, log) in g
-            .logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .enumerate()
-        {
-            let _ = std::fs::copy(log, logs.join(format!("guard-{}-{n}.log", g.side.name())));
+            let _ = std::fs::copy(log, logs.join(format!("{name}-{n}.log")));
         }
     }
     let _ = writeln!(md, "\nThe instances' and guards' logs: {}.", logs.display());

@@ -9,7 +9,7 @@ use crate::report;
 use crate::support::guard::{Guard, GuardOpts};
 use crate::support::{self, Daemon, DaemonOpts, GROUP};
 use kube_failover::status::StatusReport;
-use kube_failover_testbed::{ClusterPair, ClusterSpec, FaultProxy, TokenCredentials};
+use kube_failover_testbed::{ClusterPair, FaultProxy, TokenCredentials};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -153,10 +153,6 @@ pub struct GuardProc {
 }
 
 impl GuardProc {
-    pub fn identity(&self) -> String {
-        format!("{}-agent-0", self.side.name())
-    }
-
     /// Starts a guard process (at the start, and again after a kill).
     pub async fn spawn(&self, pair: &ClusterPair) {
         let g = Guard::start_with(pair, self.side.name(), pair.primary.dir(), &self.opts);
@@ -313,6 +309,20 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// Every process's logs with the name the report gives them: each instance's
+    /// identity, then `guard-<side>`.
+    pub fn log_sets(&self) -> Vec<(String, &Mutex<Vec<PathBuf>>)> {
+        self.instances
+            .iter()
+            .map(|i| (i.identity.clone(), &i.logs))
+            .chain(
+                self.guards
+                    .iter()
+                    .map(|g| (format!("guard-{}", g.side.name()), &g.logs)),
+            )
+            .collect()
+    }
+
     pub fn faults(&self) -> Vec<FaultRecord> {
         self.history
             .lock()
@@ -392,12 +402,9 @@ pub async fn run(plan: Plan) -> Outcome {
     );
     // Audit logs on: the check of leader-only writes reads them, and they show when an
     // instance's first request with a rotated token was accepted.
-    let pair = ClusterPair::start_with(
-        ClusterSpec::new("primary").replicas(1).audit(true),
-        ClusterSpec::new("standby").replicas(0).audit(true),
-    )
-    .await
-    .expect("start the audited cluster pair");
+    let pair = ClusterPair::start_audited()
+        .await
+        .expect("start the audited cluster pair");
     let dir = pair.primary.dir().to_path_buf();
     let mut instances = Vec::new();
     for name in ["chaos-a", "chaos-b", "chaos-c"] {
@@ -533,12 +540,7 @@ pub async fn run(plan: Plan) -> Outcome {
         eprintln!(
             "chaos: the three instances and the two guards (their heartbeats written) did not settle in 90 s; see their logs:"
         );
-        for logs in world
-            .instances
-            .iter()
-            .map(|i| &i.logs)
-            .chain(world.guards.iter().map(|g| &g.logs))
-        {
+        for (_, logs) in world.log_sets() {
             for log in logs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 eprintln!("  {}", log.display());
             }

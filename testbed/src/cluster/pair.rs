@@ -22,6 +22,16 @@ impl ClusterPair {
         .await
     }
 
+    /// As [`ClusterPair::start`], both API servers writing audit logs
+    /// ([`ClusterSpec::audit`]).
+    pub async fn start_audited() -> Result<ClusterPair> {
+        ClusterPair::start_with(
+            ClusterSpec::new("primary").replicas(1).audit(true),
+            ClusterSpec::new("standby").replicas(0).audit(true),
+        )
+        .await
+    }
+
     /// Starts two clusters with these specs, concurrently.
     pub async fn start_with(primary: ClusterSpec, standby: ClusterSpec) -> Result<ClusterPair> {
         let (primary, standby) =
