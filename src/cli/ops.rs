@@ -208,7 +208,7 @@ impl Session {
         let ns = &self.group.standby.namespace;
         let name = self.group.record_name();
         let standby = probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT).await;
-        let Some(views) = standby.deployments.as_deref() else {
+        if standby.deployments.is_none() {
             return Err(self.fail(
                 "cannot tell whether a promotion is in force",
                 format!(
@@ -217,13 +217,8 @@ impl Session {
                     standby.api.reason.as_str()
                 ),
             ));
-        };
-        let epoch = views
-            .iter()
-            .filter(|d| d.desired > 0)
-            .filter_map(|d| d.epoch)
-            .max();
-        match epoch {
+        }
+        match standby.active_epoch() {
             Some(epoch) => Err(refuse(
                 "record_missing",
                 format!(

@@ -576,10 +576,8 @@ impl World {
     /// As the daemon's runner does with the actuator's report of a record action: the
     /// record as stored is the engine's last copy.
     fn report_stored(&self, engine: &mut Engine, action: &Action, ok: bool) {
-        let record_action =
-            action.kind().starts_with("record") || matches!(action, Action::RestoreRecord { .. });
         if ok
-            && record_action
+            && action.writes_record()
             && let Some(stored) = &self.record
         {
             engine.record_stored(stored);

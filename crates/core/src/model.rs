@@ -737,6 +737,17 @@ impl StandbyObservation {
             .max()
             .unwrap_or(0)
     }
+
+    /// The epoch of a promotion in force, as the standby's Deployments that want
+    /// replicas carry it in their annotation (`None` when none does).
+    pub fn active_epoch(&self) -> Option<u64> {
+        self.deployments
+            .iter()
+            .flatten()
+            .filter(|d| d.desired > 0)
+            .filter_map(|d| d.epoch)
+            .max()
+    }
 }
 
 /// One tick's input to the engine.
@@ -916,6 +927,19 @@ impl Action {
             Action::RecordFailback { .. } => "record_failback",
             Action::Announce { .. } => "announce",
         }
+    }
+
+    /// True for the actions that write the failover record.
+    pub fn writes_record(&self) -> bool {
+        matches!(
+            self,
+            Action::RecordPromoting { .. }
+                | Action::RecordPromoted { .. }
+                | Action::RecordFailed { .. }
+                | Action::RecordFenced { .. }
+                | Action::RestoreRecord { .. }
+                | Action::RecordFailback { .. }
+        )
     }
 
     /// True for the actions that scale Deployments.

@@ -572,12 +572,7 @@ impl Engine {
         let lost = match from_last {
             Some(last) => last.clone(),
             None => {
-                let views = obs.standby.deployments.as_deref()?;
-                let epoch = views
-                    .iter()
-                    .filter(|d| d.desired > 0)
-                    .filter_map(|d| d.epoch)
-                    .max()?;
+                let epoch = obs.standby.active_epoch()?;
                 if exists && epoch <= observed.epoch {
                     return None;
                 }

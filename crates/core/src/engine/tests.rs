@@ -365,9 +365,7 @@ impl Sim {
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
                 // As the runner does with the actuator's report of a record action.
-                let record_action = action.kind().starts_with("record")
-                    || matches!(action, Action::RestoreRecord { .. });
-                if ok && record_action && self.world.record_exists {
+                if ok && action.writes_record() && self.world.record_exists {
                     self.engine.record_stored(&self.world.record);
                 }
             }
