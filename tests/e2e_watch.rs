@@ -13,7 +13,9 @@
 
 use crate::support;
 
-use kube_failover_testbed::{Cluster, FaultProxy, HttpFaultProxy, HttpRule, ProxyMode};
+use kube_failover_testbed::{
+    Cluster, DEFAULT_NAMESPACE, FaultProxy, HttpFaultProxy, HttpRule, ProxyMode,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::*;
@@ -284,15 +286,19 @@ async fn a_late_readyz_now_and_then_restarts_no_watch() {
         .await
         .unwrap_or_else(|| panic!("every group primary_active, standby fit\n{}", d.log_text()));
     let first = namespaces[0].clone();
+    let observer_lease =
+        format!("{LEASES}v1/namespaces/{DEFAULT_NAMESPACE}/leases/kube-failover.observer.e2e");
 
     let before = cache_requests(&pair.standby).await;
     for blip in 0..BLIPS {
         let seen = late_readyz(&d, &first).await;
         // The next /readyz only is held beyond the probe timeout. An accepted observer
         // Lease renewal stands for the standby's /readyz, so the renewal (and its early
-        // retry) is held too: the next slot has no proof and asks /readyz.
+        // retry) is held too: the next slot has no proof and asks /readyz. The rule names
+        // the observer Lease: the groups' leader Lease renewals, written beside it, would
+        // otherwise take the two holds now and then and leave the renewal proving.
         proxy.set_rules(vec![
-            HttpRule::delay(LEASES, Duration::from_secs(5))
+            HttpRule::delay(&observer_lease, Duration::from_secs(5))
                 .method(http::Method::PUT)
                 .times(2),
             HttpRule::delay("/readyz", Duration::from_secs(5)).times(1),
