@@ -50,6 +50,8 @@ use crate::kube_call::{classify, describe};
 use crate::model::{Evidence, ProbeReason};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
@@ -299,7 +301,7 @@ impl<K> WatchStore<K> {
     }
 }
 
-impl<K: Resource> WatchStore<K> {
+impl<K: Resource + 'static> WatchStore<K> {
     /// Applies one watcher event. Returns true when a list completed. A change of an
     /// established store wakes its readers.
     pub fn apply(&self, event: Event<K>) -> bool {
@@ -622,10 +624,89 @@ impl<K: Resource + Send + Sync + 'static> Sink<K> for Fanout<K> {
 }
 
 /// An object as the store keeps it: without its managedFields (who set which field,
-/// often the larger part of the metadata), which nothing here reads.
-fn kept<K: Resource>(mut obj: K) -> Arc<K> {
+/// often the larger part of the metadata), which nothing here reads, and for Pods and
+/// Deployments without the parts of their specs nothing reads (see [`slim_pod`],
+/// [`slim_deployment`]). Nothing writes a cached object back: writes read the object
+/// afresh or patch it.
+fn kept<K: Resource + 'static>(mut obj: K) -> Arc<K> {
     obj.meta_mut().managed_fields = None;
+    let any: &mut dyn std::any::Any = &mut obj;
+    if let Some(pod) = any.downcast_mut::<Pod>() {
+        slim_pod(pod);
+    } else if let Some(deployment) = any.downcast_mut::<Deployment>() {
+        slim_deployment(deployment);
+    }
     Arc::new(obj)
+}
+
+/// The annotation `kubectl apply` leaves on what it applied: the whole object again.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A Pod is judged by its metadata and status (phase, conditions, container states and
+/// image IDs: `PodSummary`, the state checks' image digests); its spec is dropped (its
+/// containers alone are kilobytes each), as are the parts of its container statuses
+/// nothing reads.
+fn slim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    drop_last_applied(&mut pod.metadata);
+    if let Some(status) = pod.status.as_mut() {
+        for c in status
+            .container_statuses
+            .iter_mut()
+            .chain(status.init_container_statuses.iter_mut())
+            .flatten()
+        {
+            c.last_state = None;
+            c.resources = None;
+            c.allocated_resources = None;
+            c.volume_mounts = None;
+            c.user = None;
+        }
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+/// A Deployment keeps its replicas, selector, status and metadata, and of its Pod
+/// template what the state checks compare (`crate::state::facts::twin`: each
+/// container's name, image, env, envFrom and resource requests; the volumes): commands,
+/// probes, ports, mounts and scheduling constraints are dropped.
+fn slim_deployment(deployment: &mut Deployment) {
+    drop_last_applied(&mut deployment.metadata);
+    let Some(spec) = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+    else {
+        return;
+    };
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        c.command = None;
+        c.args = None;
+        c.ports = None;
+        c.liveness_probe = None;
+        c.readiness_probe = None;
+        c.startup_probe = None;
+        c.lifecycle = None;
+        c.volume_mounts = None;
+        c.volume_devices = None;
+        c.security_context = None;
+        c.resize_policy = None;
+    }
+    spec.ephemeral_containers = None;
+    spec.affinity = None;
+    spec.tolerations = None;
+    spec.topology_spread_constraints = None;
+    spec.security_context = None;
+}
+
+fn drop_last_applied(meta: &mut kube::api::ObjectMeta) {
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 fn name_of<K: Resource>(obj: &K) -> Option<String> {
@@ -792,33 +873,41 @@ enum Ended {
 /// from the list's resourceVersion and resumes each watch from the last one seen; lists
 /// again only when that version is too old. See the module documentation for the
 /// bounds.
-pub async fn run<K>(store: Arc<WatchStore<K>>, api: Api<K>, selection: Selection, upkeep: Upkeep)
+pub fn run<K>(
+    store: Arc<WatchStore<K>>,
+    api: Api<K>,
+    selection: Selection,
+    upkeep: Upkeep,
+) -> impl Future<Output = ()> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    keep(store, api, selection, upkeep).await
+    keep(store, api, selection, upkeep)
 }
 
 /// As [`run`], for the stores of every namespace `fanout` holds, from one watch across
 /// all namespaces (`api` is [`Api::all`]); lists again when a namespace is added after
 /// a list.
-pub async fn run_fanout<K>(
+pub fn run_fanout<K>(
     fanout: Arc<Fanout<K>>,
     api: Api<K>,
     selection: Selection,
     upkeep: Upkeep,
-) where
+) -> impl Future<Output = ()> + Send
+where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    keep(fanout, api, selection, upkeep).await
+    keep(fanout, api, selection, upkeep)
 }
 
-async fn keep<K, S>(store: Arc<S>, api: Api<K>, selection: Selection, upkeep: Upkeep)
+// `run` and `run_fanout` are plain functions returning this future, not async functions
+// awaiting it: an async wrapper keeps its own copy of the arguments beside the inner
+// future's, in every one of the hundreds of watch tasks.
+async fn keep<K, S>(store: Arc<S>, api: Api<K>, selection: Selection, mut upkeep: Upkeep)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     S: Sink<K>,
 {
-    let mut upkeep = upkeep;
     let mut backoff = upkeep.backoff();
     let mut version: Option<String> = None;
     loop {
@@ -827,7 +916,8 @@ where
             Some(v) => v,
             None => {
                 store.relisting("listing");
-                match list_all(&api, &selection, &upkeep, store.page(), |o| store.wants(o)).await {
+                let list = list_all(&api, &selection, &upkeep, store.page(), |o| store.wants(o));
+                match Box::pin(list).await {
                     Ok((items, v)) => {
                         store.listed(items);
                         debug!(store = %store.what(), "watch listed");
@@ -878,11 +968,10 @@ where
     params.label_selector = selection.labels.clone();
     params.field_selector = selection.fields.clone();
     let started = Instant::now();
-    let start = async {
+    let mut start = Box::pin(async {
         let _permit = upkeep.watch_starts.acquire().await;
         tokio::time::timeout(upkeep.start_timeout, watch_events(api, &params, from)).await
-    };
-    let mut start = std::pin::pin!(start);
+    });
     // A live store whose watch ended stays live while it is resumed, but not for long:
     // no event can reach it meanwhile.
     let answer = match tokio::time::timeout(RESUME_GRACE, &mut start).await {
@@ -904,7 +993,7 @@ where
     };
     // The API server answered this watch: the objects plus what follows are current.
     store.established();
-    let mut stream = std::pin::pin!(stream);
+    let mut stream = Box::pin(stream);
     let mut heard = false;
     loop {
         tokio::select! {
@@ -1141,6 +1230,107 @@ mod tests {
         s.apply(Event::Apply(cm("b")));
         s.apply(Event::Delete(cm("a")));
         assert_eq!(names(&s).unwrap(), ["b"]);
+    }
+
+    /// A Pod and a Deployment as a cluster serves them: everything the probes and the
+    /// state checks read is kept, the rest dropped.
+    #[test]
+    fn pods_and_deployments_are_kept_with_what_their_readers_use() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "env0-agent-trigger-deployment", "namespace": "ns",
+                "uid": "u1", "resourceVersion": "7",
+                "labels": {"env0": "agent-trigger"},
+                "annotations": {"kube-failover/epoch": "3",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"env0": "agent-trigger"}},
+                "template": {"metadata": {"labels": {"env0": "agent-trigger"}},
+                    "spec": {
+                        "containers": [{"name": "trigger", "image": "env0/agent:1",
+                            "command": ["/bin/agent"], "args": ["--trigger"],
+                            "env": [{"name": "A", "value": "1"},
+                                {"name": "S", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}],
+                            "envFrom": [{"configMapRef": {"name": "agent-config"}}],
+                            "resources": {"requests": {"cpu": "100m"}},
+                            "ports": [{"containerPort": 8080}],
+                            "livenessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                            "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+                        "initContainers": [{"name": "init", "image": "busybox"}],
+                        "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "env0-state-volume-claim"}},
+                            {"name": "cfg", "configMap": {"name": "agent-config"}}],
+                        "tolerations": [{"key": "k", "operator": "Exists"}]}}},
+            "status": {"availableReplicas": 1, "replicas": 1}
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "trigger-abc", "namespace": "ns",
+                "labels": {"env0": "agent-trigger"}},
+            "spec": {"containers": [{"name": "trigger", "image": "env0/agent:1",
+                "command": ["/bin/agent"]}], "nodeName": "n1",
+                "tolerations": [{"key": "k", "operator": "Exists"}]},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"},
+                    {"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [{"name": "trigger", "image": "env0/agent:1",
+                    "imageID": "docker.io/env0/agent@sha256:abc", "ready": true,
+                    "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+        }))
+        .unwrap();
+        let deployments = WatchStore::<Deployment>::new("Deployments in ns");
+        deployments.listed(vec![deployment.clone()]);
+        let pods = WatchStore::<Pod>::new("Pods in ns");
+        pods.listed(vec![pod.clone()]);
+        let kept_deployment = deployments
+            .read(|m| m.values().next().cloned())
+            .unwrap()
+            .unwrap();
+        let kept_pods = pods.read(|m| m.clone()).unwrap();
+        let kept_pod = kept_pods.values().next().unwrap().clone();
+
+        // Dropped.
+        assert_eq!(kept_pod.spec, None);
+        assert_eq!(
+            kept_pod
+                .status
+                .as_ref()
+                .unwrap()
+                .container_statuses
+                .as_ref()
+                .unwrap()[0]
+                .last_state,
+            None
+        );
+        let template = kept_deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(template.containers[0].command, None);
+        assert_eq!(template.containers[0].liveness_probe, None);
+        assert_eq!(template.containers[0].volume_mounts, None);
+        assert_eq!(template.tolerations, None);
+        let annotations = kept_deployment.metadata.annotations.as_ref().unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(annotations["kube-failover/epoch"], "3");
+
+        // What the readers conclude is the same from the kept objects.
+        let all_pods: BTreeMap<String, Arc<Pod>> =
+            [("trigger-abc".to_string(), Arc::new(pod.clone()))].into();
+        assert_eq!(
+            crate::state::facts::twin(&kept_deployment, &kept_pods),
+            crate::state::facts::twin(&deployment, &all_pods)
+        );
+        let summary = crate::probe::workload::PodSummary::of([kept_pod.as_ref()]);
+        assert_eq!(summary, crate::probe::workload::PodSummary::of([&pod]));
+        assert!(summary.crash_loop.is_some(), "{summary:?}");
+        assert_eq!(
+            crate::selection::DeploymentFacts::of(&kept_deployment),
+            crate::selection::DeploymentFacts::of(&deployment)
+        );
     }
 
     #[test]

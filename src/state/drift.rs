@@ -545,7 +545,7 @@ mod tests {
         .unwrap()
     }
 
-    fn live<K: kube::Resource>(what: &str, items: Vec<K>) -> Arc<WatchStore<K>> {
+    fn live<K: kube::Resource + 'static>(what: &str, items: Vec<K>) -> Arc<WatchStore<K>> {
         let s = WatchStore::new(what);
         s.apply(Event::Init);
         for i in items {

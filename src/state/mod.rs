@@ -12,7 +12,7 @@
 
 mod backend;
 mod drift;
-mod facts;
+pub(crate) mod facts;
 mod freshness;
 mod metrics;
 mod secrets;
