@@ -192,7 +192,9 @@ async fn run_with_listener(
     notifier.start();
     let mut tasks = JoinSet::new();
     for runner in runners {
-        tasks.spawn(runner.run(stop_rx.clone()));
+        // Boxed: a runner is several kB; taken by value, it would sit inside its task's
+        // future (with a copy beside it) for the life of the process, once per group.
+        tasks.spawn(Box::new(runner).run(stop_rx.clone()));
     }
     let supervisor = tokio::spawn(supervise(
         admin.clone(),

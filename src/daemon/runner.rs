@@ -51,8 +51,8 @@ pub(super) struct GroupRunner {
     /// Leader Lease and observer verdicts (src/coord).
     pub(super) coord: Arc<crate::coord::GroupCoord>,
     /// The Terraform state mirror (src/mirror), when configured; its task, until `run`
-    /// starts it.
-    mirror: Option<(crate::mirror::MirrorHandle, Option<crate::mirror::Mirror>)>,
+    /// starts it. Boxed, as `env0`: kB each that most groups do not use.
+    mirror: Option<Box<(crate::mirror::MirrorHandle, Option<crate::mirror::Mirror>)>>,
     /// `daemon.trace_file`: every tick's observation, for `kube-failover simulate`.
     pub(super) trace: Option<crate::trace::TraceSink>,
     /// Standby state checks and drift (src/state).
@@ -61,7 +61,7 @@ pub(super) struct GroupRunner {
     pub(super) notices: crate::notice::GroupNotices,
     /// The env0 task (`[env0]`): its handle, the record it follows, and the task until
     /// `run` starts it.
-    env0: Option<Env0Parts>,
+    env0: Option<Box<Env0Parts>>,
 }
 
 /// A group's env0 task, its handle, and the record it follows.
@@ -158,7 +158,7 @@ impl GroupRunner {
                     metrics.mirror.clone(),
                 )
             });
-            (handle, task)
+            Box::new((handle, task))
         });
         let mut notices = crate::notice::GroupNotices::new(&cfg, &identity);
         // env0 (src/env0): its own task, its own actuator for its Events, and the
@@ -192,14 +192,14 @@ impl GroupRunner {
                 metrics.env0.clone(),
             );
             notices.connect_env0(Arc::new(handle.clone()));
-            Env0Parts {
+            Box::new(Env0Parts {
                 handle,
                 record,
                 task: Some(task),
-            }
+            })
         });
         let mut actuator = new_actuator();
-        if let Some((handle, Some(_))) = &mirror {
+        if let Some((handle, Some(_))) = mirror.as_deref() {
             actuator = actuator.with_before_promotion(Arc::new(handle.clone()));
         }
         let state_checks = crate::state::StateChecks::new(
@@ -236,7 +236,7 @@ impl GroupRunner {
         }
     }
 
-    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn run(mut self: Box<Self>, mut stop: watch::Receiver<bool>) {
         // Each group ticks at its own stable phase within the interval, so groups
         // spread their work instead of all probing at the same instant (and start-up is
         // staggered the same way), and at once on an event on its primary (see
@@ -251,7 +251,7 @@ impl GroupRunner {
         let mirror = self
             .mirror
             .as_mut()
-            .and_then(|(_, task)| task.take())
+            .and_then(|m| m.1.take())
             .map(|task| tokio::spawn(task.run(stop.clone())));
         let env0 = self
             .env0
@@ -488,7 +488,7 @@ impl GroupRunner {
         status.drift = self.state_checks.drift_status();
         self.state_checks
             .report(&self.metrics.state, group, &obs, status.drift.as_ref());
-        if let Some((mirror, _)) = &self.mirror {
+        if let Some((mirror, _)) = self.mirror.as_deref() {
             mirror.on_tick(&decision, leading);
             status.mirror = Some(mirror.status(now_unix()));
         }
