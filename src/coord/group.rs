@@ -258,7 +258,8 @@ impl GroupCoord {
     /// The group's Leases as the cache holds them (`leases`, by name).
     fn read_view(&self, leases: &BTreeMap<String, Arc<Lease>>) -> View {
         let leader_name = leader_lease_name(&self.group);
-        let mut leader_lease = leases.get(&leader_name).map(|l| (**l).clone());
+        // Shared with the cache, not copied: read by every group at every tick.
+        let mut leader_lease = leases.get(&leader_name).cloned();
         {
             // A cache that has not caught up with this instance's own write, or with a
             // fresh read after a 409, is not trusted.
@@ -269,7 +270,7 @@ impl GroupCoord {
                     .and_then(|l| l.metadata.resource_version.clone())
                     .unwrap_or_default();
                 if cached_rv == stale_rv {
-                    leader_lease = fresh.clone();
+                    leader_lease = fresh.clone().map(Arc::new);
                     st.stand_in = Some((stale_rv, fresh));
                 }
             }

@@ -289,11 +289,16 @@ impl Presence {
 
     /// The verdicts an observer Lease carries, decoded once per resourceVersion.
     pub fn verdicts_of(&self, lease: &Lease) -> Verdicts {
-        let name = lease.metadata.name.clone().unwrap_or_default();
-        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        // Every group asks at every tick: nothing is allocated unless the Lease changed.
+        let name = lease.metadata.name.as_deref().unwrap_or_default();
+        let rv = lease
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default();
         let mut decoded = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, v)) = decoded.get(&name)
-            && *seen == rv
+        if let Some((seen, v)) = decoded.get(name)
+            && seen == rv
         {
             return v.clone();
         }
@@ -302,7 +307,7 @@ impl Presence {
                 .map(|t| decode_verdicts(t))
                 .unwrap_or_default(),
         );
-        decoded.insert(name, (rv, v.clone()));
+        decoded.insert(name.to_string(), (rv.to_string(), v.clone()));
         v
     }
 
