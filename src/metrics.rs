@@ -404,35 +404,35 @@ impl Metrics {
     }
 
     /// The state and verdicts of one decision.
-    pub fn observe_decision(&self, group: &str, decision: &Decision, would_promote: bool) {
+    pub fn observe_decision(&self, group: &str, gauges: &DecisionGauges) {
         for state in GroupState::ALL {
             self.group_state
                 .with_label_values(&[group, state.as_str()])
-                .set(i64::from(state == decision.state));
+                .set(i64::from(state == gauges.state));
         }
-        for s in &decision.signals {
+        for (id, up) in &gauges.signals {
             self.signal_up
-                .with_label_values(&[group, &s.id.to_string()])
-                .set(i64::from(s.up));
+                .with_label_values(&[group, &id.to_string()])
+                .set(i64::from(*up));
         }
         self.primary_up
             .with_label_values(&[group])
-            .set(i64::from(!decision.primary_down));
+            .set(i64::from(!gauges.primary_down));
         self.standby_fit
             .with_label_values(&[group])
-            .set(i64::from(decision.standby_fit));
+            .set(i64::from(gauges.standby_fit));
         self.unexpected_standby_replicas
             .with_label_values(&[group])
-            .set(i64::from(decision.unexpected_standby_replicas));
+            .set(i64::from(gauges.unexpected_standby_replicas));
         self.would_promote
             .with_label_values(&[group])
-            .set(i64::from(would_promote));
+            .set(i64::from(gauges.would_promote));
         self.dual_active
             .with_label_values(&[group])
-            .set(i64::from(decision.dual_active));
+            .set(i64::from(gauges.dual_active));
         self.no_active_side
             .with_label_values(&[group])
-            .set(i64::from(decision.no_active_side));
+            .set(i64::from(gauges.no_active_side));
     }
 
     /// Adds the time since the previous tick to the dual-active total while both sides
@@ -589,6 +589,67 @@ fn signal_kind(signal: &str) -> &'static str {
         "http" => "http",
         "record" => "record",
         _ => "other",
+    }
+}
+
+/// What a decision sets in the per-group gauges ([`Metrics::observe_decision`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionGauges {
+    /// `kube_failover_group_state`.
+    pub state: GroupState,
+    /// `kube_failover_signal_up`, per signal.
+    pub signals: Vec<(SignalId, bool)>,
+    /// `kube_failover_primary_up` (its negation).
+    pub primary_down: bool,
+    /// `kube_failover_standby_fit`.
+    pub standby_fit: bool,
+    /// `kube_failover_unexpected_standby_replicas`.
+    pub unexpected_standby_replicas: i32,
+    /// `kube_failover_would_promote`.
+    pub would_promote: bool,
+    /// `kube_failover_dual_active`.
+    pub dual_active: bool,
+    /// `kube_failover_no_active_side`.
+    pub no_active_side: bool,
+}
+
+impl DecisionGauges {
+    /// The gauges of `decision`; `would_promote` as the caller counts it.
+    pub fn of(decision: &Decision, would_promote: bool) -> Self {
+        DecisionGauges {
+            state: decision.state,
+            signals: decision
+                .signals
+                .iter()
+                .map(|s| (s.id.clone(), s.up))
+                .collect(),
+            primary_down: decision.primary_down,
+            standby_fit: decision.standby_fit,
+            unexpected_standby_replicas: decision.unexpected_standby_replicas,
+            would_promote,
+            dual_active: decision.dual_active,
+            no_active_side: decision.no_active_side,
+        }
+    }
+}
+
+/// One group's decision gauges as last set: a tick whose decision sets the same values
+/// (most ticks: a healthy pair stays `primary_active`) sets nothing, where setting them
+/// costs a label lookup per series (a dozen or more per tick and group).
+#[derive(Debug, Default)]
+pub struct PublishedDecision {
+    last: Option<DecisionGauges>,
+}
+
+impl PublishedDecision {
+    /// Sets `gauges` for `group` unless they are the ones last set; true when it did.
+    pub fn publish(&mut self, metrics: &Metrics, group: &str, gauges: DecisionGauges) -> bool {
+        if self.last.as_ref() == Some(&gauges) {
+            return false;
+        }
+        metrics.observe_decision(group, &gauges);
+        self.last = Some(gauges);
+        true
     }
 }
 
@@ -799,6 +860,48 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_that_sets_the_same_gauges_sets_nothing_and_a_change_sets_them() {
+        let m = Metrics::new().unwrap();
+        m.init_group("g", &[]);
+        let state_line = |m: &Metrics| {
+            text(m)
+                .lines()
+                .filter(|l| l.starts_with("kube_failover_group_state{") && l.ends_with(" 1"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let gauges = |state| DecisionGauges {
+            state,
+            signals: vec![],
+            primary_down: false,
+            standby_fit: true,
+            unexpected_standby_replicas: 0,
+            would_promote: false,
+            dual_active: false,
+            no_active_side: false,
+        };
+        let mut published = PublishedDecision::default();
+        assert!(published.publish(&m, "g", gauges(GroupState::PrimaryActive)));
+        assert_eq!(
+            state_line(&m),
+            ["kube_failover_group_state{group=\"g\",state=\"primary_active\"} 1"]
+        );
+        // Set behind its back: an unchanged decision does not set it again...
+        m.group_state
+            .with_label_values(&["g", "primary_active"])
+            .set(7);
+        assert!(!published.publish(&m, "g", gauges(GroupState::PrimaryActive)));
+        assert!(text(&m).contains("state=\"primary_active\"} 7"));
+        // ...a changed one sets every gauge.
+        assert!(published.publish(&m, "g", gauges(GroupState::PrimarySuspect)));
+        assert_eq!(
+            state_line(&m),
+            ["kube_failover_group_state{group=\"g\",state=\"primary_suspect\"} 1"]
+        );
+        assert!(text(&m).contains("state=\"primary_active\"} 0"));
+    }
+
+    #[test]
     fn group_state_is_one_hot() {
         let m = Metrics::new().unwrap();
         m.init_group("g", &[]);
@@ -816,7 +919,7 @@ mod tests {
             verdict: crate::model::Verdict::Down,
             warnings: vec![],
         };
-        m.observe_decision("g", &d, false);
+        m.observe_decision("g", &DecisionGauges::of(&d, false));
         m.dual_active_for("g", 2.5);
         let t = text(&m);
         let ones: Vec<&str> = t

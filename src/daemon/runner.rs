@@ -37,6 +37,8 @@ pub(super) struct GroupRunner {
     engine: Engine,
     actuator: Actuator,
     metrics: Metrics,
+    /// The decision gauges as last set (set again only when they change).
+    published: crate::metrics::PublishedDecision,
     admin: Arc<AdminState>,
     state: GroupState,
     since_unix: f64,
@@ -224,6 +226,7 @@ impl GroupRunner {
             engine,
             actuator,
             metrics,
+            published: Default::default(),
             admin,
             state: GroupState::Starting,
             since_unix: now_unix(),
@@ -451,8 +454,8 @@ impl GroupRunner {
 
         // A non-leader's would-be promotion is the leader's to count.
         let would_promote = decision.would_promote() && leading;
-        self.metrics
-            .observe_decision(group, &decision, would_promote);
+        let gauges = crate::metrics::DecisionGauges::of(&decision, would_promote);
+        self.published.publish(&self.metrics, group, gauges);
         let since_previous = self
             .previous_tick
             .replace(started)
