@@ -49,8 +49,13 @@ use tracing::{error, info, warn};
 const MIN_SPACING: Duration = Duration::from_millis(100);
 
 /// Writes of leader Leases (a term starting or ending) in flight at once per cluster, at
-/// most: beyond that a group tries again at its next tick.
-pub const LEADER_WRITES_IN_FLIGHT: usize = 4;
+/// most: beyond that a group tries again at its next tick. At a start, each instance
+/// takes its share of every group at once (a third of 200 with three instances) while
+/// the API server answers the lists of every namespace: with 4, writes of about a
+/// quarter second each left the last groups without a leader for 5 s, more than a lease
+/// duration (BENCHMARKS.md, "Lighter stores, tasks and ticks"). A failed write (not a
+/// lost race) still pauses them all.
+pub const LEADER_WRITES_IN_FLIGHT: usize = 16;
 
 /// `kube-failover.observer.<identity>` (identity made DNS-safe, the whole name at most
 /// 253 characters). The dot keeps it apart from every per-group name
