@@ -667,7 +667,7 @@ fn slim_pod(pod: &mut Pod) {
 }
 
 /// A Deployment keeps its replicas, selector, status and metadata, and of its Pod
-/// template what the state checks compare (`crate::state::facts::twin`: each
+/// template what the state checks compare (their twin facts: each
 /// container's name, image, env, envFrom and resource requests; the volumes): commands,
 /// probes, ports, mounts and scheduling constraints are dropped.
 fn slim_deployment(deployment: &mut Deployment) {
@@ -1196,6 +1196,60 @@ fn lost<K: Resource, S: Sink<K>>(store: &S, err: watcher::Error) -> Ended {
     Ended::Retry
 }
 
+/// A Deployment and one of its Pods as a cluster serves them, with what the caches drop
+/// (tests here and beside the caches' readers).
+#[cfg(test)]
+pub(crate) fn served() -> (Deployment, Pod) {
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "env0-agent-trigger-deployment", "namespace": "ns",
+        "uid": "u1", "resourceVersion": "7",
+        "labels": {"env0": "agent-trigger"},
+        "annotations": {"kube-failover/epoch": "3",
+            "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"env0": "agent-trigger"}},
+        "template": {"metadata": {"labels": {"env0": "agent-trigger"}},
+            "spec": {
+            "containers": [{"name": "trigger", "image": "env0/agent:1",
+                "command": ["/bin/agent"], "args": ["--trigger"],
+                "env": [{"name": "A", "value": "1"},
+                {"name": "S", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}],
+                "envFrom": [{"configMapRef": {"name": "agent-config"}}],
+                "resources": {"requests": {"cpu": "100m"}},
+                "ports": [{"containerPort": 8080}],
+                "livenessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "env0-state-volume-claim"}},
+                {"name": "cfg", "configMap": {"name": "agent-config"}}],
+            "tolerations": [{"key": "k", "operator": "Exists"}]}}},
+        "status": {"availableReplicas": 1, "replicas": 1}
+    }))
+    .unwrap();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "trigger-abc", "namespace": "ns",
+        "labels": {"env0": "agent-trigger"}},
+        "spec": {"containers": [{"name": "trigger", "image": "env0/agent:1",
+        "command": ["/bin/agent"]}], "nodeName": "n1",
+        "tolerations": [{"key": "k", "operator": "Exists"}]},
+        "status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"},
+            {"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [{"name": "trigger", "image": "env0/agent:1",
+            "imageID": "docker.io/env0/agent@sha256:abc", "ready": true,
+            "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+    }))
+    .unwrap();
+    (deployment, pod)
+}
+
+/// `obj` as a cache keeps it.
+#[cfg(test)]
+pub(crate) fn as_kept<K: Resource + 'static>(obj: K) -> Arc<K> {
+    kept(obj)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1232,73 +1286,19 @@ mod tests {
         assert_eq!(names(&s).unwrap(), ["b"]);
     }
 
-    /// A Pod and a Deployment as a cluster serves them: everything the probes and the
-    /// state checks read is kept, the rest dropped.
+    /// A Pod and a Deployment as a cluster serves them ([`served`]): what the probes and
+    /// the state checks read is kept, the rest dropped (that their judgements are the
+    /// same is tested beside the state checks' facts and the workload probe).
     #[test]
     fn pods_and_deployments_are_kept_with_what_their_readers_use() {
-        let deployment: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "env0-agent-trigger-deployment", "namespace": "ns",
-                "uid": "u1", "resourceVersion": "7",
-                "labels": {"env0": "agent-trigger"},
-                "annotations": {"kube-failover/epoch": "3",
-                    "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"env0": "agent-trigger"}},
-                "template": {"metadata": {"labels": {"env0": "agent-trigger"}},
-                    "spec": {
-                        "containers": [{"name": "trigger", "image": "env0/agent:1",
-                            "command": ["/bin/agent"], "args": ["--trigger"],
-                            "env": [{"name": "A", "value": "1"},
-                                {"name": "S", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}],
-                            "envFrom": [{"configMapRef": {"name": "agent-config"}}],
-                            "resources": {"requests": {"cpu": "100m"}},
-                            "ports": [{"containerPort": 8080}],
-                            "livenessProbe": {"httpGet": {"path": "/", "port": 8080}},
-                            "volumeMounts": [{"name": "state", "mountPath": "/state"}]}],
-                        "initContainers": [{"name": "init", "image": "busybox"}],
-                        "volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "env0-state-volume-claim"}},
-                            {"name": "cfg", "configMap": {"name": "agent-config"}}],
-                        "tolerations": [{"key": "k", "operator": "Exists"}]}}},
-            "status": {"availableReplicas": 1, "replicas": 1}
-        }))
-        .unwrap();
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "trigger-abc", "namespace": "ns",
-                "labels": {"env0": "agent-trigger"}},
-            "spec": {"containers": [{"name": "trigger", "image": "env0/agent:1",
-                "command": ["/bin/agent"]}], "nodeName": "n1",
-                "tolerations": [{"key": "k", "operator": "Exists"}]},
-            "status": {"phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"},
-                    {"type": "PodScheduled", "status": "True"}],
-                "containerStatuses": [{"name": "trigger", "image": "env0/agent:1",
-                    "imageID": "docker.io/env0/agent@sha256:abc", "ready": true,
-                    "restartCount": 4,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
-        }))
-        .unwrap();
-        let deployments = WatchStore::<Deployment>::new("Deployments in ns");
-        deployments.listed(vec![deployment.clone()]);
-        let pods = WatchStore::<Pod>::new("Pods in ns");
-        pods.listed(vec![pod.clone()]);
-        let kept_deployment = deployments
-            .read(|m| m.values().next().cloned())
-            .unwrap()
-            .unwrap();
-        let kept_pods = pods.read(|m| m.clone()).unwrap();
-        let kept_pod = kept_pods.values().next().unwrap().clone();
+        let (deployment, pod) = served();
+        let (kept_deployment, kept_pod) = (kept(deployment.clone()), kept(pod.clone()));
 
         // Dropped.
         assert_eq!(kept_pod.spec, None);
+        let status = kept_pod.status.as_ref().unwrap();
         assert_eq!(
-            kept_pod
-                .status
-                .as_ref()
-                .unwrap()
-                .container_statuses
-                .as_ref()
-                .unwrap()[0]
-                .last_state,
+            status.container_statuses.as_ref().unwrap()[0].last_state,
             None
         );
         let template = kept_deployment
@@ -1315,22 +1315,58 @@ mod tests {
         assert_eq!(template.tolerations, None);
         let annotations = kept_deployment.metadata.annotations.as_ref().unwrap();
         assert!(!annotations.contains_key(LAST_APPLIED));
-        assert_eq!(annotations["kube-failover/epoch"], "3");
 
-        // What the readers conclude is the same from the kept objects.
-        let all_pods: BTreeMap<String, Arc<Pod>> =
-            [("trigger-abc".to_string(), Arc::new(pod.clone()))].into();
-        assert_eq!(
-            crate::state::facts::twin(&kept_deployment, &kept_pods),
-            crate::state::facts::twin(&deployment, &all_pods)
+        // Kept.
+        assert_eq!(annotations["kube-failover/epoch"], "3");
+        assert_eq!(kept_pod.metadata.labels, pod.metadata.labels);
+        assert_eq!(status.phase, pod.status.as_ref().unwrap().phase);
+        assert_eq!(status.conditions, pod.status.as_ref().unwrap().conditions);
+        let (c, served_c) = (
+            &status.container_statuses.as_ref().unwrap()[0],
+            &pod.status
+                .as_ref()
+                .unwrap()
+                .container_statuses
+                .as_ref()
+                .unwrap()[0],
         );
-        let summary = crate::probe::workload::PodSummary::of([kept_pod.as_ref()]);
-        assert_eq!(summary, crate::probe::workload::PodSummary::of([&pod]));
-        assert!(summary.crash_loop.is_some(), "{summary:?}");
         assert_eq!(
-            crate::selection::DeploymentFacts::of(&kept_deployment),
-            crate::selection::DeploymentFacts::of(&deployment)
+            (&c.name, &c.image_id, &c.state, c.ready),
+            (
+                &served_c.name,
+                &served_c.image_id,
+                &served_c.state,
+                served_c.ready
+            )
         );
+        let served_template = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(template.volumes, served_template.volumes);
+        for (c, served_c) in template.containers.iter().zip(&served_template.containers) {
+            assert_eq!(
+                (&c.name, &c.image, &c.env, &c.env_from, &c.resources),
+                (
+                    &served_c.name,
+                    &served_c.image,
+                    &served_c.env,
+                    &served_c.env_from,
+                    &served_c.resources
+                )
+            );
+        }
+        assert_eq!(template.init_containers, served_template.init_containers);
+        assert_eq!(kept_deployment.spec.as_ref().unwrap().replicas, Some(1));
+        assert_eq!(
+            kept_deployment.spec.as_ref().unwrap().selector,
+            deployment.spec.as_ref().unwrap().selector
+        );
+        assert_eq!(kept_deployment.status, deployment.status);
     }
 
     #[test]

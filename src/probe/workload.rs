@@ -317,6 +317,24 @@ pub fn judge_primary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The caches keep less of a Pod and a Deployment than a cluster serves: the judgement
+    /// is the same from what they keep.
+    #[test]
+    fn cached_objects_are_judged_as_served_ones() {
+        let (deployment, pod) = crate::watch_cache::served();
+        let (kept_deployment, kept_pod) = (
+            crate::watch_cache::as_kept(deployment.clone()),
+            crate::watch_cache::as_kept(pod.clone()),
+        );
+        let summary = PodSummary::of([kept_pod.as_ref()]);
+        assert_eq!(summary, PodSummary::of([&pod]));
+        assert!(summary.crash_loop.is_some(), "{summary:?}");
+        assert_eq!(
+            DeploymentFacts::of(&kept_deployment),
+            DeploymentFacts::of(&deployment)
+        );
+    }
     use serde_json::json;
 
     fn pod(value: serde_json::Value) -> Pod {

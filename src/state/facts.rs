@@ -305,6 +305,22 @@ pub fn twin(d: &Deployment, pods: &BTreeMap<String, Arc<Pod>>) -> TwinFacts {
 mod tests {
     use super::*;
 
+    /// The caches keep less of a Deployment and its Pods than a cluster serves: the facts
+    /// compared are the same from what they keep.
+    #[test]
+    fn cached_objects_give_the_facts_of_served_ones() {
+        let (deployment, pod) = crate::watch_cache::served();
+        let kept_deployment = crate::watch_cache::as_kept(deployment.clone());
+        let served_pods: BTreeMap<String, Arc<Pod>> =
+            [("trigger-abc".to_string(), Arc::new(pod.clone()))].into();
+        let kept_pods: BTreeMap<String, Arc<Pod>> =
+            [("trigger-abc".to_string(), crate::watch_cache::as_kept(pod))].into();
+        let facts = twin(&kept_deployment, &kept_pods);
+        assert_eq!(facts, twin(&deployment, &served_pods));
+        assert!(facts.secrets.contains("creds"), "{facts:?}");
+        assert!(!facts.image_ids.is_empty(), "{facts:?}");
+    }
+
     fn deployment(value: serde_json::Value) -> Deployment {
         serde_json::from_value(value).unwrap()
     }

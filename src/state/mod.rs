@@ -12,7 +12,7 @@
 
 mod backend;
 mod drift;
-pub(crate) mod facts;
+mod facts;
 mod freshness;
 mod metrics;
 mod secrets;
