@@ -1301,14 +1301,8 @@ mod tests {
             status.container_statuses.as_ref().unwrap()[0].last_state,
             None
         );
-        let template = kept_deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let template_of = |d: &Deployment| d.spec.clone().unwrap().template.spec.unwrap();
+        let template = template_of(&kept_deployment);
         assert_eq!(template.containers[0].command, None);
         assert_eq!(template.containers[0].liveness_probe, None);
         assert_eq!(template.containers[0].volume_mounts, None);
@@ -1339,14 +1333,7 @@ mod tests {
                 served_c.ready
             )
         );
-        let served_template = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let served_template = template_of(&deployment);
         assert_eq!(template.volumes, served_template.volumes);
         for (c, served_c) in template.containers.iter().zip(&served_template.containers) {
             assert_eq!(
