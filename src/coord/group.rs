@@ -55,7 +55,7 @@ pub(super) struct State {
     /// cache: the resourceVersion the cache showed then (`""`: missing) and the Lease
     /// (as stored by this instance's own write, or read fresh after a 409). It stands in
     /// for the cache while the cache still shows that resourceVersion.
-    pub(super) stand_in: Option<(String, Option<Lease>)>,
+    pub(super) stand_in: Option<(String, Option<Arc<Lease>>)>,
 }
 
 impl State {
@@ -270,7 +270,7 @@ impl GroupCoord {
                     .and_then(|l| l.metadata.resource_version.clone())
                     .unwrap_or_default();
                 if cached_rv == stale_rv {
-                    leader_lease = fresh.clone().map(Arc::new);
+                    leader_lease = fresh.clone();
                     st.stand_in = Some((stale_rv, fresh));
                 }
             }
@@ -381,7 +381,7 @@ impl GroupCoord {
         match &result {
             Ok(stored) => {
                 st.leader_rv = stored.metadata.resource_version.clone();
-                st.stand_in = Some((precondition(plan), Some(stored.clone())));
+                st.stand_in = Some((precondition(plan), Some(Arc::new(stored.clone()))));
                 st.election.written(sent_at, WriteResult::Ok);
                 if !was {
                     info!(group = %self.group, identity = %self.identity, "leading this group");
@@ -534,7 +534,7 @@ impl GroupCoord {
         )
         .await
         {
-            self.lock().stand_in = Some((precondition(plan), fresh));
+            self.lock().stand_in = Some((precondition(plan), fresh.map(Arc::new)));
         }
     }
 
@@ -706,7 +706,7 @@ impl GroupCoord {
         let stored = self.store(&name, lease, false).await?;
         let mut st = self.lock();
         st.leader_rv = None;
-        st.stand_in = Some((resource_version, Some(stored)));
+        st.stand_in = Some((resource_version, Some(Arc::new(stored))));
         Ok(())
     }
 
