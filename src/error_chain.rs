@@ -6,8 +6,8 @@
 //! field, `/status`, an Event, a validation problem), it is shown through [`chain`], the
 //! one place that joins the causes, and each cause is read once.
 //!
-//! A Kubernetes client error never enters a chain: `kube_call::CallError` and
-//! `record::RecordError` carry it and show it as `kube_call::describe` says it, which
+//! A Kubernetes client error never enters a chain: `kube::call::CallError` and
+//! `record::RecordError` carry it and show it as `kube::call::describe` says it, which
 //! withholds the server's message and URLs. (Named, not linked: this module depends on
 //! no other module of the crate.)
 

@@ -7,7 +7,7 @@
 //! back by setting `phase: primary`); anything unreadable in it is reported naming the
 //! ConfigMap and key, never guessed at.
 
-use crate::kube_call::{classify, describe};
+use crate::kube::call::{classify, describe};
 use crate::model::{
     DeploymentRef, FailbackStep, FailoverRecord, FencedBy, HISTORY_LEN, ProbeReason, ReasonCode,
     RecordPhase, Transition,

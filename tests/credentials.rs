@@ -1,8 +1,8 @@
 //! The daemon's clients against real API servers when credentials change under them: a
 //! token revoked and rotated on disk, and an exec credential plugin that hangs.
 
-use kube_failover::cluster::{ClientOptions, client_for_with};
 use kube_failover::config::{ClusterConfig, GroupConfig, WorkloadConfig};
+use kube_failover::kube::client::{ClientOptions, client_for_with};
 use kube_failover::model::ProbeReason;
 use kube_failover::probe::{api, probe_primary};
 use kube_failover_testbed::{Cluster, TokenCredentials};

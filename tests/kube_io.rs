@@ -757,11 +757,11 @@ async fn cached_probes_follow_cluster_wide_watches() {
 }
 
 async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::WatchScope) {
-    use kube_failover::cluster::ClientOptions;
-    use kube_failover::clusters::Clusters;
+    use kube_failover::kube::client::ClientOptions;
+    use kube_failover::kube::cluster::Clusters;
+    use kube_failover::kube::watch_cache::Freshness;
     use kube_failover::model::Evidence;
     use kube_failover::probe::cached;
-    use kube_failover::watch_cache::Freshness;
 
     let _serial = SERIAL.lock().await;
     let pair = ClusterPair::start().await.expect("test bed starts");

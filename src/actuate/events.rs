@@ -4,7 +4,7 @@
 
 use super::scale::Scaling;
 use super::{Actuator, COMPONENT, ScaleChange};
-use crate::kube_call::bounded;
+use crate::kube::call::bounded;
 use crate::model::{FailoverRecord, ReasonCode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};

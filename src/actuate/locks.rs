@@ -12,7 +12,7 @@
 
 use super::events::new_event;
 use super::{ActuateError, Actuator, Side};
-use crate::kube_call::bounded;
+use crate::kube::call::bounded;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};

@@ -20,7 +20,7 @@ mod scale;
 pub use locks::{LockLease, held_lock};
 
 use crate::config::GroupConfig;
-use crate::kube_call::CallError;
+use crate::kube::call::CallError;
 use crate::liveness::LazyClient;
 use crate::model::{Action, FailoverRecord, FencedBy, Observation, ProbeReason};
 use crate::record::{RecordError, Update};

@@ -3,7 +3,7 @@
 //! write is a create or carries the resourceVersion it was read at.
 
 use super::{ActionReport, ActuateError, Actuator, Side};
-use crate::kube_call::CallError;
+use crate::kube::call::CallError;
 use crate::model::{Action, DeploymentRef, FailoverRecord, Observation, ReasonCode, RecordPhase};
 use crate::record::{self, RecordError, Update};
 use std::future::Future;

@@ -5,7 +5,7 @@
 use super::{ActionReport, ActuateError, Actuator, COMPONENT, ScaleChange, Side};
 use crate::config::WorkloadConfig;
 use crate::error_chain::chain;
-use crate::kube_call::{CallError, bounded};
+use crate::kube::call::{CallError, bounded};
 use crate::model::{Action, EPOCH_ANNOTATION, FailbackStep, FailoverRecord, RecordPhase};
 use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
 use k8s_openapi::api::apps::v1::Deployment;

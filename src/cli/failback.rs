@@ -18,7 +18,7 @@ use super::ops::{POLL, Session, Target, refuse};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube_failover::kube_call::bounded;
+use kube_failover::kube::call::bounded;
 use kube_failover::model::{FailbackStep, ProbeReason, RecordPhase};
 use kube_failover::record;
 use kube_failover::selection::select;

@@ -6,8 +6,8 @@
 use super::Failure;
 use super::check_config::ConfigFile;
 use kube_failover::actuate::Actuator;
-use kube_failover::cluster::{self, ClientOptions};
 use kube_failover::config::{ClusterConfig, GroupConfig};
+use kube_failover::kube::client::{self, ClientOptions};
 use kube_failover::model::{FailoverRecord, Observation};
 use kube_failover::{probe, record};
 use std::future::Future;
@@ -108,10 +108,10 @@ impl Target {
         runtime.block_on(async move {
             let options = ClientOptions::for_call_timeout(CALL_TIMEOUT)
                 .with_user_agent(kube_failover::user_agent::cli());
-            let primary = cluster::client_for_with(&group.primary, "primary", options.clone())
+            let primary = client::client_for_with(&group.primary, "primary", options.clone())
                 .await
                 .map_err(Failure::invalid)?;
-            let standby = cluster::client_for_with(&group.standby, "standby", options)
+            let standby = client::client_for_with(&group.standby, "standby", options)
                 .await
                 .map_err(Failure::invalid)?;
             let operator = operator_name(&group.standby);
@@ -154,7 +154,7 @@ fn override_cluster(
 /// The kubeconfig user name of `cluster`'s context (what `kubectl --as` would show):
 /// it names the operator in the record and in Events. Never a credential.
 fn operator_name(cluster: &ClusterConfig) -> String {
-    match cluster::resolve_kubeconfig(cluster) {
+    match client::resolve_kubeconfig(cluster) {
         Ok(Some(resolved)) => resolved
             .kubeconfig
             .contexts

@@ -518,7 +518,7 @@ impl Config {
     /// so a same-cluster finding is not reported twice.
     fn kubeconfig_problems(&self, known: &[Problem]) -> Vec<Problem> {
         use crate::error_chain::chain;
-        use crate::kubeconfig::{KubeconfigProblem, resolve};
+        use crate::kube::kubeconfig::{KubeconfigProblem, resolve};
 
         let mut p = Problems::default();
         for (group, g) in self.groups.iter().zip(self.group_labels()) {

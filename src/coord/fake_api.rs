@@ -2,7 +2,7 @@
 //! stale resourceVersion or an existing name), every request logged, so that the tests
 //! prove which calls the coordination makes without a control plane.
 
-use crate::watch_cache::WatchStore;
+use crate::kube::watch_cache::WatchStore;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -16,7 +16,7 @@ use super::spread::Spread;
 use super::{CoordMetrics, Coordination, IdentityClash, Role, RoleNow, conflict, leader_timing};
 use crate::config::{Config, GroupConfig};
 use crate::engine::{Decision, GroupState};
-use crate::kube_call::{CallError, bounded};
+use crate::kube::call::{CallError, bounded};
 use crate::model::{ObserverReport, Verdict};
 use crate::record::{APP_LABEL_VALUE, GROUP_LABEL};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -160,7 +160,7 @@ impl GroupCoord {
     pub fn new(
         group: &GroupConfig,
         config: &Config,
-        standby: &crate::clusters::ClusterHandle,
+        standby: &crate::kube::cluster::ClusterHandle,
         client: kube::Client,
         identity: String,
         metrics: CoordMetrics,
@@ -623,7 +623,7 @@ impl GroupCoord {
 
     /// Changes of the coordination namespace's Leases (every instance's renewals):
     /// followed by the group's loop for [`GroupCoord::peer_down_news`].
-    pub fn lease_wakes(&self) -> tokio::sync::watch::Receiver<crate::watch_cache::Wakes> {
+    pub fn lease_wakes(&self) -> tokio::sync::watch::Receiver<crate::kube::watch_cache::Wakes> {
         self.presence.store().wakes()
     }
 

@@ -16,15 +16,16 @@
 //! - on shutdown a leader releases its Leases, so another instance takes over at once.
 //!
 //! The Leases are read from one watch of the coordination namespace's Leases, shared by
-//! every group of the cluster ([`crate::watch_cache`]): a tick reads memory. A cache whose watch is not
-//! established makes the view unknown in the safe direction: no other observer counts,
-//! and no Lease is taken over (the clock of a take-over starts again from the next
-//! view); the leader keeps its term only while its own renewals succeed. Leases are
-//! written with plain create/replace against a resourceVersion (verbs get, list, watch,
-//! create, update); the cache is never trusted for a take-over without a fresh read of
-//! the holder's heartbeat, nor after a 409 without a fresh read of the Lease. Writes of
-//! the leader Lease shed under load rather than pile up: a few in flight per cluster at
-//! most, and none for a while after one failed for another reason than a lost race
+//! every group of the cluster ([`crate::kube::watch_cache`]): a tick reads memory. A
+//! cache whose watch is not established makes the view unknown in the safe direction:
+//! no other observer counts, and no Lease is taken over (the clock of a take-over
+//! starts again from the next view); the leader keeps its term only while its own
+//! renewals succeed. Leases are written with plain create/replace against a
+//! resourceVersion (verbs get, list, watch, create, update); the cache is never trusted
+//! for a take-over without a fresh read of the holder's heartbeat, nor after a 409
+//! without a fresh read of the Lease. Writes of the leader Lease shed under load rather
+//! than pile up: a few in flight per cluster at most, and none for a while after one
+//! failed for another reason than a lost race
 //! ([`presence::Presence::leader_write_permit`]).
 //!
 //! Files: [`group`] (one group's state machine), [`leader`] (the election, pure),
@@ -56,8 +57,8 @@ pub use lease::{
 pub use metrics::{CoordMetrics, RoleNow, Roles};
 
 use crate::config::{Config, DaemonConfig};
-use crate::kube_call::CallError;
-use crate::watch_cache::WatchStore;
+use crate::kube::call::CallError;
+use crate::kube::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::Lease;
 use leader::LeaderTiming;
 use presence::Presence;

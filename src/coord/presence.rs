@@ -33,10 +33,10 @@ use super::lease::{
 };
 use super::observer::{GroupVerdict, decode_verdicts, encode_verdicts, name_part, urgent};
 use super::{Coordination, IdentityClash, LeaderTiming, conflict};
-use crate::clusters::WriteProof;
-use crate::kube_call::{CallError, bounded};
+use crate::kube::call::{CallError, bounded};
+use crate::kube::cluster::WriteProof;
+use crate::kube::watch_cache::WatchStore;
 use crate::record::APP_LABEL_VALUE;
-use crate::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::{BTreeMap, HashMap};
@@ -162,7 +162,7 @@ pub struct Presence {
     /// Decoded verdicts of the Leases read, by name, with the resourceVersion decoded.
     decoded: Mutex<HashMap<String, (String, Verdicts)>>,
     /// Where an accepted write is reported: the cluster's `/readyz` is not asked in an
-    /// interval that saw one ([`crate::clusters::ClusterHandle::write_proof`]).
+    /// interval that saw one ([`crate::kube::cluster::ClusterHandle::write_proof`]).
     proof: OnceLock<Arc<WriteProof>>,
     /// The process this Lease speaks for: its instance id and clock.
     process: Arc<Coordination>,

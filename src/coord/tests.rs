@@ -12,8 +12,8 @@ use super::presence::{self, Presence};
 use super::*;
 use crate::config::Config;
 use crate::engine::Decision;
+use crate::kube::watch_cache::WatchStore;
 use crate::model::Verdict;
-use crate::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::ObjectMeta;
 use kube_failover_core::engine::GroupState;
@@ -375,7 +375,7 @@ async fn accepted_renewals_stand_for_the_standby_readyz_and_failed_ones_do_not()
     let fake = FakeLeases::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
-    let proof = Arc::new(crate::clusters::WriteProof::default());
+    let proof = Arc::new(crate::kube::cluster::WriteProof::default());
     me.presence.prove_writes_to(proof.clone());
     let before = clock().now();
     ticks_for(&me, &fake, true, Duration::from_millis(300)).await;

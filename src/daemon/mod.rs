@@ -8,9 +8,9 @@ mod status;
 mod wake;
 
 use crate::admin::{self, AdminError, AdminState};
-use crate::cluster::{self, ClusterError};
-use crate::clusters;
 use crate::config::Config;
+use crate::kube::client::{self, ClusterError};
+use crate::kube::cluster;
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::probe;
@@ -109,10 +109,10 @@ async fn run_with_listener(
     // reported as `unauthorized`, never as a `timeout`.
     // With HTTP/2, a connection silent for an interval is PINGed and closed when the PING
     // is not answered within the probe timeout: a dead watch connection is noticed as
-    // fast as a dead API server (src/cluster/connect.rs).
-    let client_options = cluster::ClientOptions::for_call_timeout(daemon.probe_timeout)
+    // fast as a dead API server (src/kube/client/connect.rs).
+    let client_options = client::ClientOptions::for_call_timeout(daemon.probe_timeout)
         .with_user_agent(user_agent)
-        .with_http2(daemon.http2.then_some(cluster::Http2 {
+        .with_http2(daemon.http2.then_some(client::Http2 {
             ping_interval: daemon.probe_interval,
             ping_timeout: daemon.probe_timeout,
         }));
@@ -126,8 +126,8 @@ async fn run_with_listener(
         None => None,
     };
     // One client, one /readyz per interval and one set of watch caches per distinct
-    // cluster, shared by every group on it (src/clusters.rs).
-    let mut clusters = clusters::Clusters::new(
+    // cluster, shared by every group on it (src/kube/cluster.rs).
+    let mut clusters = cluster::Clusters::new(
         client_options,
         daemon.probe_interval,
         daemon.probe_timeout,

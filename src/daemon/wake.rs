@@ -25,8 +25,8 @@
 //! tick would only shift it. The first tick where every primary signal passes again
 //! returns the group to its phase.
 
-use crate::clusters::ClusterHandle;
-use crate::watch_cache::Wakes as StoreWakes;
+use crate::kube::cluster::ClusterHandle;
+use crate::kube::watch_cache::Wakes as StoreWakes;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -248,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_is_told_what_changed_since_it_last_looked() {
-        use crate::watch_cache::WatchStore;
+        use crate::kube::watch_cache::WatchStore;
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Pod;
         use kube::runtime::watcher::Event;

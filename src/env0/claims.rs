@@ -5,7 +5,7 @@
 //! leader finds the key and never calls again. The failover record itself is not
 //! touched: its writes never race with these.
 
-use crate::kube_call::bounded;
+use crate::kube::call::bounded;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,7 @@ impl Claims {
             };
             match result {
                 Ok(_) => return Ok(true),
-                Err(crate::kube_call::CallError::Kube(kube::Error::Api(s)))
+                Err(crate::kube::call::CallError::Kube(kube::Error::Api(s)))
                     if s.code == 409 || s.is_conflict() || s.is_already_exists() =>
                 {
                     continue;

@@ -5,7 +5,7 @@
 //! record is gone by then.
 
 use super::decide::{GuardReason, GuardSide};
-use crate::kube_call::{CallError, bounded};
+use crate::kube::call::{CallError, bounded};
 use crate::model::GuardForm;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;

@@ -28,7 +28,7 @@ pub mod isolation;
 mod serve;
 pub mod verdict;
 
-use crate::cluster::{ClientOptions, client_for_with};
+use crate::kube::client::{ClientOptions, client_for_with};
 use crate::record::now_stamp;
 use agent::{Agent, Stopped};
 use config::{GuardConfig, GuardForm, OnIsolation};
@@ -58,7 +58,7 @@ pub enum GuardError {
     CommandInSidecar,
     /// The standby client could not be built (kubeconfig, context, credentials files).
     #[error("the standby cluster's client")]
-    Client(#[source] crate::cluster::ClusterError),
+    Client(#[source] crate::kube::client::ClusterError),
     /// The admin port could not be bound.
     #[error("cannot listen on {addr} (listen)")]
     Listen {

@@ -5,7 +5,7 @@
 //! finds its state there after a promotion.
 //!
 //! - **Continuous.** The Secrets of the selector are watched on both sides (one watch
-//!   cache each, shared like every other, see [`crate::clusters`]); a pass compares
+//!   cache each, shared like every other, see [`crate::kube::cluster`]); a pass compares
 //!   them in memory and writes only what differs, after every change seen (once the
 //!   backend's writes of a split state have settled) and every `sync_interval`.
 //! - **Byte for byte.** `type`, `data`, every label and the annotations the backend
@@ -33,14 +33,14 @@ pub use plan::{
 };
 
 use crate::actuate::{Actuator, BeforePromotion};
-use crate::clusters::ClusterHandle;
 use crate::config::{GroupConfig, MirrorConfig};
 use crate::engine::Decision;
 use crate::error_chain::chain;
-use crate::kube_call::{CallError, bounded};
+use crate::kube::call::{CallError, bounded};
+use crate::kube::cluster::ClusterHandle;
+use crate::kube::watch_cache::WatchStore;
 use crate::model::FailoverRecord;
 use crate::status::{MirrorConflictStatus, MirrorStatus};
-use crate::watch_cache::WatchStore;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};

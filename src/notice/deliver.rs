@@ -8,7 +8,7 @@ use super::metrics::NoticeResult;
 use super::{Notice, NoticeEvent, NoticeMetrics, render};
 use crate::config::{NotifyConfig, WebhookConfig, read_secret_file};
 use crate::error_chain::chain;
-use crate::kube_call::describe_reqwest;
+use crate::kube::call::describe_reqwest;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

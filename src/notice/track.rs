@@ -133,7 +133,7 @@ fn standby_inputs(obs: &Observation, record: Option<&FailoverRecord>) -> Standby
 }
 
 fn side_info(side: Side, cluster: &ClusterConfig) -> SideInfo {
-    let (name, context) = match crate::cluster::resolve_kubeconfig(cluster) {
+    let (name, context) = match crate::kube::client::resolve_kubeconfig(cluster) {
         Ok(Some(resolved)) => {
             let name = resolved
                 .kubeconfig

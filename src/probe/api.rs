@@ -1,7 +1,7 @@
 //! The API server probe: `GET /readyz`, which every authenticated identity may call
 //! (the built-in `system:public-info-viewer` role), so it needs no grant of its own.
 
-use crate::kube_call::{CallError, bounded, describe};
+use crate::kube::call::{CallError, bounded, describe};
 use crate::model::{ProbeOutcome, ProbeReason};
 use std::time::{Duration, Instant};
 

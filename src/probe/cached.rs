@@ -1,6 +1,6 @@
 //! The probes of a tick as the daemon runs them: `/readyz` shared per cluster and
 //! interval, Deployments, Pods and the failover record read from the cluster's
-//! watch-backed caches ([`crate::watch_cache`]), judged exactly as the listing probes in
+//! watch-backed caches ([`crate::kube::watch_cache`]), judged exactly as the listing probes in
 //! [`super::workload`] judge them.
 //!
 //! A cache whose watch is not established makes the signals it feeds unknown, and so
@@ -10,14 +10,14 @@
 
 use super::workload::{DeploymentFacts, PodSummary, judge_primary, nothing_selected};
 use super::{http, merge_views};
-use crate::clusters::ClusterHandle;
 use crate::config::{GroupConfig, WorkloadConfig};
+use crate::kube::cluster::ClusterHandle;
+use crate::kube::watch_cache::WatchStore;
 use crate::model::{
     DeploymentView, FailoverRecord, PrimaryObservation, ProbeOutcome, ProbeReason,
     StandbyObservation,
 };
 use crate::selection::{parse_label_selector, selection_text};
-use crate::watch_cache::WatchStore;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use k8s_openapi::api::apps::v1::Deployment;

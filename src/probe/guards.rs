@@ -9,8 +9,8 @@ use crate::guard::heartbeat::{
     FORM, GROUP_LABEL, ISOLATION_TTL, ON_ISOLATION, REASON, SIDE_LABEL, STANDBY_EPOCH, STATE,
     STOP_WITHIN,
 };
+use crate::kube::watch_cache::WatchStore;
 use crate::model::{GuardBeat, GuardForm, GuardsObservation, ProbeOutcome, ProbeReason, Side};
-use crate::watch_cache::WatchStore;
 use k8s_openapi::api::coordination::v1::Lease;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! expected status. Details name the check, never the URL (it may carry a token).
 
 use crate::config::HttpCheckConfig;
-use crate::kube_call::{classify_elapsed, classify_reqwest, describe_reqwest};
+use crate::kube::call::{classify_elapsed, classify_reqwest, describe_reqwest};
 use crate::model::{ProbeOutcome, ProbeReason};
 use std::time::{Duration, Instant};
 

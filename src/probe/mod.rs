@@ -3,7 +3,7 @@
 //! here panics, and every failure becomes a bounded [`ProbeReason`] with a short detail
 //! that names the object but never a credential.
 //!
-//! Call plumbing (bounds, classification) lives in [`crate::kube_call`] and workload
+//! Call plumbing (bounds, classification) lives in [`crate::kube::call`] and workload
 //! selection in [`crate::selection`], shared with the actuator and the record.
 
 pub mod api;
@@ -13,7 +13,7 @@ pub mod http;
 pub mod workload;
 
 use crate::config::{GroupConfig, HttpCheckConfig, WorkloadConfig};
-use crate::kube_call::classify_elapsed;
+use crate::kube::call::classify_elapsed;
 use crate::model::{
     DeploymentView, FailoverRecord, PrimaryObservation, ProbeOutcome, SignalId, StandbyObservation,
 };

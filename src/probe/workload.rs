@@ -6,7 +6,7 @@
 //! them apart so an operator (and the metrics) can tell which one fired.
 
 use crate::config::WorkloadConfig;
-use crate::kube_call::{CallError, classify, classify_elapsed, describe};
+use crate::kube::call::{CallError, classify, classify_elapsed, describe};
 use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
 pub use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
 use futures::future::join_all;
@@ -322,10 +322,10 @@ mod tests {
     /// is the same from what they keep.
     #[test]
     fn cached_objects_are_judged_as_served_ones() {
-        let (deployment, pod) = crate::watch_cache::served();
+        let (deployment, pod) = crate::kube::watch_cache::served();
         let (kept_deployment, kept_pod) = (
-            crate::watch_cache::as_kept(deployment.clone()),
-            crate::watch_cache::as_kept(pod.clone()),
+            crate::kube::watch_cache::as_kept(deployment.clone()),
+            crate::kube::watch_cache::as_kept(pod.clone()),
         );
         let summary = PodSummary::of([kept_pod.as_ref()]);
         assert_eq!(summary, PodSummary::of([&pod]));

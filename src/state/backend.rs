@@ -2,7 +2,7 @@
 //! not followed, any answer judged by its status) or a TCP `host:port` (a connection
 //! accepted). Each distinct target is asked at most once per probe interval, whatever
 //! the number of groups and checks naming it: the answer of the current interval is
-//! shared, as the clusters' `/readyz` is (see `crate::clusters`).
+//! shared, as the clusters' `/readyz` is (see `crate::kube::cluster`).
 //!
 //! What a pass proves: the daemon's host reaches the backend. Not that the standby's
 //! Pods do (another network, other egress rules, other DNS), nor that the credentials
@@ -10,7 +10,7 @@
 //! token).
 
 use crate::config::BackendConfig;
-use crate::kube_call::{classify_reqwest, describe_reqwest};
+use crate::kube::call::{classify_reqwest, describe_reqwest};
 use crate::model::ProbeReason;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};

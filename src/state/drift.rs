@@ -16,10 +16,10 @@
 use super::facts::{SideFacts, TwinFacts, configmap_hash, twin};
 use super::secrets::SecretHashes;
 use crate::config::{Gate, WorkloadConfig, printable};
+use crate::kube::watch_cache::WatchStore;
 use crate::model::ProbeReason;
 use crate::selection::parse_label_selector;
 use crate::status::{DriftItem, DriftStatus};
-use crate::watch_cache::WatchStore;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::SelectorExt;

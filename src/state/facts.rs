@@ -309,12 +309,15 @@ mod tests {
     /// compared are the same from what they keep.
     #[test]
     fn cached_objects_give_the_facts_of_served_ones() {
-        let (deployment, pod) = crate::watch_cache::served();
-        let kept_deployment = crate::watch_cache::as_kept(deployment.clone());
+        let (deployment, pod) = crate::kube::watch_cache::served();
+        let kept_deployment = crate::kube::watch_cache::as_kept(deployment.clone());
         let served_pods: BTreeMap<String, Arc<Pod>> =
             [("trigger-abc".to_string(), Arc::new(pod.clone()))].into();
-        let kept_pods: BTreeMap<String, Arc<Pod>> =
-            [("trigger-abc".to_string(), crate::watch_cache::as_kept(pod))].into();
+        let kept_pods: BTreeMap<String, Arc<Pod>> = [(
+            "trigger-abc".to_string(),
+            crate::kube::watch_cache::as_kept(pod),
+        )]
+        .into();
         let facts = twin(&kept_deployment, &kept_pods);
         assert_eq!(facts, twin(&deployment, &served_pods));
         assert!(facts.secrets.contains("creds"), "{facts:?}");

@@ -16,8 +16,8 @@
 
 use super::unanswered;
 use crate::config::FreshnessConfig;
+use crate::kube::watch_cache::WatchStore;
 use crate::model::ProbeReason;
-use crate::watch_cache::WatchStore;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube_failover_core::checks::{CheckKind, CheckResult, StateCheck};
 

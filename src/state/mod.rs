@@ -22,11 +22,11 @@ pub use backend::BackendProber;
 pub use drift::{IMAGE_CHECK, SETTINGS_CHECK};
 pub use metrics::StateMetrics;
 
-use crate::clusters::ClusterHandle;
 use crate::config::{FreshnessConfig, GroupConfig, StateConfig, WorkloadConfig, printable};
+use crate::kube::cluster::ClusterHandle;
+use crate::kube::watch_cache::WatchStore;
 use crate::model::{Observation, ProbeOutcome, ProbeReason};
 use crate::status::DriftStatus;
-use crate::watch_cache::WatchStore;
 use drift::{Drift, SideStores};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::DynamicObject;

@@ -4,7 +4,7 @@
 //! "not compared", and reading is tried again only every ten minutes.
 
 use super::facts::secret_hash;
-use crate::kube_call::bounded;
+use crate::kube::call::bounded;
 use crate::model::ProbeReason;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;

@@ -5,7 +5,7 @@
 
 use super::unanswered;
 use crate::config::{VOLUME_CHECK, VolumeConfig};
-use crate::watch_cache::WatchStore;
+use crate::kube::watch_cache::WatchStore;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube_failover_core::checks::{CheckKind, CheckResult, StateCheck};
 

@@ -124,7 +124,7 @@ pub(crate) enum ExecError {
     Unusable {
         /// The command.
         command: String,
-        /// kube's error as [`crate::kube_call::describe`] says it (never the credential).
+        /// kube's error as [`crate::kube::call::describe`] says it (never the credential).
         detail: String,
     },
 }

@@ -33,10 +33,10 @@
 //!   so proving the connection costs one watch request, not a list.
 //! - a watch connection that dies alone while `/readyz` keeps passing: over HTTP/2 it is
 //!   PINGed after a probe interval of silence and closed when the PING is not answered
-//!   within the probe timeout ([`crate::cluster::Http2`]); its watches end (with an
+//!   within the probe timeout ([`crate::kube::client::Http2`]); its watches end (with an
 //!   error, or with the end of stream kube makes of a cut connection) and are resumed on
 //!   a new connection like any other. Over HTTP/1.1 it goes silent and is dropped by
-//!   the watch client's read timeout ([`crate::cluster::WATCH_READ_TIMEOUT`]), longer
+//!   the watch client's read timeout ([`crate::kube::client::WATCH_READ_TIMEOUT`]), longer
 //!   than the bookmarks' spacing.
 //! - an API server that is slow or overloaded is not made slower: no list or watch is
 //!   started while the cluster's last `/readyz` said it could not be reached, at most a
@@ -46,7 +46,7 @@
 //!   backoff with jitter. The permissions of a watch are
 //!   checked when it starts: a revoked grant shows when the watch is resumed next.
 //!
-use crate::kube_call::{classify, describe};
+use crate::kube::call::{classify, describe};
 use crate::model::{Evidence, ProbeReason};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
@@ -740,7 +740,7 @@ pub struct WatchTimeout {
     /// protocol.
     pub configured: Option<Duration>,
     /// Whether the last answer to the cluster's watch client came over HTTP/2 (set by
-    /// the client itself, see `crate::clusters`): its connections are PINGed then.
+    /// the client itself, see `crate::kube::cluster`): its connections are PINGed then.
     pub http2: Arc<AtomicBool>,
 }
 

@@ -176,7 +176,7 @@ pub fn describe(err: &kube::Error) -> String {
             format!("HTTP {}", s.code)
         }
         kube::Error::Api(s) => format!("HTTP {} {}", s.code, s.reason),
-        // Written by this crate's exec plugin runner (src/cluster/exec.rs), secret-free:
+        // Written by this crate's exec plugin runner (src/kube/client/exec.rs), secret-free:
         // it says which plugin gave no credential and why.
         kube::Error::Auth(kube::client::AuthError::AuthExec(message)) => {
             format!("credentials unavailable: {message}")

@@ -1,7 +1,7 @@
 //! What the daemon holds per distinct cluster, shared by every group on it: one
 //! `kube::Client` (one set of connections and credentials), one `/readyz` answer per
 //! probe interval, and the watch-backed caches of the namespaces its groups read
-//! ([`crate::watch_cache`]).
+//! ([`crate::kube::watch_cache`]).
 //!
 //! The `/readyz` slots start at a fixed epoch and move to an event: a group that must
 //! see an answer sent after some instant (its watch was lost then, or it would otherwise
@@ -11,10 +11,10 @@
 //! A cluster is a kubeconfig file and context after resolution (or the in-cluster
 //! service account): two groups naming the same ones share everything here.
 
-use crate::cluster::{self, ClientOptions, ClusterError};
 use crate::config::{ClusterConfig, WatchScope};
+use crate::kube::client::{self, ClientOptions, ClusterError};
+use crate::kube::watch_cache::{self, Fanout, WatchStore};
 use crate::model::{ProbeOutcome, ProbeReason};
-use crate::watch_cache::{self, Fanout, WatchStore};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 /// The key that makes two cluster configs the same cluster.
 fn cluster_key(cluster: &ClusterConfig) -> Option<String> {
-    match cluster::resolve_kubeconfig(cluster) {
+    match client::resolve_kubeconfig(cluster) {
         Ok(Some(resolved)) => Some(format!("{}\n{}", resolved.source, resolved.context)),
         Ok(None) => Some("in-cluster".to_string()),
         Err(_) => None,
@@ -83,11 +83,11 @@ impl Clusters {
             return Ok(handle.clone());
         }
         // A cluster whose kubeconfig does not resolve fails here, naming the file.
-        let client = cluster::client_for_with(cluster, role, self.options.clone()).await?;
+        let client = client::client_for_with(cluster, role, self.options.clone()).await?;
         // Watches hold their connections for minutes: a client whose read timeout
         // outlasts the bookmarks' spacing, with the same credentials.
         let watch_client =
-            cluster::client_for_with(cluster, role, self.options.clone().for_watches()).await?;
+            client::client_for_with(cluster, role, self.options.clone().for_watches()).await?;
         let watch_timeout = watch_cache::WatchTimeout {
             configured: self.watch_timeout,
             http2: Arc::new(AtomicBool::new(false)),
@@ -153,7 +153,7 @@ type Suspecter = Arc<dyn Fn(&str) + Send + Sync>;
 /// HTTP/2 (one connection per pool): below the streams an API server or a proxy in front
 /// of it allows on one connection (kube-apiserver 250 by default, proxies and load
 /// balancers often 100), over which requests would wait for a stream to end — for a
-/// watch, minutes (src/cluster/connect.rs).
+/// watch, minutes (src/kube/client/connect.rs).
 pub const WATCHES_PER_CONNECTION: usize = 100;
 
 /// Lists of one cluster waiting for their answer, at most: on a slow API server the
@@ -320,7 +320,7 @@ impl ClusterHandle {
     /// earlier slot; the answer is at most one interval old. An answer saying the API
     /// server cannot be reached holds the upkeep of the cluster's watches until an answer
     /// passes, and from the [`SUSPECT_AFTER`]th such answer in a row makes them
-    /// unverified (see [`crate::watch_cache`]). `fetch` sends the request (the probes'
+    /// unverified (see [`crate::kube::watch_cache`]). `fetch` sends the request (the probes'
     /// `/readyz` check), given the cluster's client and the probe timeout.
     pub async fn readyz(self: &Arc<Self>, fetch: Fetch) -> ProbeOutcome {
         self.readyz_since(fetch, None).await.1
@@ -487,7 +487,7 @@ impl ClusterHandle {
         while pools.len() < pool {
             let client = self.watch_client.clone();
             let namespace = client.default_namespace().to_string();
-            let pool = cluster::Pool(pools.len() + 1);
+            let pool = client::Pool(pools.len() + 1);
             let relay = Relay {
                 client,
                 pool: Some(pool),
@@ -683,7 +683,7 @@ impl ClusterHandle {
 #[derive(Clone)]
 struct Relay {
     client: kube::Client,
-    pool: Option<cluster::Pool>,
+    pool: Option<client::Pool>,
     http2: Option<Arc<AtomicBool>>,
 }
 
@@ -836,14 +836,14 @@ mod tests {
         }
 
         fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
-            let pool = request.extensions().get::<cluster::Pool>().copied();
+            let pool = request.extensions().get::<client::Pool>().copied();
             self.0.lock().unwrap().push(pool.unwrap_or_default().0);
             std::future::ready(Ok(http::Response::new(Default::default())))
         }
     }
 
     /// The pools `watches` successive watches of a cluster go through.
-    async fn pools_of_watches(http2: Option<cluster::Http2>, watches: usize) -> Vec<usize> {
+    async fn pools_of_watches(http2: Option<client::Http2>, watches: usize) -> Vec<usize> {
         let dir = tempfile::tempdir().unwrap();
         let mut clusters = Clusters::new(
             ClientOptions::default().with_http2(http2),
@@ -873,7 +873,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_http2_the_watches_fill_connection_pools_of_at_most_a_hundred() {
-        let http2 = cluster::Http2 {
+        let http2 = client::Http2 {
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_millis(500),
         };

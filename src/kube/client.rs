@@ -17,7 +17,7 @@ pub use exec::ExecConfigError;
 pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
-pub use crate::kubeconfig::{KubeconfigProblem, KubeconfigSource, ResolvedKubeconfig};
+pub use crate::kube::kubeconfig::{KubeconfigProblem, KubeconfigSource, ResolvedKubeconfig};
 use exec::ExecPlugin;
 use kube::config::{InClusterError, KubeConfigOptions, KubeconfigError};
 
@@ -37,7 +37,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// The same bound for the clients that hold watches ([`ClientOptions::for_watches`]). An
 /// idle watch hears from the API server at least once a minute (a bookmark), so a watch
 /// connection silent this long is dead. A dead connection is noticed sooner when the
-/// cluster's `/readyz` fails as well (see [`crate::watch_cache`]), and over HTTP/2 by
+/// cluster's `/readyz` fails as well (see [`crate::kube::watch_cache`]), and over HTTP/2 by
 /// its unanswered PING ([`Http2`]).
 pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(80);
 
@@ -105,12 +105,12 @@ pub enum ClusterError {
     },
 }
 
-/// Reads and checks the kubeconfig of `cluster` (see [`crate::kubeconfig::resolve`]).
+/// Reads and checks the kubeconfig of `cluster` (see [`crate::kube::kubeconfig::resolve`]).
 /// `Ok(None)` means in-cluster credentials. Touches no cluster.
 pub fn resolve_kubeconfig(
     cluster: &ClusterConfig,
 ) -> Result<Option<ResolvedKubeconfig>, KubeconfigProblem> {
-    crate::kubeconfig::resolve(cluster.kubeconfig.as_deref(), cluster.context.as_deref())
+    crate::kube::kubeconfig::resolve(cluster.kubeconfig.as_deref(), cluster.context.as_deref())
 }
 
 /// Options of the clients built here.

@@ -114,7 +114,7 @@ pub(crate) struct Reloader {
     recheck_interval: Duration,
     exec_timeout: Duration,
     read_timeout: Duration,
-    /// HTTP/2 offered to the API server, and its keep-alive (src/cluster/connect.rs).
+    /// HTTP/2 offered to the API server, and its keep-alive (src/kube/client/connect.rs).
     http2: Option<super::connect::Http2>,
     state: Mutex<State>,
     /// One file comparison at a time.
@@ -289,7 +289,7 @@ impl Reloader {
                     .map(|client| (client, credential))
                     .map_err(|e| ExecError::Unusable {
                         command: command(),
-                        detail: crate::kube_call::describe(&e),
+                        detail: crate::kube::call::describe(&e),
                     })
             });
             match built.map_err(|e| chain(&e).to_string()) {
@@ -405,7 +405,7 @@ impl Reloader {
             Err(err) => {
                 state.exec = exec;
                 warn!(role = %self.role, kubeconfig = %self.source,
-                    error = %crate::kube_call::describe(&err),
+                    error = %crate::kube::call::describe(&err),
                     "credentials changed on disk but no client can be built from them; keeping the previous client");
             }
         }
@@ -445,7 +445,7 @@ impl ExecState {
 }
 
 /// Builds kube's client from `config`, with the exec plugin's credential in place of the
-/// plugin, offering HTTP/2 when `http2` says so (src/cluster/connect.rs). Never runs a
+/// plugin, offering HTTP/2 when `http2` says so (src/kube/client/connect.rs). Never runs a
 /// plugin (the config has none), so it never blocks.
 fn build(
     config: &kube::Config,

@@ -199,6 +199,6 @@ pub(super) fn client(
         .map_err(BoxError::from)
         .service(pools);
     // An exec plugin's credential has no expiry to carry here: kube never runs the
-    // plugin for these clients (src/cluster/exec.rs does).
+    // plugin for these clients (src/kube/client/exec.rs does).
     Ok(kube::Client::new(service, config.default_namespace.clone()))
 }

@@ -1,0 +1,14 @@
+//! Everything that talks to Kubernetes API servers: building one client per cluster from
+//! its kubeconfig or in-cluster credentials ([`client`]), reading a kubeconfig without
+//! contacting anyone ([`kubeconfig`]), bounding and classifying each call ([`call`]), the
+//! watch-backed object caches ([`watch_cache`]) and what the daemon shares per cluster
+//! ([`cluster`]).
+//!
+//! Below the crate root, `kube` still names the external crate (`use kube::Api`); this
+//! module is reached as `crate::kube`.
+
+pub mod call;
+pub mod client;
+pub mod cluster;
+pub mod kubeconfig;
+pub mod watch_cache;
