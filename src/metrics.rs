@@ -58,7 +58,7 @@ pub struct Metrics {
     /// The Terraform state mirror (src/mirror).
     pub mirror: crate::mirror::MirrorMetrics,
     /// Notices to webhooks (src/notice).
-    pub notices: crate::notice::NoticeMetrics,
+    pub notices: crate::notify::NoticeMetrics,
     /// env0 lookups and redeploys (src/env0).
     pub env0: crate::env0::Env0Metrics,
 }
@@ -282,7 +282,7 @@ impl Metrics {
             coord: crate::coord::CoordMetrics::new(&registry, &live)?,
             state: crate::state::StateMetrics::new(&registry)?,
             mirror: crate::mirror::MirrorMetrics::new(&registry)?,
-            notices: crate::notice::NoticeMetrics::new(&registry)?,
+            notices: crate::notify::NoticeMetrics::new(&registry)?,
             env0: crate::env0::Env0Metrics::new(&registry)?,
             registry,
             live,

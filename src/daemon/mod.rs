@@ -2,9 +2,9 @@
 //! on its own task, so a slow cluster never delays another group's tick), keeps systemd
 //! informed, and shuts down by draining (see `shutdown`).
 
+mod group_status;
 mod runner;
 mod shutdown;
-mod status;
 mod wake;
 
 use crate::admin::{self, AdminError, AdminState};
@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::kube::client::{self, ClusterError};
 use crate::kube::cluster;
 use crate::metrics::Metrics;
-use crate::notify;
 use crate::probe;
 use crate::status::StatusReport;
+use crate::systemd;
 use runner::GroupRunner;
 use shutdown::Signals;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ async fn run_with_listener(
         .map_err(DaemonError::HttpClient)?;
     // Webhook notices: one delivery task per webhook, fed by every group (src/notice).
     let notifier =
-        crate::notice::Notifier::new(&config.notify, http.clone(), metrics.notices.clone());
+        crate::notify::Notifier::new(&config.notify, http.clone(), metrics.notices.clone());
 
     // Credentials are waited for less than the shortest call bound, so a missing one is
     // reported as `unauthorized`, never as a `timeout`.
@@ -205,7 +205,7 @@ async fn run_with_listener(
     let mut signals = Signals::install().map_err(|(name, e)| DaemonError::Signal(name, e))?;
     signals.first(stop_rx.clone()).await;
     admin.begin_shutdown();
-    notify::stopping();
+    systemd::stopping();
     let _ = stop_tx.send(true);
 
     let mut result = signals.drain(tasks, daemon.shutdown_timeout).await;
@@ -225,7 +225,7 @@ async fn run_with_listener(
 
 /// systemd: READY=1 once every group has ticked, WATCHDOG=1 while ticks keep coming.
 async fn supervise(admin: Arc<AdminState>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let period = notify::watchdog_interval()
+    let period = systemd::watchdog_interval()
         .map(|w| (w / 3).min(interval))
         .unwrap_or(interval)
         .max(Duration::from_millis(100));
@@ -236,11 +236,11 @@ async fn supervise(admin: Arc<AdminState>, interval: Duration, mut stop: watch::
             _ = stop.wait_for(|s| *s) => return,
         }
         if !notified_ready && admin.is_ready() {
-            notify::ready();
+            systemd::ready();
             notified_ready = true;
         }
         if admin.is_healthy() {
-            notify::watchdog();
+            systemd::watchdog();
         }
     }
 }

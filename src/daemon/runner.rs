@@ -1,7 +1,7 @@
 //! One group's loop: every tick probes both clusters, steps the engine, carries out
 //! its actions (in `auto` mode) and publishes metrics and `/status`.
 
-use super::status::group_status;
+use super::group_status::group_status;
 use super::wake::{Cause, Schedule, Wakes, Woken};
 use crate::actuate::Actuator;
 use crate::admin::AdminState;
@@ -60,7 +60,7 @@ pub(super) struct GroupRunner {
     /// Standby state checks and drift (src/state).
     state_checks: crate::state::StateChecks,
     /// Notices of promotions, failures and failbacks, and the stale-lock check.
-    pub(super) notices: crate::notice::GroupNotices,
+    pub(super) notices: crate::notify::GroupNotices,
     /// The env0 task (`[env0]`): its handle, the record it follows, and the task until
     /// `run` starts it.
     env0: Option<Box<Env0Parts>>,
@@ -162,7 +162,7 @@ impl GroupRunner {
             });
             Box::new((handle, task))
         });
-        let mut notices = crate::notice::GroupNotices::new(&cfg, &identity);
+        let mut notices = crate::notify::GroupNotices::new(&cfg, &identity);
         // env0 (src/env0): its own task, its own actuator for its Events, and the
         // claims ConfigMap beside the record; redeploys only while this instance leads
         // in auto mode.

@@ -3,7 +3,7 @@
 //! progress or queued, started before the promotion, in a project this agent serves.
 
 use crate::config::RedeployMode;
-pub use crate::notice::Stranded;
+pub use crate::notify::Stranded;
 use serde::{Deserialize, Serialize};
 
 /// The deployment statuses a move of the agent strands: the working directory of such a
@@ -62,14 +62,14 @@ impl DeploymentLog {
         [&self.started_at, &self.queued_at, &self.created_at]
             .into_iter()
             .flatten()
-            .find_map(|at| crate::notice::unix_of(at))
+            .find_map(|at| crate::notify::unix_of(at))
     }
 
     fn began(&self) -> Option<String> {
         [&self.started_at, &self.queued_at, &self.created_at]
             .into_iter()
             .flatten()
-            .find(|at| crate::notice::unix_of(at).is_some())
+            .find(|at| crate::notify::unix_of(at).is_some())
             .cloned()
     }
 }

@@ -2,8 +2,8 @@
 //! deployments by name, the redeploys, or why env0 could not be asked. Pure functions.
 
 use super::model::WAITING_FOR_USER;
-pub use crate::notice::{Env0Report, Redeploy};
-use crate::notice::{Notice, Stranded};
+pub use crate::notify::{Env0Report, Redeploy};
+use crate::notify::{Notice, Stranded};
 
 fn names(list: &[&Stranded]) -> String {
     list.iter()
@@ -109,7 +109,7 @@ impl Env0Report {
         for (i, r) in self.redeploys.iter().enumerate() {
             notice.actions.insert(
                 at + i,
-                crate::notice::ActionItem {
+                crate::notify::ActionItem {
                     id: "env0_redeploy".to_string(),
                     text: r.describe(),
                 },
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn the_notice_names_the_stranded_deployments_instead_of_the_general_sentence() {
-        let mut notice = crate::notice::tests_support::promotion_notice();
+        let mut notice = crate::notify::tests_support::promotion_notice();
         let report = Env0Report {
             stranded: vec![
                 stranded("e1", "WAITING_FOR_USER"),
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_env0_keeps_the_general_sentence_and_says_why() {
-        let mut notice = crate::notice::tests_support::promotion_notice();
+        let mut notice = crate::notify::tests_support::promotion_notice();
         let before = notice.actions[0].text.clone();
         let report = Env0Report {
             error: Some("list environments: env0 answered HTTP 500".into()),

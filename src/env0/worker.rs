@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 /// A promotion's notice, handed over by the group's notices instead of being sent.
-pub use crate::notice::PendingPromotion as Job;
+pub use crate::notify::PendingPromotion as Job;
 
 pub use crate::status::Env0Status;
 
@@ -36,7 +36,7 @@ impl Env0Handle {
     }
 }
 
-impl crate::notice::PromotionHandoff for Env0Handle {
+impl crate::notify::PromotionHandoff for Env0Handle {
     fn hand_over(&self, job: Job) -> Result<(), Box<Job>> {
         self.tx.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
@@ -616,7 +616,7 @@ mod tests {
     }
 
     fn job(epoch: u64) -> Job {
-        let mut notice = crate::notice::tests_support::promotion_notice();
+        let mut notice = crate::notify::tests_support::promotion_notice();
         notice.epoch = epoch;
         Job {
             notice,
@@ -644,7 +644,7 @@ mod tests {
         record_tx.send_replace(Some(promoted(1)));
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(worker.run(stop));
-        use crate::notice::PromotionHandoff;
+        use crate::notify::PromotionHandoff;
         assert!(handle.hand_over(job(1)).is_ok());
         // Epoch 1's notice went without names (env0 failing past lookup_timeout).
         let failed = async {

@@ -398,9 +398,9 @@ pub fn build(ctx: NoticeContext<'_>) -> Notice {
 pub(crate) mod tests {
     use super::*;
     use crate::model::Transition;
-    use crate::notice::StateCheckGate;
+    use crate::notify::StateCheckGate;
 
-    pub(in crate::notice) fn sides() -> (SideInfo, SideInfo) {
+    pub(in crate::notify) fn sides() -> (SideInfo, SideInfo) {
         (
             SideInfo {
                 side: Side::Primary,
@@ -417,7 +417,7 @@ pub(crate) mod tests {
         )
     }
 
-    pub(in crate::notice) fn promoted_record() -> FailoverRecord {
+    pub(in crate::notify) fn promoted_record() -> FailoverRecord {
         FailoverRecord {
             phase: Some(RecordPhase::Promoted),
             epoch: 3,
@@ -431,7 +431,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub(in crate::notice) fn lock(name: &str, deleted: bool) -> StaleLock {
+    pub(in crate::notify) fn lock(name: &str, deleted: bool) -> StaleLock {
         StaleLock {
             name: name.into(),
             namespace: "env0-agent".into(),

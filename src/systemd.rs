@@ -71,7 +71,7 @@ mod tests {
         cmd.args([
             "--ignored",
             "--exact",
-            "notify::tests::child",
+            "systemd::tests::child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -166,7 +166,7 @@ pub fn slack(notice: &Notice) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notice::content::tests::promotion_notice;
+    use crate::notify::content::tests::promotion_notice;
 
     #[test]
     fn json_is_the_notice_document() {

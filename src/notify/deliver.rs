@@ -390,7 +390,7 @@ fn classify(status: u16, retry_after: Option<Duration>) -> DeliveryOutcome {
 mod tests {
     use super::*;
     use crate::config::NoticeFormat;
-    use crate::notice::content::tests::promotion_notice;
+    use crate::notify::content::tests::promotion_notice;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
