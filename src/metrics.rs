@@ -551,7 +551,9 @@ impl Metrics {
         self.last_tick.set(wall_unix);
     }
 
-    /// The text exposition format: [`Self::encode_stored`] then [`Self::encode_live`].
+    /// The text exposition format: [`Self::encode_stored`] then [`Self::encode_live`]
+    /// (tests; the admin server serves the two parts itself).
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = self.encode_stored();
         buf.extend(self.encode_live());

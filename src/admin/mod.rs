@@ -38,7 +38,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use server::{bind, serve, serve_with};
+pub use server::{bind, serve};
 pub use state::AdminState;
 
 use std::net::SocketAddr;

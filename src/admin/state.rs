@@ -51,6 +51,7 @@ impl AdminState {
     }
 
     /// Replaces the bound of [`stall_limit`] (tests).
+    #[cfg(test)]
     pub fn with_stall_limit(mut self, limit: Duration) -> Self {
         self.stall_limit = limit;
         self

@@ -105,8 +105,9 @@ pub enum ClusterError {
     },
 }
 
-/// Reads and checks the kubeconfig of `cluster` (see [`crate::kube::kubeconfig::resolve`]).
-/// `Ok(None)` means in-cluster credentials. Touches no cluster.
+/// Reads and checks the kubeconfig of `cluster` (with `kube::kubeconfig::resolve`, which
+/// the configuration check uses too). `Ok(None)` means in-cluster credentials. Touches no
+/// cluster.
 pub fn resolve_kubeconfig(
     cluster: &ClusterConfig,
 ) -> Result<Option<ResolvedKubeconfig>, KubeconfigProblem> {

@@ -1,6 +1,6 @@
 //! Everything that talks to Kubernetes API servers: building one client per cluster from
 //! its kubeconfig or in-cluster credentials ([`client`]), reading a kubeconfig without
-//! contacting anyone ([`kubeconfig`]), bounding and classifying each call ([`call`]), the
+//! contacting anyone (`kubeconfig`), bounding and classifying each call ([`call`]), the
 //! watch-backed object caches ([`watch_cache`]) and what the daemon shares per cluster
 //! ([`cluster`]).
 //!
@@ -10,5 +10,5 @@
 pub mod call;
 pub mod client;
 pub mod cluster;
-pub mod kubeconfig;
+pub(crate) mod kubeconfig;
 pub mod watch_cache;

@@ -28,9 +28,7 @@ mod plan;
 
 pub use gate::{EngineView, Gate, RecordView, StopReason};
 pub use metrics::MirrorMetrics;
-pub use plan::{
-    CHECKSUM_ANNOTATION, ConflictKind, Content, SOURCE_VERSION_ANNOTATION, Step, part_of, plan,
-};
+pub use plan::{ConflictKind, Step, plan};
 
 use crate::actuate::{Actuator, BeforePromotion};
 use crate::config::{GroupConfig, MirrorConfig};

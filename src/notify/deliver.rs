@@ -25,7 +25,8 @@ pub const BACKOFF: Duration = Duration::from_secs(4);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The waits between the attempts of one notice: 4 s, 8 s, 16 s, 32 s, 60 s (two
-/// minutes in all, plus the attempts themselves), for a first wait of `first`.
+/// minutes in all, plus the attempts themselves), for a first wait of `first` (tests).
+#[cfg(test)]
 pub fn backoff_schedule(first: Duration) -> Vec<Duration> {
     (1..MAX_ATTEMPTS).map(|n| backoff(first, n)).collect()
 }

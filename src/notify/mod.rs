@@ -17,12 +17,12 @@ mod render;
 mod track;
 
 pub(crate) use content::unix_of;
-pub use content::{NoticeContext, SideInfo, build, reason_text};
-pub use deliver::{BACKOFF, DeliveryOutcome, MAX_ATTEMPTS, Notifier, backoff_schedule};
+pub use content::{SideInfo, reason_text};
+pub use deliver::Notifier;
 pub use env0::{Env0Report, PendingPromotion, PromotionHandoff, Redeploy, Stranded};
 pub use metrics::NoticeMetrics;
-pub use render::{render, slack};
-pub use track::{GroupNotices, record_events};
+pub use render::render;
+pub use track::GroupNotices;
 
 /// Notices built as the tests of other modules need them.
 #[cfg(test)]

@@ -19,7 +19,6 @@ mod secrets;
 mod volume;
 
 pub use backend::BackendProber;
-pub use drift::{IMAGE_CHECK, SETTINGS_CHECK};
 pub use metrics::StateMetrics;
 
 use crate::config::{FreshnessConfig, GroupConfig, StateConfig, WorkloadConfig, printable};
