@@ -791,6 +791,7 @@ mod tests {
             Action::Announce {
                 reason: ReasonCode::DualActive,
             },
+            Action::WarnStateChecks { epoch: 1 },
         ];
         assert_eq!(all.map(|a| a.kind()), Action::KINDS);
     }
@@ -920,6 +921,7 @@ mod tests {
             state_changed: true,
             verdict: crate::model::Verdict::Down,
             warnings: vec![],
+            acts: true,
         };
         m.observe_decision("g", &DecisionGauges::of(&d, false));
         m.dual_active_for("g", 2.5);

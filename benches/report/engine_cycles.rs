@@ -188,7 +188,12 @@ impl Run {
         self.now += gap;
         self.wall += gap.as_secs_f64();
         let obs = observation(self.wall, t, &self.workload);
-        let d = self.engine.step_due(self.now, self.due, &obs);
+        let d = self.engine.step_due(
+            self.now,
+            self.due,
+            &obs,
+            kube_failover::engine::Leadership::Leads,
+        );
         let mut promoted = false;
         for a in &d.actions {
             promoted |= matches!(a, Action::RecordPromoting { .. });

@@ -28,6 +28,7 @@ use scale::Scaling;
 use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
+use tracing::warn;
 
 /// The component name on Events and the field manager on writes.
 const COMPONENT: &str = "kube-failover";
@@ -333,6 +334,17 @@ impl Actuator {
             }
             Action::Announce { reason } => {
                 self.announce(*reason).await;
+                Ok(ActionReport::new(action))
+            }
+            Action::WarnStateChecks { .. } => {
+                let group = &self.group.name;
+                if let Some(message) =
+                    crate::state::promotion_notice(group, &obs.standby.state_checks)
+                {
+                    warn!(group = %group, %message, "promotion started while state checks fail");
+                    let reason = crate::state::STATE_EVENT_REASON;
+                    self.record_event(reason, message).await;
+                }
                 Ok(ActionReport::new(action))
             }
         }

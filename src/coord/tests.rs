@@ -118,6 +118,7 @@ fn decision(verdict: Verdict) -> Decision {
         state_changed: false,
         verdict,
         warnings: vec![],
+        acts: false,
     }
 }
 

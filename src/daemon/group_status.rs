@@ -209,6 +209,7 @@ mod tests {
             state_changed: false,
             verdict: Verdict::Down,
             warnings: vec![],
+            acts: false,
         }
     }
 

@@ -6,7 +6,7 @@ use super::wake::{Cause, Schedule, Wakes, Woken};
 use crate::actuate::Actuator;
 use crate::admin::AdminState;
 use crate::config::{Config, GroupConfig, Mode};
-use crate::engine::{Decision, Engine, EngineSettings, GroupState};
+use crate::engine::{Decision, Engine, EngineSettings, GroupState, Leadership};
 use crate::error_chain::chain;
 use crate::kube::cluster::ClusterHandle;
 use crate::metrics::{Metrics, Side};
@@ -336,12 +336,16 @@ impl GroupRunner {
         })
     }
 
-    /// One tick's observation, and when the primary's `/readyz` answer in it was sent.
-    /// That answer was sent after the one of the previous tick (unless `fresh` is false:
-    /// the current slot's answer, for a tick that is no news of the primary) and, for a
-    /// lost watch, after the loss.
+    /// One tick's finished observation, and when the primary's `/readyz` answer in it
+    /// was sent. Beside the probes of both clusters, the standby's remote state checks
+    /// are gathered and the group's Leases read (the leader Lease kept or taken, the
+    /// other instances' verdicts returned); the volume, freshness and drift checks are
+    /// then judged from the caches. The `/readyz` answer was sent after the one of the
+    /// previous tick (unless `fresh` is false: the current slot's answer, for a tick that
+    /// is no news of the primary) and, for a lost watch, after the loss.
     async fn observe(
-        &self,
+        &mut self,
+        started: Instant,
         wall_unix: f64,
         lost_at: Option<Instant>,
         fresh: bool,
@@ -352,7 +356,7 @@ impl GroupRunner {
             .filter(|_| fresh)
             .map(|t| t + Duration::from_nanos(1));
         let not_before = after_previous.max(lost_at);
-        let ((primary, sent), mut standby, state_checks) = tokio::join!(
+        let ((primary, sent), mut standby, state_checks, observers) = tokio::join!(
             probe::cached::probe_primary_since(
                 &self.primary,
                 &self.cfg,
@@ -363,20 +367,25 @@ impl GroupRunner {
             ),
             probe::cached::probe_standby(&self.standby, &self.cfg, self.timeout),
             self.state_checks.gather(&self.http),
+            self.coord.sync(started, wall_unix),
         );
         standby.state_checks = state_checks;
-        let obs = Observation {
+        let mut obs = Observation {
             wall_unix,
             primary,
             standby,
-            observers: Vec::new(),
+            observers,
         };
+        self.state_checks.evaluate(&mut obs, wall_unix);
         (obs, sent)
     }
 
-    /// One tick, on schedule (`event` is `None`, `due` its deadline) or for an event.
-    /// Returns whether every primary signal passed, and the instant observed: the later
-    /// of the tick's start and the sending of its `/readyz` answer.
+    /// One tick, on schedule (`event` is `None`, `due` its deadline) or for an event:
+    /// observe, decide (leadership is an input of the decision), carry out the
+    /// decision's actions when it says so, publish the verdict, send the notices, and
+    /// hand one [`TickReport`] to every sink. Returns whether every primary signal
+    /// passed, and the instant observed: the later of the tick's start and the sending
+    /// of its `/readyz` answer.
     async fn tick(
         &mut self,
         event: Option<(Cause, Option<Instant>)>,
@@ -390,54 +399,36 @@ impl GroupRunner {
         self.admin.progress(&self.cfg.name);
         let cause = event.map(|(c, _)| c);
         if let Some(cause) = cause {
-            self.metrics.event_tick(&self.cfg.name, cause.as_str());
             debug!(group = %self.cfg.name, cause = cause.as_str(), "event tick");
         }
-        // The group's Leases are read (and the leader Lease renewed) beside the probes.
         let lost_at = event.and_then(|(_, at)| at);
         let fresh = cause != Some(Cause::PeerVerdict);
-        let ((mut obs, sent), observers) = tokio::join!(
-            self.observe(wall, lost_at, fresh),
-            self.coord.sync(started, wall)
-        );
+        let (obs, sent) = self.observe(started, wall, lost_at, fresh).await;
         self.readyz_sent = self.readyz_sent.max(Some(sent));
-        obs.observers = observers;
-        self.state_checks.evaluate(&mut obs, wall);
-        if let Some(trace) = &self.trace {
-            trace.record(&self.cfg.name, started, cause.map(Cause::as_str), &obs);
-        }
         self.admin.progress(&self.cfg.name);
-        self.report_probes(&obs);
 
-        // Only the leader acts; any other instance decides as in observe mode.
-        let leading = self.coord.may_write(Instant::now());
-        self.engine
-            .set_mode(if leading { self.mode } else { Mode::Observe });
-        let decision = self.engine.step_due(started, due, &obs);
-        let group_name = self.cfg.name.clone();
-        let group = group_name.as_str();
+        let leadership = if self.coord.may_write(Instant::now()) {
+            Leadership::Leads
+        } else {
+            Leadership::Follows
+        };
+        let decision = self.engine.step_due(started, due, &obs, leadership);
         if decision.state_changed {
-            let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
-            let from = self.state.as_str();
-            let to = decision.state.as_str();
-            match decision.state {
-                GroupState::PrimaryActive | GroupState::Starting | GroupState::Promoted => {
-                    info!(group, from, to, ?reasons, "state changed")
-                }
-                _ => warn!(group, from, to, ?reasons, "state changed"),
-            }
-            self.state = decision.state;
-            self.since_unix = wall;
+            self.state_changed(&decision, wall);
         }
         self.notices.observe(&obs);
         if let (Some(e), Ok(record)) = (&self.env0, &obs.standby.record) {
             e.record.send_replace(Some(record.clone()));
         }
-        if self.mode == Mode::Auto && leading {
-            self.execute(&decision, &obs, started).await;
-        } else if decision.would_promote() && decision.state_changed && leading {
-            warn!(group, "observe mode: would promote the standby now");
-        }
+        let actions = if decision.acts {
+            self.execute(&decision, &obs, started).await
+        } else {
+            if decision.would_promote() && decision.state_changed && leadership == Leadership::Leads
+            {
+                warn!(group = %self.cfg.name, "observe mode: would promote the standby now");
+            }
+            Vec::new()
+        };
         // The verdict is published after the actions: a promotion's writes do not wait
         // for this instance's observer Lease (the other instances read it; the leader's
         // own decision never does).
@@ -446,15 +437,72 @@ impl GroupRunner {
         // Only the leader sends notices (and writes the promotion's Event).
         let still_leading = self.coord.may_write(Instant::now());
         let writes = self.mode == Mode::Auto;
+        let group = self.cfg.name.as_str();
         let metrics = &self.metrics;
         let cleared = |ok| metrics.observe_action(group, "clear_stale_lock", ok);
         self.notices
             .flush(&self.actuator, cleared, still_leading, writes)
             .await;
 
+        let quiet = decision
+            .signals
+            .iter()
+            .all(|s| s.last_reason == Some(ProbeReason::Ok));
+        self.report(&TickReport {
+            started,
+            wall,
+            cause,
+            obs: &obs,
+            decision: &decision,
+            leadership,
+            actions,
+        });
+        (quiet, started.max(sent))
+    }
+
+    /// Logs a change of the group's state with its reason codes.
+    fn state_changed(&mut self, decision: &Decision, wall: f64) {
+        let group = self.cfg.name.as_str();
+        let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
+        let from = self.state.as_str();
+        let to = decision.state.as_str();
+        match decision.state {
+            GroupState::PrimaryActive | GroupState::Starting | GroupState::Promoted => {
+                info!(group, from, to, ?reasons, "state changed")
+            }
+            _ => warn!(group, from, to, ?reasons, "state changed"),
+        }
+        self.state = decision.state;
+        self.since_unix = wall;
+    }
+
+    /// Every sink of a tick, fed from its one report: the trace, the metrics, the
+    /// mirror's gate and `/status`.
+    fn report(&mut self, tick: &TickReport<'_>) {
+        let TickReport {
+            started,
+            wall,
+            cause,
+            obs,
+            decision,
+            leadership,
+            ..
+        } = *tick;
+        let leading = leadership == Leadership::Leads;
+        let group = self.cfg.name.as_str();
+        if let Some(trace) = &self.trace {
+            trace.record(group, started, cause.map(Cause::as_str), obs);
+        }
+        if let Some(cause) = cause {
+            self.metrics.event_tick(group, cause.as_str());
+        }
+        self.report_probes(obs);
+        for done in &tick.actions {
+            self.report_action(done, obs);
+        }
         // A non-leader's would-be promotion is the leader's to count.
         let would_promote = decision.would_promote() && leading;
-        let gauges = crate::metrics::DecisionGauges::of(&decision, would_promote);
+        let gauges = crate::metrics::DecisionGauges::of(decision, would_promote);
         self.published.publish(&self.metrics, group, gauges);
         let since_previous = self
             .previous_tick
@@ -480,30 +528,49 @@ impl GroupRunner {
         self.metrics
             .set_replicas(group, Side::Standby, obs.standby.deployments.as_deref());
         let mut status = group_status(
-            &self.cfg.name,
+            group,
             self.since_unix,
             self.last_action_error.clone(),
-            &decision,
-            &obs,
+            decision,
+            obs,
             wall,
         );
         status.coordination = Some(self.coord.status(Instant::now()));
         status.drift = self.state_checks.drift_status();
         self.state_checks
-            .report(&self.metrics.state, group, &obs, status.drift.as_ref());
+            .report(&self.metrics.state, group, obs, status.drift.as_ref());
         if let Some((mirror, _)) = self.mirror.as_deref() {
-            mirror.on_tick(&decision, leading);
+            mirror.on_tick(decision, leading);
             status.mirror = Some(mirror.status(now_unix()));
         }
         status.env0 = self.env0.as_ref().map(|e| e.handle.status());
         self.admin.tick_done(status, now_unix());
         self.metrics
             .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
-        let quiet = decision
-            .signals
-            .iter()
-            .all(|s| s.last_reason == Some(ProbeReason::Ok));
-        (quiet, started.max(sent))
+    }
+
+    /// The metrics of one action carried out in this tick.
+    fn report_action(&self, done: &ActionDone<'_>, obs: &Observation) {
+        let group = self.cfg.name.as_str();
+        let ActionDone {
+            action,
+            ok,
+            at_unix,
+        } = *done;
+        self.metrics.observe_action(group, action.kind(), ok);
+        if !ok {
+            return;
+        }
+        match action {
+            Action::RecordPromoting { .. } => self.metrics.promotion_started(group, at_unix),
+            Action::RecordPromoted { .. } => {
+                let seconds = promotion_seconds(obs, at_unix);
+                self.metrics.promotion_finished(group, true, seconds);
+            }
+            Action::RecordFailed { .. } => self.metrics.promotion_finished(group, false, None),
+            Action::RestoreRecord { .. } => self.metrics.record_restored(group),
+            _ => {}
+        }
     }
 
     fn report_probes(&self, obs: &Observation) {
@@ -522,15 +589,22 @@ impl GroupRunner {
         m.observe_probe(g, Side::Standby, "record", &record);
     }
 
-    /// Runs the decision's actions in order and feeds each result back to the engine.
-    /// A failed `promoting` record write stops the rest: nothing is scaled up without a
-    /// record (invariant 2). A failure is logged when it starts or changes, not every
-    /// tick; repeats are counted in `kube_failover_actions_total`.
-    async fn execute(&mut self, decision: &Decision, obs: &Observation, now: Instant) {
+    /// Runs the decision's actions in order and feeds each result back to the engine;
+    /// returns each action run and whether it succeeded. A failed `promoting` record
+    /// write stops the rest: nothing is scaled up without a record (invariant 2). A
+    /// failure is logged when it starts or changes, not every tick; repeats are counted
+    /// in `kube_failover_actions_total`.
+    async fn execute<'d>(
+        &mut self,
+        decision: &'d Decision,
+        obs: &Observation,
+        now: Instant,
+    ) -> Vec<ActionDone<'d>> {
         let group = self.cfg.name.clone();
         let group = group.as_str();
         let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
         let mut failed = None;
+        let mut done = Vec::with_capacity(decision.actions.len());
         for action in &decision.actions {
             let kind = action.kind();
             if !self.coord.may_write(Instant::now()) {
@@ -543,6 +617,12 @@ impl GroupRunner {
             }
             let result = self.actuator.execute(action, obs).await;
             self.admin.progress(group);
+            let at_unix = now_unix();
+            done.push(ActionDone {
+                action,
+                ok: result.is_ok(),
+                at_unix,
+            });
             match result {
                 Ok(report) => {
                     self.notices.written(&report);
@@ -552,26 +632,16 @@ impl GroupRunner {
                     if let Some(stored) = &report.record {
                         self.engine.record_stored(stored);
                     }
-                    self.metrics.observe_action(group, kind, true);
                     if report.changed() {
                         info!(group, action = kind, ?reasons, changes = %report, "action done");
                     }
                     if let Some((_, n)) = self.failing.remove(kind) {
                         info!(group, action = kind, failures = n, "action succeeded again");
                     }
-                    self.after_success(action, obs);
-                    if matches!(action, Action::RecordPromoting { .. })
-                        && let Some(message) =
-                            crate::state::promotion_notice(group, &obs.standby.state_checks)
-                    {
-                        warn!(group, %message, "promotion started while state checks fail");
-                        let reason = crate::state::STATE_EVENT_REASON;
-                        self.actuator.record_event(reason, message).await;
-                    }
+                    log_success(group, action, promotion_seconds(obs, at_unix));
                 }
                 Err(e) => {
                     self.engine.handle_result(now, action, false);
-                    self.metrics.observe_action(group, kind, false);
                     let label = e.reason();
                     let message = chain(&e).to_string();
                     let repeats = match self.failing.get_mut(kind) {
@@ -595,43 +665,62 @@ impl GroupRunner {
             }
         }
         self.last_action_error = failed;
+        done
     }
+}
 
-    fn after_success(&mut self, action: &Action, obs: &Observation) {
-        let group = self.cfg.name.as_str();
-        let wall = now_unix();
-        match action {
-            Action::RecordPromoting { epoch, reason, .. } => {
-                self.metrics.promotion_started(group, wall);
-                warn!(group, epoch, reason = %reason, "promotion started: standby is being scaled up");
-            }
-            Action::RecordPromoted { epoch } => {
-                let started = obs
-                    .standby
-                    .record
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.promoted_at_unix);
-                let seconds = started.map(|t| wall - t as f64);
-                self.metrics.promotion_finished(group, true, seconds);
-                info!(
-                    group,
-                    epoch, seconds, "promotion complete: the standby is active and Ready"
-                );
-            }
-            Action::RecordFailed { epoch, reason } => {
-                self.metrics.promotion_finished(group, false, None);
-                error!(group, epoch, reason = %reason, "promotion failed: the standby is not Ready; retrying");
-            }
-            Action::FencePrimary { .. } => {
-                warn!(group, "old primary fenced: its workloads are scaled to 0");
-            }
-            Action::RestoreRecord { .. } => self.metrics.record_restored(group),
-            Action::Announce { reason } => {
-                warn!(group, reason = %reason, "condition began; Event recorded");
-            }
-            _ => {}
+/// What one tick saw, decided and did: the one input of every sink.
+struct TickReport<'a> {
+    /// When the tick started (monotonic).
+    started: Instant,
+    /// The same instant on the wall clock.
+    wall: f64,
+    /// Why the tick ran early; `None` for a scheduled tick.
+    cause: Option<Cause>,
+    obs: &'a Observation,
+    decision: &'a Decision,
+    leadership: Leadership,
+    /// The actions carried out, in order.
+    actions: Vec<ActionDone<'a>>,
+}
+
+/// One action carried out.
+struct ActionDone<'a> {
+    action: &'a Action,
+    ok: bool,
+    /// When it ended (wall clock).
+    at_unix: f64,
+}
+
+/// Seconds since the promotion of the record in `obs` started, as of `now_unix`.
+fn promotion_seconds(obs: &Observation, now_unix: f64) -> Option<f64> {
+    let started = obs.standby.record.as_ref().ok()?.promoted_at_unix?;
+    Some(now_unix - started as f64)
+}
+
+/// The log line of an action that succeeded, for those that change what runs where.
+fn log_success(group: &str, action: &Action, promotion_seconds: Option<f64>) {
+    match action {
+        Action::RecordPromoting { epoch, reason, .. } => {
+            warn!(group, epoch, reason = %reason, "promotion started: standby is being scaled up");
         }
+        Action::RecordPromoted { epoch } => {
+            let seconds = promotion_seconds;
+            info!(
+                group,
+                epoch, seconds, "promotion complete: the standby is active and Ready"
+            );
+        }
+        Action::RecordFailed { epoch, reason } => {
+            error!(group, epoch, reason = %reason, "promotion failed: the standby is not Ready; retrying");
+        }
+        Action::FencePrimary { .. } => {
+            warn!(group, "old primary fenced: its workloads are scaled to 0");
+        }
+        Action::Announce { reason } => {
+            warn!(group, reason = %reason, "condition began; Event recorded");
+        }
+        _ => {}
     }
 }
 

@@ -322,6 +322,7 @@ mod tests {
             state_changed: false,
             verdict: crate::model::Verdict::Down,
             warnings: vec![],
+            acts: true,
         };
         let promoting = Action::RecordPromoting {
             epoch: 1,

@@ -896,11 +896,18 @@ pub enum Action {
         /// The condition.
         reason: ReasonCode,
     },
+    /// A promotion starts while state checks of the standby fail (their gate only
+    /// warns): a Warning Event on the record lists each, right after the `promoting`
+    /// record is written.
+    WarnStateChecks {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
 }
 
 impl Action {
     /// Every value [`Action::kind`] can return, for pre-registering metric labels.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
         "record_promoting",
         "scale_standby_up",
         "record_promoted",
@@ -911,6 +918,7 @@ impl Action {
         "restore_record",
         "record_failback",
         "announce",
+        "warn_state_checks",
     ];
 
     /// A bounded label for metrics and logs.
@@ -926,6 +934,7 @@ impl Action {
             Action::RestoreRecord { .. } => "restore_record",
             Action::RecordFailback { .. } => "record_failback",
             Action::Announce { .. } => "announce",
+            Action::WarnStateChecks { .. } => "warn_state_checks",
         }
     }
 

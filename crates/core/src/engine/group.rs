@@ -3,6 +3,7 @@
 //! it needs between ticks: signal hysteresis, timers, retry backoffs and the last record
 //! it saw (to write it back if it disappears).
 
+use super::Leadership;
 use super::signal::Signal;
 use super::{Decision, GroupState, ReasonCode};
 use crate::checks::StateCheck;
@@ -103,6 +104,8 @@ pub struct Engine {
     /// The promotion epoch the guard wait counts for, and since when: the moment the
     /// `promoting` record was known written (`None` until then).
     guard_wait_from: Option<(u64, Option<Instant>)>,
+    /// This tick's decision is carried out: auto mode, and this instance leads.
+    acts: bool,
 }
 
 impl Engine {
@@ -146,6 +149,7 @@ impl Engine {
             blind_announced: false,
             stop_guards: Vec::new(),
             guard_wait_from: None,
+            acts: false,
             settings,
         }
     }
@@ -207,12 +211,6 @@ impl Engine {
         }
     }
 
-    /// Switches between acting and only deciding: a daemon instance that does not lead
-    /// the group decides in observe mode.
-    pub fn set_mode(&mut self, mode: Mode) {
-        self.settings.mode = mode;
-    }
-
     /// The settings it was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
@@ -233,9 +231,9 @@ impl Engine {
             .collect()
     }
 
-    /// One tick: observation in, decision out.
+    /// One tick of the instance that leads the group: observation in, decision out.
     pub fn step(&mut self, now: Instant, obs: &Observation) -> Decision {
-        self.step_due(now, now, obs)
+        self.step_due(now, now, obs, Leadership::Leads)
     }
 
     /// One tick that started at `now` and was due at `due` (a scheduled tick that the
@@ -244,8 +242,20 @@ impl Engine {
     /// (both one interval apart by their deadlines) never drops a failure; everything
     /// else, the loop's stall detection included, uses `now`. A `due` after `now` is
     /// taken as `now`.
-    pub fn step_due(&mut self, now: Instant, due: Instant, obs: &Observation) -> Decision {
+    ///
+    /// `leadership` is whether this instance leads the group now: only the leader's
+    /// decision is carried out ([`Decision::acts`]); an instance that follows decides as
+    /// in observe mode (a promotion it would start is `would_promote`), so its verdict
+    /// and its reasons are the same as the leader's would be.
+    pub fn step_due(
+        &mut self,
+        now: Instant,
+        due: Instant,
+        obs: &Observation,
+        leadership: Leadership,
+    ) -> Decision {
         self.ticks = self.ticks.saturating_add(1);
+        self.acts = self.settings.mode == Mode::Auto && leadership == Leadership::Leads;
         let mut reasons = Vec::new();
 
         // Self-distrust first: evidence gathered while the watcher may be blind must not
@@ -460,6 +470,7 @@ impl Engine {
             state_changed,
             verdict,
             warnings: state_warnings(obs),
+            acts: self.acts,
         }
     }
 
@@ -983,6 +994,11 @@ impl Engine {
             reason: ReasonCode::PrimaryDownQuorum,
             primary_deployments: self.active_primary.clone(),
         });
+        // Only `warn` checks can fail here (`block` ones make the standby unfit): people
+        // learn what the new active side lacks as soon as the record says it is active.
+        if obs.standby.state_checks.iter().any(|c| !c.passed()) {
+            actions.push(Action::WarnStateChecks { epoch });
+        }
         // Fence before scaling up: an old primary that can still be listed (unready
         // Pods, a failing /readyz) must never run beside the new one.
         if policy.fence && desired_sum(obs.primary.deployments.as_deref()).is_some_and(|n| n > 0) {
@@ -998,17 +1014,14 @@ impl Engine {
         } else {
             actions.push(Action::ScaleStandbyUp { epoch });
         }
-        match self.settings.mode {
-            Mode::Observe => {
-                // The same decision, reported and never carried out.
-                reasons.push(ReasonCode::WouldPromote);
-                GroupState::PrimaryDown
-            }
-            Mode::Auto => {
-                reasons.push(ReasonCode::PromotionStarted);
-                self.promotion_seen_at = Some(now);
-                GroupState::Promoting
-            }
+        if self.acts {
+            reasons.push(ReasonCode::PromotionStarted);
+            self.promotion_seen_at = Some(now);
+            GroupState::Promoting
+        } else {
+            // The same decision, reported and never carried out.
+            reasons.push(ReasonCode::WouldPromote);
+            GroupState::PrimaryDown
         }
     }
 

@@ -24,7 +24,8 @@ pub struct Decision {
     pub state: GroupState,
     /// Most important first.
     pub reasons: Vec<ReasonCode>,
-    /// To run in order; in observe mode the daemon runs none of them.
+    /// To run in order, when [`Decision::acts`]; otherwise what the leader in auto
+    /// mode would run.
     pub actions: Vec<Action>,
     /// The primary is down by quorum (after hysteresis).
     pub primary_down: bool,
@@ -48,10 +49,24 @@ pub struct Decision {
     /// `block` make the standby unfit instead, named among `reasons` when they hold a
     /// promotion back).
     pub warnings: Vec<ReasonCode>,
+    /// The daemon carries out `actions`: auto mode, and this instance leads the group.
+    pub acts: bool,
+}
+
+/// Whether the instance that decides leads its group: an input of every decision, since
+/// only the leader's actions are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// This instance holds the group's leader Lease: its decision is carried out.
+    Leads,
+    /// Another instance leads (or none does yet): this one decides, publishes its
+    /// verdict, and writes nothing.
+    Follows,
 }
 
 impl Decision {
-    /// Observe mode: a promotion would have started in this tick.
+    /// A promotion would have started in this tick, had the decision been carried out
+    /// (observe mode, or an instance that does not lead).
     pub fn would_promote(&self) -> bool {
         self.reasons.contains(&ReasonCode::WouldPromote)
     }

@@ -277,7 +277,7 @@ impl World {
                 r.failback_at_unix = Some(wall_unix as i64);
                 self.store(r);
             }
-            Action::Announce { .. } => {}
+            Action::Announce { .. } | Action::WarnStateChecks { .. } => {}
             _ => return false,
         }
         true
@@ -295,7 +295,8 @@ pub(super) struct Sim {
     pub(super) wall: f64,
     /// Every decision, in order.
     pub(super) log: Vec<Decision>,
-    pub(super) carry_out: bool,
+    /// Whether this instance leads the group (an input of every decision).
+    pub(super) leadership: Leadership,
 }
 
 fn policy() -> PolicyConfig {
@@ -328,7 +329,7 @@ impl Sim {
             now,
             wall: 1_800_000_000.0,
             log: Vec::new(),
-            carry_out: mode == Mode::Auto,
+            leadership: Leadership::Leads,
         }
     }
 
@@ -360,8 +361,8 @@ impl Sim {
         self.now += gap;
         self.wall += gap.as_secs_f64();
         let obs = self.world.observe(self.wall);
-        let decision = self.engine.step_due(self.now, due, &obs);
-        if self.carry_out {
+        let decision = self.engine.step_due(self.now, due, &obs, self.leadership);
+        if decision.acts {
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
                 // As the runner does with the actuator's report of a record action.
@@ -2237,6 +2238,13 @@ fn failing_warn_state_checks_never_hold_a_promotion_and_are_listed() {
         4,
         "the promotion says what is missing"
     );
+    // The Event that lists them is written right after the `promoting` record, before
+    // anything is scaled.
+    let kinds: Vec<&str> = promoting.actions.iter().map(Action::kind).collect();
+    assert_eq!(
+        kinds,
+        ["record_promoting", "warn_state_checks", "scale_standby_up"]
+    );
     sim.run(3);
     assert_eq!(sim.state(), GroupState::Promoted);
     assert_eq!(sim.promotions(), 1);
@@ -2888,4 +2896,65 @@ fn invariant10_a_promotion_seen_in_the_record_counts_the_wait_from_the_next_tick
         Duration::from_secs((scaled - first) as u64),
         STOP_GUARD_BOUND + INTERVAL
     );
+}
+
+#[test]
+fn passing_state_checks_add_no_event_to_a_promotion() {
+    use crate::checks::Gate;
+    let mut sim = Sim::auto();
+    sim.world.state_checks = state_checks(Gate::Warn);
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(6);
+    assert_eq!(sim.promotions(), 1);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::WarnStateChecks { .. })),
+        0,
+        "every check passes: nothing to warn of"
+    );
+}
+
+#[test]
+fn an_instance_that_follows_decides_as_the_leader_and_acts_on_nothing() {
+    let mut leader = Sim::warmed_up();
+    let mut follower = Sim::warmed_up();
+    follower.leadership = Leadership::Follows;
+    leader.world.primary_down();
+    follower.world.primary_down();
+    for _ in 0..4 {
+        let (l, f) = (leader.tick().clone(), follower.tick().clone());
+        assert_eq!(
+            l.verdict, f.verdict,
+            "the same verdict for the other instances"
+        );
+        assert!(l.acts && !f.acts);
+    }
+    assert_eq!(leader.state(), GroupState::Promoting);
+    assert_eq!(leader.promotions(), 1);
+    // The follower would have started the same promotion, and wrote nothing.
+    assert_eq!(follower.state(), GroupState::PrimaryDown);
+    assert!(follower.log.iter().any(Decision::would_promote));
+    assert_eq!(follower.world.standby_desired, 0);
+    assert!(!follower.world.record_exists, "no record written");
+    // Leadership moves to it: the next decision is carried out.
+    follower.leadership = Leadership::Leads;
+    let d = follower.tick().clone();
+    assert!(d.acts);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordPromoting { .. })),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn observe_mode_never_acts_even_when_leading() {
+    let mut sim = Sim::new(policy(), Mode::Observe);
+    sim.run(10);
+    sim.world.primary_down();
+    sim.run(5);
+    assert!(sim.log.iter().all(|d| !d.acts));
+    assert!(sim.log.iter().any(Decision::would_promote));
+    assert_eq!(sim.world.standby_desired, 0);
 }
