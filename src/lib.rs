@@ -8,7 +8,7 @@
 #![deny(rust_2018_idioms)]
 #![deny(missing_docs)]
 
-pub use kube_failover_core::{engine, model};
+pub use kube_failover_core::{engine, model, world};
 
 pub mod actuate;
 pub(crate) mod admin;

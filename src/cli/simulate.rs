@@ -3,18 +3,17 @@
 //! reasons, and when it would promote or fence. The observations come from a daemon's
 //! trace (`daemon.trace_file`) or from a synthetic scenario (`--scenario`). A trace is
 //! replayed as recorded: the engine's actions are not carried out, the trace shows what
-//! the clusters did. A scenario runs in a small model of the two clusters that carries
+//! the clusters did. A scenario runs in the core crate's model of the two clusters
+//! (`kube_failover::world`, the one the engine's tests run in), which carries
 //! the actions out (record writes, scaling, fencing).
 
 use super::Failure;
 use kube_failover::config::{Config, GroupConfig};
 use kube_failover::engine::{Decision, Engine, EngineSettings, GroupState};
-use kube_failover::model::{
-    Action, DeploymentView, FailoverRecord, Observation, PrimaryObservation, ProbeOutcome,
-    ProbeReason, RecordPhase, StandbyObservation,
-};
+use kube_failover::model::{Action, Observation, ProbeReason, SignalId};
 use kube_failover::probe;
 use kube_failover::trace::{self, TraceLine};
+use kube_failover::world::{Workload, World};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -449,206 +448,69 @@ pub(crate) fn run_scenario(
     let interval = config.daemon.probe_interval;
     let carried_out = config.daemon.mode == kube_failover::config::Mode::Auto;
     let mut rec = Recorder::new(config, group, format!("scenario {source}"), carried_out);
-    let mut world = World::new(group);
+    let mut world = scenario_world(group);
     let ticks = (ticks_until(scenario.end(), interval) + u64::from(SCENARIO_TAIL_TICKS))
         .min(MAX_SCENARIO_TICKS);
     for tick in 0..ticks {
         let offset = interval.saturating_mul(u32::try_from(tick).unwrap_or(u32::MAX));
         let fault = scenario.fault(tick, offset, interval, config.daemon.probe_timeout);
         let wall = SCENARIO_WALL_START + offset.as_secs_f64();
-        let obs = world.observe(fault, wall);
+        let obs = observe_scenario(&mut world, fault, wall);
         let (now, decision) = rec.step(offset, &obs);
         if carried_out {
-            for action in &decision.actions {
-                let ok = world.apply(action, fault.is_none(), wall);
-                rec.engine.handle_result(now, action, ok);
-                world.report_stored(&mut rec.engine, action, ok);
-                if !ok && matches!(action, Action::RecordPromoting { .. }) {
-                    break;
-                }
-            }
+            carry_out(&mut world, &mut rec.engine, now, &decision, wall);
         }
-        world.standby_ticks += u32::from(world.standby_desired > 0);
+        world.tick_done();
     }
     rec.timeline
 }
 
-/// The two clusters of one group, as the engine sees them: the primary fails as the
-/// scenario says, the standby and its record always answer.
-struct World {
-    workloads: Vec<(String, i32)>,
-    signals: Vec<kube_failover::model::SignalId>,
-    primary_desired: i32,
-    standby_desired: i32,
-    standby_epoch: Option<u64>,
-    /// Ticks since the standby was scaled up: Ready one tick after.
-    standby_ticks: u32,
-    record: Option<FailoverRecord>,
-    writes: u64,
+/// The world's observation of a scenario's tick: the primary fails as the scenario
+/// says, or answers.
+fn observe_scenario(
+    world: &mut World,
+    fault: Option<(ProbeReason, Duration)>,
+    wall: f64,
+) -> Observation {
+    match fault {
+        Some((reason, latency)) => world.primary_fails(reason, latency),
+        None => world.primary_up(),
+    }
+    world.observe(wall)
 }
 
-impl World {
-    fn new(group: &GroupConfig) -> Self {
-        World {
-            workloads: group
-                .workloads
-                .iter()
-                .map(|w| (w.signal_name(), w.replicas))
-                .collect(),
-            signals: probe::signal_ids(group),
-            primary_desired: 1,
-            standby_desired: 0,
-            standby_epoch: None,
-            standby_ticks: 0,
-            record: None,
-            writes: 0,
+/// Carries a decision's actions out in the world and feeds each result back to the
+/// engine, as the daemon's runner does with the actuator's reports (the record as
+/// stored is the engine's last copy).
+fn carry_out(world: &mut World, engine: &mut Engine, now: Instant, decision: &Decision, wall: f64) {
+    for (action, ok) in world.apply(&decision.actions, wall) {
+        engine.handle_result(now, &action, ok);
+        if ok && action.writes_record() && world.record_exists {
+            engine.record_stored(&world.record);
         }
     }
+}
 
-    fn observe(&self, fault: Option<(ProbeReason, Duration)>, wall_unix: f64) -> Observation {
-        let ok = ProbeOutcome::ok(Duration::from_millis(5));
-        let primary = |healthy: ProbeOutcome| match fault {
-            Some((reason, latency)) => ProbeOutcome::fail(reason, latency, ""),
-            None => healthy,
-        };
-        let workload_ok = if self.primary_desired > 0 {
-            ok.clone()
-        } else {
-            ProbeOutcome::fail(ProbeReason::ScaledToZero, Duration::from_millis(5), "")
-        };
-        let ready = self.standby_desired > 0 && self.standby_ticks >= 1;
-        let view = |name: &str, desired: i32, ready: bool, epoch| DeploymentView {
-            name: name.to_string(),
-            uid: None,
-            desired,
-            available: if ready { desired } else { 0 },
-            ready_pods: if ready { desired } else { 0 },
-            epoch,
-        };
-        let mut workloads = Vec::new();
-        let mut http = Vec::new();
-        for id in &self.signals {
-            match id {
-                kube_failover::model::SignalId::Api => {}
-                kube_failover::model::SignalId::Workload(_) => {
-                    workloads.push((id.clone(), primary(workload_ok.clone())))
-                }
-                kube_failover::model::SignalId::Http(_) => {
-                    http.push((id.clone(), primary(workload_ok.clone())))
-                }
-            }
-        }
-        Observation {
-            wall_unix,
-            primary: PrimaryObservation {
-                api: primary(ok.clone()),
-                workloads,
-                http,
-                deployments: fault.is_none().then(|| {
-                    self.workloads
-                        .iter()
-                        .map(|(n, _)| view(n, self.primary_desired, true, None))
-                        .collect()
-                }),
-                absent: vec![],
-                watches_starting: false,
-            },
-            standby: StandbyObservation {
-                api: ok.clone(),
-                workloads: ok,
-                deployments: Some(
-                    self.workloads
-                        .iter()
-                        .map(|(n, r)| {
-                            let desired = if self.standby_desired > 0 { *r } else { 0 };
-                            view(n, desired, ready, self.standby_epoch)
-                        })
-                        .collect(),
-                ),
-                record: Ok(self.record.clone().unwrap_or_default()),
-                state_checks: Vec::new(),
-                guards: None,
-            },
-            observers: vec![],
-        }
-    }
-
-    /// As the daemon's runner does with the actuator's report of a record action: the
-    /// record as stored is the engine's last copy.
-    fn report_stored(&self, engine: &mut Engine, action: &Action, ok: bool) {
-        if ok
-            && action.writes_record()
-            && let Some(stored) = &self.record
-        {
-            engine.record_stored(stored);
-        }
-    }
-
-    fn store(&mut self, record: FailoverRecord) {
-        self.writes += 1;
-        self.record = Some(FailoverRecord {
-            resource_version: Some(self.writes.to_string()),
-            ..record
-        });
-    }
-
-    /// Carries out one action as the actuator would (the record re-read, the epoch
-    /// checked); false when it would fail.
-    fn apply(&mut self, action: &Action, primary_reachable: bool, wall_unix: f64) -> bool {
-        let current = self.record.clone().unwrap_or_default();
-        let active_at =
-            |epoch: u64| current.effective_phase().standby_active() && current.epoch == epoch;
-        match action {
-            Action::RecordPromoting {
-                epoch,
-                reason,
-                primary_deployments,
-            } => self.store(FailoverRecord {
-                phase: Some(RecordPhase::Promoting),
-                epoch: *epoch,
-                reason: reason.to_string(),
-                promoted_at_unix: Some(wall_unix as i64),
-                primary_deployments: primary_deployments.clone(),
-                ..FailoverRecord::default()
-            }),
-            Action::ScaleStandbyUp { epoch } if active_at(*epoch) => {
-                self.standby_desired = 1;
-                self.standby_epoch = Some(*epoch);
-            }
-            Action::RecordPromoted { epoch } if active_at(*epoch) => self.store(FailoverRecord {
-                phase: Some(RecordPhase::Promoted),
-                ..current
-            }),
-            Action::RecordFailed { epoch, .. } if active_at(*epoch) => self.store(FailoverRecord {
-                phase: Some(RecordPhase::Failed),
-                ..current
-            }),
-            Action::RecordFenced { epoch, by } if active_at(*epoch) => self.store(FailoverRecord {
-                fenced_at: Some(rfc3339(wall_unix)),
-                fenced_by: Some(*by),
-                ..current
-            }),
-            Action::FencePrimary { epoch, .. } if primary_reachable && active_at(*epoch) => {
-                self.primary_desired = 0
-            }
-            Action::ScaleStandbyDown { epoch }
-                if current.epoch == *epoch && !current.effective_phase().standby_active() =>
-            {
-                self.standby_desired = 0;
-                self.standby_ticks = 0;
-            }
-            Action::RestoreRecord { record } => self.store((**record).clone()),
-            Action::RecordFailback { epoch } if current.epoch == *epoch => {
-                self.store(FailoverRecord {
-                    failback_at_unix: Some(wall_unix as i64),
-                    ..current
-                })
-            }
-            Action::Announce { .. } => {}
-            _ => return false,
-        }
-        true
-    }
+/// The two clusters of one group, as the engine sees them: the group's workloads and
+/// HTTP checks, every one at 1 replica on the primary; the standby and its record
+/// always answer.
+fn scenario_world(group: &GroupConfig) -> World {
+    let ids = probe::signal_ids(group);
+    let workloads = ids
+        .iter()
+        .filter(|id| matches!(id, SignalId::Workload(_)))
+        .zip(&group.workloads)
+        .map(|(id, w)| Workload {
+            signal: id.clone(),
+            deployment: w.signal_name(),
+            replicas: w.replicas,
+        })
+        .collect();
+    let http = ids
+        .into_iter()
+        .filter(|id| matches!(id, SignalId::Http(_)))
+        .collect();
+    World::healthy(workloads, http)
 }
 
 impl Timeline {
@@ -931,7 +793,7 @@ startup_grace = "10s"
         let scenario =
             Scenario::parse("outage:at=20s,for=30s", &group.policy.startup_grace).unwrap();
         let interval = config.daemon.probe_interval;
-        let mut world = World::new(&group);
+        let mut world = scenario_world(&group);
         let mut engine = Engine::new(
             EngineSettings {
                 interval,
@@ -952,7 +814,7 @@ startup_grace = "10s"
                 config.daemon.probe_timeout,
             );
             let wall = SCENARIO_WALL_START + offset.as_secs_f64();
-            let obs = world.observe(fault, wall);
+            let obs = observe_scenario(&mut world, fault, wall);
             lines.push(TraceLine {
                 group: "env0".into(),
                 offset_seconds: offset.as_secs_f64(),
@@ -962,12 +824,8 @@ startup_grace = "10s"
                 observation: obs.clone(),
             });
             let d = engine.step(base + offset, &obs);
-            for a in &d.actions {
-                let ok = world.apply(a, fault.is_none(), wall);
-                engine.handle_result(base + offset, a, ok);
-                world.report_stored(&mut engine, a, ok);
-            }
-            world.standby_ticks += u32::from(world.standby_desired > 0);
+            carry_out(&mut world, &mut engine, base + offset, &d, wall);
+            world.tick_done();
         }
         let t = replay_trace(&config, &group, &lines, "t.jsonl");
         assert_eq!(t.promotion_at, Some(13), "{}", t.render());

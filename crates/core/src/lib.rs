@@ -14,3 +14,4 @@ pub mod engine;
 pub mod model;
 pub mod policy;
 pub mod text;
+pub mod world;

@@ -1,287 +1,28 @@
-//! Simulated timelines: a small model of the two clusters that applies the engine's
-//! actions the way the actuator would, driven tick by tick with a simulated clock.
+//! Simulated timelines: the engine driven tick by tick with a simulated clock in the
+//! model of the two clusters ([`crate::world`]) that `simulate --scenario` runs in too.
 
 use super::*;
 use crate::model::*;
 use crate::policy::{Mode, PolicyConfig};
+use crate::world::Workload;
+pub(super) use crate::world::World;
 use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
-/// The two clusters as the engine sees them.
-#[derive(Debug, Clone)]
-pub(super) struct World {
-    pub(super) primary_api: ProbeReason,
-    pub(super) primary_workload: ProbeReason,
-    /// The primary's Deployments can be listed (its API serves requests, whatever
-    /// `/readyz` says).
-    pub(super) primary_listable: bool,
-    pub(super) primary_desired: i32,
-    pub(super) standby_api: ProbeReason,
-    pub(super) standby_present: bool,
-    pub(super) standby_desired: i32,
-    /// The epoch annotation on the standby Deployment.
-    pub(super) standby_epoch: Option<u64>,
-    /// Ticks a scaled-up standby needs before its Pods are Ready (`None`: never).
-    pub(super) standby_ticks_scaled: u32,
-    pub(super) standby_ready_after: Option<u32>,
-    pub(super) record: FailoverRecord,
-    /// The record ConfigMap exists (else a read finds nothing: the default record).
-    pub(super) record_exists: bool,
-    pub(super) record_readable: bool,
-    /// Actions that failed with 403 when carried out.
-    pub(super) forbidden: Vec<&'static str>,
-    /// The other instances' verdicts.
-    pub(super) observers: Vec<ObserverReport>,
-    /// The standby's state checks as the daemon would report them.
-    pub(super) state_checks: Vec<crate::checks::StateCheck>,
-    /// The guards' heartbeats as the daemon would read them from the standby.
-    pub(super) guards: Option<GuardsObservation>,
-    /// The watches feeding the primary's workload signals have not listed yet.
-    pub(super) watches_starting: bool,
-}
-
-impl World {
-    fn healthy() -> Self {
-        World {
-            primary_api: ProbeReason::Ok,
-            primary_workload: ProbeReason::Ok,
-            primary_listable: true,
-            primary_desired: 1,
-            standby_api: ProbeReason::Ok,
-            standby_present: true,
-            standby_desired: 0,
-            standby_epoch: None,
-            standby_ready_after: Some(1),
-            standby_ticks_scaled: 0,
-            record: FailoverRecord::default(),
-            record_exists: false,
-            record_readable: true,
-            forbidden: Vec::new(),
-            observers: Vec::new(),
-            state_checks: Vec::new(),
-            guards: None,
-            watches_starting: false,
-        }
-    }
-
-    fn primary_down(&mut self) {
-        self.primary_api = ProbeReason::Refused;
-        self.primary_workload = ProbeReason::Refused;
-        self.primary_listable = false;
-    }
-
-    fn primary_up(&mut self) {
-        self.primary_api = ProbeReason::Ok;
-        self.primary_listable = true;
-        self.primary_workload = if self.primary_desired > 0 {
-            ProbeReason::Ok
-        } else {
-            ProbeReason::ScaledToZero
-        };
-    }
-
-    /// Writes the record as the API server would: it exists from now on, with a new
-    /// resourceVersion.
-    pub(super) fn store(&mut self, record: FailoverRecord) {
-        let rv = self
-            .record
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        self.record = FailoverRecord {
-            resource_version: Some(rv.to_string()),
-            ..record
-        };
-        self.record_exists = true;
-    }
-
-    pub(super) fn observe(&self, wall_unix: f64) -> Observation {
-        let outcome = |r: ProbeReason| ProbeOutcome {
-            reason: r,
-            latency: Duration::from_millis(5),
-            detail: String::new(),
-        };
-        let standby_reachable = self.standby_api == ProbeReason::Ok;
-        let ready = self.standby_desired >= 1
-            && self
-                .standby_ready_after
-                .is_some_and(|n| self.standby_ticks_scaled >= n);
-        let standby_view = DeploymentView {
-            name: "env0-agent-trigger-deployment".into(),
-            uid: Some("standby-uid".into()),
-            desired: self.standby_desired,
-            available: if ready { self.standby_desired } else { 0 },
-            ready_pods: if ready { self.standby_desired } else { 0 },
-            epoch: self.standby_epoch,
-        };
-        let record = if self.record_exists {
-            self.record.clone()
-        } else {
-            FailoverRecord::default()
-        };
-        Observation {
-            wall_unix,
-            primary: PrimaryObservation {
-                api: outcome(self.primary_api),
-                workloads: vec![(trigger_signal(), outcome(self.primary_workload))],
-                http: vec![],
-                deployments: self.primary_listable.then(|| {
-                    vec![DeploymentView {
-                        name: "env0-agent-trigger-deployment".into(),
-                        uid: Some("primary-uid".into()),
-                        desired: self.primary_desired,
-                        available: self.primary_desired,
-                        ready_pods: self.primary_desired,
-                        epoch: None,
-                    }]
-                }),
-                absent: vec![],
-                watches_starting: self.watches_starting,
-            },
-            standby: StandbyObservation {
-                api: outcome(self.standby_api),
-                workloads: outcome(if !standby_reachable {
-                    self.standby_api
-                } else if self.standby_present {
-                    ProbeReason::Ok
-                } else {
-                    ProbeReason::NotFound
-                }),
-                deployments: (standby_reachable && self.standby_present)
-                    .then(|| vec![standby_view]),
-                record: if standby_reachable && self.record_readable {
-                    Ok(record)
-                } else {
-                    Err(outcome(if standby_reachable {
-                        ProbeReason::Decode
-                    } else {
-                        self.standby_api
-                    }))
-                },
-                state_checks: self.state_checks.clone(),
-                guards: self.guards.clone().map(|g| GuardsObservation {
-                    beats: if standby_reachable {
-                        g.beats
-                    } else {
-                        Err(outcome(self.standby_api))
-                    },
-                    ..g
-                }),
-            },
-            observers: self.observers.clone(),
-        }
-    }
-
-    /// Carries out actions as the actuator would, including its refusals (record
-    /// re-read before scaling, epochs checked); returns what each action did.
-    pub(super) fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Vec<(Action, bool)> {
-        let mut results = Vec::new();
-        for action in actions {
-            let ok = self.apply_one(action, wall_unix);
-            results.push((action.clone(), ok));
-            if !ok && matches!(action, Action::RecordPromoting { .. }) {
-                break; // the record write failed: nothing after it runs
-            }
-        }
-        results
-    }
-
-    fn apply_one(&mut self, action: &Action, wall_unix: f64) -> bool {
-        if self.forbidden.contains(&action.kind()) {
-            return false;
-        }
-        let standby_ok = self.standby_api == ProbeReason::Ok;
-        let record = self.record_exists.then(|| self.record.clone());
-        let active_at = |epoch: u64| {
-            record
-                .as_ref()
-                .is_some_and(|r| r.effective_phase().standby_active() && r.epoch == epoch)
-        };
-        match action {
-            Action::RecordPromoting {
-                epoch,
-                reason,
-                primary_deployments,
-            } if standby_ok && self.record_readable => {
-                let current = record.unwrap_or_default();
-                assert!(*epoch > current.epoch, "epoch must advance");
-                self.store(FailoverRecord {
-                    phase: Some(RecordPhase::Promoting),
-                    epoch: *epoch,
-                    reason: reason.as_str().to_string(),
-                    promoted_at_unix: Some(wall_unix as i64),
-                    primary_deployments: primary_deployments.clone(),
-                    ..FailoverRecord::default()
-                });
-            }
-            Action::ScaleStandbyUp { epoch } if standby_ok && active_at(*epoch) => {
-                self.standby_desired = 1;
-                self.standby_epoch = Some(*epoch);
-            }
-            Action::RecordPromoted { epoch } if standby_ok && active_at(*epoch) => {
-                let mut r = self.record.clone();
-                r.phase = Some(RecordPhase::Promoted);
-                self.store(r);
-            }
-            Action::RecordFailed { epoch, .. } if standby_ok && active_at(*epoch) => {
-                let mut r = self.record.clone();
-                r.phase = Some(RecordPhase::Failed);
-                self.store(r);
-            }
-            Action::RecordFenced { epoch, by } if standby_ok && active_at(*epoch) => {
-                let mut r = self.record.clone();
-                r.fenced_at = Some("now".into());
-                r.fenced_by = Some(*by);
-                self.store(r);
-            }
-            Action::FencePrimary { epoch, .. }
-                if standby_ok && self.primary_listable && active_at(*epoch) =>
-            {
-                self.primary_desired = 0;
-                self.primary_workload = ProbeReason::ScaledToZero;
-            }
-            Action::ScaleStandbyDown { epoch }
-                if standby_ok
-                    && record.as_ref().map_or(0, |r| r.epoch) == *epoch
-                    && record
-                        .as_ref()
-                        .is_none_or(|r| r.effective_phase() == RecordPhase::Primary) =>
-            {
-                self.standby_desired = 0
-            }
-            // Created when missing; written over a record on condition of its
-            // resourceVersion.
-            Action::RestoreRecord { record }
-                if standby_ok
-                    && match &record.resource_version {
-                        None => !self.record_exists,
-                        Some(rv) => {
-                            self.record_exists
-                                && self.record.resource_version.as_deref() == Some(rv)
-                        }
-                    } =>
-            {
-                self.store(FailoverRecord {
-                    restored_at: Some("now".into()),
-                    ..(**record).clone()
-                });
-            }
-            Action::RecordFailback { epoch } if standby_ok => {
-                let mut r = self.record.clone();
-                if r.epoch != *epoch {
-                    return false;
-                }
-                r.failback_at_unix = Some(wall_unix as i64);
-                self.store(r);
-            }
-            Action::Announce { .. } | Action::WarnStateChecks { .. } => {}
-            _ => return false,
-        }
-        true
-    }
+/// The world of these timelines: the env0 agent's trigger Deployment on both sides.
+pub(super) fn healthy_world() -> World {
+    let mut world = World::healthy(
+        vec![Workload {
+            signal: trigger_signal(),
+            deployment: "env0-agent-trigger-deployment".into(),
+            replicas: 1,
+        }],
+        vec![],
+    );
+    world.primary_uid = Some("primary-uid".into());
+    world.standby_uid = Some("standby-uid".into());
+    world
 }
 
 fn trigger_signal() -> SignalId {
@@ -325,7 +66,7 @@ impl Sim {
         };
         Sim {
             engine: Engine::new(settings, now),
-            world: World::healthy(),
+            world: healthy_world(),
             now,
             wall: 1_800_000_000.0,
             log: Vec::new(),
@@ -363,6 +104,12 @@ impl Sim {
         let obs = self.world.observe(self.wall);
         let decision = self.engine.step_due(self.now, due, &obs, self.leadership);
         if decision.acts {
+            for action in &decision.actions {
+                if let Action::RecordPromoting { epoch, .. } = action {
+                    let current = self.world.record_exists.then_some(self.world.record.epoch);
+                    assert!(*epoch > current.unwrap_or(0), "epoch must advance");
+                }
+            }
             for (action, ok) in self.world.apply(&decision.actions, self.wall) {
                 self.engine.handle_result(self.now, &action, ok);
                 // As the runner does with the actuator's report of a record action.
@@ -371,11 +118,7 @@ impl Sim {
                 }
             }
         }
-        if self.world.standby_desired >= 1 {
-            self.world.standby_ticks_scaled += 1;
-        } else {
-            self.world.standby_ticks_scaled = 0;
-        }
+        self.world.tick_done();
         self.log.push(decision);
         self.log.last().expect("just pushed")
     }
@@ -644,7 +387,7 @@ fn invariant5_everything_unreachable_freezes_and_evidence_does_not_count() {
     assert_eq!(last.state, GroupState::Frozen);
     assert_eq!(last.reasons[0], ReasonCode::AllClustersUnreachable);
     // The watcher's network heals; the primary is fine: no promotion, back to active.
-    sim.world = World::healthy();
+    sim.world = healthy_world();
     sim.run(30);
     assert_eq!(sim.state(), GroupState::PrimaryActive);
     assert_eq!(sim.promotions(), 0);
