@@ -1,4 +1,4 @@
-//! systemd's notify protocol: readiness, watchdog keep-alives, stopping, status lines.
+//! systemd's notify protocol: readiness, watchdog keep-alives, stopping.
 //!
 //! Every function is a no-op when `NOTIFY_SOCKET` is unset (a pod, a terminal, a test), and
 //! none of them can fail the daemon: the service manager is a spectator, so a lost
@@ -25,21 +25,6 @@ pub fn watchdog() {
 /// Tells the service manager that shutdown has begun (`STOPPING=1`).
 pub fn stopping() {
     send(&[NotifyState::Stopping]);
-}
-
-/// Sets the one-line status shown by `systemctl status` (`STATUS=…`).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the daemon sends no STATUS= line; the setter is tested"
-    )
-)]
-pub fn status(msg: &str) {
-    // The protocol is newline-separated assignments: a newline inside the message would
-    // end the STATUS line early and let the rest be read as another assignment.
-    let line = msg.replace(['\n', '\r'], " ");
-    send(&[NotifyState::Status(&line)]);
 }
 
 /// The watchdog timeout the service manager expects pings within (`WATCHDOG_USEC`), if
@@ -113,19 +98,26 @@ mod tests {
             return;
         }
         super::ready();
-        super::status(&format!(
-            "watchdog {:?}\nsecond line",
-            super::watchdog_interval()
-        ));
+        println!("watchdog interval: {:?}", super::watchdog_interval());
         super::watchdog();
         super::stopping();
+    }
+
+    /// The watchdog interval the child saw, as it printed it.
+    fn watchdog_seen(out: &Output) -> String {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.split_once("watchdog interval: ").map(|(_, v)| v))
+            .unwrap_or_else(|| panic!("the child printed no watchdog interval: {stdout}"))
+            .to_string()
     }
 
     fn receive_all(sock: &UnixDatagram) -> Vec<String> {
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
-        while got.len() < 4 {
+        while got.len() < 3 {
             match sock.recv(&mut buf) {
                 Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
@@ -143,20 +135,16 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
 
-        run_child(&[
+        let out = run_child(&[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "30000000"),
         ]);
 
         assert_eq!(
             receive_all(&sock),
-            [
-                "READY=1\n",
-                "STATUS=watchdog Some(30s) second line\n",
-                "WATCHDOG=1\n",
-                "STOPPING=1\n",
-            ]
+            ["READY=1\n", "WATCHDOG=1\n", "STOPPING=1\n"]
         );
+        assert_eq!(watchdog_seen(&out), "Some(30s)");
     }
 
     #[test]
@@ -166,18 +154,20 @@ mod tests {
         let sock = UnixDatagram::bind(&path).unwrap();
 
         // pid 1 is never the test binary: the watchdog belongs to someone else.
-        run_child(&[
+        let out = run_child(&[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "30000000"),
             ("WATCHDOG_PID", "1"),
         ]);
-        assert_eq!(receive_all(&sock)[1], "STATUS=watchdog None second line\n");
+        assert_eq!(receive_all(&sock).len(), 3);
+        assert_eq!(watchdog_seen(&out), "None");
 
-        run_child(&[
+        let out = run_child(&[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "0"),
         ]);
-        assert_eq!(receive_all(&sock)[1], "STATUS=watchdog None second line\n");
+        assert_eq!(receive_all(&sock).len(), 3);
+        assert_eq!(watchdog_seen(&out), "None");
     }
 
     #[test]
