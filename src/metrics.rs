@@ -356,8 +356,12 @@ impl Metrics {
                 )
             })
         {
-            self.probe_failures
-                .with_label_values(&[group, "primary", "api", reason.as_str()]);
+            self.probe_failures.with_label_values(&[
+                group,
+                Side::Primary.as_str(),
+                "api",
+                reason.as_str(),
+            ]);
         }
         // Failed actions exist from the start (an alert's increase() sees the first);
         // successes appear when they happen.

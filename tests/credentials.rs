@@ -3,7 +3,7 @@
 
 use kube_failover::config::{ClusterConfig, GroupConfig, WorkloadConfig};
 use kube_failover::kube::client::{ClientOptions, client_for_with};
-use kube_failover::model::ProbeReason;
+use kube_failover::model::{ProbeReason, Side};
 use kube_failover::probe::{api, probe_primary};
 use kube_failover_testbed::{Cluster, TokenCredentials};
 use std::path::Path;
@@ -58,7 +58,7 @@ async fn a_revoked_token_is_unauthorized_and_a_rotated_one_works_in_the_same_cli
     let timeout = Duration::from_secs(3);
     let client = client_for_with(
         &cluster_config(&cluster, creds.kubeconfig()),
-        "primary",
+        Side::Primary,
         ClientOptions::for_call_timeout(timeout),
     )
     .await
@@ -106,7 +106,7 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
     let probe_timeout = Duration::from_secs(1);
     let client = client_for_with(
         &cluster_config(&cluster, creds.exec_kubeconfig()),
-        "primary",
+        Side::Primary,
         ClientOptions::for_call_timeout(probe_timeout),
     )
     .await

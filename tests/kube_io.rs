@@ -760,7 +760,7 @@ async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::Watch
     use kube_failover::kube::client::ClientOptions;
     use kube_failover::kube::cluster::Clusters;
     use kube_failover::kube::watch_cache::Freshness;
-    use kube_failover::model::Evidence;
+    use kube_failover::model::{Evidence, Side};
     use kube_failover::probe::cached;
 
     let _serial = SERIAL.lock().await;
@@ -782,9 +782,9 @@ async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::Watch
         None,
         scope,
     );
-    let p = clusters.get(&g.primary, "primary").await.unwrap();
-    let s = clusters.get(&g.standby, "standby").await.unwrap();
-    let again = clusters.get(&g.primary, "primary").await.unwrap();
+    let p = clusters.get(&g.primary, Side::Primary).await.unwrap();
+    let s = clusters.get(&g.standby, Side::Standby).await.unwrap();
+    let again = clusters.get(&g.primary, Side::Primary).await.unwrap();
     assert!(std::sync::Arc::ptr_eq(&p, &again), "one handle per cluster");
     assert_eq!(clusters.len(), 2);
     let http = reqwest::Client::new();

@@ -8,7 +8,7 @@ use super::check_config::ConfigFile;
 use kube_failover::actuate::Actuator;
 use kube_failover::config::{ClusterConfig, GroupConfig};
 use kube_failover::kube::client::{self, ClientOptions};
-use kube_failover::model::{FailoverRecord, Observation};
+use kube_failover::model::{FailoverRecord, Observation, Side};
 use kube_failover::{probe, record};
 use std::future::Future;
 use std::path::PathBuf;
@@ -108,10 +108,10 @@ impl Target {
         runtime.block_on(async move {
             let options = ClientOptions::for_call_timeout(CALL_TIMEOUT)
                 .with_user_agent(kube_failover::user_agent::cli());
-            let primary = client::client_for_with(&group.primary, "primary", options.clone())
+            let primary = client::client_for_with(&group.primary, Side::Primary, options.clone())
                 .await
                 .map_err(Failure::invalid)?;
-            let standby = client::client_for_with(&group.standby, "standby", options)
+            let standby = client::client_for_with(&group.standby, Side::Standby, options)
                 .await
                 .map_err(Failure::invalid)?;
             let operator = operator_name(&group.standby);

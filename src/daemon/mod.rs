@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::kube::client::{self, ClusterError};
 use crate::kube::cluster;
 use crate::metrics::Metrics;
+use crate::model::Side;
 use crate::probe;
 use crate::status::StatusReport;
 use crate::systemd;
@@ -147,8 +148,8 @@ async fn run_with_listener(
                     source,
                 })
         };
-        let primary = handle(&group.primary, "primary").await?;
-        let standby = handle(&group.standby, "standby").await?;
+        let primary = handle(&group.primary, Side::Primary).await?;
+        let standby = handle(&group.standby, Side::Standby).await?;
         let mut runner = GroupRunner::new(
             group.clone(),
             &config,

@@ -29,6 +29,7 @@ mod serve;
 pub mod verdict;
 
 use crate::kube::client::{ClientOptions, client_for_with};
+use crate::model::Side;
 use crate::record::now_stamp;
 use agent::{Agent, Stopped};
 use config::{GuardConfig, GuardForm, OnIsolation};
@@ -281,7 +282,7 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
     };
     crate::tls::install_provider();
     let options = ClientOptions::for_call_timeout(config.timeout);
-    let client = client_for_with(&config.standby, "standby", options)
+    let client = client_for_with(&config.standby, Side::Standby, options)
         .await
         .map_err(GuardError::Client)?;
     let side = config.side;

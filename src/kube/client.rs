@@ -18,6 +18,7 @@ pub use reload::{EXEC_PLUGIN_TIMEOUT, RECHECK_INTERVAL};
 
 use crate::config::ClusterConfig;
 pub use crate::kube::kubeconfig::{KubeconfigProblem, KubeconfigSource, ResolvedKubeconfig};
+use crate::model::Side;
 use exec::ExecPlugin;
 use kube::config::{InClusterError, KubeConfigOptions, KubeconfigError};
 
@@ -48,20 +49,20 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Error)]
 pub enum ClusterError {
     /// The kubeconfig or its context is unusable.
-    #[error("{role} cluster")]
+    #[error("{side} cluster")]
     Kubeconfig {
-        /// `primary` or `standby`.
-        role: String,
+        /// Which cluster of the group.
+        side: Side,
         #[source]
         /// What is wrong with it.
         source: KubeconfigProblem,
     },
     /// The kubeconfig parsed and the context exists, but kube could not turn it into a
     /// client configuration (missing server URL, unreadable certificate file, …).
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
+    #[error("{side} cluster: kubeconfig {file}, context {context:?}")]
     Config {
-        /// `primary` or `standby`.
-        role: String,
+        /// Which cluster of the group.
+        side: Side,
         /// The kubeconfig concerned.
         file: KubeconfigSource,
         /// The context concerned.
@@ -73,20 +74,20 @@ pub enum ClusterError {
     /// Neither `kubeconfig` nor `context` was given and the in-cluster service account
     /// is not available.
     #[error(
-        "{role} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable"
+        "{side} cluster: no kubeconfig or context configured and in-cluster credentials are unavailable"
     )]
     InCluster {
-        /// `primary` or `standby`.
-        role: String,
+        /// Which cluster of the group.
+        side: Side,
         #[source]
         /// Why the in-cluster credentials are unusable.
         source: InClusterError,
     },
     /// The user entry's exec credential plugin cannot be run as configured.
-    #[error("{role} cluster: kubeconfig {file}, context {context:?}")]
+    #[error("{side} cluster: kubeconfig {file}, context {context:?}")]
     ExecPlugin {
-        /// `primary` or `standby`.
-        role: String,
+        /// Which cluster of the group.
+        side: Side,
         /// The kubeconfig concerned.
         file: KubeconfigSource,
         /// The context concerned.
@@ -95,10 +96,10 @@ pub enum ClusterError {
         source: ExecConfigError,
     },
     /// The client could not be constructed (TLS setup).
-    #[error("{role} cluster: cannot build a Kubernetes client")]
+    #[error("{side} cluster: cannot build a Kubernetes client")]
     Client {
-        /// `primary` or `standby`.
-        role: String,
+        /// Which cluster of the group.
+        side: Side,
         #[source]
         /// Why kube could not build the client.
         source: kube::Error,
@@ -181,12 +182,11 @@ impl Default for ClientOptions {
 
 /// Builds the client for one side of a group, with [`ClientOptions::default`]. See
 /// [`client_for_with`].
-pub async fn client_for(cluster: &ClusterConfig, role: &str) -> Result<kube::Client, ClusterError> {
-    client_for_with(cluster, role, ClientOptions::default()).await
+pub async fn client_for(cluster: &ClusterConfig, side: Side) -> Result<kube::Client, ClusterError> {
+    client_for_with(cluster, side, ClientOptions::default()).await
 }
 
-/// Builds the client for one side of a group. `role` (`primary` or `standby`) labels
-/// errors and logs. The kubeconfig is read and checked as in [`resolve_kubeconfig`];
+/// Builds the client for one side of a group. `side` labels errors and logs. The kubeconfig is read and checked as in [`resolve_kubeconfig`];
 /// with neither `kubeconfig` nor `context` configured, in-cluster credentials are used.
 /// The client's default namespace is the cluster's `namespace`, and every connection has
 /// the timeouts above. Building the client neither contacts the cluster nor runs an exec
@@ -194,12 +194,12 @@ pub async fn client_for(cluster: &ClusterConfig, role: &str) -> Result<kube::Cli
 /// documentation says; clones share that.
 pub async fn client_for_with(
     cluster: &ClusterConfig,
-    role: &str,
+    side: Side,
     options: ClientOptions,
 ) -> Result<kube::Client, ClusterError> {
     crate::tls::install_provider();
-    let loaded = load(cluster, role, options.read_timeout).await?;
-    reload::Reloader::start(cluster, role, options, loaded).await
+    let loaded = load(cluster, side, options.read_timeout).await?;
+    reload::Reloader::start(cluster, side, options, loaded).await
 }
 
 /// kube's configuration for one cluster as the files say now, and what it depends on.
@@ -217,48 +217,43 @@ struct Loaded {
 /// configuration with the daemon's connection settings.
 async fn load(
     cluster: &ClusterConfig,
-    role: &str,
+    side: Side,
     read_timeout: Duration,
 ) -> Result<Loaded, ClusterError> {
-    let (mut config, mut watched, source, context) =
-        match resolve_kubeconfig(cluster).map_err(|source| ClusterError::Kubeconfig {
-            role: role.to_string(),
-            source,
-        })? {
-            Some(resolved) => {
-                let mut watched = kubeconfig_files(&resolved.source);
-                watched.extend(certificate_authority(&resolved));
-                let options = KubeConfigOptions {
-                    context: Some(resolved.context.clone()),
-                    cluster: None,
-                    user: None,
-                };
-                let config = kube::Config::from_custom_kubeconfig(resolved.kubeconfig, &options)
-                    .await
-                    .map_err(|source| ClusterError::Config {
-                        role: role.to_string(),
-                        file: resolved.source.clone(),
-                        context: resolved.context.clone(),
-                        source,
-                    })?;
-                let source = resolved.source.to_string();
-                (
-                    config,
-                    watched,
+    let (mut config, mut watched, source, context) = match resolve_kubeconfig(cluster)
+        .map_err(|source| ClusterError::Kubeconfig { side, source })?
+    {
+        Some(resolved) => {
+            let mut watched = kubeconfig_files(&resolved.source);
+            watched.extend(certificate_authority(&resolved));
+            let options = KubeConfigOptions {
+                context: Some(resolved.context.clone()),
+                cluster: None,
+                user: None,
+            };
+            let config = kube::Config::from_custom_kubeconfig(resolved.kubeconfig, &options)
+                .await
+                .map_err(|source| ClusterError::Config {
+                    side,
+                    file: resolved.source.clone(),
+                    context: resolved.context.clone(),
                     source,
-                    Some((resolved.source, resolved.context)),
-                )
-            }
-            None => (
-                kube::Config::incluster().map_err(|source| ClusterError::InCluster {
-                    role: role.to_string(),
-                    source,
-                })?,
-                Vec::new(),
-                "in-cluster service account".to_string(),
-                None,
-            ),
-        };
+                })?;
+            let source = resolved.source.to_string();
+            (
+                config,
+                watched,
+                source,
+                Some((resolved.source, resolved.context)),
+            )
+        }
+        None => (
+            kube::Config::incluster().map_err(|source| ClusterError::InCluster { side, source })?,
+            Vec::new(),
+            "in-cluster service account".to_string(),
+            None,
+        ),
+    };
     let auth = &mut config.auth_info;
     watched.extend(
         [&auth.token_file, &auth.client_certificate, &auth.client_key]
@@ -271,7 +266,7 @@ async fn load(
         Some(exec) => Some(ExecPlugin::from_config(&exec).map_err(|source| {
             let (file, context) = context.unwrap_or((KubeconfigSource::Default, String::new()));
             ClusterError::ExecPlugin {
-                role: role.to_string(),
+                side,
                 file,
                 context,
                 source,
@@ -398,7 +393,7 @@ users:
     async fn builds_a_client_for_the_named_context_with_the_configured_namespace() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
-        let client = client_for(&cluster(Some(path), Some("ctx-two")), "standby")
+        let client = client_for(&cluster(Some(path), Some("ctx-two")), Side::Standby)
             .await
             .expect("client");
         assert_eq!(client.default_namespace(), "env0-agent");
@@ -440,7 +435,7 @@ users:
             "primary.kubeconfig",
             &kubeconfig_yaml(Some("ctx-one")),
         );
-        let Err(err) = client_for(&cluster(Some(path.clone()), Some("prod")), "primary").await
+        let Err(err) = client_for(&cluster(Some(path.clone()), Some("prod")), Side::Primary).await
         else {
             panic!("a missing context must fail");
         };
@@ -519,7 +514,8 @@ users:
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "kc", &kubeconfig_yaml(Some("ctx-one")));
         for context in ["nope", "ctx-dangling"] {
-            let Err(err) = client_for(&cluster(Some(path.clone()), Some(context)), "primary").await
+            let Err(err) =
+                client_for(&cluster(Some(path.clone()), Some(context)), Side::Primary).await
             else {
                 panic!("context {context} must fail");
             };

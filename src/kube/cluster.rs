@@ -14,7 +14,7 @@
 use crate::config::{ClusterConfig, WatchScope};
 use crate::kube::client::{self, ClientOptions, ClusterError};
 use crate::kube::watch_cache::{self, Fanout, WatchStore};
-use crate::model::{ProbeOutcome, ProbeReason};
+use crate::model::{ProbeOutcome, ProbeReason, Side};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -72,22 +72,22 @@ impl Clusters {
         }
     }
 
-    /// The handle of `cluster`, built on first use. `role` labels errors.
+    /// The handle of `cluster`, built on first use. `side` labels errors.
     pub async fn get(
         &mut self,
         cluster: &ClusterConfig,
-        role: &str,
+        side: Side,
     ) -> Result<Arc<ClusterHandle>, ClusterError> {
         let key = cluster_key(cluster);
         if let Some(handle) = key.as_ref().and_then(|k| self.by_key.get(k)) {
             return Ok(handle.clone());
         }
         // A cluster whose kubeconfig does not resolve fails here, naming the file.
-        let client = client::client_for_with(cluster, role, self.options.clone()).await?;
+        let client = client::client_for_with(cluster, side, self.options.clone()).await?;
         // Watches hold their connections for minutes: a client whose read timeout
         // outlasts the bookmarks' spacing, with the same credentials.
         let watch_client =
-            client::client_for_with(cluster, role, self.options.clone().for_watches()).await?;
+            client::client_for_with(cluster, side, self.options.clone().for_watches()).await?;
         let watch_timeout = watch_cache::WatchTimeout {
             configured: self.watch_timeout,
             http2: Arc::new(AtomicBool::new(false)),
@@ -755,14 +755,14 @@ mod tests {
         let interval = Duration::from_millis(300);
         let mut clusters = test_clusters(interval);
         let a = clusters
-            .get(&cluster(&dir, "one"), "primary")
+            .get(&cluster(&dir, "one"), Side::Primary)
             .await
             .unwrap();
         let mut other_ns = cluster(&dir, "one");
         other_ns.namespace = "elsewhere".into();
-        let same = clusters.get(&other_ns, "standby").await.unwrap();
+        let same = clusters.get(&other_ns, Side::Standby).await.unwrap();
         let b = clusters
-            .get(&cluster(&dir, "two"), "standby")
+            .get(&cluster(&dir, "two"), Side::Standby)
             .await
             .unwrap();
         assert!(Arc::ptr_eq(&a, &same), "same file and context: one handle");
@@ -853,7 +853,7 @@ mod tests {
             WatchScope::Namespaces,
         );
         let handle = clusters
-            .get(&cluster(&dir, "one"), "primary")
+            .get(&cluster(&dir, "one"), Side::Primary)
             .await
             .unwrap();
         drop(clusters);
@@ -913,7 +913,7 @@ mod tests {
         let interval = Duration::from_millis(400);
         let mut clusters = test_clusters(interval);
         let a = clusters
-            .get(&cluster(&dir, "one"), "primary")
+            .get(&cluster(&dir, "one"), Side::Primary)
             .await
             .unwrap();
         let (first, out) = a.readyz_since(counting_fresh, None).await;
@@ -961,7 +961,7 @@ mod tests {
         let interval = Duration::from_millis(400);
         let mut clusters = test_clusters(interval);
         let a = clusters
-            .get(&cluster(&dir, "one"), "standby")
+            .get(&cluster(&dir, "one"), Side::Standby)
             .await
             .unwrap();
         let asked = || ASKED.load(Ordering::SeqCst);
@@ -1007,7 +1007,7 @@ mod tests {
             WatchScope::Namespaces,
         );
         let a = clusters
-            .get(&cluster(&dir, "one"), "primary")
+            .get(&cluster(&dir, "one"), Side::Primary)
             .await
             .unwrap();
         let suspected = Arc::new(AtomicUsize::new(0));

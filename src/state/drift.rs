@@ -17,7 +17,7 @@ use super::facts::{SideFacts, TwinFacts, configmap_hash, twin};
 use super::secrets::SecretHashes;
 use crate::config::{Gate, WorkloadConfig, printable};
 use crate::kube::watch_cache::WatchStore;
-use crate::model::ProbeReason;
+use crate::model::{ProbeReason, Side};
 use crate::selection::parse_label_selector;
 use crate::status::{DriftItem, DriftStatus};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -370,8 +370,8 @@ impl Drift {
             deployments: Vec::new(),
             items: Vec::new(),
             not_compared: Vec::new(),
-            primary_secrets: SecretHashes::new("primary"),
-            standby_secrets: SecretHashes::new("standby"),
+            primary_secrets: SecretHashes::new(Side::Primary),
+            standby_secrets: SecretHashes::new(Side::Standby),
         }
     }
 

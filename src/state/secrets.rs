@@ -5,7 +5,7 @@
 
 use super::facts::secret_hash;
 use crate::kube::call::bounded;
-use crate::model::ProbeReason;
+use crate::model::{ProbeReason, Side};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,13 +35,13 @@ struct Inner {
 /// The Secret hashes of one side (cluster and namespace).
 #[derive(Debug)]
 pub struct SecretHashes {
-    side: &'static str,
+    side: Side,
     inner: Mutex<Inner>,
 }
 
 impl SecretHashes {
-    /// Hashes of the Secrets of the `side` (`primary`, `standby`), none read yet.
-    pub fn new(side: &'static str) -> Self {
+    /// Hashes of the Secrets of the `side`, none read yet.
+    pub fn new(side: Side) -> Self {
         SecretHashes {
             side,
             inner: Mutex::new(Inner {

@@ -16,6 +16,7 @@ use super::exec::{ExecCredential, ExecError, ExecPlugin};
 use super::{ClientOptions, ClusterError, Loaded};
 use crate::config::ClusterConfig;
 use crate::error_chain::chain;
+use crate::model::Side;
 use base64::Engine as _;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::hash_map::DefaultHasher;
@@ -104,7 +105,7 @@ impl Obtained {
 
 /// Shared by every clone of one cluster's client.
 pub(crate) struct Reloader {
-    role: String,
+    side: Side,
     cluster: ClusterConfig,
     /// The kubeconfig file, or in-cluster credentials: named in logs.
     source: String,
@@ -132,7 +133,7 @@ impl Reloader {
     /// Wraps the first load in a client. Fails only when the inner client cannot be built.
     pub(crate) async fn start(
         cluster: &ClusterConfig,
-        role: &str,
+        side: Side,
         options: ClientOptions,
         loaded: Loaded,
     ) -> Result<kube::Client, ClusterError> {
@@ -140,17 +141,13 @@ impl Reloader {
         let client = match &loaded.exec {
             Some(_) => None,
             None => Some(
-                build(&loaded.config, None, options.http2).map_err(|source| {
-                    ClusterError::Client {
-                        role: role.to_string(),
-                        source,
-                    }
-                })?,
+                build(&loaded.config, None, options.http2)
+                    .map_err(|source| ClusterError::Client { side, source })?,
             ),
         };
         let namespace = loaded.config.default_namespace.clone();
         let reloader = Reloader {
-            role: role.to_string(),
+            side,
             cluster: cluster.clone(),
             source: loaded.source,
             user_agent: options.user_agent,
@@ -262,7 +259,7 @@ impl Reloader {
         let epoch = exec.epoch;
         let me = Arc::clone(self);
         let timeout = self.exec_timeout;
-        debug!(role = %self.role, kubeconfig = %self.source, command = plugin.command(),
+        debug!(role = %self.side, kubeconfig = %self.source, command = plugin.command(),
             "running exec credential plugin");
         tokio::spawn(async move {
             let result = plugin.run(timeout).await;
@@ -294,7 +291,7 @@ impl Reloader {
             });
             match built.map_err(|e| chain(&e).to_string()) {
                 Ok((client, credential)) => {
-                    debug!(role = %self.role, kubeconfig = %self.source,
+                    debug!(role = %self.side, kubeconfig = %self.source,
                         expires = ?credential.expires, "exec credential obtained");
                     exec.credential = Some(Obtained {
                         credential,
@@ -309,7 +306,7 @@ impl Reloader {
                     // Once per distinct failure: a plugin failing every second must not
                     // flood the log.
                     if exec.last_error.as_ref().map(|(m, _)| m) != Some(&message) {
-                        warn!(role = %self.role, kubeconfig = %self.source, error = %message,
+                        warn!(role = %self.side, kubeconfig = %self.source, error = %message,
                             "exec credential plugin gave no credential");
                     }
                     exec.last_error = Some((message, Instant::now()));
@@ -328,7 +325,7 @@ impl Reloader {
         {
             exec.rejected = true;
         }
-        debug!(role = %self.role, kubeconfig = %self.source,
+        debug!(role = %self.side, kubeconfig = %self.source,
             "401 from the API server: credentials are re-read before the next call");
     }
 
@@ -357,10 +354,10 @@ impl Reloader {
     }
 
     async fn reload(&self, fingerprint_before: u64, watched_before: &[PathBuf]) {
-        let loaded = match super::load(&self.cluster, &self.role, self.read_timeout).await {
+        let loaded = match super::load(&self.cluster, self.side, self.read_timeout).await {
             Ok(loaded) => loaded,
             Err(err) => {
-                warn!(role = %self.role, kubeconfig = %self.source, error = %chain(&err),
+                warn!(role = %self.side, kubeconfig = %self.source, error = %chain(&err),
                     "credentials changed on disk but cannot be used; keeping the previous client");
                 // Not retried until the files change again.
                 self.lock().fingerprint = fingerprint_before;
@@ -399,12 +396,12 @@ impl Reloader {
                 state.config = loaded.config;
                 state.exec = exec;
                 state.generation += 1;
-                info!(role = %self.role, kubeconfig = %self.source,
+                info!(role = %self.side, kubeconfig = %self.source,
                     "credentials changed on disk: client rebuilt from them");
             }
             Err(err) => {
                 state.exec = exec;
-                warn!(role = %self.role, kubeconfig = %self.source,
+                warn!(role = %self.side, kubeconfig = %self.source,
                     error = %crate::kube::call::describe(&err),
                     "credentials changed on disk but no client can be built from them; keeping the previous client");
             }
@@ -425,7 +422,7 @@ impl Reloader {
     fn exec_error(&self, message: String) -> kube::Error {
         kube::Error::Auth(kube::client::AuthError::AuthExec(format!(
             "{} cluster: {message}",
-            self.role
+            self.side
         )))
     }
 }
@@ -693,7 +690,7 @@ users:
         // Files are compared only after a 401 here.
         let client = super::super::client_for_with(
             &cluster(&path),
-            "primary",
+            Side::Primary,
             options(Duration::from_secs(3600)),
         )
         .await
@@ -719,7 +716,7 @@ users:
         let path = dir.path().join("kubeconfig");
         replace(&path, &kubeconfig(&api.url, "    token: token-a"));
         let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(Duration::ZERO))
+            super::super::client_for_with(&cluster(&path), Side::Primary, options(Duration::ZERO))
                 .await
                 .unwrap();
         assert!(readyz(&client).await.passed());
@@ -736,7 +733,7 @@ users:
         let path = dir.path().join("kubeconfig");
         replace(&path, &kubeconfig(&api.url, "    token: token-a"));
         let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(Duration::ZERO))
+            super::super::client_for_with(&cluster(&path), Side::Primary, options(Duration::ZERO))
                 .await
                 .unwrap();
         assert!(readyz(&client).await.passed());
@@ -765,7 +762,7 @@ users:
             &kubeconfig(&api.url, &format!("    tokenFile: {}", token.display())),
         );
         let client =
-            super::super::client_for_with(&cluster(&path), "standby", options(Duration::ZERO))
+            super::super::client_for_with(&cluster(&path), Side::Standby, options(Duration::ZERO))
                 .await
                 .unwrap();
         assert!(readyz(&client).await.passed());
@@ -824,10 +821,13 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         let dir = tempfile::tempdir().unwrap();
         replace(&dir.path().join("token"), "exec-a");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
-                .await
-                .unwrap();
+        let client = super::super::client_for_with(
+            &cluster(&path),
+            Side::Primary,
+            options(RECHECK_INTERVAL),
+        )
+        .await
+        .unwrap();
         assert_eq!(runs(dir.path()), 0, "building the client runs no plugin");
         for _ in 0..3 {
             let out = readyz(&client).await;
@@ -853,10 +853,13 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         let expiry = Timestamp::now() + SignedDuration::from_millis(1500);
         replace(&dir.path().join("expiry"), &expiry.to_string());
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
-                .await
-                .unwrap();
+        let client = super::super::client_for_with(
+            &cluster(&path),
+            Side::Primary,
+            options(RECHECK_INTERVAL),
+        )
+        .await
+        .unwrap();
         assert!(readyz(&client).await.passed());
         assert_eq!(api.last_seen(), "exec-a");
 
@@ -877,10 +880,13 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("sleep"), "60");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
-                .await
-                .unwrap();
+        let client = super::super::client_for_with(
+            &cluster(&path),
+            Side::Primary,
+            options(RECHECK_INTERVAL),
+        )
+        .await
+        .unwrap();
 
         let beats = Arc::new(AtomicUsize::new(0));
         let ticker = {
@@ -922,7 +928,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
             exec_timeout: Duration::from_millis(1500),
             ..options(RECHECK_INTERVAL)
         };
-        let client = super::super::client_for_with(&cluster(&path), "primary", options)
+        let client = super::super::client_for_with(&cluster(&path), Side::Primary, options)
             .await
             .unwrap();
         assert_eq!(readyz(&client).await.reason, ProbeReason::Unauthorized);
@@ -948,10 +954,13 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("expiry"), "2001-01-01T00:00:00Z");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
-                .await
-                .unwrap();
+        let client = super::super::client_for_with(
+            &cluster(&path),
+            Side::Primary,
+            options(RECHECK_INTERVAL),
+        )
+        .await
+        .unwrap();
         let out = readyz(&client).await;
         assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
         assert!(out.detail.contains("already expired"), "{}", out.detail);
@@ -965,10 +974,13 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("fail"), "");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client =
-            super::super::client_for_with(&cluster(&path), "primary", options(RECHECK_INTERVAL))
-                .await
-                .unwrap();
+        let client = super::super::client_for_with(
+            &cluster(&path),
+            Side::Primary,
+            options(RECHECK_INTERVAL),
+        )
+        .await
+        .unwrap();
         for _ in 0..5 {
             let out = readyz(&client).await;
             assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
