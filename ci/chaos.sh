@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # The clock-rate fault runs an instance under libfaketime (Debian's faketime).
 if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 &&
   [ -z "${KUBE_FAILOVER_FAKETIME_LIB:-}" ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime
+  . ci/apt.sh
+  apt_get update -qq && apt_get install -y -qq --no-install-recommends faketime
 fi
 
 KUBE_FAILOVER_TESTBED_BIN="$(testbed/build.sh | tail -n 1)"

@@ -48,12 +48,13 @@ check() {
 }
 
 # --- tools ----------------------------------------------------------------------------
+. ci/apt.sh
 apt_updated=
 apt_install() {
   if [ -z "$apt_updated" ]; then
-    apt-get update -qq && apt_updated=1
+    apt_get update -qq && apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+  apt_get install -y -qq --no-install-recommends "$@"
 }
 
 install_tools() {

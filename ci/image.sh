@@ -32,6 +32,7 @@
 # oci-archive:… docker://registry/…` pushes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/apt.sh
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
@@ -65,10 +66,10 @@ tools() {
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
   say "apt-get update"
-  apt-get update -qq
+  apt_get update -qq
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    apt_get install -y -qq --no-install-recommends \
       "${missing[@]}" >/dev/null
   fi
   for f in /etc/containers/policy.json /etc/containers/registries.conf; do
