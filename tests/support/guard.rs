@@ -17,7 +17,7 @@ pub const GUARD_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A guard process and the agent it runs.
 pub struct Guard {
-    /// Killed when the caller drops the guard.
+    /// Killed when the caller drops the guard, with the agent it last started.
     child: tokio::process::Child,
     pub beats: PathBuf,
     pub log: PathBuf,
@@ -193,6 +193,27 @@ namespace = "{namespace}"
     /// `labels` ([`guard_series`]).
     pub async fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
         guard_series(&self.metrics().await, name, labels)
+    }
+}
+
+/// A test that SIGKILLs its guard leaves the agent running (that is what it checks), and
+/// `kill_on_drop` kills the guard only: the agent it last started goes with it here, so
+/// no agent outlives its test.
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Some(pid) = self.agent_pid() else {
+            return;
+        };
+        // Only while that process is still this guard's agent (its command line names
+        // this guard's beats file), never a process that got its id since.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains(&*self.beats.to_string_lossy());
+        if ours {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
