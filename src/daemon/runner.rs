@@ -638,7 +638,7 @@ impl GroupRunner {
                     if let Some((_, n)) = self.failing.remove(kind) {
                         info!(group, action = kind, failures = n, "action succeeded again");
                     }
-                    log_success(group, action, promotion_seconds(obs, at_unix));
+                    log_success(group, action, obs, at_unix);
                 }
                 Err(e) => {
                     self.engine.handle_result(now, action, false);
@@ -698,14 +698,15 @@ fn promotion_seconds(obs: &Observation, now_unix: f64) -> Option<f64> {
     Some(now_unix - started as f64)
 }
 
-/// The log line of an action that succeeded, for those that change what runs where.
-fn log_success(group: &str, action: &Action, promotion_seconds: Option<f64>) {
+/// The log line of an action that succeeded (at `at_unix`), for those that change what
+/// runs where.
+fn log_success(group: &str, action: &Action, obs: &Observation, at_unix: f64) {
     match action {
         Action::RecordPromoting { epoch, reason, .. } => {
             warn!(group, epoch, reason = %reason, "promotion started: standby is being scaled up");
         }
         Action::RecordPromoted { epoch } => {
-            let seconds = promotion_seconds;
+            let seconds = promotion_seconds(obs, at_unix);
             info!(
                 group,
                 epoch, seconds, "promotion complete: the standby is active and Ready"

@@ -3,9 +3,8 @@
 //! it needs between ticks: signal hysteresis, timers, retry backoffs and the last record
 //! it saw (to write it back if it disappears).
 
-use super::Leadership;
 use super::signal::Signal;
-use super::{Decision, GroupState, ReasonCode};
+use super::{Decision, GroupState, Leadership, ReasonCode};
 use crate::checks::StateCheck;
 use crate::model::{
     Action, DeploymentRef, DeploymentView, Evidence, FailoverRecord, FencedBy, GuardBeat,
