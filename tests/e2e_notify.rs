@@ -304,7 +304,7 @@ async fn a_promotion_sends_one_notice_per_webhook_retries_and_clears_a_stale_loc
         r#"kube_failover_notices_total{event="promotion",result="sent",webhook="flaky"}"#;
     assert_eq!(d.metric(flaky_sent).await, Some(1.0));
     let cleared_ok =
-        r#"kube_failover_actions_total{action="clear_stale_lock",group="env0",result="success"}"#;
+        r#"kube_failover_actions_total{action="clear_stale_locks",group="env0",result="success"}"#;
     assert_eq!(d.metric(cleared_ok).await, Some(1.0));
     let log = std::fs::read_to_string(&d.log).unwrap_or_default();
     assert!(log.contains("notice sent"), "{}", d.log_text());

@@ -165,6 +165,7 @@ impl Run {
             },
             mode: Mode::Auto,
             signals: vec![SignalId::Api, workload.clone()],
+            clear_stale_locks: false,
         };
         let run = Run {
             engine: Engine::new(settings, now),

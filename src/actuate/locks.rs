@@ -12,7 +12,9 @@
 
 use super::events::new_event;
 use super::{ActuateError, Actuator, Side};
+use crate::error_chain::chain;
 use crate::kube::call::bounded;
+use crate::model::FailoverRecord;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
@@ -123,9 +125,72 @@ pub fn held_lock(lease: &Lease) -> Option<LockLease> {
     })
 }
 
+/// A stale lock found after a promotion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundLock {
+    /// The lock.
+    pub lock: LockLease,
+    /// Deleted by this call.
+    pub deleted: bool,
+    /// Why its deletion failed.
+    pub error: Option<String>,
+}
+
 impl Actuator {
+    /// The held Terraform lock Leases of the standby namespace taken before the
+    /// promotion of `record` started (every held one when its start is unknown); with
+    /// `clear`, each is deleted ([`Actuator::delete_stale_lock`]) when its lock time
+    /// and the start are known. A lock gone meanwhile is left out. Fails only when the
+    /// Leases cannot be listed: a deletion that fails is reported in its entry.
+    pub async fn stale_locks(
+        &self,
+        epoch: u64,
+        record: Option<&FailoverRecord>,
+        clear: bool,
+    ) -> Result<Vec<FoundLock>, ActuateError> {
+        let start = record.and_then(|r| r.promoted_at_unix);
+        let promoted_at = record.and_then(|r| r.promoted_at.as_deref()).unwrap_or("?");
+        let mut out = Vec::new();
+        for lock in self.held_locks().await? {
+            if !start.is_none_or(|s| lock.locked_before(s)) {
+                continue;
+            }
+            let (mut deleted, mut error) = (false, None);
+            if clear && start.is_some() && lock.locked_at_unix.is_some() {
+                match self.delete_stale_lock(&lock, epoch, promoted_at).await {
+                    Ok(true) => deleted = true,
+                    // Gone already: not a lock any more.
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(group = %self.group.name, lease = %lock.name,
+                            reason = e.reason(), error = %chain(&e),
+                            "could not delete a stale Terraform lock");
+                        error = Some(chain(&e).to_string());
+                    }
+                }
+            }
+            out.push(FoundLock {
+                lock,
+                deleted,
+                error,
+            });
+        }
+        if !out.is_empty() {
+            let names: Vec<String> = out
+                .iter()
+                .map(|l| {
+                    let deleted = if l.deleted { ", deleted" } else { "" };
+                    format!("{} (lock ID {}{deleted})", l.lock.name, l.lock.lock_id)
+                })
+                .collect();
+            tracing::warn!(group = %self.group.name, epoch, locks = %names.join(", "),
+                "stale Terraform locks in the standby namespace");
+        }
+        Ok(out)
+    }
+
     /// The held Terraform lock Leases of the standby namespace (one list call).
-    pub async fn held_locks(&self) -> Result<Vec<LockLease>, ActuateError> {
+    async fn held_locks(&self) -> Result<Vec<LockLease>, ActuateError> {
         let ns = self.standby_ns();
         let leases: Api<Lease> = Api::namespaced((*self.standby).clone(), ns);
         let list = bounded(self.call_timeout, leases.list(&ListParams::default()))

@@ -17,7 +17,7 @@ mod locks;
 mod record_writes;
 mod scale;
 
-pub use locks::{LockLease, held_lock};
+pub use locks::{FoundLock, LockLease, held_lock};
 
 use crate::config::GroupConfig;
 use crate::kube::call::CallError;
@@ -51,7 +51,7 @@ pub struct ScaleChange {
 }
 
 /// What an action changed, for the daemon's log line and `/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ActionReport {
     /// [`Action::kind`] of the action carried out.
     pub action: &'static str,
@@ -62,22 +62,47 @@ pub struct ActionReport {
     pub record: Option<FailoverRecord>,
     /// True when the record action wrote; false when the record already said so.
     pub record_written: bool,
+    /// [`Action::ClearStaleLocks`]: the promotion's epoch and the stale locks found,
+    /// each with whether it was deleted.
+    #[serde(skip)]
+    pub stale_locks: Option<(u64, Vec<FoundLock>)>,
 }
 
 impl ActionReport {
     fn new(action: &Action) -> Self {
         ActionReport {
             action: action.kind(),
-            scaled: Vec::new(),
-            record: None,
-            record_written: false,
+            ..ActionReport::default()
         }
+    }
+
+    /// What the action left undone although its calls were made (a stale lock that
+    /// could not be deleted): it counts as failed, and its report still tells what
+    /// was done.
+    pub fn left_undone(&self) -> Option<String> {
+        let (_, locks) = self.stale_locks.as_ref()?;
+        let failed: Vec<&FoundLock> = locks.iter().filter(|l| l.error.is_some()).collect();
+        let first = failed.first()?;
+        Some(format!(
+            "{} of {} stale locks not deleted; Lease {}: {}",
+            failed.len(),
+            locks.len(),
+            first.lock.name,
+            first.error.as_deref().unwrap_or_default()
+        ))
     }
 
     /// True when the action changed something (scaled a Deployment or wrote the
     /// record); false when it found everything already as wanted.
     pub fn changed(&self) -> bool {
-        !self.scaled.is_empty() || self.record_written
+        !self.scaled.is_empty() || self.record_written || self.deleted_locks().next().is_some()
+    }
+
+    fn deleted_locks(&self) -> impl Iterator<Item = &FoundLock> {
+        self.stale_locks
+            .iter()
+            .flat_map(|(_, locks)| locks)
+            .filter(|l| l.deleted)
     }
 }
 
@@ -86,6 +111,14 @@ impl fmt::Display for ActionReport {
         write!(f, "{}:", self.action)?;
         if !self.changed() {
             f.write_str(" nothing to change")?;
+        }
+        for (i, l) in self.deleted_locks().enumerate() {
+            let sep = if i == 0 {
+                " deleted stale lock Leases "
+            } else {
+                ", "
+            };
+            write!(f, "{sep}{}", l.lock.name)?;
         }
         for (i, c) in self.scaled.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
@@ -105,6 +138,22 @@ impl fmt::Display for ActionReport {
         }
         Ok(())
     }
+}
+
+/// The `KubeFailoverPromotionComplete` Event of [`Action::AnnouncePromoted`], as the
+/// promotion's notice composed it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromotionEvent {
+    /// Write it now: Normal, or Warning when stale locks are left.
+    Write {
+        /// The Event's message.
+        message: String,
+        /// Stale Terraform locks are left in the standby namespace.
+        locks_left: bool,
+    },
+    /// The group's env0 task writes it when its lookup of the stranded deployments
+    /// ends (`[env0]`), through [`Actuator::promotion_complete_event`].
+    HandedToEnv0,
 }
 
 /// Why an action failed. The message names the cluster, namespace and object.
@@ -288,11 +337,23 @@ impl Actuator {
         self
     }
 
-    /// Carries out `action`, given the observation the decision was made on.
+    /// Carries out `action`, given the observation the decision was made on
+    /// ([`Action::AnnouncePromoted`] with a plain Event).
     pub async fn execute(
         &self,
         action: &Action,
         obs: &Observation,
+    ) -> Result<ActionReport, ActuateError> {
+        self.execute_with(action, obs, None).await
+    }
+
+    /// As [`Actuator::execute`]; `event` is the text of [`Action::AnnouncePromoted`]'s
+    /// Event as the promotion's notice composed it.
+    pub async fn execute_with(
+        &self,
+        action: &Action,
+        obs: &Observation,
+        event: Option<PromotionEvent>,
     ) -> Result<ActionReport, ActuateError> {
         match action {
             Action::RecordPromoting {
@@ -334,6 +395,37 @@ impl Actuator {
             }
             Action::Announce { reason } => {
                 self.announce(*reason).await;
+                Ok(ActionReport::new(action))
+            }
+            Action::ClearStaleLocks { epoch } => {
+                let record = obs
+                    .standby
+                    .record
+                    .as_ref()
+                    .ok()
+                    .filter(|r| r.epoch == *epoch);
+                let mut report = ActionReport::new(action);
+                let locks = self.stale_locks(*epoch, record, true).await?;
+                report.stale_locks = Some((*epoch, locks));
+                Ok(report)
+            }
+            Action::AnnouncePromoted { epoch } => {
+                match event {
+                    Some(PromotionEvent::Write {
+                        message,
+                        locks_left,
+                    }) => {
+                        self.promotion_complete_event(message, locks_left).await;
+                    }
+                    Some(PromotionEvent::HandedToEnv0) => {}
+                    None => {
+                        let message = format!(
+                            "group {}: the standby is active; promotion epoch {epoch} completed",
+                            self.group.name
+                        );
+                        self.promotion_complete_event(message, false).await;
+                    }
+                }
                 Ok(ActionReport::new(action))
             }
             Action::WarnStateChecks { .. } => {

@@ -136,9 +136,7 @@ impl Actuator {
         };
         let report = ActionReport {
             action: kind,
-            scaled: Vec::new(),
-            record: None,
-            record_written: false,
+            ..ActionReport::default()
         };
         self.scale_with(report, scaling, epoch, &[]).await
     }

@@ -354,6 +354,7 @@ impl Recorder {
             policy: group.policy.clone(),
             mode: config.daemon.mode,
             signals: probe::signal_ids(group),
+            clear_stale_locks: group.state.clear_stale_locks,
         };
         Recorder {
             engine: Engine::new(settings, base),
@@ -800,6 +801,7 @@ startup_grace = "10s"
                 policy: group.policy.clone(),
                 mode: Mode::Auto,
                 signals: probe::signal_ids(&group),
+                clear_stale_locks: group.state.clear_stale_locks,
             },
             Instant::now(),
         );

@@ -28,7 +28,6 @@ fn now_unix() -> f64 {
 /// One group: its clients, engine and actuator.
 pub(super) struct GroupRunner {
     cfg: GroupConfig,
-    mode: Mode,
     interval: Duration,
     timeout: Duration,
     primary: Arc<ClusterHandle>,
@@ -109,6 +108,7 @@ impl GroupRunner {
                 policy: cfg.policy.clone(),
                 mode: config.daemon.mode,
                 signals,
+                clear_stale_locks: cfg.state.clear_stale_locks,
             },
             Instant::now(),
         );
@@ -217,7 +217,6 @@ impl GroupRunner {
             state_checks,
             coord,
             mirror,
-            mode: config.daemon.mode,
             interval: config.daemon.probe_interval,
             timeout: config.daemon.probe_timeout,
             primary,
@@ -434,15 +433,9 @@ impl GroupRunner {
         // own decision never does).
         self.coord.publish(&decision, wall).await;
 
-        // Only the leader sends notices (and writes the promotion's Event).
+        // Only the leader sends notices.
         let still_leading = self.coord.may_write(Instant::now());
-        let writes = self.mode == Mode::Auto;
-        let group = self.cfg.name.as_str();
-        let metrics = &self.metrics;
-        let cleared = |ok| metrics.observe_action(group, "clear_stale_lock", ok);
-        self.notices
-            .flush(&self.actuator, cleared, still_leading, writes)
-            .await;
+        self.notices.flush(&self.actuator, still_leading).await;
 
         let quiet = decision
             .signals
@@ -605,8 +598,12 @@ impl GroupRunner {
         let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
         let mut failed = None;
         let mut done = Vec::with_capacity(decision.actions.len());
+        let mut promoted_failed = None;
         for action in &decision.actions {
             let kind = action.kind();
+            if action.follows_promoted().is_some() && action.follows_promoted() == promoted_failed {
+                continue; // the `promoted` record was not written: the next tick retries
+            }
             if !self.coord.may_write(Instant::now()) {
                 warn!(
                     group,
@@ -615,17 +612,37 @@ impl GroupRunner {
                 );
                 break;
             }
-            let result = self.actuator.execute(action, obs).await;
+            let event = match action {
+                Action::AnnouncePromoted { epoch } => {
+                    self.notices.promotion_event(*epoch, &self.actuator).await
+                }
+                _ => None,
+            };
+            let result = self.actuator.execute_with(action, obs, event).await;
             self.admin.progress(group);
             let at_unix = now_unix();
+            // A report that left something undone (a stale lock not deleted) is a
+            // failure, after the notices took what it did.
+            let result = match result {
+                Ok(report) => {
+                    self.notices.written(&report);
+                    match report.left_undone() {
+                        Some(why) => Err(Failure::Undone(why)),
+                        None => Ok(report),
+                    }
+                }
+                Err(e) => Err(Failure::Call(e)),
+            };
             done.push(ActionDone {
                 action,
                 ok: result.is_ok(),
                 at_unix,
             });
+            if let (Action::RecordPromoted { epoch }, Err(_)) = (action, &result) {
+                promoted_failed = Some(*epoch);
+            }
             match result {
                 Ok(report) => {
-                    self.notices.written(&report);
                     // As of the write's end: the guards' isolation bound runs from the
                     // moment the `promoting` record is known written.
                     self.engine.handle_result(Instant::now(), action, true);
@@ -643,7 +660,7 @@ impl GroupRunner {
                 Err(e) => {
                     self.engine.handle_result(now, action, false);
                     let label = e.reason();
-                    let message = chain(&e).to_string();
+                    let message = e.to_string();
                     let repeats = match self.failing.get_mut(kind) {
                         Some((last, n)) if *last == message => {
                             *n += 1;
@@ -666,6 +683,33 @@ impl GroupRunner {
         }
         self.last_action_error = failed;
         done
+    }
+}
+
+/// Why an action counts as failed.
+enum Failure {
+    /// Its call failed.
+    Call(crate::actuate::ActuateError),
+    /// Its calls were made but left something undone.
+    Undone(String),
+}
+
+impl Failure {
+    /// A bounded label for logs.
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::Call(e) => e.reason(),
+            Failure::Undone(_) => "partial",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Call(e) => write!(f, "{}", chain(e)),
+            Failure::Undone(why) => f.write_str(why),
+        }
     }
 }
 

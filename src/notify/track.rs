@@ -10,7 +10,7 @@
 
 use super::content::{NoticeContext, SideInfo, build};
 use super::{Notifier, Reason, StaleLock, StateCheck, StateCheckGate};
-use crate::actuate::{ActionReport, Actuator, LockLease};
+use crate::actuate::{ActionReport, Actuator, FoundLock, PromotionEvent};
 use crate::config::{ClusterConfig, GroupConfig, NoticeEvent};
 use crate::error_chain::chain;
 use crate::model::{Evidence, FailoverRecord, Observation, RecordPhase, Side};
@@ -78,10 +78,13 @@ pub struct GroupNotices {
     identity: String,
     primary: SideInfo,
     standby: SideInfo,
-    clear_stale_locks: bool,
     notifier: Option<Notifier>,
     last: Option<Seen>,
     due: Vec<Due>,
+    /// Notices composed with their promotion's Event this tick, to send.
+    ready: Vec<super::Notice>,
+    /// The stale locks this tick's [`crate::model::Action::ClearStaleLocks`] found.
+    swept: Option<(u64, Vec<StaleLock>)>,
     sent: VecDeque<(u64, NoticeEvent)>,
     /// The primary's failing signals in the latest tick that had any.
     failing: Vec<Reason>,
@@ -173,17 +176,18 @@ fn now() -> (f64, String) {
 
 impl GroupNotices {
     /// The notices of `group`, sent as `identity`; nothing is sent until
-    /// [`GroupNotices::connect`] (the stale-lock Event is written all the same).
+    /// [`GroupNotices::connect`] (the promotion's Event is composed all the same).
     pub fn new(group: &GroupConfig, identity: &str) -> Self {
         GroupNotices {
             group: group.name.clone(),
             identity: identity.to_string(),
             primary: side_info(Side::Primary, &group.primary),
             standby: side_info(Side::Standby, &group.standby),
-            clear_stale_locks: group.state.clear_stale_locks,
             notifier: None,
             last: None,
             due: Vec::new(),
+            ready: Vec::new(),
+            swept: None,
             sent: VecDeque::new(),
             failing: Vec::new(),
             start: None,
@@ -248,169 +252,197 @@ impl GroupNotices {
         }
     }
 
-    /// A record action of this tick succeeded; `report.record` is the record stored.
+    /// An action of this tick succeeded: a record action's `report.record` is the
+    /// record as stored (written by it, or found already so: another writer's);
+    /// [`Action::ClearStaleLocks`]' report, the locks it found.
+    ///
+    /// [`Action::ClearStaleLocks`]: crate::model::Action::ClearStaleLocks
     pub fn written(&mut self, report: &ActionReport) {
-        if let (true, Some(record)) = (report.record_written, &report.record) {
+        if let Some(record) = &report.record {
             self.advance(record);
+        }
+        if let Some((epoch, found)) = &report.stale_locks {
+            self.swept = Some((*epoch, found.iter().map(stale_lock).collect()));
         }
     }
 
-    /// Sends the events of this tick once, when `leading`; `writes` allows the
-    /// promotion's Event and the deletion of stale locks (auto mode), each deletion's
-    /// result passed to `deleted` (true: done) for the action metrics.
-    pub async fn flush(
+    /// The `KubeFailoverPromotionComplete` Event of a completed promotion at `epoch`
+    /// ([`Action::AnnouncePromoted`]), composed with its notice: the notice is built
+    /// now (with the stale locks this tick's [`Action::ClearStaleLocks`] found, or
+    /// listed now without it) and goes out with [`GroupNotices::flush`]; with `[env0]`
+    /// both go to the env0 task, which names the stranded deployments first. `None`
+    /// when no promotion of that epoch was seen to complete (a plain Event then).
+    ///
+    /// [`Action::AnnouncePromoted`]: crate::model::Action::AnnouncePromoted
+    /// [`Action::ClearStaleLocks`]: crate::model::Action::ClearStaleLocks
+    pub async fn promotion_event(
         &mut self,
+        epoch: u64,
         actuator: &Actuator,
-        deleted: impl Fn(bool),
-        leading: bool,
-        writes: bool,
-    ) {
+    ) -> Option<PromotionEvent> {
+        let at = self
+            .due
+            .iter()
+            .position(|d| d.event == NoticeEvent::Promotion && d.record.epoch == epoch)?;
+        let Due { event, record } = self.due.remove(at);
+        if !self.mark_sent(record.epoch, event) {
+            return None;
+        }
+        let locks = match self.swept.take() {
+            Some((e, locks)) if e == epoch => Ok(locks),
+            _ => self.list_stale_locks(actuator, &record).await,
+        };
+        let notice = self.build(event, &record, Some(locks));
+        let left = locks_left(&notice);
+        let notice = match &self.env0 {
+            Some(env0) => {
+                let job = super::PendingPromotion {
+                    event_message: promotion_summary(&notice),
+                    notice,
+                    locks_left: left,
+                    promoted_at_unix: record.promoted_at_unix,
+                    notifier: self.notifier.clone(),
+                };
+                match env0.hand_over(job) {
+                    Ok(()) => {
+                        info!(group = %self.group, epoch, "promotion notice handed to the env0 lookup");
+                        return Some(PromotionEvent::HandedToEnv0);
+                    }
+                    Err(job) => {
+                        warn!(group = %self.group, epoch,
+                            "env0 task busy: the notice goes without env0's names");
+                        job.notice
+                    }
+                }
+            }
+            None => notice,
+        };
+        let event = PromotionEvent::Write {
+            message: promotion_message(&notice),
+            locks_left: left,
+        };
+        self.ready.push(notice);
+        Some(event)
+    }
+
+    /// Sends the notices of this tick once, when `leading`: those composed with the
+    /// promotion's Event, and the events seen without one (a promotion completed
+    /// while this instance did not write, in observe mode; failures; failbacks), whose
+    /// stale locks are listed, never deleted.
+    pub async fn flush(&mut self, actuator: &Actuator, leading: bool) {
         let due = std::mem::take(&mut self.due);
+        let ready = std::mem::take(&mut self.ready);
         if !leading {
             return;
         }
+        for notice in ready {
+            self.send(&notice);
+        }
         for Due { event, record } in due {
-            let key = (record.epoch, event);
-            if self.sent.contains(&key) {
+            if !self.mark_sent(record.epoch, event) {
                 continue;
             }
-            self.sent.push_back(key);
-            if self.sent.len() > SENT_MEMORY {
-                self.sent.pop_front();
-            }
             let stale_locks = if event == NoticeEvent::Promotion {
-                Some(self.stale_locks(actuator, &deleted, &record, writes).await)
+                Some(self.list_stale_locks(actuator, &record).await)
             } else {
                 None
             };
-            let start_signals = match &self.start {
-                Some((epoch, signals)) if *epoch == record.epoch => signals.clone(),
-                _ => Vec::new(),
-            };
-            let (now_unix, now) = now();
-            let notice = build(NoticeContext {
-                event,
-                group: &self.group,
-                record: &record,
-                primary: &self.primary,
-                standby: &self.standby,
-                identity: &self.identity,
-                now_unix,
-                now: &now,
-                start_signals: &start_signals,
-                state_checks: self.inputs.state_checks.clone(),
-                mirror_age_seconds: self.inputs.mirror_age_seconds,
-                stale_locks,
-            });
-            let left = notice
-                .stale_locks
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|l| !l.deleted));
-            // With [env0] (and only when this instance may write), the env0 task names
-            // the stranded deployments, then writes the Event and sends the notice.
-            let notice = match (&self.env0, event == NoticeEvent::Promotion && writes) {
-                (Some(env0), true) => {
-                    let job = super::PendingPromotion {
-                        event_message: promotion_summary(&notice),
-                        notice,
-                        locks_left: left,
-                        promoted_at_unix: record.promoted_at_unix,
-                        notifier: self.notifier.clone(),
-                    };
-                    match env0.hand_over(job) {
-                        Ok(()) => {
-                            info!(group = %self.group, epoch = record.epoch,
-                                "promotion notice handed to the env0 lookup");
-                            continue;
-                        }
-                        Err(job) => {
-                            warn!(group = %self.group, epoch = record.epoch,
-                                "env0 task busy: the notice goes without env0's names");
-                            job.notice
-                        }
-                    }
-                }
-                _ => notice,
-            };
-            if event == NoticeEvent::Promotion && writes {
-                actuator
-                    .promotion_complete_event(promotion_message(&notice), left)
-                    .await;
-            }
-            match &self.notifier {
-                Some(n) if n.is_enabled() => {
-                    n.send(&notice);
-                    info!(group = %self.group, epoch = record.epoch, event = event.as_str(),
-                        notice = %notice.id, "notice queued");
-                }
-                _ => {}
-            }
+            let notice = self.build(event, &record, stale_locks);
+            self.send(&notice);
         }
     }
 
-    /// The held lock Leases of the standby locked before the promotion started; with
-    /// `clear_stale_locks` (and `writes`), deleted.
-    async fn stale_locks(
+    /// Remembers `(epoch, event)` as sent; false when it was already.
+    fn mark_sent(&mut self, epoch: u64, event: NoticeEvent) -> bool {
+        let key = (epoch, event);
+        if self.sent.contains(&key) {
+            return false;
+        }
+        self.sent.push_back(key);
+        if self.sent.len() > SENT_MEMORY {
+            self.sent.pop_front();
+        }
+        true
+    }
+
+    fn build(
+        &self,
+        event: NoticeEvent,
+        record: &FailoverRecord,
+        stale_locks: Option<Result<Vec<StaleLock>, String>>,
+    ) -> super::Notice {
+        let start_signals = match &self.start {
+            Some((epoch, signals)) if *epoch == record.epoch => signals.clone(),
+            _ => Vec::new(),
+        };
+        let (now_unix, now) = now();
+        build(NoticeContext {
+            event,
+            group: &self.group,
+            record,
+            primary: &self.primary,
+            standby: &self.standby,
+            identity: &self.identity,
+            now_unix,
+            now: &now,
+            start_signals: &start_signals,
+            state_checks: self.inputs.state_checks.clone(),
+            mirror_age_seconds: self.inputs.mirror_age_seconds,
+            stale_locks,
+        })
+    }
+
+    fn send(&self, notice: &super::Notice) {
+        if let Some(n) = self.notifier.as_ref().filter(|n| n.is_enabled()) {
+            n.send(notice);
+            info!(group = %self.group, epoch = notice.epoch, event = notice.event.as_str(),
+                notice = %notice.id, "notice queued");
+        }
+    }
+
+    /// The held lock Leases of the standby locked before the promotion of `record`
+    /// started, listed (never deleted: that is [`Action::ClearStaleLocks`]).
+    ///
+    /// [`Action::ClearStaleLocks`]: crate::model::Action::ClearStaleLocks
+    async fn list_stale_locks(
         &self,
         actuator: &Actuator,
-        deleted_one: &impl Fn(bool),
         record: &FailoverRecord,
-        writes: bool,
     ) -> Result<Vec<StaleLock>, String> {
-        let locks = actuator.held_locks().await.map_err(|e| {
-            let error = chain(&e).to_string();
-            warn!(group = %self.group, %error, "could not list the standby's Terraform lock Leases");
-            error
-        })?;
-        let start = record.promoted_at_unix;
-        let stale: Vec<LockLease> = locks
-            .into_iter()
-            .filter(|l| start.is_none_or(|s| l.locked_before(s)))
-            .collect();
-        let mut out = Vec::new();
-        for lock in stale {
-            let mut deleted = false;
-            if let (true, true, Some(_), Some(_)) =
-                (writes, self.clear_stale_locks, start, lock.locked_at_unix)
-            {
-                let at = record.promoted_at.as_deref().unwrap_or("?");
-                match actuator.delete_stale_lock(&lock, record.epoch, at).await {
-                    Ok(true) => {
-                        deleted_one(true);
-                        deleted = true;
-                    }
-                    // Gone already: not a lock any more.
-                    Ok(false) => continue,
-                    Err(e) => {
-                        deleted_one(false);
-                        warn!(group = %self.group, lease = %lock.name, reason = e.reason(),
-                            error = %chain(&e), "could not delete a stale Terraform lock");
-                    }
-                }
+        match actuator
+            .stale_locks(record.epoch, Some(record), false)
+            .await
+        {
+            Ok(found) => Ok(found.iter().map(stale_lock).collect()),
+            Err(e) => {
+                let error = chain(&e).to_string();
+                warn!(group = %self.group, %error, "could not list the standby's Terraform lock Leases");
+                Err(error)
             }
-            out.push(StaleLock {
-                name: lock.name.clone(),
-                namespace: lock.namespace.clone(),
-                lock_id: lock.lock_id.clone(),
-                operation: lock.operation.clone(),
-                who: lock.who.clone(),
-                locked_at: lock.locked_at.clone(),
-                deleted,
-            });
         }
-        if !out.is_empty() {
-            let names: Vec<String> = out
-                .iter()
-                .map(|l| {
-                    let deleted = if l.deleted { ", deleted" } else { "" };
-                    format!("{} (lock ID {}{deleted})", l.name, l.lock_id)
-                })
-                .collect();
-            warn!(group = %self.group, epoch = record.epoch, locks = %names.join(", "),
-                "stale Terraform locks in the standby namespace");
-        }
-        Ok(out)
     }
+}
+
+/// A lock found after a promotion, as a notice names it.
+fn stale_lock(found: &FoundLock) -> StaleLock {
+    let lock = &found.lock;
+    StaleLock {
+        name: lock.name.clone(),
+        namespace: lock.namespace.clone(),
+        lock_id: lock.lock_id.clone(),
+        operation: lock.operation.clone(),
+        who: lock.who.clone(),
+        locked_at: lock.locked_at.clone(),
+        deleted: found.deleted,
+    }
+}
+
+/// Stale locks are left in the standby namespace.
+fn locks_left(notice: &super::Notice) -> bool {
+    notice
+        .stale_locks
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|l| !l.deleted))
 }
 
 /// The promotion Event's message: the summary, the stale locks, what to do.

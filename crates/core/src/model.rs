@@ -903,11 +903,27 @@ pub enum Action {
         /// The promotion's epoch.
         epoch: u64,
     },
+    /// Right after the `promoted` record (`[groups.state] clear_stale_locks`): delete
+    /// each Terraform lock Lease of the standby namespace taken before the promotion
+    /// started (no run of the standby can hold it), on condition that it is still the
+    /// Lease listed. Runs only if the `promoted` record of `epoch` was written.
+    ClearStaleLocks {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
+    /// Right after the `promoted` record (and the stale locks): a
+    /// `KubeFailoverPromotionComplete` Event on the record saying how long the promotion
+    /// took, the stale locks found and what people should do (a Warning when locks are
+    /// left). Runs only if the `promoted` record of `epoch` was written.
+    AnnouncePromoted {
+        /// The promotion's epoch.
+        epoch: u64,
+    },
 }
 
 impl Action {
     /// Every value [`Action::kind`] can return, for pre-registering metric labels.
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 13] = [
         "record_promoting",
         "scale_standby_up",
         "record_promoted",
@@ -919,7 +935,14 @@ impl Action {
         "record_failback",
         "announce",
         "warn_state_checks",
+        "clear_stale_locks",
+        "announce_promoted",
     ];
+
+    /// The kinds that only write Kubernetes Events, best effort: a failed Event is
+    /// logged, never a failed action.
+    pub const EVENT_KINDS: [&'static str; 3] =
+        ["announce", "warn_state_checks", "announce_promoted"];
 
     /// A bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
@@ -935,6 +958,17 @@ impl Action {
             Action::RecordFailback { .. } => "record_failback",
             Action::Announce { .. } => "announce",
             Action::WarnStateChecks { .. } => "warn_state_checks",
+            Action::ClearStaleLocks { .. } => "clear_stale_locks",
+            Action::AnnouncePromoted { .. } => "announce_promoted",
+        }
+    }
+
+    /// The epoch of the `promoted` record this action follows: it runs only if that
+    /// record was written in the same decision.
+    pub fn follows_promoted(&self) -> Option<u64> {
+        match self {
+            Action::ClearStaleLocks { epoch } | Action::AnnouncePromoted { epoch } => Some(*epoch),
+            _ => None,
         }
     }
 

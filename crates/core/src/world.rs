@@ -258,14 +258,21 @@ impl World {
     }
 
     /// Carries out a decision's actions in order as the actuator would; returns what
-    /// each did. A failed `promoting` record write stops the rest, as in the daemon.
+    /// each did. A failed `promoting` record write stops the rest, and a failed
+    /// `promoted` one the actions that follow it, as in the daemon.
     pub fn apply(&mut self, actions: &[Action], wall_unix: f64) -> Vec<(Action, bool)> {
         let mut results = Vec::new();
+        let mut promoted_failed = None;
         for action in actions {
+            if action.follows_promoted().is_some() && action.follows_promoted() == promoted_failed {
+                continue;
+            }
             let ok = self.apply_one(action, wall_unix);
             results.push((action.clone(), ok));
-            if !ok && matches!(action, Action::RecordPromoting { .. }) {
-                break; // the record write failed: nothing after it runs
+            match action {
+                Action::RecordPromoting { .. } if !ok => break, // nothing after it runs
+                Action::RecordPromoted { epoch } if !ok => promoted_failed = Some(*epoch),
+                _ => {}
             }
         }
         results
@@ -368,7 +375,11 @@ impl World {
                 r.failback_at_unix = Some(wall_unix as i64);
                 self.store(r);
             }
-            Action::Announce { .. } | Action::WarnStateChecks { .. } => {}
+            // Lock Leases are not modelled: the deletions need the standby's API.
+            Action::ClearStaleLocks { .. } if standby_ok => {}
+            Action::Announce { .. }
+            | Action::WarnStateChecks { .. }
+            | Action::AnnouncePromoted { .. } => {}
             _ => return false,
         }
         true
@@ -443,6 +454,33 @@ mod tests {
             views.iter().map(|v| v.ready_pods).collect::<Vec<_>>(),
             [2, 1]
         );
+    }
+
+    #[test]
+    fn what_follows_a_promoted_record_runs_only_if_it_was_written() {
+        let mut w = world();
+        let promoting = Action::RecordPromoting {
+            epoch: 1,
+            reason: crate::model::ReasonCode::PrimaryDownQuorum,
+            primary_deployments: vec![],
+        };
+        assert!(w.apply_one(&promoting, 0.0));
+        let completed = [
+            Action::RecordPromoted { epoch: 1 },
+            Action::ClearStaleLocks { epoch: 1 },
+            Action::AnnouncePromoted { epoch: 1 },
+        ];
+        w.forbidden.push("record_promoted");
+        let done = w.apply(&completed, 1.0);
+        assert_eq!(done, [(Action::RecordPromoted { epoch: 1 }, false)]);
+        w.forbidden.clear();
+        let done = w.apply(&completed, 2.0);
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert!(done.iter().all(|(_, ok)| *ok), "{done:?}");
+        assert_eq!(w.record.effective_phase(), RecordPhase::Promoted);
+        // The deletions need the standby's API; the Event is best effort.
+        w.standby_api = ProbeReason::Timeout;
+        assert!(!w.apply_one(&Action::ClearStaleLocks { epoch: 1 }, 3.0));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct EngineSettings {
     /// The primary's signals, in the order `/status` and metrics list them. Outcomes
     /// are matched to them by id.
     pub signals: Vec<SignalId>,
+    /// `[groups.state] clear_stale_locks`: a completed promotion deletes the standby's
+    /// Terraform locks taken before it started ([`Action::ClearStaleLocks`]).
+    pub clear_stale_locks: bool,
 }
 
 /// Exponential retry state of one kind of action.
@@ -74,6 +77,8 @@ pub struct Engine {
     /// The last record read that existed in the cluster: what a lost record is written
     /// back from.
     last_record: Option<FailoverRecord>,
+    /// The epoch of a promotion seen completed by another writer this tick.
+    completed_elsewhere: Option<u64>,
     /// The primary has been seen healthy since start: before that nothing may promote.
     seen_healthy: bool,
     /// The primary Deployments that wanted replicas at the last healthy observation.
@@ -133,6 +138,7 @@ impl Engine {
             freeze_reason: ReasonCode::FreezeHold,
             known: None,
             last_record: None,
+            completed_elsewhere: None,
             seen_healthy: false,
             active_primary: Vec::new(),
             last_promotion_wall: None,
@@ -325,6 +331,9 @@ impl Engine {
                     self.drive_promotion(now, obs, phase, epoch, &mut actions, &mut reasons)
                 }
                 Some((RecordPhase::Promoted, epoch)) => {
+                    if self.completed_elsewhere.take() == Some(epoch) {
+                        self.completed(epoch, &mut actions);
+                    }
                     self.fence(now, obs, epoch, &mut actions, &mut reasons);
                     if self.settings.policy.fence
                         && self.primary_fenced(obs)
@@ -627,6 +636,15 @@ impl Engine {
             self.last_promotion_wall = Some(self.last_promotion_wall.map_or(t, |o| o.max(t)));
         }
         let previous = self.known.map(|(p, _)| p);
+        // A promotion completed by another writer (an operator's command, or another
+        // instance that stopped leading right after): its stale locks and Event follow
+        // here, as after this daemon's own `promoted` write. Not at the first reading.
+        self.completed_elsewhere = (phase == RecordPhase::Promoted
+            && rec.exists()
+            && self
+                .known
+                .is_some_and(|k| k != (RecordPhase::Promoted, epoch)))
+        .then_some(epoch);
         if phase == RecordPhase::Primary {
             if let Some(t) = rec.failback_at_unix {
                 self.last_failback_wall = Some(t as f64);
@@ -806,6 +824,14 @@ impl Engine {
             .all(|d| views.iter().any(|v| v.name == d.name) || obs.primary.absent.contains(&d.name))
     }
 
+    /// What follows a completed promotion: the stale locks and the Event.
+    fn completed(&self, epoch: u64, actions: &mut Vec<Action>) {
+        if self.settings.clear_stale_locks {
+            actions.push(Action::ClearStaleLocks { epoch });
+        }
+        actions.push(Action::AnnouncePromoted { epoch });
+    }
+
     /// Invariant 2: a recorded promotion completes or fails loudly, never flips back.
     fn drive_promotion(
         &mut self,
@@ -824,6 +850,7 @@ impl Engine {
         if standby_ready(views) {
             reasons.push(ReasonCode::StandbyReady);
             actions.push(Action::RecordPromoted { epoch });
+            self.completed(epoch, actions);
             return state_of(phase);
         }
         reasons.push(ReasonCode::AwaitingStandbyReady);

@@ -63,6 +63,7 @@ impl Sim {
             policy,
             mode,
             signals: vec![SignalId::Api, trigger_signal()],
+            clear_stale_locks: true,
         };
         Sim {
             engine: Engine::new(settings, now),
@@ -1258,6 +1259,89 @@ fn invariant2_a_restarted_daemon_finds_a_promotion_by_its_epoch_annotation() {
     assert!(sim.world.record_exists);
     assert_eq!(sim.world.record.epoch, 1);
     assert!(sim.world.record.effective_phase().standby_active());
+}
+
+/// A completed promotion's writes follow the `promoted` record in the same decision:
+/// the stale Terraform locks (with `clear_stale_locks`), then the Event; tried again
+/// with the record while it cannot be written, and once after it was.
+#[test]
+fn a_completed_promotion_clears_stale_locks_and_announces_itself_once() {
+    for clear in [true, false] {
+        let mut sim = Sim::auto();
+        let mut settings = sim.engine.settings().clone();
+        settings.clear_stale_locks = clear;
+        sim.engine = Engine::new(settings, sim.now);
+        sim.run(10);
+        sim.world.forbidden = vec!["record_promoted"];
+        sim.world.primary_down();
+        sim.run(8);
+        assert_eq!(sim.state(), GroupState::Promoting, "clear = {clear}");
+        let completing: Vec<Vec<&str>> = sim
+            .log
+            .iter()
+            .filter(|d| d.actions.contains(&Action::RecordPromoted { epoch: 1 }))
+            .map(|d| d.actions.iter().map(Action::kind).collect())
+            .collect();
+        assert!(completing.len() >= 2, "tried again: {completing:?}");
+        let expected: &[&str] = if clear {
+            &["record_promoted", "clear_stale_locks", "announce_promoted"]
+        } else {
+            &["record_promoted", "announce_promoted"]
+        };
+        assert!(completing.iter().all(|k| k == expected), "{completing:?}");
+        sim.world.forbidden.clear();
+        sim.run(20);
+        assert_eq!(sim.state(), GroupState::Promoted);
+        let after = sim
+            .log
+            .iter()
+            .rev()
+            .take(20)
+            .filter(|d| d.actions.iter().any(|a| a.follows_promoted().is_some()))
+            .count();
+        assert_eq!(
+            after, 1,
+            "announced once the record is written, then never again"
+        );
+    }
+}
+
+/// A promotion completed by another writer (`kube-failover promote --wait`, or a leader
+/// that stopped right after its write) gets its stale locks and Event from the leader
+/// that sees it; a daemon that starts on a completed promotion repeats nothing.
+#[test]
+fn a_promotion_completed_elsewhere_is_announced_by_who_sees_it_complete() {
+    let mut sim = Sim::warmed_up();
+    sim.world.forbidden = vec!["scale_standby_up"];
+    sim.world.primary_down();
+    sim.run(5);
+    assert_eq!(sim.state(), GroupState::Promoting);
+    let mut promoted = sim.world.read_record().expect("written");
+    promoted.phase = Some(RecordPhase::Promoted);
+    sim.world.store(promoted.clone());
+    let d = sim.tick().clone();
+    let kinds: Vec<&str> = d.actions.iter().map(Action::kind).collect();
+    assert!(
+        kinds.ends_with(&["clear_stale_locks", "announce_promoted"])
+            && !kinds.contains(&"record_promoted"),
+        "{kinds:?}"
+    );
+    sim.run(5);
+    assert_eq!(
+        sim.count(|a| matches!(a, Action::AnnouncePromoted { .. })),
+        1,
+        "once"
+    );
+    // A daemon started on it: nothing to announce.
+    let mut fresh = Sim::auto();
+    fresh.world.store(promoted);
+    fresh.run(10);
+    assert_eq!(fresh.state(), GroupState::Promoted);
+    assert_eq!(
+        fresh.count(|a| a.follows_promoted().is_some()),
+        0,
+        "a restart never repeats it"
+    );
 }
 
 /// Found by the fault campaign: the record is deleted right after the `promoting` write,
