@@ -2,9 +2,9 @@
 //! group and side it guards, how it reaches the standby cluster, and its timings. A
 //! problem names the file and the key.
 
-use super::decide::GuardSide;
 use crate::config::{ClusterConfig, is_dns_label, is_dns_subdomain, printable};
 pub use crate::model::GuardForm;
+use crate::model::Side;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub struct GuardConfig {
     /// The failover group's name (as in the daemon's `[[groups]] name`).
     pub group: String,
     /// Which side's agent this guard runs beside.
-    pub side: GuardSide,
+    pub side: Side,
     /// `wrapper` (default): the agent's command follows `--` and runs as the guard's
     /// child. `sidecar`: no command; the guard serves its verdict at `GET /agent` on
     /// `listen` for the agent container's liveness probe (`kube-failover guard check`).
@@ -263,7 +263,7 @@ impl GuardConfig {
                     .into(),
             ));
         }
-        if self.side != GuardSide::Primary {
+        if self.side != Side::Primary {
             return Err(bad(
                 "on_isolation",
                 "\"stop\" is for a primary's guard (side = \"primary\"): a standby's \
@@ -410,7 +410,7 @@ namespace = "env0-agent"
     #[test]
     fn defaults_fill_in() {
         let c = load(GOOD).unwrap();
-        assert_eq!(c.side, GuardSide::Primary);
+        assert_eq!(c.side, Side::Primary);
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.record_name(), "kube-failover-env0");
         assert_eq!(c.listen.port(), 9095);
@@ -515,7 +515,7 @@ namespace = "env0-agent"
     fn the_example_file_loads() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("guard.example.toml");
         let c = GuardConfig::load(&file).unwrap();
-        assert_eq!((c.group.as_str(), c.side), ("env0", GuardSide::Primary));
+        assert_eq!((c.group.as_str(), c.side), ("env0", Side::Primary));
         assert_eq!(c.standby.namespace, "env0-agent");
         assert_eq!(c.heartbeat_every, Duration::from_secs(5));
     }

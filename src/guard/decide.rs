@@ -3,28 +3,7 @@
 //! active (safety invariant 10), and it never stops a running agent because the record
 //! could not be read.
 
-use crate::model::{FailoverRecord, ProbeReason};
-use serde::{Deserialize, Serialize};
-
-/// Which side's agent a guard runs beside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GuardSide {
-    /// The primary cluster's agent: runs while the record says `primary`.
-    Primary,
-    /// The standby cluster's agent: runs while the record says the standby is active.
-    Standby,
-}
-
-impl GuardSide {
-    /// The config and label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GuardSide::Primary => "primary",
-            GuardSide::Standby => "standby",
-        }
-    }
-}
+use crate::model::{FailoverRecord, ProbeReason, Side};
 
 /// One reading of the record: found, not found (no ConfigMap), or why it could not be
 /// read.
@@ -114,7 +93,7 @@ impl Judge {
     }
 
     /// What the agent on `side` should be after `reading`.
-    pub fn judge(&mut self, side: GuardSide, reading: &Reading) -> (Want, GuardReason) {
+    pub fn judge(&mut self, side: Side, reading: &Reading) -> (Want, GuardReason) {
         let standby_active = match reading {
             Reading::Unreadable(_) => return (Want::Keep, GuardReason::RecordUnreadable),
             Reading::Missing if self.standby_epoch.is_some() => {
@@ -132,8 +111,8 @@ impl Judge {
             }
         };
         let ours = match side {
-            GuardSide::Primary => !standby_active,
-            GuardSide::Standby => standby_active,
+            Side::Primary => !standby_active,
+            Side::Standby => standby_active,
         };
         match (ours, reading) {
             (true, Reading::Missing) => (Want::Run, GuardReason::NoRecordYet),
@@ -181,7 +160,7 @@ mod tests {
     #[test]
     fn the_primary_runs_until_the_record_names_the_standby_and_again_after_a_failback() {
         let mut j = Judge::default();
-        let p = GuardSide::Primary;
+        let p = Side::Primary;
         assert_eq!(
             j.judge(p, &Reading::Missing),
             (Want::Run, GuardReason::NoRecordYet)
@@ -208,7 +187,7 @@ mod tests {
     #[test]
     fn the_standby_runs_only_while_the_record_names_it() {
         let mut j = Judge::default();
-        let s = GuardSide::Standby;
+        let s = Side::Standby;
         assert_eq!(
             j.judge(s, &Reading::Missing),
             (Want::Stop, GuardReason::NoRecordYet)
@@ -229,7 +208,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_record_never_stops_or_starts_anything() {
-        for side in [GuardSide::Primary, GuardSide::Standby] {
+        for side in [Side::Primary, Side::Standby] {
             for reason in [
                 ProbeReason::Connect,
                 ProbeReason::Timeout,
@@ -265,7 +244,7 @@ mod tests {
     #[test]
     fn a_lost_record_is_never_a_failback() {
         let mut j = Judge::default();
-        let p = GuardSide::Primary;
+        let p = Side::Primary;
         j.judge(p, &record(RecordPhase::Promoted, 3));
         assert_eq!(
             j.judge(p, &Reading::Missing),
@@ -291,7 +270,7 @@ mod tests {
     fn a_guard_restarted_after_a_promotion_remembers_it_from_its_heartbeat() {
         let mut j = Judge::remembering(Some(2));
         assert_eq!(
-            j.judge(GuardSide::Primary, &Reading::Missing),
+            j.judge(Side::Primary, &Reading::Missing),
             (Want::Keep, GuardReason::RecordMissing)
         );
     }

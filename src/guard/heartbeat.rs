@@ -4,9 +4,10 @@
 //! guard reads its own back after a restart, so it remembers a promotion even when the
 //! record is gone by then.
 
-use super::decide::{GuardReason, GuardSide};
+use super::decide::GuardReason;
 use crate::kube::call::{CallError, bounded};
 use crate::model::GuardForm;
+use crate::model::Side;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -60,7 +61,7 @@ pub struct Heartbeat {
     name: String,
     identity: String,
     group: String,
-    side: GuardSide,
+    side: Side,
     ttl: Duration,
     timeout: Duration,
     isolation: Option<(Duration, Duration)>,
@@ -74,7 +75,7 @@ impl Heartbeat {
         namespace: &str,
         name: String,
         identity: String,
-        (group, side): (&str, GuardSide),
+        (group, side): (&str, Side),
         (ttl, timeout): (Duration, Duration),
     ) -> Self {
         Heartbeat {

@@ -33,7 +33,7 @@ use crate::model::Side;
 use crate::record::now_stamp;
 use agent::{Agent, Stopped};
 use config::{GuardConfig, GuardForm, OnIsolation};
-use decide::{GuardReason, GuardSide, Judge, Reading, Want};
+use decide::{GuardReason, Judge, Reading, Want};
 use heartbeat::{Beat, Heartbeat};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use std::ffi::OsString;
@@ -112,7 +112,7 @@ pub struct GuardMetrics {
 }
 
 impl GuardMetrics {
-    fn new(group: &str, side: GuardSide, form: GuardForm) -> Self {
+    fn new(group: &str, side: Side, form: GuardForm) -> Self {
         // Every metric carries group and side as its own labels (sorted with the others
         // when written), not as the registry's common labels, which are appended in a
         // hash map's order that changes from one process to the next.
@@ -457,7 +457,7 @@ pub async fn run(config: GuardConfig, command: Vec<OsString>) -> Result<Ended, G
         // isolation_ttl has passed.
         if want == Want::Keep
             && !stop_on_isolation
-            && side == GuardSide::Primary
+            && side == Side::Primary
             && !agent.running()
             && last_write.is_none()
             && unconfirmed_reads >= 3

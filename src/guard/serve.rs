@@ -122,8 +122,9 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::super::config::GuardForm;
-    use super::super::decide::{GuardReason, GuardSide};
+    use super::super::decide::GuardReason;
     use super::*;
+    use crate::model::Side;
     use http_body_util::BodyExt;
 
     async fn body(r: Response<Full<Bytes>>) -> String {
@@ -132,7 +133,7 @@ mod tests {
 
     fn admin(form: GuardForm) -> Admin {
         Admin {
-            metrics: GuardMetrics::new("env0", GuardSide::Primary, form),
+            metrics: GuardMetrics::new("env0", Side::Primary, form),
             progress: Arc::new(Progress::default()),
             stall: Duration::from_secs(5),
             verdict: (form == GuardForm::Sidecar).then(|| Arc::new(Verdict::default())),
