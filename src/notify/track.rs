@@ -285,9 +285,8 @@ impl GroupNotices {
             .iter()
             .position(|d| d.event == NoticeEvent::Promotion && d.record.epoch == epoch)?;
         let Due { event, record } = self.due.remove(at);
-        if !self.mark_sent(record.epoch, event) {
-            return None;
-        }
+        // Sent before (the record went back and forth): the Event, not the notice again.
+        let fresh = self.mark_sent(record.epoch, event);
         let locks = match self.swept.take() {
             Some((e, locks)) if e == epoch => Ok(locks),
             _ => self.list_stale_locks(actuator, &record).await,
@@ -295,7 +294,7 @@ impl GroupNotices {
         let notice = self.build(event, &record, Some(locks));
         let left = locks_left(&notice);
         let notice = match &self.env0 {
-            Some(env0) => {
+            Some(env0) if fresh => {
                 let job = super::PendingPromotion {
                     event_message: promotion_summary(&notice),
                     notice,
@@ -315,13 +314,15 @@ impl GroupNotices {
                     }
                 }
             }
-            None => notice,
+            _ => notice,
         };
         let event = PromotionEvent::Write {
             message: promotion_message(&notice),
             locks_left: left,
         };
-        self.ready.push(notice);
+        if fresh {
+            self.ready.push(notice);
+        }
         Some(event)
     }
 
