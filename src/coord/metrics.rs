@@ -128,7 +128,10 @@ impl CoordMetrics {
     /// Creates and registers them: `kube_failover_leader` with `live` (a registry
     /// gathered at every request, never from a cached encoding), the others with
     /// `registry`.
-    pub fn new(registry: &Registry, live: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        registry: &crate::metrics::MetricRegistry,
+        live: &Registry,
+    ) -> Result<Self, prometheus::Error> {
         let m = CoordMetrics {
             roles: Roles::default(),
             leader: IntGaugeVec::new(
@@ -164,9 +167,9 @@ impl CoordMetrics {
             gauge: m.leader.clone(),
             roles: m.roles.clone(),
         }))?;
-        registry.register(Box::new(m.observers.clone()))?;
-        registry.register(Box::new(m.expected.clone()))?;
-        registry.register(Box::new(m.identity_clash.clone()))?;
+        registry.register(m.observers.clone())?;
+        registry.register(m.expected.clone())?;
+        registry.register(m.identity_clash.clone())?;
         Ok(m)
     }
 

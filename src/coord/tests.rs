@@ -80,7 +80,7 @@ fn instance(fake: &FakeLeases, config: &Config, identity: &str) -> Instance {
         process,
     );
     let live = prometheus::Registry::new();
-    let metrics = CoordMetrics::new(&prometheus::Registry::new(), &live).unwrap();
+    let metrics = CoordMetrics::new(&crate::metrics::MetricRegistry::default(), &live).unwrap();
     let coords = config
         .groups
         .iter()

@@ -1,6 +1,6 @@
 //! The env0 metrics, registered with the daemon's other metrics.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 
 /// Calls to env0, lookups, stranded deployments and redeploys.
 #[derive(Clone)]
@@ -18,7 +18,7 @@ pub const REDEPLOY_RESULTS: [&str; 4] = ["done", "failed", "claimed", "skipped"]
 
 impl Env0Metrics {
     /// Creates and registers them.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| Opts::new(name, help).namespace("kube_failover");
         let requests = IntCounterVec::new(
             opts(
@@ -53,9 +53,9 @@ impl Env0Metrics {
             &["group", "result"],
         )?;
         for m in [&requests, &lookups, &redeploys] {
-            registry.register(Box::new(m.clone()))?;
+            registry.register(m.clone())?;
         }
-        registry.register(Box::new(stranded.clone()))?;
+        registry.register(stranded.clone())?;
         Ok(Env0Metrics {
             requests,
             lookups,

@@ -1,7 +1,7 @@
 //! The state mirror's metrics, per group. Every series exists from the group's start
 //! (at 0), so the alerts see zeros, not absences.
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 
 /// Write operations, the `op` label of `kube_failover_mirror_writes_total`.
 pub const OPS: [&str; 3] = ["create", "replace", "delete"];
@@ -25,7 +25,7 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl MirrorMetrics {
     /// Creates and registers them in `registry`.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
         let m = MirrorMetrics {
             active: IntGaugeVec::new(
                 opts(
@@ -88,14 +88,14 @@ impl MirrorMetrics {
                 &["group", "reason"],
             )?,
         };
-        registry.register(Box::new(m.active.clone()))?;
-        registry.register(Box::new(m.secrets.clone()))?;
-        registry.register(Box::new(m.bytes.clone()))?;
-        registry.register(Box::new(m.conflicts.clone()))?;
-        registry.register(Box::new(m.last_sync.clone()))?;
-        registry.register(Box::new(m.max_lag.clone()))?;
-        registry.register(Box::new(m.writes.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(m.active.clone())?;
+        registry.register(m.secrets.clone())?;
+        registry.register(m.bytes.clone())?;
+        registry.register(m.conflicts.clone())?;
+        registry.register(m.last_sync.clone())?;
+        registry.register(m.max_lag.clone())?;
+        registry.register(m.writes.clone())?;
+        registry.register(m.errors.clone())?;
         Ok(m)
     }
 

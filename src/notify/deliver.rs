@@ -422,7 +422,7 @@ mod tests {
     }
 
     fn metrics() -> NoticeMetrics {
-        NoticeMetrics::new(&prometheus::Registry::new()).unwrap()
+        NoticeMetrics::new(&crate::metrics::MetricRegistry::default()).unwrap()
     }
 
     fn hook(name: &str, url: String) -> WebhookConfig {

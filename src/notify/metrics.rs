@@ -1,7 +1,7 @@
 //! `kube_failover_notices_total`, registered with the daemon's other metrics.
 
 use super::NoticeEvent;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts};
 
 /// How a notice to one webhook ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct NoticeMetrics {
 
 impl NoticeMetrics {
     /// Creates and registers it.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
         let notices = IntCounterVec::new(
             Opts::new(
                 "notices_total",
@@ -51,7 +51,7 @@ impl NoticeMetrics {
             .namespace("kube_failover"),
             &["webhook", "event", "result"],
         )?;
-        registry.register(Box::new(notices.clone()))?;
+        registry.register(notices.clone())?;
         Ok(NoticeMetrics { notices })
     }
 

@@ -4,7 +4,7 @@
 
 use crate::status::DriftStatus;
 use kube_failover_core::checks::{CheckKind, StateCheck};
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +31,7 @@ pub struct StateMetrics {
 
 impl StateMetrics {
     /// Creates and registers them.
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
         let m = StateMetrics {
             check_ok: IntGaugeVec::new(
                 opts(
@@ -77,12 +77,12 @@ impl StateMetrics {
             )?,
             drift_series: Arc::default(),
         };
-        registry.register(Box::new(m.check_ok.clone()))?;
-        registry.register(Box::new(m.check_failures.clone()))?;
-        registry.register(Box::new(m.check_timestamp.clone()))?;
-        registry.register(Box::new(m.freshness_age.clone()))?;
-        registry.register(Box::new(m.drift.clone()))?;
-        registry.register(Box::new(m.drift_primary_seen.clone()))?;
+        registry.register(m.check_ok.clone())?;
+        registry.register(m.check_failures.clone())?;
+        registry.register(m.check_timestamp.clone())?;
+        registry.register(m.freshness_age.clone())?;
+        registry.register(m.drift.clone())?;
+        registry.register(m.drift_primary_seen.clone())?;
         Ok(m)
     }
 
@@ -149,18 +149,13 @@ mod tests {
     use crate::status::DriftItem;
     use kube_failover_core::checks::{CheckKind, CheckResult, Gate};
 
-    fn text(r: &Registry) -> String {
-        use prometheus::Encoder;
-        let mut buf = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&r.gather(), &mut buf)
-            .unwrap();
-        String::from_utf8(buf).unwrap()
+    fn text(r: &crate::metrics::MetricRegistry) -> String {
+        String::from_utf8(r.encode()).unwrap()
     }
 
     #[test]
     fn checks_and_drift_become_bounded_series_that_clear_to_zero() {
-        let r = Registry::new();
+        let r = crate::metrics::MetricRegistry::default();
         let m = StateMetrics::new(&r).unwrap();
         let check = |result| StateCheck {
             name: "volume".into(),
