@@ -735,6 +735,9 @@ pub(super) fn phase(name: &str, interval: Duration) -> Duration {
 }
 
 #[cfg(test)]
+mod tick_tests;
+
+#[cfg(test)]
 mod tests {
     use super::phase;
     use std::time::Duration;
