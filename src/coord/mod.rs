@@ -35,8 +35,6 @@
 //! [`Coordination`], made once by the daemon: no process-wide state.
 
 pub mod clock;
-#[cfg(test)]
-mod fake_api;
 pub mod group;
 pub mod leader;
 pub mod lease;

@@ -1,8 +1,7 @@
-//! The coordination against an in-memory Lease API (src/coord/fake_api.rs), on tokio's
-//! paused clock.
+//! The coordination against an in-memory API (src/kube/fake_api.rs), on tokio's paused
+//! clock.
 
 use super::clock::Clock;
-use super::fake_api::FakeLeases;
 use super::group::GroupCoord;
 use super::lease::{
     HEARTBEAT_ANNOTATION, INSTANCE_ANNOTATION, VERDICTS_ANNOTATION, annotation, leader_lease_name,
@@ -12,6 +11,7 @@ use super::presence::{self, Presence};
 use super::*;
 use crate::config::Config;
 use crate::engine::Decision;
+use crate::kube::fake_api::FakeApi;
 use crate::kube::watch_cache::WatchStore;
 use crate::model::Verdict;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -30,7 +30,7 @@ fn clock() -> Clock {
     CLOCK.with(|c| *c)
 }
 
-// The coordination against an in-memory Lease API (src/coord/fake_api.rs), with a
+// The coordination against an in-memory API (src/kube/fake_api.rs), with a
 // short timing: interval 100 ms, lease duration 600 ms, renew deadline 400 ms,
 // observer ttl 300 ms, so renewals every 100 ms.
 
@@ -66,7 +66,7 @@ struct Instance {
     live: prometheus::Registry,
 }
 
-fn instance(fake: &FakeLeases, config: &Config, identity: &str) -> Instance {
+fn instance(fake: &FakeApi, config: &Config, identity: &str) -> Instance {
     let store = WatchStore::<Lease>::new("Leases in ns");
     let timing = leader_timing(&config.daemon);
     // A process of its own, eager from the start (no warm-up): the tests decide who runs.
@@ -124,7 +124,7 @@ fn decision(verdict: Verdict) -> Decision {
 
 impl Instance {
     /// One tick of every group, the cache listed from the fake first when `seen`.
-    async fn tick(&self, fake: &FakeLeases, seen: bool, verdict: Verdict) {
+    async fn tick(&self, fake: &FakeApi, seen: bool, verdict: Verdict) {
         if seen {
             fake.mirror(&self.store);
         }
@@ -179,7 +179,7 @@ fn beat(identity: &str, instance: &str) -> Lease {
     }
 }
 
-async fn ticks_for(i: &Instance, fake: &FakeLeases, seen: bool, d: Duration) {
+async fn ticks_for(i: &Instance, fake: &FakeApi, seen: bool, d: Duration) {
     let until = clock().now() + d;
     while clock().now() < until {
         i.tick(fake, seen, Verdict::Up).await;
@@ -191,7 +191,7 @@ async fn ticks_for(i: &Instance, fake: &FakeLeases, seen: bool, d: Duration) {
 /// when it did not within `within`.
 async fn ticks_until_leading(
     i: &Instance,
-    fake: &FakeLeases,
+    fake: &FakeApi,
     seen: bool,
     n: usize,
     within: Duration,
@@ -210,7 +210,7 @@ async fn ticks_until_leading(
 
 #[tokio::test(start_paused = true)]
 async fn renewals_are_spaced_and_shared_by_every_group() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(10);
     let me = instance(&fake, &cfg, "me");
     assert_eq!(me.presence.spacing(), Duration::from_millis(100));
@@ -252,7 +252,7 @@ async fn renewals_are_spaced_and_shared_by_every_group() {
 
 #[tokio::test(start_paused = true)]
 async fn a_verdict_turning_down_is_published_at_once() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     // Renewals every 10 s: none during the test but the first.
     let cfg = config_with(2, "60s", "40s", "30s");
     let me = instance(&fake, &cfg, "me");
@@ -297,7 +297,7 @@ async fn a_verdict_turning_down_is_published_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn no_take_over_while_the_lease_cache_is_not_established() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     // A holder that died: its leader Lease and heartbeat never change again.
     fake.put(beat("other", "p-other"));
     fake.put(held(
@@ -340,7 +340,7 @@ async fn no_take_over_while_the_lease_cache_is_not_established() {
 
 #[tokio::test(start_paused = true)]
 async fn a_take_over_backs_off_when_the_fresh_heartbeat_moved() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let other = presence::observer_lease_name("other");
     fake.put(beat("other", "p-other"));
     fake.put(held("other", "p-other", &other));
@@ -373,7 +373,7 @@ async fn a_take_over_backs_off_when_the_fresh_heartbeat_moved() {
 
 #[tokio::test(start_paused = true)]
 async fn accepted_renewals_stand_for_the_standby_readyz_and_failed_ones_do_not() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
     let proof = Arc::new(crate::kube::cluster::WriteProof::default());
@@ -400,7 +400,7 @@ async fn accepted_renewals_stand_for_the_standby_readyz_and_failed_ones_do_not()
 
 #[tokio::test(start_paused = true)]
 async fn a_holder_whose_renewals_fail_stops_at_the_deadline() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
     ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
@@ -437,7 +437,7 @@ fn leader_gauge(i: &Instance) -> Vec<i64> {
 /// tick.
 #[tokio::test(start_paused = true)]
 async fn a_blocked_leader_stops_saying_leader_at_its_deadline() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
     ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
@@ -477,7 +477,7 @@ async fn a_blocked_leader_stops_saying_leader_at_its_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn another_process_writing_the_observer_lease_is_a_clash() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
     ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
@@ -522,7 +522,7 @@ async fn another_process_writing_the_observer_lease_is_a_clash() {
 
 #[tokio::test(start_paused = true)]
 async fn an_api_that_fails_every_write_gets_no_more_writes_than_a_healthy_one() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     // Ten groups, renewals every 500 ms (lease duration 3 s), and an API server that
     // answers 500 to everything from the start (overloaded): every group wants to
     // create its leader Lease at every tick.
@@ -566,7 +566,7 @@ async fn an_api_that_fails_every_write_gets_no_more_writes_than_a_healthy_one() 
 
 #[tokio::test(start_paused = true)]
 async fn a_group_nobody_leads_is_reported_after_a_lease_duration() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(1);
     let me = instance(&fake, &cfg, "me");
     // The leader Lease cannot be written (say, no grant on the coordination
@@ -598,7 +598,7 @@ async fn a_group_nobody_leads_is_reported_after_a_lease_duration() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peers_down_verdict_is_news_only_to_an_instance_that_says_down() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(1);
     let a = instance(&fake, &cfg, "a");
     let b = instance(&fake, &cfg, "b");
@@ -629,7 +629,7 @@ async fn a_peers_down_verdict_is_news_only_to_an_instance_that_says_down() {
 
 #[tokio::test(start_paused = true)]
 async fn release_hands_the_leader_leases_over_and_withdraws_the_verdicts() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(2);
     let me = instance(&fake, &cfg, "me");
     ticks_for(&me, &fake, true, Duration::from_millis(200)).await;
@@ -660,7 +660,7 @@ async fn release_hands_the_leader_leases_over_and_withdraws_the_verdicts() {
 
 #[tokio::test(start_paused = true)]
 async fn two_instances_see_each_other_and_lead_once() {
-    let fake = FakeLeases::new();
+    let fake = FakeApi::new();
     let cfg = config(4);
     let a = instance(&fake, &cfg, "a");
     let b = instance(&fake, &cfg, "b");

@@ -14,20 +14,16 @@ use crate::model::{Action, Observation, ProbeOutcome, ProbeReason};
 use crate::probe;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// One group: its clients, engine and actuator.
 pub(super) struct GroupRunner {
     cfg: GroupConfig,
+    /// Where the tick reads the time: the coordination's clock (the system's, or tokio's
+    /// paused one in the tick's unit tests).
+    clock: crate::coord::Clock,
     interval: Duration,
     timeout: Duration,
     primary: Arc<ClusterHandle>,
@@ -85,6 +81,7 @@ impl GroupRunner {
         admin: Arc<AdminState>,
         coordination: &Arc<crate::coord::Coordination>,
     ) -> Self {
+        let clock = coordination.clock();
         let signals = probe::signal_ids(&cfg);
         metrics.init_group(&cfg.name, &signals);
         metrics.init_event_ticks(&cfg.name, &Cause::ALL.map(Cause::as_str));
@@ -110,7 +107,7 @@ impl GroupRunner {
                 signals,
                 clear_stale_locks: cfg.state.clear_stale_locks,
             },
-            Instant::now(),
+            clock.now(),
         );
         let coord = Arc::new(crate::coord::GroupCoord::new(
             &cfg,
@@ -130,7 +127,7 @@ impl GroupRunner {
         // check before it when the process pauses or a call is slow.
         let gate: crate::actuate::LeaderGate = {
             let leader = coord.clone();
-            Arc::new(move || leader.may_write(Instant::now()))
+            Arc::new(move || leader.may_write(clock.now()))
         };
         let new_actuator = || {
             Actuator::new(
@@ -156,7 +153,7 @@ impl GroupRunner {
                     &standby,
                     (*standby_client).clone(),
                     new_actuator(),
-                    Arc::new(move || auto && leader.may_write(Instant::now())),
+                    Arc::new(move || auto && leader.may_write(clock.now())),
                     metrics.mirror.clone(),
                 )
             });
@@ -189,7 +186,7 @@ impl GroupRunner {
                 client,
                 claims,
                 new_actuator(),
-                Arc::new(move || auto && leader.may_write(Instant::now())),
+                Arc::new(move || auto && leader.may_write(clock.now())),
                 follow,
                 metrics.env0.clone(),
             );
@@ -217,6 +214,7 @@ impl GroupRunner {
             state_checks,
             coord,
             mirror,
+            clock,
             interval: config.daemon.probe_interval,
             timeout: config.daemon.probe_timeout,
             primary,
@@ -228,7 +226,7 @@ impl GroupRunner {
             published: Default::default(),
             admin,
             state: GroupState::Starting,
-            since_unix: now_unix(),
+            since_unix: clock.unix(),
             last_action_error: None,
             failing: HashMap::new(),
             previous_tick: None,
@@ -244,7 +242,7 @@ impl GroupRunner {
         // staggered the same way), and at once on an event on its primary (see
         // `wake`). The time between a group's own scheduled ticks stays the interval.
         let mut schedule = Schedule::new(
-            Instant::now() + phase(&self.cfg.name, self.interval),
+            self.clock.now() + phase(&self.cfg.name, self.interval),
             self.interval,
         );
         let mut wakes = Wakes::new(&self.primary, &self.cfg.primary.namespace);
@@ -291,7 +289,7 @@ impl GroupRunner {
             quiet = now_quiet;
             // A peer's verdict is no news of the primary: the schedule stays.
             let anchor = event.filter(|(c, _)| *c != Cause::PeerVerdict);
-            schedule.tick_done(anchor.map(|_| observed_at), quiet, Instant::now());
+            schedule.tick_done(anchor.map(|_| observed_at), quiet, self.clock.now());
         }
         // The mirror's pass in flight finishes its write (each one is bounded).
         if let Some(task) = mirror
@@ -390,11 +388,11 @@ impl GroupRunner {
         event: Option<(Cause, Option<Instant>)>,
         due: Instant,
     ) -> (bool, Instant) {
-        let started = Instant::now();
+        let started = self.clock.now();
         // A scheduled tick counts as of its deadline (it may start late on a busy
         // runtime; see `Engine::step_due`); an event tick as of its start.
         let due = if event.is_some() { started } else { due };
-        let wall = now_unix();
+        let wall = self.clock.unix();
         self.admin.progress(&self.cfg.name);
         let cause = event.map(|(c, _)| c);
         if let Some(cause) = cause {
@@ -406,7 +404,7 @@ impl GroupRunner {
         self.readyz_sent = self.readyz_sent.max(Some(sent));
         self.admin.progress(&self.cfg.name);
 
-        let leadership = if self.coord.may_write(Instant::now()) {
+        let leadership = if self.coord.may_write(self.clock.now()) {
             Leadership::Leads
         } else {
             Leadership::Follows
@@ -434,7 +432,7 @@ impl GroupRunner {
         self.coord.publish(&decision, wall).await;
 
         // Only the leader sends notices.
-        let still_leading = self.coord.may_write(Instant::now());
+        let still_leading = self.coord.may_write(self.clock.now());
         self.notices.flush(&self.actuator, still_leading).await;
 
         let quiet = decision
@@ -528,18 +526,19 @@ impl GroupRunner {
             obs,
             wall,
         );
-        status.coordination = Some(self.coord.status(Instant::now()));
+        status.coordination = Some(self.coord.status(self.clock.now()));
         status.drift = self.state_checks.drift_status();
         self.state_checks
             .report(&self.metrics.state, group, obs, status.drift.as_ref());
         if let Some((mirror, _)) = self.mirror.as_deref() {
             mirror.on_tick(decision, leading);
-            status.mirror = Some(mirror.status(now_unix()));
+            status.mirror = Some(mirror.status(self.clock.unix()));
         }
         status.env0 = self.env0.as_ref().map(|e| e.handle.status());
-        self.admin.tick_done(status, now_unix());
+        self.admin.tick_done(status, self.clock.unix());
+        let took = self.clock.now().saturating_duration_since(started);
         self.metrics
-            .tick_done(group, started.elapsed().as_secs_f64(), now_unix());
+            .tick_done(group, took.as_secs_f64(), self.clock.unix());
     }
 
     /// The metrics of one action carried out in this tick.
@@ -604,7 +603,7 @@ impl GroupRunner {
             if action.follows_promoted().is_some() && action.follows_promoted() == promoted_failed {
                 continue; // the `promoted` record was not written: the next tick retries
             }
-            if !self.coord.may_write(Instant::now()) {
+            if !self.coord.may_write(self.clock.now()) {
                 warn!(
                     group,
                     action = kind,
@@ -620,7 +619,7 @@ impl GroupRunner {
             };
             let result = self.actuator.execute_with(action, obs, event).await;
             self.admin.progress(group);
-            let at_unix = now_unix();
+            let at_unix = self.clock.unix();
             // A report that left something undone (a stale lock not deleted) is a
             // failure, after the notices took what it did.
             let result = match result {
@@ -645,7 +644,7 @@ impl GroupRunner {
                 Ok(report) => {
                     // As of the write's end: the guards' isolation bound runs from the
                     // moment the `promoting` record is known written.
-                    self.engine.handle_result(Instant::now(), action, true);
+                    self.engine.handle_result(self.clock.now(), action, true);
                     if let Some(stored) = &report.record {
                         self.engine.record_stored(stored);
                     }
@@ -778,6 +777,9 @@ pub(super) fn phase(name: &str, interval: Duration) -> Duration {
         .max(1);
     Duration::from_nanos(hash % nanos)
 }
+
+#[cfg(test)]
+mod tick_tests;
 
 #[cfg(test)]
 mod tests {

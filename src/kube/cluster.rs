@@ -123,6 +123,7 @@ impl Clusters {
             unreachable_answers: AtomicU32::new(0),
             scheduled: Mutex::new(false),
             stores: Mutex::new(Stores::default()),
+            start_watches: true,
         });
         if let Some(key) = key {
             self.by_key.insert(key, handle.clone());
@@ -260,6 +261,9 @@ pub struct ClusterHandle {
     /// Whether the task sending `/readyz` at each slot's start runs.
     scheduled: Mutex<bool>,
     stores: Mutex<Stores>,
+    /// Whether a store's watch starts with the store: false only for the handles of
+    /// unit tests ([`ClusterHandle::for_tests`]), whose stores the test fills.
+    start_watches: bool,
 }
 
 /// The last write the cluster's API server accepted from this process: when it was sent
@@ -297,6 +301,48 @@ fn unreachable(reason: ProbeReason) -> bool {
 }
 
 impl ClusterHandle {
+    /// A handle for unit tests: every request goes through `client` (a fake API), each
+    /// `/readyz` is bounded by `timeout`, namespaces are watched one by one. No watch
+    /// starts: the test fills the stores (the first call of [`ClusterHandle::deployments`]
+    /// and the others makes a store, as in the daemon). No task sends `/readyz` at each
+    /// slot's start, and a slot lasts a day: slots run on the system's monotonic clock,
+    /// which tokio's paused clock does not move, so which slot a call falls in must not
+    /// depend on how fast the test runs. A call asking for an answer sent after the
+    /// previous one (each tick of a group asks so of its primary) then sends a request
+    /// every time; a call content with the slot's answer ([`ClusterHandle::readyz`], the
+    /// standby's) sends one once.
+    #[cfg(test)]
+    pub(crate) fn for_tests(client: kube::Client, timeout: Duration) -> Arc<ClusterHandle> {
+        Arc::new(ClusterHandle {
+            watch_client: client.clone(),
+            client,
+            spread_watches: false,
+            watches: AtomicUsize::new(0),
+            watch_pools: Mutex::new(Vec::new()),
+            reachable: watch::channel(true).0,
+            starts: Arc::new(Semaphore::new(LISTS_IN_FLIGHT)),
+            watch_starts: Arc::new(Semaphore::new(WATCH_STARTS_IN_FLIGHT)),
+            interval: Duration::from_secs(24 * 3600),
+            timeout,
+            watch_timeout: watch_cache::WatchTimeout {
+                configured: None,
+                http2: Arc::new(AtomicBool::new(false)),
+            },
+            watch_scope: WatchScope::Namespaces,
+            readyz: Mutex::new(Readyz {
+                anchor: Instant::now(),
+                latest: None,
+            }),
+            reanchored: Arc::new(Notify::new()),
+            written: Arc::new(WriteProof::default()),
+            unreachable_answers: AtomicU32::new(0),
+            // As if the slot task ran already: it never starts.
+            scheduled: Mutex::new(true),
+            stores: Mutex::new(Stores::default()),
+            start_watches: false,
+        })
+    }
+
     /// The cluster's client (clones share connections and credentials).
     pub fn client(&self) -> &kube::Client {
         &self.client
@@ -572,12 +618,14 @@ impl ClusterHandle {
             labels: None,
             fields: Some(format!("metadata.name={name}")),
         };
-        stores.tasks.push(tokio::spawn(watch_cache::run(
-            store.clone(),
-            api,
-            selection,
-            self.upkeep(),
-        )));
+        if self.start_watches {
+            stores.tasks.push(tokio::spawn(watch_cache::run(
+                store.clone(),
+                api,
+                selection,
+                self.upkeep(),
+            )));
+        }
         store
     }
 
@@ -666,12 +714,14 @@ impl ClusterHandle {
             labels: selector.map(str::to_string),
             fields: None,
         };
-        stores.tasks.push(tokio::spawn(watch_cache::run(
-            store.clone(),
-            api,
-            selection,
-            self.upkeep(),
-        )));
+        if self.start_watches {
+            stores.tasks.push(tokio::spawn(watch_cache::run(
+                store.clone(),
+                api,
+                selection,
+                self.upkeep(),
+            )));
+        }
         store
     }
 }

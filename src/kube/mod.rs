@@ -2,7 +2,8 @@
 //! its kubeconfig or in-cluster credentials ([`client`]), reading a kubeconfig without
 //! contacting anyone (`kubeconfig`), bounding and classifying each call ([`call`]), the
 //! watch-backed object caches ([`watch_cache`]) and what the daemon shares per cluster
-//! ([`cluster`]).
+//! ([`cluster`]). For unit tests, `fake_api` is an in-memory API server behind a
+//! `kube::Client`.
 //!
 //! Below the crate root, `kube` still names the external crate (`use kube::Api`); this
 //! module is reached as `crate::kube`.
@@ -10,5 +11,7 @@
 pub mod call;
 pub mod client;
 pub mod cluster;
+#[cfg(test)]
+pub(crate) mod fake_api;
 pub(crate) mod kubeconfig;
 pub mod watch_cache;
