@@ -20,6 +20,7 @@ pub mod error_chain;
 pub mod guard;
 pub mod kube;
 pub mod liveness;
+pub(crate) mod metric_registry;
 pub(crate) mod metrics;
 pub(crate) mod mirror;
 pub(crate) mod notify;

@@ -129,7 +129,7 @@ impl CoordMetrics {
     /// gathered at every request, never from a cached encoding), the others with
     /// `registry`.
     pub fn new(
-        registry: &crate::metrics::MetricRegistry,
+        registry: &crate::metric_registry::MetricRegistry,
         live: &Registry,
     ) -> Result<Self, prometheus::Error> {
         let m = CoordMetrics {

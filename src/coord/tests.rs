@@ -80,7 +80,8 @@ fn instance(fake: &FakeApi, config: &Config, identity: &str) -> Instance {
         process,
     );
     let live = prometheus::Registry::new();
-    let metrics = CoordMetrics::new(&crate::metrics::MetricRegistry::default(), &live).unwrap();
+    let metrics =
+        CoordMetrics::new(&crate::metric_registry::MetricRegistry::default(), &live).unwrap();
     let coords = config
         .groups
         .iter()

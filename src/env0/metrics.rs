@@ -18,7 +18,9 @@ pub const REDEPLOY_RESULTS: [&str; 4] = ["done", "failed", "claimed", "skipped"]
 
 impl Env0Metrics {
     /// Creates and registers them.
-    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        registry: &crate::metric_registry::MetricRegistry,
+    ) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| Opts::new(name, help).namespace("kube_failover");
         let requests = IntCounterVec::new(
             opts(

@@ -610,7 +610,7 @@ mod tests {
             Actuator::new(&group, closed.clone(), closed, "w".into()),
             Arc::new(move || may.load(Ordering::SeqCst)),
             record,
-            Env0Metrics::new(&crate::metrics::MetricRegistry::default()).unwrap(),
+            Env0Metrics::new(&crate::metric_registry::MetricRegistry::default()).unwrap(),
         );
         (worker, handle, record_tx, leading)
     }

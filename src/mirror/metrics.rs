@@ -25,7 +25,9 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl MirrorMetrics {
     /// Creates and registers them in `registry`.
-    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        registry: &crate::metric_registry::MetricRegistry,
+    ) -> Result<Self, prometheus::Error> {
         let m = MirrorMetrics {
             active: IntGaugeVec::new(
                 opts(

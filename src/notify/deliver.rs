@@ -422,7 +422,7 @@ mod tests {
     }
 
     fn metrics() -> NoticeMetrics {
-        NoticeMetrics::new(&crate::metrics::MetricRegistry::default()).unwrap()
+        NoticeMetrics::new(&crate::metric_registry::MetricRegistry::default()).unwrap()
     }
 
     fn hook(name: &str, url: String) -> WebhookConfig {

@@ -41,7 +41,9 @@ pub struct NoticeMetrics {
 
 impl NoticeMetrics {
     /// Creates and registers it.
-    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        registry: &crate::metric_registry::MetricRegistry,
+    ) -> Result<Self, prometheus::Error> {
         let notices = IntCounterVec::new(
             Opts::new(
                 "notices_total",

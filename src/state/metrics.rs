@@ -31,7 +31,9 @@ pub struct StateMetrics {
 
 impl StateMetrics {
     /// Creates and registers them.
-    pub fn new(registry: &crate::metrics::MetricRegistry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        registry: &crate::metric_registry::MetricRegistry,
+    ) -> Result<Self, prometheus::Error> {
         let m = StateMetrics {
             check_ok: IntGaugeVec::new(
                 opts(
@@ -149,13 +151,13 @@ mod tests {
     use crate::status::DriftItem;
     use kube_failover_core::checks::{CheckKind, CheckResult, Gate};
 
-    fn text(r: &crate::metrics::MetricRegistry) -> String {
+    fn text(r: &crate::metric_registry::MetricRegistry) -> String {
         String::from_utf8(r.encode()).unwrap()
     }
 
     #[test]
     fn checks_and_drift_become_bounded_series_that_clear_to_zero() {
-        let r = crate::metrics::MetricRegistry::default();
+        let r = crate::metric_registry::MetricRegistry::default();
         let m = StateMetrics::new(&r).unwrap();
         let check = |result| StateCheck {
             name: "volume".into(),
