@@ -1,10 +1,14 @@
 //! The daemon's clients against real API servers when credentials change under them: a
-//! token revoked and rotated on disk, and an exec credential plugin that hangs.
+//! token revoked and rotated on disk, and an exec credential plugin that hangs. The
+//! clients are those of a cluster handle, as the daemon holds them (one for calls, one
+//! for watches), probed by the daemon's probes.
 
-use kube_failover::config::{ClusterConfig, GroupConfig, WorkloadConfig};
-use kube_failover::kube::client::{ClientOptions, client_for_with};
-use kube_failover::model::{ProbeReason, Side};
-use kube_failover::probe::{api, probe_primary};
+use kube_failover::config::{ClusterConfig, GroupConfig, WatchScope, WorkloadConfig};
+use kube_failover::kube::client::ClientOptions;
+use kube_failover::kube::cluster::{ClusterHandle, Clusters};
+use kube_failover::model::{Evidence, PrimaryObservation, ProbeReason, Side};
+use kube_failover::probe::api;
+use kube_failover::probe::cached::{primary_caches, probe_primary_since};
 use kube_failover_testbed::{Cluster, TokenCredentials};
 use std::path::Path;
 use std::sync::Arc;
@@ -48,6 +52,63 @@ fn group(c: &Cluster, kubeconfig: &Path) -> GroupConfig {
     }
 }
 
+/// The cluster of `group`'s primary as the daemon holds it, its calls bounded by
+/// `timeout`; its watches last `watch_timeout` (the daemon's `daemon.watch_timeout`).
+async fn handle(
+    group: &GroupConfig,
+    timeout: Duration,
+    watch_timeout: Option<Duration>,
+) -> Arc<ClusterHandle> {
+    Clusters::new(
+        ClientOptions::for_call_timeout(timeout),
+        Duration::from_secs(1),
+        timeout,
+        watch_timeout,
+        WatchScope::Namespaces,
+    )
+    .get(&group.primary, Side::Primary)
+    .await
+    .expect("handle")
+}
+
+/// One probe of the primary with a `/readyz` sent now.
+async fn probe(
+    cluster: &Arc<ClusterHandle>,
+    group: &GroupConfig,
+    timeout: Duration,
+) -> PrimaryObservation {
+    let http = reqwest::Client::new();
+    probe_primary_since(cluster, group, &http, timeout, &[], Some(Instant::now()))
+        .await
+        .0
+}
+
+/// Probes until `done` holds, for at most `bound`; the last observation either way.
+async fn probe_until(
+    cluster: &Arc<ClusterHandle>,
+    group: &GroupConfig,
+    timeout: Duration,
+    bound: Duration,
+    done: impl Fn(&PrimaryObservation) -> bool,
+) -> (PrimaryObservation, Duration) {
+    let start = Instant::now();
+    loop {
+        let obs = probe(cluster, group, timeout).await;
+        if done(&obs) || start.elapsed() > bound {
+            return (obs, start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn all_pass(obs: &PrimaryObservation) -> bool {
+    obs.api.passed() && obs.workloads.iter().all(|(_, o)| o.passed())
+}
+
+/// A revoked token: `/readyz` answers 401 at once, the watches when they are resumed
+/// (their grant is checked when they start; 1 s watches here). A token rotated on disk:
+/// the same handle, not rebuilt, reads it after the 401s, and its caches are listed
+/// again.
 #[tokio::test]
 async fn a_revoked_token_is_unauthorized_and_a_rotated_one_works_in_the_same_client() {
     let _serial = SERIAL.lock().await;
@@ -56,37 +117,52 @@ async fn a_revoked_token_is_unauthorized_and_a_rotated_one_works_in_the_same_cli
         .await
         .expect("token identity");
     let timeout = Duration::from_secs(3);
-    let client = client_for_with(
-        &cluster_config(&cluster, creds.kubeconfig()),
-        Side::Primary,
-        ClientOptions::for_call_timeout(timeout),
-    )
-    .await
-    .expect("client");
     let group = group(&cluster, creds.kubeconfig());
-    let http = reqwest::Client::new();
+    let cluster_handle = handle(&group, timeout, Some(Duration::from_secs(1))).await;
+    let client = cluster_handle.client();
 
-    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
-    assert!(obs.api.passed(), "{:?}", obs.api);
-    for (name, out) in &obs.workloads {
-        assert!(out.passed(), "{name}: {out:?}");
-    }
+    primary_caches(&cluster_handle, &group, timeout)
+        .await
+        .expect("caches established");
+    let obs = probe(&cluster_handle, &group, timeout).await;
+    assert!(all_pass(&obs), "{obs:?}");
 
     creds.revoke().await.expect("revoke");
-    let out = api::readyz(&client, timeout).await;
+    let out = api::readyz(client, timeout).await;
     assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
-    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
+    let unauthorized = |obs: &PrimaryObservation| {
+        obs.workloads
+            .iter()
+            .all(|(_, o)| o.reason == ProbeReason::Unauthorized)
+    };
+    let (obs, took) = probe_until(
+        &cluster_handle,
+        &group,
+        timeout,
+        Duration::from_secs(15),
+        unauthorized,
+    )
+    .await;
+    eprintln!("measured: token revoked -> watches unauthorized: {took:?}");
+    assert_eq!(obs.api.reason, ProbeReason::Unauthorized, "{obs:?}");
     for (name, out) in &obs.workloads {
         assert_eq!(out.reason, ProbeReason::Unauthorized, "{name}: {out:?}");
     }
 
-    // The same client object, no restart: the 401s above made it re-read the file.
+    // The same handle, no restart: the 401s above made both its clients re-read the
+    // file.
     creds.rotate().await.expect("rotate");
-    let obs = probe_primary(&client, &group, &http, timeout, &[]).await;
-    assert!(obs.api.passed(), "{:?}", obs.api);
-    for (name, out) in &obs.workloads {
-        assert!(out.passed(), "{name}: {out:?}");
-    }
+    assert!(api::readyz(client, timeout).await.passed());
+    let (obs, took) = probe_until(
+        &cluster_handle,
+        &group,
+        timeout,
+        Duration::from_secs(30),
+        all_pass,
+    )
+    .await;
+    eprintln!("measured: token rotated -> caches serve again: {took:?}");
+    assert!(all_pass(&obs), "{obs:?}");
     // Clones share the reloaded credentials.
     assert!(api::readyz(&client.clone(), timeout).await.passed());
 }
@@ -104,15 +180,10 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
         .set_exec_delay(Some(Duration::from_secs(60)))
         .expect("plugin sleeps");
     let probe_timeout = Duration::from_secs(1);
-    let client = client_for_with(
-        &cluster_config(&cluster, creds.exec_kubeconfig()),
-        Side::Primary,
-        ClientOptions::for_call_timeout(probe_timeout),
-    )
-    .await
-    .expect("building the client runs no plugin");
     let group = group(&cluster, creds.exec_kubeconfig());
-    let http = reqwest::Client::new();
+    // Building the handle's clients runs no plugin.
+    let cluster_handle = handle(&group, probe_timeout, None).await;
+    assert_eq!(creds.exec_runs(), 0);
 
     let beats = Arc::new(AtomicU64::new(0));
     let max_gap_ms = Arc::new(AtomicU64::new(0));
@@ -130,9 +201,9 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
         })
     };
     let mut slowest = Duration::ZERO;
-    for _ in 0..3 {
+    for round in 0..3 {
         let start = Instant::now();
-        let obs = probe_primary(&client, &group, &http, probe_timeout, &[]).await;
+        let obs = probe(&cluster_handle, &group, probe_timeout).await;
         let took = start.elapsed();
         slowest = slowest.max(took);
         assert!(
@@ -146,8 +217,14 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
             "{}",
             obs.api.detail
         );
+        // The caches' first list fails the same way; later, while it is tried again,
+        // they are relisting. Either way unknown: never down evidence.
         for (name, out) in &obs.workloads {
-            assert_eq!(out.reason, ProbeReason::Unauthorized, "{name}: {out:?}");
+            assert_eq!(out.reason.evidence(), Evidence::Unknown, "{name}: {out:?}");
+            if round == 0 {
+                assert_eq!(out.reason, ProbeReason::Unauthorized, "{name}: {out:?}");
+                assert!(out.detail.contains("exec credential plugin"), "{out:?}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -157,14 +234,21 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
         beats.load(Ordering::Relaxed)
     );
     assert!(max_gap_ms.load(Ordering::Relaxed) < 500);
-    assert_eq!(creds.exec_runs(), 1, "one plugin run at a time");
+    assert_eq!(
+        creds.exec_runs(),
+        2,
+        "one plugin run at a time per client: the handle's for calls and for watches"
+    );
 
     // The plugin answers again: once the hung run is cut off, the next one serves.
     creds.set_exec_delay(None).expect("plugin answers");
     let start = Instant::now();
     let mut recovered = None;
     while start.elapsed() < Duration::from_secs(30) {
-        if api::readyz(&client, probe_timeout).await.passed() {
+        if api::readyz(cluster_handle.client(), probe_timeout)
+            .await
+            .passed()
+        {
             recovered = Some(start.elapsed());
             break;
         }
@@ -172,7 +256,18 @@ async fn a_hanging_exec_plugin_never_stalls_a_bounded_probe() {
     }
     ticker.abort();
     let recovered = recovered.expect("credentials again within 30s");
-    eprintln!("measured: hanging plugin fixed -> probe passes: {recovered:?}");
-    let obs = probe_primary(&client, &group, &http, probe_timeout, &[]).await;
+    eprintln!("measured: hanging plugin fixed -> /readyz passes: {recovered:?}");
+    let obs = probe(&cluster_handle, &group, probe_timeout).await;
     assert!(obs.api.passed(), "{:?}", obs.api);
+    // The watches' client gets its credentials too: the caches are listed and serve.
+    let (obs, took) = probe_until(
+        &cluster_handle,
+        &group,
+        probe_timeout,
+        Duration::from_secs(30),
+        all_pass,
+    )
+    .await;
+    eprintln!("measured: hanging plugin fixed -> caches serve: {took:?}");
+    assert!(all_pass(&obs), "{obs:?}");
 }

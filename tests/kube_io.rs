@@ -1,32 +1,94 @@
 //! Probes, the failover record and the actuator against real API servers from the test
 //! bed, as the restricted `kube-failover` user that deploy/kubernetes/target-rbac grants
-//! (so a verb missing from that Role fails here first).
+//! (so a verb missing from that Role fails here first). The probes are the daemon's
+//! (and the operator commands'): Deployments, Pods and the record read from the
+//! clusters' watch caches, `/readyz` shared per cluster.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube_failover::actuate::{ActuateError, Actuator};
-use kube_failover::config::{ClusterConfig, GroupConfig, HttpCheckConfig, WorkloadConfig};
-use kube_failover::model::{
-    Action, DeploymentRef, Evidence, FailoverRecord, FencedBy, Observation, ProbeReason,
-    ReasonCode, RecordPhase, SignalId, StandbyObservation,
+use kube_failover::config::{
+    ClusterConfig, GroupConfig, HttpCheckConfig, WatchScope, WorkloadConfig,
 };
-use kube_failover::probe::{probe_primary, probe_standby};
+use kube_failover::kube::client::ClientOptions;
+use kube_failover::kube::cluster::{ClusterHandle, Clusters};
+use kube_failover::model::{
+    Action, DeploymentRef, Evidence, FailoverRecord, FencedBy, Observation, PrimaryObservation,
+    ProbeReason, ReasonCode, RecordPhase, Side, SignalId, StandbyObservation,
+};
+use kube_failover::probe::cached::{
+    self, primary_caches, probe_primary, probe_primary_since, probe_standby, standby_caches,
+};
 use kube_failover::record::{self, RecordError};
 use kube_failover_testbed::{Cluster, ClusterPair, ClusterSpec, FaultProxy, ProxyMode};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a change made through the API takes, at most, to reach the caches.
+const WATCH_LAG: Duration = Duration::from_secs(10);
 const IDENTITY: &str = "kube-io-test";
 
 /// Each test starts control planes; on two cores, one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn cluster_config(c: &Cluster) -> ClusterConfig {
+    cluster_config_from(c, c.daemon_kubeconfig())
+}
+
+fn cluster_config_from(c: &Cluster, kubeconfig: &Path) -> ClusterConfig {
     ClusterConfig {
-        kubeconfig: Some(c.daemon_kubeconfig().to_path_buf()),
+        kubeconfig: Some(kubeconfig.to_path_buf()),
         context: Some(c.context().to_string()),
         namespace: c.namespace().to_string(),
+    }
+}
+
+/// The clusters as the daemon holds them: clients bounded by `timeout`, `/readyz` once
+/// per `interval`, one watch per namespace and kind.
+fn daemon_clusters(timeout: Duration, interval: Duration) -> Clusters {
+    Clusters::new(
+        ClientOptions::for_call_timeout(timeout),
+        interval,
+        timeout,
+        None,
+        WatchScope::Namespaces,
+    )
+}
+
+/// Probes the primary until `done` holds (a change reaches the caches by their watch, a
+/// moment after the API server accepted it), for at most [`WATCH_LAG`]; the last
+/// observation either way, for the caller's assertions.
+async fn primary_until(
+    cluster: &Arc<ClusterHandle>,
+    g: &GroupConfig,
+    http: &reqwest::Client,
+    done: impl Fn(&PrimaryObservation) -> bool,
+) -> PrimaryObservation {
+    let start = Instant::now();
+    loop {
+        let obs = probe_primary(cluster, g, http, TIMEOUT, &[]).await;
+        if done(&obs) || start.elapsed() > WATCH_LAG {
+            return obs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// As [`primary_until`], for the standby.
+async fn standby_until(
+    cluster: &Arc<ClusterHandle>,
+    g: &GroupConfig,
+    done: impl Fn(&StandbyObservation) -> bool,
+) -> StandbyObservation {
+    let start = Instant::now();
+    loop {
+        let obs = probe_standby(cluster, g, TIMEOUT).await;
+        if done(&obs) || start.elapsed() > WATCH_LAG {
+            return obs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -93,13 +155,19 @@ fn reasons(obs: &[(SignalId, kube_failover::model::ProbeOutcome)]) -> Vec<ProbeR
     obs.iter().map(|(_, o)| o.reason).collect()
 }
 
+/// Every workload signal unknown, each detail ending with `why`.
+fn assert_unknown(obs: &PrimaryObservation, why: &str) {
+    for (id, o) in &obs.workloads {
+        assert_eq!(o.reason.evidence(), Evidence::Unknown, "{id}: {o:?}");
+        assert!(o.detail.ends_with(why), "{id}: {o:?}");
+    }
+}
+
 #[tokio::test]
 async fn probes_record_and_actions_with_the_restricted_identity() {
     let _serial = SERIAL.lock().await;
     let pair = ClusterPair::start().await.expect("test bed starts");
     let (primary, standby) = (&pair.primary, &pair.standby);
-    let p = primary.daemon_client().await.unwrap();
-    let s = standby.daemon_client().await.unwrap();
     // The daemon's own HTTP check client, TLS and all, as the daemon builds it.
     let http = kube_failover::probe::http::client(TIMEOUT, kube_failover::user_agent::anonymous())
         .expect("HTTP check client");
@@ -121,8 +189,22 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         timeout: None,
     };
 
+    let mut clusters = daemon_clusters(TIMEOUT, Duration::from_secs(1));
+    let ph = clusters.get(&g.primary, Side::Primary).await.unwrap();
+    let sh = clusters.get(&g.standby, Side::Standby).await.unwrap();
+    let (p, s) = (ph.client().clone(), sh.client().clone());
+
     // --- a healthy primary and a fit standby --------------------------------------------
-    let prim = probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    // As a command waits for them: listed and watching.
+    let started = Instant::now();
+    primary_caches(&ph, &g, TIMEOUT)
+        .await
+        .expect("primary caches");
+    standby_caches(&sh, &g, TIMEOUT)
+        .await
+        .expect("standby caches");
+    eprintln!("measured: caches established in {:?}", started.elapsed());
+    let prim = probe_primary(&ph, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed(), "{:?}", prim.api);
     assert_eq!(
         prim.workloads
@@ -150,7 +232,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     }
     assert!(prim.api.latency > Duration::ZERO);
 
-    let stby = probe_standby(&s, &g, TIMEOUT).await;
+    let stby = probe_standby(&sh, &g, TIMEOUT).await;
     assert!(stby.api.passed(), "{:?}", stby.api);
     assert!(stby.workloads.passed(), "{:?}", stby.workloads);
     assert_eq!(stby.record, Ok(FailoverRecord::default()), "no record yet");
@@ -329,14 +411,20 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
             .await
             .unwrap();
     }
-    let stby = probe_standby(&s, &g, TIMEOUT).await;
-    let views = stby.deployments.clone().unwrap();
-    assert!(
+    let ready = |views: &[kube_failover::model::DeploymentView]| {
         views
             .iter()
-            .all(|v| v.desired == 1 && v.available == 1 && v.ready_pods == 1),
-        "{views:?}"
-    );
+            .all(|v| v.desired == 1 && v.available == 1 && v.ready_pods == 1)
+    };
+    let stby = standby_until(&sh, &g, |o| {
+        o.deployments.as_deref().is_some_and(ready)
+            && o.record
+                .as_ref()
+                .is_ok_and(|r| r.phase == Some(RecordPhase::Promoting))
+    })
+    .await;
+    let views = stby.deployments.clone().unwrap();
+    assert!(ready(&views), "{views:?}");
     assert_eq!(
         stby.record.as_ref().unwrap().phase,
         Some(RecordPhase::Promoting)
@@ -400,13 +488,10 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     let report = actuator.execute(&fence, &obs).await.unwrap();
     assert!(!report.changed(), "{report}");
 
-    let prim = probe_primary(&p, &g, &http, TIMEOUT, &[]).await;
+    let fenced = [ProbeReason::ScaledToZero, ProbeReason::ScaledToZero];
+    let prim = primary_until(&ph, &g, &http, |o| reasons(&o.workloads) == fenced).await;
     assert!(prim.api.passed());
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::ScaledToZero, ProbeReason::ScaledToZero],
-        "{prim:?}"
-    );
+    assert_eq!(reasons(&prim.workloads), fenced, "{prim:?}");
     assert!(prim.workloads[0].1.detail.contains("scaled to 0"));
     assert!(prim.deployments.unwrap().iter().all(|v| v.desired == 0));
 
@@ -488,7 +573,12 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     // --- what the restricted identity may not do, and what is not there ----------------
     let mut elsewhere = g.clone();
     elsewhere.primary.namespace = "default".into();
-    let prim = probe_primary(&p, &elsewhere, &http, TIMEOUT, &[]).await;
+    // A command waiting for these caches is told at once: waiting cannot mend a 403.
+    let started = Instant::now();
+    let refused = primary_caches(&ph, &elsewhere, TIMEOUT).await.unwrap_err();
+    assert_eq!(refused.reason, ProbeReason::Forbidden, "{refused:?}");
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    let prim = probe_primary(&ph, &elsewhere, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed(), "/readyz needs no grant");
     assert_eq!(
         reasons(&prim.workloads),
@@ -498,7 +588,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     assert_eq!(
         prim.workloads[1].1.detail,
         format!(
-            "Deployment default/{}: HTTP 403 Forbidden",
+            "Deployment default/{}: watch of Deployments in default broken: HTTP 403 Forbidden",
             primary.proxy_deployment()
         )
     );
@@ -537,7 +627,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
             replicas: 1,
         },
     ];
-    let prim = probe_primary(&p, &missing, &http, TIMEOUT, &[]).await;
+    let prim = probe_primary(&ph, &missing, &http, TIMEOUT, &[]).await;
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::NotFound, ProbeReason::NotFound],
@@ -555,7 +645,7 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
         Some(Vec::new()),
         "listed, and nothing matched"
     );
-    let stby: StandbyObservation = probe_standby(&s, &missing, TIMEOUT).await;
+    let stby: StandbyObservation = probe_standby(&sh, &missing, TIMEOUT).await;
     assert_eq!(stby.workloads.reason, ProbeReason::NotFound, "{stby:?}");
     missing.record_name = Some("kube-failover-missing".into());
     let promoting = Actuator::new(&missing, p.clone(), s.clone(), IDENTITY.into());
@@ -579,6 +669,11 @@ async fn probes_record_and_actions_with_the_restricted_identity() {
     server.abort();
 }
 
+/// Faults of the workload, of the credentials, of the path to the API server and of the
+/// API server, as the daemon's probes classify them: a workload's own failure is down
+/// evidence; whatever keeps the watcher from seeing is unknown, and while `/readyz`
+/// says the API server cannot be reached the caches are not trusted (the API signal
+/// carries the down evidence, the workload signals never a stale answer).
 #[tokio::test]
 async fn faults_are_classified() {
     let _serial = SERIAL.lock().await;
@@ -587,7 +682,12 @@ async fn faults_are_classified() {
         .expect("test bed starts");
     let g = group(&c, &c);
     let http = reqwest::Client::new();
-    let daemon = c.daemon_client().await.unwrap();
+    let interval = Duration::from_secs(1);
+    let mut clusters = daemon_clusters(TIMEOUT, interval);
+    let daemon = clusters.get(&g.primary, Side::Primary).await.unwrap();
+    primary_caches(&daemon, &g, TIMEOUT)
+        .await
+        .expect("caches established");
 
     // Pods that run but are not Ready, and a container in CrashLoopBackOff, as a
     // kubelet would report them through the Pod status.
@@ -614,12 +714,9 @@ async fn faults_are_classified() {
     )
     .await
     .unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::Unready, ProbeReason::CrashLoop],
-        "{prim:?}"
-    );
+    let failing = [ProbeReason::Unready, ProbeReason::CrashLoop];
+    let prim = primary_until(&daemon, &g, &http, |o| reasons(&o.workloads) == failing).await;
+    assert_eq!(reasons(&prim.workloads), failing, "{prim:?}");
     assert!(
         prim.workloads[1]
             .1
@@ -647,16 +744,34 @@ async fn faults_are_classified() {
             .await
             .unwrap();
     }
+    let healthy = [ProbeReason::Ok, ProbeReason::Ok];
+    let prim = primary_until(&daemon, &g, &http, |o| reasons(&o.workloads) == healthy).await;
+    assert_eq!(reasons(&prim.workloads), healthy, "{prim:?}");
 
-    // Credentials the cluster does not accept.
-    let untrusted = c.client_from(c.untrusted_kubeconfig()).await.unwrap();
-    let prim = probe_primary(&untrusted, &g, &http, TIMEOUT, &[]).await;
+    // Credentials the cluster does not accept: a command is told at once.
+    let mut rejected = g.clone();
+    rejected.primary = cluster_config_from(&c, c.untrusted_kubeconfig());
+    rejected.standby = rejected.primary.clone();
+    let untrusted = clusters
+        .get(&rejected.primary, Side::Primary)
+        .await
+        .unwrap();
+    let refused = primary_caches(&untrusted, &rejected, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason, ProbeReason::Unauthorized, "{refused:?}");
+    let prim = probe_primary(&untrusted, &rejected, &http, TIMEOUT, &[]).await;
+    assert_eq!(prim.api.reason, ProbeReason::Unauthorized, "{prim:?}");
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::Unauthorized, ProbeReason::Unauthorized],
         "{prim:?}"
     );
-    let stby = probe_standby(&untrusted, &g, TIMEOUT).await;
+    let refused = standby_caches(&untrusted, &rejected, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason, ProbeReason::Unauthorized, "{refused:?}");
+    let stby = probe_standby(&untrusted, &rejected, TIMEOUT).await;
     let record_err = stby.record.expect_err("record unreadable");
     assert_eq!(record_err.reason, ProbeReason::Unauthorized);
     assert!(
@@ -665,79 +780,134 @@ async fn faults_are_classified() {
         record_err.detail
     );
 
-    // The path to the API server drops packets, then resets connections.
+    // The path to the API server drops packets, then resets connections. The watches
+    // go through the proxy too; a fresh `/readyz` is asked each time (as after a lost
+    // watch), bounded by the short probe timeout.
     let proxy = FaultProxy::start(c.api_addr()).await.unwrap();
-    let via_kubeconfig = c.daemon_kubeconfig_via(proxy.addr()).unwrap();
-    let via = c.client_from(&via_kubeconfig).await.unwrap();
-    let prim = probe_primary(&via, &g, &http, TIMEOUT, &[]).await;
-    assert!(prim.api.passed(), "{prim:?}");
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::Ok, ProbeReason::Ok],
-        "{prim:?}"
-    );
-    proxy.set_mode(ProxyMode::Blackhole);
+    let mut proxied = g.clone();
+    proxied.primary = cluster_config_from(&c, &c.daemon_kubeconfig_via(proxy.addr()).unwrap());
+    proxied.standby = proxied.primary.clone();
     let short = Duration::from_millis(700);
+    let mut short_clusters = daemon_clusters(short, Duration::from_secs(5));
+    let via = short_clusters
+        .get(&proxied.primary, Side::Primary)
+        .await
+        .unwrap();
+    primary_caches(&via, &proxied, TIMEOUT)
+        .await
+        .expect("caches through the proxy");
+    standby_caches(&via, &proxied, TIMEOUT)
+        .await
+        .expect("caches through the proxy");
+    let prim = probe_primary(&via, &proxied, &http, short, &[]).await;
+    assert!(prim.api.passed(), "{prim:?}");
+    assert_eq!(reasons(&prim.workloads), healthy, "{prim:?}");
+    proxy.set_mode(ProxyMode::Blackhole);
     let started = Instant::now();
-    let prim = probe_primary(&via, &g, &http, short, &[]).await;
+    let (prim, _) =
+        probe_primary_since(&via, &proxied, &http, short, &[], Some(Instant::now())).await;
     let took = started.elapsed();
     assert_eq!(prim.api.reason, ProbeReason::Timeout, "{prim:?}");
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::Timeout, ProbeReason::Timeout],
-        "{prim:?}"
+    // The watches' connections stall without a word: the caches still say Ok, and are
+    // not believed.
+    assert_unknown(
+        &prim,
+        "cached state not trusted while /readyz fails (timeout)",
     );
+    assert_eq!(prim.deployments, None);
     assert!(
         took < short + Duration::from_millis(500),
         "bounded: took {took:?}"
     );
-    let stby = probe_standby(&via, &g, short).await;
-    assert_eq!(stby.record.unwrap_err().reason, ProbeReason::Timeout);
+    let stby = probe_standby(&via, &proxied, short).await;
+    assert_eq!(stby.api.reason, ProbeReason::Timeout, "the same answer");
+    let record_err = stby.record.unwrap_err();
+    assert_eq!(record_err.reason.evidence(), Evidence::Unknown);
+    assert!(
+        record_err.detail.contains(&g.record_name()) && record_err.detail.ends_with("(timeout)"),
+        "{}",
+        record_err.detail
+    );
     proxy.set_mode(ProxyMode::Reset);
-    let prim = probe_primary(&via, &g, &http, TIMEOUT, &[]).await;
+    let (prim, _) =
+        probe_primary_since(&via, &proxied, &http, short, &[], Some(Instant::now())).await;
     assert_eq!(prim.api.reason, ProbeReason::Connect, "{prim:?}");
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::Connect, ProbeReason::Connect],
-        "{prim:?}"
+    assert_unknown(
+        &prim,
+        "cached state not trusted while /readyz fails (connect)",
     );
     drop(proxy);
 
     // The agent namespace is deleted. The daemon's Role lives in it, so the restricted
-    // identity now sees 403; an identity with wider rights sees the objects gone.
+    // identity starting now sees 403; an identity with wider rights sees the objects
+    // gone. The caches of the daemon already running hear the deletions on their
+    // watches (whose grant was checked when they started).
     c.delete_namespace().await.unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
+    let mut after = daemon_clusters(TIMEOUT, interval);
+    let starting = after.get(&g.primary, Side::Primary).await.unwrap();
+    let prim = probe_primary(&starting, &g, &http, TIMEOUT, &[]).await;
     assert!(prim.api.passed());
     assert_eq!(
         reasons(&prim.workloads),
         [ProbeReason::Forbidden, ProbeReason::Forbidden],
         "{prim:?}"
     );
-    let prim = probe_primary(&c.client(), &g, &http, TIMEOUT, &[]).await;
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::NotFound, ProbeReason::NotFound],
-        "{prim:?}"
-    );
-    let stby = probe_standby(&c.client(), &g, TIMEOUT).await;
+    let mut admin = g.clone();
+    admin.primary = cluster_config_from(&c, c.admin_kubeconfig());
+    admin.standby = admin.primary.clone();
+    let wide = after.get(&admin.primary, Side::Primary).await.unwrap();
+    primary_caches(&wide, &admin, TIMEOUT)
+        .await
+        .expect("an empty namespace is listed");
+    let gone = [ProbeReason::NotFound, ProbeReason::NotFound];
+    let prim = probe_primary(&wide, &admin, &http, TIMEOUT, &[]).await;
+    assert_eq!(reasons(&prim.workloads), gone, "{prim:?}");
+    let stby = probe_standby(&wide, &admin, TIMEOUT).await;
     assert_eq!(stby.workloads.reason, ProbeReason::NotFound);
     assert_eq!(
         stby.record,
         Ok(FailoverRecord::default()),
         "a missing record is no error"
     );
+    let prim = primary_until(&daemon, &g, &http, |o| {
+        o.workloads.iter().all(|(_, w)| !w.passed())
+    })
+    .await;
+    for (id, o) in &prim.workloads {
+        assert!(
+            matches!(o.reason, ProbeReason::NotFound | ProbeReason::Forbidden),
+            "{id}: {o:?}"
+        );
+    }
 
-    // The API server is down: nothing listens on its port.
+    // The API server is down: nothing listens on its port. `/readyz` says so at once,
+    // and a command's wait for caches ends with it.
     c.stop_apiserver().await.unwrap();
-    let prim = probe_primary(&daemon, &g, &http, TIMEOUT, &[]).await;
+    let (prim, _) =
+        probe_primary_since(&daemon, &g, &http, TIMEOUT, &[], Some(Instant::now())).await;
     assert_eq!(prim.api.reason, ProbeReason::Refused, "{prim:?}");
-    assert_eq!(
-        reasons(&prim.workloads),
-        [ProbeReason::Refused, ProbeReason::Refused],
-        "{prim:?}"
+    assert_unknown(
+        &prim,
+        "cached state not trusted while /readyz fails (refused)",
     );
     assert_eq!(prim.deployments, None);
     assert!(prim.api.latency < TIMEOUT);
+    let mut later = daemon_clusters(TIMEOUT, interval);
+    let late = later.get(&g.primary, Side::Primary).await.unwrap();
+    let started = Instant::now();
+    let unknown = primary_caches(&late, &g, TIMEOUT).await.unwrap_err();
+    assert_eq!(unknown.reason.evidence(), Evidence::Unknown, "{unknown:?}");
+    let prim = probe_primary(&late, &g, &http, TIMEOUT, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(prim.api.reason, ProbeReason::Refused, "{prim:?}");
+    assert_unknown(
+        &prim,
+        "cached state not trusted while /readyz fails (refused)",
+    );
+    assert!(
+        took < TIMEOUT,
+        "not waiting for caches that cannot start: {took:?}"
+    );
 }
 
 /// The probes as the daemon runs them: Deployments, Pods and the record from watches
@@ -746,27 +916,23 @@ async fn faults_are_classified() {
 /// unknown while `/readyz` carries the down evidence; they recover when it returns.
 #[tokio::test]
 async fn cached_probes_follow_the_watches() {
-    cached_probes_follow_the_watches_in(kube_failover::config::WatchScope::Namespaces).await;
+    cached_probes_follow_the_watches_in(WatchScope::Namespaces).await;
 }
 
 /// The same with one watch per kind across all namespaces (`watch_scope = "cluster"`),
 /// the daemon's user granted the shipped ClusterRole.
 #[tokio::test]
 async fn cached_probes_follow_cluster_wide_watches() {
-    cached_probes_follow_the_watches_in(kube_failover::config::WatchScope::Cluster).await;
+    cached_probes_follow_the_watches_in(WatchScope::Cluster).await;
 }
 
-async fn cached_probes_follow_the_watches_in(scope: kube_failover::config::WatchScope) {
-    use kube_failover::kube::client::ClientOptions;
-    use kube_failover::kube::cluster::Clusters;
+async fn cached_probes_follow_the_watches_in(scope: WatchScope) {
     use kube_failover::kube::watch_cache::Freshness;
-    use kube_failover::model::{Evidence, Side};
-    use kube_failover::probe::cached;
 
     let _serial = SERIAL.lock().await;
     let pair = ClusterPair::start().await.expect("test bed starts");
     let (primary, standby) = (&pair.primary, &pair.standby);
-    if scope == kube_failover::config::WatchScope::Cluster {
+    if scope == WatchScope::Cluster {
         for c in [primary, standby] {
             c.grant_daemon_cluster_role(Path::new("cluster-watch/clusterrole.yaml"))
                 .await

@@ -228,7 +228,7 @@ async fn primary_fit(s: &Session) -> Result<(), Failure> {
     {
         return Err(refuse(
             "primary_workload_missing",
-            "the primary's Deployments cannot be listed or none is selected",
+            "the primary's Deployments cannot be read or none is selected",
         ));
     }
     Ok(())

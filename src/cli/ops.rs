@@ -1,23 +1,30 @@
 //! What the operator's commands (`pause`, `resume`, `promote`, `failback`, `fence`,
-//! `history`) share: the flags naming the group and the credentials, the clients built
-//! with the operator's own kubeconfig (never the daemon's admin port), the operator's
-//! name for the record and Events, and record writes that retry a lost race.
+//! `history`) share: the flags naming the group and the credentials, the clusters'
+//! handles built with the operator's own kubeconfig as the daemon builds its own (never
+//! the daemon's admin port), the daemon's probes over their caches, the operator's name
+//! for the record and Events, and record writes that retry a lost race.
 
 use super::Failure;
 use super::check_config::ConfigFile;
 use kube_failover::actuate::Actuator;
-use kube_failover::config::{ClusterConfig, GroupConfig};
+use kube_failover::config::{ClusterConfig, GroupConfig, WatchScope};
 use kube_failover::kube::client::{self, ClientOptions};
-use kube_failover::model::{FailoverRecord, Observation, Side};
+use kube_failover::kube::cluster::{ClusterHandle, Clusters};
+use kube_failover::model::{FailoverRecord, Observation, Side, StandbyObservation};
+use kube_failover::probe::cached::{self, NotEstablished};
 use kube_failover::{probe, record};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bound on each Kubernetes call of a command.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a waiting command looks again.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
+/// How often, at most, a cluster's `/readyz` is asked while a command probes (a waiting
+/// command probes about once a second): each look gets an answer at most this old.
+const READYZ_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times a record write is retried after losing a race.
 const WRITE_ATTEMPTS: usize = 5;
 
@@ -69,11 +76,18 @@ pub(crate) struct OpError {
     pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
-/// The group, its clients and the operator acting.
+/// The group, its clusters and the operator acting.
 pub(crate) struct Session {
     pub(crate) group: GroupConfig,
-    pub(crate) primary: kube::Client,
+    /// The standby cluster's client (its handle's), where the record is.
     pub(crate) standby: kube::Client,
+    /// The clusters as the daemon holds them: a client, `/readyz` and the watch caches
+    /// its probes read, started at the first probe.
+    primary_cluster: Arc<ClusterHandle>,
+    standby_cluster: Arc<ClusterHandle>,
+    /// What was last said about each side's caches (primary, standby), so that a
+    /// waiting command does not repeat it at every look.
+    said: Mutex<[Option<String>; 2]>,
     /// The kubeconfig user of the standby context (where the record is written).
     pub(crate) operator: String,
     pub(crate) dry_run: bool,
@@ -108,16 +122,29 @@ impl Target {
         runtime.block_on(async move {
             let options = ClientOptions::for_call_timeout(CALL_TIMEOUT)
                 .with_user_agent(kube_failover::user_agent::cli());
-            let primary = client::client_for_with(&group.primary, Side::Primary, options.clone())
+            // The daemon's handles (src/kube/cluster.rs), for one group: its namespaces
+            // are watched by themselves whatever `daemon.watch_scope` says, so the
+            // operator needs no grant across the cluster.
+            let mut clusters = Clusters::new(
+                options,
+                READYZ_INTERVAL,
+                CALL_TIMEOUT,
+                None,
+                WatchScope::Namespaces,
+            );
+            let primary_cluster = clusters
+                .get(&group.primary, Side::Primary)
                 .await
                 .map_err(Failure::invalid)?;
-            let standby = client::client_for_with(&group.standby, Side::Standby, options)
+            let standby_cluster = clusters
+                .get(&group.standby, Side::Standby)
                 .await
                 .map_err(Failure::invalid)?;
+            let standby = standby_cluster.client().clone();
             let operator = operator_name(&group.standby);
             let actuator = Actuator::new(
                 &group,
-                primary.clone(),
+                primary_cluster.client().clone(),
                 standby.clone(),
                 format!("operator:{operator}"),
             )
@@ -126,8 +153,10 @@ impl Target {
                 .map_err(Failure::runtime)?;
             body(Session {
                 group,
-                primary,
                 standby,
+                primary_cluster,
+                standby_cluster,
+                said: Mutex::new([None, None]),
                 operator,
                 dry_run: self.dry_run,
                 actuator,
@@ -148,6 +177,22 @@ fn override_cluster(
     }
     if let Some(c) = context {
         cluster.context = Some(c.clone());
+    }
+}
+
+/// `cluster` as a message names it: its side, kubeconfig and context (or in-cluster
+/// credentials), and namespace.
+fn cluster_name(side: Side, cluster: &ClusterConfig) -> String {
+    match client::resolve_kubeconfig(cluster) {
+        Ok(Some(resolved)) => format!(
+            "{side} cluster (kubeconfig {}, context {:?}, namespace {})",
+            resolved.source, resolved.context, cluster.namespace
+        ),
+        Ok(None) => format!(
+            "{side} cluster (in-cluster credentials, namespace {})",
+            cluster.namespace
+        ),
+        Err(_) => format!("{side} cluster (namespace {})", cluster.namespace),
     }
 }
 
@@ -207,14 +252,20 @@ impl Session {
     async fn refuse_if_promoted_without_record(&self) -> Result<(), Failure> {
         let ns = &self.group.standby.namespace;
         let name = self.group.record_name();
-        let standby = probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT).await;
+        let standby = self.observe_standby().await;
         if standby.deployments.is_none() {
+            let why = if standby.api.passed() {
+                &standby.workloads
+            } else {
+                &standby.api
+            };
             return Err(self.fail(
                 "cannot tell whether a promotion is in force",
                 format!(
                     "the failover record {ns}/{name} is missing and the standby's Deployments \
-                     could not be read ({}); the record is not written blind",
-                    standby.api.reason.as_str()
+                     could not be read ({}: {}); the record is not written blind",
+                    why.reason.as_str(),
+                    why.detail
                 ),
             ));
         }
@@ -283,17 +334,26 @@ impl Session {
         ))
     }
 
-    /// One observation of both clusters, as the daemon's probes make it.
+    /// One observation of both clusters, by the daemon's probes over the clusters'
+    /// caches, once these are established (waited for up to [`CALL_TIMEOUT`]). A
+    /// cluster whose caches are not is named on stderr; its signals are unknown, never
+    /// down, and each command judges them as it judges any it cannot read.
     pub(crate) async fn observe(&self, recorded: &[String]) -> Observation {
         let (primary, standby) = tokio::join!(
-            probe::probe_primary(
-                &self.primary,
-                &self.group,
-                &self.http,
-                CALL_TIMEOUT,
-                recorded
-            ),
-            probe::probe_standby(&self.standby, &self.group, CALL_TIMEOUT),
+            async {
+                let caches =
+                    cached::primary_caches(&self.primary_cluster, &self.group, CALL_TIMEOUT).await;
+                self.say_caches(Side::Primary, caches);
+                cached::probe_primary(
+                    &self.primary_cluster,
+                    &self.group,
+                    &self.http,
+                    CALL_TIMEOUT,
+                    recorded,
+                )
+                .await
+            },
+            self.observe_standby(),
         );
         Observation {
             wall_unix: now_unix() as f64,
@@ -301,6 +361,46 @@ impl Session {
             standby,
             observers: Vec::new(),
         }
+    }
+
+    /// The standby's half of [`Session::observe`].
+    async fn observe_standby(&self) -> StandbyObservation {
+        let caches = cached::standby_caches(&self.standby_cluster, &self.group, CALL_TIMEOUT).await;
+        self.say_caches(Side::Standby, caches);
+        cached::probe_standby(&self.standby_cluster, &self.group, CALL_TIMEOUT).await
+    }
+
+    /// Names the cluster on `side` on stderr when its caches are not established (once
+    /// per change, and once more when they are again).
+    fn say_caches(&self, side: Side, caches: Result<(), NotEstablished>) {
+        let cluster = match side {
+            Side::Primary => &self.group.primary,
+            Side::Standby => &self.group.standby,
+        };
+        let line = caches.err().map(|e| {
+            format!(
+                "warning: group {}: the caches of the {} are not established ({}: {}); its \
+                 signals are unknown",
+                self.group.name,
+                cluster_name(side, cluster),
+                e.reason.as_str(),
+                e.detail
+            )
+        });
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let last = &mut said[usize::from(side == Side::Standby)];
+        if *last == line {
+            return;
+        }
+        match &line {
+            Some(line) => eprintln!("{line}"),
+            None => eprintln!(
+                "group {}: the caches of the {} are established",
+                self.group.name,
+                cluster_name(side, cluster)
+            ),
+        }
+        *last = line;
     }
 
     /// An Event on the record naming the operator, the command and the reason.
@@ -331,4 +431,38 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message names the cluster as the configuration does: side, kubeconfig,
+    /// context and namespace, never anything the kubeconfig holds.
+    #[test]
+    fn a_cluster_is_named_by_its_kubeconfig_context_and_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kc");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:1\n\
+             contexts:\n- name: standby\n  context:\n    cluster: a\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: secret-token\n",
+        )
+        .unwrap();
+        let cluster = ClusterConfig {
+            kubeconfig: Some(path.clone()),
+            context: Some("standby".into()),
+            namespace: "agents".into(),
+        };
+        let name = cluster_name(Side::Standby, &cluster);
+        assert_eq!(
+            name,
+            format!(
+                "standby cluster (kubeconfig {}, context \"standby\", namespace agents)",
+                path.display()
+            )
+        );
+        assert!(!name.contains("secret-token"));
+    }
 }

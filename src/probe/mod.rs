@@ -1,7 +1,10 @@
 //! Probes: turn one cluster's answers into the [`PrimaryObservation`] and
-//! [`StandbyObservation`] of a tick. Every call is bounded by the probe timeout, nothing
-//! here panics, and every failure becomes a bounded [`ProbeReason`] with a short detail
-//! that names the object but never a credential.
+//! [`crate::model::StandbyObservation`] of a tick. One path, [`cached`]: the daemon's ticks
+//! and the operator's commands read Deployments, Pods and the record from the cluster's
+//! watch-backed caches and share its `/readyz`. Every call is bounded by the probe
+//! timeout, nothing here panics, and every failure becomes a bounded
+//! [`crate::model::ProbeReason`] with a short detail that names the object but never a
+//! credential.
 //!
 //! Call plumbing (bounds, classification) lives in [`crate::kube::call`] and workload
 //! selection in [`crate::selection`], shared with the actuator and the record.
@@ -13,48 +16,7 @@ pub mod http;
 pub mod workload;
 
 use crate::config::{GroupConfig, HttpCheckConfig, WorkloadConfig};
-use crate::kube::call::classify_elapsed;
-use crate::model::{
-    DeploymentView, FailoverRecord, PrimaryObservation, ProbeOutcome, SignalId, StandbyObservation,
-};
-use futures::future::join_all;
-use std::time::{Duration, Instant};
-
-/// Probes the primary cluster of `group`: API `/readyz`, one signal per workload and
-/// every HTTP check, all concurrently, each bounded by `timeout` (an HTTP check by its
-/// own timeout when it has one). `recorded` names Deployments of the failover record
-/// that are read by name as well, so a relabelled one is still seen (and fenced).
-pub async fn probe_primary(
-    client: &kube::Client,
-    group: &GroupConfig,
-    http_client: &reqwest::Client,
-    timeout: Duration,
-    recorded: &[String],
-) -> PrimaryObservation {
-    let ns = group.primary.namespace.as_str();
-    let workloads = join_all(
-        group
-            .workloads
-            .iter()
-            .map(|w| workload::probe_primary_workload(client, ns, w, timeout)),
-    );
-    let checks = join_all(
-        group
-            .http_checks
-            .iter()
-            .map(|c| http::check(http_client, c, timeout)),
-    );
-    let by_name = workload::views_by_name(client, ns, recorded, timeout);
-    let (api, workloads, checks, by_name) =
-        tokio::join!(api::readyz(client, timeout), workloads, checks, by_name);
-
-    let workloads = group
-        .workloads
-        .iter()
-        .zip(workloads)
-        .map(|(w, probe)| (w, probe.outcome, probe.views));
-    primary_observation(group, api, workloads, checks, by_name)
-}
+use crate::model::{DeploymentView, PrimaryObservation, ProbeOutcome, SignalId};
 
 /// Puts one tick's primary answers together, each outcome with its signal id; the
 /// views of every workload and of the recorded Deployments are merged, and any view
@@ -122,81 +84,10 @@ fn http_signal(c: &HttpCheckConfig) -> SignalId {
     SignalId::Http(c.name.clone())
 }
 
-/// Probes the standby cluster of `group`: API `/readyz`, whether every selected
-/// Deployment exists, their views, and the failover record; concurrently, each bounded
-/// by `timeout`.
-pub async fn probe_standby(
-    client: &kube::Client,
-    group: &GroupConfig,
-    timeout: Duration,
-) -> StandbyObservation {
-    let ns = group.standby.namespace.as_str();
-    let record_name = group.record_name();
-    let workloads = join_all(
-        group
-            .workloads
-            .iter()
-            .map(|w| workload::probe_standby_workload(client, ns, w, timeout)),
-    );
-    let (api, workloads, record) = tokio::join!(
-        api::readyz(client, timeout),
-        workloads,
-        read_record(client, ns, &record_name, timeout)
-    );
-
-    let mut deployments = Some(Vec::new());
-    // The first failing workload decides the outcome; its latency is the slowest one's,
-    // since the workloads were probed concurrently.
-    let mut outcome: Option<ProbeOutcome> = None;
-    let mut latency = Duration::ZERO;
-    for probe in workloads {
-        latency = latency.max(probe.outcome.latency);
-        merge_views(&mut deployments, probe.views);
-        if !probe.outcome.passed() && outcome.is_none() {
-            outcome = Some(probe.outcome);
-        }
-    }
-    let workloads = outcome.unwrap_or_else(|| ProbeOutcome::ok(latency));
-    StandbyObservation {
-        api,
-        workloads,
-        deployments,
-        record,
-        state_checks: Vec::new(),
-        // The guards' heartbeats are read from the daemon's caches only.
-        guards: None,
-    }
-}
-
-/// Reads the failover record for a probe: a missing ConfigMap is the default record
-/// (phase unset, so the primary is active), anything else that fails is classified.
-async fn read_record(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<FailoverRecord, ProbeOutcome> {
-    let start = Instant::now();
-    let result = tokio::time::timeout(timeout, crate::record::read(client, ns, name)).await;
-    let latency = start.elapsed();
-    match result {
-        Ok(Ok(rec)) => Ok(rec.unwrap_or_default()),
-        Ok(Err(err)) => Err(ProbeOutcome::fail(err.reason(), latency, err.to_string())),
-        Err(elapsed) => Err(ProbeOutcome::fail(
-            classify_elapsed(&elapsed),
-            latency,
-            format!("ConfigMap {ns}/{name}: no answer within {timeout:?}"),
-        )),
-    }
-}
-
 /// Adds one workload's views to the group's; a workload whose Deployments could not be
-/// listed makes the whole list unknown, because a partial list would make a primary
+/// read makes the whole list unknown, because a partial list would make a primary
 /// look fenced (every listed Deployment at 0) when it may not be.
-fn merge_views(
-    all: &mut Option<Vec<crate::model::DeploymentView>>,
-    views: Option<Vec<crate::model::DeploymentView>>,
-) {
+fn merge_views(all: &mut Option<Vec<DeploymentView>>, views: Option<Vec<DeploymentView>>) {
     match (all.as_mut(), views) {
         (Some(all), Some(views)) => {
             for v in views {
@@ -207,5 +98,96 @@ fn merge_views(
             }
         }
         _ => *all = None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn view(name: &str, desired: i32) -> DeploymentView {
+        DeploymentView {
+            name: name.into(),
+            uid: None,
+            desired,
+            available: desired,
+            ready_pods: desired,
+            epoch: None,
+        }
+    }
+
+    fn group() -> GroupConfig {
+        let side = || crate::config::ClusterConfig {
+            kubeconfig: None,
+            context: None,
+            namespace: "agents".into(),
+        };
+        let workload = |name: Option<&str>, selector: Option<&str>| WorkloadConfig {
+            name: name.map(str::to_string),
+            selector: selector.map(str::to_string),
+            replicas: 1,
+        };
+        GroupConfig {
+            name: "env0".into(),
+            primary: side(),
+            standby: side(),
+            workloads: vec![
+                workload(None, Some("env0=agent-trigger")),
+                workload(Some("proxy"), None),
+            ],
+            policy: Default::default(),
+            http_checks: vec![HttpCheckConfig {
+                name: "agent".into(),
+                url: "http://127.0.0.1:1/".into(),
+                expected_status: 200,
+                timeout: None,
+            }],
+            record_name: None,
+            state: Default::default(),
+            drift: Default::default(),
+            guards: Default::default(),
+        }
+    }
+
+    /// One tick's answers become the Observation: outcomes under their signal ids, the
+    /// views merged (a Deployment two workloads select listed once), the recorded names
+    /// that do not exist kept; a workload or a recorded Deployment that could not be
+    /// read makes the views unknown, never a shorter list that could look fenced.
+    #[test]
+    fn views_are_merged_and_one_unknown_makes_them_all_unknown() {
+        let g = group();
+        let ok = || ProbeOutcome::ok(Duration::from_millis(1));
+        let answers = |second: Option<Vec<DeploymentView>>, by_name| {
+            let views = [Some(vec![view("trigger", 1), view("proxy", 1)]), second];
+            let workloads = g.workloads.iter().zip(views).map(|(w, v)| (w, ok(), v));
+            primary_observation(
+                &g,
+                ok(),
+                workloads,
+                vec![ok(); g.http_checks.len()],
+                by_name,
+            )
+        };
+        let obs = answers(
+            Some(vec![view("proxy", 1)]),
+            Some((vec![view("old", 0)], vec!["gone".into()])),
+        );
+        let ids: Vec<SignalId> = std::iter::once(SignalId::Api)
+            .chain(obs.workloads.iter().map(|(id, _)| id.clone()))
+            .chain(obs.http.iter().map(|(id, _)| id.clone()))
+            .collect();
+        assert_eq!(ids, signal_ids(&g));
+        let names: Vec<String> = obs
+            .deployments
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["trigger", "proxy", "old"]);
+        assert_eq!(obs.absent, ["gone"]);
+
+        assert_eq!(answers(None, Some((vec![], vec![]))).deployments, None);
+        assert_eq!(answers(Some(vec![]), None).deployments, None);
     }
 }

@@ -1,214 +1,14 @@
-//! Workload probes: the selected Deployments and their Pods.
+//! How a workload is judged: a selected Deployment ([`DeploymentFacts`]) and its Pods
+//! ([`PodSummary`]), as the probes of [`super::cached`] read them from the caches.
 //!
 //! env0's trigger Deployment has no readiness probe, so "Pod Ready" only says its
 //! containers run. The strong signals are the ones Pods cannot hide: no Pod at all, a
 //! container in CrashLoopBackOff, a Pod that cannot be scheduled. The reasons keep
 //! them apart so an operator (and the metrics) can tell which one fired.
 
-use crate::config::WorkloadConfig;
-use crate::kube::call::{CallError, classify, classify_elapsed, describe};
-use crate::model::{DeploymentView, ProbeOutcome, ProbeReason};
-pub use crate::selection::{DeploymentFacts, nothing_selected, select, selection_text};
-use futures::future::join_all;
-use k8s_openapi::api::apps::v1::Deployment;
+use crate::model::ProbeReason;
+use crate::selection::DeploymentFacts;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use kube::core::Selector;
-use std::time::{Duration, Instant};
-
-/// One workload's probe result: the signal outcome and, when the Deployments could be
-/// listed, a view of each.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkloadProbe {
-    /// The signal's result; on failure, the first failing Deployment's reason.
-    pub outcome: ProbeOutcome,
-    /// `None` when the selection itself failed (API error or timeout).
-    pub views: Option<Vec<DeploymentView>>,
-}
-
-/// Reads Deployments by name (those the failover record names): their views, and the
-/// names the API says do not exist. `None` when any read failed or timed out: a partial
-/// answer would make the primary look fenced when it may not be.
-pub async fn views_by_name(
-    client: &kube::Client,
-    namespace: &str,
-    names: &[String],
-    timeout: Duration,
-) -> Option<(Vec<DeploymentView>, Vec<String>)> {
-    if names.is_empty() {
-        return Some((Vec::new(), Vec::new()));
-    }
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let reads = join_all(names.iter().map(|n| api.get_opt(n)));
-    let results = tokio::time::timeout(timeout, reads).await.ok()?;
-    let mut views = Vec::new();
-    let mut absent = Vec::new();
-    for (name, result) in names.iter().zip(results) {
-        match result.ok()? {
-            // Ready Pods do not matter for fencing; desired replicas do.
-            Some(d) => views.push(DeploymentFacts::of(&d).view(0)),
-            None => absent.push(name.clone()),
-        }
-    }
-    Some((views, absent))
-}
-
-/// Probes one workload of the primary: every selected Deployment exists, wants at
-/// least one replica, has them available, and has that many Ready, live Pods.
-pub async fn probe_primary_workload(
-    client: &kube::Client,
-    namespace: &str,
-    workload: &WorkloadConfig,
-    timeout: Duration,
-) -> WorkloadProbe {
-    probe_workload(client, namespace, workload, timeout, Mode::Primary).await
-}
-
-/// Probes one workload of the standby: the selection matches at least one Deployment
-/// and its Pods can be listed (readiness after a promotion is judged from them).
-pub async fn probe_standby_workload(
-    client: &kube::Client,
-    namespace: &str,
-    workload: &WorkloadConfig,
-    timeout: Duration,
-) -> WorkloadProbe {
-    probe_workload(client, namespace, workload, timeout, Mode::Standby).await
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// The workload must be running.
-    Primary,
-    /// The workload must exist (it normally sits at 0).
-    Standby,
-}
-
-async fn probe_workload(
-    client: &kube::Client,
-    namespace: &str,
-    workload: &WorkloadConfig,
-    timeout: Duration,
-    mode: Mode,
-) -> WorkloadProbe {
-    let start = Instant::now();
-    // One bound for the whole signal (selection plus Pod lists), so a signal never
-    // takes longer than the probe timeout however many Deployments it selects.
-    let result = tokio::time::timeout(timeout, inspect(client, namespace, workload, mode)).await;
-    let latency = start.elapsed();
-    match result {
-        Ok(Inspection { failure, views }) => WorkloadProbe {
-            outcome: match failure {
-                None => ProbeOutcome::ok(latency),
-                Some((reason, detail)) => ProbeOutcome::fail(reason, latency, detail),
-            },
-            views,
-        },
-        Err(elapsed) => WorkloadProbe {
-            outcome: ProbeOutcome::fail(
-                classify_elapsed(&elapsed),
-                latency,
-                format!(
-                    "{}: no answer within {timeout:?}",
-                    selection_text(namespace, workload)
-                ),
-            ),
-            views: None,
-        },
-    }
-}
-
-struct Inspection {
-    failure: Option<(ProbeReason, String)>,
-    views: Option<Vec<DeploymentView>>,
-}
-
-async fn inspect(
-    client: &kube::Client,
-    namespace: &str,
-    workload: &WorkloadConfig,
-    mode: Mode,
-) -> Inspection {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    // The outer bound in `probe_workload` limits these calls; `bounded` is not needed.
-    let selected = match select(&deployments, workload).await {
-        Ok(selected) => selected,
-        Err(err) => {
-            let detail = format!(
-                "{}: {}",
-                selection_text(namespace, workload),
-                describe(&err)
-            );
-            return Inspection {
-                failure: Some((classify(&err), detail)),
-                views: None,
-            };
-        }
-    };
-    if selected.is_empty() {
-        // A vanished Deployment is a failure, not a skip; a deleted namespace shows
-        // up the same way (a get answers 404, a list answers empty).
-        return Inspection {
-            failure: Some((ProbeReason::NotFound, nothing_selected(namespace, workload))),
-            views: Some(Vec::new()),
-        };
-    }
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let summaries = join_all(selected.iter().map(|d| pods_of(&pods, d))).await;
-
-    let mut failure = None;
-    let mut views = Vec::with_capacity(selected.len());
-    for (deployment, pods) in selected.iter().zip(summaries) {
-        let facts = DeploymentFacts::of(deployment);
-        let name = format!("{namespace}/{}", facts.name);
-        let (ready_pods, judged) = match pods {
-            Ok(summary) => {
-                let judged = match mode {
-                    Mode::Primary => judge_primary(&name, &facts, &summary),
-                    Mode::Standby => None,
-                };
-                (summary.ready, judged)
-            }
-            Err(err) => (
-                0,
-                Some((err.reason(), format!("Pods of Deployment {name}: {err}"))),
-            ),
-        };
-        views.push(facts.view(ready_pods));
-        if failure.is_none() {
-            failure = judged;
-        }
-    }
-    Inspection {
-        failure,
-        views: Some(views),
-    }
-}
-
-/// Lists the Pods a Deployment selects, by its own `spec.selector`.
-async fn pods_of(pods: &Api<Pod>, deployment: &Deployment) -> Result<PodSummary, CallError> {
-    let selector = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| Selector::try_from(s.selector.clone()).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    // An empty selector would list every Pod in the namespace; apps/v1 requires one,
-    // so an empty one means the object is not what we think it is.
-    if selector.is_empty() {
-        return Err(CallError::Kube(kube::Error::Api(
-            kube::core::Status::failure("Deployment has no usable selector", "Invalid")
-                .with_code(422)
-                .boxed(),
-        )));
-    }
-    // The caller's bound (the whole signal's) limits this call.
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(CallError::Kube)?;
-    Ok(PodSummary::of(&list.items))
-}
 
 /// The Pods of one Deployment, reduced to what the judgement needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -317,6 +117,9 @@ pub fn judge_primary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WorkloadConfig;
+    use crate::selection::{nothing_selected, selection_text};
+    use k8s_openapi::api::apps::v1::Deployment;
 
     /// The caches keep less of a Pod and a Deployment than a cluster serves: the judgement
     /// is the same from what they keep.
