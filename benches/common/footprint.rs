@@ -603,11 +603,32 @@ pub async fn measure(
         led.extend(led_groups(&get(&http, i.admin, "/metrics").await));
     }
     let (b0, b1) = (tick_buckets(&m0), tick_buckets(&m1));
-    let failures: f64 = m1
+    let mut by_reason: BTreeMap<String, f64> = BTreeMap::new();
+    for line in m1
         .lines()
         .filter(|l| l.starts_with("kube_failover_probe_failures_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    {
+        let (Some(n), Some(labels)) = (
+            line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()),
+            line.split_once('{').and_then(|(_, l)| l.split_once('}')),
+        ) else {
+            continue;
+        };
+        // By cluster, signal and reason: the group's name left out.
+        let key: Vec<&str> = labels
+            .0
+            .split(',')
+            .filter(|l| !l.starts_with("group="))
+            .collect();
+        *by_reason.entry(key.join(",")).or_default() += n;
+    }
+    let failures: f64 = by_reason.values().sum();
+    if failures > 0.0 {
+        eprintln!("failed probes of the first instance, by cluster, signal and reason:");
+        for (key, n) in by_reason.iter().filter(|(_, n)| **n > 0.0) {
+            eprintln!("  {key}: {n}");
+        }
+    }
     let mut left = std::collections::BTreeSet::new();
     let mut left_to = BTreeMap::new();
     for mut i in instances {
