@@ -2,13 +2,15 @@
 //! signal names come from the config, reasons and states from closed enums.
 
 use crate::engine::{Decision, GroupState};
-use crate::metric_registry::MetricRegistry;
+use crate::metric_registry::{
+    CounterFamily, GaugeFamily, IntCounterFamily, IntGaugeFamily, MetricRegistry,
+};
 use crate::model::{
     Action, DeploymentView, GuardsObservation, ProbeOutcome, ProbeReason, SignalId,
 };
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Buckets for probe and tick latencies: 1 ms to 30 s.
@@ -25,33 +27,33 @@ pub struct Metrics {
     /// Metrics read from the daemon's state when gathered (the leader gauge): encoded at
     /// every `/metrics` request, never served from a cached copy.
     live: Registry,
-    probe_success: IntGaugeVec,
+    probe_success: IntGaugeFamily,
     probe_duration: HistogramVec,
-    probe_failures: IntCounterVec,
-    signal_up: IntGaugeVec,
-    primary_up: IntGaugeVec,
-    standby_fit: IntGaugeVec,
-    group_state: IntGaugeVec,
-    active_cluster: IntGaugeVec,
-    workload_replicas: IntGaugeVec,
-    unexpected_standby_replicas: IntGaugeVec,
-    promotions: IntCounterVec,
+    probe_failures: IntCounterFamily,
+    signal_up: IntGaugeFamily,
+    primary_up: IntGaugeFamily,
+    standby_fit: IntGaugeFamily,
+    group_state: IntGaugeFamily,
+    active_cluster: IntGaugeFamily,
+    workload_replicas: IntGaugeFamily,
+    unexpected_standby_replicas: IntGaugeFamily,
+    promotions: IntCounterFamily,
     promotion_duration: HistogramVec,
-    last_promotion: GaugeVec,
-    fence_actions: IntCounterVec,
-    standby_corrections: IntCounterVec,
-    actions: IntCounterVec,
-    would_promote: IntGaugeVec,
-    dual_active: IntGaugeVec,
-    dual_active_seconds: CounterVec,
-    no_active_side: IntGaugeVec,
-    guards: IntGaugeVec,
-    guards_missing: IntGaugeVec,
-    guards_stopped_while_active: IntGaugeVec,
-    record_restores: IntCounterVec,
+    last_promotion: GaugeFamily,
+    fence_actions: IntCounterFamily,
+    standby_corrections: IntCounterFamily,
+    actions: IntCounterFamily,
+    would_promote: IntGaugeFamily,
+    dual_active: IntGaugeFamily,
+    dual_active_seconds: CounterFamily,
+    no_active_side: IntGaugeFamily,
+    guards: IntGaugeFamily,
+    guards_missing: IntGaugeFamily,
+    guards_stopped_while_active: IntGaugeFamily,
+    record_restores: IntCounterFamily,
     last_tick: Gauge,
     tick_duration: Histogram,
-    event_ticks: IntCounterVec,
+    event_ticks: IntCounterFamily,
     /// Leader, observers and identity clashes (src/coord).
     pub coord: crate::coord::CoordMetrics,
     /// Standby state checks and drift (src/state).
@@ -93,7 +95,7 @@ impl Metrics {
         registry.register(prometheus::process_collector::ProcessCollector::for_self())?;
 
         let m = Metrics {
-            probe_success: IntGaugeVec::new(
+            probe_success: IntGaugeFamily::new(
                 opts("probe_success", "1 if the last probe passed, else 0."),
                 &["group", "cluster", "signal"],
             )?,
@@ -106,60 +108,60 @@ impl Metrics {
                 ),
                 &["cluster", "signal"],
             )?,
-            probe_failures: IntCounterVec::new(
+            probe_failures: IntCounterFamily::new(
                 opts("probe_failures_total", "Failed probes by bounded reason."),
                 &["group", "cluster", "signal", "reason"],
             )?,
-            signal_up: IntGaugeVec::new(
+            signal_up: IntGaugeFamily::new(
                 opts(
                     "signal_up",
                     "1 if the primary's signal is up after hysteresis, else 0.",
                 ),
                 &["group", "signal"],
             )?,
-            primary_up: IntGaugeVec::new(
+            primary_up: IntGaugeFamily::new(
                 opts(
                     "primary_up",
                     "0 when the primary is down by quorum, else 1.",
                 ),
                 &["group"],
             )?,
-            standby_fit: IntGaugeVec::new(
+            standby_fit: IntGaugeFamily::new(
                 opts(
                     "standby_fit",
                     "1 if the standby could take over now, else 0.",
                 ),
                 &["group"],
             )?,
-            group_state: IntGaugeVec::new(
+            group_state: IntGaugeFamily::new(
                 opts(
                     "group_state",
                     "1 for the group's current state, 0 for the others.",
                 ),
                 &["group", "state"],
             )?,
-            active_cluster: IntGaugeVec::new(
+            active_cluster: IntGaugeFamily::new(
                 opts(
                     "active_cluster",
                     "1 for the side the failover record says is active.",
                 ),
                 &["group", "cluster"],
             )?,
-            workload_replicas: IntGaugeVec::new(
+            workload_replicas: IntGaugeFamily::new(
                 opts(
                     "workload_replicas",
                     "Sum of desired replicas of the selected Deployments on each side.",
                 ),
                 &["group", "cluster"],
             )?,
-            unexpected_standby_replicas: IntGaugeVec::new(
+            unexpected_standby_replicas: IntGaugeFamily::new(
                 opts(
                     "unexpected_standby_replicas",
                     "Desired replicas found in the standby while the primary is active.",
                 ),
                 &["group"],
             )?,
-            promotions: IntCounterVec::new(
+            promotions: IntCounterFamily::new(
                 opts(
                     "promotions_total",
                     "Promotions by result (started, succeeded, failed).",
@@ -174,63 +176,63 @@ impl Metrics {
                 ),
                 &["group"],
             )?,
-            last_promotion: GaugeVec::new(
+            last_promotion: GaugeFamily::new(
                 opts(
                     "last_promotion_timestamp_seconds",
                     "Unix time the last promotion started.",
                 ),
                 &["group"],
             )?,
-            fence_actions: IntCounterVec::new(
+            fence_actions: IntCounterFamily::new(
                 opts(
                     "fence_actions_total",
                     "Attempts to scale the old primary to 0, by result.",
                 ),
                 &["group", "result"],
             )?,
-            standby_corrections: IntCounterVec::new(
+            standby_corrections: IntCounterFamily::new(
                 opts(
                     "standby_corrections_total",
                     "Attempts to scale unexpected standby replicas back to 0, by result.",
                 ),
                 &["group", "result"],
             )?,
-            actions: IntCounterVec::new(
+            actions: IntCounterFamily::new(
                 opts(
                     "actions_total",
                     "Every write to a cluster, by action and result.",
                 ),
                 &["group", "action", "result"],
             )?,
-            would_promote: IntGaugeVec::new(
+            would_promote: IntGaugeFamily::new(
                 opts(
                     "would_promote",
                     "Observe mode: 1 while a promotion would start, else 0.",
                 ),
                 &["group"],
             )?,
-            dual_active: IntGaugeVec::new(
+            dual_active: IntGaugeFamily::new(
                 opts(
                     "dual_active",
                     "1 while both sides want replicas (two agents may run at once), else 0.",
                 ),
                 &["group"],
             )?,
-            dual_active_seconds: CounterVec::new(
+            dual_active_seconds: CounterFamily::new(
                 opts(
                     "dual_active_seconds_total",
                     "Time during which both sides wanted replicas.",
                 ),
                 &["group"],
             )?,
-            no_active_side: IntGaugeVec::new(
+            no_active_side: IntGaugeFamily::new(
                 opts(
                     "no_active_side",
                     "1 while neither side runs the workload for longer than promotion_timeout.",
                 ),
                 &["group"],
             )?,
-            guards: IntGaugeVec::new(
+            guards: IntGaugeFamily::new(
                 opts(
                     "guards",
                     "Guards beside each side's agents by their heartbeat: running, stopped \
@@ -238,7 +240,7 @@ impl Metrics {
                 ),
                 &["group", "side", "state"],
             )?,
-            guards_missing: IntGaugeVec::new(
+            guards_missing: IntGaugeFamily::new(
                 opts(
                     "guards_missing",
                     "Expected guards ([groups.guards]) of the side the record says is active \
@@ -246,7 +248,7 @@ impl Metrics {
                 ),
                 &["group", "side"],
             )?,
-            guards_stopped_while_active: IntGaugeVec::new(
+            guards_stopped_while_active: IntGaugeFamily::new(
                 opts(
                     "guards_stopped_while_active",
                     "Guards saying they keep their agent stopped beside the side the record \
@@ -254,7 +256,7 @@ impl Metrics {
                 ),
                 &["group", "side"],
             )?,
-            record_restores: IntCounterVec::new(
+            record_restores: IntCounterFamily::new(
                 opts(
                     "record_restores_total",
                     "Failover records written back after they were found missing or their epoch had gone back.",
@@ -270,7 +272,7 @@ impl Metrics {
                 "Time one group's tick took (probes, decision and actions), all groups together.",
                 LATENCY_BUCKETS,
             ))?,
-            event_ticks: IntCounterVec::new(
+            event_ticks: IntCounterFamily::new(
                 opts(
                     "event_ticks_total",
                     "Ticks taken at once on an event on the primary (a watch lost, a workload \

@@ -6,10 +6,11 @@
 
 use super::group::State;
 use super::{Clock, Role};
+use crate::metric_registry::IntGaugeFamily;
 use crate::model::Verdict;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{Opts, Registry};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
 
@@ -94,7 +95,7 @@ impl Roles {
 
 /// `kube_failover_leader`, set from [`Roles`] each time it is gathered.
 struct LeaderGauge {
-    gauge: IntGaugeVec,
+    gauge: IntGaugeFamily,
     roles: Roles,
 }
 
@@ -116,12 +117,12 @@ impl Collector for LeaderGauge {
 /// Leader, observers and identity clashes, per group.
 #[derive(Clone)]
 pub struct CoordMetrics {
-    leader: IntGaugeVec,
+    leader: IntGaugeFamily,
     /// Every group's role, read when asked (the leader gauge is derived from it).
     pub roles: Roles,
-    observers: IntGaugeVec,
-    expected: IntGaugeVec,
-    identity_clash: IntGaugeVec,
+    observers: IntGaugeFamily,
+    expected: IntGaugeFamily,
+    identity_clash: IntGaugeFamily,
 }
 
 impl CoordMetrics {
@@ -134,28 +135,28 @@ impl CoordMetrics {
     ) -> Result<Self, prometheus::Error> {
         let m = CoordMetrics {
             roles: Roles::default(),
-            leader: IntGaugeVec::new(
+            leader: IntGaugeFamily::new(
                 opts(
                     "leader",
                     "1 while this instance leads the group (holds its leader Lease within the renew deadline), else 0.",
                 ),
                 &["group"],
             )?,
-            observers: IntGaugeVec::new(
+            observers: IntGaugeFamily::new(
                 opts(
                     "observers",
                     "Fresh observers of the group (this instance included) by their verdict on the primary.",
                 ),
                 &["group", "verdict"],
             )?,
-            expected: IntGaugeVec::new(
+            expected: IntGaugeFamily::new(
                 opts(
                     "observers_expected",
                     "policy.observers.expected of the group (0 when not set).",
                 ),
                 &["group"],
             )?,
-            identity_clash: IntGaugeVec::new(
+            identity_clash: IntGaugeFamily::new(
                 opts(
                     "identity_clash",
                     "1 while another process publishes under this instance's daemon.identity.",

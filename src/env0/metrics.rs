@@ -1,14 +1,15 @@
 //! The env0 metrics, registered with the daemon's other metrics.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use crate::metric_registry::{IntCounterFamily, IntGaugeFamily};
+use prometheus::Opts;
 
 /// Calls to env0, lookups, stranded deployments and redeploys.
 #[derive(Clone)]
 pub struct Env0Metrics {
-    requests: IntCounterVec,
-    lookups: IntCounterVec,
-    stranded: IntGaugeVec,
-    redeploys: IntCounterVec,
+    requests: IntCounterFamily,
+    lookups: IntCounterFamily,
+    stranded: IntGaugeFamily,
+    redeploys: IntCounterFamily,
 }
 
 /// The results of a lookup.
@@ -22,7 +23,7 @@ impl Env0Metrics {
         registry: &crate::metric_registry::MetricRegistry,
     ) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| Opts::new(name, help).namespace("kube_failover");
-        let requests = IntCounterVec::new(
+        let requests = IntCounterFamily::new(
             opts(
                 "env0_requests_total",
                 "Calls to env0's API by call (list_organizations, projects_assignments, \
@@ -30,7 +31,7 @@ impl Env0Metrics {
             ),
             &["call", "result"],
         )?;
-        let lookups = IntCounterVec::new(
+        let lookups = IntCounterFamily::new(
             opts(
                 "env0_lookups_total",
                 "Lookups of the env0 deployments a promotion stranded, by group and result \
@@ -38,7 +39,7 @@ impl Env0Metrics {
             ),
             &["group", "result"],
         )?;
-        let stranded = IntGaugeVec::new(
+        let stranded = IntGaugeFamily::new(
             opts(
                 "env0_stranded_deployments",
                 "env0 deployments the latest promotion stranded (waiting for approval, in \
@@ -46,7 +47,7 @@ impl Env0Metrics {
             ),
             &["group", "status"],
         )?;
-        let redeploys = IntCounterVec::new(
+        let redeploys = IntCounterFamily::new(
             opts(
                 "env0_redeploys_total",
                 "Redeploys of stranded env0 environments by group and result (done, failed, \

@@ -1,7 +1,8 @@
 //! The state mirror's metrics, per group. Every series exists from the group's start
 //! (at 0), so the alerts see zeros, not absences.
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+use crate::metric_registry::{GaugeFamily, IntCounterFamily, IntGaugeFamily};
+use prometheus::Opts;
 
 /// Write operations, the `op` label of `kube_failover_mirror_writes_total`.
 pub const OPS: [&str; 3] = ["create", "replace", "delete"];
@@ -9,14 +10,14 @@ pub const OPS: [&str; 3] = ["create", "replace", "delete"];
 /// The mirror's metrics.
 #[derive(Clone)]
 pub struct MirrorMetrics {
-    active: IntGaugeVec,
-    secrets: IntGaugeVec,
-    bytes: IntGaugeVec,
-    conflicts: IntGaugeVec,
-    last_sync: GaugeVec,
-    max_lag: GaugeVec,
-    writes: IntCounterVec,
-    errors: IntCounterVec,
+    active: IntGaugeFamily,
+    secrets: IntGaugeFamily,
+    bytes: IntGaugeFamily,
+    conflicts: IntGaugeFamily,
+    last_sync: GaugeFamily,
+    max_lag: GaugeFamily,
+    writes: IntCounterFamily,
+    errors: IntCounterFamily,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -29,7 +30,7 @@ impl MirrorMetrics {
         registry: &crate::metric_registry::MetricRegistry,
     ) -> Result<Self, prometheus::Error> {
         let m = MirrorMetrics {
-            active: IntGaugeVec::new(
+            active: IntGaugeFamily::new(
                 opts(
                     "mirror_active",
                     "1 while the state mirror copies (the record says the primary is \
@@ -37,21 +38,21 @@ impl MirrorMetrics {
                 ),
                 &["group"],
             )?,
-            secrets: IntGaugeVec::new(
+            secrets: IntGaugeFamily::new(
                 opts(
                     "mirror_secrets",
                     "State Secrets whose standby copy matched the primary at the last pass.",
                 ),
                 &["group"],
             )?,
-            bytes: IntGaugeVec::new(
+            bytes: IntGaugeFamily::new(
                 opts(
                     "mirror_bytes",
                     "Bytes of data of the Secrets counted in kube_failover_mirror_secrets.",
                 ),
                 &["group"],
             )?,
-            conflicts: IntGaugeVec::new(
+            conflicts: IntGaugeFamily::new(
                 opts(
                     "mirror_conflicts",
                     "Standby Secrets left alone: changed since the mirror's copy, not \
@@ -59,7 +60,7 @@ impl MirrorMetrics {
                 ),
                 &["group"],
             )?,
-            last_sync: GaugeVec::new(
+            last_sync: GaugeFamily::new(
                 opts(
                     "mirror_last_sync_timestamp_seconds",
                     "Unix time of the primary's state the standby was last found in sync \
@@ -67,7 +68,7 @@ impl MirrorMetrics {
                 ),
                 &["group"],
             )?,
-            max_lag: GaugeVec::new(
+            max_lag: GaugeFamily::new(
                 opts(
                     "mirror_max_lag_seconds",
                     "groups.state.mirror.max_lag: the lag above which \
@@ -75,14 +76,14 @@ impl MirrorMetrics {
                 ),
                 &["group"],
             )?,
-            writes: IntCounterVec::new(
+            writes: IntCounterFamily::new(
                 opts(
                     "mirror_writes_total",
                     "Writes of the state mirror to the standby, by operation and result.",
                 ),
                 &["group", "op", "result"],
             )?,
-            errors: IntCounterVec::new(
+            errors: IntCounterFamily::new(
                 opts(
                     "mirror_errors_total",
                     "Failed passes and writes of the state mirror, by bounded reason.",

@@ -1,7 +1,8 @@
 //! `kube_failover_notices_total`, registered with the daemon's other metrics.
 
 use super::NoticeEvent;
-use prometheus::{IntCounterVec, Opts};
+use crate::metric_registry::IntCounterFamily;
+use prometheus::Opts;
 
 /// How a notice to one webhook ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl NoticeResult {
 /// Notices by webhook, event and result.
 #[derive(Clone)]
 pub struct NoticeMetrics {
-    notices: IntCounterVec,
+    notices: IntCounterFamily,
 }
 
 impl NoticeMetrics {
@@ -44,7 +45,7 @@ impl NoticeMetrics {
     pub fn new(
         registry: &crate::metric_registry::MetricRegistry,
     ) -> Result<Self, prometheus::Error> {
-        let notices = IntCounterVec::new(
+        let notices = IntCounterFamily::new(
             Opts::new(
                 "notices_total",
                 "Notices to webhooks by webhook, event (promotion, failback, failed) and \

@@ -2,9 +2,10 @@
 //! bounded: check names come from the config, results from a closed enum, drift fields
 //! from a closed list and drift Deployments from the groups' selections.
 
+use crate::metric_registry::{GaugeFamily, IntCounterFamily, IntGaugeFamily};
 use crate::status::DriftStatus;
 use kube_failover_core::checks::{CheckKind, StateCheck};
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::Opts;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -19,12 +20,12 @@ type DriftSeries = BTreeSet<(String, String)>;
 /// group, Deployment and field: drift.
 #[derive(Clone)]
 pub struct StateMetrics {
-    check_ok: IntGaugeVec,
-    check_failures: IntCounterVec,
-    check_timestamp: GaugeVec,
-    freshness_age: GaugeVec,
-    drift: IntGaugeVec,
-    drift_primary_seen: GaugeVec,
+    check_ok: IntGaugeFamily,
+    check_failures: IntCounterFamily,
+    check_timestamp: GaugeFamily,
+    freshness_age: GaugeFamily,
+    drift: IntGaugeFamily,
+    drift_primary_seen: GaugeFamily,
     /// The drift series set so far per group, to put them back to 0 when cleared.
     drift_series: Arc<Mutex<HashMap<String, DriftSeries>>>,
 }
@@ -35,42 +36,42 @@ impl StateMetrics {
         registry: &crate::metric_registry::MetricRegistry,
     ) -> Result<Self, prometheus::Error> {
         let m = StateMetrics {
-            check_ok: IntGaugeVec::new(
+            check_ok: IntGaugeFamily::new(
                 opts(
                     "state_check_ok",
                     "1 if the state check passed at the last tick, else 0 (failed or could not be answered).",
                 ),
                 &["group", "check", "gate"],
             )?,
-            check_failures: IntCounterVec::new(
+            check_failures: IntCounterFamily::new(
                 opts(
                     "state_check_failures_total",
                     "Ticks in which a state check failed, by result (unreachable, http_status, missing, unbound, stale, drift, forbidden, not_installed, unanswerable).",
                 ),
                 &["group", "check", "result"],
             )?,
-            check_timestamp: GaugeVec::new(
+            check_timestamp: GaugeFamily::new(
                 opts(
                     "state_check_timestamp_seconds",
                     "Unix time of the answer a state check last judged.",
                 ),
                 &["group", "check"],
             )?,
-            freshness_age: GaugeVec::new(
+            freshness_age: GaugeFamily::new(
                 opts(
                     "state_freshness_age_seconds",
                     "Age of the timestamp a freshness check reads (the daemon's clock minus the timestamp).",
                 ),
                 &["group", "check"],
             )?,
-            drift: IntGaugeVec::new(
+            drift: IntGaugeFamily::new(
                 opts(
                     "drift",
                     "1 while a field of a standby Deployment differs from its primary twin (image, image_id, env, env_from, volumes, configmap_data, secret_data, resources, containers, deployment), else 0.",
                 ),
                 &["group", "deployment", "field"],
             )?,
-            drift_primary_seen: GaugeVec::new(
+            drift_primary_seen: GaugeFamily::new(
                 opts(
                     "drift_primary_seen_timestamp_seconds",
                     "Unix time the primary's Deployments were last read while it was healthy: drift compares the standby with that reading.",
