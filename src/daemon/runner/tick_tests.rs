@@ -402,6 +402,19 @@ const PROMOTION: [&str; 17] = [
     RENEWAL,
 ];
 
+/// The tick that finds the standby Ready: the `promoted` record, then what follows it:
+/// the stale Terraform lock found and deleted (clear_stale_locks) with an Event, then the
+/// promotion's Event (its text composed with the notice).
+const PROMOTED: [&str; 7] = [
+    READYZ,
+    "standby GET agents/configmaps/kube-failover-g",
+    "standby PUT agents/configmaps/kube-failover-g phase=promoted",
+    "standby GET agents/leases",
+    "standby DELETE agents/leases/lock-tfstate-default-state",
+    "standby POST agents/events KubeFailoverStaleLockCleared",
+    "standby POST agents/events KubeFailoverPromotionComplete",
+];
+
 #[tokio::test(start_paused = true)]
 async fn a_primary_down_for_its_threshold_is_promoted_with_the_record_written_first() {
     let mut pair = Pair::new("auto");
@@ -421,18 +434,7 @@ async fn a_primary_down_for_its_threshold_is_promoted_with_the_record_written_fi
     // promotion's Event (its text composed with the notice).
     pair.standby_running = true;
     set_available(&pair.standby, 1);
-    assert_eq!(
-        pair.next_tick().await,
-        [
-            READYZ,
-            "standby GET agents/configmaps/kube-failover-g",
-            "standby PUT agents/configmaps/kube-failover-g phase=promoted",
-            "standby GET agents/leases",
-            "standby DELETE agents/leases/lock-tfstate-default-state",
-            "standby POST agents/events KubeFailoverStaleLockCleared",
-            "standby POST agents/events KubeFailoverPromotionComplete",
-        ]
-    );
+    assert_eq!(pair.next_tick().await, PROMOTED);
     // The old primary seen at 0: the record says it is fenced.
     assert_eq!(
         pair.next_tick().await,
@@ -581,16 +583,5 @@ async fn what_follows_the_promoted_record_waits_until_it_is_written() {
             .is_some()
     );
     pair.standby.fail_with(None);
-    assert_eq!(
-        pair.next_tick().await,
-        [
-            READYZ,
-            "standby GET agents/configmaps/kube-failover-g",
-            "standby PUT agents/configmaps/kube-failover-g phase=promoted",
-            "standby GET agents/leases",
-            "standby DELETE agents/leases/lock-tfstate-default-state",
-            "standby POST agents/events KubeFailoverStaleLockCleared",
-            "standby POST agents/events KubeFailoverPromotionComplete",
-        ]
-    );
+    assert_eq!(pair.next_tick().await, PROMOTED);
 }
