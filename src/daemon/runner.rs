@@ -600,7 +600,7 @@ impl GroupRunner {
         let mut promoted_failed = None;
         for action in &decision.actions {
             let kind = action.kind();
-            if action.follows_promoted().is_some() && action.follows_promoted() == promoted_failed {
+            if action.held_by_failed_promoted(promoted_failed) {
                 continue; // the `promoted` record was not written: the next tick retries
             }
             if !self.coord.may_write(self.clock.now()) {

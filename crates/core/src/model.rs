@@ -939,6 +939,12 @@ impl Action {
         "announce_promoted",
     ];
 
+    /// True when this action is not carried out: it follows the `promoted` record of
+    /// `failed`, whose write failed earlier in the same decision.
+    pub fn held_by_failed_promoted(&self, failed: Option<u64>) -> bool {
+        failed.is_some() && self.follows_promoted() == failed
+    }
+
     /// The kinds that only write Kubernetes Events, best effort: a failed Event is
     /// logged, never a failed action.
     pub const EVENT_KINDS: [&'static str; 3] =

@@ -264,7 +264,7 @@ impl World {
         let mut results = Vec::new();
         let mut promoted_failed = None;
         for action in actions {
-            if action.follows_promoted().is_some() && action.follows_promoted() == promoted_failed {
+            if action.held_by_failed_promoted(promoted_failed) {
                 continue;
             }
             let ok = self.apply_one(action, wall_unix);

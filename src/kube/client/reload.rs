@@ -677,6 +677,13 @@ users:
         }
     }
 
+    /// The primary's client for the kubeconfig at `path`.
+    async fn primary_client(path: &Path, recheck_interval: Duration) -> kube::Client {
+        super::super::client_for_with(&cluster(path), Side::Primary, options(recheck_interval))
+            .await
+            .unwrap()
+    }
+
     async fn readyz(client: &kube::Client) -> crate::model::ProbeOutcome {
         crate::probe::api::readyz(client, Duration::from_secs(2)).await
     }
@@ -688,13 +695,7 @@ users:
         let path = dir.path().join("kubeconfig");
         replace(&path, &kubeconfig(&api.url, "    token: token-a"));
         // Files are compared only after a 401 here.
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(Duration::from_secs(3600)),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, Duration::from_secs(3600)).await;
         assert!(readyz(&client).await.passed());
 
         replace(&path, &kubeconfig(&api.url, "    token: token-b"));
@@ -715,10 +716,7 @@ users:
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         replace(&path, &kubeconfig(&api.url, "    token: token-a"));
-        let client =
-            super::super::client_for_with(&cluster(&path), Side::Primary, options(Duration::ZERO))
-                .await
-                .unwrap();
+        let client = primary_client(&path, Duration::ZERO).await;
         assert!(readyz(&client).await.passed());
         assert_eq!(api.last_seen(), "token-a");
         replace(&path, &kubeconfig(&api.url, "    token: token-b"));
@@ -732,10 +730,7 @@ users:
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         replace(&path, &kubeconfig(&api.url, "    token: token-a"));
-        let client =
-            super::super::client_for_with(&cluster(&path), Side::Primary, options(Duration::ZERO))
-                .await
-                .unwrap();
+        let client = primary_client(&path, Duration::ZERO).await;
         assert!(readyz(&client).await.passed());
 
         // Half-written, then gone: the client keeps working with what it had.
@@ -821,13 +816,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         let dir = tempfile::tempdir().unwrap();
         replace(&dir.path().join("token"), "exec-a");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(RECHECK_INTERVAL),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, RECHECK_INTERVAL).await;
         assert_eq!(runs(dir.path()), 0, "building the client runs no plugin");
         for _ in 0..3 {
             let out = readyz(&client).await;
@@ -853,13 +842,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         let expiry = Timestamp::now() + SignedDuration::from_millis(1500);
         replace(&dir.path().join("expiry"), &expiry.to_string());
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(RECHECK_INTERVAL),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, RECHECK_INTERVAL).await;
         assert!(readyz(&client).await.passed());
         assert_eq!(api.last_seen(), "exec-a");
 
@@ -880,13 +863,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("sleep"), "60");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(RECHECK_INTERVAL),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, RECHECK_INTERVAL).await;
 
         let beats = Arc::new(AtomicUsize::new(0));
         let ticker = {
@@ -954,13 +931,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("expiry"), "2001-01-01T00:00:00Z");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(RECHECK_INTERVAL),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, RECHECK_INTERVAL).await;
         let out = readyz(&client).await;
         assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
         assert!(out.detail.contains("already expired"), "{}", out.detail);
@@ -974,13 +945,7 @@ printf '{{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential"
         replace(&dir.path().join("token"), "exec-a");
         replace(&dir.path().join("fail"), "");
         let path = exec_kubeconfig(dir.path(), &api.url);
-        let client = super::super::client_for_with(
-            &cluster(&path),
-            Side::Primary,
-            options(RECHECK_INTERVAL),
-        )
-        .await
-        .unwrap();
+        let client = primary_client(&path, RECHECK_INTERVAL).await;
         for _ in 0..5 {
             let out = readyz(&client).await;
             assert_eq!(out.reason, ProbeReason::Unauthorized, "{out:?}");
