@@ -3,9 +3,10 @@
 //! and the actuator, so both select and describe a workload the same way.
 
 use crate::config::WorkloadConfig;
+use crate::kube::kept::KeptDeployment;
 use crate::model::{DeploymentView, EPOCH_ANNOTATION};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 
 /// Fetches the Deployments a workload selects: by name (`get`) or by label selector
 /// (`list`). An empty result means nothing matched; the caller decides what that means.
@@ -126,24 +127,38 @@ pub struct DeploymentFacts {
 }
 
 impl DeploymentFacts {
-    /// Reads the facts from a Deployment object.
+    /// Reads the facts from a Deployment object as the API server answered it.
     pub fn of(deployment: &Deployment) -> Self {
-        DeploymentFacts {
-            name: deployment.metadata.name.clone().unwrap_or_default(),
-            desired: deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1),
-            available: deployment
+        Self::read(
+            &deployment.metadata,
+            deployment.spec.as_ref().and_then(|s| s.replicas),
+            deployment
                 .status
                 .as_ref()
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0),
-            uid: deployment.metadata.uid.clone(),
-            resource_version: deployment.metadata.resource_version.clone(),
-            epoch: deployment
-                .metadata
+                .and_then(|s| s.available_replicas),
+        )
+    }
+
+    /// Reads the facts from a Deployment as a cache keeps it.
+    pub fn of_kept(deployment: &KeptDeployment) -> Self {
+        Self::read(
+            &deployment.metadata,
+            deployment.spec.as_ref().and_then(|s| s.replicas),
+            deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas),
+        )
+    }
+
+    fn read(meta: &ObjectMeta, replicas: Option<i32>, available: Option<i32>) -> Self {
+        DeploymentFacts {
+            name: meta.name.clone().unwrap_or_default(),
+            desired: replicas.unwrap_or(1),
+            available: available.unwrap_or(0),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            epoch: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(EPOCH_ANNOTATION))

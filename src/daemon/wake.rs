@@ -248,14 +248,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_is_told_what_changed_since_it_last_looked() {
+        use crate::kube::kept::{KeptDeployment, KeptPod};
         use crate::kube::watch_cache::WatchStore;
-        use k8s_openapi::api::apps::v1::Deployment;
-        use k8s_openapi::api::core::v1::Pod;
         use kube::runtime::watcher::Event;
 
-        let deployments = WatchStore::<Deployment>::new("Deployments in ns");
-        let pods = WatchStore::<Pod>::new("Pods in ns");
-        let mut pod = Pod::default();
+        let deployments = WatchStore::<KeptDeployment>::new("Deployments in ns");
+        let pods = WatchStore::<KeptPod>::new("Pods in ns");
+        let mut pod = KeptPod::default();
         pod.metadata.name = Some("trigger-1".into());
         pods.apply(Event::Init);
         pods.apply(Event::InitDone);

@@ -13,13 +13,13 @@
 
 use crate::config::{ClusterConfig, WatchScope};
 use crate::kube::client::{self, ClientOptions, ClusterError};
+use crate::kube::kept::{KeptDeployment, KeptPod};
 use crate::kube::watch_cache::{self, Fanout, WatchStore};
 use crate::model::{ProbeOutcome, ProbeReason, Side};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -178,8 +178,8 @@ pub const SUSPECT_AFTER: u32 = 3;
 
 #[derive(Default)]
 struct Stores {
-    deployments: HashMap<String, Arc<WatchStore<Deployment>>>,
-    pods: HashMap<String, Arc<WatchStore<Pod>>>,
+    deployments: HashMap<String, Arc<WatchStore<KeptDeployment>>>,
+    pods: HashMap<String, Arc<WatchStore<KeptPod>>>,
     configmaps: HashMap<String, Arc<WatchStore<ConfigMap>>>,
     pvcs: HashMap<String, Arc<WatchStore<PersistentVolumeClaim>>>,
     /// Single objects of a kind named in the config, by namespace, apiVersion, kind and
@@ -198,8 +198,8 @@ struct Stores {
 
 #[derive(Default)]
 struct Fanouts {
-    deployments: Option<Arc<Fanout<Deployment>>>,
-    pods: Option<Arc<Fanout<Pod>>>,
+    deployments: Option<Arc<Fanout<KeptDeployment>>>,
+    pods: Option<Arc<Fanout<KeptPod>>>,
     configmaps: Option<Arc<Fanout<ConfigMap>>>,
 }
 
@@ -544,8 +544,9 @@ impl ClusterHandle {
         pools[pool - 1].clone()
     }
 
-    /// The Deployments of `namespace`, watched from the first call on.
-    pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<Deployment>> {
+    /// The Deployments of `namespace` (what the caches keep of them), watched from the
+    /// first call on.
+    pub fn deployments(&self, namespace: &str) -> Arc<WatchStore<KeptDeployment>> {
         match self.watch_scope {
             WatchScope::Namespaces => {
                 self.store(namespace, "Deployments", None, |s| &mut s.deployments)
@@ -556,8 +557,9 @@ impl ClusterHandle {
         }
     }
 
-    /// The Pods of `namespace`, watched from the first call on.
-    pub fn pods(&self, namespace: &str) -> Arc<WatchStore<Pod>> {
+    /// The Pods of `namespace` (what the caches keep of them), watched from the first
+    /// call on.
+    pub fn pods(&self, namespace: &str) -> Arc<WatchStore<KeptPod>> {
         match self.watch_scope {
             WatchScope::Namespaces => self.store(namespace, "Pods", None, |s| &mut s.pods),
             WatchScope::Cluster => self.fanned(namespace, "Pods", |s| &mut s.fanouts.pods),

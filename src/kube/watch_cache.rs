@@ -47,11 +47,10 @@
 //!   checked when it starts: a revoked grant shows when the watch is resumed next.
 //!
 use crate::kube::call::{classify, describe};
+use crate::kube::kept::{KeptDeployment, KeptPod, slim_meta};
 use crate::model::{Evidence, ProbeReason};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
@@ -624,89 +623,17 @@ impl<K: Resource + Send + Sync + 'static> Sink<K> for Fanout<K> {
 }
 
 /// An object as the store keeps it: without its managedFields (who set which field,
-/// often the larger part of the metadata), which nothing here reads, and for Pods and
-/// Deployments without the parts of their specs nothing reads (see [`slim_pod`],
-/// [`slim_deployment`]). Nothing writes a cached object back: writes read the object
-/// afresh or patch it.
+/// often the larger part of the metadata), which nothing here reads, and for the kept
+/// Pods and Deployments ([`crate::kube::kept`]) without the last-applied annotation.
+/// Nothing writes a cached object back: writes read the object afresh or patch it.
 fn kept<K: Resource + 'static>(mut obj: K) -> Arc<K> {
-    obj.meta_mut().managed_fields = None;
-    let any: &mut dyn std::any::Any = &mut obj;
-    if let Some(pod) = any.downcast_mut::<Pod>() {
-        slim_pod(pod);
-    } else if let Some(deployment) = any.downcast_mut::<Deployment>() {
-        slim_deployment(deployment);
+    let any: &dyn std::any::Any = &obj;
+    if any.is::<KeptPod>() || any.is::<KeptDeployment>() {
+        slim_meta(obj.meta_mut());
+    } else {
+        obj.meta_mut().managed_fields = None;
     }
     Arc::new(obj)
-}
-
-/// The annotation `kubectl apply` leaves on what it applied: the whole object again.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// A Pod is judged by its metadata and status (phase, conditions, container states and
-/// image IDs: `PodSummary`, the state checks' image digests); its spec is dropped (its
-/// containers alone are kilobytes each), as are the parts of its container statuses
-/// nothing reads.
-fn slim_pod(pod: &mut Pod) {
-    pod.spec = None;
-    drop_last_applied(&mut pod.metadata);
-    if let Some(status) = pod.status.as_mut() {
-        for c in status
-            .container_statuses
-            .iter_mut()
-            .chain(status.init_container_statuses.iter_mut())
-            .flatten()
-        {
-            c.last_state = None;
-            c.resources = None;
-            c.allocated_resources = None;
-            c.volume_mounts = None;
-            c.user = None;
-        }
-        status.ephemeral_container_statuses = None;
-    }
-}
-
-/// A Deployment keeps its replicas, selector, status and metadata, and of its Pod
-/// template what the state checks compare (their twin facts: each
-/// container's name, image, env, envFrom and resource requests; the volumes): commands,
-/// probes, ports, mounts and scheduling constraints are dropped.
-fn slim_deployment(deployment: &mut Deployment) {
-    drop_last_applied(&mut deployment.metadata);
-    let Some(spec) = deployment
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-    else {
-        return;
-    };
-    for c in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        c.command = None;
-        c.args = None;
-        c.ports = None;
-        c.liveness_probe = None;
-        c.readiness_probe = None;
-        c.startup_probe = None;
-        c.lifecycle = None;
-        c.volume_mounts = None;
-        c.volume_devices = None;
-        c.security_context = None;
-        c.resize_policy = None;
-    }
-    spec.ephemeral_containers = None;
-    spec.affinity = None;
-    spec.tolerations = None;
-    spec.topology_spread_constraints = None;
-    spec.security_context = None;
-}
-
-fn drop_last_applied(meta: &mut kube::api::ObjectMeta) {
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
 }
 
 fn name_of<K: Resource>(obj: &K) -> Option<String> {
@@ -1199,8 +1126,8 @@ fn lost<K: Resource, S: Sink<K>>(store: &S, err: watcher::Error) -> Ended {
 /// A Deployment and one of its Pods as a cluster serves them, with what the caches drop
 /// (tests here and beside the caches' readers).
 #[cfg(test)]
-pub(crate) fn served() -> (Deployment, Pod) {
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+pub(crate) fn served_json() -> (serde_json::Value, serde_json::Value) {
+    let deployment = serde_json::json!({
         "metadata": {"name": "env0-agent-trigger-deployment", "namespace": "ns",
         "uid": "u1", "resourceVersion": "7",
         "labels": {"env0": "agent-trigger"},
@@ -1223,9 +1150,8 @@ pub(crate) fn served() -> (Deployment, Pod) {
                 {"name": "cfg", "configMap": {"name": "agent-config"}}],
             "tolerations": [{"key": "k", "operator": "Exists"}]}}},
         "status": {"availableReplicas": 1, "replicas": 1}
-    }))
-    .unwrap();
-    let pod: Pod = serde_json::from_value(serde_json::json!({
+    });
+    let pod = serde_json::json!({
         "metadata": {"name": "trigger-abc", "namespace": "ns",
         "labels": {"env0": "agent-trigger"}},
         "spec": {"containers": [{"name": "trigger", "image": "env0/agent:1",
@@ -1239,15 +1165,18 @@ pub(crate) fn served() -> (Deployment, Pod) {
             "restartCount": 4,
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
-    }))
-    .unwrap();
+    });
     (deployment, pod)
 }
 
-/// `obj` as a cache keeps it.
+/// The Deployment and Pod of [`served_json`] as a cache keeps them.
 #[cfg(test)]
-pub(crate) fn as_kept<K: Resource + 'static>(obj: K) -> Arc<K> {
-    kept(obj)
+pub(crate) fn served() -> (Arc<KeptDeployment>, Arc<KeptPod>) {
+    let (deployment, pod) = served_json();
+    (
+        kept(serde_json::from_value(deployment).unwrap()),
+        kept(serde_json::from_value(pod).unwrap()),
+    )
 }
 
 #[cfg(test)]
@@ -1284,76 +1213,6 @@ mod tests {
         s.apply(Event::Apply(cm("b")));
         s.apply(Event::Delete(cm("a")));
         assert_eq!(names(&s).unwrap(), ["b"]);
-    }
-
-    /// A Pod and a Deployment as a cluster serves them ([`served`]): what the probes and
-    /// the state checks read is kept, the rest dropped (that their judgements are the
-    /// same is tested beside the state checks' facts and the workload probe).
-    #[test]
-    fn pods_and_deployments_are_kept_with_what_their_readers_use() {
-        let (deployment, pod) = served();
-        let (kept_deployment, kept_pod) = (kept(deployment.clone()), kept(pod.clone()));
-
-        // Dropped.
-        assert_eq!(kept_pod.spec, None);
-        let status = kept_pod.status.as_ref().unwrap();
-        assert_eq!(
-            status.container_statuses.as_ref().unwrap()[0].last_state,
-            None
-        );
-        let template_of = |d: &Deployment| d.spec.clone().unwrap().template.spec.unwrap();
-        let template = template_of(&kept_deployment);
-        assert_eq!(template.containers[0].command, None);
-        assert_eq!(template.containers[0].liveness_probe, None);
-        assert_eq!(template.containers[0].volume_mounts, None);
-        assert_eq!(template.tolerations, None);
-        let annotations = kept_deployment.metadata.annotations.as_ref().unwrap();
-        assert!(!annotations.contains_key(LAST_APPLIED));
-
-        // Kept.
-        assert_eq!(annotations["kube-failover/epoch"], "3");
-        assert_eq!(kept_pod.metadata.labels, pod.metadata.labels);
-        assert_eq!(status.phase, pod.status.as_ref().unwrap().phase);
-        assert_eq!(status.conditions, pod.status.as_ref().unwrap().conditions);
-        let (c, served_c) = (
-            &status.container_statuses.as_ref().unwrap()[0],
-            &pod.status
-                .as_ref()
-                .unwrap()
-                .container_statuses
-                .as_ref()
-                .unwrap()[0],
-        );
-        assert_eq!(
-            (&c.name, &c.image_id, &c.state, c.ready),
-            (
-                &served_c.name,
-                &served_c.image_id,
-                &served_c.state,
-                served_c.ready
-            )
-        );
-        let served_template = template_of(&deployment);
-        assert_eq!(template.volumes, served_template.volumes);
-        for (c, served_c) in template.containers.iter().zip(&served_template.containers) {
-            assert_eq!(
-                (&c.name, &c.image, &c.env, &c.env_from, &c.resources),
-                (
-                    &served_c.name,
-                    &served_c.image,
-                    &served_c.env,
-                    &served_c.env_from,
-                    &served_c.resources
-                )
-            );
-        }
-        assert_eq!(template.init_containers, served_template.init_containers);
-        assert_eq!(kept_deployment.spec.as_ref().unwrap().replicas, Some(1));
-        assert_eq!(
-            kept_deployment.spec.as_ref().unwrap().selector,
-            deployment.spec.as_ref().unwrap().selector
-        );
-        assert_eq!(kept_deployment.status, deployment.status);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::workload::{PodSummary, judge_primary};
 use super::{http, merge_views};
 use crate::config::{GroupConfig, WorkloadConfig};
 use crate::kube::cluster::ClusterHandle;
+use crate::kube::kept::{KeptDeployment, KeptPod};
 use crate::kube::watch_cache::{Freshness, WatchStore};
 use crate::model::{
     DeploymentView, FailoverRecord, PrimaryObservation, ProbeOutcome, ProbeReason,
@@ -21,8 +22,7 @@ use crate::model::{
 use crate::selection::{DeploymentFacts, nothing_selected, parse_label_selector, selection_text};
 use futures::FutureExt;
 use futures::future::{self, BoxFuture, Either, join_all};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::{Selector, SelectorExt};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -344,7 +344,7 @@ fn record(store: &WatchStore<ConfigMap>, ns: &str, name: &str) -> Result<Failove
 /// The recorded Deployments read by name: their views and the names that do not
 /// exist; `None` when the cache cannot say.
 fn by_name(
-    store: &WatchStore<Deployment>,
+    store: &WatchStore<KeptDeployment>,
     names: &[String],
     gate: Option<&str>,
 ) -> Option<(Vec<DeploymentView>, Vec<String>)> {
@@ -360,7 +360,7 @@ fn by_name(
             let mut absent = Vec::new();
             for name in names {
                 match all.get(name) {
-                    Some(d) => views.push(DeploymentFacts::of(d).view(0)),
+                    Some(d) => views.push(DeploymentFacts::of_kept(d).view(0)),
                     None => absent.push(name.clone()),
                 }
             }
@@ -376,7 +376,10 @@ enum Judge {
 }
 
 /// The Deployments a workload selects, from the cache.
-fn select(all: &BTreeMap<String, Arc<Deployment>>, w: &WorkloadConfig) -> Vec<Arc<Deployment>> {
+fn select(
+    all: &BTreeMap<String, Arc<KeptDeployment>>,
+    w: &WorkloadConfig,
+) -> Vec<Arc<KeptDeployment>> {
     match (&w.name, &w.selector) {
         (Some(name), _) => all.get(name).cloned().into_iter().collect(),
         (None, Some(text)) => match parse_label_selector(text) {
@@ -393,8 +396,8 @@ fn select(all: &BTreeMap<String, Arc<Deployment>>, w: &WorkloadConfig) -> Vec<Ar
 
 /// One workload's failure (if any) and views, as [`super::workload`] judges them.
 fn inspect(
-    deployments: &WatchStore<Deployment>,
-    pods: &WatchStore<Pod>,
+    deployments: &WatchStore<KeptDeployment>,
+    pods: &WatchStore<KeptPod>,
     ns: &str,
     w: &WorkloadConfig,
     judge: Judge,
@@ -422,7 +425,7 @@ fn inspect(
     let mut failure = None;
     let mut views = Vec::with_capacity(selected.len());
     for d in &selected {
-        let facts = DeploymentFacts::of(d);
+        let facts = DeploymentFacts::of_kept(d);
         let name = format!("{ns}/{}", facts.name);
         let (ready, judged) = match summary(pods, d) {
             Ok(summary) => {
@@ -446,7 +449,7 @@ fn inspect(
 }
 
 /// The Pods a Deployment selects by its own `spec.selector`, summarised.
-fn summary(pods: &WatchStore<Pod>, deployment: &Deployment) -> Result<PodSummary, Failure> {
+fn summary(pods: &WatchStore<KeptPod>, deployment: &KeptDeployment) -> Result<PodSummary, Failure> {
     let selector = deployment
         .spec
         .as_ref()
@@ -476,7 +479,7 @@ mod tests {
     use kube::runtime::watcher::{self, Event};
     use serde_json::json;
 
-    fn deployment(name: &str, component: &str, replicas: i32, available: i32) -> Deployment {
+    fn deployment(name: &str, component: &str, replicas: i32, available: i32) -> KeptDeployment {
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"env0": component}},
             "spec": {"replicas": replicas,
@@ -487,7 +490,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, component: &str, ready: bool) -> Pod {
+    fn pod(name: &str, component: &str, ready: bool) -> KeptPod {
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"env0": component}},
             "status": {"phase": "Running", "conditions": [
@@ -601,7 +604,7 @@ mod tests {
     #[test]
     fn nothing_selected_is_not_found_and_an_unknown_cache_is_never_down() {
         let deployments = listed("Deployments in ns", vec![deployment("proxy", "p", 1, 1)]);
-        let pods = listed::<Pod>("Pods in ns", vec![]);
+        let pods = listed::<KeptPod>("Pods in ns", vec![]);
         for w in [by_name("gone"), by_selector("env0=gone")] {
             let (failure, views) = inspect(&deployments, &pods, "ns", &w, Judge::Primary, None);
             assert_eq!(failure.unwrap().0, ProbeReason::NotFound);
@@ -618,8 +621,8 @@ mod tests {
         assert_eq!(failure.unwrap().0, ProbeReason::NoPods);
         assert!(views.is_some());
 
-        let starting = WatchStore::<Deployment>::new("Deployments in ns");
-        let broken = WatchStore::<Deployment>::new("Deployments in ns");
+        let starting = WatchStore::<KeptDeployment>::new("Deployments in ns");
+        let broken = WatchStore::<KeptDeployment>::new("Deployments in ns");
         broken.fail(&refused());
         for store in [&starting, &broken] {
             let (failure, views) =

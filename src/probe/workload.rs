@@ -6,9 +6,9 @@
 //! container in CrashLoopBackOff, a Pod that cannot be scheduled. The reasons keep
 //! them apart so an operator (and the metrics) can tell which one fired.
 
+use crate::kube::kept::KeptPod;
 use crate::model::ProbeReason;
 use crate::selection::DeploymentFacts;
-use k8s_openapi::api::core::v1::Pod;
 
 /// The Pods of one Deployment, reduced to what the judgement needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct PodSummary {
 
 impl PodSummary {
     /// Summarises a list of Pods.
-    pub fn of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Self {
+    pub fn of<'a>(pods: impl IntoIterator<Item = &'a KeptPod>) -> Self {
         let mut summary = PodSummary::default();
         for pod in pods {
             if pod.metadata.deletion_timestamp.is_some() {
@@ -118,33 +118,49 @@ pub fn judge_primary(
 mod tests {
     use super::*;
     use crate::config::WorkloadConfig;
+    use crate::kube::kept::KeptDeployment;
     use crate::selection::{nothing_selected, selection_text};
-    use k8s_openapi::api::apps::v1::Deployment;
 
-    /// The caches keep less of a Pod and a Deployment than a cluster serves: the judgement
-    /// is the same from what they keep.
+    /// The caches keep less of a Pod and a Deployment than a cluster serves: what they
+    /// keep of served ones is judged.
     #[test]
-    fn cached_objects_are_judged_as_served_ones() {
+    fn cached_objects_are_judged_from_what_is_kept() {
         let (deployment, pod) = crate::kube::watch_cache::served();
-        let (kept_deployment, kept_pod) = (
-            crate::kube::watch_cache::as_kept(deployment.clone()),
-            crate::kube::watch_cache::as_kept(pod.clone()),
-        );
-        let summary = PodSummary::of([kept_pod.as_ref()]);
-        assert_eq!(summary, PodSummary::of([&pod]));
-        assert!(summary.crash_loop.is_some(), "{summary:?}");
         assert_eq!(
-            DeploymentFacts::of(&kept_deployment),
-            DeploymentFacts::of(&deployment)
+            PodSummary::of([pod.as_ref()]),
+            PodSummary {
+                live: 1,
+                ready: 1,
+                crash_loop: Some("trigger-abc/trigger".into()),
+                unschedulable: None,
+            }
+        );
+        assert_eq!(
+            DeploymentFacts::of_kept(&deployment),
+            DeploymentFacts {
+                name: "env0-agent-trigger-deployment".into(),
+                desired: 1,
+                available: 1,
+                uid: Some("u1".into()),
+                resource_version: Some("7".into()),
+                epoch: Some(3),
+            }
+        );
+        // The served object gives the same facts.
+        let served: k8s_openapi::api::apps::v1::Deployment =
+            serde_json::from_value(crate::kube::watch_cache::served_json().0).unwrap();
+        assert_eq!(
+            DeploymentFacts::of(&served),
+            DeploymentFacts::of_kept(&deployment)
         );
     }
     use serde_json::json;
 
-    fn pod(value: serde_json::Value) -> Pod {
+    fn pod(value: serde_json::Value) -> KeptPod {
         serde_json::from_value(value).unwrap()
     }
 
-    fn ready_pod(name: &str) -> Pod {
+    fn ready_pod(name: &str) -> KeptPod {
         pod(json!({
             "metadata": {"name": name},
             "status": {"phase": "Running", "conditions": [
@@ -258,14 +274,14 @@ mod tests {
 
     #[test]
     fn facts_default_like_the_api_server() {
-        let d: Deployment = serde_json::from_value(json!({
+        let d: KeptDeployment = serde_json::from_value(json!({
             "metadata": {"name": "proxy"},
             "spec": {"selector": {"matchLabels": {"env0": "agent-proxy"}},
                      "template": {}}
         }))
         .unwrap();
         assert_eq!(
-            DeploymentFacts::of(&d),
+            DeploymentFacts::of_kept(&d),
             DeploymentFacts {
                 name: "proxy".into(),
                 desired: 1,
@@ -275,13 +291,13 @@ mod tests {
                 epoch: None,
             }
         );
-        let annotated: Deployment = serde_json::from_value(json!({
+        let annotated: KeptDeployment = serde_json::from_value(json!({
             "metadata": {"name": "proxy", "uid": "u-1", "resourceVersion": "9",
                          "annotations": {"kube-failover/epoch": "7"}},
             "spec": {"replicas": 1, "selector": {}, "template": {}}
         }))
         .unwrap();
-        let facts = DeploymentFacts::of(&annotated);
+        let facts = DeploymentFacts::of_kept(&annotated);
         assert_eq!(facts.epoch, Some(7));
         assert_eq!(facts.view(1).uid.as_deref(), Some("u-1"));
         assert_eq!(facts.resource_version.as_deref(), Some("9"));

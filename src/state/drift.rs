@@ -16,12 +16,12 @@
 use super::facts::{SideFacts, TwinFacts, configmap_hash, twin};
 use super::secrets::SecretHashes;
 use crate::config::{Gate, WorkloadConfig, printable};
+use crate::kube::kept::{KeptDeployment, KeptPod};
 use crate::kube::watch_cache::WatchStore;
 use crate::model::{ProbeReason, Side};
 use crate::selection::parse_label_selector;
 use crate::status::{DriftItem, DriftStatus};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::SelectorExt;
 use kube_failover_core::checks::{CheckKind, CheckResult, StateCheck};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,16 +41,16 @@ const MAX_DETAIL_CHARS: usize = 300;
 /// The watch caches of one side's namespace.
 pub struct SideStores {
     /// Deployments.
-    pub deployments: Arc<WatchStore<Deployment>>,
+    pub deployments: Arc<WatchStore<KeptDeployment>>,
     /// Pods (image digests).
-    pub pods: Arc<WatchStore<Pod>>,
+    pub pods: Arc<WatchStore<KeptPod>>,
     /// ConfigMaps (data hashes).
     pub configmaps: Arc<WatchStore<ConfigMap>>,
 }
 
 /// The Deployments `workloads` select among `all`, by name.
 fn selected(
-    all: &BTreeMap<String, Arc<Deployment>>,
+    all: &BTreeMap<String, Arc<KeptDeployment>>,
     workloads: &[WorkloadConfig],
 ) -> BTreeSet<String> {
     let empty = BTreeMap::new();
@@ -155,7 +155,7 @@ impl SideStores {
         secrets: &SecretHashes,
     ) -> Result<SideFacts, CachesUnanswered> {
         let fail = |(reason, detail)| CachesUnanswered { reason, detail };
-        let deployments: Vec<Arc<Deployment>> = self
+        let deployments: Vec<Arc<KeptDeployment>> = self
             .deployments
             .read(|all| {
                 let names = selected(all, workloads);
@@ -523,7 +523,7 @@ mod tests {
     use super::*;
     use kube::runtime::watcher::Event;
 
-    fn deployment(name: &str, label: &str, image: &str, env: &str) -> Deployment {
+    fn deployment(name: &str, label: &str, image: &str, env: &str) -> KeptDeployment {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"env0": label}},
             "spec": {
@@ -562,10 +562,10 @@ mod tests {
         .unwrap()
     }
 
-    fn side(deployments: Vec<Deployment>, configmaps: Vec<ConfigMap>) -> SideStores {
+    fn side(deployments: Vec<KeptDeployment>, configmaps: Vec<ConfigMap>) -> SideStores {
         SideStores {
             deployments: live("Deployments in ns", deployments),
-            pods: live("Pods in ns", Vec::<Pod>::new()),
+            pods: live("Pods in ns", Vec::<KeptPod>::new()),
             configmaps: live("ConfigMaps in ns", configmaps),
         }
     }

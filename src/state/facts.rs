@@ -8,8 +8,8 @@
 //! (no dictionary can be built against a key that is never shown).
 
 use crate::config::printable;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, PodSpec, Secret};
+use crate::kube::kept::{KeptContainer, KeptDeployment, KeptEnvVar, KeptPod, KeptPodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::{Selector, SelectorExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
@@ -117,7 +117,7 @@ fn credentials_in_url(value: &str) -> bool {
 
 /// What drift shows for one variable: a reference by name, a hash when the value may be
 /// secret, else the value (escaped and cut).
-fn env_value(var: &EnvVar) -> String {
+fn env_value(var: &KeptEnvVar) -> String {
     if let Some(from) = &var.value_from {
         if let Some(r) = &from.config_map_key_ref {
             return format!("configMapKeyRef {}/{}", r.name, r.key);
@@ -145,7 +145,7 @@ fn env_value(var: &EnvVar) -> String {
     }
 }
 
-fn container_facts(c: &Container) -> ContainerFacts {
+fn container_facts(c: &KeptContainer) -> ContainerFacts {
     let env = c
         .env
         .iter()
@@ -195,7 +195,7 @@ fn container_facts(c: &Container) -> ContainerFacts {
 }
 
 /// The ConfigMaps and Secrets a Pod spec reads, and its ConfigMap/Secret volumes.
-fn references(spec: &PodSpec, twin: &mut TwinFacts) {
+fn references(spec: &KeptPodSpec, twin: &mut TwinFacts) {
     for c in spec
         .containers
         .iter()
@@ -248,7 +248,7 @@ fn digest(image_id: &str) -> &str {
 
 /// A Deployment's facts; `pods` are the namespace's Pods (those its selector matches
 /// and that are not terminating report image digests).
-pub fn twin(d: &Deployment, pods: &BTreeMap<String, Arc<Pod>>) -> TwinFacts {
+pub fn twin(d: &KeptDeployment, pods: &BTreeMap<String, Arc<KeptPod>>) -> TwinFacts {
     let mut twin = TwinFacts::default();
     let Some(spec) = d.spec.as_ref() else {
         return twin;
@@ -305,30 +305,49 @@ pub fn twin(d: &Deployment, pods: &BTreeMap<String, Arc<Pod>>) -> TwinFacts {
 mod tests {
     use super::*;
 
-    /// The caches keep less of a Deployment and its Pods than a cluster serves: the facts
-    /// compared are the same from what they keep.
+    /// The caches keep less of a Deployment and its Pods than a cluster serves: every
+    /// fact compared is read from what they keep.
     #[test]
     fn cached_objects_give_the_facts_of_served_ones() {
         let (deployment, pod) = crate::kube::watch_cache::served();
-        let kept_deployment = crate::kube::watch_cache::as_kept(deployment.clone());
-        let served_pods: BTreeMap<String, Arc<Pod>> =
-            [("trigger-abc".to_string(), Arc::new(pod.clone()))].into();
-        let kept_pods: BTreeMap<String, Arc<Pod>> = [(
-            "trigger-abc".to_string(),
-            crate::kube::watch_cache::as_kept(pod),
-        )]
-        .into();
-        let facts = twin(&kept_deployment, &kept_pods);
-        assert_eq!(facts, twin(&deployment, &served_pods));
-        assert!(facts.secrets.contains("creds"), "{facts:?}");
-        assert!(!facts.image_ids.is_empty(), "{facts:?}");
+        let pods: BTreeMap<String, Arc<KeptPod>> = [("trigger-abc".to_string(), pod)].into();
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        let trigger = ContainerFacts {
+            image: "env0/agent:1".into(),
+            env: [("A", "1"), ("S", "secretKeyRef creds/k")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env_from: "configMapRef agent-config".into(),
+            requests: "cpu=100m".into(),
+        };
+        let init = ContainerFacts {
+            image: "busybox".into(),
+            env: BTreeMap::new(),
+            env_from: "none".into(),
+            requests: "none".into(),
+        };
+        assert_eq!(
+            twin(&deployment, &pods),
+            TwinFacts {
+                containers: [
+                    ("trigger".to_string(), trigger),
+                    ("init:init".to_string(), init)
+                ]
+                .into(),
+                volumes: strings(&["configMap agent-config"]),
+                configmaps: strings(&["agent-config"]),
+                secrets: strings(&["creds"]),
+                image_ids: [("trigger".to_string(), strings(&["sha256:abc"]))].into(),
+            }
+        );
     }
 
-    fn deployment(value: serde_json::Value) -> Deployment {
+    fn deployment(value: serde_json::Value) -> KeptDeployment {
         serde_json::from_value(value).unwrap()
     }
 
-    fn agent() -> Deployment {
+    fn agent() -> KeptDeployment {
         deployment(serde_json::json!({
             "metadata": {"name": "agent"},
             "spec": {
@@ -363,8 +382,8 @@ mod tests {
         }))
     }
 
-    fn pod(name: &str, labels: serde_json::Value, image_id: &str) -> (String, Arc<Pod>) {
-        let p: Pod = serde_json::from_value(serde_json::json!({
+    fn pod(name: &str, labels: serde_json::Value, image_id: &str) -> (String, Arc<KeptPod>) {
+        let p: KeptPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": labels},
             "status": {"containerStatuses": [{
                 "name": "agent", "image": "x", "imageID": image_id, "ready": true,

@@ -31,6 +31,7 @@ use crate::coord::{
 use crate::engine::GroupState;
 use crate::kube::cluster::ClusterHandle;
 use crate::kube::fake_api::{FakeApi, Logged};
+use crate::kube::kept::{KeptDeployment, KeptPod};
 use crate::metrics::Metrics;
 use crate::model::{EPOCH_ANNOTATION, FailoverRecord, RecordPhase, Verdict};
 use crate::record::APP_LABEL_VALUE;
@@ -38,7 +39,7 @@ use crate::status::StatusReport;
 use http::Method;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent};
 use kube::runtime::watcher::Event;
 use serde_json::json;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ fn deployment(name: &str, replicas: i32, available: i32) -> Deployment {
     .unwrap()
 }
 
-fn ready_pod(deployment: &str) -> Pod {
+fn ready_pod(deployment: &str) -> KeptPod {
     serde_json::from_value(json!({
         "metadata": {"name": format!("{deployment}-0"), "namespace": NS,
             "labels": {"app": deployment}},
@@ -254,7 +255,7 @@ impl Pair {
             (&self.primary, &self.p, self.primary_running),
             (&self.standby, &self.s, self.standby_running),
         ] {
-            fake.mirror::<Deployment>(&handle.deployments(NS));
+            fake.mirror::<KeptDeployment>(&handle.deployments(NS));
             fake.mirror::<ConfigMap>(&handle.configmaps(NS));
             let pods = handle.pods(NS);
             pods.apply(Event::Init);
