@@ -3,10 +3,13 @@
 
 use super::*;
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Response, StatusCode};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 /// The group named by a `group=NAME` query parameter (form-decoded: `%XX` escapes and
 /// `+` for a space).
@@ -22,7 +25,7 @@ pub(super) async fn route_parts(
     state: &AdminState,
     method: &Method,
     target: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<Text> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     const PATHS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/status"];
     if !PATHS.contains(&path) {
@@ -93,7 +96,7 @@ pub(super) async fn route_parts(
     }
 }
 
-pub(super) fn plain(status: StatusCode, text: String, method: &Method) -> Response<Full<Bytes>> {
+pub(super) fn plain(status: StatusCode, text: String, method: &Method) -> Response<Text> {
     body(
         status,
         "text/plain; charset=utf-8",
@@ -105,16 +108,17 @@ pub(super) fn plain(status: StatusCode, text: String, method: &Method) -> Respon
 pub(super) fn body(
     status: StatusCode,
     content_type: &'static str,
-    bytes: Bytes,
+    text: impl Into<Text>,
     method: &Method,
-) -> Response<Full<Bytes>> {
-    let len = bytes.len();
+) -> Response<Text> {
+    let text = text.into();
+    let len = text.len;
     let payload = if method == Method::HEAD {
-        Bytes::new()
+        Text::default()
     } else {
-        bytes
+        text
     };
-    let mut resp = Response::new(Full::new(payload));
+    let mut resp = Response::new(payload);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -123,4 +127,55 @@ pub(super) fn body(
         h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     resp
+}
+
+/// An answer's body: its text in one or more parts, written one after the other, with
+/// its whole length known (`Content-Length`). `/metrics` answers in two parts, the
+/// stored metrics and the live ones, so no whole copy of the text is made per answer.
+#[derive(Debug, Default)]
+pub(super) struct Text {
+    /// The parts not yet written, in reverse order.
+    parts: Vec<Bytes>,
+    /// The length of what is not yet written.
+    len: u64,
+}
+
+impl Text {
+    /// A body of `parts` written in order.
+    pub(super) fn parts(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut parts: Vec<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        parts.reverse();
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        Text { parts, len }
+    }
+}
+
+impl From<Bytes> for Text {
+    fn from(bytes: Bytes) -> Self {
+        Text::parts([bytes])
+    }
+}
+
+impl Body for Text {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.parts.pop();
+        if let Some(part) = &next {
+            self.len -= part.len() as u64;
+        }
+        Poll::Ready(next.map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
 }

@@ -1,9 +1,8 @@
 //! The listener and its connections, each within the bounds the module describes.
 
-use super::routes::route_parts;
+use super::routes::{Text, route_parts};
 use super::*;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::Request;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
@@ -308,7 +307,7 @@ impl Drop for AnswerDone {
 
 /// An answer body that reports when it is done with.
 pub(super) struct Answer {
-    pub(super) body: Full<Bytes>,
+    pub(super) body: Text,
     pub(super) _done: AnswerDone,
 }
 

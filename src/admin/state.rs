@@ -1,5 +1,6 @@
 //! What the admin server shows: kept up to date by the group loops, read by the routes.
 
+use super::routes::Text;
 use super::*;
 use crate::coord::{Role, RoleNow};
 use crate::liveness::Heartbeat;
@@ -226,9 +227,9 @@ pub(super) fn encode_status(status: &StatusReport) -> Bytes {
 #[derive(Default)]
 pub(super) struct MetricsCache {
     pub(super) latest: Mutex<Option<(Instant, Bytes)>>,
-    /// The answer last served: the stored text it was made of, the roles its live part
-    /// showed, and the whole. Served again while both are the same, so a
-    /// flood of requests costs a comparison each, not an encoding.
+    /// The live part of the answer last served, with the stored text it followed and
+    /// the roles it showed. Served again while both are the same, so a flood of
+    /// requests costs a comparison each, not an encoding.
     pub(super) served: Mutex<Option<(Bytes, Vec<Role>, Bytes)>>,
     /// Held while encoding, so that one request encodes and the others do not wait.
     pub(super) refresh: tokio::sync::Mutex<()>,
@@ -244,8 +245,8 @@ impl MetricsCache {
     }
 
     /// The stored metrics (encoded at most once per [`METRICS_MAX_AGE`]) followed by the
-    /// live ones, read now.
-    pub(super) async fn get(&self, metrics: &Metrics) -> Bytes {
+    /// live ones, read now: two parts of one answer, never copied into one.
+    pub(super) async fn get(&self, metrics: &Metrics) -> Text {
         let stored = self.stored(metrics).await;
         let roles = metrics.coord.roles.roles(Instant::now());
         let same = |(text, shown, _): &(Bytes, Vec<Role>, Bytes)| {
@@ -258,16 +259,12 @@ impl MetricsCache {
             .as_ref()
             .filter(|s| same(s))
         {
-            return served.2.clone();
+            return Text::parts([stored, served.2.clone()]);
         }
-        let live = metrics.encode_live();
-        let mut text = Vec::with_capacity(stored.len() + live.len());
-        text.extend_from_slice(&stored);
-        text.extend(live);
-        let text = Bytes::from(text);
+        let live = Bytes::from(metrics.encode_live());
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((stored, roles, text.clone()));
-        text
+            Some((stored.clone(), roles, live.clone()));
+        Text::parts([stored, live])
     }
 
     pub(super) async fn stored(&self, metrics: &Metrics) -> Bytes {

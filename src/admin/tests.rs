@@ -6,9 +6,7 @@ use super::state::*;
 use super::*;
 use crate::metrics::Metrics;
 use crate::status::{GroupStatus, StatusReport};
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use http_body_util::Full;
 use hyper::header::ALLOW;
 use hyper::{Method, Response, StatusCode};
 use std::net::SocketAddr;
@@ -47,7 +45,7 @@ fn group(name: &str) -> GroupStatus {
     .unwrap()
 }
 
-async fn text(resp: Response<Full<Bytes>>) -> String {
+async fn text(resp: Response<Text>) -> String {
     String::from_utf8(
         resp.into_body()
             .collect()
@@ -231,6 +229,42 @@ async fn metrics_are_encoded_at_most_once_per_period() {
         later.contains("kube_failover_last_tick_timestamp_seconds 1234"),
         "{later}"
     );
+}
+
+#[tokio::test]
+async fn metrics_are_answered_in_parts_of_a_known_length() {
+    use hyper::body::Body;
+    let s = state(1, Duration::from_secs(1));
+    let get = route_parts(&s, &Method::GET, "/metrics").await;
+    let exact = get.body().size_hint().exact();
+    let body = text(get).await;
+    assert!(body.contains("kube_failover_build_info"), "{body}");
+    assert_eq!(exact, Some(body.len() as u64));
+    let head = route_parts(&s, &Method::HEAD, "/metrics").await;
+    assert_eq!(
+        head.headers()[hyper::header::CONTENT_LENGTH],
+        body.len().to_string().as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_text_body_writes_its_parts_in_order_and_counts_down_its_length() {
+    use hyper::body::Body;
+    let mut t = Text::parts([
+        bytes::Bytes::from_static(b"stored\n"),
+        bytes::Bytes::new(),
+        bytes::Bytes::from_static(b"live\n"),
+    ]);
+    assert_eq!(t.size_hint().exact(), Some(12));
+    let first = t.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"stored\n");
+    assert_eq!(t.size_hint().exact(), Some(5));
+    assert!(!t.is_end_stream());
+    let second = t.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&second[..], b"live\n");
+    assert!(t.is_end_stream());
+    assert_eq!(t.size_hint().exact(), Some(0));
+    assert!(t.frame().await.is_none());
 }
 
 // --- the server on a real socket -----------------------------------------------
