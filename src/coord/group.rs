@@ -360,12 +360,13 @@ impl GroupCoord {
         let Some(write) = LeaderWrite::of(plan) else {
             return;
         };
-        let sent_at = self.clock().now();
         // Shed, not piled: the group tries again at a later tick.
-        let Some(_permit) = self.presence.leader_write_permit(sent_at) else {
-            debug!(group = %self.group, "leader Lease not written now: this cluster's leader Lease writes are at their bound or paused after a failure");
+        let Some(_permit) = self.presence.leader_write_permit(self.clock().now()).await else {
+            debug!(group = %self.group, "leader Lease not written now: this cluster's leader Lease writes stayed at their bound or are paused after a failure");
             return;
         };
+        // After the wait for a permit: a term counts from when its write was sent.
+        let sent_at = self.clock().now();
         let result = self.write_leader(write, acquired).await;
         self.presence.leader_written(
             self.clock().now(),

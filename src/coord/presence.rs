@@ -49,12 +49,15 @@ use tracing::{error, info, warn};
 const MIN_SPACING: Duration = Duration::from_millis(100);
 
 /// Writes of leader Leases (a term starting or ending) in flight at once per cluster, at
-/// most: beyond that a group tries again at its next tick. At a start, each instance
-/// takes its share of every group at once (a third of 200 with three instances) while
-/// the API server answers the lists of every namespace: with 4, writes of about a
-/// quarter second each left the last groups without a leader for 5 s, more than a lease
-/// duration (BENCHMARKS.md, "Lighter stores, tasks and ticks"). A failed write (not a
-/// lost race) still pauses them all.
+/// most: beyond that a write waits for one to end, up to half the call timeout
+/// ([`Presence::leader_write_permit`]), and its group tries again at its next tick when
+/// none did. At a start, each instance takes its share of every group at once (a third
+/// of 200 with three instances) while the API server answers the lists of every
+/// namespace: with 4 and no wait, writes of about a quarter second each left the last
+/// groups without a leader for 5 s, more than a lease duration (BENCHMARKS.md, "Lighter
+/// stores, tasks and ticks"); with 16 and no wait, the writes a tick could not send went
+/// a whole interval later, in steps, the last one 3.3 s after the start. A failed write
+/// (not a lost race) still pauses them all.
 pub const LEADER_WRITES_IN_FLIGHT: usize = 16;
 
 /// `kube-failover.observer.<identity>` (identity made DNS-safe, the whole name at most
@@ -316,11 +319,16 @@ impl Presence {
         v
     }
 
-    /// Leave to write a leader Lease now (a term starting or ending), held while the
-    /// write is on its way; `None` when [`LEADER_WRITES_IN_FLIGHT`] are already, or
-    /// while the pause after a failed one runs: the group tries again at a later tick
-    /// instead of piling writes onto a slow or overloaded API server.
-    pub fn leader_write_permit(&self, now: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Leave to write a leader Lease (a term starting or ending), held while the write
+    /// is on its way. When [`LEADER_WRITES_IN_FLIGHT`] are already, it waits for one to
+    /// end, up to half the call timeout; `None` when none ended by then, or at once
+    /// while the pause after a failed write runs (`now` is before its end): the group
+    /// tries again at a later tick instead of piling writes onto a slow or overloaded
+    /// API server. The writes in flight stay bounded either way.
+    pub async fn leader_write_permit(
+        &self,
+        now: Instant,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if self
             .lock()
             .leader_writes_after
@@ -328,7 +336,11 @@ impl Presence {
         {
             return None;
         }
-        self.leader_writes.clone().try_acquire_owned().ok()
+        let wait = self.timeout / 2;
+        tokio::time::timeout(wait, self.leader_writes.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// How a leader Lease write ended: `failed` for anything but a success or a lost
@@ -710,6 +722,62 @@ mod tests {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
     };
+
+    /// Beyond the writes in flight, a leader Lease write waits for one to end, up to half
+    /// the call timeout; none at all while the pause after a failed write runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_write_waits_a_moment_for_a_free_slot_and_none_while_paused() {
+        let fake = crate::kube::fake_api::FakeApi::new();
+        let config: crate::config::Config = toml::from_str(
+            "[[groups]]\nname = \"g\"\nprimary = { namespace = \"p\" }\n\
+             standby = { namespace = \"ns\" }\nworkloads = [{ name = \"w\" }]\n",
+        )
+        .unwrap();
+        let process =
+            Coordination::with_clock(&config, super::super::clock::Clock::tokio(), Duration::ZERO);
+        let presence = Presence::new(
+            fake.client(),
+            WatchStore::new("Leases in ns"),
+            "ns",
+            "a",
+            (Duration::from_millis(800), TIMING),
+            process,
+        );
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..LEADER_WRITES_IN_FLIGHT {
+            held.push(
+                presence
+                    .leader_write_permit(now)
+                    .await
+                    .expect("a free slot"),
+            );
+        }
+        // All taken and none ends: no permit, after waiting 400 ms.
+        let asked = tokio::time::Instant::now();
+        assert!(presence.leader_write_permit(now).await.is_none());
+        assert_eq!(asked.elapsed(), Duration::from_millis(400));
+        // One ends 100 ms into the wait: the waiting write goes then.
+        let last = held.pop().unwrap();
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(last);
+        });
+        let asked = tokio::time::Instant::now();
+        let permit = presence.leader_write_permit(now).await;
+        assert!(permit.is_some());
+        assert_eq!(asked.elapsed(), Duration::from_millis(100));
+        ends.await.unwrap();
+        drop((permit, held));
+        // A failed write pauses them all, slots free or not: no wait, no permit.
+        presence.leader_written(now, true);
+        let asked = tokio::time::Instant::now();
+        assert!(presence.leader_write_permit(now).await.is_none());
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+        // A success ends the pause.
+        presence.leader_written(now, false);
+        assert!(presence.leader_write_permit(now).await.is_some());
+    }
 
     #[test]
     fn names_and_spacing() {
