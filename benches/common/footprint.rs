@@ -631,9 +631,26 @@ pub async fn measure(
     }
     let mut left = std::collections::BTreeSet::new();
     let mut left_to = BTreeMap::new();
+    // Stopped as a service manager stops them (SIGTERM: each leader releases its
+    // Leases), so the next setup's instances start on released Leases, not on Leases
+    // of dead holders they must wait out.
+    for i in &instances {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &i.pid.to_string()])
+            .status();
+    }
     for mut i in instances {
-        let _ = i.child.start_kill();
-        let _ = i.child.wait().await;
+        if tokio::time::timeout(Duration::from_secs(20), i.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "footprint: instance {} still running 20 s after SIGTERM; killed",
+                i.pid
+            );
+            let _ = i.child.start_kill();
+            let _ = i.child.wait().await;
+        }
         let text = std::fs::read_to_string(&i.log).unwrap_or_default();
         left.extend(groups_that_left(&text, "primary_active"));
         for (state, n) in states_left_to(&text, "primary_active") {
