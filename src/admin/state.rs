@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::status::{GroupStatus, StatusReport};
 use bytes::Bytes;
 use hyper::StatusCode;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -26,7 +26,10 @@ pub struct AdminState {
     /// Kept with the roles it shows (see [`live_roles`]): a change of role serializes
     /// it again too.
     pub(super) status_json: RwLock<Option<(Vec<Role>, Bytes)>>,
-    pub(super) ticked: Mutex<HashSet<String>>,
+    /// Where each group that has ticked sits in `status.groups`: a tick's status takes
+    /// its place by one lookup, not a walk through every group's name (taken with
+    /// `status` written, so the two agree).
+    pub(super) slots: Mutex<HashMap<String, usize>>,
     pub(super) heartbeats: RwLock<HashMap<String, Heartbeat>>,
     pub(super) groups: usize,
     pub(super) ready: AtomicBool,
@@ -34,8 +37,15 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// `status` is the initial document (groups may be empty until their first tick).
-    pub fn new(metrics: Metrics, interval: Duration, groups: usize, status: StatusReport) -> Self {
+    /// `status` is the initial document; its groups come with their first ticks (any it
+    /// has are dropped).
+    pub fn new(
+        metrics: Metrics,
+        interval: Duration,
+        groups: usize,
+        mut status: StatusReport,
+    ) -> Self {
+        status.groups.clear();
         AdminState {
             metrics,
             metrics_cache: MetricsCache::default(),
@@ -43,7 +53,7 @@ impl AdminState {
             started: Instant::now(),
             status: RwLock::new(status),
             status_json: RwLock::new(None),
-            ticked: Mutex::new(HashSet::new()),
+            slots: Mutex::new(HashMap::new()),
             heartbeats: RwLock::new(HashMap::new()),
             groups,
             ready: AtomicBool::new(false),
@@ -85,23 +95,23 @@ impl AdminState {
 
     /// Records a finished tick of `group` and its status.
     pub fn tick_done(&self, group: GroupStatus, wall_unix: f64) {
-        let name = group.name.clone();
-        self.progress(&name);
+        self.progress(&group.name);
         let all_ticked = {
-            let mut ticked = self.ticked.lock().unwrap_or_else(|e| e.into_inner());
-            ticked.insert(name.clone());
-            ticked.len() >= self.groups
-        };
-        {
             let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-            match status.groups.iter_mut().find(|g| g.name == name) {
-                Some(slot) => *slot = group,
-                None => status.groups.push(group),
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.get(group.name.as_str()) {
+                Some(&i) => status.groups[i] = group,
+                None => {
+                    slots.insert(group.name.clone(), status.groups.len());
+                    status.groups.push(group);
+                }
             }
+            let all_ticked = slots.len() >= self.groups;
             status.last_tick_unix = Some(wall_unix);
             status.ready = all_ticked && !self.shutting_down.load(Ordering::SeqCst);
             *self.status_json.write().unwrap_or_else(|e| e.into_inner()) = None;
-        }
+            all_ticked
+        };
         if all_ticked {
             self.ready.store(true, Ordering::SeqCst);
         }
@@ -151,7 +161,13 @@ impl AdminState {
     /// code and message when there is no such group or it has not ticked yet.
     pub(super) fn group_document(&self, name: &str) -> Result<Bytes, (StatusCode, String)> {
         let status = self.status.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = status.groups.iter().find(|g| g.name == name) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied();
+        if let Some(g) = slot.map(|i| &status.groups[i]) {
             let mut one = StatusReport {
                 version: status.version.clone(),
                 mode: status.mode.clone(),

@@ -216,6 +216,35 @@ async fn status_of_one_group_and_unknown_groups() {
 }
 
 #[tokio::test]
+async fn each_tick_takes_its_groups_place_and_ready_waits_for_every_group() {
+    let s = state(3, Duration::from_secs(1));
+    for (i, name) in ["c", "a", "b"].into_iter().enumerate() {
+        assert!(!s.is_ready(), "only {i} of 3 groups ticked");
+        s.tick_done(group(name), i as f64);
+    }
+    assert!(s.is_ready());
+    let mut later = group("a");
+    later.state = crate::model::GroupState::Promoting.into();
+    s.tick_done(later, 9.0);
+    let report: StatusReport =
+        serde_json::from_str(&text(route_parts(&s, &Method::GET, "/status").await).await).unwrap();
+    let shown: Vec<(&str, bool)> = report
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.state == "promoting"))
+        .collect();
+    assert_eq!(
+        shown,
+        [("c", false), ("a", true), ("b", false)],
+        "in the order of their first ticks, each replaced in place"
+    );
+    let one = route_parts(&s, &Method::GET, "/status?group=b").await;
+    let report: StatusReport = serde_json::from_str(&text(one).await).unwrap();
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].name, "b");
+}
+
+#[tokio::test]
 async fn metrics_are_encoded_at_most_once_per_period() {
     let s = state(1, Duration::from_secs(1));
     let first = text(route_parts(&s, &Method::GET, "/metrics").await).await;
