@@ -783,13 +783,12 @@ fn status_with_an_error_answer_exits_1() {
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
 }
 
-/// A loopback port with nothing listening on it (it was free a moment ago).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct loopback ports with nothing listening on them (they were free a moment
+/// ago): held together while picked, since a port just released may be handed out
+/// again at once.
+fn closed_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 /// Runs the daemon with its log going to a pipe, against two clusters whose API ports
@@ -797,9 +796,12 @@ fn closed_port() -> u16 {
 /// log.
 fn daemon_log_against_closed_ports(env: &[(&str, &str)]) -> Vec<u8> {
     let f = Fixture::new();
+    // Two API servers and the admin port, all different: the same port twice would
+    // make the two clusters one (a configuration error, not an outage).
+    let [primary, standby, admin] = closed_ports();
     let kubeconfig = KUBECONFIG
-        .replace("6443", &closed_port().to_string())
-        .replace("7443", &closed_port().to_string());
+        .replace("6443", &primary.to_string())
+        .replace("7443", &standby.to_string());
     std::fs::write(f.dir.path().join("clusters.kubeconfig"), kubeconfig).unwrap();
     let config = f.config(
         &GOOD
@@ -807,8 +809,7 @@ fn daemon_log_against_closed_ports(env: &[(&str, &str)]) -> Vec<u8> {
             .replace(
                 "probe_timeout = \"1s\"",
                 &format!(
-                    "probe_timeout = \"200ms\"\nmode = \"observe\"\nlisten = \"127.0.0.1:{}\"",
-                    closed_port()
+                    "probe_timeout = \"200ms\"\nmode = \"observe\"\nlisten = \"127.0.0.1:{admin}\""
                 ),
             )
             .replace("failure_threshold = 3", "failure_threshold = 1"),

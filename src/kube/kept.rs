@@ -6,8 +6,8 @@
 //! `Pod` 2.4 kB with no spec). What they keep:
 //!
 //! - [`KeptPod`]: the metadata and, of the status, the phase, the conditions' type and
-//!   status, and per container its name, image ID and waiting reason ([`PodSummary`],
-//!   the state checks' image digests);
+//!   status, and per container its name, image ID and waiting reason (the workload
+//!   probe's `PodSummary`, the state checks' image digests);
 //! - [`KeptDeployment`]: the metadata, `spec.replicas`, `spec.selector`,
 //!   `status.availableReplicas`, and of the Pod template what the state checks compare:
 //!   per container its name, image, env, envFrom and resource requests, and the
@@ -17,8 +17,6 @@
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation (the whole object
 //! again), which nothing reads. Nothing writes a kept object back: a write reads the
 //! object afresh or patches it.
-//!
-//! [`PodSummary`]: crate::probe::workload::PodSummary
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
