@@ -717,6 +717,7 @@ async fn renew(presence: Weak<Presence>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coord::clock::Clock;
 
     const TIMING: LeaderTiming = LeaderTiming {
         lease_duration: Duration::from_secs(3),
@@ -733,8 +734,7 @@ mod tests {
              standby = { namespace = \"ns\" }\nworkloads = [{ name = \"w\" }]\n",
         )
         .unwrap();
-        let process =
-            Coordination::with_clock(&config, super::super::clock::Clock::tokio(), Duration::ZERO);
+        let process = Coordination::with_clock(&config, Clock::tokio(), Duration::ZERO);
         let presence = Presence::new(
             fake.client(),
             WatchStore::new("Leases in ns"),

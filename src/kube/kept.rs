@@ -15,7 +15,7 @@
 //!
 //! The metadata is kept whole but for its managedFields and the
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation (the whole object
-//! again), which nothing reads. Nothing writes a kept object back: a write reads the
+//! again), which nothing reads: both are dropped as the object is decoded. Nothing writes a kept object back: a write reads the
 //! object afresh or patches it.
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,11 +34,21 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops from `meta` what no reader of a cache reads: managedFields and the
 /// last-applied annotation.
-pub(crate) fn slim_meta(meta: &mut ObjectMeta) {
+fn slim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
+}
+
+/// The metadata of a kept object, slimmed as it is decoded ([`slim_meta`]).
+fn slim_metadata<'de, D>(deserializer: D) -> Result<ObjectMeta, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut meta = ObjectMeta::deserialize(deserializer)?;
+    slim_meta(&mut meta);
+    Ok(meta)
 }
 
 /// A list the API server may send as `null` (a Go nil slice), read as empty.
@@ -53,8 +63,8 @@ where
 /// A Pod as the caches keep it (see the module documentation).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct KeptPod {
-    /// The metadata.
-    #[serde(default)]
+    /// The metadata, without what [`slim_meta`] drops.
+    #[serde(default, deserialize_with = "slim_metadata")]
     pub metadata: ObjectMeta,
     /// What is kept of the status.
     pub status: Option<KeptPodStatus>,
@@ -114,8 +124,8 @@ pub struct KeptWaiting {
 /// A Deployment as the caches keep it (see the module documentation).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct KeptDeployment {
-    /// The metadata.
-    #[serde(default)]
+    /// The metadata, without what [`slim_meta`] drops.
+    #[serde(default, deserialize_with = "slim_metadata")]
     pub metadata: ObjectMeta,
     /// What is kept of the spec.
     pub spec: Option<KeptDeploymentSpec>,
@@ -328,18 +338,17 @@ mod tests {
     #[test]
     fn slim_meta_drops_managed_fields_and_the_last_applied_copy() {
         let (deployment, _) = served_json();
-        let mut d: KeptDeployment = serde_json::from_value(deployment).unwrap();
+        let mut meta: ObjectMeta = serde_json::from_value(deployment["metadata"].clone()).unwrap();
         assert!(
-            d.metadata
-                .annotations
+            meta.annotations
                 .as_ref()
                 .unwrap()
                 .contains_key(LAST_APPLIED)
         );
-        d.metadata.managed_fields = Some(vec![Default::default()]);
-        slim_meta(&mut d.metadata);
-        assert!(d.metadata.managed_fields.is_none());
-        let annotations = d.metadata.annotations.as_ref().unwrap();
+        meta.managed_fields = Some(vec![Default::default()]);
+        slim_meta(&mut meta);
+        assert!(meta.managed_fields.is_none());
+        let annotations = meta.annotations.as_ref().unwrap();
         assert!(!annotations.contains_key(LAST_APPLIED));
         assert_eq!(annotations["kube-failover/epoch"], "3");
         // And a cache applies it to what it keeps.

@@ -47,7 +47,6 @@
 //!   checked when it starts: a revoked grant shows when the watch is resumed next.
 //!
 use crate::kube::call::{classify, describe};
-use crate::kube::kept::{KeptDeployment, KeptPod, slim_meta};
 use crate::model::{Evidence, ProbeReason};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
@@ -623,16 +622,12 @@ impl<K: Resource + Send + Sync + 'static> Sink<K> for Fanout<K> {
 }
 
 /// An object as the store keeps it: without its managedFields (who set which field,
-/// often the larger part of the metadata), which nothing here reads, and for the kept
-/// Pods and Deployments ([`crate::kube::kept`]) without the last-applied annotation.
-/// Nothing writes a cached object back: writes read the object afresh or patch it.
-fn kept<K: Resource + 'static>(mut obj: K) -> Arc<K> {
-    let any: &dyn std::any::Any = &obj;
-    if any.is::<KeptPod>() || any.is::<KeptDeployment>() {
-        slim_meta(obj.meta_mut());
-    } else {
-        obj.meta_mut().managed_fields = None;
-    }
+/// often the larger part of the metadata), which nothing here reads (Pods and
+/// Deployments are kept as [`crate::kube::kept`] types, slimmer still as they are
+/// decoded). Nothing writes a cached object back: writes read the object afresh or
+/// patch it.
+fn kept<K: Resource>(mut obj: K) -> Arc<K> {
+    obj.meta_mut().managed_fields = None;
     Arc::new(obj)
 }
 
@@ -1171,7 +1166,10 @@ pub(crate) fn served_json() -> (serde_json::Value, serde_json::Value) {
 
 /// The Deployment and Pod of [`served_json`] as a cache keeps them.
 #[cfg(test)]
-pub(crate) fn served() -> (Arc<KeptDeployment>, Arc<KeptPod>) {
+pub(crate) fn served() -> (
+    Arc<crate::kube::kept::KeptDeployment>,
+    Arc<crate::kube::kept::KeptPod>,
+) {
     let (deployment, pod) = served_json();
     (
         kept(serde_json::from_value(deployment).unwrap()),
